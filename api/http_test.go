@@ -1,0 +1,262 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/api"
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/service"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+type env struct {
+	srv   *httptest.Server
+	redis *redistest.Server
+	rdb   *redis.Client
+	insp  *asynq.Inspector
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := service.New(store, asynq.NewClientFromRedisClient(rdb), logger)
+	srv := httptest.NewServer(api.NewHandler(svc, logger))
+	t.Cleanup(srv.Close)
+	return &env{srv: srv, redis: rs, rdb: rdb, insp: asynq.NewInspectorFromRedisClient(rdb)}
+}
+
+func (e *env) post(t *testing.T, path, body string) (int, map[string]any, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, map[string]any, http.Header) {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Equal(t, "application/json; charset=utf-8", res.Header.Get("Content-Type"))
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&m))
+	return res.StatusCode, m, res.Header
+}
+
+func errCode(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+// pending returns the payloads of the tasks waiting in the mail queue.
+func (e *env) pending(t *testing.T) []tasks.SendCodePayload {
+	t.Helper()
+	infos, err := e.insp.ListPendingTasks(tasks.Queue)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil
+	}
+	require.NoError(t, err)
+	var out []tasks.SendCodePayload
+	for _, info := range infos {
+		var p tasks.SendCodePayload
+		require.NoError(t, json.Unmarshal(info.Payload, &p))
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestSendCode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	status, body, _ := e.post(t, "/v1/codes", `{"email":"User.Name@Example.COM","locale":"en"}`)
+	require.Equal(t, http.StatusAccepted, status, body)
+	assert.Equal(t, "User.Name@Example.COM", body["email"])
+	assert.EqualValues(t, 600, body["expires_in"])
+	assert.Len(t, body, 2, "email and expires_in only, never the code")
+
+	code, err := e.rdb.Get(ctx, "code_User.Name@Example.COM").Result()
+	require.NoError(t, err, "the key keeps the address as sent")
+	ttl, err := e.rdb.TTL(ctx, "code_User.Name@Example.COM").Result()
+	require.NoError(t, err)
+	assert.LessOrEqual(t, ttl, 10*time.Minute)
+
+	infos, err := e.insp.ListPendingTasks(tasks.Queue)
+	require.NoError(t, err)
+	require.Len(t, infos, 1)
+	assert.Equal(t, tasks.TypeSendCode, infos[0].Type)
+	assert.Equal(t, tasks.MaxRetry, infos[0].MaxRetry)
+	assert.WithinDuration(t, time.Now().Add(10*time.Minute), infos[0].Deadline, 5*time.Second)
+	assert.NotContains(t, string(infos[0].Payload), code, "no code in the payload")
+	p := e.pending(t)[0]
+	assert.Equal(t, "User.Name@Example.COM", p.Email)
+	assert.Equal(t, "en", p.Locale)
+
+	// A repeat reuses the code and does not extend it.
+	require.NoError(t, e.rdb.Expire(ctx, "code_User.Name@Example.COM", 100*time.Second).Err())
+	status, body, _ = e.post(t, "/v1/codes", `{"email":"User.Name@Example.COM"}`)
+	require.Equal(t, http.StatusAccepted, status, body)
+	assert.LessOrEqual(t, body["expires_in"], float64(100))
+	again, err := e.rdb.Get(ctx, "code_User.Name@Example.COM").Result()
+	require.NoError(t, err)
+	assert.Equal(t, code, again)
+	p = e.pending(t)[1]
+	assert.Equal(t, "zh-CN", p.Locale, "default locale")
+}
+
+func TestSendCodeRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct {
+		name, body, code string
+	}{
+		{"not json", `{"email":`, "invalid_json"},
+		{"array", `["a@example.com"]`, "invalid_json"},
+		{"number email", `{"email":42}`, "invalid_json"},
+		{"two objects", `{"email":"a@example.com"}{"email":"b@example.com"}`, "invalid_json"},
+		{"empty body", ``, "invalid_json"},
+		{"no email", `{}`, "invalid_email"},
+		{"no at", `{"email":"example.com"}`, "invalid_email"},
+		{"display name", `{"email":"Eve <eve@example.com>"}`, "invalid_email"},
+		{"header injection", `{"email":"a@example.com\r\nBcc: victim@example.com"}`, "invalid_email"},
+		{"list", `{"email":"a@example.com, b@example.com"}`, "invalid_email"},
+		{"too long", `{"email":"` + strings.Repeat("a", 250) + `@example.com"}`, "invalid_email"},
+		{"unknown locale", `{"email":"a@example.com","locale":"fr"}`, "invalid_locale"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body, _ := e.post(t, "/v1/codes", tt.body)
+			assert.Equal(t, http.StatusBadRequest, status)
+			assert.Equal(t, tt.code, errCode(body))
+		})
+	}
+	assert.Empty(t, e.pending(t), "nothing enqueued")
+	keys, err := e.rdb.Keys(context.Background(), "code_*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "no code made")
+}
+
+func TestTransportErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(`{"email":"a@example.com"}`))
+	req.Header.Set("Content-Type", "text/plain")
+	status, body, _ := do(t, req)
+	assert.Equal(t, http.StatusUnsupportedMediaType, status)
+	assert.Equal(t, "unsupported_media_type", errCode(body))
+
+	status, body, _ = e.post(t, "/v1/codes", `{"email":"a@example.com","pad":"`+strings.Repeat("x", api.MaxBodyBytes)+`"}`)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, status)
+	assert.Equal(t, "body_too_large", errCode(body))
+
+	req, _ = http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes", nil)
+	status, body, hdr := do(t, req)
+	assert.Equal(t, http.StatusMethodNotAllowed, status)
+	assert.Equal(t, "POST", hdr.Get("Allow"))
+	assert.Equal(t, "method_not_allowed", errCode(body))
+
+	req, _ = http.NewRequest(http.MethodGet, e.srv.URL+"/nope", nil)
+	status, body, _ = do(t, req)
+	assert.Equal(t, http.StatusNotFound, status)
+	assert.Equal(t, "not_found", errCode(body))
+	assert.Empty(t, e.pending(t))
+}
+
+func TestVerifyCode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	status, body, _ := e.post(t, "/v1/codes/verify", `{"email":"v@example.com","code":"123456"}`)
+	assert.Equal(t, http.StatusGone, status)
+	assert.Equal(t, "code_not_found", errCode(body))
+
+	status, _, _ = e.post(t, "/v1/codes", `{"email":"v@example.com"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	code, err := e.rdb.Get(ctx, "code_v@example.com").Result()
+	require.NoError(t, err)
+	wrong := "000000"
+	if code == wrong {
+		wrong = "999999"
+	}
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"v@example.com","code":"`+wrong+`"}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, status)
+	assert.Equal(t, "code_mismatch", errCode(body))
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"v@example.com","code":""}`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Equal(t, "invalid_code", errCode(body))
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"v@example.com","code":"`+code+`"}`)
+	require.Equal(t, http.StatusOK, status, body)
+	assert.Equal(t, map[string]any{"email": "v@example.com", "verified": true}, body)
+	n, err := e.rdb.Exists(ctx, "code_v@example.com").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the key is gone")
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"v@example.com","code":"`+code+`"}`)
+	assert.Equal(t, http.StatusGone, status, "single use")
+	assert.Equal(t, "code_not_found", errCode(body))
+}
+
+func TestRedisDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.redis.Stop()
+
+	for _, path := range []string{"/v1/codes", "/v1/codes/verify"} {
+		status, body, _ := e.post(t, path, `{"email":"a@example.com","code":"123456"}`)
+		assert.Equal(t, http.StatusServiceUnavailable, status, path)
+		assert.Equal(t, "unavailable", errCode(body))
+		assert.NotContains(t, body["error"].(map[string]any)["message"], "127.0.0.1", "no internals in replies")
+	}
+
+	require.NoError(t, e.redis.Restart())
+	status, _, _ := e.post(t, "/v1/codes", `{"email":"a@example.com"}`)
+	assert.Equal(t, http.StatusAccepted, status, "recovers without a restart")
+}
+
+// failingService injects an unexpected error: the reply is a JSON 500, not a
+// bare page, and says nothing of the cause.
+type failingService struct{ err error }
+
+func (f failingService) SendCode(context.Context, string, string) (service.Sent, error) {
+	return service.Sent{}, f.err
+}
+func (f failingService) VerifyCode(context.Context, string, string) error { return f.err }
+
+func TestUnexpectedErrorIsJSON500(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(api.NewHandler(failingService{errors.New("secret internal detail")}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/codes", strings.NewReader(`{"email":"a@example.com"}`))
+	req.Header.Set("Content-Type", "application/json")
+	status, body, _ := do(t, req)
+	assert.Equal(t, http.StatusInternalServerError, status)
+	assert.Equal(t, "internal", errCode(body))
+	assert.NotContains(t, body["error"].(map[string]any)["message"], "secret")
+}

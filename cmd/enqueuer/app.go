@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/api"
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/service"
+)
+
+// App is the running enqueuer: the public HTTP API and the admin server.
+type App struct {
+	cfg    Config
+	logger *slog.Logger
+	rdb    *redis.Client
+
+	httpSrv, adminSrv *http.Server
+	httpLn, adminLn   net.Listener
+	done              chan error
+}
+
+// NewApp wires the enqueuer from cfg. It does not listen yet.
+func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
+	opt, err := platform.ParseRedisURL(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	rdb := platform.NewRedis(opt)
+	store, err := codes.NewStore(rdb, cfg.codes())
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
+	svc := service.New(store, queue, logger)
+	return &App{
+		cfg:      cfg,
+		logger:   logger,
+		rdb:      rdb,
+		httpSrv:  platform.NewHTTPServer(api.NewHandler(svc, logger), logger),
+		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
+		done:     make(chan error, 2),
+	}, nil
+}
+
+// Open listens on HTTP_ADDR and ADMIN_ADDR and serves in the background.
+func (a *App) Open(ctx context.Context) error {
+	var err error
+	if a.httpLn, err = platform.Listen(ctx, "HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
+		return err
+	}
+	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
+		_ = a.httpLn.Close()
+		return err
+	}
+	go a.serve(a.httpSrv, a.httpLn)
+	go a.serve(a.adminSrv, a.adminLn)
+	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
+	return nil
+}
+
+func (a *App) serve(srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		a.done <- err
+		return
+	}
+	a.done <- nil
+}
+
+// HTTPAddr is the address the public API listens on.
+func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// AdminAddr is the address the admin server listens on.
+func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
+
+// Close stops taking requests, lets those in flight finish until ctx ends,
+// and closes the Redis connections.
+func (a *App) Close(ctx context.Context) error {
+	err := errors.Join(a.httpSrv.Shutdown(ctx), a.adminSrv.Shutdown(ctx))
+	for range 2 {
+		err = errors.Join(err, <-a.done)
+	}
+	// The asynq client shares rdb; closing rdb closes both.
+	err = errors.Join(err, a.rdb.Close())
+	a.logger.Info("enqueuer stopped")
+	return err
+}

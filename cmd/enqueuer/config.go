@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/platform"
+)
+
+// Config is the enqueuer's whole configuration, read from the environment.
+type Config struct {
+	RedisURL        string        `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080"`
+	AdminAddr       string        `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
+	CodeKeyPrefix   string        `envconfig:"CODE_KEY_PREFIX" default:"code_"`
+	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
+	CodeLength      int           `envconfig:"CODE_LENGTH" default:"6"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+}
+
+// LoadConfig reads and validates the configuration.
+func LoadConfig() (Config, error) {
+	var cfg Config
+	if err := envconfig.Process("", &cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate reports every problem at once, each naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := platform.ParseRedisURL(c.RedisURL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("HTTP_ADDR: must not be empty"))
+	}
+	if c.AdminAddr == "" {
+		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	}
+	if _, err := platform.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CodeKeyPrefix == "" {
+		errs = append(errs, errors.New("CODE_KEY_PREFIX: must not be empty"))
+	}
+	if c.CodeTTL < time.Second {
+		errs = append(errs, fmt.Errorf("CODE_TTL: %s is shorter than 1s", c.CodeTTL))
+	}
+	if c.CodeLength < codes.MinLength || c.CodeLength > codes.MaxLength {
+		errs = append(errs, fmt.Errorf("CODE_LENGTH: %d is outside %d..%d", c.CodeLength, codes.MinLength, codes.MaxLength))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) codes() codes.Config {
+	return codes.Config{KeyPrefix: c.CodeKeyPrefix, TTL: c.CodeTTL, Length: c.CodeLength}
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := LoadConfig()
+	require.NoError(t, err)
+	assert.Equal(t, Config{
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		HTTPAddr:        ":8080",
+		AdminAddr:       "127.0.0.1:8081",
+		LogLevel:        "info",
+		CodeKeyPrefix:   "code_",
+		CodeTTL:         10 * time.Minute,
+		CodeLength:      6,
+		ShutdownTimeout: 25 * time.Second,
+	}, cfg)
+}
+
+func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
+	t.Setenv("REDIS_URL", "http://user:hunter2@redis:6379")
+	t.Setenv("CODE_LENGTH", "3")
+	t.Setenv("CODE_TTL", "10ms")
+	t.Setenv("LOG_LEVEL", "loud")
+	t.Setenv("CODE_KEY_PREFIX", "")
+	_, err := LoadConfig()
+	require.Error(t, err)
+	for _, name := range []string{"REDIS_URL", "CODE_LENGTH", "CODE_TTL", "LOG_LEVEL"} {
+		assert.Contains(t, err.Error(), name)
+	}
+	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+}
+
+func TestLoadConfigUnparsable(t *testing.T) {
+	t.Setenv("CODE_TTL", "ten minutes")
+	_, err := LoadConfig()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "CODE_TTL")
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+// App is the running worker: the asynq server and the admin server.
+type App struct {
+	cfg      Config
+	logger   *slog.Logger
+	rdb      *redis.Client
+	sender   *mail.Sender
+	server   *asynq.Server
+	mux      *asynq.ServeMux
+	adminSrv *http.Server
+	adminLn  net.Listener
+	done     chan error
+}
+
+// NewApp wires the worker from cfg. It does not start yet.
+func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
+	opt, err := platform.ParseRedisURL(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := mail.NewSender(cfg.smtp(), logger)
+	if err != nil {
+		return nil, err
+	}
+	rdb := platform.NewRedis(opt)
+	store, err := codes.NewStore(rdb, cfg.codes())
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendCode, tasks.NewSendCodeHandler(store, sender, logger))
+
+	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          map[string]int{tasks.Queue: 1},
+		RetryDelayFunc:  tasks.RetryDelay,
+		ErrorHandler:    tasks.ErrorHandler(logger),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		// Move due retries to the queue every second, not every five:
+		// codes are short-lived.
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   platform.AsynqLogger{L: logger},
+		LogLevel:                 asynqLevel(logger),
+	})
+	return &App{
+		cfg:      cfg,
+		logger:   logger,
+		rdb:      rdb,
+		sender:   sender,
+		server:   server,
+		mux:      mux,
+		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
+		done:     make(chan error, 1),
+	}, nil
+}
+
+// Open listens on ADMIN_ADDR and starts processing tasks.
+func (a *App) Open(ctx context.Context) error {
+	var err error
+	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
+		return err
+	}
+	if err := a.server.Start(a.mux); err != nil {
+		_ = a.adminLn.Close()
+		return err
+	}
+	go func() {
+		if err := a.adminSrv.Serve(a.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			a.done <- err
+			return
+		}
+		a.done <- nil
+	}()
+	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
+		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue)
+	return nil
+}
+
+// AdminAddr is the address the admin server listens on.
+func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
+
+// Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
+// flight; asynq puts a send it had to cut off back on the queue.
+func (a *App) Close() error {
+	a.server.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	err := a.adminSrv.Shutdown(ctx)
+	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
+	a.logger.Info("worker stopped")
+	return err
+}
+
+func asynqLevel(l *slog.Logger) asynq.LogLevel {
+	if l.Enabled(context.Background(), slog.LevelDebug) {
+		return asynq.DebugLevel
+	}
+	return asynq.InfoLevel
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := LoadConfig()
+	require.NoError(t, err)
+	assert.Equal(t, Config{
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		AdminAddr:       "127.0.0.1:8082",
+		LogLevel:        "info",
+		CodeKeyPrefix:   "code_",
+		Concurrency:     20,
+		ShutdownTimeout: 25 * time.Second,
+		SMTPHost:        "localhost",
+		SMTPPort:        1025,
+		SMTPTLS:         "auto",
+		SMTPTimeout:     10 * time.Second,
+		MailFrom:        "no-reply@localhost",
+	}, cfg)
+}
+
+func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
+	t.Setenv("SMTP_PASSWORD", "hunter2")
+	t.Setenv("SMTP_TLS", "maybe")
+	t.Setenv("SMTP_PORT", "70000")
+	t.Setenv("WORKER_CONCURRENCY", "0")
+	t.Setenv("REDIS_URL", "redis://:hunter2@[::1")
+	_, err := LoadConfig()
+	require.Error(t, err)
+	for _, name := range []string{"SMTP_PASSWORD", "SMTP_TLS", "SMTP_PORT", "WORKER_CONCURRENCY", "REDIS_URL"} {
+		assert.Contains(t, err.Error(), name)
+	}
+	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+}

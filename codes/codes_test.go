@@ -1,0 +1,307 @@
+package codes_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
+)
+
+func newStore(t *testing.T, cfg codes.Config) (*codes.Store, *redis.Client) {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = codes.DefaultKeyPrefix
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = codes.DefaultTTL
+	}
+	if cfg.Length == 0 {
+		cfg.Length = codes.DefaultLength
+	}
+	s, err := codes.NewStore(rdb, cfg)
+	require.NoError(t, err)
+	return s, rdb
+}
+
+func TestGetOrCreateStoresPlainCodeUnderLegacyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{})
+
+	got, err := s.GetOrCreate(ctx, "Mixed.Case@Example.COM")
+	require.NoError(t, err)
+	assert.True(t, got.Created)
+	assert.Len(t, got.Code, 6)
+	assert.Equal(t, 10*time.Minute, got.ExpiresIn)
+
+	// The key keeps the address exactly as sent; the value is the plain code.
+	v, err := rdb.Get(ctx, "code_Mixed.Case@Example.COM").Result()
+	require.NoError(t, err)
+	assert.Equal(t, got.Code, v)
+	ttl, err := rdb.PTTL(ctx, "code_Mixed.Case@Example.COM").Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, 9*time.Minute)
+	assert.LessOrEqual(t, ttl, 10*time.Minute)
+	n, err := rdb.Exists(ctx, "code_mixed.case@example.com").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no case-folded key")
+}
+
+func TestGetOrCreateRepeatKeepsCodeAndDoesNotExtend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{})
+
+	first, err := s.GetOrCreate(ctx, "a@example.com")
+	require.NoError(t, err)
+	// Pretend most of the lifetime has passed, without sleeping.
+	require.NoError(t, rdb.PExpire(ctx, "code_a@example.com", 5*time.Second).Err())
+
+	again, err := s.GetOrCreate(ctx, "a@example.com")
+	require.NoError(t, err)
+	assert.False(t, again.Created)
+	assert.Equal(t, first.Code, again.Code)
+	assert.LessOrEqual(t, again.ExpiresIn, 5*time.Second)
+	assert.Greater(t, again.ExpiresIn, 4*time.Second)
+	ttl, err := rdb.PTTL(ctx, "code_a@example.com").Result()
+	require.NoError(t, err)
+	assert.LessOrEqual(t, ttl, 5*time.Second, "TTL not extended")
+}
+
+func TestGetOrCreateRepairsLegacyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{TTL: time.Minute})
+
+	// A key an older writer left without expiry, and one longer than allowed.
+	require.NoError(t, rdb.Set(ctx, "code_noexp@example.com", "ab12", 0).Err())
+	require.NoError(t, rdb.Set(ctx, "code_long@example.com", "cd34", time.Hour).Err())
+
+	for addr, code := range map[string]string{"noexp@example.com": "ab12", "long@example.com": "cd34"} {
+		got, err := s.GetOrCreate(ctx, addr)
+		require.NoError(t, err)
+		assert.Equal(t, code, got.Code)
+		assert.Equal(t, time.Minute, got.ExpiresIn)
+		ttl, err := rdb.PTTL(ctx, "code_"+addr).Result()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, ttl, time.Minute)
+		assert.Greater(t, ttl, time.Duration(0))
+	}
+}
+
+func TestGetOrCreateExpiresForReal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{TTL: time.Second})
+
+	first, err := s.GetOrCreate(ctx, "exp@example.com")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, _, err := s.Peek(ctx, "exp@example.com")
+		return errors.Is(err, codes.ErrNotFound)
+	}, 5*time.Second, 50*time.Millisecond)
+	second, err := s.GetOrCreate(ctx, "exp@example.com")
+	require.NoError(t, err)
+	assert.True(t, second.Created)
+	_ = first
+}
+
+func TestGetOrCreateConcurrentYieldsOneCode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{})
+
+	const n = 100
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		seen    = map[string]int{}
+		created int
+	)
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got, err := s.GetOrCreate(ctx, "race@example.com")
+			assert.NoError(t, err)
+			mu.Lock()
+			seen[got.Code]++
+			if got.Created {
+				created++
+			}
+			mu.Unlock()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	assert.Len(t, seen, 1, "one code for all callers")
+	assert.Equal(t, 1, created, "exactly one caller created it")
+}
+
+func TestPeek(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{})
+
+	_, _, err := s.Peek(ctx, "none@example.com")
+	assert.ErrorIs(t, err, codes.ErrNotFound)
+
+	issued, err := s.GetOrCreate(ctx, "p@example.com")
+	require.NoError(t, err)
+	code, left, err := s.Peek(ctx, "p@example.com")
+	require.NoError(t, err)
+	assert.Equal(t, issued.Code, code)
+	assert.LessOrEqual(t, left, issued.ExpiresIn)
+	assert.Greater(t, left, 9*time.Minute)
+}
+
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{})
+
+	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", "123456"), codes.ErrNotFound)
+
+	issued, err := s.GetOrCreate(ctx, "v@example.com")
+	require.NoError(t, err)
+	wrong := "000000"
+	if issued.Code == wrong {
+		wrong = "111111"
+	}
+	for _, bad := range []string{wrong, issued.Code[:5], issued.Code + "0", "", strings.ToUpper(issued.Code) + " "} {
+		assert.ErrorIs(t, s.Verify(ctx, "v@example.com", bad), codes.ErrMismatch, "%q", bad)
+	}
+	assert.ErrorIs(t, s.Verify(ctx, "V@example.com", issued.Code), codes.ErrNotFound, "address is case-sensitive, as the key")
+
+	require.NoError(t, s.Verify(ctx, "v@example.com", issued.Code))
+	n, err := rdb.Exists(ctx, "code_v@example.com").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a verified code is deleted")
+	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", issued.Code), codes.ErrNotFound, "single use")
+}
+
+func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{})
+	issued, err := s.GetOrCreate(ctx, "once@example.com")
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s.Verify(ctx, "once@example.com", issued.Code) == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, 1, ok)
+}
+
+func TestRedisDownIsNotAnExpectedOutcome(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s, err := codes.NewStore(srv.Client(t), codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6})
+	require.NoError(t, err)
+	srv.Stop()
+
+	_, err = s.GetOrCreate(ctx, "down@example.com")
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, codes.ErrNotFound)
+	err = s.Verify(ctx, "down@example.com", "123456")
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, codes.ErrNotFound)
+	assert.NotErrorIs(t, err, codes.ErrMismatch)
+
+	require.NoError(t, srv.Restart())
+	_, err = s.GetOrCreate(ctx, "down@example.com")
+	assert.NoError(t, err, "works again once Redis is back")
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	ok := codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6}
+	require.NoError(t, ok.Validate())
+	tests := map[string]codes.Config{
+		"empty prefix": {TTL: time.Minute, Length: 6},
+		"short ttl":    {KeyPrefix: "code_", TTL: time.Millisecond, Length: 6},
+		"length 3":     {KeyPrefix: "code_", TTL: time.Minute, Length: 3},
+		"length 11":    {KeyPrefix: "code_", TTL: time.Minute, Length: 11},
+	}
+	for name, cfg := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			assert.Error(t, cfg.Validate())
+		})
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{4, 6, 10} {
+		c, err := codes.Generate(randReader(), n)
+		require.NoError(t, err)
+		assert.Len(t, c, n)
+		assert.Equal(t, "", strings.Trim(c, "0123456789"), "digits only: %q", c)
+	}
+}
+
+// Bytes 250..255 would bias digits 0..5 if reduced modulo 10; they are skipped.
+func TestGenerateRejectsBiasedBytes(t *testing.T) {
+	t.Parallel()
+	src := bytes.NewReader(append(bytes.Repeat([]byte{250, 251, 255}, 10), 7, 8, 9, 10, 249, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+	c, err := codes.Generate(src, 4)
+	require.NoError(t, err)
+	assert.Equal(t, "7890", c)
+}
+
+func TestGenerateReaderError(t *testing.T) {
+	t.Parallel()
+	_, err := codes.Generate(bytes.NewReader(nil), 6)
+	assert.Error(t, err)
+}
+
+// Every digit appears about equally often at every position.
+func TestGenerateIsUniform(t *testing.T) {
+	t.Parallel()
+	const samples = 20000
+	var counts [6][10]int
+	for range samples {
+		c, err := codes.Generate(randReader(), 6)
+		require.NoError(t, err)
+		for i := range c {
+			counts[i][c[i]-'0']++
+		}
+	}
+	// Chi-square with 9 degrees of freedom; 40 is beyond the 0.99999 quantile,
+	// so a fair generator fails this about once in 100,000 runs.
+	for pos, row := range counts {
+		var chi float64
+		for _, n := range row {
+			d := float64(n) - samples/10.0
+			chi += d * d / (samples / 10.0)
+		}
+		assert.Less(t, chi, 40.0, "position %d: %v", pos, row)
+	}
+}

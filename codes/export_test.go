@@ -1,0 +1,8 @@
+package codes_test
+
+import (
+	"crypto/rand"
+	"io"
+)
+
+func randReader() io.Reader { return rand.Reader }

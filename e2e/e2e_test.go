@@ -1,0 +1,298 @@
+// Package e2e builds the enqueuer and worker binaries and runs them as
+// processes against a real redis-server and a real SMTP server, the way they
+// run in production.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/smtptest"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "verifyq-e2e-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../cmd/enqueuer", "../cmd/worker")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's stderr.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+// start runs a binary with env and stops it with SIGTERM when the test
+// ends, failing the test unless it exits 0.
+func start(t *testing.T, name string, env map[string]string) *proc {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	require.NoError(t, cmd.Start())
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, p.logs.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		assert.NoError(t, err, "%s exits 0 on SIGTERM", filepath.Base(p.cmd.Path))
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("%s did not stop on SIGTERM", filepath.Base(p.cmd.Path))
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}, 15*time.Second, 50*time.Millisecond, "ready at %s", addr)
+}
+
+type stack struct {
+	redis              *redistest.Server
+	smtp               *smtptest.Server
+	enqueuer, worker   *proc
+	api                string
+	enqAdmin, wrkAdmin string
+}
+
+func startStack(t *testing.T, extra map[string]string) *stack {
+	t.Helper()
+	s := &stack{redis: redistest.Start(t), smtp: smtptest.Start(t)}
+	s.api, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t)
+	common := map[string]string{"REDIS_URL": s.redis.URL(), "LOG_LEVEL": "debug"}
+	enqEnv := map[string]string{"HTTP_ADDR": s.api, "ADMIN_ADDR": s.enqAdmin}
+	wrkEnv := map[string]string{
+		"ADMIN_ADDR": s.wrkAdmin, "SMTP_HOST": s.smtp.Host(), "SMTP_PORT": strconv.Itoa(s.smtp.Port()),
+		"SMTP_TLS": "none", "SMTP_TIMEOUT": "1s", "MAIL_FROM": "verifyq <no-reply@verifyq.test>",
+		"WORKER_CONCURRENCY": "10",
+	}
+	for _, m := range []map[string]string{enqEnv, wrkEnv} {
+		for k, v := range common {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+	}
+	s.enqueuer = start(t, "enqueuer", enqEnv)
+	s.worker = start(t, "worker", wrkEnv)
+	waitReady(t, s.enqAdmin)
+	waitReady(t, s.wrkAdmin)
+	return s
+}
+
+func (s *stack) post(t *testing.T, path string, body any) (int, map[string]any) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	res, err := http.Post("http://"+s.api+path, "application/json", bytes.NewReader(b))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&m))
+	return res.StatusCode, m
+}
+
+func (s *stack) code(t *testing.T, email string) (string, time.Duration) {
+	t.Helper()
+	rdb := s.redis.Client(t)
+	code, err := rdb.Get(context.Background(), "code_"+email).Result()
+	require.NoError(t, err)
+	ttl, err := rdb.PTTL(context.Background(), "code_"+email).Result()
+	require.NoError(t, err)
+	return code, ttl
+}
+
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+	const email = "New.User@Example.com"
+
+	status, body := s.post(t, "/v1/codes", map[string]string{"email": email})
+	require.Equal(t, http.StatusAccepted, status, body)
+	msgs := s.smtp.WaitMessages(t, 1, 10*time.Second)
+
+	code, ttl := s.code(t, email)
+	assert.LessOrEqual(t, ttl, 10*time.Minute)
+	assert.Greater(t, ttl, 9*time.Minute)
+	assert.Equal(t, []string{email}, msgs[0].To, "the key and the mail keep the address as sent")
+	assert.Equal(t, "验证码", msgs[0].Subject)
+	assert.Contains(t, msgs[0].Text, code)
+	assert.Contains(t, msgs[0].HTML, code)
+	assert.Contains(t, msgs[0].Text, "10", "the real lifetime in minutes")
+	assert.NotContains(t, msgs[0].Text, "三分钟")
+
+	// A repeat gives the same code and does not extend its lifetime.
+	status, body = s.post(t, "/v1/codes", map[string]string{"email": email, "locale": "en"})
+	require.Equal(t, http.StatusAccepted, status, body)
+	assert.LessOrEqual(t, body["expires_in"], ttl.Seconds())
+	msgs = s.smtp.WaitMessages(t, 2, 10*time.Second)
+	again, ttl2 := s.code(t, email)
+	assert.Equal(t, code, again)
+	assert.LessOrEqual(t, ttl2, ttl)
+	assert.Contains(t, msgs[1].Text, code)
+	assert.Equal(t, "Your verification code", msgs[1].Subject)
+
+	// Verify: wrong, right, reused.
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	status, _ = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": wrong})
+	assert.Equal(t, http.StatusUnprocessableEntity, status)
+	status, body = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code})
+	assert.Equal(t, http.StatusOK, status, body)
+	n, err := s.redis.Client(t).Exists(context.Background(), "code_"+email).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	status, _ = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code})
+	assert.Equal(t, http.StatusGone, status)
+
+	// Bad input: 400, nothing mailed.
+	status, body = s.post(t, "/v1/codes", map[string]string{"email": "x@example.com\r\nBcc: y@example.com"})
+	assert.Equal(t, http.StatusBadRequest, status, body)
+
+	// Stop both (SIGTERM, exit 0 is checked) and read every log line.
+	s.worker.stop(t)
+	s.enqueuer.stop(t)
+	assert.Equal(t, 2, s.smtp.Count())
+	for _, p := range []*proc{s.enqueuer, s.worker} {
+		logs := p.logs.String()
+		assert.NotEmpty(t, logs)
+		assert.NotContains(t, logs, code, "no code in any log line")
+		assert.NotContains(t, logs, email, "no full address in any log line")
+		for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+			assert.True(t, json.Valid([]byte(line)), "JSON log line: %s", line)
+		}
+	}
+	assert.Contains(t, s.worker.logs.String(), "N***@Example.com", "masked address")
+}
+
+// SMTP down for a few seconds: requests are still answered at once, and every
+// mail arrives soon after the server is back.
+func TestSMTPOutage(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+	require.NoError(t, s.smtp.Stop())
+
+	const n = 5
+	for i := range n {
+		status, body := s.post(t, "/v1/codes", map[string]string{"email": fmt.Sprintf("outage%d@example.com", i)})
+		require.Equal(t, http.StatusAccepted, status, body)
+	}
+	time.Sleep(3 * time.Second)
+	require.NoError(t, s.smtp.Restart())
+	back := time.Now()
+	s.smtp.WaitMessages(t, n, 25*time.Second)
+	t.Logf("all %d mails delivered %s after SMTP came back", n, time.Since(back).Round(time.Millisecond))
+}
+
+func TestConcurrentRequestsYieldOneCode(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+	const email = "crowd@example.com"
+	var wg sync.WaitGroup
+	statuses := make([]int, 100)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := strings.NewReader(`{"email":"` + email + `"}`)
+			res, err := http.Post("http://"+s.api+"/v1/codes", "application/json", b)
+			if assert.NoError(t, err) {
+				statuses[i] = res.StatusCode
+				res.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, st := range statuses {
+		assert.Equal(t, http.StatusAccepted, st)
+	}
+	code, _ := s.code(t, email)
+	msgs := s.smtp.WaitMessages(t, 100, 30*time.Second)
+	for _, m := range msgs {
+		assert.Contains(t, m.Text, code, "every mail carries the one code")
+	}
+}

@@ -1,0 +1,4 @@
+package tasks
+
+// Exported for tests only.
+var RetryDelayAt = retryDelay

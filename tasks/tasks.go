@@ -1,0 +1,186 @@
+// Package tasks is the contract between the enqueuer and the worker: the
+// send-code task type, its payload, its queue and retry policy, and the
+// handler that turns a task into a mail.
+//
+// The payload never carries the code. Payloads are visible in the dashboard
+// and in archived tasks, so the worker reads the live code from Redis when it
+// sends; if the code is gone by then, there is nothing to send.
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/mail"
+)
+
+// TypeSendCode is the task type: mail the live code to an address.
+const TypeSendCode = "code:send"
+
+// Queue is the dedicated queue of send-code tasks.
+const Queue = "mail"
+
+// MaxRetry bounds the retries of one send. With RetryDelay this spans about
+// ten minutes, the default code lifetime; the deadline stops it earlier.
+const MaxRetry = 12
+
+// SendCodePayload is the task payload. It has no code on purpose.
+type SendCodePayload struct {
+	Email       string    `json:"email"`
+	Locale      string    `json:"locale"`
+	RequestedAt time.Time `json:"requested_at"`
+	// ExpiresAt is when the code expires; the task's deadline.
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// NewSendCodeTask returns a task for p on Queue, with MaxRetry retries and a
+// deadline at the code's expiry: a mail that cannot arrive in time is
+// pointless.
+func NewSendCodeTask(p SendCodePayload) (*asynq.Task, error) {
+	if p.Email == "" || p.ExpiresAt.IsZero() {
+		return nil, errors.New("send-code task needs an email and an expiry")
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeSendCode, b,
+		asynq.Queue(Queue),
+		asynq.MaxRetry(MaxRetry),
+		asynq.Deadline(p.ExpiresAt),
+	), nil
+}
+
+// ParseSendCodePayload decodes the payload of a send-code task.
+func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
+	var p SendCodePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("decode %s payload: %w", TypeSendCode, err)
+	}
+	if p.Email == "" {
+		return p, fmt.Errorf("decode %s payload: no email", TypeSendCode)
+	}
+	return p, nil
+}
+
+// CodeSource reads the live code of an address (codes.Store).
+type CodeSource interface {
+	Peek(ctx context.Context, email string) (code string, left time.Duration, err error)
+}
+
+// Mailer sends one verification mail (mail.Sender).
+type Mailer interface {
+	Send(ctx context.Context, m mail.Message) error
+}
+
+var (
+	_ CodeSource = (*codes.Store)(nil)
+	_ Mailer     = (*mail.Sender)(nil)
+)
+
+// SendCodeHandler processes TypeSendCode tasks.
+type SendCodeHandler struct {
+	codes  CodeSource
+	mailer Mailer
+	logger *slog.Logger
+}
+
+// NewSendCodeHandler returns a handler that reads codes from codes and sends
+// them with mailer.
+func NewSendCodeHandler(codes CodeSource, mailer Mailer, logger *slog.Logger) *SendCodeHandler {
+	return &SendCodeHandler{codes: codes, mailer: mailer, logger: logger}
+}
+
+// ProcessTask sends the live code. Returning an error means "retry"; errors
+// that retrying cannot fix (a bad payload, an SMTP 5xx reply) wrap
+// asynq.SkipRetry so the task is archived at once. A code that is gone
+// (expired or already used) ends the task without a mail.
+func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := ParseSendCodePayload(t)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	locale, err := mail.ParseLocale(p.Locale)
+	if err != nil {
+		locale = mail.DefaultLocale
+	}
+	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
+
+	code, left, err := h.codes.Peek(ctx, p.Email)
+	if errors.Is(err, codes.ErrNotFound) {
+		log.InfoContext(ctx, "code gone before send, nothing to mail")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read code: %w", err)
+	}
+
+	start := time.Now()
+	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: code, ExpiresIn: left})
+	if err != nil {
+		if mail.IsPermanent(err) {
+			return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
+		}
+		return fmt.Errorf("send mail: %w", err)
+	}
+	log.InfoContext(ctx, "code mailed",
+		"smtp_ms", time.Since(start).Milliseconds(),
+		"since_request_ms", time.Since(p.RequestedAt).Milliseconds())
+	return nil
+}
+
+// Retry delays: exponential from RetryBase with full jitter, capped at
+// RetryCap. asynq's default (15 s and up) is far too slow for codes that
+// live ten minutes.
+const (
+	RetryBase = time.Second
+	RetryCap  = time.Minute
+)
+
+// RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
+// retry past the task's deadline (the code's expiry).
+func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
+	return retryDelay(n, t, time.Now(), rand.Float64)
+}
+
+func retryDelay(n int, t *asynq.Task, now time.Time, random func() float64) time.Duration {
+	d := RetryCap
+	if n < 10 {
+		d = min(RetryBase<<n, RetryCap)
+	}
+	// Half fixed, half random: spreads retries of an outage without ever
+	// retrying at once.
+	d = d/2 + time.Duration(random()*float64(d/2))
+	if p, err := ParseSendCodePayload(t); err == nil && !p.ExpiresAt.IsZero() {
+		if left := p.ExpiresAt.Sub(now); left < d {
+			d = max(left, 0)
+		}
+	}
+	return d
+}
+
+// ErrorHandler logs every failed attempt: a warning while retries remain, an
+// error when the task is archived (retries exhausted or a permanent failure).
+func ErrorHandler(logger *slog.Logger) asynq.ErrorHandlerFunc {
+	return func(ctx context.Context, t *asynq.Task, err error) {
+		retried, _ := asynq.GetRetryCount(ctx)
+		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		attrs := []any{"type", t.Type(), "retried", retried, "max_retry", maxRetry, "err", err}
+		if p, perr := ParseSendCodePayload(t); perr == nil {
+			attrs = append(attrs, "email", mail.MaskAddress(p.Email))
+		}
+		if retried >= maxRetry || errors.Is(err, asynq.SkipRetry) {
+			logger.ErrorContext(ctx, "send failed for good, task archived", attrs...)
+			return
+		}
+		logger.WarnContext(ctx, "send failed, will retry", attrs...)
+	}
+}

@@ -1,0 +1,171 @@
+package tasks_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/smtptest"
+	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+type env struct {
+	redis  *redistest.Server
+	rdb    *redis.Client
+	store  *codes.Store
+	smtp   *smtptest.Server
+	h      *tasks.SendCodeHandler
+	logs   *bytes.Buffer
+	sender *mail.Sender
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	smtpSrv := smtptest.Start(t)
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sender, err := mail.NewSender(mail.SMTPConfig{
+		Host: smtpSrv.Host(), Port: smtpSrv.Port(), TLS: mail.TLSNone,
+		From: "no-reply@verifyq.test", Timeout: 500 * time.Millisecond,
+	}, logger)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sender.Close() })
+	return &env{redis: rs, rdb: rdb, store: store, smtp: smtpSrv, logs: &logs, sender: sender,
+		h: tasks.NewSendCodeHandler(store, sender, logger)}
+}
+
+func (e *env) task(t *testing.T, email, locale string) *asynq.Task {
+	t.Helper()
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
+		Email: email, Locale: locale, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(10 * time.Minute),
+	})
+	require.NoError(t, err)
+	return task
+}
+
+func TestSendCodeHandlerMailsLiveCode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	issued, err := e.store.GetOrCreate(ctx, "Someone@Example.com")
+	require.NoError(t, err)
+
+	require.NoError(t, e.h.ProcessTask(ctx, e.task(t, "Someone@Example.com", "en")))
+	msgs := e.smtp.WaitMessages(t, 1, 5*time.Second)
+	assert.Equal(t, []string{"Someone@Example.com"}, msgs[0].To)
+	assert.Contains(t, msgs[0].Text, issued.Code)
+	assert.Contains(t, msgs[0].HTML, issued.Code)
+	assert.Contains(t, msgs[0].Text, "10 minutes")
+	assert.NotContains(t, e.logs.String(), issued.Code, "no code in logs")
+	assert.NotContains(t, e.logs.String(), "Someone@Example.com", "no full address in logs")
+}
+
+func TestSendCodeHandlerCodeGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	require.NoError(t, e.h.ProcessTask(context.Background(), e.task(t, "gone@example.com", "")),
+		"a code that expired or was used ends the task without a retry")
+	assert.Zero(t, e.smtp.Count(), "nothing mailed")
+}
+
+func TestSendCodeHandlerErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		fault     smtptest.Fault
+		skipRetry bool
+	}{
+		{"550 is permanent", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: [3]int{5, 1, 1}}, true},
+		{"554 at data is permanent", smtptest.Fault{Stage: smtptest.StageData, Code: 554}, true},
+		{"451 is retried", smtptest.Fault{Stage: smtptest.StageData, Code: 451}, false},
+		{"421 is retried", smtptest.Fault{Stage: smtptest.StageMail, Code: 421}, false},
+		{"a hung server times out and is retried", smtptest.Fault{Stage: smtptest.StageData, Hang: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ctx := context.Background()
+			_, err := e.store.GetOrCreate(ctx, "f@example.com")
+			require.NoError(t, err)
+			e.smtp.SetFault(tt.fault)
+			err = e.h.ProcessTask(ctx, e.task(t, "f@example.com", ""))
+			require.Error(t, err)
+			assert.Equal(t, tt.skipRetry, errors.Is(err, asynq.SkipRetry), "%v", err)
+			e.smtp.ClearFault()
+		})
+	}
+}
+
+func TestSendCodeHandlerBadPayloadIsNotRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	err := e.h.ProcessTask(context.Background(), asynq.NewTask(tasks.TypeSendCode, []byte("{")))
+	assert.ErrorIs(t, err, asynq.SkipRetry)
+}
+
+func TestSendCodeHandlerRedisDownIsRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.redis.Stop()
+	err := e.h.ProcessTask(context.Background(), e.task(t, "r@example.com", ""))
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, asynq.SkipRetry)
+}
+
+func TestNewSendCodeTask(t *testing.T) {
+	t.Parallel()
+	_, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "a@example.com"})
+	assert.Error(t, err, "an expiry is required: it is the deadline")
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "a@example.com", ExpiresAt: time.Now()})
+	require.NoError(t, err)
+	assert.Equal(t, tasks.TypeSendCode, task.Type())
+	p, err := tasks.ParseSendCodePayload(task)
+	require.NoError(t, err)
+	assert.Equal(t, "a@example.com", p.Email)
+}
+
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "a@example.com", ExpiresAt: now.Add(10 * time.Minute)})
+	require.NoError(t, err)
+	lo := func() float64 { return 0 }
+	hi := func() float64 { return 1 }
+
+	tests := []struct {
+		n      int
+		lo, hi time.Duration
+	}{
+		{0, 500 * time.Millisecond, time.Second},
+		{1, time.Second, 2 * time.Second},
+		{3, 4 * time.Second, 8 * time.Second},
+		{6, 30 * time.Second, time.Minute},
+		{7, 30 * time.Second, time.Minute}, // capped
+		{40, 30 * time.Second, time.Minute}, // no overflow
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.lo, tasks.RetryDelayAt(tt.n, task, now, lo), "n=%d lowest", tt.n)
+		assert.Equal(t, tt.hi, tasks.RetryDelayAt(tt.n, task, now, hi), "n=%d highest", tt.n)
+	}
+
+	// Never past the deadline.
+	late := now.Add(10*time.Minute - 3*time.Second)
+	assert.Equal(t, 3*time.Second, tasks.RetryDelayAt(8, task, late, hi))
+	assert.Equal(t, time.Duration(0), tasks.RetryDelayAt(8, task, now.Add(time.Hour), hi))
+}
