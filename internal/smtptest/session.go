@@ -1,0 +1,114 @@
+package smtptest
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// session is one SMTP session (from EHLO to QUIT or the next STARTTLS).
+type session struct {
+	s      *Server
+	r      *run
+	conn   *smtp.Conn
+	from   string
+	to     []string
+	authed bool
+}
+
+// authSession adds AUTH PLAIN to session; go-smtp offers AUTH only when the
+// session implements smtp.AuthSession.
+type authSession struct{ *session }
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = authSession{}
+)
+
+func (s *Server) newSession(r *run, c *smtp.Conn) smtp.Session {
+	sess := &session{s: s, r: r, conn: c}
+	if s.cfg.auth {
+		return authSession{sess}
+	}
+	return sess
+}
+
+// AuthMechanisms implements smtp.AuthSession.
+func (a authSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+// Auth implements smtp.AuthSession.
+func (a authSession) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		if identity != "" && identity != user {
+			return errors.New("identity mismatch")
+		}
+		okUser := subtle.ConstantTimeCompare([]byte(user), []byte(a.s.cfg.user)) == 1
+		okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(a.s.cfg.pass)) == 1
+		if !okUser || !okPass {
+			return smtp.ErrAuthFailed
+		}
+		a.authed = true
+		return nil
+	}), nil
+}
+
+// Reset implements smtp.Session.
+func (ss *session) Reset() {
+	ss.from = ""
+	ss.to = nil
+}
+
+// Logout implements smtp.Session.
+func (ss *session) Logout() error { return nil }
+
+// Mail implements smtp.Session.
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.s.cfg.auth && !ss.authed {
+		return smtp.ErrAuthRequired
+	}
+	if err := ss.s.apply(ss.r, StageMail); err != nil {
+		return err
+	}
+	ss.from = from
+	return nil
+}
+
+// Rcpt implements smtp.Session.
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := ss.s.apply(ss.r, StageRcpt); err != nil {
+		return err
+	}
+	ss.to = append(ss.to, to)
+	return nil
+}
+
+// Data implements smtp.Session.
+func (ss *session) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read data: %w", err)
+	}
+	ss.s.mu.Lock()
+	latency := ss.s.latency
+	ss.s.mu.Unlock()
+	if !sleep(ss.r, latency) {
+		return errStopped
+	}
+	if err := ss.s.apply(ss.r, StageData); err != nil {
+		return err
+	}
+	_, isTLS := ss.conn.TLSConnectionState()
+	m := ParseMessage(raw)
+	m.From = ss.from
+	m.To = append([]string(nil), ss.to...)
+	m.TLS = isTLS
+	ss.s.record(m)
+	return nil
+}

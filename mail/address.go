@@ -1,0 +1,73 @@
+package mail
+
+import (
+	"errors"
+	"fmt"
+	netmail "net/mail"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrInvalidAddress is wrapped by every address validation error.
+var ErrInvalidAddress = errors.New("invalid email address")
+
+// Address length limits from RFC 5321 section 4.5.3.1.
+const (
+	maxAddressLen   = 254
+	maxLocalPartLen = 64
+)
+
+func invalidAddress(reason string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidAddress, reason)
+}
+
+// ValidateAddress reports whether s is a bare addr-spec acceptable as a
+// recipient, such as "user+tag@example.com". It rejects display names, angle
+// brackets, comments, lists, surrounding or inner spaces, CR, LF, NUL and
+// other control characters, invalid UTF-8, addresses over 254 bytes and local
+// parts over 64 bytes. Single-label domains such as "localhost" are allowed.
+//
+// Errors wrap ErrInvalidAddress with a short reason; they never echo s.
+func ValidateAddress(s string) error {
+	switch {
+	case s == "":
+		return invalidAddress("empty")
+	case len(s) > maxAddressLen:
+		return invalidAddress("too long")
+	case !utf8.ValidString(s):
+		return invalidAddress("not valid UTF-8")
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return invalidAddress("contains a control character")
+	}
+	a, err := netmail.ParseAddress(s)
+	if err != nil {
+		return invalidAddress("malformed")
+	}
+	if a.Name != "" || a.Address != s {
+		return invalidAddress("not a bare address")
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return invalidAddress("missing local part or domain")
+	}
+	if at > maxLocalPartLen {
+		return invalidAddress("local part too long")
+	}
+	if strings.HasPrefix(s[at+1:], "[") {
+		return invalidAddress("domain literals are not accepted")
+	}
+	return nil
+}
+
+// MaskAddress returns a form of s that is safe for logs: the first character
+// of the local part, "***", "@" and the domain, e.g. "a***@example.com". It
+// returns "***" if s is not a valid address.
+func MaskAddress(s string) string {
+	if ValidateAddress(s) != nil {
+		return "***"
+	}
+	at := strings.LastIndexByte(s, '@')
+	_, size := utf8.DecodeRuneInString(s)
+	return s[:size] + "***" + s[at:]
+}

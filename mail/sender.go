@@ -1,0 +1,317 @@
+package mail
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/smtp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"gopkg.in/gomail.v2"
+)
+
+// TLSMode selects how the Sender secures its SMTP connections.
+type TLSMode string
+
+// TLS modes.
+const (
+	// TLSAuto uses implicit TLS on port 465 and otherwise STARTTLS when the
+	// server offers it, plain text when it does not. A failed STARTTLS
+	// handshake fails the send; there is no fallback to plain text.
+	TLSAuto TLSMode = "auto"
+	// TLSNone never uses TLS.
+	TLSNone TLSMode = "none"
+	// TLSStartTLS requires STARTTLS; a server that does not offer it fails
+	// the send.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSImplicit speaks TLS from the first byte (SMTPS).
+	TLSImplicit TLSMode = "tls"
+)
+
+// ParseTLSMode parses "auto", "none", "starttls" or "tls", case-insensitively.
+// The empty string yields TLSAuto.
+func ParseTLSMode(s string) (TLSMode, error) {
+	switch m := TLSMode(strings.ToLower(strings.TrimSpace(s))); m {
+	case "":
+		return TLSAuto, nil
+	case TLSAuto, TLSNone, TLSStartTLS, TLSImplicit:
+		return m, nil
+	}
+	return "", errors.New(`mail: TLS mode must be one of "auto", "none", "starttls", "tls"`)
+}
+
+// Defaults applied by NewSender to zero SMTPConfig fields.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxIdle     = 4
+	DefaultIdleTimeout = 30 * time.Second
+)
+
+// SMTPConfig configures a Sender.
+type SMTPConfig struct {
+	// Host is the SMTP server's host name or IP address.
+	Host string
+	// Port is the SMTP server's TCP port, e.g. 587 or 465.
+	Port int
+	// Username and Password enable AUTH PLAIN when Username is set. The
+	// credentials are only sent over TLS or to a loopback host.
+	Username, Password string
+	// TLS is the TLS mode; empty means TLSAuto.
+	TLS TLSMode
+	// From is the sender, a bare address or "Name <address>".
+	From string
+	// Timeout bounds every Send, including dial, TLS, auth and the whole
+	// transaction. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// MaxIdle is how many idle connections are kept for reuse. Zero means
+	// DefaultMaxIdle; a negative value disables reuse.
+	MaxIdle int
+	// IdleTimeout drops idle connections unused for longer than this. Zero
+	// means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// TLSConfig is optional (tests set RootCAs). It is cloned; ServerName
+	// defaults to Host and MinVersion to TLS 1.2.
+	TLSConfig *tls.Config
+}
+
+// Sender delivers verification mails over SMTP. It keeps a small pool of
+// idle connections and is safe for concurrent use.
+type Sender struct {
+	cfg      SMTPConfig
+	envFrom  string // envelope sender (MAIL FROM)
+	addr     string // host:port
+	implicit bool   // implicit TLS
+	tlsConf  *tls.Config
+	log      *slog.Logger
+	dialer   net.Dialer
+
+	mu     sync.Mutex
+	idle   []*conn // oldest first
+	closed bool
+}
+
+// conn is one SMTP connection, authenticated and ready for MAIL.
+type conn struct {
+	nc        net.Conn // outermost connection (TLS or TCP)
+	c         *smtp.Client
+	tls       bool
+	idleSince time.Time
+	poisoned  bool // ctx ended during use: the deadline is unusable
+}
+
+// NewSender validates cfg, applies defaults and returns a Sender. It does
+// not connect. A nil logger discards logs.
+func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Host == "" || strings.ContainsFunc(cfg.Host, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/'
+	}) {
+		return nil, errors.New("mail: SMTP host is empty or malformed")
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return nil, errors.New("mail: SMTP port must be in 1..65535")
+	}
+	mode, err := ParseTLSMode(string(cfg.TLS))
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLS = mode
+	from, err := parseFrom(cfg.From)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Username == "" && cfg.Password != "" {
+		return nil, errors.New("mail: SMTP password set without a username")
+	}
+	switch {
+	case cfg.Timeout < 0:
+		return nil, errors.New("mail: SMTP timeout must not be negative")
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultTimeout
+	}
+	switch {
+	case cfg.MaxIdle < 0:
+		cfg.MaxIdle = 0
+	case cfg.MaxIdle == 0:
+		cfg.MaxIdle = DefaultMaxIdle
+	}
+	switch {
+	case cfg.IdleTimeout < 0:
+		return nil, errors.New("mail: SMTP idle timeout must not be negative")
+	case cfg.IdleTimeout == 0:
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+
+	var tc *tls.Config
+	if cfg.TLSConfig != nil {
+		tc = cfg.TLSConfig.Clone()
+	} else {
+		tc = &tls.Config{}
+	}
+	if tc.ServerName == "" {
+		tc.ServerName = cfg.Host
+	}
+	if tc.MinVersion == 0 {
+		tc.MinVersion = tls.VersionTLS12
+	}
+	cfg.TLSConfig = tc
+
+	return &Sender{
+		cfg:      cfg,
+		envFrom:  from.Address,
+		addr:     net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		implicit: mode == TLSImplicit || (mode == TLSAuto && cfg.Port == 465),
+		tlsConf:  tc,
+		log:      logger.With(slog.String("component", "mail.sender")),
+	}, nil
+}
+
+// Send composes m and delivers it. It returns within the configured Timeout
+// (or earlier, when ctx ends). A pooled connection found dead on its first
+// command is replaced once by a fresh one; nothing is retried once the
+// server could have accepted the message.
+//
+// A 4xx or 5xx reply is returned as a wrapped *SMTPError; use IsPermanent to
+// decide whether to retry. Other errors (network, timeout, ctx) are
+// temporary.
+func (s *Sender) Send(ctx context.Context, m Message) error {
+	msg, err := Compose(s.cfg.From, m)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+
+	start := time.Now()
+	log := s.log.With(slog.String("to", MaskAddress(m.To)))
+
+	c, reused, err := s.get(ctx)
+	if err != nil {
+		log.DebugContext(ctx, "smtp connect failed", slog.Any("error", err))
+		return err
+	}
+	atMail, err := s.deliver(ctx, c, m.To, msg)
+	if err != nil && reused && atMail && isDeadConn(err) && ctx.Err() == nil {
+		// The server closed the idle connection (restart, idle timeout):
+		// nothing was sent yet, so one retry on a fresh connection is safe.
+		log.DebugContext(ctx, "pooled smtp connection was dead, retrying on a new one", slog.Any("error", err))
+		c.close()
+		if c, err = s.dial(ctx); err != nil {
+			log.DebugContext(ctx, "smtp connect failed", slog.Any("error", err))
+			return err
+		}
+		reused = false
+		_, err = s.deliver(ctx, c, m.To, msg)
+	}
+	if err != nil {
+		c.close()
+		log.DebugContext(ctx, "mail send failed",
+			slog.Bool("reused_conn", reused), slog.Duration("elapsed", time.Since(start)), slog.Any("error", err))
+		return err
+	}
+	s.put(c)
+	log.DebugContext(ctx, "mail sent",
+		slog.Bool("reused_conn", reused), slog.Bool("tls", c.tls), slog.Duration("elapsed", time.Since(start)))
+	return nil
+}
+
+// Close closes the idle connections (with QUIT) and makes later Sends fail
+// with ErrSenderClosed. Sends in flight finish normally and close their
+// connection afterwards. Close is idempotent.
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	idle := s.idle
+	s.idle = nil
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, c := range idle {
+		wg.Go(func() { c.quit(s.cfg.Timeout) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// deliver runs one mail transaction (MAIL, RCPT, DATA) on c. atMail reports
+// that the error came from the first command (MAIL), before anything of the
+// message was sent, which is the only point where a retry cannot duplicate
+// the mail. After an error c must be closed.
+func (s *Sender) deliver(ctx context.Context, c *conn, to string, msg *gomail.Message) (atMail bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("mail: send: %w", err)
+	}
+	stop := watch(ctx, c.nc)
+	atMail, err = s.transaction(ctx, c, to, msg)
+	if !stop() {
+		// ctx ended meanwhile and poisoned the connection's deadline; the
+		// transaction's own result still stands.
+		c.poisoned = true
+	}
+	return atMail, err
+}
+
+func (s *Sender) transaction(ctx context.Context, c *conn, to string, msg *gomail.Message) (atMail bool, err error) {
+	if err := c.c.Mail(s.envFrom); err != nil {
+		return true, s.wrap(ctx, "MAIL FROM", err)
+	}
+	return false, s.send(ctx, c, to, msg)
+}
+
+// send runs RCPT and DATA after a successful MAIL.
+func (s *Sender) send(ctx context.Context, c *conn, to string, msg *gomail.Message) error {
+	if err := c.c.Rcpt(to); err != nil {
+		return s.wrap(ctx, "RCPT TO", err)
+	}
+	w, err := c.c.Data()
+	if err != nil {
+		return s.wrap(ctx, "DATA", err)
+	}
+	if _, err := msg.WriteTo(w); err != nil {
+		_ = w.Close()
+		return s.wrap(ctx, "DATA write", err)
+	}
+	if err := w.Close(); err != nil {
+		return s.wrap(ctx, "end of DATA", err)
+	}
+	return nil
+}
+
+// wrap converts a reply error into *SMTPError and names the failed step.
+// For other errors it prefers ctx's error, since an expired or cancelled ctx
+// is what turns into the i/o timeout seen on the connection.
+func (s *Sender) wrap(ctx context.Context, op string, err error) error {
+	err = asSMTPError(err)
+	var se *SMTPError
+	if errors.As(err, &se) {
+		return fmt.Errorf("mail: %s: %w", op, err)
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("mail: %s: %w (%w)", op, cerr, err)
+	}
+	return fmt.Errorf("mail: %s: %w", op, err)
+}
+
+// watch bounds I/O on nc by ctx: it sets nc's deadline to ctx's deadline and
+// moves it to the past as soon as ctx ends, so a blocked read or write
+// returns at once. The returned stop reports false if ctx ended first, in
+// which case nc must not be reused.
+func watch(ctx context.Context, nc net.Conn) (stop func() bool) {
+	deadline, _ := ctx.Deadline() // always set: Send adds the Timeout
+	_ = nc.SetDeadline(deadline)
+	return context.AfterFunc(ctx, func() {
+		_ = nc.SetDeadline(aLongTimeAgo)
+	})
+}
+
+// aLongTimeAgo is a deadline that has already passed.
+var aLongTimeAgo = time.Unix(1, 0)
