@@ -20,7 +20,7 @@ const MaxBodyBytes = 4 << 10
 
 // Service is what the HTTP edge needs (service.Service).
 type Service interface {
-	SendCode(ctx context.Context, email, locale string) (service.Sent, error)
+	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, email, code string) error
 }
 
@@ -63,7 +63,7 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req) {
 		return
 	}
-	sent, err := h.svc.SendCode(r.Context(), req.Email, req.Locale)
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale})
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -244,7 +244,7 @@ func TestRedisDown(t *testing.T) {
 // bare page, and says nothing of the cause.
 type failingService struct{ err error }
 
-func (f failingService) SendCode(context.Context, string, string) (service.Sent, error) {
+func (f failingService) SendCode(context.Context, service.SendRequest) (service.Sent, error) {
 	return service.Sent{}, f.err
 }
 func (f failingService) VerifyCode(context.Context, string, string) error { return f.err }

@@ -25,7 +25,24 @@ var (
 	ErrNotFound       = codes.ErrNotFound
 	ErrMismatch       = codes.ErrMismatch
 	ErrUnavailable    = errors.New("service unavailable")
+	// ErrRateLimited is matched by a *RateLimitError.
+	ErrRateLimited = errors.New("rate limited")
 )
+
+// RateLimitError says a send was refused by a limit and when to try again.
+type RateLimitError struct {
+	// Limit names the limit: "cooldown", "address" or "client".
+	Limit string
+	// RetryAfter is how long until a send can succeed.
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("rate limited (%s), retry after %s", e.Limit, e.RetryAfter)
+}
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
 
 // MaxCodeLength bounds the code a caller may submit for verification.
 const MaxCodeLength = 64
@@ -60,6 +77,17 @@ func New(codes CodeStore, queue Enqueuer, logger *slog.Logger) *Service {
 	return &Service{codes: codes, queue: queue, logger: logger, Now: time.Now}
 }
 
+// SendRequest asks for a code to be sent.
+type SendRequest struct {
+	// Email is the address exactly as the client sent it.
+	Email string
+	// Locale picks the mail's language; empty means the default.
+	Locale string
+	// Client identifies the end user's client (an IP address) for the
+	// per-client limit; empty when unknown.
+	Client string
+}
+
 // Sent is the outcome of SendCode. It never holds the code.
 type Sent struct {
 	// ExpiresIn is the remaining lifetime of the code.
@@ -70,11 +98,12 @@ type Sent struct {
 
 // SendCode makes or reuses the code for email and enqueues a task that mails
 // it. It does not wait for the mail.
-func (s *Service) SendCode(ctx context.Context, email, locale string) (Sent, error) {
+func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
+	email := req.Email
 	if err := mail.ValidateAddress(email); err != nil {
 		return Sent{}, err
 	}
-	loc, err := mail.ParseLocale(locale)
+	loc, err := mail.ParseLocale(req.Locale)
 	if err != nil {
 		return Sent{}, err
 	}

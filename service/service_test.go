@@ -1,0 +1,96 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/service"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+// enqueuerFunc is a hand-written fake for fault injection.
+type enqueuerFunc func(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+
+func (f enqueuerFunc) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	return f(ctx, task, opts...)
+}
+
+func newStore(t *testing.T) *codes.Store {
+	t.Helper()
+	store, err := codes.NewStore(redistest.Start(t).Client(t), codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	return store
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestSendCodeEnqueuesTaskWithClockedPayload(t *testing.T) {
+	t.Parallel()
+	var got *asynq.Task
+	svc := service.New(newStore(t), enqueuerFunc(func(_ context.Context, task *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+		got = task
+		return &asynq.TaskInfo{}, nil
+	}), discard)
+	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	svc.Now = func() time.Time { return now }
+
+	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com", Locale: "en"})
+	require.NoError(t, err)
+	assert.True(t, sent.Created)
+	assert.Equal(t, 10*time.Minute, sent.ExpiresIn)
+	require.NotNil(t, got)
+	p, err := tasks.ParseSendCodePayload(got)
+	require.NoError(t, err)
+	assert.Equal(t, tasks.SendCodePayload{Email: "a@example.com", Locale: "en", RequestedAt: now, ExpiresAt: now.Add(10 * time.Minute)}, p)
+}
+
+// A failed enqueue is reported as unavailable, so the caller retries; the
+// retry reuses the code made by the failed attempt.
+func TestSendCodeEnqueueFailure(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	fail := true
+	svc := service.New(store, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+		if fail {
+			return nil, errors.New("connection refused")
+		}
+		return &asynq.TaskInfo{}, nil
+	}), discard)
+
+	_, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
+	assert.ErrorIs(t, err, service.ErrUnavailable)
+
+	fail = false
+	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
+	require.NoError(t, err)
+	assert.False(t, sent.Created, "the code from the failed attempt is reused")
+}
+
+func TestServiceErrors(t *testing.T) {
+	t.Parallel()
+	svc := service.New(newStore(t), enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+		return &asynq.TaskInfo{}, nil
+	}), discard)
+	ctx := context.Background()
+
+	_, err := svc.SendCode(ctx, service.SendRequest{Email: "not an address"})
+	assert.ErrorIs(t, err, service.ErrInvalidAddress)
+	_, err = svc.SendCode(ctx, service.SendRequest{Email: "a@example.com", Locale: "xx"})
+	assert.ErrorIs(t, err, service.ErrUnknownLocale)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", ""), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", string(make([]byte, service.MaxCodeLength+1))), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", "123456"), service.ErrNotFound)
+
+	var rl error = &service.RateLimitError{Limit: "cooldown", RetryAfter: time.Second}
+	assert.ErrorIs(t, rl, service.ErrRateLimited)
+}
