@@ -156,7 +156,7 @@ func TestRetryDelay(t *testing.T) {
 		{1, time.Second, 2 * time.Second},
 		{3, 4 * time.Second, 8 * time.Second},
 		{6, 30 * time.Second, time.Minute},
-		{7, 30 * time.Second, time.Minute}, // capped
+		{7, 30 * time.Second, time.Minute},  // capped
 		{40, 30 * time.Second, time.Minute}, // no overflow
 	}
 	for _, tt := range tests {
