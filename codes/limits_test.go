@@ -1,0 +1,233 @@
+package codes_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+)
+
+func limitErr(t *testing.T, err error) *codes.LimitError {
+	t.Helper()
+	var le *codes.LimitError
+	require.ErrorAs(t, err, &le)
+	assert.ErrorIs(t, err, codes.ErrRateLimited)
+	return le
+}
+
+func TestCooldown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute}})
+
+	first, err := s.GetOrCreate(ctx, "Cool@Example.com", "")
+	require.NoError(t, err)
+	assert.Equal(t, time.Minute, first.ResendAfter)
+
+	// Inside the cooldown, case variants included: refused with the time left.
+	for _, addr := range []string{"Cool@Example.com", "cool@example.com", "COOL@EXAMPLE.COM"} {
+		_, err = s.GetOrCreate(ctx, addr, "")
+		le := limitErr(t, err)
+		assert.Equal(t, codes.LimitCooldown, le.Limit)
+		assert.Greater(t, le.RetryAfter, 50*time.Second)
+		assert.LessOrEqual(t, le.RetryAfter, time.Minute)
+	}
+	n, err := rdb.Exists(ctx, "code_cool@example.com").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a refused send makes no code")
+
+	// After the cooldown (its key expires), the same code is sent again.
+	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:cool@example.com").Err())
+	again, err := s.GetOrCreate(ctx, "Cool@Example.com", "")
+	require.NoError(t, err)
+	assert.Equal(t, first.Code, again.Code)
+	assert.False(t, again.Created)
+}
+
+func TestAddressCapRollsWithTheClock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{AddressPerHour: 3}})
+	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+
+	for i, addr := range []string{"cap@example.com", "Cap@example.com", "CAP@example.com"} {
+		_, err := s.GetOrCreate(ctx, addr, "")
+		require.NoError(t, err, "send %d", i)
+		now = now.Add(10 * time.Minute)
+	}
+	_, err := s.GetOrCreate(ctx, "cap@example.com", "")
+	le := limitErr(t, err)
+	assert.Equal(t, codes.LimitAddress, le.Limit)
+	assert.Equal(t, 30*time.Minute, le.RetryAfter, "until the first send leaves the window")
+
+	now = now.Add(30 * time.Minute)
+	_, err = s.GetOrCreate(ctx, "cap@example.com", "")
+	assert.NoError(t, err, "the oldest send left the window")
+	_, err = s.GetOrCreate(ctx, "cap@example.com", "")
+	limitErr(t, err)
+}
+
+func TestClientCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{ClientPerHour: 2}})
+
+	for i := range 2 {
+		_, err := s.GetOrCreate(ctx, fmt.Sprintf("c%d@example.com", i), "203.0.113.7")
+		require.NoError(t, err)
+	}
+	_, err := s.GetOrCreate(ctx, "c9@example.com", "203.0.113.7")
+	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
+
+	_, err = s.GetOrCreate(ctx, "c9@example.com", "203.0.113.8")
+	assert.NoError(t, err, "another client is not limited")
+	for i := range 5 {
+		_, err = s.GetOrCreate(ctx, fmt.Sprintf("anon%d@example.com", i), "")
+		assert.NoError(t, err, "no client, no per-client cap")
+	}
+}
+
+func TestLimitsOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{})
+	for range 20 {
+		_, err := s.GetOrCreate(ctx, "free@example.com", "198.51.100.1")
+		require.NoError(t, err)
+	}
+}
+
+// Caps hold under concurrency: never more sends admitted than allowed.
+func TestCapsHoldUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{AddressPerHour: 5, ClientPerHour: 30}})
+
+	run := func(n int, addr func(i int) string, client string) (ok, limited int64) {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, err := s.GetOrCreate(ctx, addr(i), client)
+				switch {
+				case err == nil:
+					atomic.AddInt64(&ok, 1)
+				case errors.Is(err, codes.ErrRateLimited):
+					atomic.AddInt64(&limited, 1)
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		return ok, limited
+	}
+
+	// 50 requests for one mailbox in assorted case: 5 admitted.
+	ok, limited := run(50, func(i int) string {
+		if i%2 == 0 {
+			return "Busy@Example.com"
+		}
+		return strings.ToLower("Busy@Example.com")
+	}, "")
+	assert.EqualValues(t, 5, ok)
+	assert.EqualValues(t, 45, limited)
+
+	// 50 requests for distinct addresses from one client: 30 admitted.
+	ok, limited = run(50, func(i int) string { return fmt.Sprintf("u%d@example.com", i) }, "192.0.2.1")
+	assert.EqualValues(t, 30, ok)
+	assert.EqualValues(t, 20, limited)
+}
+
+func TestMaxAttempts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{MaxAttempts: 3}})
+
+	issued, err := s.GetOrCreate(ctx, "guess@example.com", "")
+	require.NoError(t, err)
+	wrong := "000000"
+	if issued.Code == wrong {
+		wrong = "111111"
+	}
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrMismatch)
+	ttl, err := rdb.PTTL(ctx, "{code_guess@example.com}:attempts").Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, time.Duration(0), "the count lives no longer than the code")
+
+	// A resend of the live code does not reset the count.
+	_, err = s.GetOrCreate(ctx, "guess@example.com", "")
+	require.NoError(t, err)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrAttemptsExhausted)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", issued.Code), codes.ErrNotFound,
+		"the right code no longer verifies")
+
+	// A new code starts afresh.
+	fresh, err := s.GetOrCreate(ctx, "guess@example.com", "")
+	require.NoError(t, err)
+	assert.True(t, fresh.Created)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrongFor(fresh.Code)), codes.ErrMismatch)
+	require.NoError(t, s.Verify(ctx, "guess@example.com", fresh.Code))
+	n, err := rdb.Exists(ctx, "{code_guess@example.com}:attempts").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a verified code leaves no counter")
+}
+
+// Concurrent guesses cannot beat the attempt cap.
+func TestMaxAttemptsUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{MaxAttempts: 5}})
+	issued, err := s.GetOrCreate(ctx, "many@example.com", "")
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	var mismatches, exhausted, notFound, hits int64
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			guess := fmt.Sprintf("%06d", i)
+			if guess == issued.Code {
+				guess = "x"
+			}
+			switch err := s.Verify(ctx, "many@example.com", guess); {
+			case errors.Is(err, codes.ErrMismatch):
+				atomic.AddInt64(&mismatches, 1)
+			case errors.Is(err, codes.ErrAttemptsExhausted):
+				atomic.AddInt64(&exhausted, 1)
+			case errors.Is(err, codes.ErrNotFound):
+				atomic.AddInt64(&notFound, 1)
+			case err == nil:
+				atomic.AddInt64(&hits, 1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.EqualValues(t, 4, mismatches)
+	assert.EqualValues(t, 1, exhausted)
+	assert.EqualValues(t, 95, notFound)
+	assert.Zero(t, hits)
+}
+
+func wrongFor(code string) string {
+	if code == "000000" {
+		return "111111"
+	}
+	return "000000"
+}
