@@ -11,6 +11,10 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/verifyq/verifyq/service"
 )
@@ -28,14 +32,16 @@ var _ Service = (*service.Service)(nil)
 
 // Handler serves the public HTTP API.
 type Handler struct {
-	svc    Service
-	logger *slog.Logger
-	mux    *http.ServeMux
+	svc     Service
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	trusted []netip.Prefix
 }
 
-// NewHandler returns the HTTP API on svc.
-func NewHandler(svc Service, logger *slog.Logger) *Handler {
-	h := &Handler{svc: svc, logger: logger, mux: http.NewServeMux()}
+// NewHandler returns the HTTP API on svc. X-Forwarded-For is believed only
+// when the request comes from an address in trustedProxies.
+func NewHandler(svc Service, logger *slog.Logger, trustedProxies []netip.Prefix) *Handler {
+	h := &Handler{svc: svc, logger: logger, mux: http.NewServeMux(), trusted: trustedProxies}
 	h.mux.HandleFunc("POST /v1/codes", h.sendCode)
 	h.mux.HandleFunc("POST /v1/codes/verify", h.verifyCode)
 	h.mux.HandleFunc("/v1/codes", methodNotAllowed)
@@ -54,8 +60,9 @@ type sendRequest struct {
 }
 
 type sendResponse struct {
-	Email     string `json:"email"`
-	ExpiresIn int64  `json:"expires_in"`
+	Email       string `json:"email"`
+	ExpiresIn   int64  `json:"expires_in"`
+	ResendAfter int64  `json:"resend_after"`
 }
 
 func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
@@ -63,12 +70,16 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req) {
 		return
 	}
-	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale})
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale, Client: h.client(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, sendResponse{Email: req.Email, ExpiresIn: int64(sent.ExpiresIn.Seconds())})
+	writeJSON(w, http.StatusAccepted, sendResponse{
+		Email:       req.Email,
+		ExpiresIn:   int64(sent.ExpiresIn.Seconds()),
+		ResendAfter: seconds(sent.ResendAfter),
+	})
 }
 
 type verifyRequest struct {
@@ -120,6 +131,7 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 // fail translates a service error into an HTTP reply: the one place where
 // that mapping lives. Internal details are logged, never sent.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var limited *service.RateLimitError
 	switch {
 	case errors.Is(err, service.ErrInvalidAddress):
 		writeError(w, http.StatusBadRequest, "invalid_email", "email must be a bare address such as user@example.com, at most 254 bytes")
@@ -127,6 +139,12 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, "invalid_locale", `locale must be "zh-CN" or "en"`)
 	case errors.Is(err, service.ErrInvalidCode):
 		writeError(w, http.StatusBadRequest, "invalid_code", "code must be a non-empty string")
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", strconv.FormatInt(seconds(limited.RetryAfter), 10))
+		writeError(w, http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("too many codes requested (%s limit); retry in %d s", limited.Limit, seconds(limited.RetryAfter)))
+	case errors.Is(err, service.ErrAttemptsExhausted):
+		writeError(w, http.StatusUnprocessableEntity, "attempts_exhausted", "the code is wrong, and that was the last attempt: request a new code")
 	case errors.Is(err, service.ErrMismatch):
 		writeError(w, http.StatusUnprocessableEntity, "code_mismatch", "the code is wrong")
 	case errors.Is(err, service.ErrNotFound):
@@ -142,6 +160,52 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusInternalServerError, "internal", "internal error")
 	}
 }
+
+// client returns the end user's address from X-Forwarded-For when the
+// request comes from a trusted proxy: the rightmost entry that is not itself
+// a trusted proxy. Otherwise "": the peer is the gateway, not a user, and is
+// never limited as if it were one.
+func (h *Handler) client(r *http.Request) string {
+	if len(h.trusted) == 0 || !h.isTrusted(peerAddr(r.RemoteAddr)) {
+		return ""
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		addr, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return "" // a malformed chain names nobody reliably
+		}
+		if !h.isTrusted(addr) {
+			return addr.String()
+		}
+	}
+	return ""
+}
+
+func (h *Handler) isTrusted(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range h.trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// seconds rounds d up to whole seconds, so a client that waits that long is
+// never early.
+func seconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Allow", http.MethodPost)

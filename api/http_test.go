@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -31,15 +32,18 @@ type env struct {
 	insp  *asynq.Inspector
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv serves the API on a real service and Redis, with no limits.
+func newEnv(t *testing.T) *env { return newLimitedEnv(t, codes.Limits{}, nil) }
+
+func newLimitedEnv(t *testing.T, limits codes.Limits, trusted []netip.Prefix) *env {
 	t.Helper()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Limits: limits})
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := service.New(store, asynq.NewClientFromRedisClient(rdb), logger)
-	srv := httptest.NewServer(api.NewHandler(svc, logger))
+	srv := httptest.NewServer(api.NewHandler(svc, logger, trusted))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, redis: rs, rdb: rdb, insp: asynq.NewInspectorFromRedisClient(rdb)}
 }
@@ -95,7 +99,7 @@ func TestSendCode(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, status, body)
 	assert.Equal(t, "User.Name@Example.COM", body["email"])
 	assert.EqualValues(t, 600, body["expires_in"])
-	assert.Len(t, body, 2, "email and expires_in only, never the code")
+	assert.Len(t, body, 3, "email, expires_in and resend_after; never the code")
 
 	code, err := e.rdb.Get(ctx, "code_User.Name@Example.COM").Result()
 	require.NoError(t, err, "the key keeps the address as sent")
@@ -251,7 +255,7 @@ func (f failingService) VerifyCode(context.Context, string, string) error { retu
 
 func TestUnexpectedErrorIsJSON500(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(api.NewHandler(failingService{errors.New("secret internal detail")}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv := httptest.NewServer(api.NewHandler(failingService{errors.New("secret internal detail")}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil))
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/codes", strings.NewReader(`{"email":"a@example.com"}`))
 	req.Header.Set("Content-Type", "application/json")

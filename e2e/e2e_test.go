@@ -184,9 +184,17 @@ func (s *stack) code(t *testing.T, email string) (string, time.Duration) {
 	return code, ttl
 }
 
+// noLimits turns the send limits off, for tests that repeat requests.
+var noLimits = map[string]string{"RESEND_COOLDOWN": "0", "ADDRESS_SENDS_PER_HOUR": "0", "CLIENT_SENDS_PER_HOUR": "0"}
+
+// longCodes makes codes of 10 digits for tests that search logs for them: a
+// 6-digit code turns up by chance in nanosecond timestamps about once in a
+// thousand runs, a 10-digit one practically never.
+const longCodes = "10"
+
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, nil)
+	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "0", "CODE_LENGTH": longCodes})
 	const email = "New.User@Example.com"
 
 	status, body := s.post(t, "/v1/codes", map[string]string{"email": email})
@@ -270,7 +278,7 @@ func TestSMTPOutage(t *testing.T) {
 
 func TestConcurrentRequestsYieldOneCode(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, nil)
+	s := startStack(t, noLimits)
 	const email = "crowd@example.com"
 	var wg sync.WaitGroup
 	statuses := make([]int, 100)

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -25,31 +27,23 @@ var (
 	ErrNotFound       = codes.ErrNotFound
 	ErrMismatch       = codes.ErrMismatch
 	ErrUnavailable    = errors.New("service unavailable")
+	// ErrAttemptsExhausted: the code was wrong for the last allowed time
+	// and is now invalidated.
+	ErrAttemptsExhausted = codes.ErrAttemptsExhausted
 	// ErrRateLimited is matched by a *RateLimitError.
-	ErrRateLimited = errors.New("rate limited")
+	ErrRateLimited = codes.ErrRateLimited
 )
 
-// RateLimitError says a send was refused by a limit and when to try again.
-type RateLimitError struct {
-	// Limit names the limit: "cooldown", "address" or "client".
-	Limit string
-	// RetryAfter is how long until a send can succeed.
-	RetryAfter time.Duration
-}
-
-func (e *RateLimitError) Error() string {
-	return fmt.Sprintf("rate limited (%s), retry after %s", e.Limit, e.RetryAfter)
-}
-
-// Is makes errors.Is(err, ErrRateLimited) true.
-func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
+// RateLimitError says a send was refused by a limit (Limit: "cooldown",
+// "address" or "client") and when to try again (RetryAfter).
+type RateLimitError = codes.LimitError
 
 // MaxCodeLength bounds the code a caller may submit for verification.
 const MaxCodeLength = 64
 
 // CodeStore keeps codes (codes.Store).
 type CodeStore interface {
-	GetOrCreate(ctx context.Context, email string) (codes.Issued, error)
+	GetOrCreate(ctx context.Context, email, client string) (codes.Issued, error)
 	Verify(ctx context.Context, email, code string) error
 }
 
@@ -83,8 +77,8 @@ type SendRequest struct {
 	Email string
 	// Locale picks the mail's language; empty means the default.
 	Locale string
-	// Client identifies the end user's client (an IP address) for the
-	// per-client limit; empty when unknown.
+	// Client is the end user's IP address as the gateway passed it, for
+	// the per-client limit; empty (or not an IP address) means none.
 	Client string
 }
 
@@ -94,6 +88,8 @@ type Sent struct {
 	ExpiresIn time.Duration
 	// Created is false when a live code was reused.
 	Created bool
+	// ResendAfter is the cooldown before the next send to this address.
+	ResendAfter time.Duration
 }
 
 // SendCode makes or reuses the code for email and enqueues a task that mails
@@ -108,7 +104,10 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	now := s.Now()
-	issued, err := s.codes.GetOrCreate(ctx, email)
+	issued, err := s.codes.GetOrCreate(ctx, email, ClientID(req.Client))
+	if errors.Is(err, ErrRateLimited) {
+		return Sent{}, err
+	}
 	if err != nil {
 		return Sent{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -125,7 +124,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, fmt.Errorf("%w: enqueue: %w", ErrUnavailable, err)
 	}
 	s.logger.DebugContext(ctx, "send enqueued", "email", mail.MaskAddress(email), "created", issued.Created)
-	return Sent{ExpiresIn: issued.ExpiresIn, Created: issued.Created}, nil
+	return Sent{ExpiresIn: issued.ExpiresIn, Created: issued.Created, ResendAfter: issued.ResendAfter}, nil
 }
 
 // VerifyCode checks code for email and consumes it on success.
@@ -138,9 +137,27 @@ func (s *Service) VerifyCode(ctx context.Context, email, code string) error {
 	}
 	err := s.codes.Verify(ctx, email, code)
 	switch {
-	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, codes.ErrMismatch):
+	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, codes.ErrMismatch),
+		errors.Is(err, codes.ErrAttemptsExhausted):
 		return err
 	default:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+}
+
+// ClientID turns the client address a gateway passed into the identity the
+// per-client limit counts: the IP address in canonical form, IPv6 grouped by
+// its /64 (one subscriber usually holds a whole /64). Anything that is not
+// an IP address yields "", no per-client limit.
+func ClientID(s string) string {
+	addr, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return ""
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
 }

@@ -94,3 +94,22 @@ func TestServiceErrors(t *testing.T) {
 	var rl error = &service.RateLimitError{Limit: "cooldown", RetryAfter: time.Second}
 	assert.ErrorIs(t, rl, service.ErrRateLimited)
 }
+
+func TestClientID(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		"203.0.113.5":           "203.0.113.5",
+		" 203.0.113.5 ":         "203.0.113.5",
+		"::ffff:203.0.113.5":    "203.0.113.5",
+		"2001:db8:1:2:3:4:5:6":  "2001:db8:1:2::/64",
+		"2001:db8:1:2::9":       "2001:db8:1:2::/64",
+		"fe80::1%eth0":          "fe80::/64",
+		"":                      "",
+		"unknown":               "",
+		"203.0.113.5:443":       "",
+		"203.0.113.5, 10.0.0.1": "",
+	}
+	for in, want := range tests {
+		assert.Equal(t, want, service.ClientID(in), "%q", in)
+	}
+}

@@ -33,6 +33,10 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := cfg.proxies()
+	if err != nil {
+		return nil, err
+	}
 	rdb := platform.NewRedis(opt)
 	store, err := codes.NewStore(rdb, cfg.codes())
 	if err != nil {
@@ -45,7 +49,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		cfg:      cfg,
 		logger:   logger,
 		rdb:      rdb,
-		httpSrv:  platform.NewHTTPServer(api.NewHandler(svc, logger), logger),
+		httpSrv:  platform.NewHTTPServer(api.NewHandler(svc, logger, proxies), logger),
 		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
 		done:     make(chan error, 2),
 	}, nil

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -21,6 +23,14 @@ type Config struct {
 	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
 	CodeLength      int           `envconfig:"CODE_LENGTH" default:"6"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+
+	ResendCooldown      time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
+	AddressSendsPerHour int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
+	ClientSendsPerHour  int           `envconfig:"CLIENT_SENDS_PER_HOUR" default:"30"`
+	VerifyMaxAttempts   int           `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
+	// TrustedProxies are CIDRs (or single addresses) whose X-Forwarded-For
+	// header is believed.
+	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
 }
 
 // LoadConfig reads and validates the configuration.
@@ -59,9 +69,53 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
 	}
+	for name, v := range map[string]int64{
+		"RESEND_COOLDOWN":        int64(c.ResendCooldown),
+		"ADDRESS_SENDS_PER_HOUR": int64(c.AddressSendsPerHour),
+		"CLIENT_SENDS_PER_HOUR":  int64(c.ClientSendsPerHour),
+		"VERIFY_MAX_ATTEMPTS":    int64(c.VerifyMaxAttempts),
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative (0 turns the limit off)", name))
+		}
+	}
+	if _, err := c.proxies(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
+// proxies parses TRUSTED_PROXIES.
+func (c Config) proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("TRUSTED_PROXIES: %q is not a CIDR or an IP address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func (c Config) codes() codes.Config {
-	return codes.Config{KeyPrefix: c.CodeKeyPrefix, TTL: c.CodeTTL, Length: c.CodeLength}
+	return codes.Config{
+		KeyPrefix: c.CodeKeyPrefix,
+		TTL:       c.CodeTTL,
+		Length:    c.CodeLength,
+		Limits: codes.Limits{
+			Cooldown:       c.ResendCooldown,
+			AddressPerHour: c.AddressSendsPerHour,
+			ClientPerHour:  c.ClientSendsPerHour,
+			MaxAttempts:    c.VerifyMaxAttempts,
+		},
+	}
 }

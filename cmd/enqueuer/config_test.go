@@ -20,6 +20,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 		CodeTTL:         10 * time.Minute,
 		CodeLength:      6,
 		ShutdownTimeout: 25 * time.Second,
+
+		ResendCooldown:      time.Minute,
+		AddressSendsPerHour: 5,
+		ClientSendsPerHour:  30,
+		VerifyMaxAttempts:   5,
 	}, cfg)
 }
 
@@ -29,9 +34,11 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("CODE_TTL", "10ms")
 	t.Setenv("LOG_LEVEL", "loud")
 	t.Setenv("CODE_KEY_PREFIX", "")
+	t.Setenv("VERIFY_MAX_ATTEMPTS", "-1")
+	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8,not-a-cidr")
 	_, err := LoadConfig()
 	require.Error(t, err)
-	for _, name := range []string{"REDIS_URL", "CODE_LENGTH", "CODE_TTL", "LOG_LEVEL"} {
+	for _, name := range []string{"REDIS_URL", "CODE_LENGTH", "CODE_TTL", "LOG_LEVEL", "VERIFY_MAX_ATTEMPTS", "TRUSTED_PROXIES"} {
 		assert.Contains(t, err.Error(), name)
 	}
 	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
@@ -42,4 +49,17 @@ func TestLoadConfigUnparsable(t *testing.T) {
 	_, err := LoadConfig()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "CODE_TTL")
+}
+
+func TestTrustedProxies(t *testing.T) {
+	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")
+	cfg, err := LoadConfig()
+	require.NoError(t, err)
+	got, err := cfg.proxies()
+	require.NoError(t, err)
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	assert.Equal(t, []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, s)
 }

@@ -1,0 +1,107 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+)
+
+func TestResendCooldown(t *testing.T) {
+	t.Parallel()
+	e := newLimitedEnv(t, codes.Limits{Cooldown: time.Minute}, nil)
+	ctx := context.Background()
+
+	status, body, _ := e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	assert.EqualValues(t, 60, body["resend_after"])
+	code, err := e.rdb.Get(ctx, "code_c@example.com").Result()
+	require.NoError(t, err)
+
+	status, body, hdr := e.post(t, "/v1/codes", `{"email":"C@example.com"}`)
+	assert.Equal(t, http.StatusTooManyRequests, status, "case variants share the cooldown")
+	assert.Equal(t, "rate_limited", errCode(body))
+	after, err := strconv.Atoi(hdr.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.InDelta(t, 60, after, 2)
+	assert.Len(t, e.pending(t), 1, "nothing enqueued for the refused request")
+
+	// Once the cooldown is over: 202, the same code.
+	require.NoError(t, e.rdb.Del(ctx, "verifyq:limit:cooldown:c@example.com").Err())
+	status, _, _ = e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
+	assert.Equal(t, http.StatusAccepted, status)
+	again, err := e.rdb.Get(ctx, "code_c@example.com").Result()
+	require.NoError(t, err)
+	assert.Equal(t, code, again)
+	assert.Len(t, e.pending(t), 2)
+}
+
+func TestClientCapFollowsTrustedForwardedFor(t *testing.T) {
+	t.Parallel()
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	e := newLimitedEnv(t, codes.Limits{ClientPerHour: 2}, loopback)
+
+	send := func(i int, xff string) int {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(fmt.Sprintf(`{"email":"u%d@example.com"}`, i)))
+		req.Header.Set("Content-Type", "application/json")
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		status, _, _ := do(t, req)
+		return status
+	}
+	assert.Equal(t, http.StatusAccepted, send(1, "203.0.113.5"))
+	assert.Equal(t, http.StatusAccepted, send(2, "198.51.100.1, 203.0.113.5"), "the rightmost untrusted hop is the client")
+	assert.Equal(t, http.StatusTooManyRequests, send(3, "203.0.113.5, 127.0.0.9"), "trusted hops are skipped")
+	assert.Equal(t, http.StatusAccepted, send(4, "203.0.113.6"), "another client")
+	for i := range 5 {
+		assert.Equal(t, http.StatusAccepted, send(10+i, ""), "the gateway itself is never limited as one user")
+	}
+}
+
+func TestForwardedForFromUntrustedPeerIsIgnored(t *testing.T) {
+	t.Parallel()
+	e := newLimitedEnv(t, codes.Limits{ClientPerHour: 1}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	for i := range 3 {
+		status, _, _ := e.post(t, "/v1/codes", fmt.Sprintf(`{"email":"x%d@example.com"}`, i))
+		assert.Equal(t, http.StatusAccepted, status)
+	}
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(fmt.Sprintf(`{"email":"y%d@example.com"}`, i)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", "203.0.113.5")
+		status, _, _ := do(t, req)
+		assert.Equal(t, http.StatusAccepted, status, "a spoofed header from an untrusted peer means nothing")
+	}
+}
+
+func TestVerifyAttemptLimit(t *testing.T) {
+	t.Parallel()
+	e := newLimitedEnv(t, codes.Limits{MaxAttempts: 2}, nil)
+	status, _, _ := e.post(t, "/v1/codes", `{"email":"g@example.com"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	code, err := e.rdb.Get(context.Background(), "code_g@example.com").Result()
+	require.NoError(t, err)
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	status, body, _ := e.post(t, "/v1/codes/verify", `{"email":"g@example.com","code":"`+wrong+`"}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, status)
+	assert.Equal(t, "code_mismatch", errCode(body))
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"g@example.com","code":"`+wrong+`"}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, status)
+	assert.Equal(t, "attempts_exhausted", errCode(body))
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"g@example.com","code":"`+code+`"}`)
+	assert.Equal(t, http.StatusGone, status, "the right code no longer verifies")
+	assert.Equal(t, "code_not_found", errCode(body))
+}
