@@ -1,11 +1,21 @@
 // Package codes owns verification codes: how they are generated, how long
-// they live, and the Redis scripts that create, read and consume them.
+// they live, the limits on sending and guessing them, and the Redis scripts
+// that create, read and consume them.
 //
 // The Redis layout is the one the old gateway reads directly: the key is
 // KeyPrefix followed by the address exactly as the client sent it (no
 // trimming, no case folding), the value is the plain code, and the key
 // expires after TTL. Every operation that reads and writes is a single Lua
 // script, so each is atomic and costs one round trip.
+//
+// Keys of verifyq's own: {code_<email>}:attempts (the wrong-code count; its
+// hash tag keeps it on the code key's Redis Cluster slot), and
+// verifyq:limit:cooldown:<email>, verifyq:limit:address:<email> (both with
+// the address in lower case) and verifyq:limit:client:<ip> for the send
+// limits. The send script uses the limit keys together with the code key, so
+// it needs a single Redis (or a primary with replicas), not Redis Cluster:
+// a case-insensitive or per-client key cannot share the slot of a code key
+// that keeps the address's case.
 package codes
 
 import (
