@@ -115,7 +115,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
 
 	code, left, err := h.codes.Peek(ctx, p.Email)
-	if errors.Is(err, codes.ErrNotFound) {
+	if errors.Is(err, codes.ErrNotFound) || (err == nil && left <= 0) {
 		log.InfoContext(ctx, "code gone before send, nothing to mail")
 		return nil
 	}
