@@ -1,3 +1,5 @@
+// Module tools pins the development tools the Makefile builds into bin/,
+// apart from the service's own dependencies.
 module github.com/verifyq/verifyq/tools
 
 go 1.26.8
