@@ -9,8 +9,9 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := bin
 MAILPIT := $(BIN)/mailpit
+PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test fuzz lint tools clean
+.PHONY: help build run smoke test fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -51,6 +52,19 @@ tools: $(MAILPIT) ## build bin/mailpit, the dev mail catcher pinned in tools/go.
 
 $(MAILPIT): tools/go.mod tools/go.sum tools/build-mailpit.sh
 	bash tools/build-mailpit.sh $@
+
+proto: ## regenerate proto/ Go code (protoc from Debian's protobuf-compiler, plugins pinned in tools/go.mod)
+	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc -I proto \
+		--plugin=protoc-gen-go=$(BIN)/protoc-gen-go \
+		--plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		$(PROTOS)
+
+proto-check: proto ## fail when the committed generated code is stale
+	@git diff --exit-code -- proto || { echo 'proto/: generated code is stale: run make proto and commit' >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto >&2; echo 'proto/: uncommitted generated files: run make proto and commit' >&2; exit 1; }
 
 clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/ and coverage files
 	rm -rf $(BIN) tmp-run

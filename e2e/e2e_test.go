@@ -132,16 +132,16 @@ type stack struct {
 	redis              *redistest.Server
 	smtp               *smtptest.Server
 	enqueuer, worker   *proc
-	api                string
+	api, grpc          string
 	enqAdmin, wrkAdmin string
 }
 
 func startStack(t *testing.T, extra map[string]string) *stack {
 	t.Helper()
 	s := &stack{redis: redistest.Start(t), smtp: smtptest.Start(t)}
-	s.api, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t)
+	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_URL": s.redis.URL(), "LOG_LEVEL": "debug"}
-	enqEnv := map[string]string{"HTTP_ADDR": s.api, "ADMIN_ADDR": s.enqAdmin}
+	enqEnv := map[string]string{"HTTP_ADDR": s.api, "GRPC_ADDR": s.grpc, "ADMIN_ADDR": s.enqAdmin}
 	wrkEnv := map[string]string{
 		"ADMIN_ADDR": s.wrkAdmin, "SMTP_HOST": s.smtp.Host(), "SMTP_PORT": strconv.Itoa(s.smtp.Port()),
 		"SMTP_TLS": "none", "SMTP_TIMEOUT": "1s", "MAIL_FROM": "verifyq <no-reply@verifyq.test>",

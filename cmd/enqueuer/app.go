@@ -12,19 +12,22 @@ import (
 
 	"github.com/verifyq/verifyq/api"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/service"
 )
 
-// App is the running enqueuer: the public HTTP API and the admin server.
+// App is the running enqueuer: the public HTTP API, the gRPC server and the
+// admin server.
 type App struct {
 	cfg    Config
 	logger *slog.Logger
 	rdb    *redis.Client
 
-	httpSrv, adminSrv *http.Server
-	httpLn, adminLn   net.Listener
-	done              chan error
+	httpSrv, adminSrv       *http.Server
+	grpcSrv                 *grpcapi.Server
+	httpLn, adminLn, grpcLn net.Listener
+	done                    chan error
 }
 
 // NewApp wires the enqueuer from cfg. It does not listen yet.
@@ -51,23 +54,35 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		rdb:      rdb,
 		httpSrv:  platform.NewHTTPServer(api.NewHandler(svc, logger, proxies), logger),
 		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
-		done:     make(chan error, 2),
+		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
+			CallTimeout: cfg.GRPCCallTimeout,
+			Ready:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		}),
+		done: make(chan error, 3),
 	}, nil
 }
 
-// Open listens on HTTP_ADDR and ADMIN_ADDR and serves in the background.
+// Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
+// background.
 func (a *App) Open(ctx context.Context) error {
 	var err error
 	if a.httpLn, err = platform.Listen(ctx, "HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
 		return err
 	}
+	if a.grpcLn, err = platform.Listen(ctx, "GRPC_ADDR", a.cfg.GRPCAddr); err != nil {
+		_ = a.httpLn.Close()
+		return err
+	}
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		_ = a.httpLn.Close()
+		_ = a.grpcLn.Close()
 		return err
 	}
 	go a.serve(a.httpSrv, a.httpLn)
 	go a.serve(a.adminSrv, a.adminLn)
-	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
+	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
+	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
+		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
 	return nil
 }
 
@@ -82,14 +97,18 @@ func (a *App) serve(srv *http.Server, ln net.Listener) {
 // HTTPAddr is the address the public API listens on.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 
+// GRPCAddr is the address the gRPC server listens on.
+func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
 // AdminAddr is the address the admin server listens on.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
 // Close stops taking requests, lets those in flight finish until ctx ends,
 // and closes the Redis connections.
 func (a *App) Close(ctx context.Context) error {
-	err := errors.Join(a.httpSrv.Shutdown(ctx), a.adminSrv.Shutdown(ctx))
-	for range 2 {
+	err := a.grpcSrv.Shutdown(ctx)
+	err = errors.Join(err, a.httpSrv.Shutdown(ctx), a.adminSrv.Shutdown(ctx))
+	for range 3 {
 		err = errors.Join(err, <-a.done)
 	}
 	// The asynq client shares rdb; closing rdb closes both.

@@ -18,6 +18,8 @@ type Config struct {
 	RedisURL        string        `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
 	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080"`
 	AdminAddr       string        `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
+	GRPCAddr        string        `envconfig:"GRPC_ADDR" default:":50051"`
+	GRPCCallTimeout time.Duration `envconfig:"GRPC_CALL_TIMEOUT" default:"5s"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
 	CodeKeyPrefix   string        `envconfig:"CODE_KEY_PREFIX" default:"code_"`
 	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
@@ -53,6 +55,12 @@ func (c Config) Validate() error {
 	}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	}
+	if c.GRPCAddr == "" {
+		errs = append(errs, errors.New("GRPC_ADDR: must not be empty"))
+	}
+	if c.GRPCCallTimeout <= 0 {
+		errs = append(errs, errors.New("GRPC_CALL_TIMEOUT: must be positive"))
 	}
 	if _, err := platform.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

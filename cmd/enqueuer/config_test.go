@@ -15,6 +15,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		RedisURL:        "redis://127.0.0.1:6379/0",
 		HTTPAddr:        ":8080",
 		AdminAddr:       "127.0.0.1:8081",
+		GRPCAddr:        ":50051",
+		GRPCCallTimeout: 5 * time.Second,
 		LogLevel:        "info",
 		CodeKeyPrefix:   "code_",
 		CodeTTL:         10 * time.Minute,
@@ -36,9 +38,12 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("CODE_KEY_PREFIX", "")
 	t.Setenv("VERIFY_MAX_ATTEMPTS", "-1")
 	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8,not-a-cidr")
+	t.Setenv("GRPC_ADDR", "")
+	t.Setenv("GRPC_CALL_TIMEOUT", "0s")
 	_, err := LoadConfig()
 	require.Error(t, err)
-	for _, name := range []string{"REDIS_URL", "CODE_LENGTH", "CODE_TTL", "LOG_LEVEL", "VERIFY_MAX_ATTEMPTS", "TRUSTED_PROXIES"} {
+	for _, name := range []string{"REDIS_URL", "CODE_LENGTH", "CODE_TTL", "LOG_LEVEL", "CODE_KEY_PREFIX",
+		"VERIFY_MAX_ATTEMPTS", "TRUSTED_PROXIES", "GRPC_ADDR", "GRPC_CALL_TIMEOUT"} {
 		assert.Contains(t, err.Error(), name)
 	}
 	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")

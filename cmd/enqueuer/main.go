@@ -9,6 +9,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/grpclog"
+
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -28,6 +31,8 @@ func run(ctx context.Context) error {
 	}
 	level, _ := platform.ParseLevel(cfg.LogLevel) // validated by LoadConfig
 	logger := platform.NewLogger(os.Stderr, level)
+	grpclog.SetLoggerV2(platform.GRPCLogger{L: logger}) // before any other gRPC call
+	redis.SetLogger(platform.RedisLogger{L: logger})
 	app, err := NewApp(cfg, logger)
 	if err != nil {
 		return err

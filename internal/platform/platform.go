@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/grpclog"
 )
 
 // ParseLevel parses LOG_LEVEL: debug, info, warn or error.
@@ -72,6 +73,54 @@ func (a AsynqLogger) Fatal(args ...any) {
 	a.L.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
 	os.Exit(1)
 }
+
+// RedisLogger adapts slog to go-redis's logger (redis.SetLogger), so that a
+// Redis outage is logged as JSON lines, at warn level, like the rest.
+type RedisLogger struct{ L *slog.Logger }
+
+// Printf logs one go-redis message.
+func (r RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.L.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "redis")
+}
+
+// GRPCLogger adapts slog to grpclog.LoggerV2, so that gRPC's own messages
+// are JSON lines like the rest. gRPC's info messages are debug here: they
+// are chatty and rarely useful.
+type GRPCLogger struct{ L *slog.Logger }
+
+var _ grpclog.LoggerV2 = GRPCLogger{}
+
+func (g GRPCLogger) log(level slog.Level, msg string) {
+	g.L.Log(context.Background(), level, msg, "component", "grpc")
+}
+
+func (g GRPCLogger) Info(args ...any)   { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+func (g GRPCLogger) Infoln(args ...any) { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+func (g GRPCLogger) Infof(format string, args ...any) {
+	g.log(slog.LevelDebug, fmt.Sprintf(format, args...))
+}
+func (g GRPCLogger) Warning(args ...any)   { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g GRPCLogger) Warningln(args ...any) { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g GRPCLogger) Warningf(format string, args ...any) {
+	g.log(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
+func (g GRPCLogger) Error(args ...any)   { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g GRPCLogger) Errorln(args ...any) { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g GRPCLogger) Errorf(format string, args ...any) {
+	g.log(slog.LevelError, fmt.Sprintf(format, args...))
+}
+
+// Fatal logs at error level and exits, as grpclog.LoggerV2 requires.
+func (g GRPCLogger) Fatal(args ...any) { g.Error(args...); os.Exit(1) }
+
+// Fatalln logs at error level and exits.
+func (g GRPCLogger) Fatalln(args ...any) { g.Error(args...); os.Exit(1) }
+
+// Fatalf logs at error level and exits.
+func (g GRPCLogger) Fatalf(format string, args ...any) { g.Errorf(format, args...); os.Exit(1) }
+
+// V reports whether gRPC's verbose messages (level > 0) are wanted: never.
+func (g GRPCLogger) V(level int) bool { return level <= 0 }
 
 // Pinger reports whether a dependency is reachable (redis.Client).
 type Pinger interface {

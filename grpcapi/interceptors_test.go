@@ -1,0 +1,178 @@
+package grpcapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	messagepb "github.com/verifyq/verifyq/proto/message"
+	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+)
+
+// logBuffer collects JSON log lines and shows them in the test log.
+type logBuffer struct {
+	t  testing.TB
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.Log(strings.TrimSpace(string(p)))
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// lines decodes every log line.
+func (l *logBuffer) lines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), line)
+		out = append(out, m)
+	}
+	return out
+}
+
+func newLogger(t testing.TB) (*slog.Logger, *logBuffer) {
+	buf := &logBuffer{t: t}
+	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+func TestRecoverUnaryPanicBecomesInternal(t *testing.T) {
+	t.Parallel()
+	logger, logs := newLogger(t)
+	req := &verifyqv1.VerifyCodeRequest{Email: "victim@example.com", Code: "424242"}
+	info := &grpc.UnaryServerInfo{FullMethod: "/verifyq.v1.CodeService/VerifyCode"}
+
+	resp, err := recoverUnary(logger)(context.Background(), req, info, func(context.Context, any) (any, error) {
+		panic("nil map write")
+	})
+	assert.Nil(t, resp)
+	assert.Equal(t, codes.Internal, status.Code(err))
+	assert.Equal(t, "internal error", status.Convert(err).Message())
+
+	lines := logs.lines(t)
+	require.Len(t, lines, 1)
+	assert.Equal(t, "ERROR", lines[0]["level"])
+	assert.Equal(t, "nil map write", lines[0]["panic"])
+	assert.Equal(t, info.FullMethod, lines[0]["method"])
+	assert.Contains(t, lines[0]["stack"], "TestRecoverUnaryPanicBecomesInternal", "the stack of the panic")
+	assert.NotContains(t, logs.String(), "victim", "never the request")
+	assert.NotContains(t, logs.String(), "424242", "never the request")
+}
+
+func TestRecoverStreamPanicBecomesInternal(t *testing.T) {
+	t.Parallel()
+	logger, logs := newLogger(t)
+	err := recoverStream(logger)(nil, fakeStream{ctx: context.Background()}, &grpc.StreamServerInfo{FullMethod: "/x.Y/Z"},
+		func(any, grpc.ServerStream) error { panic("boom") })
+	assert.Equal(t, codes.Internal, status.Code(err))
+	assert.Contains(t, logs.String(), `"level":"ERROR"`)
+}
+
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (f fakeStream) Context() context.Context { return f.ctx }
+
+func TestDefaultDeadline(t *testing.T) {
+	t.Parallel()
+	intercept := defaultDeadline(5 * time.Second)
+	deadlineOf := func(ctx context.Context) time.Time {
+		var got time.Time
+		_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{}, func(ctx context.Context, _ any) (any, error) {
+			d, ok := ctx.Deadline()
+			require.True(t, ok, "every call has a deadline")
+			got = d
+			return nil, nil
+		})
+		require.NoError(t, err)
+		return got
+	}
+
+	assert.WithinDuration(t, time.Now().Add(5*time.Second), deadlineOf(context.Background()), time.Second,
+		"no deadline from the client: the default")
+	own, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want, _ := own.Deadline()
+	assert.Equal(t, want, deadlineOf(own), "the client's deadline is kept")
+}
+
+func TestLogCallsMasksAddressNeverCode(t *testing.T) {
+	t.Parallel()
+	logger, logs := newLogger(t)
+	intercept := logCalls(logger)
+	ok := func(resp any) grpc.UnaryHandler {
+		return func(context.Context, any) (any, error) { return resp, nil }
+	}
+
+	_, _ = intercept(context.Background(), &verifyqv1.VerifyCodeRequest{Email: "Alice.Smith@example.com", Code: "987654"},
+		&grpc.UnaryServerInfo{FullMethod: "/verifyq.v1.CodeService/VerifyCode"},
+		func(context.Context, any) (any, error) {
+			return nil, status.Error(codes.FailedPrecondition, "the code is wrong")
+		})
+	_, _ = intercept(context.Background(), &messagepb.GetVarifyReq{Email: "bob@example.org"},
+		&grpc.UnaryServerInfo{FullMethod: "/message.VarifyService/GetVarifyCode"},
+		ok(&messagepb.GetVarifyRsp{Error: 1, Email: "bob@example.org"}))
+	_, _ = intercept(context.Background(), nil,
+		&grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}, ok(nil))
+
+	lines := logs.lines(t)
+	require.Len(t, lines, 3)
+	assert.Equal(t, "A***@example.com", lines[0]["email"])
+	assert.Equal(t, "FailedPrecondition", lines[0]["code"])
+	assert.Equal(t, "INFO", lines[0]["level"])
+	assert.Equal(t, "b***@example.org", lines[1]["email"])
+	assert.Equal(t, float64(1), lines[1]["legacy_error"])
+	assert.Equal(t, "WARN", lines[1]["level"], "a Redis failure on the old service")
+	assert.Equal(t, "DEBUG", lines[2]["level"], "health checks are quiet")
+	assert.NotContains(t, logs.String(), "987654")
+	assert.NotContains(t, logs.String(), "Alice.Smith")
+	assert.NotContains(t, logs.String(), "bob@")
+}
+
+func TestClientOf(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		md   metadata.MD
+		want string
+	}{
+		"none":                   {nil, ""},
+		"forwarded, first entry": {metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "203.0.113.7"},
+		"forwarded wins":         {metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
+		"client ip":              {metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
+		"with port":              {metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
+		"mapped v4":              {metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
+		"garbage forwarded":      {metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "192.0.2.9"},
+		"garbage":                {metadata.Pairs("x-client-ip", "a@example.com"), ""},
+	}
+	for name, tt := range tests {
+		ctx := metadata.NewIncomingContext(context.Background(), tt.md)
+		assert.Equal(t, tt.want, clientOf(ctx), name)
+	}
+}

@@ -1,0 +1,227 @@
+// Package grpcapi is verifyq's gRPC edge. One server carries:
+//
+//   - message.VarifyService, the old gateway's service, wire-compatible: every
+//     outcome is an OK status with a legacy error number in the reply;
+//   - verifyq.v1.CodeService for new callers, with gRPC status codes;
+//   - grpc.health.v1.Health, whose status follows Redis readiness;
+//   - server reflection, so grpcurl works without the .proto files.
+//
+// Service errors become legacy numbers in legacyError and status codes in
+// statusOf, and nowhere else. Every unary call runs under panic recovery, a
+// log line with the address masked (never the code) and a default deadline
+// for callers that set none, as the old gateway does.
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	messagepb "github.com/verifyq/verifyq/proto/message"
+	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+	"github.com/verifyq/verifyq/service"
+)
+
+// Limits of every connection.
+const (
+	// MaxRecvMsgSize bounds a request message: the largest legitimate one
+	// is an address and a code, a few hundred bytes.
+	MaxRecvMsgSize = 16 << 10
+	// DefaultCallTimeout is Config.CallTimeout when zero.
+	DefaultCallTimeout = 5 * time.Second
+)
+
+// Service is what the gRPC edge needs (service.Service).
+type Service interface {
+	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	VerifyCode(ctx context.Context, email, code string) error
+}
+
+var _ Service = (*service.Service)(nil)
+
+// Config configures a Server.
+type Config struct {
+	// CallTimeout bounds a unary call whose client set no deadline.
+	// Zero means DefaultCallTimeout.
+	CallTimeout time.Duration
+	// Ready reports whether the service can serve (Redis answers). The
+	// health status follows it; nil means always ready.
+	Ready func(ctx context.Context) error
+	// ReadyInterval is how often Ready is checked. Zero means one second.
+	ReadyInterval time.Duration
+}
+
+// Server is the gRPC server of the enqueuer.
+type Server struct {
+	svc    Service
+	logger *slog.Logger
+	cfg    Config
+	grpc   *grpc.Server
+	health *health.Server
+
+	// stopping ends the readiness loop and open streams (health Watch,
+	// reflection) when Shutdown begins.
+	stopping context.Context
+	stop     context.CancelFunc
+
+	mu       sync.Mutex
+	closed   bool
+	loopDone chan struct{} // nil until Serve starts the readiness loop
+}
+
+// healthNames are the names the health service reports: the whole server
+// and each service.
+var healthNames = []string{
+	"",
+	messagepb.VarifyService_ServiceDesc.ServiceName,
+	verifyqv1.CodeService_ServiceDesc.ServiceName,
+}
+
+// New returns a server for svc. It reports NOT_SERVING until Serve's first
+// readiness check passes.
+func New(svc Service, logger *slog.Logger, cfg Config) *Server {
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.ReadyInterval <= 0 {
+		cfg.ReadyInterval = time.Second
+	}
+	stopping, stop := context.WithCancel(context.Background())
+	s := &Server{
+		svc:      svc,
+		logger:   logger,
+		cfg:      cfg,
+		health:   health.NewServer(),
+		stopping: stopping,
+		stop:     stop,
+	}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		// Clients may ping every 10 s, even between calls (the gateway
+		// keeps one channel open); faster pingers are sent away.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		// Find dead peers after a minute of silence.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+		grpc.ChainUnaryInterceptor(
+			logCalls(logger),
+			recoverUnary(logger),
+			defaultDeadline(cfg.CallTimeout),
+		),
+		grpc.ChainStreamInterceptor(
+			recoverStream(logger),
+			s.endStreamOnStop,
+		),
+	)
+	messagepb.RegisterVarifyServiceServer(s.grpc, legacyServer{s: s})
+	verifyqv1.RegisterCodeServiceServer(s.grpc, codeServer{s: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	return s
+}
+
+// Serve starts the readiness loop and serves on ln until Shutdown. It
+// returns nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return grpc.ErrServerStopped
+	}
+	if s.loopDone == nil {
+		s.loopDone = make(chan struct{})
+		go s.watchReadiness()
+	}
+	s.mu.Unlock()
+	return s.grpc.Serve(ln)
+}
+
+// Shutdown reports NOT_SERVING, ends open streams, stops taking calls and
+// waits for calls in flight until ctx ends; then it cuts them off and
+// returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	loopDone := s.loopDone
+	s.mu.Unlock()
+
+	s.health.Shutdown()
+	s.stop()
+	if loopDone != nil {
+		<-loopDone
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+		return fmt.Errorf("grpc: calls cut off: %w", ctx.Err())
+	}
+}
+
+// watchReadiness checks Ready now and then every ReadyInterval until
+// Shutdown, and sets the health status of every name from it.
+func (s *Server) watchReadiness() {
+	defer close(s.loopDone)
+	t := time.NewTicker(s.cfg.ReadyInterval)
+	defer t.Stop()
+	serving := false
+	for first := true; ; first = false {
+		err := s.checkReady()
+		if s.stopping.Err() != nil {
+			return
+		}
+		if now := err == nil; now != serving || first {
+			serving = now
+			if serving {
+				s.setHealth(healthpb.HealthCheckResponse_SERVING)
+				s.logger.Info("grpc health: serving")
+			} else {
+				s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+				s.logger.Warn("grpc health: not serving", "err", err)
+			}
+		}
+		select {
+		case <-s.stopping.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) checkReady() error {
+	if s.cfg.Ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.stopping, s.cfg.ReadyInterval)
+	defer cancel()
+	return s.cfg.Ready(ctx)
+}
+
+func (s *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
+	for _, name := range healthNames {
+		s.health.SetServingStatus(name, st)
+	}
+}
