@@ -56,7 +56,7 @@ type grpcStack struct {
 // startApp runs the real enqueuer App on loopback ports against its own
 // redis-server and dials its gRPC address. The app is closed, and must close
 // cleanly, when the test ends.
-func startApp(t *testing.T) *grpcStack {
+func startApp(t *testing.T, configure ...func(*Config)) *grpcStack {
 	t.Helper()
 	s := &grpcStack{redis: redistest.Start(t), logs: &logBuffer{t: t}}
 	cfg := Config{
@@ -70,6 +70,9 @@ func startApp(t *testing.T) *grpcStack {
 		CodeTTL:         10 * time.Minute,
 		CodeLength:      6,
 		ShutdownTimeout: 10 * time.Second,
+	}
+	for _, f := range configure {
+		f(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
 	logger := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
