@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -28,6 +30,7 @@ func run(ctx context.Context) error {
 	}
 	level, _ := platform.ParseLevel(cfg.LogLevel) // validated by LoadConfig
 	logger := platform.NewLogger(os.Stderr, level)
+	redis.SetLogger(platform.RedisLogger{L: logger})
 	app, err := NewApp(cfg, logger)
 	if err != nil {
 		return err
