@@ -9,6 +9,7 @@ import (
 	"mime/quotedprintable"
 	"net/mail"
 	"strings"
+	"time"
 )
 
 // Message is a message accepted by the server.
@@ -31,6 +32,10 @@ type Message struct {
 	// TLS reports whether the message arrived over TLS (implicit or
 	// STARTTLS).
 	TLS bool
+	// Accepted is when the server accepted the message: the moment it
+	// recorded it, just before answering the end of DATA (after any
+	// latency set with SetLatency).
+	Accepted time.Time
 }
 
 // ParseMessage decodes raw message data the way the server does for

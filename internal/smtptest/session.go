@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -91,7 +92,13 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 // Data implements smtp.Session.
 func (ss *session) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
+	var raw []byte
+	var err error
+	if ss.s.cfg.envelopeOnly {
+		_, err = io.Copy(io.Discard, r)
+	} else {
+		raw, err = io.ReadAll(r)
+	}
 	if err != nil {
 		return fmt.Errorf("read data: %w", err)
 	}
@@ -105,10 +112,14 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	_, isTLS := ss.conn.TLSConnectionState()
-	m := ParseMessage(raw)
+	var m Message
+	if !ss.s.cfg.envelopeOnly {
+		m = ParseMessage(raw)
+	}
 	m.From = ss.from
 	m.To = append([]string(nil), ss.to...)
 	m.TLS = isTLS
+	m.Accepted = time.Now()
 	ss.s.record(m)
 	return nil
 }

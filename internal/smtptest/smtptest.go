@@ -8,7 +8,8 @@
 // run-time fault injection (SetFault) and per-message latency (SetLatency).
 //
 // Optional features are enabled with options: WithAuth for AUTH PLAIN,
-// WithTLS for STARTTLS and WithImplicitTLS for implicit TLS. Both TLS options
+// WithTLS for STARTTLS, WithImplicitTLS for implicit TLS and
+// WithEnvelopeOnly for load runs. Both TLS options
 // use a self-signed certificate generated in memory for 127.0.0.1, ::1 and
 // localhost; clients trust it through RootCAs.
 //
@@ -47,10 +48,11 @@ const shutdownTimeout = 10 * time.Second
 type Option func(*config)
 
 type config struct {
-	user, pass string
-	auth       bool
-	starttls   bool
-	implicit   bool
+	user, pass   string
+	auth         bool
+	starttls     bool
+	implicit     bool
+	envelopeOnly bool
 }
 
 // WithAuth makes the server offer AUTH PLAIN and require a successful
@@ -76,6 +78,14 @@ func WithTLS() Option {
 // RootCAs.
 func WithImplicitTLS() Option {
 	return func(c *config) { c.implicit = true }
+}
+
+// WithEnvelopeOnly makes the server record only the envelope (From, To),
+// TLS and Accepted of each message: the data is read and discarded, not kept
+// in Raw nor decoded. Load harnesses use it so that a long run neither holds
+// every message in memory nor spends CPU decoding them.
+func WithEnvelopeOnly() Option {
+	return func(c *config) { c.envelopeOnly = true }
 }
 
 // Server is an in-process SMTP server. All methods are safe for concurrent
