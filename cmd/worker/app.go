@@ -53,7 +53,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Concurrency:     cfg.Concurrency,
 		Queues:          map[string]int{tasks.Queue: 1},
 		RetryDelayFunc:  tasks.RetryDelay,
-		ErrorHandler:    tasks.ErrorHandler(logger),
+		ErrorHandler:    tasks.ErrorHandler(logger, nil),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Move due retries to the queue every second, not every five:
 		// codes are short-lived.
