@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -21,6 +22,13 @@ type Config struct {
 	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
 	CodeLength      int           `envconfig:"CODE_LENGTH" default:"6"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+
+	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
+	// behind basic auth when DASHBOARD_PASSWORD is set. /metrics, /healthz
+	// and /readyz stay open for scrapers and probes.
+	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
+	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
+	DashboardReadOnly bool   `envconfig:"DASHBOARD_READONLY" default:"false"`
 }
 
 // LoadConfig reads and validates the configuration.
@@ -43,6 +51,12 @@ func (c Config) Validate() error {
 	}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	} else if c.DashboardPassword == "" && !platform.IsLoopback(c.AdminAddr) {
+		errs = append(errs, fmt.Errorf("ADMIN_ADDR: %s is reachable from other hosts: set DASHBOARD_PASSWORD "+
+			"(and DASHBOARD_USER) to guard the dashboard, or listen on 127.0.0.1", c.AdminAddr))
+	}
+	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
+		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
 	}
 	if _, err := platform.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -80,9 +80,11 @@ func MountPprof(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
 	mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 }
 
-// AsynqRedisOpt turns the options parsed from REDIS_URL into asynq's, for
-// components that open their own connections (the asynqmon dashboard).
-func AsynqRedisOpt(o *redis.Options) asynq.RedisClientOpt {
+// AsynqRedisOpt turns the options parsed from REDIS_URL into asynq's, with
+// NewRedis's timeouts, for components that open their own connections (the
+// asynqmon dashboard).
+func AsynqRedisOpt(opt *redis.Options) asynq.RedisClientOpt {
+	o := withTimeouts(opt)
 	return asynq.RedisClientOpt{
 		Network:      o.Network,
 		Addr:         o.Addr,
