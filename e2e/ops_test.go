@@ -79,6 +79,12 @@ func TestAdminEndpoints(t *testing.T) {
 	s.smtp.WaitMessages(t, 1, 10*time.Second)
 	status, _ = s.post(t, "/v1/codes", map[string]string{"email": "bad"})
 	require.Equal(t, http.StatusBadRequest, status)
+	// The SMTP server has the mail; the worker records the send and asynq
+	// the processed task just after.
+	require.Eventually(t, func() bool {
+		return metric(t, s.wrkAdmin, "verifyq_sends_total", map[string]string{"outcome": "sent"}) == 1 &&
+			metric(t, s.enqAdmin, "asynq_tasks_processed_total", map[string]string{"queue": tasks.Queue}) == 1
+	}, 10*time.Second, 20*time.Millisecond)
 
 	enq := "http://" + s.enqAdmin
 	assert.Equal(t, http.StatusUnauthorized, getStatus(t, enq+"/monitoring/"))
