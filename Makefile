@@ -11,7 +11,7 @@ BIN     := bin
 MAILPIT := $(BIN)/mailpit
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-browser fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -33,6 +33,9 @@ smoke: ## run the stack, request a code, check its mail reached mailpit, stop
 test: ## go vet and all tests with the race detector (what CI runs)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in docs/screenshots/
+	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
 
 fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata/fuzz
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./api

@@ -134,6 +134,8 @@ type stack struct {
 	enqueuer, worker   *proc
 	api, grpc          string
 	enqAdmin, wrkAdmin string
+	// The environment each binary was started with.
+	enqEnv, wrkEnv map[string]string
 }
 
 func startStack(t *testing.T, extra map[string]string) *stack {
@@ -155,6 +157,7 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 			m[k] = v
 		}
 	}
+	s.enqEnv, s.wrkEnv = enqEnv, wrkEnv
 	s.enqueuer = start(t, "enqueuer", enqEnv)
 	s.worker = start(t, "worker", wrkEnv)
 	waitReady(t, s.enqAdmin)

@@ -44,6 +44,55 @@ func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
+// observeCalls reports each call of the code services to obs with api
+// "grpc", the full method as the route and an outcome from the fixed set of
+// the HTTP edge. On the legacy service the outcome follows the in-band error
+// number, since every outcome there is an OK status.
+func observeCalls(obs RequestObserver) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if obs == nil || strings.HasPrefix(info.FullMethod, "/grpc.") {
+			return handler(ctx, req)
+		}
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		outcome := outcomeOf(status.Code(err))
+		if r, ok := resp.(interface{ GetError() int32 }); ok && err == nil {
+			outcome = legacyOutcomes[r.GetError()]
+		}
+		obs.ObserveRequest("grpc", info.FullMethod, outcome, time.Since(start))
+		return resp, err
+	}
+}
+
+// legacyOutcomes maps the legacy error numbers to request outcomes.
+var legacyOutcomes = map[int32]string{
+	legacySuccess:        "ok",
+	legacyRedisErr:       "unavailable",
+	legacyException:      "error",
+	legacyInvalidAddress: "invalid",
+	legacyRateLimited:    "rate_limited",
+}
+
+// outcomeOf maps a v1 status code to a request outcome; it follows statusOf.
+func outcomeOf(c codes.Code) string {
+	switch c {
+	case codes.OK:
+		return "ok"
+	case codes.InvalidArgument:
+		return "invalid"
+	case codes.NotFound:
+		return "not_found"
+	case codes.FailedPrecondition:
+		return "mismatch"
+	case codes.ResourceExhausted:
+		return "rate_limited"
+	case codes.Unavailable:
+		return "unavailable"
+	default:
+		return "error"
+	}
+}
+
 // callLevel is Debug for health checks and reflection, Info for outcomes the
 // caller caused and Warn or Error for failures of ours.
 func callLevel(method string, code codes.Code) slog.Level {

@@ -58,6 +58,14 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// ReadyInterval is how often Ready is checked. Zero means one second.
 	ReadyInterval time.Duration
+	// Metrics, when set, records every call of the two code services.
+	Metrics RequestObserver
+}
+
+// RequestObserver records one answered request (metrics.Enqueuer), the same
+// observer the HTTP edge reports to.
+type RequestObserver interface {
+	ObserveRequest(api, route, outcome string, d time.Duration)
 }
 
 // Server is the gRPC server of the enqueuer.
@@ -119,6 +127,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 		}),
 		grpc.ChainUnaryInterceptor(
 			logCalls(logger),
+			observeCalls(cfg.Metrics),
 			recoverUnary(logger),
 			defaultDeadline(cfg.CallTimeout),
 		),

@@ -91,6 +91,9 @@ type SendCodeHandler struct {
 	codes  CodeSource
 	mailer Mailer
 	logger *slog.Logger
+
+	// Observer, when set, is told about every send; see Observer.
+	Observer Observer
 }
 
 // NewSendCodeHandler returns a handler that reads codes from codes and sends
@@ -104,8 +107,26 @@ func NewSendCodeHandler(codes CodeSource, mailer Mailer, logger *slog.Logger) *S
 // asynq.SkipRetry so the task is archived at once. A code that is gone
 // (expired or already used) ends the task without a mail.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	obs := h.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	obs.SendStarted()
+	res := SendResult{Outcome: OutcomeRetried}
+	err := h.process(ctx, t, &res)
+	if err != nil && res.Outcome != OutcomeFailed && isLastAttempt(ctx, err) {
+		res.Outcome = OutcomeFailed
+	}
+	obs.SendFinished(res)
+	return err
+}
+
+// process does the work of ProcessTask and fills in res.Outcome on every
+// path that is not a transient failure, and res.SMTP once SMTP was tried.
+func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendResult) error {
 	p, err := ParseSendCodePayload(t)
 	if err != nil {
+		res.Outcome = OutcomeFailed
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	locale, err := mail.ParseLocale(p.Locale)
@@ -117,6 +138,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	code, left, err := h.codes.Peek(ctx, p.Email)
 	if errors.Is(err, codes.ErrNotFound) || (err == nil && left <= 0) {
 		log.InfoContext(ctx, "code gone before send, nothing to mail")
+		res.Outcome = OutcomeExpired
 		return nil
 	}
 	if err != nil {
@@ -125,16 +147,35 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 
 	start := time.Now()
 	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: code, ExpiresIn: left})
+	accepted := time.Now()
+	res.SMTP = accepted.Sub(start)
+	res.SMTPErr = err != nil
 	if err != nil {
 		if mail.IsPermanent(err) {
+			res.Outcome = OutcomeFailed
 			return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
 		}
 		return fmt.Errorf("send mail: %w", err)
 	}
+	res.Outcome = OutcomeSent
+	if !p.RequestedAt.IsZero() {
+		res.SinceRequest = accepted.Sub(p.RequestedAt)
+	}
 	log.InfoContext(ctx, "code mailed",
-		"smtp_ms", time.Since(start).Milliseconds(),
-		"since_request_ms", time.Since(p.RequestedAt).Milliseconds())
+		"smtp_ms", res.SMTP.Milliseconds(),
+		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+// isLastAttempt reports whether asynq will archive the task after this
+// failed attempt instead of retrying it.
+func isLastAttempt(ctx context.Context, err error) bool {
+	if errors.Is(err, asynq.SkipRetry) {
+		return true
+	}
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
 }
 
 // Retry delays: exponential from RetryBase with full jitter, capped at
@@ -169,7 +210,14 @@ func retryDelay(n int, t *asynq.Task, now time.Time, random func() float64) time
 
 // ErrorHandler logs every failed attempt: a warning while retries remain, an
 // error when the task is archived (retries exhausted or a permanent failure).
-func ErrorHandler(logger *slog.Logger) asynq.ErrorHandlerFunc {
+//
+// It also tells obs (which may be nil) about a task archived because its
+// deadline, the code's expiry, passed: asynq fails such a task without
+// calling the handler, so only the error handler sees it.
+func ErrorHandler(logger *slog.Logger, obs Observer) asynq.ErrorHandlerFunc {
+	if obs == nil {
+		obs = nopObserver{}
+	}
 	return func(ctx context.Context, t *asynq.Task, err error) {
 		retried, _ := asynq.GetRetryCount(ctx)
 		maxRetry, _ := asynq.GetMaxRetry(ctx)
@@ -178,6 +226,11 @@ func ErrorHandler(logger *slog.Logger) asynq.ErrorHandlerFunc {
 			attrs = append(attrs, "email", mail.MaskAddress(p.Email))
 		}
 		if retried >= maxRetry || errors.Is(err, asynq.SkipRetry) {
+			// asynq reports a passed deadline as the bare context error;
+			// the handler wraps every error it returns.
+			if err == context.DeadlineExceeded { //nolint:errorlint // identity on purpose, see above
+				obs.TaskExpired()
+			}
 			logger.ErrorContext(ctx, "send failed for good, task archived", attrs...)
 			return
 		}

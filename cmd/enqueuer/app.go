@@ -8,21 +8,35 @@ import (
 	"net/http"
 
 	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/api"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
+	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/service"
+	"github.com/verifyq/verifyq/tasks"
 )
+
+// DashboardPath is where the asynqmon queue dashboard is mounted on
+// ADMIN_ADDR.
+const DashboardPath = "/monitoring/"
 
 // App is the running enqueuer: the public HTTP API, the gRPC server and the
 // admin server.
 type App struct {
-	cfg    Config
-	logger *slog.Logger
-	rdb    *redis.Client
+	cfg       Config
+	logger    *slog.Logger
+	rdb       *redis.Client
+	dashboard *asynqmon.HTTPHandler
+	// Registry holds the enqueuer's metrics, served on /metrics.
+	Registry *prometheus.Registry
+	// Metrics is the enqueuer's metric set; the gRPC edge records its
+	// requests with Metrics.ObserveRequest.
+	Metrics *metrics.Enqueuer
 
 	httpSrv, adminSrv       *http.Server
 	grpcSrv                 *grpcapi.Server
@@ -46,20 +60,53 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
+	reg := metrics.NewRegistry()
+	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
-	svc := service.New(store, queue, logger)
-	return &App{
-		cfg:      cfg,
-		logger:   logger,
-		rdb:      rdb,
-		httpSrv:  platform.NewHTTPServer(api.NewHandler(svc, logger, proxies), logger),
-		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
+	svc := m.Service(service.New(store, m.Queue(queue), logger))
+
+	// The dashboard opens its own Redis connections from the same URL.
+	dashboard := asynqmon.New(asynqmon.Options{
+		RootPath:         DashboardPath,
+		RedisConnOpt:     platform.AsynqRedisOpt(opt),
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(tasks.FormatPayload),
+		ReadOnly:         cfg.DashboardReadOnly,
+	})
+
+	a := &App{
+		cfg:       cfg,
+		logger:    logger,
+		rdb:       rdb,
+		dashboard: dashboard,
+		Registry:  reg,
+		Metrics:   m,
+		httpSrv:   platform.NewHTTPServer(api.Instrument(api.NewHandler(svc, logger, proxies), m), logger),
 		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
 			CallTimeout: cfg.GRPCCallTimeout,
 			Ready:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			Metrics:     m,
 		}),
 		done: make(chan error, 3),
-	}, nil
+	}
+	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
+	return a, nil
+}
+
+// adminMux serves /healthz, /readyz and /metrics openly, and the dashboard
+// and pprof behind basic auth when DASHBOARD_PASSWORD is set. Config
+// refuses a non-loopback ADMIN_ADDR without a password.
+func (a *App) adminMux() *http.ServeMux {
+	guard := func(h http.Handler) http.Handler { return h }
+	if a.cfg.DashboardPassword != "" {
+		guard = func(h http.Handler) http.Handler {
+			return platform.BasicAuth(a.cfg.DashboardUser, a.cfg.DashboardPassword, "verifyq admin", h)
+		}
+	}
+	mux := platform.AdminMux(a.rdb)
+	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
+	mux.Handle(DashboardPath, guard(a.dashboard))
+	platform.MountPprof(mux, guard)
+	return mux
 }
 
 // Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
@@ -82,7 +129,8 @@ func (a *App) Open(ctx context.Context) error {
 	go a.serve(a.adminSrv, a.adminLn)
 	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
-		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String())
+		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
+		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardPassword != "", "dashboard_readonly", a.cfg.DashboardReadOnly)
 	return nil
 }
 
@@ -111,8 +159,8 @@ func (a *App) Close(ctx context.Context) error {
 	for range 3 {
 		err = errors.Join(err, <-a.done)
 	}
-	// The asynq client shares rdb; closing rdb closes both.
-	err = errors.Join(err, a.rdb.Close())
+	// The asynq client and inspector share rdb; closing rdb closes them.
+	err = errors.Join(err, a.dashboard.Close(), a.rdb.Close())
 	a.logger.Info("enqueuer stopped")
 	return err
 }

@@ -33,6 +33,13 @@ type Config struct {
 	// TrustedProxies are CIDRs (or single addresses) whose X-Forwarded-For
 	// header is believed.
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
+
+	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
+	// behind basic auth when DASHBOARD_PASSWORD is set. /metrics, /healthz
+	// and /readyz stay open for scrapers and probes.
+	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
+	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
+	DashboardReadOnly bool   `envconfig:"DASHBOARD_READONLY" default:"false"`
 }
 
 // LoadConfig reads and validates the configuration.
@@ -55,6 +62,12 @@ func (c Config) Validate() error {
 	}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	} else if c.DashboardPassword == "" && !platform.IsLoopback(c.AdminAddr) {
+		errs = append(errs, fmt.Errorf("ADMIN_ADDR: %s is reachable from other hosts: set DASHBOARD_PASSWORD "+
+			"(and DASHBOARD_USER) to guard the dashboard, or listen on 127.0.0.1", c.AdminAddr))
+	}
+	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
+		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
 	}
 	if c.GRPCAddr == "" {
 		errs = append(errs, errors.New("GRPC_ADDR: must not be empty"))

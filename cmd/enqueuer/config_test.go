@@ -27,7 +27,39 @@ func TestLoadConfigDefaults(t *testing.T) {
 		AddressSendsPerHour: 5,
 		ClientSendsPerHour:  30,
 		VerifyMaxAttempts:   5,
+		DashboardUser:       "admin",
 	}, cfg)
+}
+
+func TestLoadConfigAdminAddrNeedsPasswordOffLoopback(t *testing.T) {
+	for _, addr := range []string{":8081", "0.0.0.0:8081", "10.1.2.3:8081"} {
+		t.Run(addr, func(t *testing.T) {
+			t.Setenv("ADMIN_ADDR", addr)
+			_, err := LoadConfig()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "ADMIN_ADDR")
+			assert.Contains(t, err.Error(), "DASHBOARD_PASSWORD")
+
+			t.Setenv("DASHBOARD_PASSWORD", "hunter2")
+			cfg, err := LoadConfig()
+			require.NoError(t, err)
+			assert.Equal(t, "hunter2", cfg.DashboardPassword)
+		})
+	}
+	t.Run("user needed with a password", func(t *testing.T) {
+		t.Setenv("DASHBOARD_PASSWORD", "hunter2")
+		t.Setenv("DASHBOARD_USER", "a:b")
+		_, err := LoadConfig()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "DASHBOARD_USER")
+		assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+	})
+	t.Run("read-only", func(t *testing.T) {
+		t.Setenv("DASHBOARD_READONLY", "true")
+		cfg, err := LoadConfig()
+		require.NoError(t, err)
+		assert.True(t, cfg.DashboardReadOnly)
+	})
 }
 
 func TestLoadConfigNamesEveryBadVariable(t *testing.T) {

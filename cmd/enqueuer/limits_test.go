@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 )
 
@@ -90,4 +91,30 @@ func TestGRPCAttemptLimit(t *testing.T) {
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
 	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: code})
 	assert.Equal(t, codes.NotFound, status.Code(err), "the right code no longer verifies")
+}
+
+// gRPC calls are counted like HTTP requests, with api="grpc"; the legacy
+// service's outcome follows its in-band error number.
+func TestGRPCCallsAreMeasured(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, func(c *Config) { c.ResendCooldown = time.Minute })
+	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error)
+	require.Equal(t, int32(4), s.legacy(t, "m@example.com").Error)
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "bad"})
+	require.Error(t, err)
+
+	fams := metricstest.Scrape(t, "http://"+s.app.AdminAddr()+"/metrics")
+	for _, tt := range []struct {
+		route, outcome string
+	}{
+		{"/message.VarifyService/GetVarifyCode", "ok"},
+		{"/message.VarifyService/GetVarifyCode", "rate_limited"},
+		{"/verifyq.v1.CodeService/SendCode", "invalid"},
+	} {
+		v, ok := fams.Value("verifyq_requests_total", map[string]string{"api": "grpc", "route": tt.route, "outcome": tt.outcome})
+		assert.True(t, ok, "%+v", tt)
+		assert.Equal(t, 1.0, v, "%+v", tt)
+	}
+	v, _ := fams.Value("verifyq_rate_limited_total", map[string]string{"limit": "cooldown"})
+	assert.Equal(t, 1.0, v)
 }

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
@@ -28,6 +30,10 @@ type App struct {
 	adminSrv *http.Server
 	adminLn  net.Listener
 	done     chan error
+	pprof    bool
+
+	// Registry holds the worker's metrics, served on /metrics.
+	Registry *prometheus.Registry
 }
 
 // NewApp wires the worker from cfg. It does not start yet.
@@ -46,14 +52,18 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
+	reg := metrics.NewRegistry()
+	m := metrics.NewWorker(reg)
+	handler := tasks.NewSendCodeHandler(store, sender, logger)
+	handler.Observer = m
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeSendCode, tasks.NewSendCodeHandler(store, sender, logger))
+	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          map[string]int{tasks.Queue: 1},
 		RetryDelayFunc:  tasks.RetryDelay,
-		ErrorHandler:    tasks.ErrorHandler(logger),
+		ErrorHandler:    tasks.ErrorHandler(logger, m),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Move due retries to the queue every second, not every five:
 		// codes are short-lived.
@@ -61,16 +71,37 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Logger:                   platform.AsynqLogger{L: logger},
 		LogLevel:                 asynqLevel(logger),
 	})
-	return &App{
+	a := &App{
 		cfg:      cfg,
 		logger:   logger,
 		rdb:      rdb,
 		sender:   sender,
 		server:   server,
 		mux:      mux,
-		adminSrv: platform.NewHTTPServer(platform.AdminMux(rdb), logger),
 		done:     make(chan error, 1),
-	}, nil
+		Registry: reg,
+	}
+	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
+	return a, nil
+}
+
+// adminMux serves /healthz, /readyz and /metrics openly, and pprof behind
+// basic auth when DASHBOARD_PASSWORD is set; without a password pprof is
+// served only on a loopback ADMIN_ADDR.
+func (a *App) adminMux() *http.ServeMux {
+	mux := platform.AdminMux(a.rdb)
+	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
+	switch {
+	case a.cfg.DashboardPassword != "":
+		a.pprof = true
+		platform.MountPprof(mux, func(h http.Handler) http.Handler {
+			return platform.BasicAuth(a.cfg.DashboardUser, a.cfg.DashboardPassword, "verifyq admin", h)
+		})
+	case platform.IsLoopback(a.cfg.AdminAddr):
+		a.pprof = true
+		platform.MountPprof(mux, func(h http.Handler) http.Handler { return h })
+	}
+	return mux
 }
 
 // Open listens on ADMIN_ADDR and starts processing tasks.
@@ -91,7 +122,7 @@ func (a *App) Open(ctx context.Context) error {
 		a.done <- nil
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue)
+		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue, "pprof", a.pprof)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -20,6 +21,12 @@ type Config struct {
 	CodeKeyPrefix   string        `envconfig:"CODE_KEY_PREFIX" default:"code_"`
 	Concurrency     int           `envconfig:"WORKER_CONCURRENCY" default:"20"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+
+	// pprof on ADMIN_ADDR is behind basic auth with these when
+	// DASHBOARD_PASSWORD is set (the same variables as the enqueuer's), and
+	// off when ADMIN_ADDR is not loopback and no password is set.
+	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
+	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
 
 	SMTPHost     string        `envconfig:"SMTP_HOST" default:"localhost"`
 	SMTPPort     int           `envconfig:"SMTP_PORT" default:"1025"`
@@ -48,6 +55,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	}
+	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
+		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
 	}
 	if _, err := platform.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -23,7 +23,22 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SMTPTLS:         "auto",
 		SMTPTimeout:     10 * time.Second,
 		MailFrom:        "no-reply@localhost",
+		DashboardUser:   "admin",
 	}, cfg)
+}
+
+// The worker has no dashboard: a non-loopback ADMIN_ADDR without a password
+// starts, with pprof off.
+func TestLoadConfigAdminAddrOffLoopback(t *testing.T) {
+	t.Setenv("ADMIN_ADDR", ":8082")
+	_, err := LoadConfig()
+	require.NoError(t, err)
+	t.Setenv("DASHBOARD_PASSWORD", "hunter2")
+	t.Setenv("DASHBOARD_USER", "")
+	_, err = LoadConfig()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "DASHBOARD_USER")
+	assert.NotContains(t, err.Error(), "hunter2")
 }
 
 func TestLoadConfigNamesEveryBadVariable(t *testing.T) {

@@ -45,6 +45,12 @@ func ParseRedisURL(s string) (*redis.Options, error) {
 // NewRedis returns a client for opt with timeouts fit for a request path:
 // a request must fail fast, not hang, when Redis goes away.
 func NewRedis(opt *redis.Options) *redis.Client {
+	o := withTimeouts(opt)
+	return redis.NewClient(&o)
+}
+
+// withTimeouts returns a copy of opt with the timeouts NewRedis promises.
+func withTimeouts(opt *redis.Options) redis.Options {
 	o := *opt
 	if o.DialTimeout == 0 {
 		o.DialTimeout = 2 * time.Second
@@ -55,7 +61,7 @@ func NewRedis(opt *redis.Options) *redis.Client {
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 2 * time.Second
 	}
-	return redis.NewClient(&o)
+	return o
 }
 
 // AsynqLogger adapts slog to asynq.Logger.

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+)
+
+func get(t *testing.T, url string, auth ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	if len(auth) == 2 {
+		req.SetBasicAuth(auth[0], auth[1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(b)
+}
+
+func sendCode(t *testing.T, app *App, email string) {
+	t.Helper()
+	res, err := http.Post("http://"+app.HTTPAddr()+"/v1/codes", "application/json",
+		strings.NewReader(`{"email":"`+email+`"}`))
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusAccepted, res.StatusCode)
+}
+
+func TestAdminWithPassword(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" }).app
+	admin := "http://" + app.AdminAddr()
+	sendCode(t, app, "Dash.Board@example.com")
+
+	// The dashboard and pprof need the credentials.
+	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/"} {
+		status, _ := get(t, admin+path)
+		assert.Equal(t, http.StatusUnauthorized, status, path)
+		status, _ = get(t, admin+path, "ops", "wrong")
+		assert.Equal(t, http.StatusUnauthorized, status, path)
+		status, _ = get(t, admin+path, "ops", "s3cret")
+		assert.Equal(t, http.StatusOK, status, path)
+	}
+	status, body := get(t, admin+"/monitoring/", "ops", "s3cret")
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, "/monitoring/static/js/", "the app's assets under the root path")
+
+	status, body = get(t, admin+"/monitoring/api/queues", "ops", "s3cret")
+	require.Equal(t, http.StatusOK, status)
+	var queues struct {
+		Queues []struct {
+			Queue   string `json:"queue"`
+			Pending int    `json:"pending"`
+		} `json:"queues"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &queues), body)
+	require.Len(t, queues.Queues, 1)
+	assert.Equal(t, "mail", queues.Queues[0].Queue)
+	assert.Equal(t, 1, queues.Queues[0].Pending)
+
+	// Payloads are shown with the address masked.
+	status, body = get(t, admin+"/monitoring/api/queues/mail/pending_tasks", "ops", "s3cret")
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, `D***@example.com`)
+	assert.NotContains(t, body, "Dash.Board")
+
+	// Probes and scrapers need none.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		status, _ := get(t, admin+path)
+		assert.Equal(t, http.StatusOK, status, path)
+	}
+	f := metricstest.Scrape(t, admin+"/metrics")
+	v, ok := f.Value("verifyq_requests_total", map[string]string{"api": "http", "route": "/v1/codes", "outcome": "ok"})
+	assert.True(t, ok)
+	assert.Equal(t, 1.0, v)
+	v, _ = f.Value("asynq_queue_size", map[string]string{"queue": "mail"})
+	assert.Equal(t, 1.0, v)
+}
+
+func TestAdminOnLoopbackWithoutPassword(t *testing.T) {
+	t.Parallel()
+	app := startApp(t).app
+	admin := "http://" + app.AdminAddr()
+	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/", "/metrics"} {
+		status, _ := get(t, admin+path)
+		assert.Equal(t, http.StatusOK, status, path)
+	}
+}
+
+func TestDashboardReadOnly(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, func(c *Config) { c.DashboardReadOnly = true }).app
+	sendCode(t, app, "ro@example.com")
+	req, err := http.NewRequest(http.MethodDelete, "http://"+app.AdminAddr()+"/monitoring/api/queues/mail/pending_tasks:delete_all", nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
+}

@@ -1,0 +1,236 @@
+//go:build browser
+
+// The browser test opens the queue dashboard and the mailpit inbox in
+// headless Chromium after a send, keeps screenshots under docs/screenshots/
+// and checks, in the rendered DOM, that the queue and the mail are visible.
+// It needs Debian's chromium (or CHROMIUM=path) and mailpit with its web UI
+// (MAILPIT=path, default bin/mailpit: `make bin/mailpit`). Run it with
+// `make test-browser`.
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+const screenshotDir = "../docs/screenshots"
+
+type chromium struct {
+	bin string
+}
+
+func findChromium(t *testing.T) chromium {
+	t.Helper()
+	bin := os.Getenv("CHROMIUM")
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("chromium"); err != nil {
+			t.Fatal("chromium not found: apt-get install -y chromium, or set CHROMIUM")
+		}
+	}
+	return chromium{bin: bin}
+}
+
+// run starts a fresh headless Chromium (new profile, no background
+// networking) on url with extra flags and returns its stdout.
+func (c chromium) run(t *testing.T, url string, extra ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	args := append([]string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--hide-scrollbars", "--user-data-dir=" + t.TempDir(),
+		// Let the JavaScript apps fetch their data and render.
+		"--virtual-time-budget=10000",
+	}, extra...)
+	args = append(args, url)
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// text returns the visible text of the DOM of url once rendered.
+func (c chromium) text(t *testing.T, url string) string {
+	t.Helper()
+	dom := c.run(t, url, "--dump-dom")
+	dom = regexp.MustCompile(`(?s)<(script|style)[^>]*>.*?</(script|style)>`).ReplaceAllString(dom, " ")
+	text := html.UnescapeString(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(dom, " "))
+	return strings.Join(strings.Fields(text), " ")
+}
+
+// screenshot saves url, rendered at 1280x900, as docs/screenshots/name.
+func (c chromium) screenshot(t *testing.T, url, name string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(screenshotDir, 0o755))
+	path, err := filepath.Abs(filepath.Join(screenshotDir, name))
+	require.NoError(t, err)
+	_ = os.Remove(path)
+	c.run(t, url, "--window-size=1280,900", "--screenshot="+path)
+	info, err := os.Stat(path)
+	require.NoError(t, err, "screenshot written")
+	assert.Greater(t, info.Size(), int64(10<<10), "%s is more than a blank page", name)
+	t.Logf("screenshot %s", path)
+}
+
+type mailpit struct {
+	smtpPort int
+	ui       string // host:port of the web UI and API
+}
+
+func startMailpit(t *testing.T) mailpit {
+	t.Helper()
+	bin := os.Getenv("MAILPIT")
+	if bin == "" {
+		bin = filepath.Join("..", "bin", "mailpit")
+	}
+	bin, err := filepath.Abs(bin)
+	require.NoError(t, err)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("mailpit not found at %s: make bin/mailpit, or set MAILPIT", bin)
+	}
+	smtpAddr, ui := freeAddr(t), freeAddr(t)
+	_, port, _ := strings.Cut(smtpAddr, ":")
+	smtpPort, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	cmd := exec.Command(bin,
+		"--smtp", smtpAddr, "--listen", ui, "--database", filepath.Join(t.TempDir(), "mailpit.db"),
+		"--disable-version-check", "--smtp-disable-rdns", "--block-remote-css-and-fonts", "--quiet",
+		// Any other recipient gets 550: a task to archive.
+		"--smtp-allowed-recipients", `^browser\.test@`)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("mailpit logs:\n%s", logs.String())
+		}
+	})
+	require.Eventually(t, func() bool {
+		res, err := http.Get("http://" + ui + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}, 15*time.Second, 50*time.Millisecond, "mailpit ready")
+	res, err := http.Get("http://" + ui + "/dist/app.js")
+	require.NoError(t, err)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("mailpit at %s has no web UI (a plain go build leaves it out): make bin/mailpit builds it with npm", bin)
+	}
+	return mailpit{smtpPort: smtpPort, ui: ui}
+}
+
+// message waits for the first message in the mailpit inbox and returns its ID.
+func (m mailpit) message(t *testing.T) string {
+	t.Helper()
+	var id string
+	require.Eventually(t, func() bool {
+		res, err := http.Get("http://" + m.ui + "/api/v1/messages")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		var list struct {
+			Messages []struct{ ID string } `json:"messages"`
+		}
+		if json.NewDecoder(res.Body).Decode(&list) != nil || len(list.Messages) == 0 {
+			return false
+		}
+		id = list.Messages[0].ID
+		return true
+	}, 20*time.Second, 100*time.Millisecond, "the mail reaches mailpit")
+	return id
+}
+
+func TestBrowserDashboardAndInbox(t *testing.T) {
+	browser := findChromium(t)
+	mp := startMailpit(t)
+	rs := redistest.Start(t)
+	api, enqAdmin, wrkAdmin := freeAddr(t), freeAddr(t), freeAddr(t)
+	common := map[string]string{"REDIS_URL": rs.URL(), "DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"}
+	enqEnv := map[string]string{"HTTP_ADDR": api, "ADMIN_ADDR": enqAdmin}
+	wrkEnv := map[string]string{
+		"ADMIN_ADDR": wrkAdmin, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": strconv.Itoa(mp.smtpPort),
+		"SMTP_TLS": "none", "MAIL_FROM": "verifyq <no-reply@verifyq.test>",
+	}
+	for k, v := range common {
+		enqEnv[k], wrkEnv[k] = v, v
+	}
+	start(t, "enqueuer", enqEnv)
+	start(t, "worker", wrkEnv)
+	waitReady(t, enqAdmin)
+	waitReady(t, wrkAdmin)
+
+	const email, rejected = "browser.test@example.com", "rejected.user@example.com"
+	for _, to := range []string{rejected, email} {
+		res, err := http.Post("http://"+api+"/v1/codes", "application/json",
+			strings.NewReader(`{"email":"`+to+`","locale":"en"}`))
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusAccepted, res.StatusCode)
+	}
+	id := mp.message(t)
+	require.Eventually(t, func() bool {
+		info, err := asynq.NewInspectorFromRedisClient(rs.Client(t)).GetQueueInfo(tasks.Queue)
+		return err == nil && info.Archived == 1
+	}, 10*time.Second, 50*time.Millisecond, "the 550 task archived")
+
+	// The dashboard, with the credentials in the URL: Chromium keeps them
+	// for the page's own requests (its scripts and its API calls).
+	dashboard := fmt.Sprintf("http://ops:s3cret@%s/monitoring/", enqAdmin)
+	text := browser.text(t, dashboard)
+	assert.Contains(t, text, "Queue State Size", "the queue table rendered")
+	assert.Regexp(t, `\bmail run 1\b`, text, "the mail queue, running, one task (archived)")
+	browser.screenshot(t, dashboard, "dashboard.png")
+	// The archived task: its payload shows the address masked.
+	archived := dashboard + "queues/mail?status=archived"
+	text = browser.text(t, archived)
+	assert.Contains(t, text, "r***@example.com")
+	assert.Contains(t, text, "550")
+	assert.NotContains(t, text, rejected)
+	browser.screenshot(t, archived, "dashboard-archived.png")
+	// Without the credentials the browser gets nothing but the challenge.
+	assert.NotContains(t, browser.text(t, fmt.Sprintf("http://%s/monitoring/", enqAdmin)), "Queue")
+
+	inbox := "http://" + mp.ui + "/"
+	text = browser.text(t, inbox)
+	assert.Contains(t, text, email, "the mail in the inbox")
+	assert.Contains(t, text, "Your verification code")
+	browser.screenshot(t, inbox, "mailpit-inbox.png")
+
+	// The mail itself: mailpit shows its HTML part in a frame; its raw
+	// HTML view carries the code.
+	code, err := rs.Client(t).Get(context.Background(), "code_"+email).Result()
+	require.NoError(t, err)
+	assert.Contains(t, browser.text(t, "http://"+mp.ui+"/view/"+id+".html"), code)
+	browser.screenshot(t, "http://"+mp.ui+"/view/"+id, "mailpit-message.png")
+}

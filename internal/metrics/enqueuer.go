@@ -1,0 +1,165 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/verifyq/verifyq/service"
+)
+
+// Request outcomes: the values of the "outcome" label of the request
+// metrics. Each edge derives one from its reply (HTTP status, gRPC reply).
+const (
+	OutcomeOK          = "ok"           // the request did what was asked
+	OutcomeInvalid     = "invalid"      // bad input: address, locale, code, JSON, method, path
+	OutcomeNotFound    = "not_found"    // no live code to verify
+	OutcomeMismatch    = "mismatch"     // wrong code
+	OutcomeRateLimited = "rate_limited" // refused by a limit
+	OutcomeUnavailable = "unavailable"  // Redis or the queue unreachable; the client may retry
+	OutcomeError       = "error"        // anything else (a bug)
+)
+
+// Outcomes lists every request outcome.
+var Outcomes = []string{
+	OutcomeOK, OutcomeInvalid, OutcomeNotFound, OutcomeMismatch,
+	OutcomeRateLimited, OutcomeUnavailable, OutcomeError,
+}
+
+// Limits names the limits known when this was written (see
+// service.RateLimitError.Limit); their series exist from the start, at 0.
+var Limits = []string{"cooldown", "address", "client"}
+
+// Enqueuer is the enqueuer's metric set.
+type Enqueuer struct {
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	codes         *prometheus.CounterVec
+	limited       *prometheus.CounterVec
+	enqueueErrors prometheus.Counter
+}
+
+// NewEnqueuer registers the enqueuer's metrics on reg. With a non-nil insp it
+// also registers asynq's queue collector (asynq_queue_size,
+// asynq_queue_latency_seconds, asynq_tasks_processed_total, ...), which
+// reads every queue's state from Redis at each scrape.
+func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
+	m := &Enqueuer{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "requests_total",
+			Help:      "Requests answered, by API (http, grpc), route and outcome.",
+		}, []string{"api", "route", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace,
+			Name:      "request_duration_seconds",
+			Help:      "Time to answer a request, by API, route and outcome.",
+			Buckets:   []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"api", "route", "outcome"}),
+		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "codes_issued_total",
+			Help:      "Send requests that got a code: result=created (a new code) or reused (the live code, its lifetime unchanged).",
+		}, []string{"result"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "rate_limited_total",
+			Help:      "Send requests refused by a limit, by limit.",
+		}, []string{"limit"}),
+		enqueueErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "enqueue_errors_total",
+			Help:      "Send-code tasks that could not be put on the queue (the request failed as unavailable).",
+		}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.codes, m.limited, m.enqueueErrors)
+	if insp != nil {
+		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
+	}
+	for _, r := range []string{"created", "reused"} {
+		m.codes.WithLabelValues(r)
+	}
+	for _, l := range Limits {
+		m.limited.WithLabelValues(l)
+	}
+	return m
+}
+
+// ObserveRequest records one answered request: api is "http" or "grpc",
+// route a fixed name of the endpoint or method, outcome one of Outcomes
+// (anything else is recorded as OutcomeError). Both edges call it.
+func (m *Enqueuer) ObserveRequest(api, route, outcome string, d time.Duration) {
+	if !isOutcome(outcome) {
+		outcome = OutcomeError
+	}
+	m.requests.WithLabelValues(api, route, outcome).Inc()
+	m.duration.WithLabelValues(api, route, outcome).Observe(d.Seconds())
+}
+
+func isOutcome(s string) bool {
+	for _, o := range Outcomes {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+// SendVerifier is what the edges call (service.Service).
+type SendVerifier interface {
+	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	VerifyCode(ctx context.Context, email, code string) error
+}
+
+var _ SendVerifier = (*service.Service)(nil)
+
+// Service returns svc counting, whichever edge calls it, codes created and
+// reused and sends refused by a limit.
+func (m *Enqueuer) Service(svc SendVerifier) SendVerifier {
+	return instrumentedService{SendVerifier: svc, m: m}
+}
+
+type instrumentedService struct {
+	SendVerifier
+	m *Enqueuer
+}
+
+func (s instrumentedService) SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error) {
+	sent, err := s.SendVerifier.SendCode(ctx, req)
+	var limit *service.RateLimitError
+	switch {
+	case err == nil && sent.Created:
+		s.m.codes.WithLabelValues("created").Inc()
+	case err == nil:
+		s.m.codes.WithLabelValues("reused").Inc()
+	case errors.As(err, &limit):
+		name := limit.Limit
+		if name == "" {
+			name = "unknown"
+		}
+		s.m.limited.WithLabelValues(name).Inc()
+	}
+	return sent, err
+}
+
+// Queue returns q counting enqueue errors.
+func (m *Enqueuer) Queue(q service.Enqueuer) service.Enqueuer {
+	return instrumentedQueue{next: q, m: m}
+}
+
+type instrumentedQueue struct {
+	next service.Enqueuer
+	m    *Enqueuer
+}
+
+func (q instrumentedQueue) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	info, err := q.next.EnqueueContext(ctx, task, opts...)
+	if err != nil {
+		q.m.enqueueErrors.Inc()
+	}
+	return info, err
+}

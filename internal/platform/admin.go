@@ -1,0 +1,132 @@
+package platform
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// AdminWriteTimeout bounds a reply of the admin server. It is longer than
+// the API's so that the default 30 s CPU profile of /debug/pprof/profile
+// fits.
+const AdminWriteTimeout = 45 * time.Second
+
+// NewAdminServer returns the server for ADMIN_ADDR: NewHTTPServer with a
+// write timeout that lets a CPU profile finish.
+func NewAdminServer(h http.Handler, logger *slog.Logger) *http.Server {
+	srv := NewHTTPServer(h, logger)
+	srv.WriteTimeout = AdminWriteTimeout
+	return srv
+}
+
+// IsLoopback reports whether a listener on addr (host:port) is reachable
+// from this host only: the host is "localhost" or a loopback IP. An empty
+// host (":8081") or an unspecified one ("0.0.0.0") listens on every
+// interface; other names are not resolved and count as not loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// BasicAuth guards next with HTTP basic authentication. The user and the
+// password are both compared in constant time (as SHA-256 digests, so their
+// lengths do not leak either); a failure gets 401 with a WWW-Authenticate
+// challenge for realm.
+func BasicAuth(user, password, realm string, next http.Handler) http.Handler {
+	wantUser := sha256.Sum256([]byte(user))
+	wantPass := sha256.Sum256([]byte(password))
+	challenge := fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", realm)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		gotUser := sha256.Sum256([]byte(u))
+		gotPass := sha256.Sum256([]byte(p))
+		userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
+		passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
+		if !ok || userOK&passOK != 1 {
+			w.Header().Set("WWW-Authenticate", challenge)
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// MountPprof serves net/http/pprof under /debug/pprof/ on mux, each handler
+// wrapped by guard (BasicAuth, or nothing on a loopback-only listener).
+func MountPprof(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
+	mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
+}
+
+// AsynqRedisOpt turns the options parsed from REDIS_URL into asynq's, with
+// NewRedis's timeouts, for components that open their own connections (the
+// asynqmon dashboard).
+func AsynqRedisOpt(opt *redis.Options) asynq.RedisClientOpt {
+	o := withTimeouts(opt)
+	return asynq.RedisClientOpt{
+		Network:      o.Network,
+		Addr:         o.Addr,
+		Username:     o.Username,
+		Password:     o.Password,
+		DB:           o.DB,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+		PoolSize:     o.PoolSize,
+		TLSConfig:    o.TLSConfig,
+	}
+}
+
+// HealthCheck asks the admin server listening on addr whether the process
+// is ready (GET /readyz) and returns nil on 200. It is the -healthcheck
+// flag of both binaries, for container health checks in images without a
+// shell or curl. A listener on every interface (":8081", "0.0.0.0:8081") is
+// asked on 127.0.0.1.
+func HealthCheck(ctx context.Context, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("ADMIN_ADDR: %w", err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+	if res.StatusCode != http.StatusOK {
+		return errors.New(res.Status + ": " + strings.TrimSpace(string(body)))
+	}
+	return nil
+}
