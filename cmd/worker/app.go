@@ -68,8 +68,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		// Move due retries to the queue every second, not every five:
 		// codes are short-lived.
 		DelayedTaskCheckInterval: time.Second,
-		Logger:                   platform.AsynqLogger{L: logger},
-		LogLevel:                 asynqLevel(logger),
+		// asynq polls the queue and, when it finds it empty, sleeps half
+		// to one and a half TaskCheckInterval before it looks again. At
+		// its default of 1 s a worker that keeps up with the requests
+		// (and so often finds the queue empty) adds up to 1.5 s to a
+		// code's delivery. See pollInterval.
+		TaskCheckInterval: pollInterval,
+		Logger:            platform.AsynqLogger{L: logger},
+		LogLevel:          asynqLevel(logger),
 	})
 	a := &App{
 		cfg:      cfg,
@@ -140,6 +146,12 @@ func (a *App) Close() error {
 	a.logger.Info("worker stopped")
 	return err
 }
+
+// pollInterval is asynq's TaskCheckInterval: an idle worker looks at the
+// queue about 20 times a second, one small Lua script each, and a code
+// waits at most 75 ms in the queue for a worker that has a free slot
+// (BENCHMARKS.md measures request to SMTP accept).
+const pollInterval = 50 * time.Millisecond
 
 func asynqLevel(l *slog.Logger) asynq.LogLevel {
 	if l.Enabled(context.Background(), slog.LevelDebug) {
