@@ -95,6 +95,32 @@ type Result struct {
 	Capped bool
 	// WarmupRequests counts the requests of the warm-up, not measured.
 	WarmupRequests int
+	// Latencies holds every measured latency, sorted.
+	Latencies []time.Duration
+}
+
+// Merge combines the results of runs of the same load, taken one after
+// the other: counts and times add up, and the percentiles are those of all
+// their requests together.
+func Merge(rs ...Result) Result {
+	var m Result
+	m.Outcomes = map[string]int{}
+	for _, r := range rs {
+		m.Requests += r.Requests
+		m.WarmupRequests += r.WarmupRequests
+		m.Elapsed += r.Elapsed
+		m.Capped = m.Capped || r.Capped
+		for k, v := range r.Outcomes {
+			m.Outcomes[k] += v
+		}
+		m.Latencies = append(m.Latencies, r.Latencies...)
+	}
+	if m.Elapsed > 0 {
+		m.Throughput = float64(m.Requests) / m.Elapsed.Seconds()
+		m.OKThroughput = float64(m.Outcomes[OK]) / m.Elapsed.Seconds()
+	}
+	m.Latency = Summarise(m.Latencies)
+	return m
 }
 
 // Percentiles summarises a latency distribution.
@@ -214,6 +240,7 @@ func Run(ctx context.Context, c Config, req Request) (Result, error) {
 		res.OKThroughput = float64(res.Outcomes[OK]) / res.Elapsed.Seconds()
 	}
 	res.Latency = Summarise(lat)
+	res.Latencies = lat
 	return res, ctx.Err()
 }
 

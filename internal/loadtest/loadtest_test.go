@@ -101,3 +101,20 @@ func TestAddressesAreDistinctAndIndexed(t *testing.T) {
 	assert.Equal(t, -1, loadtest.Index("r2", addr(42)))
 	assert.Equal(t, -1, loadtest.Index("r1", "someone@example.com"))
 }
+
+func TestMerge(t *testing.T) {
+	t.Parallel()
+	a := loadtest.Result{Requests: 2, Elapsed: time.Second, Outcomes: map[string]int{loadtest.OK: 2},
+		Latencies: []time.Duration{1 * time.Millisecond, 3 * time.Millisecond}}
+	b := loadtest.Result{Requests: 2, Elapsed: time.Second, Outcomes: map[string]int{loadtest.OK: 1, "unavailable": 1},
+		Latencies: []time.Duration{2 * time.Millisecond, 4 * time.Millisecond}, WarmupRequests: 5}
+	m := loadtest.Merge(a, b)
+	assert.Equal(t, 4, m.Requests)
+	assert.Equal(t, 5, m.WarmupRequests)
+	assert.Equal(t, 2*time.Second, m.Elapsed)
+	assert.InDelta(t, 2.0, m.Throughput, 1e-9)
+	assert.InDelta(t, 1.5, m.OKThroughput, 1e-9)
+	assert.Equal(t, map[string]int{loadtest.OK: 3, "unavailable": 1}, m.Outcomes)
+	assert.Equal(t, 2*time.Millisecond, m.Latency.P50)
+	assert.Equal(t, 4*time.Millisecond, m.Latency.Max)
+}
