@@ -41,6 +41,9 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
+bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rewrites BENCHMARKS.md (~5 min)
+	$(GO) run ./cmd/loadtest bench -out BENCHMARKS.md -work tmp-bench
+
 lint: ## go vet and a gofmt check that fails on unformatted files
 	$(GO) vet ./...
 	@files=$$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || \
@@ -69,6 +72,6 @@ proto-check: proto ## fail when the committed generated code is stale
 	@git diff --exit-code -- proto || { echo 'proto/: generated code is stale: run make proto and commit' >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto >&2; echo 'proto/: uncommitted generated files: run make proto and commit' >&2; exit 1; }
 
-clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/ and coverage files
-	rm -rf $(BIN) tmp-run
+clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/, tmp-bench/ and coverage files
+	rm -rf $(BIN) tmp-run tmp-bench
 	rm -f coverage.* *.coverprofile
