@@ -41,8 +41,8 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
-bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rewrites BENCHMARKS.md (~5 min)
-	$(GO) run ./cmd/loadtest bench -out BENCHMARKS.md -work tmp-bench
+bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rewrites BENCHMARKS.md and README's numbers (~4 min)
+	$(GO) run ./cmd/loadtest bench -out BENCHMARKS.md -readme README.md -work tmp-bench
 
 lint: ## go vet and a gofmt check that fails on unformatted files
 	$(GO) vet ./...

@@ -146,6 +146,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "BENCHMARKS.md", "the report to write")
+	readme := fs.String("readme", "", "a README whose bench block to rewrite with the headline numbers (make bench: README.md)")
 	fs.StringVar(&cfg.WorkDir, "work", "tmp-bench", "binaries, process logs and profiles")
 	quick := fs.Bool("quick", false, "short runs, to check the harness (the numbers mean little)")
 	only := fs.String("only", "", "comma-separated phases to run alone (gobench, frontend, drain, e2e, profile); the report is then incomplete")
@@ -156,6 +157,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg = bench.QuickConfig(cfg)
 	}
 	if *only != "" {
+		if *readme != "" {
+			return errors.New("-readme needs a full run, not -only")
+		}
 		cfg.Only = map[string]bool{}
 		for p := range strings.SplitSeq(*only, ",") {
 			cfg.Only[strings.TrimSpace(p)] = true
@@ -186,10 +190,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s in %s\n", *out, rep.Took)
+	if *readme != "" {
+		if err := updateReadme(*readme, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "updated the Performance block of %s\n", *readme)
+	}
 	for _, t := range rep.Targets {
 		fmt.Fprintf(stdout, "  %-7s %s: %s (want %s)\n", map[bool]string{true: "holds", false: "MISSED"}[t.Holds], t.What, t.Measured, t.Want)
 	}
 	return nil
+}
+
+func updateReadme(path string, rep *bench.Report) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s, err := rep.UpdateReadme(string(b))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 // moduleRoot finds the directory of go.mod from the working directory up.

@@ -117,6 +117,18 @@ func TestReportRendersAndEvaluates(t *testing.T) {
 	assert.Contains(t, out, "8000 requests/s at 64 callers")
 	assert.NotContains(t, out, "<no value>")
 
+	readme := "# x\n\n" + readmeStart + "\nold numbers\n" + readmeEnd + "\n\n## next\n"
+	got, err := rep.UpdateReadme(readme)
+	require.NoError(t, err)
+	assert.NotContains(t, got, "old numbers")
+	assert.Contains(t, got, "**8000/s**")
+	assert.Contains(t, got, "## next")
+	again, err := rep.UpdateReadme(got)
+	require.NoError(t, err)
+	assert.Equal(t, got, again, "rewriting is idempotent")
+	_, err = rep.UpdateReadme("# no block")
+	assert.Error(t, err)
+
 	// An empty report renders too (a run of -only).
 	b.Reset()
 	require.NoError(t, (&Report{Config: cfg}).Render(&b))
