@@ -17,6 +17,7 @@
 # SHUTDOWN_TIMEOUT, SMTP_*, MAIL_FROM, ...) pass through unchanged:
 #   REDIS_URL            [redis://127.0.0.1:6379/0]
 #   HTTP_ADDR            enqueuer API [127.0.0.1:8080]
+#   GRPC_ADDR            enqueuer gRPC [127.0.0.1:50051]
 #   ENQUEUER_ADMIN_ADDR  enqueuer ADMIN_ADDR [127.0.0.1:8081]
 #   WORKER_ADMIN_ADDR    worker ADMIN_ADDR [127.0.0.1:8082]
 #                        (ADMIN_ADDR itself is ignored: the two would clash)
@@ -36,6 +37,7 @@ cd "$ROOT"
 RUN_DIR=${RUN_DIR:-$ROOT/tmp-run}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
+GRPC_ADDR=${GRPC_ADDR:-127.0.0.1:50051}
 ENQUEUER_ADMIN_ADDR=${ENQUEUER_ADMIN_ADDR:-127.0.0.1:8081}
 WORKER_ADMIN_ADDR=${WORKER_ADMIN_ADDR:-127.0.0.1:8082}
 MAILPIT_SMTP_ADDR=${MAILPIT_SMTP_ADDR:-127.0.0.1:1025}
@@ -48,7 +50,7 @@ SMTP_TLS=${SMTP_TLS:-none}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 if [ -t 1 ]; then RUN_FOLLOW=${RUN_FOLLOW:-1}; else RUN_FOLLOW=${RUN_FOLLOW:-0}; fi
-export REDIS_URL HTTP_ADDR SMTP_HOST SMTP_PORT SMTP_TLS
+export REDIS_URL HTTP_ADDR GRPC_ADDR SMTP_HOST SMTP_PORT SMTP_TLS
 if [ -n "${ADMIN_ADDR:-}" ]; then
 	echo "run.sh: ignoring ADMIN_ADDR=$ADMIN_ADDR; use ENQUEUER_ADMIN_ADDR and WORKER_ADMIN_ADDR" >&2
 fi
@@ -150,6 +152,7 @@ command -v go >/dev/null 2>&1 || die "go is not on PATH"
 command -v curl >/dev/null 2>&1 || die "curl is needed (apt-get install -y curl)"
 
 need_free "enqueuer HTTP_ADDR" "$HTTP_ADDR"
+need_free "enqueuer GRPC_ADDR" "$GRPC_ADDR"
 need_free "ENQUEUER_ADMIN_ADDR" "$ENQUEUER_ADMIN_ADDR"
 need_free "WORKER_ADMIN_ADDR" "$WORKER_ADMIN_ADDR"
 need_free "MAILPIT_SMTP_ADDR" "$MAILPIT_SMTP_ADDR"
@@ -279,6 +282,8 @@ cat <<EOF
 
 verifyq is up. Ctrl-C stops everything started here.
   API              $API_URL/v1/codes
+  gRPC             $GRPC_ADDR   (message.VarifyService, verifyq.v1.CodeService; reflection on)
+  dashboard        $ENQ_ADMIN_URL/monitoring/   metrics: $ENQ_ADMIN_URL/metrics
   enqueuer admin   $ENQ_ADMIN_URL/healthz  $ENQ_ADMIN_URL/readyz
   worker admin     $WORKER_ADMIN_URL/healthz  $WORKER_ADMIN_URL/readyz
   mailpit inbox    $MAILPIT_URL/   (API: $MAILPIT_URL/api/v1/messages)

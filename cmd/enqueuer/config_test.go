@@ -6,28 +6,31 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/internal/platform"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := LoadConfig()
 	require.NoError(t, err)
 	assert.Equal(t, Config{
-		RedisURL:        "redis://127.0.0.1:6379/0",
+		Common: platform.Common{
+			RedisURL:        "redis://127.0.0.1:6379/0",
+			LogLevel:        "info",
+			CodeKeyPrefix:   "code_",
+			ShutdownTimeout: 25 * time.Second,
+			DashboardUser:   "admin",
+		},
 		HTTPAddr:        ":8080",
 		AdminAddr:       "127.0.0.1:8081",
 		GRPCAddr:        ":50051",
 		GRPCCallTimeout: 5 * time.Second,
-		LogLevel:        "info",
-		CodeKeyPrefix:   "code_",
 		CodeTTL:         10 * time.Minute,
 		CodeLength:      6,
-		ShutdownTimeout: 25 * time.Second,
 
 		ResendCooldown:      time.Minute,
 		AddressSendsPerHour: 5,
 		ClientSendsPerHour:  30,
 		VerifyMaxAttempts:   5,
-		DashboardUser:       "admin",
 	}, cfg)
 }
 

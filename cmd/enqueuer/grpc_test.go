@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/verifyq/verifyq/internal/grpctest"
+	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/tasks"
@@ -60,16 +61,19 @@ func startApp(t *testing.T, configure ...func(*Config)) *grpcStack {
 	t.Helper()
 	s := &grpcStack{redis: redistest.Start(t), logs: &logBuffer{t: t}}
 	cfg := Config{
-		RedisURL:        s.redis.URL(),
+		Common: platform.Common{
+			RedisURL:        s.redis.URL(),
+			LogLevel:        "debug",
+			CodeKeyPrefix:   "code_",
+			ShutdownTimeout: 10 * time.Second,
+			DashboardUser:   "admin",
+		},
 		HTTPAddr:        "127.0.0.1:0",
 		AdminAddr:       "127.0.0.1:0",
 		GRPCAddr:        "127.0.0.1:0",
 		GRPCCallTimeout: 5 * time.Second,
-		LogLevel:        "debug",
-		CodeKeyPrefix:   "code_",
 		CodeTTL:         10 * time.Minute,
 		CodeLength:      6,
-		ShutdownTimeout: 10 * time.Second,
 	}
 	for _, f := range configure {
 		f(&cfg)

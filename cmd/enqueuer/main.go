@@ -10,12 +10,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/verifyq/verifyq/internal/platform"
@@ -41,13 +39,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	level, _ := platform.ParseLevel(cfg.LogLevel) // validated by LoadConfig
-	logger := platform.NewLogger(os.Stderr, level)
+	logger := cfg.SetupLogging(os.Stderr)
 	grpclog.SetLoggerV2(platform.GRPCLogger{L: logger}) // before any other gRPC call
-	redis.SetLogger(platform.RedisLogger{L: logger})
-	// Libraries that log through the standard log package (asynq's queue
-	// collector) then log JSON too.
-	slog.SetDefault(logger)
 	app, err := NewApp(cfg, logger)
 	if err != nil {
 		return err

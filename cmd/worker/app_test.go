@@ -13,15 +13,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
 )
 
 func startApp(t *testing.T, tweak func(*Config)) *App {
 	t.Helper()
 	cfg := Config{
-		RedisURL: redistest.Start(t).URL(), AdminAddr: "127.0.0.1:0", LogLevel: "info", CodeKeyPrefix: "code_",
-		Concurrency: 2, ShutdownTimeout: 5 * time.Second, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
-		SMTPTimeout: time.Second, MailFrom: "no-reply@verifyq.test", DashboardUser: "admin",
+		Common: platform.Common{
+			RedisURL: redistest.Start(t).URL(), LogLevel: "info", CodeKeyPrefix: "code_",
+			ShutdownTimeout: 5 * time.Second, DashboardUser: "admin",
+		},
+		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
+		SMTPTimeout: time.Second, MailFrom: "no-reply@verifyq.test",
 	}
 	if tweak != nil {
 		tweak(&cfg)

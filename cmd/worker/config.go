@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -15,18 +14,12 @@ import (
 
 // Config is the worker's whole configuration, read from the environment.
 type Config struct {
-	RedisURL        string        `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
-	AdminAddr       string        `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8082"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
-	CodeKeyPrefix   string        `envconfig:"CODE_KEY_PREFIX" default:"code_"`
-	Concurrency     int           `envconfig:"WORKER_CONCURRENCY" default:"20"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+	// Common's DASHBOARD_* guard pprof on ADMIN_ADDR, which is off when
+	// ADMIN_ADDR is not loopback and no password is set.
+	platform.Common
 
-	// pprof on ADMIN_ADDR is behind basic auth with these when
-	// DASHBOARD_PASSWORD is set (the same variables as the enqueuer's), and
-	// off when ADMIN_ADDR is not loopback and no password is set.
-	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
-	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
+	AdminAddr   string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8082"`
+	Concurrency int    `envconfig:"WORKER_CONCURRENCY" default:"20"`
 
 	SMTPHost     string        `envconfig:"SMTP_HOST" default:"localhost"`
 	SMTPPort     int           `envconfig:"SMTP_PORT" default:"1025"`
@@ -49,27 +42,12 @@ func LoadConfig() (Config, error) {
 // Validate reports every problem at once, each naming its variable. It never
 // repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets.
 func (c Config) Validate() error {
-	var errs []error
-	if _, err := platform.ParseRedisURL(c.RedisURL); err != nil {
-		errs = append(errs, err)
-	}
+	errs := c.Common.Validate()
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
 	}
-	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
-		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
-	}
-	if _, err := platform.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
-	}
-	if c.CodeKeyPrefix == "" {
-		errs = append(errs, errors.New("CODE_KEY_PREFIX: must not be empty"))
-	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))
-	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
 	}
 	if c.SMTPHost == "" {
 		errs = append(errs, errors.New("SMTP_HOST: must not be empty"))

@@ -6,24 +6,27 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/internal/platform"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := LoadConfig()
 	require.NoError(t, err)
 	assert.Equal(t, Config{
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		AdminAddr:       "127.0.0.1:8082",
-		LogLevel:        "info",
-		CodeKeyPrefix:   "code_",
-		Concurrency:     20,
-		ShutdownTimeout: 25 * time.Second,
-		SMTPHost:        "localhost",
-		SMTPPort:        1025,
-		SMTPTLS:         "auto",
-		SMTPTimeout:     10 * time.Second,
-		MailFrom:        "no-reply@localhost",
-		DashboardUser:   "admin",
+		Common: platform.Common{
+			RedisURL:        "redis://127.0.0.1:6379/0",
+			LogLevel:        "info",
+			CodeKeyPrefix:   "code_",
+			ShutdownTimeout: 25 * time.Second,
+			DashboardUser:   "admin",
+		},
+		AdminAddr:   "127.0.0.1:8082",
+		Concurrency: 20,
+		SMTPHost:    "localhost",
+		SMTPPort:    1025,
+		SMTPTLS:     "auto",
+		SMTPTimeout: 10 * time.Second,
+		MailFrom:    "no-reply@localhost",
 	}, cfg)
 }
 

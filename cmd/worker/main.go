@@ -10,12 +10,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/internal/platform"
 )
@@ -40,11 +37,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	level, _ := platform.ParseLevel(cfg.LogLevel) // validated by LoadConfig
-	logger := platform.NewLogger(os.Stderr, level)
-	redis.SetLogger(platform.RedisLogger{L: logger})
-	// Libraries that log through the standard log package log JSON too.
-	slog.SetDefault(logger)
+	logger := cfg.SetupLogging(os.Stderr)
 	app, err := NewApp(cfg, logger)
 	if err != nil {
 		return err
