@@ -196,7 +196,7 @@ func (r *Report) Analysis() string {
 			extra = fmt.Sprintf(" The worker's profile: system calls %.0f %%, the SMTP client %.0f %%, go-redis %.0f %%, composing the mail %.0f %%, asynq's own work %.0f %%, garbage collection %.0f %%.",
 				p.share(shareSyscalls), p.share(shareSMTP), p.share(shareRedisClient), p.share(shareCompose), p.share(shareAsynq), p.share(shareGC))
 		}
-		para("**Worker into a 0 ms sink.** %.0f mails/s at `WORKER_CONCURRENCY=%d`; the target %s. The worker used %.2f cores (%.0f µs a mail), the sink in the harness %.2f and Redis %.2f: %.2f of the %.0f cores. A mail is three Redis round trips and an SMTP transaction of four (MAIL, RCPT, DATA, end of data), each a write, a read and a wake-up; more slots do not help once the cores are busy. asynq also takes tasks one at a time in one goroutine (one dequeue script per task), which bounds a single worker process however many slots it has; more worker processes share the queue.%s",
+		para("**Worker into a 0 ms sink.** %.0f mails/s at `WORKER_CONCURRENCY=%d`; the target %s. The worker used %.2f cores (%.0f µs a mail), the sink in the harness %.2f and Redis %.2f: %.2f of the %.0f cores. A mail is three Redis round trips (asynq's dequeue, the peek at the code, asynq's done) and an SMTP transaction of four (MAIL, RCPT, DATA, end of data), each a write, a read and a wake-up on both sides; with the sink and Redis on the same cores, the CPU is the limit, and more slots or more worker processes only share it.%s",
 			d.Rate, d.Concurrency, state, w, usPer(w, d.Rate), d.CPU["harness (sink)"], d.CPU["redis-server"],
 			cpuSum(d.CPU, "worker", "harness (sink)", "redis-server", cpuOthers), cores, extra)
 	}
