@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/loadtest"
 )
 
@@ -222,8 +223,9 @@ func (r *Report) Analysis() string {
 		}
 		para("**Request to SMTP accept.** p99 %s at %.0f requests/s with a %s sink; the target %s. Of the p50 of %s, %s is the sink; the rest is mostly the wait for the worker's next look at the queue (every 50 ms, asleep between 25 and 75 ms when it found the queue empty).",
 			loadtest.Millis(e.ToAccept.P99), e.Load.Rate, e.SinkLatency, state, loadtest.Millis(e.ToAccept.P50), e.SinkLatency)
-		para("**Memory.** Peak RSS under that load: enqueuer %s, worker %s (the target is %s each); after the 64-caller runs the enqueuer's was %s. Both are Go heaps of a few MB plus the runtime, gRPC and Prometheus; nothing grows with the number of requests, since nothing is kept per request.",
-			mb(e.EnqueuerRSS), mb(e.WorkerRSS), mb(MaxPeakRSS), mb(r.EnqueuerFrontEndRSS))
+		para("**Memory.** Peak RSS under that load: enqueuer %s, worker %s (the target is %s each). After the %d-caller runs the enqueuer's was %s: with %d requests in flight it opens up to %d Redis connections (go-redis gives each 64 KiB of buffers) and keeps up to %d gRPC stream workers with their stacks, and the Go heap, collected at twice its live size, grows with them. All of these are bounded; nothing is kept per request, so none of it grows with the number of requests.",
+			mb(e.EnqueuerRSS), mb(e.WorkerRSS), mb(MaxPeakRSS), r.Config.HighCallers, mb(r.EnqueuerFrontEndRSS),
+			r.Config.HighCallers, r.PoolSize, grpcapi.StreamWorkersPerCPU*r.Machine.CPUs)
 	}
 	return strings.TrimSpace(b.String())
 }
