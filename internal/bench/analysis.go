@@ -169,8 +169,9 @@ func (r *Report) Analysis() string {
 			cpuSum(f.CPU, "enqueuer", "harness", "redis-server", cpuOthers), cores, ceilPerReq, perReq, bound*100, r.Share(f)*100, state, redis*100)
 	}
 	if p, ok := r.profile("enqueuer"); ok {
-		para("**Where the enqueuer's CPU goes** (profile above): system calls %.0f %% (each request is a gRPC read and write, two Redis writes and reads with the wake-ups between them, and one log line; go-redis also peeks at every pooled connection with a non-blocking `recvfrom` before it uses it, %.0f %% of the CPU, which it has no option to turn off), go-redis %.0f %%, the gRPC server %.0f %%, garbage collection %.0f %%, growing goroutine stacks %.0f %% (a call that finds every gRPC stream worker busy starts on a new goroutine, whose stack the chain of interceptors and go-redis outgrows), logging %.0f %% and metrics %.0f %%. Nothing of verifyq's own code is large: the cost is the two round trips and the RPC, which is what the design asks for. Syscalls are dear on this VM: `BenchmarkGetOrCreate/serial` shows a single loopback round trip to Redis taking tens of µs.",
-			p.share(shareSyscalls), p.share(shareConnCheck), p.share(shareRedisClient), p.share(shareGRPC), p.share(shareGC), p.share(shareStack), p.share(shareLogging), p.share(shareMetrics))
+		para("**Where the enqueuer's CPU goes** (profile above; the shares overlap): go-redis %.0f %%, the system calls under it included: each request is two Redis round trips, and go-redis also peeks at every pooled connection with a non-blocking `recvfrom` before it uses it (%.0f %%; no option turns that off). System calls in all %.0f %% (gRPC's reads and writes, the Redis round trips, one log line per call). gRPC's own transport and framing outside the handlers %.0f %%. verifyq's own code %.0f %% (address validation, the task payload's JSON, masking the address for the log line, the interceptors). Logging %.0f %%, metrics %.0f %%, garbage collection %.0f %%, growing goroutine stacks %.0f %% (calls run on kept gRPC stream workers; one that finds them all busy starts on a new goroutine, whose stack the chain of interceptors and go-redis outgrows). The bulk is the two round trips and the RPC, which is what the design asks for, and system calls are dear on this VM: `BenchmarkGetOrCreate/serial` shows one round trip to Redis taking tens of µs.",
+			p.share(shareRedisClient), p.share(shareConnCheck), p.share(shareSyscalls), p.share(shareGRPC), p.share(shareOwn),
+			p.share(shareLogging), p.share(shareMetrics), p.share(shareGC), p.share(shareStack))
 	}
 
 	if f, ok := r.frontEnd(loadtest.TargetGRPCLegacy, r.Config.LowCallers); ok {
@@ -194,8 +195,9 @@ func (r *Report) Analysis() string {
 		}
 		extra := ""
 		if p, ok := r.profile("worker"); ok {
-			extra = fmt.Sprintf(" The worker's profile: system calls %.0f %%, the SMTP client %.0f %%, go-redis %.0f %%, composing the mail %.0f %%, asynq's own work %.0f %%, garbage collection %.0f %%.",
-				p.share(shareSyscalls), p.share(shareSMTP), p.share(shareRedisClient), p.share(shareCompose), p.share(shareAsynq), p.share(shareGC))
+			extra = fmt.Sprintf(" The worker's profile (shares overlap): system calls %.0f %%, the SMTP client %.0f %%, go-redis %.0f %%, asynq's own work %.0f %%, composing and writing the mail %.0f %% (rendering alone is about %s a mail, see `BenchmarkCompose`), verifyq's own code %.0f %%, logging %.0f %%, garbage collection %.0f %%.",
+				p.share(shareSyscalls), p.share(shareSMTP), p.share(shareRedisClient), p.share(shareAsynq), p.share(shareCompose),
+				r.composeCost(), p.share(shareOwn), p.share(shareLogging), p.share(shareGC))
 		}
 		para("**Worker into a 0 ms sink.** %.0f mails/s at `WORKER_CONCURRENCY=%d`; the target %s. The worker used %.2f cores (%.0f µs a mail), the sink in the harness %.2f and Redis %.2f: %.2f of the %.0f cores. A mail is three Redis round trips (asynq's dequeue, the peek at the code, asynq's done) and an SMTP transaction of four (MAIL, RCPT, DATA, end of data), each a write, a read and a wake-up on both sides; with the sink and Redis on the same cores, the CPU is the limit, and more slots or more worker processes only share it.%s",
 			d.Rate, d.Concurrency, state, w, usPer(w, d.Rate), d.CPU["harness (sink)"], d.CPU["redis-server"],
@@ -228,4 +230,19 @@ func (r *Report) Analysis() string {
 			r.Config.HighCallers, r.PoolSize, grpcapi.StreamWorkersPerCPU*r.Machine.CPUs)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// composeCost is BenchmarkCompose's time per mail from this run, or "a few
+// tens of µs" when the Go benchmarks did not run.
+func (r *Report) composeCost() string {
+	for line := range strings.SplitSeq(r.GoBenchmarks, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && strings.HasPrefix(f[0], "BenchmarkCompose/") && f[3] == "ns/op" {
+			var ns float64
+			if _, err := fmt.Sscanf(f[2], "%g", &ns); err == nil {
+				return fmt.Sprintf("%.0f µs", ns/1000)
+			}
+		}
+	}
+	return "a few tens of µs"
 }

@@ -96,10 +96,12 @@ func top(ctx context.Context, bin, path string, n int, cum bool) (string, error)
 	return strings.TrimRight(out, "\n"), nil
 }
 
-// share returns the cumulative percentage of samples with a function
-// matching one of the regexps on the stack (pprof -focus).
+// share returns the percentage of samples with a function matching one of
+// match on the stack (pprof -focus) and none matching ignore (-ignore).
 func share(ctx context.Context, bin, path string, match, ignore []string) (float64, error) {
-	args := []string{"-top", "-nodecount=1", "-focus=" + strings.Join(match, "|")}
+	// Every node, however small, so that "Showing nodes accounting for"
+	// is the total of the samples the filters keep.
+	args := []string{"-top", "-nodecount=1000000", "-nodefraction=0", "-edgefraction=0", "-focus=" + strings.Join(match, "|")}
 	if len(ignore) > 0 {
 		args = append(args, "-ignore="+strings.Join(ignore, "|"))
 	}
@@ -125,7 +127,7 @@ func share(ctx context.Context, bin, path string, match, ignore []string) (float
 
 // Labels of the groups of functions the report quotes.
 const (
-	shareGRPC        = "gRPC server: transport, framing, protobuf"
+	shareGRPC        = "gRPC server outside verifyq's handlers: transport, framing, protobuf"
 	shareRedisClient = "Redis client (go-redis)"
 	shareSyscalls    = "system calls (read, write, epoll, futex)"
 	shareLogging     = "logging (slog JSON)"
@@ -133,7 +135,8 @@ const (
 	shareGC          = "garbage collection"
 	shareStack       = "goroutine stack growth"
 	shareSMTP        = "SMTP client (net/smtp, textproto)"
-	shareCompose     = "composing the mail (templates, gomail)"
+	shareCompose     = "composing and writing the mail (templates, gomail; its DATA writes included)"
+	shareOwn         = "verifyq's own code (validation, masking, payloads, the sender's pool), outside the libraries it calls"
 	shareConnCheck   = "go-redis's check of a pooled connection before each command"
 	shareAsynq       = "asynq's own work (dequeue, done, heartbeats), outside the handler"
 )
@@ -142,8 +145,16 @@ var (
 	matchSyscalls = []string{`^syscall\.`, `^internal/runtime/syscall`, `^runtime\.netpoll`, `^runtime\.futex`}
 	matchGC       = []string{`^runtime\.gcBgMarkWorker`, `^runtime\.gcAssist`, `^runtime\.bgsweep`, `^runtime\.bgscavenge`}
 
+	// verifyq's code runs under gRPC's frames (enqueuer) or asynq's
+	// processor (worker); what it calls into is ignored.
+	ownIgnore = []string{`^github\.com/redis/go-redis`, `^github\.com/hibiken/asynq/internal`, `^github\.com/hibiken/asynq\.\(\*Client\)`,
+		`^log/slog\.`, `^github\.com/prometheus/`, `^google\.golang\.org/protobuf`, `^net/smtp\.`, `^net/textproto\.`, `^gopkg\.in/gomail`}
+	ownShare = Share{Label: shareOwn, Match: []string{`^github\.com/verifyq/verifyq/`}, Ignore: ownIgnore}
+
 	enqueuerShares = []Share{
-		{Label: shareGRPC, Match: []string{`^google\.golang\.org/grpc`, `^golang\.org/x/net/http2`, `^google\.golang\.org/protobuf`}},
+		ownShare,
+		{Label: shareGRPC, Match: []string{`^google\.golang\.org/grpc`, `^golang\.org/x/net/http2`, `^google\.golang\.org/protobuf`},
+			Ignore: []string{`^github\.com/verifyq/verifyq/`}},
 		{Label: shareRedisClient, Match: []string{`^github\.com/redis/go-redis`}},
 		{Label: shareConnCheck, Match: []string{`go-redis/v9/internal/pool\.connCheck`}},
 		{Label: shareSyscalls, Match: matchSyscalls},
@@ -153,6 +164,7 @@ var (
 		{Label: shareStack, Match: []string{`^runtime\.newstack$`}},
 	}
 	workerShares = []Share{
+		ownShare,
 		{Label: shareSMTP, Match: []string{`^net/smtp\.`, `^net/textproto\.`}},
 		{Label: shareCompose, Match: []string{`^github\.com/verifyq/verifyq/mail\.Compose`, `^gopkg\.in/gomail`}},
 		{Label: shareRedisClient, Match: []string{`^github\.com/redis/go-redis`}},
