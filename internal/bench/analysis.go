@@ -213,7 +213,7 @@ func (r *Report) Analysis() string {
 		if sd.Rate > 0 {
 			perMail = time.Duration(float64(sd.Concurrency) / sd.Rate * float64(time.Second))
 		}
-		para("**Worker into a %s sink.** %d slots each hold a mail for the sink's %s, so %.0f mails/s is the most they can send; the worker sent %.0f (%.1f %%), so the target %s. Each slot spent %s per mail, %s more than the sink's latency: the SMTP commands before DATA, the three Redis round trips and the hand-over between asynq's goroutines. It opened %d SMTP connections for %d mails: the pool (one idle connection per slot) keeps one connection per slot and reuses it.",
+		para("**Worker into a %s sink.** %d slots each hold a mail for the sink's %s, so %.0f mails/s is the most they can send; the worker sent %.0f (%.1f %%), so the target %s. Each slot spent %s per mail, %s more than the sink's latency: the SMTP commands before DATA, the three Redis round trips and the hand-over between asynq's goroutines. It opened %d SMTP connections for %d mails: the pool (one idle connection per slot) keeps one connection per slot and reuses it. The next saving would be SMTP PIPELINING (RFC 2920), which sends MAIL, RCPT and DATA in one round trip instead of three; `mail.Sender` speaks through `net/smtp`, which does not pipeline.",
 			sd.SinkLatency, sd.Concurrency, sd.SinkLatency, sd.Bound, sd.Rate, 100*sd.Rate/max(sd.Bound, 1), state,
 			perMail.Round(100*time.Microsecond), (perMail - sd.SinkLatency).Round(100*time.Microsecond), sd.Connections, sd.Delivered)
 	}
