@@ -169,9 +169,9 @@ func (r *Report) Analysis() string {
 			cpuSum(f.CPU, "enqueuer", "harness", "redis-server", cpuOthers), cores, ceilPerReq, perReq, bound*100, r.Share(f)*100, state, redis*100)
 	}
 	if p, ok := r.profile("enqueuer"); ok {
-		para("**Where the enqueuer's CPU goes** (profile above; the shares overlap): go-redis %.0f %%, the system calls under it included: each request is two Redis round trips, and go-redis also peeks at every pooled connection with a non-blocking `recvfrom` before it uses it (%.0f %%; no option turns that off). System calls in all %.0f %% (gRPC's reads and writes, the Redis round trips, one log line per call). gRPC's own transport and framing outside the handlers %.0f %%. verifyq's own code %.0f %% (address validation, the task payload's JSON, masking the address for the log line, the interceptors). Logging %.0f %%, metrics %.0f %%, garbage collection %.0f %%, growing goroutine stacks %.0f %% (calls run on kept gRPC stream workers; one that finds them all busy starts on a new goroutine, whose stack the chain of interceptors and go-redis outgrows). The bulk is the two round trips and the RPC, which is what the design asks for, and system calls are dear on this VM: `BenchmarkGetOrCreate/serial` shows one round trip to Redis taking tens of µs.",
+		para("**Where the enqueuer's CPU goes** (profile above; the shares overlap): go-redis %.0f %%, the system calls under it included: each request is two Redis round trips, and go-redis also peeks at every pooled connection with a non-blocking `recvfrom` before it uses it (%.0f %%; no option turns that off). System calls in all %.0f %% (gRPC's reads and writes, the Redis round trips, one log line per call). gRPC's own transport and framing outside the handlers %.0f %%. verifyq's own code %.0f %% (address validation, the task payload's JSON, masking the address for the log line, the interceptors). Logging %.0f %%, metrics %.0f %%, garbage collection %.0f %%, growing goroutine stacks %.0f %% (calls run on kept gRPC stream workers; one that finds them all busy starts on a new goroutine, whose stack the chain of interceptors and go-redis outgrows). The bulk is the two round trips and the RPC, which is what the design asks for, and system calls and wake-ups are dear on this VM: in this run one round trip to Redis with the script took %s (`BenchmarkGetOrCreate/serial`, on an idle machine).",
 			p.share(shareRedisClient), p.share(shareConnCheck), p.share(shareSyscalls), p.share(shareGRPC), p.share(shareOwn),
-			p.share(shareLogging), p.share(shareMetrics), p.share(shareGC), p.share(shareStack))
+			p.share(shareLogging), p.share(shareMetrics), p.share(shareGC), p.share(shareStack), r.roundTrip())
 	}
 
 	if f, ok := r.frontEnd(loadtest.TargetGRPCLegacy, r.Config.LowCallers); ok {
@@ -232,17 +232,26 @@ func (r *Report) Analysis() string {
 	return strings.TrimSpace(b.String())
 }
 
-// composeCost is BenchmarkCompose's time per mail from this run, or "a few
-// tens of µs" when the Go benchmarks did not run.
-func (r *Report) composeCost() string {
+// composeCost is BenchmarkCompose's time per mail from this run.
+func (r *Report) composeCost() string { return r.goBenchmark("BenchmarkCompose/", "a few tens of µs") }
+
+// roundTrip is BenchmarkGetOrCreate/serial's time per call from this run:
+// one round trip to Redis with the script.
+func (r *Report) roundTrip() string {
+	return r.goBenchmark("BenchmarkGetOrCreate/serial", "tens of µs")
+}
+
+// goBenchmark returns the ns/op, in µs, of the first Go benchmark of this
+// run whose name starts with prefix, or otherwise when there is none.
+func (r *Report) goBenchmark(prefix, otherwise string) string {
 	for line := range strings.SplitSeq(r.GoBenchmarks, "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 4 && strings.HasPrefix(f[0], "BenchmarkCompose/") && f[3] == "ns/op" {
+		if len(f) >= 4 && strings.HasPrefix(f[0], prefix) && f[3] == "ns/op" {
 			var ns float64
 			if _, err := fmt.Sscanf(f[2], "%g", &ns); err == nil {
 				return fmt.Sprintf("%.0f µs", ns/1000)
 			}
 		}
 	}
-	return "a few tens of µs"
+	return otherwise
 }
