@@ -32,6 +32,9 @@ type Report struct {
 	PoolSize int
 	// QuietChecks are the waits for a quiet machine, one per phase.
 	QuietChecks []QuietCheck
+	// Redone lists runs done again because other processes were busy;
+	// Disturbed those that stayed disturbed and were kept.
+	Redone, Disturbed []Disturbance
 
 	finished time.Time
 }
@@ -177,6 +180,13 @@ var funcs = template.FuncMap{
 			return "holds"
 		}
 		return "**missed**"
+	},
+	"disturbances": func(ds []Disturbance) string {
+		parts := make([]string, len(ds))
+		for i, d := range ds {
+			parts[i] = fmt.Sprintf("%s (others %.2f cores)", d.Run, d.Others)
+		}
+		return strings.Join(parts, ", ")
 	},
 	"indent": func(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") },
 	"date":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
