@@ -134,3 +134,33 @@ func TestReportRendersAndEvaluates(t *testing.T) {
 	require.NoError(t, (&Report{Config: cfg}).Render(&b))
 	assert.True(t, strings.HasPrefix(b.String(), "# verifyq benchmarks"))
 }
+
+func TestRedoDisturbedRuns(t *testing.T) {
+	t.Parallel()
+	e := &env{cfg: Config{QuietWait: time.Millisecond}}
+	rep := &Report{}
+	seq := func(others ...float64) (func(context.Context) (float64, error), *int) {
+		n := new(int)
+		return func(context.Context) (float64, error) {
+			v := others[*n]
+			*n++
+			return v, nil
+		}, n
+	}
+	id := func(v float64) float64 { return v }
+
+	f, calls := seq(0.9, 0.1)
+	v, err := redo(context.Background(), e, rep, "a", id, f)
+	require.NoError(t, err)
+	assert.InDelta(t, 0.1, v, 1e-9, "the quiet run is kept")
+	assert.Equal(t, 2, *calls)
+	assert.Equal(t, []Disturbance{{Run: "a", Others: 0.9}}, rep.Redone)
+	assert.Empty(t, rep.Disturbed)
+
+	f, calls = seq(0.9, 0.8, 0.7, 0.0)
+	v, err = redo(context.Background(), e, rep, "b", id, f)
+	require.NoError(t, err)
+	assert.Equal(t, 1+maxRedo, *calls, "bounded")
+	assert.InDelta(t, 0.7, v, 1e-9)
+	assert.Equal(t, []Disturbance{{Run: "b", Others: 0.7}}, rep.Disturbed)
+}
