@@ -38,7 +38,7 @@ test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inb
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
 
 fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata/fuzz
-	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
 bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rewrites BENCHMARKS.md and README's numbers (~4 min)

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -25,8 +25,7 @@ type legacyServer struct {
 // Code stays empty, as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
 	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: clientOf(ctx)})
-	l.s.logFailure(ctx, err)
-	return &messagepb.GetVarifyRsp{Error: legacyError(err), Email: req.GetEmail()}, nil
+	return &messagepb.GetVarifyRsp{Error: record(ctx, err).Legacy, Email: req.GetEmail()}, nil
 }
 
 // codeServer is verifyq.v1.CodeService.
@@ -38,38 +37,26 @@ type codeServer struct {
 func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest) (*verifyqv1.SendCodeResponse, error) {
 	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: clientOf(ctx)})
 	if err != nil {
-		return nil, c.s.fail(ctx, err)
+		return nil, fail(ctx, err)
 	}
+	record(ctx, nil)
 	return &verifyqv1.SendCodeResponse{
-		ExpiresIn: int64(sent.ExpiresIn / time.Second),
-		// Rounded up: a client that waits that long is never early.
-		ResendAfter: int64((sent.ResendAfter + time.Second - 1) / time.Second),
+		ExpiresIn:   int64(sent.ExpiresIn / time.Second),
+		ResendAfter: outcome.Seconds(sent.ResendAfter),
 	}, nil
 }
 
 func (c codeServer) VerifyCode(ctx context.Context, req *verifyqv1.VerifyCodeRequest) (*verifyqv1.VerifyCodeResponse, error) {
 	if err := c.s.svc.VerifyCode(ctx, req.GetEmail(), req.GetCode()); err != nil {
-		return nil, c.s.fail(ctx, err)
+		return nil, fail(ctx, err)
 	}
+	record(ctx, nil)
 	return &verifyqv1.VerifyCodeResponse{Verified: true}, nil
 }
 
-// fail returns the status error of a failed v1 call.
-func (s *Server) fail(ctx context.Context, err error) error {
-	s.logFailure(ctx, err)
-	return statusOf(err).Err()
-}
-
-// logFailure logs err when it is not the caller's doing (Redis down, a bug):
-// replies never carry internals, so the log is where they go.
-func (s *Server) logFailure(ctx context.Context, err error) {
-	if err == nil {
-		return
-	}
-	switch statusOf(err).Code() {
-	case codes.Unavailable, codes.Internal:
-		s.logger.ErrorContext(ctx, "grpc call failed", "err", err)
-	}
+// fail records err as the call's outcome and returns its status error.
+func fail(ctx context.Context, err error) error {
+	return statusOf(record(ctx, err), err).Err()
 }
 
 // clientOf returns the end user's IP address as the gateway forwards it in

@@ -6,10 +6,11 @@
 //   - grpc.health.v1.Health, whose status follows Redis readiness;
 //   - server reflection, so grpcurl works without the .proto files.
 //
-// Service errors become legacy numbers in legacyError and status codes in
-// statusOf, and nowhere else. Every unary call runs under panic recovery, a
-// log line with the address masked (never the code) and a default deadline
-// for callers that set none, as the old gateway does.
+// Every reply's legacy number, status code, reason and message come from
+// the outcome table (package outcome), as on the HTTP edge. Every unary call
+// runs under panic recovery, a deadline for callers that set none (as the
+// old gateway does), and ends in one log line with the address masked (never
+// the code) and one observation of the request metrics.
 package grpcapi
 
 import (
@@ -143,8 +144,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 			Timeout: 20 * time.Second,
 		}),
 		grpc.ChainUnaryInterceptor(
-			logCalls(logger),
-			observeCalls(cfg.Metrics),
+			observe(logger, cfg.Metrics),
 			recoverUnary(logger),
 			defaultDeadline(cfg.CallTimeout),
 		),

@@ -25,6 +25,7 @@ import (
 
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -33,20 +34,6 @@ import (
 // The lifecycle tests below start and stop servers; nothing may outlive them.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// fakeService is a hand-written fake: each test sets what it needs.
-type fakeService struct {
-	send   func(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	verify func(ctx context.Context, email, code string) error
-}
-
-func (f fakeService) SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error) {
-	return f.send(ctx, req)
-}
-
-func (f fakeService) VerifyCode(ctx context.Context, email, code string) error {
-	return f.verify(ctx, email, code)
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -83,7 +70,7 @@ func healthOf(t *testing.T, conn *grpc.ClientConn, name string) healthpb.HealthC
 func TestServerLifecycle(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
-	srv := grpcapi.New(fakeService{}, discard, grpcapi.Config{
+	srv := grpcapi.New(servicetest.Fake{}, discard, grpcapi.Config{
 		ReadyInterval: 20 * time.Millisecond,
 		Ready: func(context.Context) error {
 			if down.Load() {
@@ -147,7 +134,7 @@ func TestServerLifecycle(t *testing.T) {
 func TestShutdownCutsOffCallsAtDeadline(t *testing.T) {
 	t.Parallel()
 	entered := make(chan struct{})
-	srv := grpcapi.New(fakeService{send: func(ctx context.Context, _ service.SendRequest) (service.Sent, error) {
+	srv := grpcapi.New(servicetest.Fake{Send: func(ctx context.Context, _ service.SendRequest) (service.Sent, error) {
 		close(entered)
 		<-ctx.Done()
 		return service.Sent{}, ctx.Err()
@@ -175,8 +162,8 @@ func TestShutdownCutsOffCallsAtDeadline(t *testing.T) {
 func TestCallsThroughTheServer(t *testing.T) {
 	t.Parallel()
 	got := make(chan service.SendRequest, 10)
-	srv := grpcapi.New(fakeService{
-		send: func(ctx context.Context, req service.SendRequest) (service.Sent, error) {
+	srv := grpcapi.New(servicetest.Fake{
+		Send: func(ctx context.Context, req service.SendRequest) (service.Sent, error) {
 			got <- req
 			if _, ok := ctx.Deadline(); !ok {
 				return service.Sent{}, errors.New("no deadline")

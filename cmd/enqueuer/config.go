@@ -21,8 +21,10 @@ type Config struct {
 	AdminAddr       string        `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
 	GRPCAddr        string        `envconfig:"GRPC_ADDR" default:":50051"`
 	GRPCCallTimeout time.Duration `envconfig:"GRPC_CALL_TIMEOUT" default:"5s"`
-	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
-	CodeLength      int           `envconfig:"CODE_LENGTH" default:"6"`
+	// HTTPRequestTimeout bounds every HTTP request.
+	HTTPRequestTimeout time.Duration `envconfig:"HTTP_REQUEST_TIMEOUT" default:"5s"`
+	CodeTTL            time.Duration `envconfig:"CODE_TTL" default:"10m"`
+	CodeLength         int           `envconfig:"CODE_LENGTH" default:"6"`
 
 	ResendCooldown      time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
 	AddressSendsPerHour int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
@@ -64,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if c.GRPCCallTimeout <= 0 {
 		errs = append(errs, errors.New("GRPC_CALL_TIMEOUT: must be positive"))
+	}
+	if c.HTTPRequestTimeout <= 0 {
+		errs = append(errs, errors.New("HTTP_REQUEST_TIMEOUT: must be positive"))
 	}
 	if c.CodeTTL < time.Second {
 		errs = append(errs, fmt.Errorf("CODE_TTL: %s is shorter than 1s", c.CodeTTL))

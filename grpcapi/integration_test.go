@@ -1,125 +1,84 @@
-package main
+package grpcapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
+	"net/http/httptest"
 	"os"
 	"regexp"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	verifycodes "github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
-	"github.com/verifyq/verifyq/internal/platform"
-	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/logtest"
+	"github.com/verifyq/verifyq/internal/metrics"
+	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/tasks"
 )
 
-// logBuffer collects the app's JSON log lines and shows them in the test log.
-type logBuffer struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
+// stack is the gRPC server on the real service, Redis and metrics.
+type stack struct {
+	*servicetest.Env
+	conn    *grpc.ClientConn
+	logs    *logtest.Buffer
+	metrics *httptest.Server
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Log(strings.TrimSpace(string(p)))
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-type grpcStack struct {
-	redis *redistest.Server
-	app   *App
-	conn  *grpc.ClientConn
-	logs  *logBuffer
-}
-
-// startApp runs the real enqueuer App on loopback ports against its own
-// redis-server and dials its gRPC address. The app is closed, and must close
-// cleanly, when the test ends.
-func startApp(t *testing.T, configure ...func(*Config)) *grpcStack {
+// start serves the gRPC edge on a loopback port, on the real service with
+// the given limits and its own redis-server, and dials it. Health follows a
+// PING of that Redis, checked every 100 ms.
+func start(t *testing.T, limits verifycodes.Limits) *stack {
 	t.Helper()
-	s := &grpcStack{redis: redistest.Start(t), logs: &logBuffer{t: t}}
-	cfg := Config{
-		Common: platform.Common{
-			RedisURL:        s.redis.URL(),
-			LogLevel:        "debug",
-			CodeKeyPrefix:   "code_",
-			ShutdownTimeout: 10 * time.Second,
-			DashboardUser:   "admin",
-		},
-		HTTPAddr:        "127.0.0.1:0",
-		AdminAddr:       "127.0.0.1:0",
-		GRPCAddr:        "127.0.0.1:0",
-		GRPCCallTimeout: 5 * time.Second,
-		CodeTTL:         10 * time.Minute,
-		CodeLength:      6,
-	}
-	for _, f := range configure {
-		f(&cfg)
-	}
-	require.NoError(t, cfg.Validate())
-	logger := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := NewApp(cfg, logger)
-	require.NoError(t, err)
-	require.NoError(t, app.Open(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		assert.NoError(t, app.Close(ctx))
+	s := &stack{Env: servicetest.New(t, limits)}
+	logger, logs := logtest.New(t)
+	s.logs = logs
+	reg := metrics.NewRegistry()
+	m := metrics.NewEnqueuer(reg, nil)
+	s.metrics = httptest.NewServer(metrics.Handler(reg))
+	t.Cleanup(s.metrics.Close)
+	srv := grpcapi.New(m.Service(s.Service), logger, grpcapi.Config{
+		Ready:         func(ctx context.Context) error { return s.RDB.Ping(ctx).Err() },
+		ReadyInterval: 100 * time.Millisecond,
+		Metrics:       m,
 	})
-	s.app = app
-	s.conn = grpctest.Dial(t, app.GRPCAddr())
+	s.conn = serve(t, srv)
 	return s
 }
 
-func (s *grpcStack) legacy(t *testing.T, email string) grpctest.LegacyReply {
+func (s *stack) legacy(t *testing.T, email string) grpctest.LegacyReply {
 	t.Helper()
 	rsp, err := grpctest.GetVarifyCode(context.Background(), t, s.conn, email)
 	require.NoError(t, err, "the old service always answers with an OK status")
 	return rsp
 }
 
-func (s *grpcStack) v1() verifyqv1.CodeServiceClient { return verifyqv1.NewCodeServiceClient(s.conn) }
+func (s *stack) v1() verifyqv1.CodeServiceClient { return verifyqv1.NewCodeServiceClient(s.conn) }
 
-func (s *grpcStack) health(t *testing.T, name string) healthpb.HealthCheckResponse_ServingStatus {
-	t.Helper()
-	res, err := healthpb.NewHealthClient(s.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: name})
-	require.NoError(t, err)
-	return res.GetStatus()
-}
-
-func (s *grpcStack) waitHealth(t *testing.T, want healthpb.HealthCheckResponse_ServingStatus) {
+func (s *stack) waitHealth(t *testing.T, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
 	for _, name := range []string{"", "message.VarifyService", "verifyq.v1.CodeService"} {
-		require.Eventually(t, func() bool { return s.health(t, name) == want }, 10*time.Second, 50*time.Millisecond,
+		require.Eventually(t, func() bool { return healthOf(t, s.conn, name) == want }, 10*time.Second, 50*time.Millisecond,
 			"health of %q becomes %s", name, want)
 	}
 }
 
-func (s *grpcStack) pending(t *testing.T) int {
+func (s *stack) pending(t *testing.T) int {
 	t.Helper()
-	info, err := asynq.NewInspectorFromRedisClient(s.redis.Client(t)).GetQueueInfo(tasks.Queue)
+	info, err := asynq.NewInspectorFromRedisClient(s.RDB).GetQueueInfo(tasks.Queue)
 	if err != nil {
 		return 0
 	}
@@ -131,12 +90,12 @@ func (s *grpcStack) pending(t *testing.T) int {
 // old key and a send task queued.
 func TestGRPCOldServiceSendsCode(t *testing.T) {
 	t.Parallel()
-	s := startApp(t)
+	s := start(t, verifycodes.Limits{})
 	const email = "Old.Gateway@Example.com"
 
 	rsp := s.legacy(t, email)
 	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: email, Code: ""}, rsp)
-	code, err := s.redis.Client(t).Get(context.Background(), "code_"+email).Result()
+	code, err := s.RDB.Get(context.Background(), "code_"+email).Result()
 	require.NoError(t, err, "key code_<email>, the address as sent")
 	assert.Len(t, code, 6)
 	assert.Equal(t, 1, s.pending(t), "one send task queued")
@@ -146,7 +105,7 @@ func TestGRPCOldServiceSendsCode(t *testing.T) {
 // v1; nothing stored, nothing queued.
 func TestGRPCInvalidAddress(t *testing.T) {
 	t.Parallel()
-	s := startApp(t)
+	s := start(t, verifycodes.Limits{})
 	for _, email := range []string{"", "not an address", "x@example.com\r\nBcc: y@example.com", "Name <a@example.com>"} {
 		assert.Equal(t, grpctest.LegacyReply{Error: 3, Email: email}, s.legacy(t, email), "%q", email)
 		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: email})
@@ -155,7 +114,7 @@ func TestGRPCInvalidAddress(t *testing.T) {
 	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "a@example.com", Locale: "fr"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err), "unknown locale")
 
-	keys, err := s.redis.Client(t).Keys(context.Background(), "code_*").Result()
+	keys, err := s.RDB.Keys(context.Background(), "code_*").Result()
 	require.NoError(t, err)
 	assert.Empty(t, keys)
 	assert.Zero(t, s.pending(t))
@@ -165,11 +124,11 @@ func TestGRPCInvalidAddress(t *testing.T) {
 // NOT_SERVING, and everything works again without restarting the enqueuer.
 func TestGRPCRedisOutage(t *testing.T) {
 	t.Parallel()
-	s := startApp(t)
+	s := start(t, verifycodes.Limits{})
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 	require.Equal(t, int32(0), s.legacy(t, "before@example.com").Error)
 
-	s.redis.Stop()
+	s.Redis.Stop()
 	s.waitHealth(t, healthpb.HealthCheckResponse_NOT_SERVING)
 	assert.Equal(t, grpctest.LegacyReply{Error: 1, Email: "during@example.com"}, s.legacy(t, "during@example.com"))
 	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "during@example.com"})
@@ -177,7 +136,7 @@ func TestGRPCRedisOutage(t *testing.T) {
 	_, err = s.v1().VerifyCode(context.Background(), &verifyqv1.VerifyCodeRequest{Email: "during@example.com", Code: "123456"})
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 
-	require.NoError(t, s.redis.Restart())
+	require.NoError(t, s.Redis.Restart())
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: "after@example.com"}, s.legacy(t, "after@example.com"))
 	res, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "after2@example.com"})
@@ -189,7 +148,7 @@ func TestGRPCRedisOutage(t *testing.T) {
 // The logs hold neither the code nor the address.
 func TestGRPCVerifyCode(t *testing.T) {
 	t.Parallel()
-	s := startApp(t)
+	s := start(t, verifycodes.Limits{})
 	const email = "Verify.Me@example.com"
 	ctx := context.Background()
 
@@ -198,7 +157,7 @@ func TestGRPCVerifyCode(t *testing.T) {
 	assert.Greater(t, res.GetExpiresIn(), int64(590))
 	assert.LessOrEqual(t, res.GetExpiresIn(), int64(600))
 	assert.Zero(t, res.GetResendAfter())
-	code, err := s.redis.Client(t).Get(ctx, "code_"+email).Result()
+	code, err := s.RDB.Get(ctx, "code_"+email).Result()
 	require.NoError(t, err)
 
 	wrong := "000000"
@@ -213,7 +172,7 @@ func TestGRPCVerifyCode(t *testing.T) {
 	ok, err := s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code})
 	require.NoError(t, err, "right code")
 	assert.True(t, ok.GetVerified())
-	n, err := s.redis.Client(t).Exists(ctx, "code_"+email).Result()
+	n, err := s.RDB.Exists(ctx, "code_"+email).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "consumed")
 
@@ -233,7 +192,7 @@ func TestGRPCVerifyCode(t *testing.T) {
 // call that answers as the README says.
 func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 	t.Parallel()
-	s := startApp(t)
+	s := start(t, verifycodes.Limits{})
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 
 	services := grpctest.Services(t, s.conn)
@@ -243,7 +202,7 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 	m := grpctest.Method(t, s.conn, "message.VarifyService/GetVarifyCode")
 	assert.Equal(t, "/message.VarifyService/GetVarifyCode", "/"+string(m.Parent().FullName())+"/"+string(m.Name()))
 
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../README.md")
 	require.NoError(t, err)
 	example := regexp.MustCompile(`(?m)^grpcurl -plaintext(?: -d '([^']*)')? localhost:50051 (\S+)$`)
 	found := example.FindAllStringSubmatch(string(readme), -1)
@@ -275,4 +234,107 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 		"verifyq.v1.CodeService/VerifyCode",
 		"grpc.health.v1.Health/Check",
 	}, methods)
+}
+
+// limitDetails returns the RetryInfo delay and the ErrorInfo limit of a v1
+// ResourceExhausted status.
+func limitDetails(t *testing.T, err error) (time.Duration, string) {
+	t.Helper()
+	st := status.Convert(err)
+	require.Equal(t, codes.ResourceExhausted, st.Code(), "%v", err)
+	var delay time.Duration
+	var limit string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.RetryInfo:
+			delay = d.GetRetryDelay().AsDuration()
+		case *errdetails.ErrorInfo:
+			limit = d.GetMetadata()["limit"]
+		}
+	}
+	return delay, limit
+}
+
+// The resend cooldown over both services: the old one answers in band with
+// error 4, v1 with ResourceExhausted and RetryInfo.
+func TestGRPCResendCooldown(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+
+	res, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(60), res.GetResendAfter())
+
+	assert.Equal(t, int32(4), s.legacy(t, "cool@example.com").Error, "rate limited, in band")
+	assert.Equal(t, int32(4), s.legacy(t, "Cool@Example.com").Error, "case variants share the cooldown")
+	_, err = s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
+	delay, limit := limitDetails(t, err)
+	assert.Equal(t, "cooldown", limit)
+	assert.Greater(t, delay, 50*time.Second)
+	assert.LessOrEqual(t, delay, time.Minute)
+	assert.Equal(t, 1, s.pending(t), "refused sends enqueue nothing")
+}
+
+// The per-client cap counts the end user named in the metadata; without one
+// the gateway is never limited.
+func TestGRPCClientCap(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{ClientPerHour: 1})
+	user := metadata.AppendToOutgoingContext(context.Background(), "x-forwarded-for", "203.0.113.9")
+
+	_, err := s.v1().SendCode(user, &verifyqv1.SendCodeRequest{Email: "one@example.com"})
+	require.NoError(t, err)
+	_, err = s.v1().SendCode(user, &verifyqv1.SendCodeRequest{Email: "two@example.com"})
+	_, limit := limitDetails(t, err)
+	assert.Equal(t, "client", limit)
+	for _, email := range []string{"three@example.com", "four@example.com"} {
+		assert.Equal(t, int32(0), s.legacy(t, email).Error, "no client identity, no per-client limit")
+	}
+}
+
+// Wrong codes up to VERIFY_MAX_ATTEMPTS invalidate the code over v1 too.
+func TestGRPCAttemptLimit(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{MaxAttempts: 2})
+	ctx := context.Background()
+	_, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	code, err := s.RDB.Get(ctx, "code_g@example.com").Result()
+	require.NoError(t, err)
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: wrong})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: wrong})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: code})
+	assert.Equal(t, codes.NotFound, status.Code(err), "the right code no longer verifies")
+}
+
+// gRPC calls are counted like HTTP requests, with api="grpc"; the legacy
+// service's outcome follows its in-band error number.
+func TestGRPCCallsAreMeasured(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error)
+	require.Equal(t, int32(4), s.legacy(t, "m@example.com").Error)
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "bad"})
+	require.Error(t, err)
+
+	fams := metricstest.Scrape(t, s.metrics.URL)
+	for _, tt := range []struct {
+		route, outcome string
+	}{
+		{"/message.VarifyService/GetVarifyCode", "ok"},
+		{"/message.VarifyService/GetVarifyCode", "rate_limited"},
+		{"/verifyq.v1.CodeService/SendCode", "invalid"},
+	} {
+		v, ok := fams.Value("verifyq_requests_total", map[string]string{"api": "grpc", "route": tt.route, "outcome": tt.outcome})
+		assert.True(t, ok, "%+v", tt)
+		assert.Equal(t, 1.0, v, "%+v", tt)
+	}
+	v, _ := fams.Value("verifyq_rate_limited_total", map[string]string{"limit": "cooldown"})
+	assert.Equal(t, 1.0, v)
 }

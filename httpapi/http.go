@@ -1,0 +1,354 @@
+// Package httpapi is verifyq's HTTP edge: JSON requests in, JSON replies out.
+// Every reply's status, error code and message come from the outcome table
+// (package outcome), as on the gRPC edge. Every request runs under panic
+// recovery and a deadline, and ends in one log line (address masked, never
+// the code) and one observation of the request metrics.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/outcome"
+	"github.com/verifyq/verifyq/service"
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 4 << 10
+
+// DefaultRequestTimeout is Config.RequestTimeout when zero.
+const DefaultRequestTimeout = 5 * time.Second
+
+// Service is what the HTTP edge needs (service.Service).
+type Service interface {
+	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	VerifyCode(ctx context.Context, email, code string) error
+}
+
+var _ Service = (*service.Service)(nil)
+
+// RequestObserver records one answered request (metrics.Enqueuer), the same
+// observer the gRPC edge reports to.
+type RequestObserver interface {
+	ObserveRequest(api, route, outcome string, d time.Duration)
+}
+
+// Routes are the values of the route label and the log's path: the API's
+// paths, and "other" for any path that is not one (so that a scanner cannot
+// mint label values).
+const (
+	RouteSend   = "/v1/codes"
+	RouteVerify = "/v1/codes/verify"
+	RouteOther  = "other"
+)
+
+// Config configures a Handler.
+type Config struct {
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// RequestTimeout bounds every request. Zero means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Metrics, when set, records every request.
+	Metrics RequestObserver
+}
+
+// Handler serves the public HTTP API.
+type Handler struct {
+	svc    Service
+	logger *slog.Logger
+	cfg    Config
+	mux    *http.ServeMux
+}
+
+// NewHandler returns the HTTP API on svc.
+func NewHandler(svc Service, logger *slog.Logger, cfg Config) *Handler {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	h := &Handler{svc: svc, logger: logger, cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST "+RouteSend, h.sendCode)
+	h.mux.HandleFunc("POST "+RouteVerify, h.verifyCode)
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		reply(w, r, outcome.MethodNotAllowed, nil)
+	}
+	h.mux.HandleFunc(RouteSend, notAllowed)
+	h.mux.HandleFunc(RouteVerify, notAllowed)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { reply(w, r, outcome.NoRoute, nil) })
+	return h
+}
+
+// exchange is what a request's handler tells ServeHTTP for its log line
+// and metrics; it travels in the request's context.
+type exchange struct {
+	outcome *outcome.Outcome
+	email   string
+	err     error
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(r *http.Request) *exchange {
+	if x, ok := r.Context().Value(exchangeKey{}).(*exchange); ok {
+		return x
+	}
+	return &exchange{}
+}
+
+// ServeHTTP answers one request under a deadline and panic recovery, then
+// logs it and records it in the metrics.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := &exchange{}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, x), h.cfg.RequestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
+				panic(p)
+			}
+			h.logger.ErrorContext(ctx, "http handler panicked", "path", route(r), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			x.err = errors.New("panic")
+			if sw.code == 0 {
+				reply(sw, r, outcome.Internal, nil)
+			}
+			x.outcome = outcome.Internal
+		}
+		h.finish(r, x, sw.status(), time.Since(start))
+	}()
+	h.mux.ServeHTTP(sw, r)
+}
+
+// finish logs the request in one line and records it in the metrics.
+func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Duration) {
+	o := x.outcome
+	if o == nil { // a reply not written through reply: only a bug does that
+		o = outcome.Internal
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", route(r)),
+		slog.Int("status", status),
+		slog.String("outcome", o.Name),
+		slog.Int64("ms", d.Milliseconds()),
+	}
+	if x.email != "" {
+		attrs = append(attrs, slog.String("email", mail.MaskAddress(x.email)))
+	}
+	if x.err != nil && o.Level >= slog.LevelWarn {
+		attrs = append(attrs, slog.String("err", x.err.Error()))
+	}
+	h.logger.LogAttrs(r.Context(), o.Level, "http request", attrs...)
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.ObserveRequest("http", route(r), o.Metric, d)
+	}
+}
+
+func route(r *http.Request) string {
+	if p := r.URL.Path; p == RouteSend || p == RouteVerify {
+		return p
+	}
+	return RouteOther
+}
+
+type sendRequest struct {
+	Email  string `json:"email"`
+	Locale string `json:"locale"`
+}
+
+type sendResponse struct {
+	Email       string `json:"email"`
+	ExpiresIn   int64  `json:"expires_in"`
+	ResendAfter int64  `json:"resend_after"`
+}
+
+func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
+	var req sendRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	exchangeOf(r).email = req.Email
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale, Client: h.client(r)})
+	if err != nil {
+		replyErr(w, r, err)
+		return
+	}
+	reply(w, r, outcome.OK, nil)
+	writeJSON(w, http.StatusAccepted, sendResponse{
+		Email:       req.Email,
+		ExpiresIn:   int64(sent.ExpiresIn / time.Second),
+		ResendAfter: outcome.Seconds(sent.ResendAfter),
+	})
+}
+
+type verifyRequest struct {
+	Email string `json:"email"`
+	Code  string `json:"code"`
+}
+
+type verifyResponse struct {
+	Email    string `json:"email"`
+	Verified bool   `json:"verified"`
+}
+
+func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
+	var req verifyRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	exchangeOf(r).email = req.Email
+	if err := h.svc.VerifyCode(r.Context(), req.Email, req.Code); err != nil {
+		replyErr(w, r, err)
+		return
+	}
+	reply(w, r, outcome.OK, nil)
+	writeJSON(w, http.StatusOK, verifyResponse{Email: req.Email, Verified: true})
+}
+
+// decode reads one JSON object of at most MaxBodyBytes into v, or writes the
+// error reply and returns false.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		reply(w, r, outcome.UnsupportedMediaType, nil)
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("trailing data after the JSON object")
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &tooBig):
+		reply(w, r, outcome.BodyTooLarge, nil)
+	default:
+		reply(w, r, outcome.InvalidJSON, nil)
+	}
+	return false
+}
+
+// replyErr answers a request the service refused or failed with err.
+func replyErr(w http.ResponseWriter, r *http.Request, err error) {
+	reply(w, r, outcome.Of(r.Context(), err), err)
+}
+
+// reply records o as the request's outcome and, unless o is OK (whose
+// body the route writes), writes its JSON error reply: the table's status,
+// name and message, and Retry-After when err says when to retry. Internal
+// details of err go to the log line, never into the reply.
+func reply(w http.ResponseWriter, r *http.Request, o *outcome.Outcome, err error) {
+	x := exchangeOf(r)
+	x.outcome, x.err = o, err
+	if o == outcome.OK {
+		return
+	}
+	if _, retry, ok := outcome.RateLimit(err); ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(outcome.Seconds(retry), 10))
+	}
+	writeJSON(w, o.HTTPStatus, errorBody{Error: errorDetail{Code: o.Name, Message: o.Text(err)}})
+}
+
+// client returns the end user's address from X-Forwarded-For when the
+// request comes from a trusted proxy: the rightmost entry that is not itself
+// a trusted proxy. Otherwise "": the peer is the gateway, not a user, and is
+// never limited as if it were one.
+func (h *Handler) client(r *http.Request) string {
+	if len(h.cfg.TrustedProxies) == 0 || !h.isTrusted(peerAddr(r.RemoteAddr)) {
+		return ""
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		addr, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return "" // a malformed chain names nobody reliably
+		}
+		if !h.isTrusted(addr) {
+			return addr.String()
+		}
+	}
+	return ""
+}
+
+func (h *Handler) isTrusted(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// statusWriter remembers the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
