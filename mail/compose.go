@@ -102,7 +102,7 @@ func Compose(from string, m Message) (*gomail.Message, error) {
 
 	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
 	g.SetAddressHeader("From", sender.Address, sender.Name)
-	g.SetAddressHeader("To", m.To, "")
+	g.SetAddressHeader("To", ASCIIDomain(m.To), "")
 	g.SetHeader("Subject", data.Subject)
 	g.SetDateHeader("Date", time.Now())
 	g.SetHeader("Message-ID", msgID)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/gomail.v2"
 )
@@ -269,6 +270,10 @@ func (s *Sender) transaction(ctx context.Context, c *conn, to string, msg *gomai
 
 // send runs RCPT and DATA after a successful MAIL.
 func (s *Sender) send(ctx context.Context, c *conn, to string, msg *gomail.Message) error {
+	to = ASCIIDomain(to)
+	if ok, _ := c.c.Extension("SMTPUTF8"); !ok && !isASCII(to) {
+		return fmt.Errorf("mail: RCPT TO: %w: a non-ASCII local part needs SMTPUTF8, which the server does not offer", ErrInvalidAddress)
+	}
 	if err := c.c.Rcpt(to); err != nil {
 		return s.wrap(ctx, "RCPT TO", err)
 	}
@@ -315,3 +320,12 @@ func watch(ctx context.Context, nc net.Conn) (stop func() bool) {
 
 // aLongTimeAgo is a deadline that has already passed.
 var aLongTimeAgo = time.Unix(1, 0)
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}

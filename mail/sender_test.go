@@ -569,3 +569,27 @@ func TestSMTPErrorText(t *testing.T) {
 	require.False(t, mail.IsPermanent(nil))
 	require.True(t, strings.HasPrefix(e.Error(), "smtp:"))
 }
+
+// An internationalized domain goes to the server as its A-label, in the
+// envelope and the To header; a non-ASCII local part needs SMTPUTF8 and is
+// refused permanently, before RCPT, by a server without it.
+func TestSendInternationalAddresses(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.Start(t)
+	s := newSender(t, srv, nil, nil)
+	m := testMessage()
+	m.To = "Kim@Bücher.de"
+	require.NoError(t, s.Send(t.Context(), m))
+	got := srv.WaitMessages(t, 1, 5*time.Second)[0]
+	require.Equal(t, []string{"Kim@xn--bcher-kva.de"}, got.To)
+	require.Contains(t, string(got.Raw), "\r\nTo: Kim@xn--bcher-kva.de\r\n")
+
+	m.To = "张三@example.com"
+	err := s.Send(t.Context(), m)
+	require.ErrorIs(t, err, mail.ErrInvalidAddress)
+	require.True(t, mail.IsPermanent(err))
+
+	utf8srv := smtptest.Start(t, smtptest.WithSMTPUTF8())
+	require.NoError(t, newSender(t, utf8srv, nil, nil).Send(t.Context(), m))
+	require.Equal(t, []string{"张三@example.com"}, utf8srv.WaitMessages(t, 1, 5*time.Second)[0].To)
+}
