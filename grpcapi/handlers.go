@@ -3,10 +3,10 @@ package grpcapi
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
@@ -24,7 +24,7 @@ type legacyServer struct {
 // status: the gateway turns any other status into its own RPC-failed error.
 // Code stays empty, as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
-	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: clientOf(ctx)})
+	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx)})
 	return &messagepb.GetVarifyRsp{Error: record(ctx, err).Legacy, Email: req.GetEmail()}, nil
 }
 
@@ -35,7 +35,7 @@ type codeServer struct {
 }
 
 func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest) (*verifyqv1.SendCodeResponse, error) {
-	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: clientOf(ctx)})
+	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: c.s.clientOf(ctx)})
 	if err != nil {
 		return nil, fail(ctx, err)
 	}
@@ -59,33 +59,20 @@ func fail(ctx context.Context, err error) error {
 	return statusOf(record(ctx, err), err).Err()
 }
 
-// clientOf returns the end user's IP address as the gateway forwards it in
-// the metadata: the first entry of x-forwarded-for, else x-client-ip. It is
-// empty when neither holds an IP address. The peer address is not used: it is
-// the gateway's.
-func clientOf(ctx context.Context) string {
+// clientOf returns the end user's address as clientip's rule believes it:
+// from the metadata x-forwarded-for, else x-client-ip, when the peer is a
+// trusted proxy.
+func (s *Server) clientOf(ctx context.Context) string {
+	var peerAddr netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+			peerAddr = ap.Addr()
+		}
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, key := range []string{"x-forwarded-for", "x-client-ip"} {
-		vals := md.Get(key)
-		if len(vals) == 0 {
-			continue
-		}
-		first, _, _ := strings.Cut(vals[0], ",")
-		if ip := parseIP(strings.TrimSpace(first)); ip != "" {
-			return ip
-		}
+	hops := md.Get("x-forwarded-for")
+	if len(hops) == 0 {
+		hops = md.Get("x-client-ip")
 	}
-	return ""
-}
-
-// parseIP returns the canonical form of an IP address, with or without a
-// port, or "" when s is neither.
-func parseIP(s string) string {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.WithZone("").Unmap().String()
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().WithZone("").Unmap().String()
-	}
-	return ""
+	return s.cfg.TrustedProxies.Client(peerAddr, hops)
 }

@@ -54,6 +54,8 @@ func start(t *testing.T, limits verifycodes.Limits) *stack {
 		Ready:         func(ctx context.Context) error { return s.RDB.Ping(ctx).Err() },
 		ReadyInterval: 100 * time.Millisecond,
 		Metrics:       m,
+		// The test is the gateway: its metadata names the end user.
+		TrustedProxies: trust(t, "127.0.0.1"),
 	})
 	s.conn = serve(t, srv)
 	return s

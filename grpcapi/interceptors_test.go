@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/internal/logtest"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
@@ -145,21 +148,31 @@ func (o *observer) labels() []string {
 
 func TestClientOf(t *testing.T) {
 	t.Parallel()
+	trusted, err := clientip.ParseTrusted([]string{"127.0.0.1/32", "10.0.0.0/8"})
+	require.NoError(t, err)
+	gateway := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	stranger := &net.TCPAddr{IP: net.IPv4(198, 51, 100, 99), Port: 40000}
 	tests := map[string]struct {
-		md   metadata.MD
-		want string
+		trusted clientip.Trusted
+		peer    net.Addr
+		md      metadata.MD
+		want    string
 	}{
-		"none":                   {nil, ""},
-		"forwarded, first entry": {metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "203.0.113.7"},
-		"forwarded wins":         {metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
-		"client ip":              {metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
-		"with port":              {metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
-		"mapped v4":              {metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
-		"garbage forwarded":      {metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "192.0.2.9"},
-		"garbage":                {metadata.Pairs("x-client-ip", "a@example.com"), ""},
+		"none":                      {trusted, gateway, nil, ""},
+		"forwarded, rightmost":      {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "198.51.100.1"},
+		"forwarded, past a proxy":   {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1"), "203.0.113.7"},
+		"forwarded wins":            {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
+		"client ip":                 {trusted, gateway, metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
+		"with port":                 {trusted, gateway, metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
+		"v4 with port":              {trusted, gateway, metadata.Pairs("x-forwarded-for", "1.2.3.4:5555"), "1.2.3.4"},
+		"mapped v4":                 {trusted, gateway, metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
+		"garbage counts the sender": {trusted, gateway, metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "127.0.0.1"},
+		"untrusted peer":            {trusted, stranger, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
+		"nothing trusted":           {nil, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
 	}
 	for name, tt := range tests {
-		ctx := metadata.NewIncomingContext(context.Background(), tt.md)
-		assert.Equal(t, tt.want, clientOf(ctx), name)
+		s := &Server{cfg: Config{TrustedProxies: tt.trusted}}
+		ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), tt.md), &peer.Peer{Addr: tt.peer})
+		assert.Equal(t, tt.want, s.clientOf(ctx), name)
 	}
 }

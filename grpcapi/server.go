@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/verifyq/verifyq/clientip"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -62,6 +63,9 @@ type Config struct {
 	ReadyInterval time.Duration
 	// Metrics, when set, records every call of the two code services.
 	Metrics RequestObserver
+	// TrustedProxies are the peers whose x-forwarded-for and x-client-ip
+	// metadata is believed; without any, no call names an end user.
+	TrustedProxies clientip.Trusted
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same

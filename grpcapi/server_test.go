@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
 	"github.com/verifyq/verifyq/internal/servicetest"
@@ -34,6 +35,14 @@ import (
 // The lifecycle tests below start and stop servers; nothing may outlive them.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// trust parses trusted proxies for a test.
+func trust(t *testing.T, list ...string) clientip.Trusted {
+	t.Helper()
+	p, err := clientip.ParseTrusted(list)
+	require.NoError(t, err)
+	return p
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -176,7 +185,7 @@ func TestCallsThroughTheServer(t *testing.T) {
 			}
 			return service.Sent{ExpiresIn: 599900 * time.Millisecond, Created: true, ResendAfter: 59500 * time.Millisecond}, nil
 		},
-	}, discard, grpcapi.Config{})
+	}, discard, grpcapi.Config{TrustedProxies: trust(t, "127.0.0.1", "10.0.0.0/8")})
 	conn := serve(t, srv)
 	v1 := verifyqv1.NewCodeServiceClient(conn)
 	legacy := messagepb.NewVarifyServiceClient(conn)

@@ -17,9 +17,9 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
@@ -57,7 +57,7 @@ const (
 // Config configures a Handler.
 type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
-	TrustedProxies []netip.Prefix
+	TrustedProxies clientip.Trusted
 	// RequestTimeout bounds every request. Zero means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -265,46 +265,13 @@ func reply(w http.ResponseWriter, r *http.Request, o *outcome.Outcome, err error
 	writeJSON(w, o.HTTPStatus, errorBody{Error: errorDetail{Code: o.Name, Message: o.Text(err)}})
 }
 
-// client returns the end user's address from X-Forwarded-For when the
-// request comes from a trusted proxy: the rightmost entry that is not itself
-// a trusted proxy. Otherwise "": the peer is the gateway, not a user, and is
-// never limited as if it were one.
+// client returns the end user's address as clientip's rule believes it.
 func (h *Handler) client(r *http.Request) string {
-	if len(h.cfg.TrustedProxies) == 0 || !h.isTrusted(peerAddr(r.RemoteAddr)) {
-		return ""
+	var peer netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		peer = ap.Addr()
 	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(v, ",")...)
-	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		addr, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return "" // a malformed chain names nobody reliably
-		}
-		if !h.isTrusted(addr) {
-			return addr.String()
-		}
-	}
-	return ""
-}
-
-func (h *Handler) isTrusted(addr netip.Addr) bool {
-	addr = addr.Unmap()
-	for _, p := range h.cfg.TrustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
-}
-
-func peerAddr(remote string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr()
+	return h.cfg.TrustedProxies.Client(peer, r.Header.Values("X-Forwarded-For"))
 }
 
 type errorBody struct {

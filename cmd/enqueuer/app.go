@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
@@ -81,14 +82,15 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Registry:  reg,
 		Metrics:   m,
 		httpSrv: platform.NewHTTPServer(httpapi.NewHandler(svc, logger, httpapi.Config{
-			TrustedProxies: proxies,
+			TrustedProxies: clientip.Trusted(proxies),
 			RequestTimeout: cfg.HTTPRequestTimeout,
 			Metrics:        m,
 		}), logger),
 		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
-			CallTimeout: cfg.GRPCCallTimeout,
-			Ready:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			Metrics:     m,
+			CallTimeout:    cfg.GRPCCallTimeout,
+			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			Metrics:        m,
+			TrustedProxies: clientip.Trusted(proxies),
 		}),
 		done: make(chan error, 3),
 	}
