@@ -25,7 +25,12 @@ type legacyServer struct {
 // Code stays empty, as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
 	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx)})
-	return &messagepb.GetVarifyRsp{Error: record(ctx, err).Legacy, Email: req.GetEmail()}, nil
+	o := record(ctx, err)
+	rsp := &messagepb.GetVarifyRsp{Error: o.Legacy, Email: req.GetEmail()}
+	if o == outcome.InvalidEmail {
+		rsp.Email = "" // never echo what was refused: it may not even be UTF-8
+	}
+	return rsp, nil
 }
 
 // codeServer is verifyq.v1.CodeService.

@@ -16,8 +16,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	verifycodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
@@ -26,6 +29,7 @@ import (
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -109,7 +113,7 @@ func TestGRPCInvalidAddress(t *testing.T) {
 	t.Parallel()
 	s := start(t, verifycodes.Limits{})
 	for _, email := range []string{"", "not an address", "x@example.com\r\nBcc: y@example.com", "Name <a@example.com>"} {
-		assert.Equal(t, grpctest.LegacyReply{Error: 3, Email: email}, s.legacy(t, email), "%q", email)
+		assert.Equal(t, grpctest.LegacyReply{Error: 3}, s.legacy(t, email), "%q: error 3, the refused address not echoed", email)
 		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: email})
 		assert.Equal(t, codes.InvalidArgument, status.Code(err), "%q", email)
 	}
@@ -339,4 +343,60 @@ func TestGRPCCallsAreMeasured(t *testing.T) {
 	}
 	v, _ := fams.Value("verifyq_rate_limited_total", map[string]string{"limit": "cooldown"})
 	assert.Equal(t, 1.0, v)
+}
+
+// rawCodec sends requests as the bytes given, so a test can send what no
+// proto library would encode: invalid UTF-8 in a string field.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// stringFields encodes a message of string fields numbered from 1.
+func stringFields(values ...string) []byte {
+	var b []byte
+	for i, v := range values {
+		b = protowire.AppendTag(b, protowire.Number(i+1), protowire.BytesType)
+		b = protowire.AppendString(b, v)
+	}
+	return b
+}
+
+// Invalid UTF-8 is bad input, not a server error: INVALID_ARGUMENT on v1,
+// an OK reply with error 3 (and no address echoed) on the old service;
+// nothing stored, nothing queued.
+func TestGRPCInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	ctx := context.Background()
+	raw := grpc.ForceCodecV2(rawCodec{})
+	bad := "a\xff@example.com"
+
+	var legacy messagepb.GetVarifyRsp
+	require.NoError(t, s.conn.Invoke(ctx, "/message.VarifyService/GetVarifyCode", stringFields(bad), &legacy, raw))
+	assert.Equal(t, int32(3), legacy.GetError())
+	assert.Empty(t, legacy.GetEmail(), "never echoed")
+
+	var sent verifyqv1.SendCodeResponse
+	err := s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", stringFields(bad), &sent, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	var verified verifyqv1.VerifyCodeResponse
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/VerifyCode", stringFields("a@example.com", "12\xff34"), &verified, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "a code that is not UTF-8: %v", err)
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", stringFields("a@example.com", "e\xffn"), &sent, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "a locale that is not UTF-8: %v", err)
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", []byte{0x0a, 0xff}, &sent, raw)
+	assert.Equal(t, codes.Internal, status.Code(err), "what is not protobuf at all is still refused by the framework")
+
+	keys, err := s.RDB.Keys(ctx, "*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "nothing stored, nothing queued")
+	assert.NotContains(t, s.logs.String(), "\\ufffd")
 }

@@ -129,6 +129,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Run calls on goroutines that are kept and keep their grown
 		// stacks, not on a new goroutine per call: the chain of
 		// interceptors and go-redis outgrows a new goroutine's stack, and

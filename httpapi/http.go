@@ -6,6 +6,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +18,9 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/mail"
@@ -166,10 +169,7 @@ func route(r *http.Request) string {
 	return RouteOther
 }
 
-type sendRequest struct {
-	Email  string `json:"email"`
-	Locale string `json:"locale"`
-}
+type sendRequest struct{ Email, Locale string }
 
 type sendResponse struct {
 	Email       string `json:"email"`
@@ -179,7 +179,7 @@ type sendResponse struct {
 
 func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	var req sendRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
@@ -196,10 +196,7 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-type verifyRequest struct {
-	Email string `json:"email"`
-	Code  string `json:"code"`
-}
+type verifyRequest struct{ Email, Code string }
 
 type verifyResponse struct {
 	Email    string `json:"email"`
@@ -208,7 +205,7 @@ type verifyResponse struct {
 
 func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 	var req verifyRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
@@ -220,28 +217,87 @@ func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, verifyResponse{Email: req.Email, Verified: true})
 }
 
-// decode reads one JSON object of at most MaxBodyBytes into v, or writes the
-// error reply and returns false.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+// decode reads the body, at most MaxBodyBytes of application/json, as one
+// JSON object whose members are exactly some of fields (by exact name, each
+// at most once, each a string), or writes the error reply and returns false.
+func decode(w http.ResponseWriter, r *http.Request, fields map[string]*string) bool {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		reply(w, r, outcome.UnsupportedMediaType, nil)
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	err := dec.Decode(v)
-	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-		err = errors.New("trailing data after the JSON object")
-	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
-	case err == nil:
-		return true
 	case errors.As(err, &tooBig):
 		reply(w, r, outcome.BodyTooLarge, nil)
-	default:
-		reply(w, r, outcome.InvalidJSON, nil)
+		return false
+	case err != nil:
+		reply(w, r, outcome.Of(r.Context(), err), err)
+		return false
 	}
-	return false
+	if err := decodeObject(body, fields); err != nil {
+		reply(w, r, outcome.InvalidJSON, &outcome.DetailError{Detail: err.Error()})
+		return false
+	}
+	return true
+}
+
+// decodeObject parses body strictly: one object, members from fields only,
+// spelled exactly, none twice, every value a string; nothing after it. The
+// error says what is wrong, quoting at most a short member name.
+func decodeObject(body []byte, fields map[string]*string) error {
+	if !utf8.Valid(body) {
+		return errors.New("the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("the body is not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return errors.New("malformed JSON")
+		}
+		name, _ := t.(string)
+		dst, known := fields[name]
+		switch {
+		case !known:
+			for f := range fields {
+				if strings.EqualFold(f, name) {
+					return fmt.Errorf("member %s must be spelled %q", quote(name), f)
+				}
+			}
+			return fmt.Errorf("unknown member %s", quote(name))
+		case seen[name]:
+			return fmt.Errorf("member %q appears twice", name)
+		}
+		seen[name] = true
+		v, err := dec.Token()
+		if err != nil {
+			return errors.New("malformed JSON")
+		}
+		str, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("member %q must be a string", name)
+		}
+		*dst = str
+	}
+	if _, err := dec.Token(); err != nil {
+		return errors.New("malformed JSON")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// quote quotes a member name for an error message, cut to 32 bytes.
+func quote(name string) string {
+	if len(name) > 32 {
+		name = strings.ToValidUTF8(name[:32], "") + "..."
+	}
+	return strconv.Quote(name)
 }
 
 // replyErr answers a request the service refused or failed with err.

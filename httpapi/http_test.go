@@ -19,6 +19,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -123,12 +124,29 @@ func TestSendCodeRejectsBadInput(t *testing.T) {
 		{"list", `{"email":"a@example.com, b@example.com"}`, "invalid_email"},
 		{"too long", `{"email":"` + strings.Repeat("a", 250) + `@example.com"}`, "invalid_email"},
 		{"unknown locale", `{"email":"a@example.com","locale":"fr"}`, "invalid_locale"},
+		{"unknown member", `{"email":"a@example.com","admin":"yes"}`, "invalid_json"},
+		{"member of the other route", `{"email":"a@example.com","code":"1"}`, "invalid_json"},
+		{"duplicate member", `{"email":"a@example.com","email":"b@example.com"}`, "invalid_json"},
+		{"member by case only", `{"EMAIL":"a@example.com"}`, "invalid_json"},
+		{"null", `{"email":null}`, "invalid_json"},
+		{"invalid UTF-8", "{\"email\":\"a\xff@example.com\"}", "invalid_json"},
+		{"escaped lone surrogate", `{"email":"a\ud800@example.com"}`, "invalid_email"},
+		{"right-to-left override", `{"email":"kim\u202e@example.com"}`, "invalid_email"},
+		{"zero-width space", "{\"email\":\"ki\u200bm@example.com\"}", "invalid_email"},
+		{"line separator", `{"email":"kim\u2028@example.com"}`, "invalid_email"},
+		{"Kelvin sign", `{"email":"\u212aim@example.com"}`, "invalid_email"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, body, _ := e.post(t, "/v1/codes", tt.body)
 			assert.Equal(t, http.StatusBadRequest, status)
 			assert.Equal(t, tt.code, errCode(body))
+			msg := body["error"].(map[string]any)["message"]
+			if tt.code == "invalid_email" {
+				assert.Equal(t, outcome.InvalidEmail.Message, msg, "the address is never echoed")
+			} else {
+				assert.NotContains(t, msg, "@", "no value is echoed")
+			}
 		})
 	}
 	assert.Empty(t, e.Pending(t), "nothing enqueued")
@@ -149,6 +167,11 @@ func TestTransportErrors(t *testing.T) {
 
 	status, body, _ = e.post(t, "/v1/codes", `{"email":"a@example.com","pad":"`+strings.Repeat("x", httpapi.MaxBodyBytes)+`"}`)
 	assert.Equal(t, http.StatusRequestEntityTooLarge, status)
+	assert.Equal(t, "body_too_large", errCode(body))
+	padded := `{"email":"a@example.com"}`
+	padded += strings.Repeat(" ", httpapi.MaxBodyBytes+1-len(padded))
+	status, body, _ = e.post(t, "/v1/codes", padded)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, status, "any body over the limit, even one padded after a valid object")
 	assert.Equal(t, "body_too_large", errCode(body))
 
 	req, _ = http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes", nil)
@@ -207,8 +230,11 @@ func TestRedisDown(t *testing.T) {
 	e := newEnv(t)
 	e.Redis.Stop()
 
-	for _, path := range []string{"/v1/codes", "/v1/codes/verify"} {
-		status, body, _ := e.post(t, path, `{"email":"a@example.com","code":"123456"}`)
+	for path, reqBody := range map[string]string{
+		"/v1/codes":        `{"email":"a@example.com"}`,
+		"/v1/codes/verify": `{"email":"a@example.com","code":"123456"}`,
+	} {
+		status, body, _ := e.post(t, path, reqBody)
 		assert.Equal(t, http.StatusServiceUnavailable, status, path)
 		assert.Equal(t, "unavailable", errCode(body))
 		assert.NotContains(t, body["error"].(map[string]any)["message"], "127.0.0.1", "no internals in replies")

@@ -69,8 +69,9 @@ func asciiLower(s string) string {
 // checkRunes refuses characters that make one mailbox look like another
 // or hide in a log or on the wire: Unicode format characters (zero-width,
 // direction overrides), line and paragraph separators, private-use
-// characters, and non-ASCII characters whose case folding yields an ASCII
-// one (the Kelvin sign K folds to k, the long s to s).
+// characters, U+FFFD (what a decoder makes of broken UTF-8), and non-ASCII
+// characters whose case folding yields an ASCII one (the Kelvin sign K
+// folds to k, the long s to s).
 func checkRunes(s string) error {
 	for _, r := range s {
 		if r < utf8.RuneSelf {
@@ -83,6 +84,8 @@ func checkRunes(s string) error {
 			return invalidAddress("contains a line or paragraph separator")
 		case unicode.Is(unicode.Co, r):
 			return invalidAddress("contains a private-use character")
+		case r == utf8.RuneError:
+			return invalidAddress("contains U+FFFD, the mark of a broken encoding")
 		case foldsToASCII(r):
 			return invalidAddress("contains a character that folds to ASCII")
 		}

@@ -51,6 +51,7 @@ func TestValidateAddressRefusesDisguises(t *testing.T) {
 		"line separator":               "kim\u2028@example.com",
 		"paragraph separator":          "kim@exa\u2029mple.com",
 		"private use":                  "kim\uE000@example.com",
+		"replacement character":        "kim\uFFFD@example.com",
 		"byte order mark":              "\uFEFFkim@example.com",
 		"invalid IDN":                  "kim@xn--a.com",
 	} {

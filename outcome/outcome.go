@@ -195,9 +195,20 @@ func Of(ctx context.Context, err error) *Outcome {
 	return Internal
 }
 
-// Text is the message the caller reads for err: Message, and for a rate
-// limit which limit refused and when to retry.
+// DetailError carries what exactly was wrong with a caller's input; Text
+// adds it to the outcome's message. It never holds anything secret.
+type DetailError struct{ Detail string }
+
+func (e *DetailError) Error() string { return e.Detail }
+
+// Text is the message the caller reads for err: Message, plus the detail of
+// a *DetailError, and for a rate limit which limit refused and when to
+// retry.
 func (o *Outcome) Text(err error) string {
+	var detail *DetailError
+	if errors.As(err, &detail) {
+		return o.Message + ": " + detail.Detail
+	}
 	if limit, retry, ok := RateLimit(err); ok && o == RateLimited {
 		return fmt.Sprintf("%s (%s limit); retry in %d s", o.Message, limit, Seconds(retry))
 	}

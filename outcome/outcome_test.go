@@ -211,8 +211,11 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 		err := errorFor(o)
 		e.fail(err)
 
-		for _, path := range []string{"/v1/codes", "/v1/codes/verify"} {
-			res, body := e.post(t, path, "application/json", `{"email":"a@example.com","code":"123456"}`)
+		for path, reqBody := range map[string]string{
+			"/v1/codes":        `{"email":"a@example.com"}`,
+			"/v1/codes/verify": `{"email":"a@example.com","code":"123456"}`,
+		} {
+			res, body := e.post(t, path, "application/json", reqBody)
 			want := o.HTTPStatus
 			if o == outcome.OK && path == "/v1/codes" {
 				want = http.StatusAccepted
@@ -287,7 +290,8 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 		require.NoError(t, json.NewDecoder(res.Body).Decode(&body))
 		_ = res.Body.Close()
 		assert.Equal(t, tt.o.HTTPStatus, res.StatusCode, tt.o.Name)
-		assert.Equal(t, map[string]any{"error": map[string]any{"code": tt.o.Name, "message": tt.o.Message}}, body)
+		assert.Equal(t, tt.o.Name, body["error"].(map[string]any)["code"])
+		assert.Contains(t, body["error"].(map[string]any)["message"], tt.o.Message)
 		assert.Equal(t, tt.o.Metric, e.obs.last(t), tt.o.Name)
 		assert.Equal(t, tt.o.Name, e.lastLine(t, "http request")["outcome"])
 		seen[tt.o] = true
