@@ -48,11 +48,9 @@ bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rew
 lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
 	$(LINTER) run ./...
 
-# Rebuilt only when the pin in tools/go.mod changes; touch, because go build
-# leaves an up-to-date binary's time alone.
+# Rebuilt only when tools/go.mod or tools/go.sum (the pin) changes.
 $(LINTER): tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
-	@touch $@
 
 tools: $(MAILPIT) ## build bin/mailpit, the dev mail catcher pinned in tools/go.mod
 
