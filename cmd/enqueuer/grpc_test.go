@@ -65,6 +65,7 @@ func startApp(t *testing.T, configure ...func(*Config)) *grpcStack {
 			RedisURL:        s.redis.URL(),
 			LogLevel:        "debug",
 			CodeKeyPrefix:   "code_",
+			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 10 * time.Second,
 			DashboardUser:   "admin",
 		},
@@ -72,7 +73,6 @@ func startApp(t *testing.T, configure ...func(*Config)) *grpcStack {
 		AdminAddr:       "127.0.0.1:0",
 		GRPCAddr:        "127.0.0.1:0",
 		GRPCCallTimeout: 5 * time.Second,
-		CodeTTL:         10 * time.Minute,
 		CodeLength:      6,
 	}
 	for _, f := range configure {
