@@ -48,10 +48,14 @@ func Domain(s string) string {
 	return asciiLower(d)
 }
 
-// ASCIIDomain returns s, a valid address, with its domain as an A-label, the
-// form an SMTP server is given.
+// ASCIIDomain returns s, a valid address, with an internationalized domain
+// as its A-label, the form an SMTP server is given; an ASCII domain stays as
+// sent.
 func ASCIIDomain(s string) string {
 	at := strings.LastIndexByte(s, '@')
+	if isASCII(s[at+1:]) {
+		return s
+	}
 	return s[:at] + "@" + Domain(s)
 }
 

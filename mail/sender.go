@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/gomail.v2"
+
+	"github.com/verifyq/verifyq/internal/field"
 )
 
 // TLSMode selects how the Sender secures its SMTP connections.
@@ -45,7 +47,7 @@ func ParseTLSMode(s string) (TLSMode, error) {
 	case TLSAuto, TLSNone, TLSStartTLS, TLSImplicit:
 		return m, nil
 	}
-	return "", errors.New(`mail: TLS mode must be one of "auto", "none", "starttls", "tls"`)
+	return "", fmt.Errorf("%q: want auto, none, starttls or tls", s)
 }
 
 // Defaults applied by NewSender to zero SMTPConfig fields.
@@ -107,36 +109,50 @@ type conn struct {
 	poisoned  bool // ctx ended during use: the deadline is unusable
 }
 
-// NewSender validates cfg, applies defaults and returns a Sender. It does
-// not connect. A nil logger discards logs.
-func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+// Validate reports every problem with cfg at once, each a *field.Error
+// named after its field (Host, Port, TLS, From, Password, Timeout,
+// IdleTimeout), so a binary can report it under its environment variable.
+// It never repeats the password.
+func (cfg SMTPConfig) Validate() error {
+	var errs []error
 	if cfg.Host == "" || strings.ContainsFunc(cfg.Host, func(r rune) bool {
 		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/'
 	}) {
-		return nil, errors.New("mail: SMTP host is empty or malformed")
+		errs = append(errs, field.Errorf("Host", "empty or malformed"))
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
-		return nil, errors.New("mail: SMTP port must be in 1..65535")
+		errs = append(errs, field.Errorf("Port", "%d is not in 1..65535", cfg.Port))
 	}
-	mode, err := ParseTLSMode(string(cfg.TLS))
-	if err != nil {
-		return nil, err
+	if _, err := ParseTLSMode(string(cfg.TLS)); err != nil {
+		errs = append(errs, &field.Error{Field: "TLS", Err: err})
 	}
-	cfg.TLS = mode
-	from, err := parseFrom(cfg.From)
-	if err != nil {
-		return nil, err
+	if _, err := parseFrom(cfg.From); err != nil {
+		errs = append(errs, &field.Error{Field: "From", Err: err})
 	}
 	if cfg.Username == "" && cfg.Password != "" {
-		return nil, errors.New("mail: SMTP password set without a username")
+		errs = append(errs, field.Errorf("Password", "set without a username"))
 	}
-	switch {
-	case cfg.Timeout < 0:
-		return nil, errors.New("mail: SMTP timeout must not be negative")
-	case cfg.Timeout == 0:
+	if cfg.Timeout < 0 {
+		errs = append(errs, field.Errorf("Timeout", "%s is negative", cfg.Timeout))
+	}
+	if cfg.IdleTimeout < 0 {
+		errs = append(errs, field.Errorf("IdleTimeout", "%s is negative", cfg.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// NewSender validates cfg with Validate, applies defaults and returns a
+// Sender. It does not connect. A nil logger discards logs.
+func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.TLS, _ = ParseTLSMode(string(cfg.TLS))
+	from, _ := parseFrom(cfg.From)
+	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	switch {
@@ -145,10 +161,7 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 	case cfg.MaxIdle == 0:
 		cfg.MaxIdle = DefaultMaxIdle
 	}
-	switch {
-	case cfg.IdleTimeout < 0:
-		return nil, errors.New("mail: SMTP idle timeout must not be negative")
-	case cfg.IdleTimeout == 0:
+	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 
@@ -170,7 +183,7 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 		cfg:      cfg,
 		envFrom:  from.Address,
 		addr:     net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
-		implicit: mode == TLSImplicit || (mode == TLSAuto && cfg.Port == 465),
+		implicit: cfg.TLS == TLSImplicit || (cfg.TLS == TLSAuto && cfg.Port == 465),
 		tlsConf:  tc,
 		log:      logger.With(slog.String("component", "mail.sender")),
 	}, nil

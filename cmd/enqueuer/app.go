@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
@@ -82,7 +81,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Registry:  reg,
 		Metrics:   m,
 		httpSrv: platform.NewHTTPServer(httpapi.NewHandler(svc, logger, httpapi.Config{
-			TrustedProxies: clientip.Trusted(proxies),
+			TrustedProxies: proxies,
 			RequestTimeout: cfg.HTTPRequestTimeout,
 			Metrics:        m,
 		}), logger),
@@ -90,7 +89,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 			CallTimeout:    cfg.GRPCCallTimeout,
 			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			Metrics:        m,
-			TrustedProxies: clientip.Trusted(proxies),
+			TrustedProxies: proxies,
 		}),
 		done: make(chan error, 3),
 	}

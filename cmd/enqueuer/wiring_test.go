@@ -36,6 +36,7 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 			RedisURL:        s.redis.URL(),
 			LogLevel:        "debug",
 			CodeKeyPrefix:   "code_",
+			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 10 * time.Second,
 			DashboardUser:   "admin",
 		},
@@ -44,7 +45,6 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 		GRPCAddr:           "127.0.0.1:0",
 		GRPCCallTimeout:    5 * time.Second,
 		HTTPRequestTimeout: 5 * time.Second,
-		CodeTTL:            10 * time.Minute,
 		CodeLength:         6,
 	}
 	for _, f := range configure {
