@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -99,7 +100,9 @@ type Server struct {
 // costs its stack, a few KB.
 const StreamWorkersPerCPU = 64
 
-func streamWorkers() uint32 { return uint32(StreamWorkersPerCPU * runtime.GOMAXPROCS(0)) }
+func streamWorkers() uint32 {
+	return uint32(min(StreamWorkersPerCPU*runtime.GOMAXPROCS(0), math.MaxUint16)) //nolint:gosec // G115: bounded just above
+}
 
 // healthNames are the names the health service reports: the whole server
 // and each service.

@@ -46,7 +46,7 @@ func Rename(err error, names map[string]string) error {
 			}
 			return
 		}
-		if fe, ok := err.(*Error); ok {
+		if fe, ok := err.(*Error); ok { //nolint:errorlint // the tree is walked by hand: each leaf is looked at itself, not what it wraps
 			if name, ok := names[fe.Field]; ok {
 				err = &Error{Field: name, Err: fe.Err}
 			}

@@ -71,7 +71,7 @@ func Run[C Config](ctx context.Context, b Binary[C], args []string, stderr io.Wr
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", b.Name, fs.Args())
+		_, _ = fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", b.Name, fs.Args())
 		fs.Usage()
 		return 2
 	}
@@ -84,7 +84,7 @@ func Run[C Config](ctx context.Context, b Binary[C], args []string, stderr io.Wr
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", b.Name, err)
+		_, _ = fmt.Fprintf(stderr, "%s: %v\n", b.Name, err)
 		return 1
 	}
 	return 0

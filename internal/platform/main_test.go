@@ -32,7 +32,7 @@ type testBinary struct {
 	serveFn func(ctx context.Context) error
 }
 
-func (b *testBinary) run(t *testing.T, ctx context.Context, args ...string) (int, string) {
+func (b *testBinary) run(ctx context.Context, t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	// Run sets the process's loggers up on stderr; put them back after.
 	prev := slog.Default()
@@ -81,7 +81,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 		<-ctx.Done()
 		return nil
 	}}
-	code, stderr := b.run(t, ctx)
+	code, stderr := b.run(ctx, t)
 	assert.Equal(t, 0, code)
 	require.True(t, b.served)
 	assert.Equal(t, 2*time.Minute, b.cfg.CodeTTL)
@@ -91,7 +91,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 
 func TestRunServeFailure(t *testing.T) {
 	b := &testBinary{serveFn: func(context.Context) error { return errors.New("ADMIN_ADDR: listen: address in use") }}
-	code, stderr := b.run(t, context.Background())
+	code, stderr := b.run(context.Background(), t)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "testbin: ADMIN_ADDR: listen: address in use\n")
 }
@@ -104,7 +104,7 @@ func TestRunBadConfig(t *testing.T) {
 	t.Setenv("REDIS_URL", "http://user:hunter2@redis")
 	b := &testBinary{}
 	for _, args := range [][]string{nil, {"-healthcheck"}} {
-		code, stderr := b.run(t, context.Background(), args...)
+		code, stderr := b.run(context.Background(), t, args...)
 		assert.Equal(t, 1, code)
 		assert.False(t, b.served)
 		assert.Equal(t, "testbin: REDIS_URL: not a valid redis:// or rediss:// URL\n"+
@@ -114,12 +114,12 @@ func TestRunBadConfig(t *testing.T) {
 
 func TestRunArguments(t *testing.T) {
 	b := &testBinary{}
-	code, stderr := b.run(t, context.Background(), "-bogus")
+	code, stderr := b.run(context.Background(), t, "-bogus")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "-healthcheck")
-	code, _ = b.run(t, context.Background(), "extra")
+	code, _ = b.run(context.Background(), t, "extra")
 	assert.Equal(t, 2, code)
-	code, _ = b.run(t, context.Background(), "-h")
+	code, _ = b.run(context.Background(), t, "-h")
 	assert.Equal(t, 0, code)
 	assert.False(t, b.served)
 }
@@ -131,12 +131,12 @@ func TestRunHealthcheck(t *testing.T) {
 	b := &testBinary{}
 
 	t.Setenv("ADMIN_ADDR", strings.TrimPrefix(admin.URL, "http://"))
-	code, stderr := b.run(t, context.Background(), "-healthcheck")
+	code, stderr := b.run(context.Background(), t, "-healthcheck")
 	assert.Equal(t, 0, code, stderr)
 	assert.False(t, b.served, "a health check serves nothing")
 
 	rs.Stop()
-	code, stderr = b.run(t, context.Background(), "-healthcheck")
+	code, stderr = b.run(context.Background(), t, "-healthcheck")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "testbin: 503 Service Unavailable: redis unreachable")
 }
