@@ -160,7 +160,7 @@ func TestClientGoneIsCanceled(t *testing.T) {
 func TestRequestDeadline(t *testing.T) {
 	t.Parallel()
 	logger, logs := logtest.New(t)
-	fake := servicetest.Fake{Verify: func(ctx context.Context, _, _ string) error { return blocked(ctx) }}
+	fake := servicetest.Fake{Verify: func(ctx context.Context, _ service.VerifyRequest) error { return blocked(ctx) }}
 	srv := httptest.NewServer(httpapi.NewHandler(fake, logger, httpapi.Config{RequestTimeout: 50 * time.Millisecond}))
 	t.Cleanup(srv.Close)
 

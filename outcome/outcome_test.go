@@ -53,8 +53,8 @@ func errorFor(o *outcome.Outcome) error {
 func TestOf(t *testing.T) {
 	t.Parallel()
 	for _, o := range outcome.All() {
-		if o.HTTPOnly {
-			continue
+		if o.HTTPOnly || o.LegacyOnly {
+			continue // never an error's outcome
 		}
 		assert.Same(t, o, outcome.Of(context.Background(), errorFor(o)), o.Name)
 	}
@@ -72,6 +72,10 @@ func TestTableIsConsistent(t *testing.T) {
 		assert.False(t, names[o.Name], "name %q once", o.Name)
 		names[o.Name] = true
 		assert.Contains(t, outcome.Metrics(), o.Metric)
+		if o.LegacyOnly {
+			assert.Zero(t, o.HTTPStatus, "%s: no HTTP status", o.Name)
+			continue
+		}
 		if o != outcome.OK {
 			assert.NotEmpty(t, o.Message, o.Name)
 			assert.GreaterOrEqual(t, o.HTTPStatus, 400, o.Name)
@@ -145,7 +149,7 @@ func startEdges(t *testing.T) *edges {
 		Send: func(context.Context, service.SendRequest) (service.Sent, error) {
 			return service.Sent{ExpiresIn: time.Minute}, current()
 		},
-		Verify: func(context.Context, string, string) error { return current() },
+		Verify: func(context.Context, service.VerifyRequest) error { return current() },
 	}
 	logger, logs := logtest.New(t)
 	e.logs = logs
@@ -205,8 +209,8 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 	e := startEdges(t)
 	ctx := context.Background()
 	for _, o := range outcome.All() {
-		if o.HTTPOnly {
-			continue
+		if o.HTTPOnly || o.LegacyOnly {
+			continue // TestHTTPTransportOutcomes; grpcapi's TestGRPCLegacyResendIsCoalesced
 		}
 		err := errorFor(o)
 		e.fail(err)
@@ -321,9 +325,14 @@ func TestREADMEListsEveryOutcome(t *testing.T) {
 		require.GreaterOrEqual(t, len(cols), 6, rows[i])
 		names = append(names, cell(cols[0]))
 		assert.Equal(t, o.Name, cell(cols[0]), "row %d", i)
-		assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, README %q", o.Name, o.HTTPStatus, cols[1])
 		wantCode, wantLegacy := "", ""
-		if !o.HTTPOnly {
+		if o.LegacyOnly {
+			assert.Empty(t, cell(cols[1]), "%s: no HTTP status", o.Name)
+			wantLegacy = strconv.Itoa(int(o.Legacy))
+		} else {
+			assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, README %q", o.Name, o.HTTPStatus, cols[1])
+		}
+		if !o.HTTPOnly && !o.LegacyOnly {
 			wantCode = strings.ToUpper(upperSnake.ReplaceAllString(o.GRPCCode.String(), "${1}_${2}"))
 			wantLegacy = strconv.Itoa(int(o.Legacy))
 		}

@@ -87,9 +87,9 @@ func TestServiceErrors(t *testing.T) {
 	assert.ErrorIs(t, err, service.ErrInvalidAddress)
 	_, err = svc.SendCode(ctx, service.SendRequest{Email: "a@example.com", Locale: "xx"})
 	assert.ErrorIs(t, err, service.ErrUnknownLocale)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", ""), service.ErrInvalidCode)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", string(make([]byte, service.MaxCodeLength+1))), service.ErrInvalidCode)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", "123456"), service.ErrNotFound)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: ""}), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: string(make([]byte, service.MaxCodeLength+1))}), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: "123456"}), service.ErrNotFound)
 
 	var rl error = &service.RateLimitError{Limit: "cooldown", RetryAfter: time.Second}
 	assert.ErrorIs(t, rl, service.ErrRateLimited)

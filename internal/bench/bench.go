@@ -315,7 +315,7 @@ func (c *ceiling) Close() error { return c.rdb.Close() }
 // send is what service.SendCode does in Redis for email.
 func (c *ceiling) send(ctx context.Context, email string) string {
 	now := time.Now()
-	issued, err := c.store.GetOrCreate(ctx, email, "")
+	issued, err := c.store.GetOrCreate(ctx, codes.Request{Email: email})
 	if errors.Is(err, codes.ErrRateLimited) {
 		return "rate_limited"
 	}

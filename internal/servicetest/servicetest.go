@@ -72,14 +72,14 @@ func (e *Env) Pending(t testing.TB) []tasks.SendCodePayload {
 // a nil field succeeds.
 type Fake struct {
 	Send   func(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	Verify func(ctx context.Context, email, code string) error
+	Verify func(ctx context.Context, req service.VerifyRequest) error
 }
 
 // Failing returns a Fake whose every call fails with err.
 func Failing(err error) Fake {
 	return Fake{
 		Send:   func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
-		Verify: func(context.Context, string, string) error { return err },
+		Verify: func(context.Context, service.VerifyRequest) error { return err },
 	}
 }
 
@@ -92,9 +92,9 @@ func (f Fake) SendCode(ctx context.Context, req service.SendRequest) (service.Se
 }
 
 // VerifyCode calls f.Verify.
-func (f Fake) VerifyCode(ctx context.Context, email, code string) error {
+func (f Fake) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
 	if f.Verify == nil {
 		return nil
 	}
-	return f.Verify(ctx, email, code)
+	return f.Verify(ctx, req)
 }
