@@ -67,6 +67,8 @@ type Config struct {
 	// TrustedProxies are the peers whose x-forwarded-for and x-client-ip
 	// metadata is believed; without any, no call names an end user.
 	TrustedProxies clientip.Trusted
+	// Limits bound the streams and connections clients hold open.
+	Limits Limits
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same
@@ -82,6 +84,8 @@ type Server struct {
 	cfg    Config
 	grpc   *grpc.Server
 	health *health.Server
+	// watches counts the open health Watch and reflection streams.
+	watches *watchLimit
 
 	// stopping ends the readiness loop and open streams (health Watch,
 	// reflection) when Shutdown begins.
@@ -121,12 +125,14 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 	if cfg.ReadyInterval <= 0 {
 		cfg.ReadyInterval = time.Second
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	stopping, stop := context.WithCancel(context.Background())
 	s := &Server{
 		svc:      svc,
 		logger:   logger,
 		cfg:      cfg,
 		health:   health.NewServer(),
+		watches:  newWatchLimit(cfg.Limits.MaxWatches, cfg.Limits.MaxWatchesPerConn),
 		stopping: stopping,
 		stop:     stop,
 	}
@@ -140,16 +146,25 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 		// call that finds every worker busy still gets a goroutine of its
 		// own, so this bounds nothing.
 		grpc.NumStreamWorkers(streamWorkers()),
+		// Bounds of what one client can hold open: streams per
+		// connection, the wait for a new connection's preface, and
+		// connections idle or old (Limits).
+		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(HandshakeTimeout),
 		// Clients may ping every 10 s, even between calls (the gateway
 		// keeps one channel open); faster pingers are sent away.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             10 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		// Find dead peers after a minute of silence.
+		// Find dead peers after a minute of silence; close connections
+		// idle or old.
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    time.Minute,
-			Timeout: 20 * time.Second,
+			Time:                  time.Minute,
+			Timeout:               20 * time.Second,
+			MaxConnectionIdle:     cfg.Limits.MaxConnectionIdle,
+			MaxConnectionAge:      cfg.Limits.MaxConnectionAge,
+			MaxConnectionAgeGrace: cfg.Limits.MaxConnectionAgeGrace,
 		}),
 		grpc.ChainUnaryInterceptor(
 			observe(logger, cfg.Metrics),
@@ -157,6 +172,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 			defaultDeadline(cfg.CallTimeout),
 		),
 		grpc.ChainStreamInterceptor(
+			s.boundWatches,
 			recoverStream(logger),
 			s.endStreamOnStop,
 		),
