@@ -97,16 +97,13 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// adminMux serves /healthz, /readyz and /metrics openly, and the dashboard
-// and pprof behind basic auth when DASHBOARD_PASSWORD is set. Config
-// refuses a non-loopback ADMIN_ADDR without a password.
+// adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
+// the dashboard and pprof behind platform.AdminGuard: only to a Host of
+// ADMIN_ADDR or DASHBOARD_HOSTS, state changes only from their own pages,
+// and with basic auth when DASHBOARD_PASSWORD is set. Config refuses a
+// non-loopback ADMIN_ADDR without a password.
 func (a *App) adminMux() *http.ServeMux {
-	guard := func(h http.Handler) http.Handler { return h }
-	if a.cfg.DashboardPassword != "" {
-		guard = func(h http.Handler) http.Handler {
-			return platform.BasicAuth(a.cfg.DashboardUser, a.cfg.DashboardPassword, "verifyq admin", h)
-		}
-	}
+	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardUser, a.cfg.DashboardPassword)
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(a.dashboard))

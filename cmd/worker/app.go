@@ -91,21 +91,16 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// adminMux serves /healthz, /readyz and /metrics openly, and pprof behind
-// basic auth when DASHBOARD_PASSWORD is set; without a password pprof is
-// served only on a loopback ADMIN_ADDR.
+// adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
+// pprof behind platform.AdminGuard (a Host of ADMIN_ADDR or
+// DASHBOARD_HOSTS, and basic auth when DASHBOARD_PASSWORD is set); without
+// a password pprof is served only on a loopback ADMIN_ADDR.
 func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
-	switch {
-	case a.cfg.DashboardPassword != "":
+	if a.cfg.DashboardPassword != "" || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true
-		platform.MountPprof(mux, func(h http.Handler) http.Handler {
-			return platform.BasicAuth(a.cfg.DashboardUser, a.cfg.DashboardPassword, "verifyq admin", h)
-		})
-	case platform.IsLoopback(a.cfg.AdminAddr):
-		a.pprof = true
-		platform.MountPprof(mux, func(h http.Handler) http.Handler { return h })
+		platform.MountPprof(mux, platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardUser, a.cfg.DashboardPassword))
 	}
 	return mux
 }

@@ -81,4 +81,20 @@ func TestAdminEndpoints(t *testing.T) {
 		assert.Equal(t, http.StatusOK, status(t, admin+"/debug/pprof/", "admin", "s3cret"))
 		assert.Equal(t, http.StatusOK, status(t, admin+"/metrics"))
 	})
+	t.Run("pprof only to its own host names", func(t *testing.T) {
+		t.Parallel()
+		app := startApp(t, func(c *Config) { c.DashboardHosts = []string{"ops.example"} })
+		for host, want := range map[string]int{
+			"evil.example": http.StatusMisdirectedRequest, "ops.example": http.StatusOK,
+			"localhost": http.StatusOK, "127.0.0.1": http.StatusOK,
+		} {
+			req, err := http.NewRequest(http.MethodGet, "http://"+app.AdminAddr()+"/debug/pprof/", nil)
+			require.NoError(t, err)
+			req.Host = host
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, want, res.StatusCode, host)
+		}
+	})
 }

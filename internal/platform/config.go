@@ -28,6 +28,17 @@ type Common struct {
 	// these when DASHBOARD_PASSWORD is set.
 	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
 	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
+	// DashboardHosts are the names, besides the host of ADMIN_ADDR,
+	// "localhost" and IP addresses, that the dashboard and pprof answer to
+	// in the Host header (see Hosts).
+	DashboardHosts []string `envconfig:"DASHBOARD_HOSTS"`
+}
+
+// AdminHosts returns the names the admin server on adminAddr answers to
+// (DASHBOARD_HOSTS, validated before).
+func (c Common) AdminHosts(adminAddr string) Hosts {
+	extra, _ := ParseHosts(c.DashboardHosts)
+	return AdminHosts(adminAddr, extra)
 }
 
 // Validate returns every problem with c, each naming its variable and never
@@ -50,6 +61,9 @@ func (c Common) Validate() []error {
 	}
 	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
 		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
+	}
+	if _, err := ParseHosts(c.DashboardHosts); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }

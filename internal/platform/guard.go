@@ -1,0 +1,160 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Hosts is the set of names the admin server answers to in the Host header
+// of a request for the dashboard or pprof: a DNS-rebinding page, served
+// from a name its owner points at the admin address, sends its own name
+// and is refused. An IP literal is always accepted (a page whose origin is
+// the admin's IP address is the admin's own), and so is "localhost"; other
+// names only when they are the host of ADMIN_ADDR or listed in
+// DASHBOARD_HOSTS. The port is not compared.
+type Hosts struct{ names map[string]bool }
+
+// maxHostLen bounds one DASHBOARD_HOSTS entry: the longest DNS name.
+const maxHostLen = 253
+
+// ParseHosts parses DASHBOARD_HOSTS (already split at commas): each entry a
+// host name or IP address without a port, surrounding spaces ignored.
+func ParseHosts(list []string) ([]string, error) {
+	var names []string
+	var errs []error
+	for _, raw := range list {
+		h := normalizeHost(strings.TrimSpace(raw))
+		switch {
+		case h == "":
+			errs = append(errs, errors.New("DASHBOARD_HOSTS: an empty name"))
+		case net.ParseIP(h) == nil && !validName(h):
+			errs = append(errs, fmt.Errorf("DASHBOARD_HOSTS: %q is not a host name or IP address (no port, no scheme)", raw))
+		default:
+			names = append(names, h)
+		}
+	}
+	return names, errors.Join(errs...)
+}
+
+// validName reports whether h (lower case) is a DNS name: letters, digits,
+// '-', '_' and dots, at most 253 bytes, no empty label.
+func validName(h string) bool {
+	if len(h) > maxHostLen {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return false
+		}
+		for _, c := range label {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// normalizeHost lower-cases h and drops IPv6 brackets and a trailing dot.
+func normalizeHost(h string) string {
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	return h
+}
+
+// AdminHosts returns the names an admin server on adminAddr answers to:
+// the host of adminAddr when it is a name, and extra (ParseHosts's
+// result), besides IP literals and "localhost".
+func AdminHosts(adminAddr string, extra []string) Hosts {
+	h := Hosts{names: map[string]bool{"localhost": true}}
+	if host, _, err := net.SplitHostPort(adminAddr); err == nil && host != "" {
+		h.names[normalizeHost(host)] = true
+	}
+	for _, n := range extra {
+		h.names[normalizeHost(n)] = true
+	}
+	return h
+}
+
+// Allows reports whether a request with the Host header hostport (with or
+// without a port) is for this server.
+func (h Hosts) Allows(hostport string) bool {
+	host := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		host = hh
+	}
+	host = normalizeHost(host)
+	if host == "" {
+		return false
+	}
+	return net.ParseIP(host) != nil || h.names[host]
+}
+
+// CheckHost answers 421 Misdirected Request, without calling next, to a
+// request whose Host header hosts does not allow.
+func CheckHost(hosts Hosts, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hosts.Allows(r.Host) {
+			http.Error(w, "unknown host: add it to DASHBOARD_HOSTS", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// SameOrigin answers 403, without calling next, to a state-changing request
+// (any method but GET, HEAD and OPTIONS) that a browser did not send from
+// the server's own pages: it needs Sec-Fetch-Site: same-origin, or, from a
+// browser that sends no Sec-Fetch-Site, an Origin whose host and port are
+// the request's Host (http or https). A request with neither header (curl,
+// a script) is refused too: such a client can send the Origin of the
+// server. Browsers send Origin with every such request, so a form or fetch
+// on another site cannot ride on cached basic-auth credentials.
+func SameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if !isSameOrigin(r) {
+				http.Error(w, "cross-origin request refused: send Origin of this server or Sec-Fetch-Site: same-origin",
+					http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isSameOrigin(r *http.Request) bool {
+	if site := r.Header.Values("Sec-Fetch-Site"); len(site) > 0 {
+		return len(site) == 1 && site[0] == "same-origin"
+	}
+	origins := r.Header.Values("Origin")
+	if len(origins) != 1 {
+		return false
+	}
+	u, err := url.Parse(origins[0])
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// AdminGuard returns what guards the admin server's dashboard and pprof,
+// outermost first: the Host check (CheckHost), the cross-site check
+// (SameOrigin), and basic auth when password is set.
+func AdminGuard(hosts Hosts, user, password string) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		if password != "" {
+			h = BasicAuth(user, password, "verifyq admin", h)
+		}
+		return CheckHost(hosts, SameOrigin(h))
+	}
+}

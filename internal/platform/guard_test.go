@@ -1,0 +1,113 @@
+package platform_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/platform"
+)
+
+func TestParseHosts(t *testing.T) {
+	t.Parallel()
+	got, err := platform.ParseHosts([]string{" Ops.Example.com. ", "10.0.0.1", "::1", "[2001:db8::1]", "my_host"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ops.example.com", "10.0.0.1", "::1", "2001:db8::1", "my_host"}, got)
+
+	_, err = platform.ParseHosts([]string{"a.example:80", "", "http://a", "a..b", "a b", string(make([]byte, 254))})
+	require.Error(t, err)
+	lines := 0
+	for _, line := range strings.Split(err.Error(), "\n") {
+		assert.Regexp(t, `^DASHBOARD_HOSTS: `, line)
+		lines++
+	}
+	assert.Equal(t, 6, lines, "every bad entry: %v", err)
+}
+
+func TestAdminHosts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		admin string
+		extra []string
+		host  string
+		want  bool
+	}{
+		{"127.0.0.1:8081", nil, "127.0.0.1:8081", true},
+		{"127.0.0.1:8081", nil, "localhost:8081", true},
+		{"127.0.0.1:8081", nil, "localhost", true},
+		{"127.0.0.1:8081", nil, "[::1]:8081", true},
+		{"127.0.0.1:8081", nil, "[::1]", true},
+		{":8081", nil, "192.0.2.10:8081", true}, // an IP literal is the admin's own origin
+		{"127.0.0.1:8081", nil, "evil.example:8081", false},
+		{"127.0.0.1:8081", nil, "", false},
+		{"127.0.0.1:8081", nil, "sub.localhost:8081", false},
+		{"admin.internal:8081", nil, "admin.internal:8081", true},
+		{"admin.internal:8081", nil, "ADMIN.internal.:9000", true},
+		{"admin.internal:8081", nil, "internal:8081", false},
+		{":8081", []string{"ops.example.com"}, "ops.example.com", true},
+		{":8081", []string{"ops.example.com"}, "x.ops.example.com", false},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, platform.AdminHosts(tt.admin, tt.extra).Allows(tt.host), "%s %v Host %q", tt.admin, tt.extra, tt.host)
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	t.Parallel()
+	h := platform.SameOrigin(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	tests := []struct {
+		name    string
+		method  string
+		headers map[string][]string
+		want    int
+	}{
+		{"GET from anywhere", http.MethodGet, map[string][]string{"Sec-Fetch-Site": {"cross-site"}}, http.StatusNoContent},
+		{"HEAD", http.MethodHead, nil, http.StatusNoContent},
+		{"OPTIONS", http.MethodOptions, nil, http.StatusNoContent},
+		{"POST same-origin", http.MethodPost, map[string][]string{"Sec-Fetch-Site": {"same-origin"}}, http.StatusNoContent},
+		{"POST own Origin", http.MethodPost, map[string][]string{"Origin": {"http://admin.test:8081"}}, http.StatusNoContent},
+		{"POST own Origin over TLS", http.MethodPost, map[string][]string{"Origin": {"https://admin.test:8081"}}, http.StatusNoContent},
+		{"POST own Origin, host case", http.MethodPost, map[string][]string{"Origin": {"http://ADMIN.test:8081"}}, http.StatusNoContent},
+		{"POST cross-site", http.MethodPost, map[string][]string{"Sec-Fetch-Site": {"cross-site"}, "Origin": {"http://admin.test:8081"}}, http.StatusForbidden},
+		{"POST same-site", http.MethodPost, map[string][]string{"Sec-Fetch-Site": {"same-site"}}, http.StatusForbidden},
+		{"POST two Sec-Fetch-Site", http.MethodPost, map[string][]string{"Sec-Fetch-Site": {"same-origin", "cross-site"}}, http.StatusForbidden},
+		{"POST other Origin", http.MethodPost, map[string][]string{"Origin": {"http://evil.example"}}, http.StatusForbidden},
+		{"POST other port", http.MethodPost, map[string][]string{"Origin": {"http://admin.test:8082"}}, http.StatusForbidden},
+		{"POST no port", http.MethodPost, map[string][]string{"Origin": {"http://admin.test"}}, http.StatusForbidden},
+		{"POST other scheme", http.MethodPost, map[string][]string{"Origin": {"ftp://admin.test:8081"}}, http.StatusForbidden},
+		{"POST null", http.MethodPost, map[string][]string{"Origin": {"null"}}, http.StatusForbidden},
+		{"POST userinfo", http.MethodPost, map[string][]string{"Origin": {"http://u@admin.test:8081"}}, http.StatusForbidden},
+		{"POST nothing", http.MethodPost, nil, http.StatusForbidden},
+		{"DELETE nothing", http.MethodDelete, nil, http.StatusForbidden},
+		{"PUT other", http.MethodPut, map[string][]string{"Origin": {"http://evil.example"}}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(tt.method, "http://admin.test:8081/monitoring/api/queues/mail:pause", nil)
+		for k, v := range tt.headers {
+			req.Header[k] = v
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, tt.want, rec.Code, tt.name)
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	t.Parallel()
+	h := platform.CheckHost(platform.AdminHosts("127.0.0.1:8081", nil),
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	for host, want := range map[string]int{
+		"127.0.0.1:8081":    http.StatusNoContent,
+		"localhost:8081":    http.StatusNoContent,
+		"evil.example:8081": http.StatusMisdirectedRequest,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "http://"+host+"/debug/pprof/", nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, want, rec.Code, host)
+	}
+}
