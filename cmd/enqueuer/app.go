@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/net/netutil"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
@@ -90,6 +91,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			Metrics:        m,
 			TrustedProxies: proxies,
+			Limits:         cfg.grpcLimits(),
 		}),
 		done: make(chan error, 3),
 	}
@@ -111,17 +113,28 @@ func (a *App) adminMux() *http.ServeMux {
 	return mux
 }
 
+// fdReserve is the file descriptors the enqueuer needs besides the
+// connections of its public listeners: the admin server's, Redis's (the
+// pool and the dashboard's), the listeners, logs.
+const fdReserve = 256
+
 // Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
-// background.
+// background. The public listeners accept at most HTTP_MAX_CONNECTIONS and
+// GRPC_MAX_CONNECTIONS connections at once; further ones wait in the
+// kernel's accept queue until one closes. ADMIN_ADDR has no such bound, so
+// it keeps answering while they are full, as long as the file descriptor
+// limit leaves room: Open warns when it does not.
 func (a *App) Open(ctx context.Context) error {
 	var err error
 	if a.httpLn, err = platform.Listen(ctx, "HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
 		return err
 	}
+	a.httpLn = netutil.LimitListener(a.httpLn, a.cfg.HTTPMaxConnections)
 	if a.grpcLn, err = platform.Listen(ctx, "GRPC_ADDR", a.cfg.GRPCAddr); err != nil {
 		_ = a.httpLn.Close()
 		return err
 	}
+	a.grpcLn = netutil.LimitListener(a.grpcLn, a.cfg.GRPCMaxConnections)
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		_ = a.httpLn.Close()
 		_ = a.grpcLn.Close()
@@ -132,7 +145,15 @@ func (a *App) Open(ctx context.Context) error {
 	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
-		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardPassword != "", "dashboard_readonly", a.cfg.DashboardReadOnly)
+		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardPassword != "", "dashboard_readonly", a.cfg.DashboardReadOnly,
+		"http_max_connections", a.cfg.HTTPMaxConnections, "grpc_max_connections", a.cfg.GRPCMaxConnections)
+	need := uint64(a.cfg.HTTPMaxConnections + a.cfg.GRPCMaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Validate
+	if limit, ok := platform.OpenFileLimit(); ok && limit < need {
+		a.logger.Warn("the open file limit is below the connection caps and a reserve: under a connection flood "+
+			"the admin server and Redis may run out of descriptors; raise the limit (ulimit -n) or lower the caps",
+			"open_file_limit", limit, "http_max_connections", a.cfg.HTTPMaxConnections,
+			"grpc_max_connections", a.cfg.GRPCMaxConnections, "reserve", fdReserve)
+	}
 	return nil
 }
 

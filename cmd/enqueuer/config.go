@@ -7,6 +7,7 @@ import (
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
@@ -39,6 +40,14 @@ type Config struct {
 	// headers and metadata are believed (package clientip).
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
 
+	// Bounds of the public listeners: connections open at once on each,
+	// gRPC streams per connection, and health Watch and reflection streams
+	// across the gRPC server.
+	HTTPMaxConnections       int `envconfig:"HTTP_MAX_CONNECTIONS" default:"1024"`
+	GRPCMaxConnections       int `envconfig:"GRPC_MAX_CONNECTIONS" default:"256"`
+	GRPCMaxConcurrentStreams int `envconfig:"GRPC_MAX_CONCURRENT_STREAMS" default:"100"`
+	GRPCMaxWatchStreams      int `envconfig:"GRPC_MAX_WATCH_STREAMS" default:"1024"`
+
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_PASSWORD is set. /metrics, /healthz
 	// and /readyz stay open for scrapers and probes.
@@ -67,12 +76,38 @@ func (c Config) Validate() error {
 	if c.HTTPRequestTimeout <= 0 {
 		errs = append(errs, errors.New("HTTP_REQUEST_TIMEOUT: must be positive"))
 	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{
+		{"HTTP_MAX_CONNECTIONS", c.HTTPMaxConnections},
+		{"GRPC_MAX_CONNECTIONS", c.GRPCMaxConnections},
+		{"GRPC_MAX_CONCURRENT_STREAMS", c.GRPCMaxConcurrentStreams},
+		{"GRPC_MAX_WATCH_STREAMS", c.GRPCMaxWatchStreams},
+	} {
+		if b.v < 1 || b.v > maxBound {
+			errs = append(errs, fmt.Errorf("%s: %d is outside 1..%d", b.name, b.v, maxBound))
+		}
+	}
 	cc := c.codes()
 	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate(), cc.Identity.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// maxBound is the largest value of a listener bound (HTTP_MAX_CONNECTIONS
+// and the GRPC_MAX_* variables): more than any process's file descriptors.
+const maxBound = 1 << 20
+
+// grpcLimits are the gRPC server's bounds from the GRPC_MAX_* variables;
+// the rest are grpcapi's defaults.
+func (c Config) grpcLimits() grpcapi.Limits {
+	return grpcapi.Limits{
+		MaxConcurrentStreams: uint32(c.GRPCMaxConcurrentStreams), //nolint:gosec // G115: at most maxBound (Validate)
+		MaxWatches:           c.GRPCMaxWatchStreams,
+	}
 }
 
 // proxies parses TRUSTED_PROXIES.

@@ -36,6 +36,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 		ClientVerifiesPerHr:  60,
 		AddressTagSeparators: "+",
+
+		HTTPMaxConnections:       1024,
+		GRPCMaxConnections:       256,
+		GRPCMaxConcurrentStreams: 100,
+		GRPCMaxWatchStreams:      1024,
 	}, cfg)
 }
 
@@ -88,6 +93,11 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("GLOBAL_SENDS_PER_MINUTE", "-1")
 	t.Setenv("CLIENT_VERIFIES_PER_HOUR", "-1")
 	t.Setenv("ADDRESS_TAG_SEPARATORS", "+a")
+	t.Setenv("HTTP_MAX_CONNECTIONS", "0")
+	t.Setenv("GRPC_MAX_CONNECTIONS", "-1")
+	t.Setenv("GRPC_MAX_CONCURRENT_STREAMS", "2000000")
+	t.Setenv("GRPC_MAX_WATCH_STREAMS", "0")
+	t.Setenv("DASHBOARD_HOSTS", "admin.example.com,admin.example.com:8081, ,http://x")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -108,6 +118,13 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"GLOBAL_SENDS_PER_MINUTE: must not be negative",
 		"CLIENT_VERIFIES_PER_HOUR: must not be negative",
 		"ADDRESS_TAG_SEPARATORS: 'a' cannot separate a tag",
+		"HTTP_MAX_CONNECTIONS: 0 is outside 1..1048576",
+		"GRPC_MAX_CONNECTIONS: -1 is outside 1..1048576",
+		"GRPC_MAX_CONCURRENT_STREAMS: 2000000 is outside 1..1048576",
+		"GRPC_MAX_WATCH_STREAMS: 0 is outside 1..1048576",
+		`DASHBOARD_HOSTS: "admin.example.com:8081" is not a host name`,
+		"DASHBOARD_HOSTS: an empty name",
+		`DASHBOARD_HOSTS: "http://x" is not a host name`,
 	} {
 		assert.Contains(t, err.Error(), want)
 	}

@@ -46,6 +46,11 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 		GRPCCallTimeout:    5 * time.Second,
 		HTTPRequestTimeout: 5 * time.Second,
 		CodeLength:         6,
+
+		HTTPMaxConnections:       64,
+		GRPCMaxConnections:       64,
+		GRPCMaxConcurrentStreams: 100,
+		GRPCMaxWatchStreams:      64,
 	}
 	for _, f := range configure {
 		f(&cfg)

@@ -194,15 +194,27 @@ func AdminMux(rdb Pinger) *http.ServeMux {
 	return mux
 }
 
+// Timeouts of every HTTP listener of ours.
+const (
+	// ReadHeaderTimeout bounds the wait for a request's headers, from the
+	// connection's start or the end of the previous reply: a connection
+	// that sends nothing is closed after it.
+	ReadHeaderTimeout = 5 * time.Second
+	// IdleTimeout closes a keep-alive connection with no request for this
+	// long, so idle connections do not hold the slots of a listener's
+	// connection cap (HTTP_MAX_CONNECTIONS) or file descriptors for long.
+	IdleTimeout = 15 * time.Second
+)
+
 // NewHTTPServer returns a server with the timeouts every listener of ours
-// needs, so a slow client cannot hold a connection forever.
+// needs, so a slow or idle client cannot hold a connection for long.
 func NewHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
