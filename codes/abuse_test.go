@@ -106,7 +106,7 @@ func TestCoalesce(t *testing.T) {
 		assert.Greater(t, again.ExpiresIn, 590*time.Second)
 		assert.Greater(t, again.ResendAfter, 50*time.Second)
 	}
-	n, err := rdb.ZCard(ctx, "verifyq:limit:address:old@example.com").Result()
+	n, err := rdb.ZCard(ctx, codes.AddressKey(codes.MailboxID("old@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced requests do not count against the hourly cap")
 
@@ -117,7 +117,7 @@ func TestCoalesce(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
 
-	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:old@example.com").Err())
+	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("old@example.com"))).Err())
 	second, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err, "after the cooldown a send is a send")
 	assert.False(t, second.Coalesced)

@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -237,8 +236,9 @@ type Issued struct {
 
 // admission is what one admitted send recorded in the limits.
 type admission struct {
-	keys  []string // cooldown, address, client, domain, global
-	nonce string
+	keys   []string // cooldown, address, client, domain, global
+	status string
+	nonce  string
 	// minutes says whether the domain and global counters were counted.
 	minutes [2]bool
 }
@@ -263,55 +263,39 @@ func NewStore(rdb redis.Scripter, cfg Config) (*Store, error) {
 	return &Store{Reader: &Reader{rdb: rdb, prefix: cfg.KeyPrefix}, rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
 }
 
-// attemptsKey counts wrong codes for the live code. Its hash tag is the code
-// key, so a script that uses both runs on one Redis Cluster slot.
-func (s *Store) attemptsKey(email string) string { return "{" + s.Key(email) + "}:attempts" }
-
-// Limit keys. The mailbox identity (mail.Identity) keys the per-address
-// limits, so every spelling of one mailbox shares them; the code key keeps
-// the address as sent.
-func cooldownKey(mailbox string) string { return "verifyq:limit:cooldown:" + mailbox }
-func addressKey(mailbox string) string  { return "verifyq:limit:address:" + mailbox }
-func clientKey(client string) string    { return "verifyq:limit:client:" + client }
-func verifyKey(client string) string    { return "verifyq:limit:verify:" + client }
-
-// domainKey and globalKey count one minute of the clock, named by the
-// minute's Unix time.
-func domainKey(domain string, minute int64) string {
-	return "verifyq:limit:domain:" + domain + ":" + strconv.FormatInt(minute, 10)
-}
-func globalKey(minute int64) string { return "verifyq:limit:global:" + strconv.FormatInt(minute, 10) }
-
 // getOrCreate decides the send limits and gets or creates the code in one
 // atomic step.
 //
-// KEYS: code, attempts, cooldown, address window, client window, domain
-// minute, global minute.
+// KEYS: code, attempts, status, then the admission's: cooldown, address
+// window, client window, domain minute, global minute, suppression.
 // ARGV: new code, ttl ms, cooldown ms, now ms, a unique member for the
 // limits (the nonce), coalesce (1 or 0), address cap, client cap, hour
-// window ms, domain cap, global cap, ms left in the current minute. A cap
-// of 0 is off.
+// window ms, domain cap, global cap, ms left in the current minute, status
+// linger ms. A cap of 0 is off.
 //
-// Inside the cooldown, a coalescing request whose code lives returns
-// {"coalesced", code ms left, cooldown ms left}; any other refused send
-// returns {"limited", name, retry ms}. Neither changes anything. An
-// admitted send records itself (the cooldown holds the nonce, the hour
-// windows the nonce as a member, the minute counters one more), then
-// returns the live code with its remaining lifetime in ms, or stores
-// ARGV[1]. A live code is never extended; a key without expiry (left by an
-// older writer that crashed between SET and EXPIRE) or with one longer than
-// the configured lifetime is given the configured lifetime. A new code
-// starts with no wrong attempts; a resent one keeps its count.
+// A suppressed mailbox returns {"suppressed", ms left, 0}. Inside the
+// cooldown, a coalescing request whose code lives returns {"coalesced",
+// code ms left, cooldown ms left}; any other refused send returns
+// {"limited", name, retry ms}. None of them changes anything. An admitted
+// send records itself (the cooldown holds the nonce, the hour windows the
+// nonce as a member, the minute counters one more), marks the status
+// queued, then returns the live code with its remaining lifetime in ms, or
+// stores ARGV[1]. A live code is never extended; a key without expiry (left
+// by an older writer that crashed between SET and EXPIRE) or with one longer
+// than the configured lifetime is given the configured lifetime. A new code
+// starts with no wrong attempts and a fresh status; a resent one keeps both.
 var getOrCreate = redis.NewScript(`
 local ttl, cooldown, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nonce, coalesce = ARGV[5], ARGV[6] == '1'
-local hours = {{4, tonumber(ARGV[7]), 'address'}, {5, tonumber(ARGV[8]), 'client'}}
+local hours = {{5, tonumber(ARGV[7]), 'address'}, {6, tonumber(ARGV[8]), 'client'}}
 local window = tonumber(ARGV[9])
-local minutes = {{6, tonumber(ARGV[10]), 'domain'}, {7, tonumber(ARGV[11]), 'global'}}
-local minuteLeft = tonumber(ARGV[12])
+local minutes = {{7, tonumber(ARGV[10]), 'domain'}, {8, tonumber(ARGV[11]), 'global'}}
+local minuteLeft, linger = tonumber(ARGV[12]), tonumber(ARGV[13])
 
+local suppressed = redis.call('PTTL', KEYS[9])
+if suppressed > 0 or suppressed == -1 then return {'suppressed', suppressed, 0} end
 if cooldown > 0 then
-  local left = redis.call('PTTL', KEYS[3])
+  local left = redis.call('PTTL', KEYS[4])
   if left > 0 then
     if coalesce then
       local live = redis.call('PTTL', KEYS[1])
@@ -337,7 +321,7 @@ for _, m in ipairs(minutes) do
   end
 end
 
-if cooldown > 0 then redis.call('SET', KEYS[3], nonce, 'PX', cooldown) end
+if cooldown > 0 then redis.call('SET', KEYS[4], nonce, 'PX', cooldown) end
 for _, h in ipairs(hours) do
   if h[2] > 0 then
     redis.call('ZADD', KEYS[h[1]], now, nonce)
@@ -352,17 +336,22 @@ for _, m in ipairs(minutes) do
 end
 
 local code = redis.call('GET', KEYS[1])
+local left, created = ttl, 0
 if code then
-  local left = redis.call('PTTL', KEYS[1])
+  left = redis.call('PTTL', KEYS[1])
   if left < 0 or left > ttl then
     redis.call('PEXPIRE', KEYS[1], ttl)
     left = ttl
   end
-  return {code, left, 0}
+else
+  code, created = ARGV[1], 1
+  redis.call('SET', KEYS[1], code, 'PX', ttl)
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('DEL', KEYS[2])
-return {ARGV[1], ttl, 1}
+redis.call('HSET', KEYS[3], 'state', 'queued', 'nonce', nonce, 'queued_at', now)
+redis.call('HDEL', KEYS[3], 'next_at', 'failure', 'reply')
+redis.call('PEXPIRE', KEYS[3], left + linger)
+return {code, left, created}
 `)
 
 // Request asks for the code of one address.
@@ -379,9 +368,11 @@ type Request struct {
 }
 
 // GetOrCreate returns the live code for req.Email, or creates one, in one
-// atomic step that first applies the send limits. A refused send returns a
-// *LimitError and changes nothing. A repeat within the lifetime returns the
-// same code and its remaining lifetime and does not extend it.
+// atomic step that first applies the suppression list and the send limits.
+// A suppressed mailbox returns a *SuppressedError, a refused send a
+// *LimitError; neither changes anything. A repeat within the lifetime
+// returns the same code and its remaining lifetime and does not extend it.
+// An admitted send marks the delivery status queued.
 func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 	fresh, err := Generate(s.rand, s.cfg.Length)
 	if err != nil {
@@ -399,18 +390,20 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 	now := s.Now()
 	minute := now.Truncate(MinuteWindow)
 	minuteLeft := minute.Add(MinuteWindow).Sub(now)
-	mailbox := s.cfg.Identity.Mailbox(req.Email)
+	id := MailboxID(s.cfg.Identity.Mailbox(req.Email))
 	adm := admission{
-		keys: []string{cooldownKey(mailbox), addressKey(mailbox), clientKey(req.Client),
-			domainKey(mail.Domain(req.Email), minute.Unix()), globalKey(minute.Unix())},
+		keys: []string{CooldownKey(id), AddressKey(id), clientKey(req.Client),
+			domainKey(mail.Domain(req.Email), minute), globalKey(minute)},
+		status:  s.StatusKey(req.Email),
 		nonce:   nonce,
 		minutes: [2]bool{l.DomainPerMinute > 0, l.GlobalPerMinute > 0},
 	}
-	keys := append([]string{s.Key(req.Email), s.attemptsKey(req.Email)}, adm.keys...)
+	keys := append([]string{s.Key(req.Email), s.AttemptsKey(req.Email), adm.status}, adm.keys...)
+	keys = append(keys, SuppressKey(id))
 	res, err := getOrCreate.Run(ctx, s.rdb, keys,
 		fresh, s.cfg.TTL.Milliseconds(), l.Cooldown.Milliseconds(), now.UnixMilli(), nonce, flag(req.Coalesce),
 		l.AddressPerHour, clientCap, LimitWindow.Milliseconds(),
-		l.DomainPerMinute, l.GlobalPerMinute, max(minuteLeft.Milliseconds(), 1)).Slice()
+		l.DomainPerMinute, l.GlobalPerMinute, max(minuteLeft.Milliseconds(), 1), StatusLinger.Milliseconds()).Slice()
 	if err != nil {
 		return Issued{}, fmt.Errorf("get or create code: %w", err)
 	}
@@ -418,6 +411,9 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 		return Issued{}, fmt.Errorf("get or create code: unexpected reply of %d values", len(res))
 	}
 	switch res[0] {
+	case "suppressed":
+		ms, _ := res[1].(int64)
+		return Issued{}, &SuppressedError{For: time.Duration(ms) * time.Millisecond}
 	case "limited":
 		name, _ := res[1].(string)
 		ms, _ := res[2].(int64)
@@ -445,31 +441,34 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 
 // undo takes one admitted send out of the limits: the cooldown if it is
 // still this send's, its members of the hour windows, and one from each
-// minute counter it counted, if that minute is not over.
+// minute counter it counted, if that minute is not over; and the queued
+// state it set, if no later send set it since.
 //
-// KEYS: cooldown, address, client, domain, global. ARGV: nonce, domain
-// counted (1 or 0), global counted.
+// KEYS: status, cooldown, address, client, domain, global. ARGV: nonce,
+// domain counted (1 or 0), global counted.
 var undo = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'nonce') == ARGV[1] then redis.call('HDEL', KEYS[1], 'state', 'nonce', 'queued_at') end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
-for i = 4, 5 do
-  if ARGV[i - 2] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
+for i = 5, 6 do
+  if ARGV[i - 3] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
 end
 return 1
 `)
 
 // Undo takes back what the send that returned issued recorded in the
-// limits, in one atomic step, so that a retry of a request that failed
-// after GetOrCreate (its task could not be queued) is admitted as if the
-// failed attempt had never been. The code itself stays: the retry mails
-// it. Undo of a coalesced or zero Issued does nothing.
+// limits and the status, in one atomic step, so that a retry of a request
+// that failed after GetOrCreate (its task could not be queued) is admitted
+// as if the failed attempt had never been. The code itself stays: the retry
+// mails it. Undo of a coalesced or zero Issued does nothing.
 func (s *Store) Undo(ctx context.Context, issued Issued) error {
 	a := issued.admitted
 	if a.nonce == "" {
 		return nil
 	}
-	if err := undo.Run(ctx, s.rdb, a.keys, a.nonce, flag(a.minutes[0]), flag(a.minutes[1])).Err(); err != nil {
+	keys := append([]string{a.status}, a.keys...)
+	if err := undo.Run(ctx, s.rdb, keys, a.nonce, flag(a.minutes[0]), flag(a.minutes[1])).Err(); err != nil {
 		return fmt.Errorf("undo send limits: %w", err)
 	}
 	return nil
@@ -497,7 +496,8 @@ func flag(b bool) string {
 // wrong code counts an attempt; the ARGV[2]th (when above 0) deletes the
 // code.
 //
-// KEYS: code, attempts, client's verify window. ARGV: code, max attempts,
+// KEYS: code, attempts, client's verify window, status (deleted with the
+// code on a match). ARGV: code, max attempts,
 // client cap (0: off), window ms, now ms, nonce.
 // Replies: {0} no code, {1} match (consumed), {2} mismatch, {3} mismatch
 // that used up the attempts, {4, retry ms} refused by the client cap.
@@ -522,7 +522,7 @@ for i = 1, #code do
   diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
 end
 if diff == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
   return {1}
 end
 local n = redis.call('INCR', KEYS[2])
@@ -553,7 +553,7 @@ func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)
 	}
-	res, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.attemptsKey(email), verifyKey(client)},
+	res, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.AttemptsKey(email), verifyKey(client), s.StatusKey(email)},
 		code, l.MaxAttempts, clientCap, LimitWindow.Milliseconds(), s.Now().UnixMilli(), nonce).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)

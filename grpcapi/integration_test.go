@@ -363,7 +363,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	}
 	assert.Equal(t, 1, s.pending(t), "one mail queued in all")
 	assert.Equal(t, code, s.Code(t, "user@example.com"), "the same code")
-	n, err := s.RDB.ZCard(ctx, "verifyq:limit:address:user@example.com").Result()
+	n, err := s.RDB.ZCard(ctx, verifycodes.AddressKey(verifycodes.MailboxID("user@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced resends are not counted")
 	_, err = s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "user@example.com"})
@@ -373,7 +373,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	assert.Equal(t, "coalesced", line[2]["outcome"])
 
 	// After the cooldown, a resend mails the same code again, as before.
-	require.NoError(t, s.RDB.Del(ctx, "verifyq:limit:cooldown:user@example.com").Err())
+	require.NoError(t, s.RDB.Del(ctx, verifycodes.CooldownKey(verifycodes.MailboxID("user@example.com"))).Err())
 	assert.Equal(t, int32(0), s.legacy(t, "user@example.com").Error)
 	assert.Equal(t, 2, s.pending(t))
 	assert.Equal(t, code, s.Code(t, "user@example.com"))

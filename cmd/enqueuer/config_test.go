@@ -21,6 +21,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
+
+			AddressTagSeparators: "+",
 		},
 		HTTPAddr:           ":8080",
 		AdminAddr:          "127.0.0.1:8081",
@@ -34,8 +36,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ClientSendsPerHour:  30,
 		VerifyMaxAttempts:   5,
 
-		ClientVerifiesPerHr:  60,
-		AddressTagSeparators: "+",
+		ClientVerifiesPerHr: 60,
 	}, cfg)
 }
 

@@ -21,6 +21,7 @@ import (
 
 // App is the running worker: the asynq server and the admin server.
 type App struct {
+	handler  *tasks.SendCodeHandler
 	cfg      Config
 	logger   *slog.Logger
 	rdb      *redis.Client
@@ -56,6 +57,8 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	m := metrics.NewWorker(reg)
 	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
+	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
+	handler.SuppressFor = cfg.SuppressFor
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendCode, handler)
 
@@ -84,6 +87,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		sender:   sender,
 		server:   server,
 		mux:      mux,
+		handler:  handler,
 		done:     make(chan error, 1),
 		Registry: reg,
 	}
@@ -142,6 +146,11 @@ func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
+	// Sent mails whose record Redis has not taken yet: try until the
+	// shutdown deadline, so that a re-run does not mail again.
+	if werr := a.handler.Wait(ctx); werr != nil {
+		a.logger.Warn("shutdown before every sent mail was recorded", "err", werr)
+	}
 	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err

@@ -21,6 +21,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
+
+			AddressTagSeparators: "+",
 		},
 		AdminAddr:   "127.0.0.1:8082",
 		Concurrency: 20,
@@ -29,6 +31,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SMTPTLS:     "auto",
 		SMTPTimeout: 10 * time.Second,
 		MailFrom:    "no-reply@localhost",
+		SuppressFor: 24 * time.Hour,
 	}, cfg)
 }
 

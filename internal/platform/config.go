@@ -11,6 +11,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/field"
+	"github.com/verifyq/verifyq/mail"
 )
 
 // Common is the configuration both binaries share; each binary's Config
@@ -23,6 +24,11 @@ type Common struct {
 	// the worker states it in the mail of a code whose key has no expiry.
 	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+	// AddressTagSeparators start a tag in a local part ("+" makes
+	// user+tag@x one mailbox with user@x); empty turns tags off. The
+	// enqueuer's limits and both binaries' suppression list key on the
+	// mailbox.
+	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
 
 	// The admin server's dashboard and pprof are behind basic auth with
 	// these when DASHBOARD_PASSWORD is set.
@@ -41,8 +47,8 @@ func (c Common) Validate() []error {
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
-	if err := field.Rename(errors.Join(codes.ValidateKeyPrefix(c.CodeKeyPrefix), codes.ValidateTTL(c.CodeTTL)),
-		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL"}); err != nil {
+	if err := field.Rename(errors.Join(codes.ValidateKeyPrefix(c.CodeKeyPrefix), codes.ValidateTTL(c.CodeTTL), c.Identity().Validate()),
+		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL", "TagSeparators": "ADDRESS_TAG_SEPARATORS"}); err != nil {
 		errs = append(errs, err)
 	}
 	if c.ShutdownTimeout <= 0 {
@@ -53,6 +59,9 @@ func (c Common) Validate() []error {
 	}
 	return errs
 }
+
+// Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.
+func (c Common) Identity() mail.Identity { return mail.Identity{TagSeparators: c.AddressTagSeparators} }
 
 // SetupLogging returns the process's JSON logger at LOG_LEVEL (validated
 // before) and routes go-redis's messages and the standard log package
