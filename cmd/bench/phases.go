@@ -22,16 +22,14 @@ import (
 	"github.com/verifyq/verifyq/tasks"
 )
 
-// grpcCalls are the gRPC front ends as ghz names them (it finds them by
-// reflection); "http" is POST /v1/codes, driven by vegeta.
+// grpcCalls are the gRPC front ends as ghz names them; "http" is vegeta's.
 var grpcCalls = map[string]string{"grpc-legacy": "message.VarifyService.GetVarifyCode", "grpc-v1": "verifyq.v1.CodeService.SendCode"}
 
 // queueKey is asynq's key of the mail queue's tasks in state.
 func queueKey(state string) string { return "asynq:{" + tasks.Queue + "}:" + state }
 
-// ceiling is the design's limit: a send's two Redis round trips
-// (get-or-create with the default limits, then the enqueue) with no RPC
-// around them, on a client built as the enqueuer's.
+// ceiling is the design's limit: a send's two Redis round trips (get-or-create
+// with the default limits, enqueue) with no RPC, on a client like the enqueuer's.
 type ceiling struct {
 	store *codes.Store
 	queue *asynq.Client

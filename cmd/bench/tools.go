@@ -96,8 +96,7 @@ func parseGHZ(b []byte) (toolResult, error) {
 	return res, nil
 }
 
-// vegeta runs vegeta against POST /v1/codes at addr with callers workers
-// (a closed loop: -rate=0) for d, each request for a new address.
+// vegeta runs vegeta's closed loop on POST /v1/codes, a new address a request.
 func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.Duration) (toolResult, error) {
 	pr, pw := io.Pipe()
 	defer pr.Close() // ends the writer below once vegeta is done
