@@ -11,6 +11,7 @@ BIN     := bin
 MAILPIT := $(BIN)/mailpit
 GHZ     := $(BIN)/ghz
 VEGETA  := $(BIN)/vegeta
+LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
 .PHONY: help build run smoke test test-browser fuzz lint tools proto proto-check clean
@@ -40,21 +41,18 @@ test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inb
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
 
 fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata/fuzz
-	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
 bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta, own Redis and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~4 min)
 	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -readme README.md -work tmp-bench
 
-lint: ## go vet and a gofmt check that fails on unformatted files
-	$(GO) vet ./...
-	@files=$$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || \
-		find . -name '*.go' -not -path './bin/*' -not -path './.git/*'); \
-	unformatted=$$([ -z "$$files" ] || gofmt -l $$files); \
-	if [ -n "$$unformatted" ]; then \
-		echo 'gofmt -l: these files need gofmt -w:'; echo "$$unformatted"; exit 1; \
-	fi; \
-	echo 'gofmt: all files formatted'
+lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
+	$(LINTER) run ./...
+
+# Rebuilt only when tools/go.mod or tools/go.sum (the pin) changes.
+$(LINTER): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 tools: $(MAILPIT) $(GHZ) $(VEGETA) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators), pinned in tools/go.mod
 

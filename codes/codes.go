@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/internal/field"
 )
 
 // Expected outcomes. Any other error from a Store is a Redis failure.
@@ -72,6 +74,7 @@ func (e *LimitError) Is(target error) bool { return target == ErrRateLimited }
 const (
 	DefaultKeyPrefix = "code_"
 	DefaultTTL       = 10 * time.Minute
+	MinTTL           = time.Second
 	DefaultLength    = 6
 	MinLength        = 4
 	MaxLength        = 10
@@ -125,21 +128,54 @@ type Config struct {
 	Limits Limits
 }
 
-// Validate reports every problem with c at once.
+// Validate reports every problem with c at once. Each is a *field.Error
+// named after the field (Limits' fields by their own names), so a binary
+// can report it under its environment variable.
 func (c Config) Validate() error {
+	return errors.Join(ValidateKeyPrefix(c.KeyPrefix), ValidateTTL(c.TTL), ValidateLength(c.Length), c.Limits.Validate())
+}
+
+// ValidateKeyPrefix checks Config.KeyPrefix (field "KeyPrefix").
+func ValidateKeyPrefix(prefix string) error {
+	if prefix == "" {
+		return field.Errorf("KeyPrefix", "must not be empty")
+	}
+	return nil
+}
+
+// ValidateTTL checks Config.TTL (field "TTL"): at least MinTTL.
+func ValidateTTL(ttl time.Duration) error {
+	if ttl < MinTTL {
+		return field.Errorf("TTL", "%s is shorter than %s", ttl, MinTTL)
+	}
+	return nil
+}
+
+// ValidateLength checks Config.Length (field "Length"): MinLength to
+// MaxLength digits.
+func ValidateLength(n int) error {
+	if n < MinLength || n > MaxLength {
+		return field.Errorf("Length", "%d is outside %d..%d", n, MinLength, MaxLength)
+	}
+	return nil
+}
+
+// Validate reports every negative limit, each a *field.Error named after
+// its field.
+func (l Limits) Validate() error {
 	var errs []error
-	if c.KeyPrefix == "" {
-		errs = append(errs, errors.New("key prefix must not be empty"))
-	}
-	if c.TTL < time.Second {
-		errs = append(errs, fmt.Errorf("ttl %s is shorter than 1s", c.TTL))
-	}
-	if c.Length < MinLength || c.Length > MaxLength {
-		errs = append(errs, fmt.Errorf("length %d is outside %d..%d", c.Length, MinLength, MaxLength))
-	}
-	l := c.Limits
-	if l.Cooldown < 0 || l.AddressPerHour < 0 || l.ClientPerHour < 0 || l.MaxAttempts < 0 {
-		errs = append(errs, errors.New("limits must not be negative"))
+	for _, f := range []struct {
+		name     string
+		negative bool
+	}{
+		{"Cooldown", l.Cooldown < 0},
+		{"AddressPerHour", l.AddressPerHour < 0},
+		{"ClientPerHour", l.ClientPerHour < 0},
+		{"MaxAttempts", l.MaxAttempts < 0},
+	} {
+		if f.negative {
+			errs = append(errs, field.Errorf(f.name, "must not be negative (0 turns the limit off)"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -158,8 +194,10 @@ type Issued struct {
 	ResendAfter time.Duration
 }
 
-// Store keeps codes in Redis.
+// Store keeps codes in Redis: it creates, reads (its Reader's Peek) and
+// consumes them.
 type Store struct {
+	*Reader
 	rdb  redis.Scripter
 	cfg  Config
 	rand io.Reader
@@ -167,16 +205,14 @@ type Store struct {
 	Now func() time.Time
 }
 
-// NewStore returns a Store that uses rdb. cfg is validated.
+// NewStore returns a Store that uses rdb. cfg is validated with
+// Config.Validate.
 func NewStore(rdb redis.Scripter, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
+	return &Store{Reader: &Reader{rdb: rdb, prefix: cfg.KeyPrefix}, rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
 }
-
-// Key is the Redis key of the code for email, as the old gateway reads it.
-func (s *Store) Key(email string) string { return s.cfg.KeyPrefix + email }
 
 // attemptsKey counts wrong codes for the live code. Its hash tag is the code
 // key, so a script that uses both runs on one Redis Cluster slot.
@@ -294,34 +330,6 @@ func (s *Store) GetOrCreate(ctx context.Context, email, client string) (Issued, 
 		Created:     created == 1,
 		ResendAfter: l.Cooldown,
 	}, nil
-}
-
-// peek returns the code and its remaining lifetime in ms, or false.
-var peek = redis.NewScript(`
-local code = redis.call('GET', KEYS[1])
-if not code then return false end
-return {code, redis.call('PTTL', KEYS[1])}
-`)
-
-// Peek returns the live code for email and its remaining lifetime, or
-// ErrNotFound. It changes nothing.
-func (s *Store) Peek(ctx context.Context, email string) (string, time.Duration, error) {
-	res, err := peek.Run(ctx, s.rdb, []string{s.Key(email)}).Slice()
-	if errors.Is(err, redis.Nil) {
-		return "", 0, ErrNotFound
-	}
-	if err != nil {
-		return "", 0, fmt.Errorf("read code: %w", err)
-	}
-	code, _ := res[0].(string)
-	left, _ := res[1].(int64)
-	if left == -2 { // expired between GET and PTTL: cannot happen inside a script, kept for safety
-		return "", 0, ErrNotFound
-	}
-	if left < 0 {
-		left = s.cfg.TTL.Milliseconds()
-	}
-	return code, time.Duration(left) * time.Millisecond, nil
 }
 
 // verify compares ARGV[1] with the live code in constant time (every byte is

@@ -108,7 +108,7 @@ func TestGetOrCreateExpiresForReal(t *testing.T) {
 	first, err := s.GetOrCreate(ctx, "exp@example.com", "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		_, _, err := s.Peek(ctx, "exp@example.com")
+		_, err := s.Peek(ctx, "exp@example.com")
 		return errors.Is(err, codes.ErrNotFound)
 	}, 5*time.Second, 50*time.Millisecond)
 	second, err := s.GetOrCreate(ctx, "exp@example.com", "")
@@ -156,16 +156,52 @@ func TestPeek(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{})
 
-	_, _, err := s.Peek(ctx, "none@example.com")
+	_, err := s.Peek(ctx, "none@example.com")
 	assert.ErrorIs(t, err, codes.ErrNotFound)
 
 	issued, err := s.GetOrCreate(ctx, "p@example.com", "")
 	require.NoError(t, err)
-	code, left, err := s.Peek(ctx, "p@example.com")
+	live, err := s.Peek(ctx, "p@example.com")
 	require.NoError(t, err)
-	assert.Equal(t, issued.Code, code)
-	assert.LessOrEqual(t, left, issued.ExpiresIn)
-	assert.Greater(t, left, 9*time.Minute)
+	assert.Equal(t, issued.Code, live.Code)
+	assert.False(t, live.NoExpiry)
+	assert.LessOrEqual(t, live.ExpiresIn, issued.ExpiresIn)
+	assert.Greater(t, live.ExpiresIn, 9*time.Minute)
+}
+
+// The worker's Reader knows only the key prefix. It reads what the Store
+// wrote, reports a key without expiry as such, and writes nothing.
+func TestReader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	r, err := codes.NewReader(rdb, "code_")
+	require.NoError(t, err)
+	assert.Equal(t, "code_A@example.com", r.Key("A@example.com"))
+
+	_, err = r.Peek(ctx, "none@example.com")
+	assert.ErrorIs(t, err, codes.ErrNotFound)
+
+	require.NoError(t, rdb.Set(ctx, "code_ttl@example.com", "123456", time.Minute).Err())
+	live, err := r.Peek(ctx, "ttl@example.com")
+	require.NoError(t, err)
+	assert.Equal(t, "123456", live.Code)
+	assert.False(t, live.NoExpiry)
+	assert.Greater(t, live.ExpiresIn, 59*time.Second)
+	assert.LessOrEqual(t, live.ExpiresIn, time.Minute)
+
+	// A key an older writer left without expiry.
+	require.NoError(t, rdb.Set(ctx, "code_noexp@example.com", "654321", 0).Err())
+	live, err = r.Peek(ctx, "noexp@example.com")
+	require.NoError(t, err)
+	assert.Equal(t, codes.Live{Code: "654321", NoExpiry: true}, live)
+	ttl, err := rdb.PTTL(ctx, "code_noexp@example.com").Result()
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(-1), ttl, "a read changes nothing")
+
+	_, err = codes.NewReader(rdb, "")
+	require.Error(t, err)
+	assert.Equal(t, "KeyPrefix: must not be empty", err.Error())
 }
 
 func TestVerify(t *testing.T) {
@@ -243,17 +279,29 @@ func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6}
 	require.NoError(t, ok.Validate())
-	tests := map[string]codes.Config{
-		"empty prefix": {TTL: time.Minute, Length: 6},
-		"short ttl":    {KeyPrefix: "code_", TTL: time.Millisecond, Length: 6},
-		"length 3":     {KeyPrefix: "code_", TTL: time.Minute, Length: 3},
-		"length 11":    {KeyPrefix: "code_", TTL: time.Minute, Length: 11},
-		"negative cap": {KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{AddressPerHour: -1}},
+	tests := map[string]struct {
+		cfg  codes.Config
+		want string
+	}{
+		"empty prefix":        {codes.Config{TTL: time.Minute, Length: 6}, "KeyPrefix: must not be empty"},
+		"short ttl":           {codes.Config{KeyPrefix: "code_", TTL: 500 * time.Millisecond, Length: 6}, "TTL: 500ms is shorter than 1s"},
+		"length 3":            {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 3}, "Length: 3 is outside 4..10"},
+		"length 11":           {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 11}, "Length: 11 is outside 4..10"},
+		"negative cooldown":   {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{Cooldown: -1}}, "Cooldown: must not be negative (0 turns the limit off)"},
+		"negative address":    {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{AddressPerHour: -1}}, "AddressPerHour: must not be negative (0 turns the limit off)"},
+		"negative client":     {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{ClientPerHour: -1}}, "ClientPerHour: must not be negative (0 turns the limit off)"},
+		"negative attempts":   {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{MaxAttempts: -1}}, "MaxAttempts: must not be negative (0 turns the limit off)"},
+		"every problem again": {codes.Config{Length: 3, Limits: codes.Limits{MaxAttempts: -1}}, "KeyPrefix: must not be empty\nTTL: 0s is shorter than 1s\nLength: 3 is outside 4..10\nMaxAttempts: must not be negative (0 turns the limit off)"},
 	}
-	for name, cfg := range tests {
+	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			assert.Error(t, cfg.Validate())
+			err := tt.cfg.Validate()
+			require.Error(t, err)
+			assert.Equal(t, tt.want, err.Error())
+			_, err = codes.NewStore(nil, tt.cfg)
+			require.Error(t, err)
+			assert.Equal(t, tt.want, err.Error(), "NewStore reports the same problems")
 		})
 	}
 }

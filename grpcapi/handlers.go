@@ -3,12 +3,12 @@ package grpcapi
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
+	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -24,9 +24,13 @@ type legacyServer struct {
 // status: the gateway turns any other status into its own RPC-failed error.
 // Code stays empty, as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
-	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: clientOf(ctx)})
-	l.s.logFailure(ctx, err)
-	return &messagepb.GetVarifyRsp{Error: legacyError(err), Email: req.GetEmail()}, nil
+	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx)})
+	o := record(ctx, err)
+	rsp := &messagepb.GetVarifyRsp{Error: o.Legacy, Email: req.GetEmail()}
+	if o == outcome.InvalidEmail {
+		rsp.Email = "" // never echo what was refused: it may not even be UTF-8
+	}
+	return rsp, nil
 }
 
 // codeServer is verifyq.v1.CodeService.
@@ -36,69 +40,44 @@ type codeServer struct {
 }
 
 func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest) (*verifyqv1.SendCodeResponse, error) {
-	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: clientOf(ctx)})
+	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: c.s.clientOf(ctx)})
 	if err != nil {
-		return nil, c.s.fail(ctx, err)
+		return nil, fail(ctx, err)
 	}
+	record(ctx, nil)
 	return &verifyqv1.SendCodeResponse{
-		ExpiresIn: int64(sent.ExpiresIn / time.Second),
-		// Rounded up: a client that waits that long is never early.
-		ResendAfter: int64((sent.ResendAfter + time.Second - 1) / time.Second),
+		ExpiresIn:   int64(sent.ExpiresIn / time.Second),
+		ResendAfter: outcome.Seconds(sent.ResendAfter),
 	}, nil
 }
 
 func (c codeServer) VerifyCode(ctx context.Context, req *verifyqv1.VerifyCodeRequest) (*verifyqv1.VerifyCodeResponse, error) {
 	if err := c.s.svc.VerifyCode(ctx, req.GetEmail(), req.GetCode()); err != nil {
-		return nil, c.s.fail(ctx, err)
+		return nil, fail(ctx, err)
 	}
+	record(ctx, nil)
 	return &verifyqv1.VerifyCodeResponse{Verified: true}, nil
 }
 
-// fail returns the status error of a failed v1 call.
-func (s *Server) fail(ctx context.Context, err error) error {
-	s.logFailure(ctx, err)
-	return statusOf(err).Err()
+// fail records err as the call's outcome and returns its status error.
+func fail(ctx context.Context, err error) error {
+	return statusOf(record(ctx, err), err).Err()
 }
 
-// logFailure logs err when it is not the caller's doing (Redis down, a bug):
-// replies never carry internals, so the log is where they go.
-func (s *Server) logFailure(ctx context.Context, err error) {
-	if err == nil {
-		return
+// clientOf returns the end user's address as clientip's rule believes it:
+// from the metadata x-forwarded-for, else x-client-ip, when the peer is a
+// trusted proxy.
+func (s *Server) clientOf(ctx context.Context) string {
+	var peerAddr netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+			peerAddr = ap.Addr()
+		}
 	}
-	switch statusOf(err).Code() {
-	case codes.Unavailable, codes.Internal:
-		s.logger.ErrorContext(ctx, "grpc call failed", "err", err)
-	}
-}
-
-// clientOf returns the end user's IP address as the gateway forwards it in
-// the metadata: the first entry of x-forwarded-for, else x-client-ip. It is
-// empty when neither holds an IP address. The peer address is not used: it is
-// the gateway's.
-func clientOf(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, key := range []string{"x-forwarded-for", "x-client-ip"} {
-		vals := md.Get(key)
-		if len(vals) == 0 {
-			continue
-		}
-		first, _, _ := strings.Cut(vals[0], ",")
-		if ip := parseIP(strings.TrimSpace(first)); ip != "" {
-			return ip
-		}
+	hops := md.Get("x-forwarded-for")
+	if len(hops) == 0 {
+		hops = md.Get("x-client-ip")
 	}
-	return ""
-}
-
-// parseIP returns the canonical form of an IP address, with or without a
-// port, or "" when s is neither.
-func parseIP(s string) string {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.WithZone("").Unmap().String()
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().WithZone("").Unmap().String()
-	}
-	return ""
+	return s.cfg.TrustedProxies.Client(peerAddr, hops)
 }

@@ -13,103 +13,91 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/outcome"
 )
 
-// logCalls logs one line per unary call: method, status, duration, the
-// masked address and, on the legacy service, the error number. It reads
-// nothing else of a request, so no code reaches the log.
-func logCalls(logger *slog.Logger) grpc.UnaryServerInterceptor {
+// exchange is what a call's handler tells the observe interceptor: the
+// outcome, the error behind it and the address. It travels in the call's
+// context.
+type exchange struct {
+	outcome *outcome.Outcome
+	err     error
+}
+
+type exchangeKey struct{}
+
+// record notes that the call in ctx ended with err and returns its outcome.
+func record(ctx context.Context, err error) *outcome.Outcome {
+	o := outcome.Of(ctx, err)
+	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
+		x.outcome, x.err = o, err
+	}
+	return o
+}
+
+// observe logs one line per unary call (method, status, outcome, the
+// masked address, the legacy error number on the old service, duration)
+// and records the calls of the code services in obs with api "grpc". The
+// outcome is the one the handler recorded; a call that never reached one
+// (a panic, a deadline in the framework) gets it from its status. It reads
+// nothing of a request but the address, so no code reaches the log.
+func observe(logger *slog.Logger, obs RequestObserver) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		resp, err := handler(ctx, req)
+		x := &exchange{}
+		resp, err := handler(context.WithValue(ctx, exchangeKey{}, x), req)
+		d := time.Since(start)
+		o := x.outcome
+		if o == nil {
+			o = outcomeOfStatus(err)
+			x.err = err
+		}
 		code := status.Code(err)
 		attrs := []slog.Attr{
 			slog.String("method", info.FullMethod),
 			slog.String("code", code.String()),
-			slog.Int64("ms", time.Since(start).Milliseconds()),
+			slog.String("outcome", o.Name),
+			slog.Int64("ms", d.Milliseconds()),
 		}
 		if r, ok := req.(interface{ GetEmail() string }); ok {
 			attrs = append(attrs, slog.String("email", mail.MaskAddress(r.GetEmail())))
 		}
-		level := callLevel(info.FullMethod, code)
 		if r, ok := resp.(interface{ GetError() int32 }); ok && err == nil {
-			n := r.GetError()
-			attrs = append(attrs, slog.Int("legacy_error", int(n)))
-			if n == legacyRedisErr || n == legacyException {
-				level = slog.LevelWarn
+			attrs = append(attrs, slog.Int("legacy_error", int(r.GetError())))
+		}
+		if x.err != nil && o.Level >= slog.LevelWarn {
+			attrs = append(attrs, slog.String("err", x.err.Error()))
+		}
+		level := o.Level
+		if infra := strings.HasPrefix(info.FullMethod, "/grpc."); infra {
+			if level <= slog.LevelInfo {
+				level = slog.LevelDebug // health checks and reflection
 			}
+		} else if obs != nil {
+			obs.ObserveRequest("grpc", info.FullMethod, o.Metric, d)
 		}
 		logger.LogAttrs(ctx, level, "grpc call", attrs...)
 		return resp, err
 	}
 }
 
-// observeCalls reports each call of the code services to obs with api
-// "grpc", the full method as the route and an outcome from the fixed set of
-// the HTTP edge. On the legacy service the outcome follows the in-band error
-// number, since every outcome there is an OK status.
-func observeCalls(obs RequestObserver) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if obs == nil || strings.HasPrefix(info.FullMethod, "/grpc.") {
-			return handler(ctx, req)
-		}
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		outcome := outcomeOf(status.Code(err))
-		if r, ok := resp.(interface{ GetError() int32 }); ok && err == nil {
-			outcome = legacyOutcomes[r.GetError()]
-		}
-		obs.ObserveRequest("grpc", info.FullMethod, outcome, time.Since(start))
-		return resp, err
-	}
-}
-
-// legacyOutcomes maps the legacy error numbers to request outcomes.
-var legacyOutcomes = map[int32]string{
-	legacySuccess:        "ok",
-	legacyRedisErr:       "unavailable",
-	legacyException:      "error",
-	legacyInvalidAddress: "invalid",
-	legacyRateLimited:    "rate_limited",
-}
-
-// outcomeOf maps a v1 status code to a request outcome; it follows statusOf.
-func outcomeOf(c codes.Code) string {
-	switch c {
+// outcomeOfStatus is the outcome of a call whose handler recorded none:
+// OK, the context's outcome, or Internal (a panic, a bug).
+func outcomeOfStatus(err error) *outcome.Outcome {
+	switch status.Code(err) {
 	case codes.OK:
-		return "ok"
-	case codes.InvalidArgument:
-		return "invalid"
-	case codes.NotFound:
-		return "not_found"
-	case codes.FailedPrecondition:
-		return "mismatch"
-	case codes.ResourceExhausted:
-		return "rate_limited"
-	case codes.Unavailable:
-		return "unavailable"
+		return outcome.OK
+	case codes.Canceled:
+		return outcome.Canceled
+	case codes.DeadlineExceeded:
+		return outcome.DeadlineExceeded
 	default:
-		return "error"
+		return outcome.Internal
 	}
-}
-
-// callLevel is Debug for health checks and reflection, Info for outcomes the
-// caller caused and Warn or Error for failures of ours.
-func callLevel(method string, code codes.Code) slog.Level {
-	switch code {
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return slog.LevelError
-	case codes.Unavailable, codes.DeadlineExceeded:
-		return slog.LevelWarn
-	}
-	if strings.HasPrefix(method, "/grpc.health.") || strings.HasPrefix(method, "/grpc.reflection.") {
-		return slog.LevelDebug
-	}
-	return slog.LevelInfo
 }
 
 // errPanic is the status of a call whose handler panicked.
-var errPanic = status.Error(codes.Internal, "internal error")
+var errPanic = status.Error(outcome.Internal.GRPCCode, outcome.Internal.Message)
 
 // logPanic logs a recovered panic with its stack, never the request.
 func logPanic(ctx context.Context, logger *slog.Logger, method string, p any) {

@@ -1,11 +1,9 @@
 package grpcapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"log/slog"
-	"strings"
+	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -15,55 +13,19 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/internal/logtest"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+	"github.com/verifyq/verifyq/service"
 )
-
-// logBuffer collects JSON log lines and shows them in the test log.
-type logBuffer struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Log(strings.TrimSpace(string(p)))
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines decodes every log line.
-func (l *logBuffer) lines(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &m), line)
-		out = append(out, m)
-	}
-	return out
-}
-
-func newLogger(t testing.TB) (*slog.Logger, *logBuffer) {
-	buf := &logBuffer{t: t}
-	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
 
 func TestRecoverUnaryPanicBecomesInternal(t *testing.T) {
 	t.Parallel()
-	logger, logs := newLogger(t)
+	logger, logs := logtest.New(t)
 	req := &verifyqv1.VerifyCodeRequest{Email: "victim@example.com", Code: "424242"}
 	info := &grpc.UnaryServerInfo{FullMethod: "/verifyq.v1.CodeService/VerifyCode"}
 
@@ -74,7 +36,7 @@ func TestRecoverUnaryPanicBecomesInternal(t *testing.T) {
 	assert.Equal(t, codes.Internal, status.Code(err))
 	assert.Equal(t, "internal error", status.Convert(err).Message())
 
-	lines := logs.lines(t)
+	lines := logs.Lines(t)
 	require.Len(t, lines, 1)
 	assert.Equal(t, "ERROR", lines[0]["level"])
 	assert.Equal(t, "nil map write", lines[0]["panic"])
@@ -86,7 +48,7 @@ func TestRecoverUnaryPanicBecomesInternal(t *testing.T) {
 
 func TestRecoverStreamPanicBecomesInternal(t *testing.T) {
 	t.Parallel()
-	logger, logs := newLogger(t)
+	logger, logs := logtest.New(t)
 	err := recoverStream(logger)(nil, fakeStream{ctx: context.Background()}, &grpc.StreamServerInfo{FullMethod: "/x.Y/Z"},
 		func(any, grpc.ServerStream) error { panic("boom") })
 	assert.Equal(t, codes.Internal, status.Code(err))
@@ -123,56 +85,94 @@ func TestDefaultDeadline(t *testing.T) {
 	assert.Equal(t, want, deadlineOf(own), "the client's deadline is kept")
 }
 
-func TestLogCallsMasksAddressNeverCode(t *testing.T) {
+func TestObserveLogsOneLineMaskedNeverCode(t *testing.T) {
 	t.Parallel()
-	logger, logs := newLogger(t)
-	intercept := logCalls(logger)
+	logger, logs := logtest.New(t)
+	obs := &observer{}
+	intercept := observe(logger, obs)
 	ok := func(resp any) grpc.UnaryHandler {
 		return func(context.Context, any) (any, error) { return resp, nil }
 	}
 
 	_, _ = intercept(context.Background(), &verifyqv1.VerifyCodeRequest{Email: "Alice.Smith@example.com", Code: "987654"},
 		&grpc.UnaryServerInfo{FullMethod: "/verifyq.v1.CodeService/VerifyCode"},
-		func(context.Context, any) (any, error) {
-			return nil, status.Error(codes.FailedPrecondition, "the code is wrong")
-		})
+		func(ctx context.Context, _ any) (any, error) { return nil, fail(ctx, service.ErrMismatch) })
 	_, _ = intercept(context.Background(), &messagepb.GetVarifyReq{Email: "bob@example.org"},
 		&grpc.UnaryServerInfo{FullMethod: "/message.VarifyService/GetVarifyCode"},
-		ok(&messagepb.GetVarifyRsp{Error: 1, Email: "bob@example.org"}))
+		func(ctx context.Context, _ any) (any, error) {
+			o := record(ctx, fmt.Errorf("%w: dial tcp: connection refused", service.ErrUnavailable))
+			return &messagepb.GetVarifyRsp{Error: o.Legacy, Email: "bob@example.org"}, nil
+		})
 	_, _ = intercept(context.Background(), nil,
 		&grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}, ok(nil))
+	_, _ = intercept(context.Background(), &verifyqv1.SendCodeRequest{Email: "c@example.com"},
+		&grpc.UnaryServerInfo{FullMethod: "/verifyq.v1.CodeService/SendCode"},
+		func(context.Context, any) (any, error) { return nil, status.Error(codes.Canceled, "gone") })
 
-	lines := logs.lines(t)
-	require.Len(t, lines, 3)
+	lines := logs.Lines(t)
+	require.Len(t, lines, 4)
 	assert.Equal(t, "A***@example.com", lines[0]["email"])
 	assert.Equal(t, "FailedPrecondition", lines[0]["code"])
+	assert.Equal(t, "code_mismatch", lines[0]["outcome"])
 	assert.Equal(t, "INFO", lines[0]["level"])
 	assert.Equal(t, "b***@example.org", lines[1]["email"])
 	assert.Equal(t, float64(1), lines[1]["legacy_error"])
-	assert.Equal(t, "WARN", lines[1]["level"], "a Redis failure on the old service")
+	assert.Equal(t, "unavailable", lines[1]["outcome"])
+	assert.Equal(t, "ERROR", lines[1]["level"], "a Redis failure on the old service")
+	assert.Contains(t, lines[1]["err"], "connection refused", "what failed, in the same line")
 	assert.Equal(t, "DEBUG", lines[2]["level"], "health checks are quiet")
+	assert.Equal(t, "canceled", lines[3]["outcome"], "no outcome recorded: taken from the status")
+	assert.Equal(t, "INFO", lines[3]["level"])
 	assert.NotContains(t, logs.String(), "987654")
 	assert.NotContains(t, logs.String(), "Alice.Smith")
 	assert.NotContains(t, logs.String(), "bob@")
+	assert.Equal(t, []string{"mismatch", "unavailable", "canceled"}, obs.labels(), "health checks are not counted")
+}
+
+type observer struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (o *observer) ObserveRequest(_, _, label string, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, label)
+}
+
+func (o *observer) labels() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.seen...)
 }
 
 func TestClientOf(t *testing.T) {
 	t.Parallel()
+	trusted, err := clientip.ParseTrusted([]string{"127.0.0.1/32", "10.0.0.0/8"})
+	require.NoError(t, err)
+	gateway := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	stranger := &net.TCPAddr{IP: net.IPv4(198, 51, 100, 99), Port: 40000}
 	tests := map[string]struct {
-		md   metadata.MD
-		want string
+		trusted clientip.Trusted
+		peer    net.Addr
+		md      metadata.MD
+		want    string
 	}{
-		"none":                   {nil, ""},
-		"forwarded, first entry": {metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "203.0.113.7"},
-		"forwarded wins":         {metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
-		"client ip":              {metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
-		"with port":              {metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
-		"mapped v4":              {metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
-		"garbage forwarded":      {metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "192.0.2.9"},
-		"garbage":                {metadata.Pairs("x-client-ip", "a@example.com"), ""},
+		"none":                      {trusted, gateway, nil, ""},
+		"forwarded, rightmost":      {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "198.51.100.1"},
+		"forwarded, past a proxy":   {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1"), "203.0.113.7"},
+		"forwarded wins":            {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
+		"client ip":                 {trusted, gateway, metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
+		"with port":                 {trusted, gateway, metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
+		"v4 with port":              {trusted, gateway, metadata.Pairs("x-forwarded-for", "1.2.3.4:5555"), "1.2.3.4"},
+		"mapped v4":                 {trusted, gateway, metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
+		"garbage counts the sender": {trusted, gateway, metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "127.0.0.1"},
+		"untrusted peer":            {trusted, stranger, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
+		"nothing trusted":           {nil, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
 	}
 	for name, tt := range tests {
-		ctx := metadata.NewIncomingContext(context.Background(), tt.md)
-		assert.Equal(t, tt.want, clientOf(ctx), name)
+		s := &Server{cfg: Config{TrustedProxies: tt.trusted}}
+		ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), tt.md), &peer.Peer{Addr: tt.peer})
+		assert.Equal(t, tt.want, s.clientOf(ctx), name)
 	}
 }

@@ -6,16 +6,18 @@
 //   - grpc.health.v1.Health, whose status follows Redis readiness;
 //   - server reflection, so grpcurl works without the .proto files.
 //
-// Service errors become legacy numbers in legacyError and status codes in
-// statusOf, and nowhere else. Every unary call runs under panic recovery, a
-// log line with the address masked (never the code) and a default deadline
-// for callers that set none, as the old gateway does.
+// Every reply's legacy number, status code, reason and message come from
+// the outcome table (package outcome), as on the HTTP edge. Every unary call
+// runs under panic recovery, a deadline for callers that set none (as the
+// old gateway does), and ends in one log line with the address masked (never
+// the code) and one observation of the request metrics.
 package grpcapi
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/verifyq/verifyq/clientip"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -61,6 +64,9 @@ type Config struct {
 	ReadyInterval time.Duration
 	// Metrics, when set, records every call of the two code services.
 	Metrics RequestObserver
+	// TrustedProxies are the peers whose x-forwarded-for and x-client-ip
+	// metadata is believed; without any, no call names an end user.
+	TrustedProxies clientip.Trusted
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same
@@ -94,7 +100,9 @@ type Server struct {
 // costs its stack, a few KB.
 const StreamWorkersPerCPU = 64
 
-func streamWorkers() uint32 { return uint32(StreamWorkersPerCPU * runtime.GOMAXPROCS(0)) }
+func streamWorkers() uint32 {
+	return uint32(min(StreamWorkersPerCPU*runtime.GOMAXPROCS(0), math.MaxUint16)) //nolint:gosec // G115: bounded just above
+}
 
 // healthNames are the names the health service reports: the whole server
 // and each service.
@@ -124,6 +132,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Run calls on goroutines that are kept and keep their grown
 		// stacks, not on a new goroutine per call: the chain of
 		// interceptors and go-redis outgrows a new goroutine's stack, and
@@ -143,8 +152,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 			Timeout: 20 * time.Second,
 		}),
 		grpc.ChainUnaryInterceptor(
-			logCalls(logger),
-			observeCalls(cfg.Metrics),
+			observe(logger, cfg.Metrics),
 			recoverUnary(logger),
 			defaultDeadline(cfg.CallTimeout),
 		),

@@ -23,8 +23,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -35,18 +37,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeService is a hand-written fake: each test sets what it needs.
-type fakeService struct {
-	send   func(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	verify func(ctx context.Context, email, code string) error
-}
-
-func (f fakeService) SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error) {
-	return f.send(ctx, req)
-}
-
-func (f fakeService) VerifyCode(ctx context.Context, email, code string) error {
-	return f.verify(ctx, email, code)
+// trust parses trusted proxies for a test.
+func trust(t *testing.T, list ...string) clientip.Trusted {
+	t.Helper()
+	p, err := clientip.ParseTrusted(list)
+	require.NoError(t, err)
+	return p
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -83,7 +79,7 @@ func healthOf(t *testing.T, conn *grpc.ClientConn, name string) healthpb.HealthC
 func TestServerLifecycle(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
-	srv := grpcapi.New(fakeService{}, discard, grpcapi.Config{
+	srv := grpcapi.New(servicetest.Fake{}, discard, grpcapi.Config{
 		ReadyInterval: 20 * time.Millisecond,
 		Ready: func(context.Context) error {
 			if down.Load() {
@@ -147,7 +143,7 @@ func TestServerLifecycle(t *testing.T) {
 func TestShutdownCutsOffCallsAtDeadline(t *testing.T) {
 	t.Parallel()
 	entered := make(chan struct{})
-	srv := grpcapi.New(fakeService{send: func(ctx context.Context, _ service.SendRequest) (service.Sent, error) {
+	srv := grpcapi.New(servicetest.Fake{Send: func(ctx context.Context, _ service.SendRequest) (service.Sent, error) {
 		close(entered)
 		<-ctx.Done()
 		return service.Sent{}, ctx.Err()
@@ -175,8 +171,8 @@ func TestShutdownCutsOffCallsAtDeadline(t *testing.T) {
 func TestCallsThroughTheServer(t *testing.T) {
 	t.Parallel()
 	got := make(chan service.SendRequest, 10)
-	srv := grpcapi.New(fakeService{
-		send: func(ctx context.Context, req service.SendRequest) (service.Sent, error) {
+	srv := grpcapi.New(servicetest.Fake{
+		Send: func(ctx context.Context, req service.SendRequest) (service.Sent, error) {
 			got <- req
 			if _, ok := ctx.Deadline(); !ok {
 				return service.Sent{}, errors.New("no deadline")
@@ -189,7 +185,7 @@ func TestCallsThroughTheServer(t *testing.T) {
 			}
 			return service.Sent{ExpiresIn: 599900 * time.Millisecond, Created: true, ResendAfter: 59500 * time.Millisecond}, nil
 		},
-	}, discard, grpcapi.Config{})
+	}, discard, grpcapi.Config{TrustedProxies: trust(t, "127.0.0.1", "10.0.0.0/8")})
 	conn := serve(t, srv)
 	v1 := verifyqv1.NewCodeServiceClient(conn)
 	legacy := messagepb.NewVarifyServiceClient(conn)

@@ -25,8 +25,12 @@ func invalidAddress(reason string) error {
 // ValidateAddress reports whether s is a bare addr-spec acceptable as a
 // recipient, such as "user+tag@example.com". It rejects display names, angle
 // brackets, comments, lists, surrounding or inner spaces, CR, LF, NUL and
-// other control characters, invalid UTF-8, addresses over 254 bytes and local
-// parts over 64 bytes. Single-label domains such as "localhost" are allowed.
+// other control characters, invalid UTF-8, Unicode format, separator and
+// private-use characters, non-ASCII characters whose case folding is ASCII,
+// domains that are not valid IDNA, addresses over 254 bytes (also with the
+// domain as an A-label) and local parts over 64 bytes. Single-label domains
+// such as "localhost" are allowed, and so are non-ASCII local parts (sent
+// with SMTPUTF8) and internationalized domains (sent as A-labels).
 //
 // Errors wrap ErrInvalidAddress with a short reason; they never echo s.
 func ValidateAddress(s string) error {
@@ -39,6 +43,9 @@ func ValidateAddress(s string) error {
 		return invalidAddress("not valid UTF-8")
 	case strings.ContainsFunc(s, unicode.IsControl):
 		return invalidAddress("contains a control character")
+	}
+	if err := checkRunes(s); err != nil {
+		return err
 	}
 	a, err := netmail.ParseAddress(s)
 	if err != nil {
@@ -56,6 +63,9 @@ func ValidateAddress(s string) error {
 	}
 	if strings.HasPrefix(s[at+1:], "[") {
 		return invalidAddress("domain literals are not accepted")
+	}
+	if a, err := idnaProfile.ToASCII(s[at+1:]); err != nil || len(s[:at+1])+len(a) > maxAddressLen {
+		return invalidAddress("domain is not a valid internationalized domain name")
 	}
 	return nil
 }

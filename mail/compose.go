@@ -71,7 +71,7 @@ type templateData struct {
 func Compose(from string, m Message) (*gomail.Message, error) {
 	sender, err := parseFrom(from)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mail: from: %w", err)
 	}
 	if err := ValidateAddress(m.To); err != nil {
 		return nil, fmt.Errorf("mail: recipient: %w", err)
@@ -102,7 +102,7 @@ func Compose(from string, m Message) (*gomail.Message, error) {
 
 	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
 	g.SetAddressHeader("From", sender.Address, sender.Name)
-	g.SetAddressHeader("To", m.To, "")
+	g.SetAddressHeader("To", ASCIIDomain(m.To), "")
 	g.SetHeader("Subject", data.Subject)
 	g.SetDateHeader("Date", time.Now())
 	g.SetHeader("Message-ID", msgID)
@@ -115,14 +115,14 @@ func Compose(from string, m Message) (*gomail.Message, error) {
 // parseFrom parses a sender given as a bare address or "Name <address>".
 func parseFrom(from string) (*netmail.Address, error) {
 	if strings.ContainsFunc(from, unicode.IsControl) {
-		return nil, fmt.Errorf("mail: from: %w: contains a control character", ErrInvalidAddress)
+		return nil, fmt.Errorf("%w: contains a control character", ErrInvalidAddress)
 	}
 	a, err := netmail.ParseAddress(from)
 	if err != nil {
-		return nil, fmt.Errorf("mail: from: %w: malformed", ErrInvalidAddress)
+		return nil, fmt.Errorf("%w: malformed", ErrInvalidAddress)
 	}
 	if err := ValidateAddress(a.Address); err != nil {
-		return nil, fmt.Errorf("mail: from: %w", err)
+		return nil, err
 	}
 	return a, nil
 }

@@ -13,8 +13,11 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/gomail.v2"
+
+	"github.com/verifyq/verifyq/internal/field"
 )
 
 // TLSMode selects how the Sender secures its SMTP connections.
@@ -44,7 +47,7 @@ func ParseTLSMode(s string) (TLSMode, error) {
 	case TLSAuto, TLSNone, TLSStartTLS, TLSImplicit:
 		return m, nil
 	}
-	return "", errors.New(`mail: TLS mode must be one of "auto", "none", "starttls", "tls"`)
+	return "", fmt.Errorf("%q: want auto, none, starttls or tls", s)
 }
 
 // Defaults applied by NewSender to zero SMTPConfig fields.
@@ -106,36 +109,50 @@ type conn struct {
 	poisoned  bool // ctx ended during use: the deadline is unusable
 }
 
-// NewSender validates cfg, applies defaults and returns a Sender. It does
-// not connect. A nil logger discards logs.
-func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+// Validate reports every problem with cfg at once, each a *field.Error
+// named after its field (Host, Port, TLS, From, Password, Timeout,
+// IdleTimeout), so a binary can report it under its environment variable.
+// It never repeats the password.
+func (cfg SMTPConfig) Validate() error {
+	var errs []error
 	if cfg.Host == "" || strings.ContainsFunc(cfg.Host, func(r rune) bool {
 		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/'
 	}) {
-		return nil, errors.New("mail: SMTP host is empty or malformed")
+		errs = append(errs, field.Errorf("Host", "empty or malformed"))
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
-		return nil, errors.New("mail: SMTP port must be in 1..65535")
+		errs = append(errs, field.Errorf("Port", "%d is not in 1..65535", cfg.Port))
 	}
-	mode, err := ParseTLSMode(string(cfg.TLS))
-	if err != nil {
-		return nil, err
+	if _, err := ParseTLSMode(string(cfg.TLS)); err != nil {
+		errs = append(errs, &field.Error{Field: "TLS", Err: err})
 	}
-	cfg.TLS = mode
-	from, err := parseFrom(cfg.From)
-	if err != nil {
-		return nil, err
+	if _, err := parseFrom(cfg.From); err != nil {
+		errs = append(errs, &field.Error{Field: "From", Err: err})
 	}
 	if cfg.Username == "" && cfg.Password != "" {
-		return nil, errors.New("mail: SMTP password set without a username")
+		errs = append(errs, field.Errorf("Password", "set without a username"))
 	}
-	switch {
-	case cfg.Timeout < 0:
-		return nil, errors.New("mail: SMTP timeout must not be negative")
-	case cfg.Timeout == 0:
+	if cfg.Timeout < 0 {
+		errs = append(errs, field.Errorf("Timeout", "%s is negative", cfg.Timeout))
+	}
+	if cfg.IdleTimeout < 0 {
+		errs = append(errs, field.Errorf("IdleTimeout", "%s is negative", cfg.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// NewSender validates cfg with Validate, applies defaults and returns a
+// Sender. It does not connect. A nil logger discards logs.
+func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.TLS, _ = ParseTLSMode(string(cfg.TLS))
+	from, _ := parseFrom(cfg.From)
+	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	switch {
@@ -144,10 +161,7 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 	case cfg.MaxIdle == 0:
 		cfg.MaxIdle = DefaultMaxIdle
 	}
-	switch {
-	case cfg.IdleTimeout < 0:
-		return nil, errors.New("mail: SMTP idle timeout must not be negative")
-	case cfg.IdleTimeout == 0:
+	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 
@@ -169,7 +183,7 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 		cfg:      cfg,
 		envFrom:  from.Address,
 		addr:     net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
-		implicit: mode == TLSImplicit || (mode == TLSAuto && cfg.Port == 465),
+		implicit: cfg.TLS == TLSImplicit || (cfg.TLS == TLSAuto && cfg.Port == 465),
 		tlsConf:  tc,
 		log:      logger.With(slog.String("component", "mail.sender")),
 	}, nil
@@ -269,6 +283,10 @@ func (s *Sender) transaction(ctx context.Context, c *conn, to string, msg *gomai
 
 // send runs RCPT and DATA after a successful MAIL.
 func (s *Sender) send(ctx context.Context, c *conn, to string, msg *gomail.Message) error {
+	to = ASCIIDomain(to)
+	if ok, _ := c.c.Extension("SMTPUTF8"); !ok && !isASCII(to) {
+		return fmt.Errorf("mail: RCPT TO: %w: a non-ASCII local part needs SMTPUTF8, which the server does not offer", ErrInvalidAddress)
+	}
 	if err := c.c.Rcpt(to); err != nil {
 		return s.wrap(ctx, "RCPT TO", err)
 	}
@@ -315,3 +333,12 @@ func watch(ctx context.Context, nc net.Conn) (stop func() bool) {
 
 // aLongTimeAgo is a deadline that has already passed.
 var aLongTimeAgo = time.Unix(1, 0)
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/internal/smtptest"
@@ -497,21 +498,25 @@ func TestNewSenderValidates(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func(*mail.SMTPConfig)
-		ok     bool
+		want   string // the whole error; empty when cfg is good
 	}{
-		{"good", func(*mail.SMTPConfig) {}, true},
-		{"display name From", func(c *mail.SMTPConfig) { c.From = "Verifyq 验证 <no-reply@example.com>" }, true},
-		{"IPv6 host", func(c *mail.SMTPConfig) { c.Host = "::1" }, true},
-		{"empty host", func(c *mail.SMTPConfig) { c.Host = "" }, false},
-		{"host with space", func(c *mail.SMTPConfig) { c.Host = "smtp example" }, false},
-		{"port 0", func(c *mail.SMTPConfig) { c.Port = 0 }, false},
-		{"port too big", func(c *mail.SMTPConfig) { c.Port = 70000 }, false},
-		{"bad TLS mode", func(c *mail.SMTPConfig) { c.TLS = "ssl3" }, false},
-		{"empty From", func(c *mail.SMTPConfig) { c.From = "" }, false},
-		{"From injection", func(c *mail.SMTPConfig) { c.From = "a@b.co\r\nBcc: x@y.z" }, false},
-		{"password without user", func(c *mail.SMTPConfig) { c.Password = "x" }, false},
-		{"negative timeout", func(c *mail.SMTPConfig) { c.Timeout = -1 }, false},
-		{"negative idle timeout", func(c *mail.SMTPConfig) { c.IdleTimeout = -1 }, false},
+		{"good", func(*mail.SMTPConfig) {}, ""},
+		{"display name From", func(c *mail.SMTPConfig) { c.From = "Verifyq 验证 <no-reply@example.com>" }, ""},
+		{"IPv6 host", func(c *mail.SMTPConfig) { c.Host = "::1" }, ""},
+		{"zero timeouts take defaults", func(c *mail.SMTPConfig) { c.Timeout, c.IdleTimeout = 0, 0 }, ""},
+		{"empty host", func(c *mail.SMTPConfig) { c.Host = "" }, "Host: empty or malformed"},
+		{"host with space", func(c *mail.SMTPConfig) { c.Host = "smtp example" }, "Host: empty or malformed"},
+		{"port 0", func(c *mail.SMTPConfig) { c.Port = 0 }, "Port: 0 is not in 1..65535"},
+		{"port too big", func(c *mail.SMTPConfig) { c.Port = 70000 }, "Port: 70000 is not in 1..65535"},
+		{"bad TLS mode", func(c *mail.SMTPConfig) { c.TLS = "ssl3" }, `TLS: "ssl3": want auto, none, starttls or tls`},
+		{"empty From", func(c *mail.SMTPConfig) { c.From = "" }, "From: invalid email address: malformed"},
+		{"From injection", func(c *mail.SMTPConfig) { c.From = "a@b.co\r\nBcc: x@y.z" }, "From: invalid email address: contains a control character"},
+		{"password without user", func(c *mail.SMTPConfig) { c.Password = "hunter2" }, "Password: set without a username"},
+		{"negative timeout", func(c *mail.SMTPConfig) { c.Timeout = -1 }, "Timeout: -1ns is negative"},
+		{"negative idle timeout", func(c *mail.SMTPConfig) { c.IdleTimeout = -1 }, "IdleTimeout: -1ns is negative"},
+		{"every problem at once", func(c *mail.SMTPConfig) { *c = mail.SMTPConfig{Password: "hunter2", Timeout: -1} },
+			"Host: empty or malformed\nPort: 0 is not in 1..65535\nFrom: invalid email address: malformed\n" +
+				"Password: set without a username\nTimeout: -1ns is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -519,12 +524,16 @@ func TestNewSenderValidates(t *testing.T) {
 			cfg := good
 			tt.mutate(&cfg)
 			s, err := mail.NewSender(cfg, nil)
-			if tt.ok {
+			if tt.want == "" {
+				require.NoError(t, cfg.Validate())
 				require.NoError(t, err)
 				require.NoError(t, s.Close())
 				return
 			}
 			require.Error(t, err)
+			assert.Equal(t, tt.want, err.Error())
+			assert.Equal(t, tt.want, cfg.Validate().Error(), "NewSender reports what Validate does")
+			assert.NotContains(t, err.Error(), "hunter2", "the password is never repeated")
 		})
 	}
 }
@@ -568,4 +577,28 @@ func TestSMTPErrorText(t *testing.T) {
 	require.False(t, mail.IsPermanent(errors.New("x")))
 	require.False(t, mail.IsPermanent(nil))
 	require.True(t, strings.HasPrefix(e.Error(), "smtp:"))
+}
+
+// An internationalized domain goes to the server as its A-label, in the
+// envelope and the To header; a non-ASCII local part needs SMTPUTF8 and is
+// refused permanently, before RCPT, by a server without it.
+func TestSendInternationalAddresses(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.Start(t)
+	s := newSender(t, srv, nil, nil)
+	m := testMessage()
+	m.To = "Kim@Bücher.de"
+	require.NoError(t, s.Send(t.Context(), m))
+	got := srv.WaitMessages(t, 1, 5*time.Second)[0]
+	require.Equal(t, []string{"Kim@xn--bcher-kva.de"}, got.To)
+	require.Contains(t, string(got.Raw), "\r\nTo: Kim@xn--bcher-kva.de\r\n")
+
+	m.To = "张三@example.com"
+	err := s.Send(t.Context(), m)
+	require.ErrorIs(t, err, mail.ErrInvalidAddress)
+	require.True(t, mail.IsPermanent(err))
+
+	utf8srv := smtptest.Start(t, smtptest.WithSMTPUTF8())
+	require.NoError(t, newSender(t, utf8srv, nil, nil).Send(t.Context(), m))
+	require.Equal(t, []string{"张三@example.com"}, utf8srv.WaitMessages(t, 1, 5*time.Second)[0].To)
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
@@ -132,7 +133,7 @@ func (s *Service) VerifyCode(ctx context.Context, email, code string) error {
 	if err := mail.ValidateAddress(email); err != nil {
 		return err
 	}
-	if code == "" || len(code) > MaxCodeLength {
+	if code == "" || len(code) > MaxCodeLength || !utf8.ValidString(code) {
 		return ErrInvalidCode
 	}
 	err := s.codes.Verify(ctx, email, code)

@@ -71,9 +71,9 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 	return p, nil
 }
 
-// CodeSource reads the live code of an address (codes.Store).
+// CodeSource reads the live code of an address (codes.Reader).
 type CodeSource interface {
-	Peek(ctx context.Context, email string) (code string, left time.Duration, err error)
+	Peek(ctx context.Context, email string) (codes.Live, error)
 }
 
 // Mailer sends one verification mail (mail.Sender).
@@ -82,7 +82,7 @@ type Mailer interface {
 }
 
 var (
-	_ CodeSource = (*codes.Store)(nil)
+	_ CodeSource = (*codes.Reader)(nil)
 	_ Mailer     = (*mail.Sender)(nil)
 )
 
@@ -90,6 +90,7 @@ var (
 type SendCodeHandler struct {
 	codes  CodeSource
 	mailer Mailer
+	ttl    time.Duration
 	logger *slog.Logger
 
 	// Observer, when set, is told about every send; see Observer.
@@ -97,9 +98,11 @@ type SendCodeHandler struct {
 }
 
 // NewSendCodeHandler returns a handler that reads codes from codes and sends
-// them with mailer.
-func NewSendCodeHandler(codes CodeSource, mailer Mailer, logger *slog.Logger) *SendCodeHandler {
-	return &SendCodeHandler{codes: codes, mailer: mailer, logger: logger}
+// them with mailer. ttl is the configured lifetime of a code (CODE_TTL,
+// checked with codes.ValidateTTL): the mail of a code whose key has no
+// expiry states it, as the next send gives the key that lifetime.
+func NewSendCodeHandler(codes CodeSource, mailer Mailer, ttl time.Duration, logger *slog.Logger) *SendCodeHandler {
+	return &SendCodeHandler{codes: codes, mailer: mailer, ttl: ttl, logger: logger}
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors
@@ -135,8 +138,8 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	}
 	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
 
-	code, left, err := h.codes.Peek(ctx, p.Email)
-	if errors.Is(err, codes.ErrNotFound) || (err == nil && left <= 0) {
+	live, err := h.codes.Peek(ctx, p.Email)
+	if errors.Is(err, codes.ErrNotFound) || (err == nil && !live.NoExpiry && live.ExpiresIn <= 0) {
 		log.InfoContext(ctx, "code gone before send, nothing to mail")
 		res.Outcome = OutcomeExpired
 		return nil
@@ -144,9 +147,14 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	if err != nil {
 		return fmt.Errorf("read code: %w", err)
 	}
+	left := live.ExpiresIn
+	if live.NoExpiry {
+		log.WarnContext(ctx, "code key has no expiry, mailing the configured lifetime", "code_ttl", h.ttl.String())
+		left = h.ttl
+	}
 
 	start := time.Now()
-	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: code, ExpiresIn: left})
+	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: live.Code, ExpiresIn: left})
 	accepted := time.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil

@@ -30,6 +30,10 @@ type env struct {
 	sender *mail.Sender
 }
 
+// codeTTL is the handler's configured code lifetime, on purpose not the
+// store's (codes.DefaultTTL) nor any other default.
+const codeTTL = 7 * time.Minute
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	rs := redistest.Start(t)
@@ -45,8 +49,12 @@ func newEnv(t *testing.T) *env {
 	}, logger)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
+	// The handler reads codes as the worker does: through a Reader, with
+	// CODE_TTL (here codeTTL) for a key without expiry.
+	reader, err := codes.NewReader(rdb, "code_")
+	require.NoError(t, err)
 	return &env{redis: rs, rdb: rdb, store: store, smtp: smtpSrv, logs: &logs, sender: sender,
-		h: tasks.NewSendCodeHandler(store, sender, logger)}
+		h: tasks.NewSendCodeHandler(reader, sender, codeTTL, logger)}
 }
 
 func (e *env) task(t *testing.T, email, locale string) *asynq.Task {
@@ -73,6 +81,26 @@ func TestSendCodeHandlerMailsLiveCode(t *testing.T) {
 	assert.Contains(t, msgs[0].Text, "10 minutes")
 	assert.NotContains(t, e.logs.String(), issued.Code, "no code in logs")
 	assert.NotContains(t, e.logs.String(), "Someone@Example.com", "no full address in logs")
+}
+
+// A key an older writer left without expiry is mailed with the configured
+// lifetime, CODE_TTL, and the key is left as it is (the next send fixes it).
+func TestSendCodeHandlerNoExpiryMailsConfiguredTTL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	require.NoError(t, e.rdb.Set(ctx, "code_legacy@example.com", "424242", 0).Err())
+
+	require.NoError(t, e.h.ProcessTask(ctx, e.task(t, "legacy@example.com", "en")))
+	msgs := e.smtp.WaitMessages(t, 1, 5*time.Second)
+	assert.Contains(t, msgs[0].Text, "424242")
+	assert.Contains(t, msgs[0].Text, "7 minutes")
+	assert.NotContains(t, msgs[0].Text, "10 minutes")
+	assert.Contains(t, e.logs.String(), "code key has no expiry")
+	assert.NotContains(t, e.logs.String(), "424242", "no code in logs")
+	ttl, err := e.rdb.PTTL(ctx, "code_legacy@example.com").Result()
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(-1), ttl, "the worker only reads")
 }
 
 func TestSendCodeHandlerCodeGone(t *testing.T) {

@@ -10,9 +10,11 @@
 # default) and npm on the PATH this script copies the pinned module source to
 # bin/.mailpit-src/, builds the UI there with npm (lockfile, no install
 # scripts) and builds the binary from that copy; the copy's go.mod and go.sum
-# are mailpit's own, checksummed with the module, and select the same versions
-# as tools/go.mod. MAILPIT_UI=0 (or no npm) builds the API-only binary straight
-# from tools/go.mod. MAILPIT_UI=1 fails when npm is missing.
+# are mailpit's own, checksummed with the module, so it gets the dependency
+# versions mailpit released with. MAILPIT_UI=0 (or no npm) builds the API-only
+# binary straight from tools/go.mod, where the other pinned tools can raise
+# shared dependencies (x/net, x/sys, ...) to newer minor versions.
+# MAILPIT_UI=1 fails when npm is missing.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

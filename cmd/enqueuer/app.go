@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/verifyq/verifyq/api"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
+	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/service"
@@ -80,11 +80,16 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		dashboard: dashboard,
 		Registry:  reg,
 		Metrics:   m,
-		httpSrv:   platform.NewHTTPServer(api.Instrument(api.NewHandler(svc, logger, proxies), m), logger),
+		httpSrv: platform.NewHTTPServer(httpapi.NewHandler(svc, logger, httpapi.Config{
+			TrustedProxies: proxies,
+			RequestTimeout: cfg.HTTPRequestTimeout,
+			Metrics:        m,
+		}), logger),
 		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
-			CallTimeout: cfg.GRPCCallTimeout,
-			Ready:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			Metrics:     m,
+			CallTimeout:    cfg.GRPCCallTimeout,
+			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			Metrics:        m,
+			TrustedProxies: proxies,
 		}),
 		done: make(chan error, 3),
 	}

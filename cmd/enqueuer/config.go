@@ -3,13 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/netip"
-	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -21,15 +19,16 @@ type Config struct {
 	AdminAddr       string        `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
 	GRPCAddr        string        `envconfig:"GRPC_ADDR" default:":50051"`
 	GRPCCallTimeout time.Duration `envconfig:"GRPC_CALL_TIMEOUT" default:"5s"`
-	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
-	CodeLength      int           `envconfig:"CODE_LENGTH" default:"6"`
+	// HTTPRequestTimeout bounds every HTTP request.
+	HTTPRequestTimeout time.Duration `envconfig:"HTTP_REQUEST_TIMEOUT" default:"5s"`
+	CodeLength         int           `envconfig:"CODE_LENGTH" default:"6"`
 
 	ResendCooldown      time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
 	AddressSendsPerHour int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
 	ClientSendsPerHour  int           `envconfig:"CLIENT_SENDS_PER_HOUR" default:"30"`
 	VerifyMaxAttempts   int           `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
-	// TrustedProxies are CIDRs (or single addresses) whose X-Forwarded-For
-	// header is believed.
+	// TrustedProxies are CIDRs (or single addresses) whose forwarding
+	// headers and metadata are believed (package clientip).
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
 
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
@@ -38,16 +37,8 @@ type Config struct {
 	DashboardReadOnly bool `envconfig:"DASHBOARD_READONLY" default:"false"`
 }
 
-// LoadConfig reads and validates the configuration.
-func LoadConfig() (Config, error) {
-	var cfg Config
-	if err := envconfig.Process("", &cfg); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate()
-}
-
-// Validate reports every problem at once, each naming its variable.
+// Validate reports every problem at once, each naming its variable. The
+// rules of codes and limits are the codes package's (see codeVars).
 func (c Config) Validate() error {
 	errs := c.Common.Validate()
 	if c.HTTPAddr == "" {
@@ -65,22 +56,10 @@ func (c Config) Validate() error {
 	if c.GRPCCallTimeout <= 0 {
 		errs = append(errs, errors.New("GRPC_CALL_TIMEOUT: must be positive"))
 	}
-	if c.CodeTTL < time.Second {
-		errs = append(errs, fmt.Errorf("CODE_TTL: %s is shorter than 1s", c.CodeTTL))
+	if c.HTTPRequestTimeout <= 0 {
+		errs = append(errs, errors.New("HTTP_REQUEST_TIMEOUT: must be positive"))
 	}
-	if c.CodeLength < codes.MinLength || c.CodeLength > codes.MaxLength {
-		errs = append(errs, fmt.Errorf("CODE_LENGTH: %d is outside %d..%d", c.CodeLength, codes.MinLength, codes.MaxLength))
-	}
-	for name, v := range map[string]int64{
-		"RESEND_COOLDOWN":        int64(c.ResendCooldown),
-		"ADDRESS_SENDS_PER_HOUR": int64(c.AddressSendsPerHour),
-		"CLIENT_SENDS_PER_HOUR":  int64(c.ClientSendsPerHour),
-		"VERIFY_MAX_ATTEMPTS":    int64(c.VerifyMaxAttempts),
-	} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative (0 turns the limit off)", name))
-		}
-	}
+	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(c.CodeLength), c.codes().Limits.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
@@ -88,24 +67,22 @@ func (c Config) Validate() error {
 }
 
 // proxies parses TRUSTED_PROXIES.
-func (c Config) proxies() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range c.TrustedProxies {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return nil, fmt.Errorf("TRUSTED_PROXIES: %q is not a CIDR or an IP address", s)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p.Masked())
+func (c Config) proxies() (clientip.Trusted, error) {
+	p, err := clientip.ParseTrusted(c.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
 	}
-	return out, nil
+	return p, nil
+}
+
+// codeVars names the variables of the codes fields that are the enqueuer's
+// own (CODE_KEY_PREFIX and CODE_TTL are Common's).
+var codeVars = map[string]string{
+	"Length":         "CODE_LENGTH",
+	"Cooldown":       "RESEND_COOLDOWN",
+	"AddressPerHour": "ADDRESS_SENDS_PER_HOUR",
+	"ClientPerHour":  "CLIENT_SENDS_PER_HOUR",
+	"MaxAttempts":    "VERIFY_MAX_ATTEMPTS",
 }
 
 func (c Config) codes() codes.Config {

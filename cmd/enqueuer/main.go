@@ -8,38 +8,25 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"log/slog"
 
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
-func main() {
-	healthcheck := flag.Bool("healthcheck", false, "check that the enqueuer on ADMIN_ADDR is ready, exit 0 or 1")
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	run := run
-	if *healthcheck {
-		run = checkHealth
-	}
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "enqueuer:", err)
-		os.Exit(1)
-	}
+// binary is the enqueuer for platform.Main.
+var binary = platform.Binary[Config]{
+	Name:      "enqueuer",
+	AdminAddr: func(cfg Config) string { return cfg.AdminAddr },
+	Serve:     serve,
 }
 
-func run(ctx context.Context) error {
-	cfg, err := LoadConfig()
-	if err != nil {
-		return err
-	}
-	logger := cfg.SetupLogging(os.Stderr)
+func main() { platform.Main(binary) }
+
+// serve runs the enqueuer until ctx ends, then lets requests in flight
+// finish within SHUTDOWN_TIMEOUT.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	grpclog.SetLoggerV2(platform.GRPCLogger{L: logger}) // before any other gRPC call
 	app, err := NewApp(cfg, logger)
 	if err != nil {
@@ -52,12 +39,4 @@ func run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return app.Close(shutdownCtx)
-}
-
-func checkHealth(ctx context.Context) error {
-	cfg, err := LoadConfig()
-	if err != nil {
-		return err
-	}
-	return platform.HealthCheck(ctx, cfg.AdminAddr)
 }

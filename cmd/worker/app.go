@@ -47,14 +47,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	rdb := platform.NewRedis(opt)
-	store, err := codes.NewStore(rdb, cfg.codes())
+	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.NewWorker(reg)
-	handler := tasks.NewSendCodeHandler(store, sender, logger)
+	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendCode, handler)

@@ -22,7 +22,7 @@ func startApp(t *testing.T, tweak func(*Config)) *App {
 	cfg := Config{
 		Common: platform.Common{
 			RedisURL: redistest.Start(t).URL(), LogLevel: "info", CodeKeyPrefix: "code_",
-			ShutdownTimeout: 5 * time.Second, DashboardUser: "admin",
+			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin",
 		},
 		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
 		SMTPTimeout: time.Second, MailFrom: "no-reply@verifyq.test",

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 )
@@ -30,17 +28,9 @@ type Config struct {
 	MailFrom     string        `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
 }
 
-// LoadConfig reads and validates the configuration.
-func LoadConfig() (Config, error) {
-	var cfg Config
-	if err := envconfig.Process("", &cfg); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate()
-}
-
 // Validate reports every problem at once, each naming its variable. It never
-// repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets.
+// repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets. The SMTP rules
+// are the mail package's (see smtpVars).
 func (c Config) Validate() error {
 	errs := c.Common.Validate()
 	if c.AdminAddr == "" {
@@ -49,44 +39,31 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))
 	}
-	if c.SMTPHost == "" {
-		errs = append(errs, errors.New("SMTP_HOST: must not be empty"))
-	}
-	if c.SMTPPort < 1 || c.SMTPPort > 65535 {
-		errs = append(errs, fmt.Errorf("SMTP_PORT: %d is not a port", c.SMTPPort))
-	}
-	if _, err := mail.ParseTLSMode(c.SMTPTLS); err != nil {
-		errs = append(errs, fmt.Errorf("SMTP_TLS: %q: want auto, none, starttls or tls", c.SMTPTLS))
-	}
-	if c.SMTPPassword != "" && c.SMTPUsername == "" {
-		errs = append(errs, errors.New("SMTP_PASSWORD: set without SMTP_USERNAME"))
-	}
-	if c.SMTPTimeout <= 0 {
-		errs = append(errs, errors.New("SMTP_TIMEOUT: must be positive"))
-	}
-	if c.MailFrom == "" {
-		errs = append(errs, errors.New("MAIL_FROM: must not be empty"))
-	}
+	errs = append(errs, field.Rename(c.smtp().Validate(), smtpVars))
 	return errors.Join(errs...)
 }
 
+// smtpVars names the variables of the mail.SMTPConfig fields.
+var smtpVars = map[string]string{
+	"Host":     "SMTP_HOST",
+	"Port":     "SMTP_PORT",
+	"Password": "SMTP_PASSWORD",
+	"TLS":      "SMTP_TLS",
+	"Timeout":  "SMTP_TIMEOUT",
+	"From":     "MAIL_FROM",
+}
+
 func (c Config) smtp() mail.SMTPConfig {
-	tlsMode, _ := mail.ParseTLSMode(c.SMTPTLS)
 	return mail.SMTPConfig{
 		Host:     c.SMTPHost,
 		Port:     c.SMTPPort,
 		Username: c.SMTPUsername,
 		Password: c.SMTPPassword,
-		TLS:      tlsMode,
+		TLS:      mail.TLSMode(c.SMTPTLS),
 		From:     c.MailFrom,
 		Timeout:  c.SMTPTimeout,
 		// One idle connection per worker slot: a busy worker reuses its
 		// connections instead of dialling per mail.
 		MaxIdle: c.Concurrency,
 	}
-}
-
-func (c Config) codes() codes.Config {
-	// The worker only reads codes; TTL and length matter to the enqueuer.
-	return codes.Config{KeyPrefix: c.CodeKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -10,13 +11,14 @@ import (
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
-	cfg, err := LoadConfig()
+	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
 	assert.Equal(t, Config{
 		Common: platform.Common{
 			RedisURL:        "redis://127.0.0.1:6379/0",
 			LogLevel:        "info",
 			CodeKeyPrefix:   "code_",
+			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
 		},
@@ -34,11 +36,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 // starts, with pprof off.
 func TestLoadConfigAdminAddrOffLoopback(t *testing.T) {
 	t.Setenv("ADMIN_ADDR", ":8082")
-	_, err := LoadConfig()
+	_, err := platform.Load[Config]()
 	require.NoError(t, err)
 	t.Setenv("DASHBOARD_PASSWORD", "hunter2")
 	t.Setenv("DASHBOARD_USER", "")
-	_, err = LoadConfig()
+	_, err = platform.Load[Config]()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "DASHBOARD_USER")
 	assert.NotContains(t, err.Error(), "hunter2")
@@ -48,12 +50,39 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("SMTP_PASSWORD", "hunter2")
 	t.Setenv("SMTP_TLS", "maybe")
 	t.Setenv("SMTP_PORT", "70000")
+	t.Setenv("SMTP_HOST", "smtp example")
+	t.Setenv("SMTP_TIMEOUT", "-1s")
+	t.Setenv("MAIL_FROM", "a@b.co\r\nBcc: x@y.z")
 	t.Setenv("WORKER_CONCURRENCY", "0")
 	t.Setenv("REDIS_URL", "redis://:hunter2@[::1")
-	_, err := LoadConfig()
+	t.Setenv("CODE_TTL", "500ms")
+	t.Setenv("CODE_KEY_PREFIX", "")
+	_, err := platform.Load[Config]()
 	require.Error(t, err)
-	for _, name := range []string{"SMTP_PASSWORD", "SMTP_TLS", "SMTP_PORT", "WORKER_CONCURRENCY", "REDIS_URL"} {
-		assert.Contains(t, err.Error(), name)
+	for _, want := range []string{
+		"SMTP_PASSWORD: set without a username",
+		`SMTP_TLS: "maybe": want auto, none, starttls or tls`,
+		"SMTP_PORT: 70000 is not in 1..65535",
+		"SMTP_HOST: empty or malformed",
+		"SMTP_TIMEOUT: -1s is negative",
+		"MAIL_FROM: invalid email address",
+		"WORKER_CONCURRENCY",
+		"REDIS_URL",
+		"CODE_TTL: 500ms is shorter than 1s",
+		"CODE_KEY_PREFIX: must not be empty",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		assert.Regexp(t, `^[A-Z][A-Z0-9_]*:`, line, "every problem names its variable")
 	}
 	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+}
+
+// CODE_TTL is the worker's too: a key without expiry is mailed with it.
+func TestLoadConfigCodeTTL(t *testing.T) {
+	t.Setenv("CODE_TTL", "3m")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Equal(t, 3*time.Minute, cfg.CodeTTL)
 }

@@ -8,36 +8,23 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"log/slog"
 
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
-func main() {
-	healthcheck := flag.Bool("healthcheck", false, "check that the worker on ADMIN_ADDR is ready, exit 0 or 1")
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	run := run
-	if *healthcheck {
-		run = checkHealth
-	}
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
+// binary is the worker for platform.Main.
+var binary = platform.Binary[Config]{
+	Name:      "worker",
+	AdminAddr: func(cfg Config) string { return cfg.AdminAddr },
+	Serve:     serve,
 }
 
-func run(ctx context.Context) error {
-	cfg, err := LoadConfig()
-	if err != nil {
-		return err
-	}
-	logger := cfg.SetupLogging(os.Stderr)
+func main() { platform.Main(binary) }
+
+// serve runs the worker until ctx ends, then lets sends in flight finish
+// within SHUTDOWN_TIMEOUT.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	app, err := NewApp(cfg, logger)
 	if err != nil {
 		return err
@@ -47,12 +34,4 @@ func run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return app.Close()
-}
-
-func checkHealth(ctx context.Context) error {
-	cfg, err := LoadConfig()
-	if err != nil {
-		return err
-	}
-	return platform.HealthCheck(ctx, cfg.AdminAddr)
 }

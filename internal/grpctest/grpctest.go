@@ -98,8 +98,13 @@ func GetVarifyCode(ctx context.Context, t testing.TB, conn *grpc.ClientConn, ema
 	if err := conn.Invoke(ctx, method, req, rsp, opts...); err != nil {
 		return LegacyReply{}, err
 	}
+	errField := field(t, m.Output(), "error", 1)
+	errNum, ok := rsp.Get(errField).Interface().(int32)
+	if !ok {
+		t.Fatalf("grpctest: %s is %s, want int32", errField.FullName(), errField.Kind())
+	}
 	return LegacyReply{
-		Error: int32(rsp.Get(field(t, m.Output(), "error", 1)).Int()),
+		Error: errNum,
 		Email: rsp.Get(field(t, m.Output(), "email", 2)).String(),
 		Code:  rsp.Get(field(t, m.Output(), "code", 3)).String(),
 	}, nil

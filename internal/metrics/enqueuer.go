@@ -9,26 +9,9 @@ import (
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
 )
-
-// Request outcomes: the values of the "outcome" label of the request
-// metrics. Each edge derives one from its reply (HTTP status, gRPC reply).
-const (
-	OutcomeOK          = "ok"           // the request did what was asked
-	OutcomeInvalid     = "invalid"      // bad input: address, locale, code, JSON, method, path
-	OutcomeNotFound    = "not_found"    // no live code to verify
-	OutcomeMismatch    = "mismatch"     // wrong code
-	OutcomeRateLimited = "rate_limited" // refused by a limit
-	OutcomeUnavailable = "unavailable"  // Redis or the queue unreachable; the client may retry
-	OutcomeError       = "error"        // anything else (a bug)
-)
-
-// Outcomes lists every request outcome.
-var Outcomes = []string{
-	OutcomeOK, OutcomeInvalid, OutcomeNotFound, OutcomeMismatch,
-	OutcomeRateLimited, OutcomeUnavailable, OutcomeError,
-}
 
 // Limits names the limits known when this was written (see
 // service.RateLimitError.Limit); their series exist from the start, at 0.
@@ -41,6 +24,7 @@ type Enqueuer struct {
 	codes         *prometheus.CounterVec
 	limited       *prometheus.CounterVec
 	enqueueErrors prometheus.Counter
+	outcomes      map[string]bool // the known values of the outcome label
 }
 
 // NewEnqueuer registers the enqueuer's metrics on reg. With a non-nil insp it
@@ -76,6 +60,10 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 			Help:      "Send-code tasks that could not be put on the queue (the request failed as unavailable).",
 		}),
 	}
+	m.outcomes = map[string]bool{}
+	for _, label := range outcome.Metrics() {
+		m.outcomes[label] = true
+	}
 	reg.MustRegister(m.requests, m.duration, m.codes, m.limited, m.enqueueErrors)
 	if insp != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
@@ -90,23 +78,14 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 }
 
 // ObserveRequest records one answered request: api is "http" or "grpc",
-// route a fixed name of the endpoint or method, outcome one of Outcomes
-// (anything else is recorded as OutcomeError). Both edges call it.
-func (m *Enqueuer) ObserveRequest(api, route, outcome string, d time.Duration) {
-	if !isOutcome(outcome) {
-		outcome = OutcomeError
+// route a fixed name of the endpoint or method, label an outcome's Metric
+// (anything else is recorded as outcome.MetricError). Both edges call it.
+func (m *Enqueuer) ObserveRequest(api, route, label string, d time.Duration) {
+	if !m.outcomes[label] {
+		label = outcome.MetricError
 	}
-	m.requests.WithLabelValues(api, route, outcome).Inc()
-	m.duration.WithLabelValues(api, route, outcome).Observe(d.Seconds())
-}
-
-func isOutcome(s string) bool {
-	for _, o := range Outcomes {
-		if s == o {
-			return true
-		}
-	}
-	return false
+	m.requests.WithLabelValues(api, route, label).Inc()
+	m.duration.WithLabelValues(api, route, label).Observe(d.Seconds())
 }
 
 // SendVerifier is what the edges call (service.Service).

@@ -15,11 +15,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/api"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -55,7 +56,7 @@ func TestEnqueuerMetrics(t *testing.T) {
 
 	// Through the real service and queue: created, then reused.
 	svc := m.Service(service.New(store, m.Queue(asynq.NewClientFromRedisClient(rdb)), discard))
-	srv := httptest.NewServer(api.Instrument(api.NewHandler(svc, discard, nil), m))
+	srv := httptest.NewServer(httpapi.NewHandler(svc, discard, httpapi.Config{Metrics: m}))
 	t.Cleanup(srv.Close)
 	for range 2 {
 		res, err := http.Post(srv.URL+"/v1/codes", "application/json", strings.NewReader(`{"email":"who@example.com"}`))
@@ -77,7 +78,7 @@ func TestEnqueuerMetrics(t *testing.T) {
 	require.ErrorIs(t, err, service.ErrRateLimited)
 
 	// The gRPC edge records into the same metric.
-	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", metrics.OutcomeRateLimited, time.Millisecond)
+	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", outcome.MetricRateLimited, time.Millisecond)
 	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", "made-up", time.Millisecond)
 
 	scrape := httptest.NewServer(metrics.Handler(reg))
@@ -157,7 +158,7 @@ func TestWorkerMetrics(t *testing.T) {
 func TestRegistriesAreIndependent(t *testing.T) {
 	t.Parallel()
 	a, b := metrics.NewRegistry(), metrics.NewRegistry()
-	metrics.NewEnqueuer(a, nil).ObserveRequest("http", api.RouteSend, metrics.OutcomeOK, time.Millisecond)
+	metrics.NewEnqueuer(a, nil).ObserveRequest("http", httpapi.RouteSend, outcome.MetricOK, time.Millisecond)
 	metrics.NewEnqueuer(b, nil)
 	fa, err := a.Gather()
 	require.NoError(t, err)

@@ -99,6 +99,9 @@ func AsynqRedisOpt(opt *redis.Options) asynq.RedisClientOpt {
 	}
 }
 
+// healthCheckTimeout bounds HealthCheck: a hung server is not ready.
+const healthCheckTimeout = 3 * time.Second
+
 // HealthCheck asks the admin server listening on addr whether the process
 // is ready (GET /readyz) and returns nil on 200. It is the -healthcheck
 // flag of both binaries, for container health checks in images without a
@@ -112,18 +115,18 @@ func HealthCheck(ctx context.Context, addr string) error {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, healthCheckTimeout)
 	defer cancel()
 	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := (&http.Client{Timeout: healthCheckTimeout}).Do(req)
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 	if res.StatusCode != http.StatusOK {
 		return errors.New(res.Status + ": " + strings.TrimSpace(string(body)))

@@ -8,14 +8,20 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 )
 
 // Common is the configuration both binaries share; each binary's Config
 // embeds it, so envconfig reads the same variables with the same defaults.
 type Common struct {
-	RedisURL        string        `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
-	CodeKeyPrefix   string        `envconfig:"CODE_KEY_PREFIX" default:"code_"`
+	RedisURL      string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	LogLevel      string `envconfig:"LOG_LEVEL" default:"info"`
+	CodeKeyPrefix string `envconfig:"CODE_KEY_PREFIX" default:"code_"`
+	// CodeTTL is the lifetime of a code: the enqueuer gives it to new codes,
+	// the worker states it in the mail of a code whose key has no expiry.
+	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
 
 	// The admin server's dashboard and pprof are behind basic auth with
@@ -25,7 +31,8 @@ type Common struct {
 }
 
 // Validate returns every problem with c, each naming its variable and never
-// repeating a secret.
+// repeating a secret. The rules of the code key and lifetime are the codes
+// package's.
 func (c Common) Validate() []error {
 	var errs []error
 	if _, err := ParseRedisURL(c.RedisURL); err != nil {
@@ -34,8 +41,9 @@ func (c Common) Validate() []error {
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
-	if c.CodeKeyPrefix == "" {
-		errs = append(errs, errors.New("CODE_KEY_PREFIX: must not be empty"))
+	if err := field.Rename(errors.Join(codes.ValidateKeyPrefix(c.CodeKeyPrefix), codes.ValidateTTL(c.CodeTTL)),
+		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL"}); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))

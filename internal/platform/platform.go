@@ -84,9 +84,16 @@ type AsynqLogger struct{ L *slog.Logger }
 
 var _ asynq.Logger = AsynqLogger{}
 
+// Debug logs at debug level.
 func (a AsynqLogger) Debug(args ...any) { a.L.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (a AsynqLogger) Info(args ...any)  { a.L.Info(fmt.Sprint(args...), "component", "asynq") }
-func (a AsynqLogger) Warn(args ...any)  { a.L.Warn(fmt.Sprint(args...), "component", "asynq") }
+
+// Info logs at info level.
+func (a AsynqLogger) Info(args ...any) { a.L.Info(fmt.Sprint(args...), "component", "asynq") }
+
+// Warn logs at warn level.
+func (a AsynqLogger) Warn(args ...any) { a.L.Warn(fmt.Sprint(args...), "component", "asynq") }
+
+// Error logs at error level.
 func (a AsynqLogger) Error(args ...any) { a.L.Error(fmt.Sprint(args...), "component", "asynq") }
 
 // Fatal logs at error level and exits, as asynq.Logger requires.
@@ -115,18 +122,35 @@ func (g GRPCLogger) log(level slog.Level, msg string) {
 	g.L.Log(context.Background(), level, msg, "component", "grpc")
 }
 
-func (g GRPCLogger) Info(args ...any)   { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+// Info logs gRPC's info messages at debug level.
+func (g GRPCLogger) Info(args ...any) { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+
+// Infoln logs gRPC's info messages at debug level.
 func (g GRPCLogger) Infoln(args ...any) { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+
+// Infof logs gRPC's info messages at debug level.
 func (g GRPCLogger) Infof(format string, args ...any) {
 	g.log(slog.LevelDebug, fmt.Sprintf(format, args...))
 }
-func (g GRPCLogger) Warning(args ...any)   { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+
+// Warning logs at warn level.
+func (g GRPCLogger) Warning(args ...any) { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+
+// Warningln logs at warn level.
 func (g GRPCLogger) Warningln(args ...any) { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+
+// Warningf logs at warn level.
 func (g GRPCLogger) Warningf(format string, args ...any) {
 	g.log(slog.LevelWarn, fmt.Sprintf(format, args...))
 }
-func (g GRPCLogger) Error(args ...any)   { g.log(slog.LevelError, fmt.Sprint(args...)) }
+
+// Error logs at error level.
+func (g GRPCLogger) Error(args ...any) { g.log(slog.LevelError, fmt.Sprint(args...)) }
+
+// Errorln logs at error level.
 func (g GRPCLogger) Errorln(args ...any) { g.log(slog.LevelError, fmt.Sprint(args...)) }
+
+// Errorf logs at error level.
 func (g GRPCLogger) Errorf(format string, args ...any) {
 	g.log(slog.LevelError, fmt.Sprintf(format, args...))
 }

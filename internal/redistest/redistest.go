@@ -96,7 +96,7 @@ func (s *Server) Restart() error {
 	if err != nil {
 		return fmt.Errorf("redis-server not found on PATH (apt-get install redis-server): %w", err)
 	}
-	cmd := exec.Command(bin,
+	cmd := exec.Command(bin, //nolint:gosec // G204: bin is redis-server from PATH, every argument is chosen here
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--daemonize", "no", "--loglevel", "warning")
@@ -105,7 +105,9 @@ func (s *Server) Restart() error {
 	}
 	s.cmd = cmd
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
-	defer c.Close()
+	// Closing the probe client only drops its pool; the server it probed is
+	// what counts.
+	defer func() { _ = c.Close() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -135,6 +137,10 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	// redis-server can only bind the port once this listener let it go.
+	if err := l.Close(); err != nil {
+		return 0, err
+	}
+	return port, nil
 }

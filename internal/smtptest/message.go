@@ -78,7 +78,7 @@ func (m *Message) walk(contentType, encoding string, body io.Reader) {
 		}
 	}
 
-	var r io.Reader = body
+	r := body
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "quoted-printable":
 		r = quotedprintable.NewReader(body)

@@ -53,6 +53,7 @@ type config struct {
 	starttls     bool
 	implicit     bool
 	envelopeOnly bool
+	smtputf8     bool
 }
 
 // WithAuth makes the server offer AUTH PLAIN and require a successful
@@ -86,6 +87,12 @@ func WithImplicitTLS() Option {
 // every message in memory nor spends CPU decoding them.
 func WithEnvelopeOnly() Option {
 	return func(c *config) { c.envelopeOnly = true }
+}
+
+// WithSMTPUTF8 makes the server offer SMTPUTF8 (RFC 6531), which a client
+// needs to send to a non-ASCII local part.
+func WithSMTPUTF8() Option {
+	return func(c *config) { c.smtputf8 = true }
 }
 
 // Server is an in-process SMTP server. All methods are safe for concurrent
@@ -251,6 +258,7 @@ func (s *Server) listen(addr string) (net.Addr, error) {
 	}))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
+	srv.EnableSMTPUTF8 = s.cfg.smtputf8
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	var ln net.Listener = r.ln
 	if s.tlsConf != nil {

@@ -1,4 +1,4 @@
-package api_test
+package httpapi_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/verifyq/verifyq/api"
+	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/service"
 )
@@ -54,7 +54,7 @@ func FuzzRequestDecoding(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string, verify bool) {
 		svc := &recordingService{}
-		h := api.NewHandler(svc, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		h := httpapi.NewHandler(svc, slog.New(slog.NewTextHandler(io.Discard, nil)), httpapi.Config{})
 		path := "/v1/codes"
 		if verify {
 			path = "/v1/codes/verify"

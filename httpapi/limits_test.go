@@ -1,4 +1,4 @@
-package api_test
+package httpapi_test
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func TestResendCooldown(t *testing.T) {
 	after, err := strconv.Atoi(hdr.Get("Retry-After"))
 	require.NoError(t, err)
 	assert.InDelta(t, 60, after, 2)
-	assert.Len(t, e.pending(t), 1, "nothing enqueued for the refused request")
+	assert.Len(t, e.Pending(t), 1, "nothing enqueued for the refused request")
 
 	// Once the cooldown is over: 202, the same code.
 	require.NoError(t, e.rdb.Del(ctx, "verifyq:limit:cooldown:c@example.com").Err())
@@ -42,7 +42,7 @@ func TestResendCooldown(t *testing.T) {
 	again, err := e.rdb.Get(ctx, "code_c@example.com").Result()
 	require.NoError(t, err)
 	assert.Equal(t, code, again)
-	assert.Len(t, e.pending(t), 2)
+	assert.Len(t, e.Pending(t), 2)
 }
 
 func TestClientCapFollowsTrustedForwardedFor(t *testing.T) {

@@ -1,11 +1,9 @@
-package api_test
+package httpapi_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,18 +16,18 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/api"
 	"github.com/verifyq/verifyq/codes"
-	"github.com/verifyq/verifyq/internal/redistest"
-	"github.com/verifyq/verifyq/service"
+	"github.com/verifyq/verifyq/httpapi"
+	"github.com/verifyq/verifyq/internal/servicetest"
+	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/tasks"
 )
 
 type env struct {
-	srv   *httptest.Server
-	redis *redistest.Server
-	rdb   *redis.Client
-	insp  *asynq.Inspector
+	*servicetest.Env
+	srv  *httptest.Server
+	insp *asynq.Inspector
+	rdb  *redis.Client
 }
 
 // newEnv serves the API on a real service and Redis, with no limits.
@@ -37,15 +35,10 @@ func newEnv(t *testing.T) *env { return newLimitedEnv(t, codes.Limits{}, nil) }
 
 func newLimitedEnv(t *testing.T, limits codes.Limits, trusted []netip.Prefix) *env {
 	t.Helper()
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Limits: limits})
-	require.NoError(t, err)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(store, asynq.NewClientFromRedisClient(rdb), logger)
-	srv := httptest.NewServer(api.NewHandler(svc, logger, trusted))
+	se := servicetest.New(t, limits)
+	srv := httptest.NewServer(httpapi.NewHandler(se.Service, servicetest.Discard, httpapi.Config{TrustedProxies: trusted}))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, redis: rs, rdb: rdb, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	return &env{Env: se, srv: srv, rdb: se.RDB, insp: asynq.NewInspectorFromRedisClient(se.RDB)}
 }
 
 func (e *env) post(t *testing.T, path, body string) (int, map[string]any, http.Header) {
@@ -73,23 +66,6 @@ func errCode(m map[string]any) string {
 	return s
 }
 
-// pending returns the payloads of the tasks waiting in the mail queue.
-func (e *env) pending(t *testing.T) []tasks.SendCodePayload {
-	t.Helper()
-	infos, err := e.insp.ListPendingTasks(tasks.Queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return nil
-	}
-	require.NoError(t, err)
-	var out []tasks.SendCodePayload
-	for _, info := range infos {
-		var p tasks.SendCodePayload
-		require.NoError(t, json.Unmarshal(info.Payload, &p))
-		out = append(out, p)
-	}
-	return out
-}
-
 func TestSendCode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -114,7 +90,7 @@ func TestSendCode(t *testing.T) {
 	assert.Equal(t, tasks.MaxRetry, infos[0].MaxRetry)
 	assert.WithinDuration(t, time.Now().Add(10*time.Minute), infos[0].Deadline, 5*time.Second)
 	assert.NotContains(t, string(infos[0].Payload), code, "no code in the payload")
-	p := e.pending(t)[0]
+	p := e.Pending(t)[0]
 	assert.Equal(t, "User.Name@Example.COM", p.Email)
 	assert.Equal(t, "en", p.Locale)
 
@@ -126,7 +102,7 @@ func TestSendCode(t *testing.T) {
 	again, err := e.rdb.Get(ctx, "code_User.Name@Example.COM").Result()
 	require.NoError(t, err)
 	assert.Equal(t, code, again)
-	p = e.pending(t)[1]
+	p = e.Pending(t)[1]
 	assert.Equal(t, "zh-CN", p.Locale, "default locale")
 }
 
@@ -148,15 +124,32 @@ func TestSendCodeRejectsBadInput(t *testing.T) {
 		{"list", `{"email":"a@example.com, b@example.com"}`, "invalid_email"},
 		{"too long", `{"email":"` + strings.Repeat("a", 250) + `@example.com"}`, "invalid_email"},
 		{"unknown locale", `{"email":"a@example.com","locale":"fr"}`, "invalid_locale"},
+		{"unknown member", `{"email":"a@example.com","admin":"yes"}`, "invalid_json"},
+		{"member of the other route", `{"email":"a@example.com","code":"1"}`, "invalid_json"},
+		{"duplicate member", `{"email":"a@example.com","email":"b@example.com"}`, "invalid_json"},
+		{"member by case only", `{"EMAIL":"a@example.com"}`, "invalid_json"},
+		{"null", `{"email":null}`, "invalid_json"},
+		{"invalid UTF-8", "{\"email\":\"a\xff@example.com\"}", "invalid_json"},
+		{"escaped lone surrogate", `{"email":"a\ud800@example.com"}`, "invalid_email"},
+		{"right-to-left override", `{"email":"kim\u202e@example.com"}`, "invalid_email"},
+		{"zero-width space", "{\"email\":\"ki\u200bm@example.com\"}", "invalid_email"},
+		{"line separator", `{"email":"kim\u2028@example.com"}`, "invalid_email"},
+		{"Kelvin sign", `{"email":"\u212aim@example.com"}`, "invalid_email"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, body, _ := e.post(t, "/v1/codes", tt.body)
 			assert.Equal(t, http.StatusBadRequest, status)
 			assert.Equal(t, tt.code, errCode(body))
+			msg := body["error"].(map[string]any)["message"]
+			if tt.code == "invalid_email" {
+				assert.Equal(t, outcome.InvalidEmail.Message, msg, "the address is never echoed")
+			} else {
+				assert.NotContains(t, msg, "@", "no value is echoed")
+			}
 		})
 	}
-	assert.Empty(t, e.pending(t), "nothing enqueued")
+	assert.Empty(t, e.Pending(t), "nothing enqueued")
 	keys, err := e.rdb.Keys(context.Background(), "code_*").Result()
 	require.NoError(t, err)
 	assert.Empty(t, keys, "no code made")
@@ -172,8 +165,13 @@ func TestTransportErrors(t *testing.T) {
 	assert.Equal(t, http.StatusUnsupportedMediaType, status)
 	assert.Equal(t, "unsupported_media_type", errCode(body))
 
-	status, body, _ = e.post(t, "/v1/codes", `{"email":"a@example.com","pad":"`+strings.Repeat("x", api.MaxBodyBytes)+`"}`)
+	status, body, _ = e.post(t, "/v1/codes", `{"email":"a@example.com","pad":"`+strings.Repeat("x", httpapi.MaxBodyBytes)+`"}`)
 	assert.Equal(t, http.StatusRequestEntityTooLarge, status)
+	assert.Equal(t, "body_too_large", errCode(body))
+	padded := `{"email":"a@example.com"}`
+	padded += strings.Repeat(" ", httpapi.MaxBodyBytes+1-len(padded))
+	status, body, _ = e.post(t, "/v1/codes", padded)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, status, "any body over the limit, even one padded after a valid object")
 	assert.Equal(t, "body_too_large", errCode(body))
 
 	req, _ = http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes", nil)
@@ -186,7 +184,7 @@ func TestTransportErrors(t *testing.T) {
 	status, body, _ = do(t, req)
 	assert.Equal(t, http.StatusNotFound, status)
 	assert.Equal(t, "not_found", errCode(body))
-	assert.Empty(t, e.pending(t))
+	assert.Empty(t, e.Pending(t))
 }
 
 func TestVerifyCode(t *testing.T) {
@@ -230,32 +228,26 @@ func TestVerifyCode(t *testing.T) {
 func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.redis.Stop()
+	e.Redis.Stop()
 
-	for _, path := range []string{"/v1/codes", "/v1/codes/verify"} {
-		status, body, _ := e.post(t, path, `{"email":"a@example.com","code":"123456"}`)
+	for path, reqBody := range map[string]string{
+		"/v1/codes":        `{"email":"a@example.com"}`,
+		"/v1/codes/verify": `{"email":"a@example.com","code":"123456"}`,
+	} {
+		status, body, _ := e.post(t, path, reqBody)
 		assert.Equal(t, http.StatusServiceUnavailable, status, path)
 		assert.Equal(t, "unavailable", errCode(body))
 		assert.NotContains(t, body["error"].(map[string]any)["message"], "127.0.0.1", "no internals in replies")
 	}
 
-	require.NoError(t, e.redis.Restart())
+	require.NoError(t, e.Redis.Restart())
 	status, _, _ := e.post(t, "/v1/codes", `{"email":"a@example.com"}`)
 	assert.Equal(t, http.StatusAccepted, status, "recovers without a restart")
 }
 
-// failingService injects an unexpected error: the reply is a JSON 500, not a
-// bare page, and says nothing of the cause.
-type failingService struct{ err error }
-
-func (f failingService) SendCode(context.Context, service.SendRequest) (service.Sent, error) {
-	return service.Sent{}, f.err
-}
-func (f failingService) VerifyCode(context.Context, string, string) error { return f.err }
-
 func TestUnexpectedErrorIsJSON500(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(api.NewHandler(failingService{errors.New("secret internal detail")}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil))
+	srv := httptest.NewServer(httpapi.NewHandler(servicetest.Failing(errors.New("secret internal detail")), servicetest.Discard, httpapi.Config{}))
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/codes", strings.NewReader(`{"email":"a@example.com"}`))
 	req.Header.Set("Content-Type", "application/json")

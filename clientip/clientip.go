@@ -1,0 +1,99 @@
+// Package clientip decides who the end user behind a request is, the one
+// rule both edges follow: forwarding headers (HTTP X-Forwarded-For, gRPC
+// x-forwarded-for or x-client-ip metadata) are believed only from a peer in
+// the trusted proxies, and then only up to the rightmost hop that is not a
+// trusted proxy itself. Without trusted proxies nothing a caller sends is
+// believed and there is no end user: the peer is a gateway, and is never
+// limited as if it were one user.
+package clientip
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Trusted is the set of proxies whose forwarding headers are believed.
+type Trusted []netip.Prefix
+
+// ParseTrusted parses a list of CIDRs or single addresses (TRUSTED_PROXIES).
+// Empty entries are skipped. The error names the entry, never anything else.
+func ParseTrusted(list []string) (Trusted, error) {
+	var out Trusted
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or an IP address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// Contains reports whether addr is a trusted proxy.
+func (t Trusted) Contains(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range t {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client returns the end user's address for a request from peer that
+// carries the forwarding chain hops (each element one header value, which
+// may hold a comma-separated list, oldest hop first), or "" when there is
+// none to believe.
+//
+// The chain is read from the right: each entry was written by the hop to
+// its right, starting with peer. The first entry that is not a trusted
+// proxy is the client. An entry that is not an address (nor an address with
+// a port) is not skipped: the request counts against the trusted hop that
+// wrote it. A chain of trusted proxies only names its oldest one.
+func (t Trusted) Client(peer netip.Addr, hops []string) string {
+	if len(t) == 0 || !t.Contains(peer) {
+		return ""
+	}
+	var entries []string
+	for _, h := range hops {
+		entries = append(entries, strings.Split(h, ",")...)
+	}
+	writer := peer.Unmap()
+	for i := len(entries) - 1; i >= 0; i-- {
+		addr, ok := ParseHop(entries[i])
+		if !ok {
+			return writer.String()
+		}
+		if !t.Contains(addr) {
+			return addr.String()
+		}
+		writer = addr
+	}
+	if len(entries) == 0 {
+		return "" // a trusted proxy that names nobody: the gateway itself
+	}
+	return writer.String()
+}
+
+// ParseHop parses one forwarding entry: an IPv4 or IPv6 address, with or
+// without a port ("203.0.113.7:4711", "[2001:db8::1]:4711"). The address
+// comes back unmapped and without a zone.
+func ParseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	return netip.Addr{}, false
+}

@@ -1,0 +1,54 @@
+package clientip_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/clientip"
+)
+
+func TestClient(t *testing.T) {
+	t.Parallel()
+	trusted, err := clientip.ParseTrusted([]string{"127.0.0.1/32", " 10.0.0.0/8", "", "2001:db8::1"})
+	require.NoError(t, err)
+	gateway := netip.MustParseAddr("127.0.0.1")
+	stranger := netip.MustParseAddr("198.51.100.1")
+	tests := []struct {
+		name string
+		peer netip.Addr
+		hops []string
+		want string
+	}{
+		{"no chain", gateway, nil, ""},
+		{"one hop", gateway, []string{"1.2.3.4"}, "1.2.3.4"},
+		{"with a port", gateway, []string{"1.2.3.4:5555"}, "1.2.3.4"},
+		{"v6 with a port", gateway, []string{"[2001:db8::7]:443"}, "2001:db8::7"},
+		{"mapped v4", gateway, []string{"::ffff:1.2.3.4"}, "1.2.3.4"},
+		{"rightmost untrusted", gateway, []string{"6.6.6.6, 1.2.3.4, 10.1.1.1"}, "1.2.3.4"},
+		{"several headers", gateway, []string{"6.6.6.6", "1.2.3.4", "10.1.1.1"}, "1.2.3.4"},
+		{"spoofed left part is never reached", gateway, []string{"10.9.9.9, 1.2.3.4"}, "1.2.3.4"},
+		{"garbage counts against its writer", gateway, []string{"unknown"}, "127.0.0.1"},
+		{"garbage behind a proxy", gateway, []string{"1.2.3.4, bogus, 10.1.1.1"}, "10.1.1.1"},
+		{"empty entry", gateway, []string{""}, "127.0.0.1"},
+		{"only trusted hops: the oldest", gateway, []string{"10.2.2.2, 10.1.1.1"}, "10.2.2.2"},
+		{"untrusted peer is not believed", stranger, []string{"1.2.3.4"}, ""},
+		{"mapped trusted peer", netip.MustParseAddr("::ffff:127.0.0.1"), []string{"1.2.3.4"}, "1.2.3.4"},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, trusted.Client(tt.peer, tt.hops), tt.name)
+	}
+	assert.Empty(t, clientip.Trusted(nil).Client(gateway, []string{"1.2.3.4"}), "nothing trusted, nothing believed")
+}
+
+func TestParseTrusted(t *testing.T) {
+	t.Parallel()
+	_, err := clientip.ParseTrusted([]string{"10.0.0.0/8", "not-an-ip"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `"not-an-ip"`)
+	p, err := clientip.ParseTrusted([]string{"10.1.2.3/8"})
+	require.NoError(t, err)
+	assert.Equal(t, clientip.Trusted{netip.MustParsePrefix("10.0.0.0/8")}, p)
+}

@@ -1,0 +1,402 @@
+package grpcapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	verifycodes "github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/grpcapi"
+	"github.com/verifyq/verifyq/internal/grpctest"
+	"github.com/verifyq/verifyq/internal/logtest"
+	"github.com/verifyq/verifyq/internal/metrics"
+	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+	"github.com/verifyq/verifyq/internal/servicetest"
+	messagepb "github.com/verifyq/verifyq/proto/message"
+	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+// stack is the gRPC server on the real service, Redis and metrics.
+type stack struct {
+	*servicetest.Env
+	conn    *grpc.ClientConn
+	logs    *logtest.Buffer
+	metrics *httptest.Server
+}
+
+// start serves the gRPC edge on a loopback port, on the real service with
+// the given limits and its own redis-server, and dials it. Health follows a
+// PING of that Redis, checked every 100 ms.
+func start(t *testing.T, limits verifycodes.Limits) *stack {
+	t.Helper()
+	s := &stack{Env: servicetest.New(t, limits)}
+	logger, logs := logtest.New(t)
+	s.logs = logs
+	reg := metrics.NewRegistry()
+	m := metrics.NewEnqueuer(reg, nil)
+	s.metrics = httptest.NewServer(metrics.Handler(reg))
+	t.Cleanup(s.metrics.Close)
+	srv := grpcapi.New(m.Service(s.Service), logger, grpcapi.Config{
+		Ready:         func(ctx context.Context) error { return s.RDB.Ping(ctx).Err() },
+		ReadyInterval: 100 * time.Millisecond,
+		Metrics:       m,
+		// The test is the gateway: its metadata names the end user.
+		TrustedProxies: trust(t, "127.0.0.1"),
+	})
+	s.conn = serve(t, srv)
+	return s
+}
+
+func (s *stack) legacy(t *testing.T, email string) grpctest.LegacyReply {
+	t.Helper()
+	rsp, err := grpctest.GetVarifyCode(context.Background(), t, s.conn, email)
+	require.NoError(t, err, "the old service always answers with an OK status")
+	return rsp
+}
+
+func (s *stack) v1() verifyqv1.CodeServiceClient { return verifyqv1.NewCodeServiceClient(s.conn) }
+
+func (s *stack) waitHealth(t *testing.T, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	for _, name := range []string{"", "message.VarifyService", "verifyq.v1.CodeService"} {
+		require.Eventually(t, func() bool { return healthOf(t, s.conn, name) == want }, 10*time.Second, 50*time.Millisecond,
+			"health of %q becomes %s", name, want)
+	}
+}
+
+func (s *stack) pending(t *testing.T) int {
+	t.Helper()
+	info, err := asynq.NewInspectorFromRedisClient(s.RDB).GetQueueInfo(tasks.Queue)
+	if err != nil {
+		return 0
+	}
+	return info.Pending
+}
+
+// The old gateway's call, with messages built from the old .proto file at
+// run time: error 0, the address echoed, no code, the code stored under the
+// old key and a send task queued.
+func TestGRPCOldServiceSendsCode(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	const email = "Old.Gateway@Example.com"
+
+	rsp := s.legacy(t, email)
+	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: email, Code: ""}, rsp)
+	code, err := s.RDB.Get(context.Background(), "code_"+email).Result()
+	require.NoError(t, err, "key code_<email>, the address as sent")
+	assert.Len(t, code, 6)
+	assert.Equal(t, 1, s.pending(t), "one send task queued")
+}
+
+// Invalid addresses: in-band error 3 on the old service, InvalidArgument on
+// v1; nothing stored, nothing queued.
+func TestGRPCInvalidAddress(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	for _, email := range []string{"", "not an address", "x@example.com\r\nBcc: y@example.com", "Name <a@example.com>"} {
+		assert.Equal(t, grpctest.LegacyReply{Error: 3}, s.legacy(t, email), "%q: error 3, the refused address not echoed", email)
+		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: email})
+		assert.Equal(t, codes.InvalidArgument, status.Code(err), "%q", email)
+	}
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "a@example.com", Locale: "fr"})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "unknown locale")
+
+	keys, err := s.RDB.Keys(context.Background(), "code_*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys)
+	assert.Zero(t, s.pending(t))
+}
+
+// Redis goes away and comes back: error 1 and Unavailable meanwhile, health
+// NOT_SERVING, and everything works again without restarting the enqueuer.
+func TestGRPCRedisOutage(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
+	require.Equal(t, int32(0), s.legacy(t, "before@example.com").Error)
+
+	s.Redis.Stop()
+	s.waitHealth(t, healthpb.HealthCheckResponse_NOT_SERVING)
+	assert.Equal(t, grpctest.LegacyReply{Error: 1, Email: "during@example.com"}, s.legacy(t, "during@example.com"))
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "during@example.com"})
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	_, err = s.v1().VerifyCode(context.Background(), &verifyqv1.VerifyCodeRequest{Email: "during@example.com", Code: "123456"})
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+
+	require.NoError(t, s.Redis.Restart())
+	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
+	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: "after@example.com"}, s.legacy(t, "after@example.com"))
+	res, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "after2@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(600), res.GetExpiresIn())
+}
+
+// Verify over v1: a wrong code, the right one (consumed), the same again.
+// The logs hold neither the code nor the address.
+func TestGRPCVerifyCode(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	const email = "Verify.Me@example.com"
+	ctx := context.Background()
+
+	res, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: email, Locale: "en"})
+	require.NoError(t, err)
+	assert.Greater(t, res.GetExpiresIn(), int64(590))
+	assert.LessOrEqual(t, res.GetExpiresIn(), int64(600))
+	assert.Zero(t, res.GetResendAfter())
+	code, err := s.RDB.Get(ctx, "code_"+email).Result()
+	require.NoError(t, err)
+
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: wrong})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "wrong code")
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: ""})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "empty code")
+
+	ok, err := s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code})
+	require.NoError(t, err, "right code")
+	assert.True(t, ok.GetVerified())
+	n, err := s.RDB.Exists(ctx, "code_"+email).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "consumed")
+
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code})
+	assert.Equal(t, codes.NotFound, status.Code(err), "reused code")
+
+	logs := s.logs.String()
+	assert.Contains(t, logs, `"email":"V***@example.com"`)
+	assert.Contains(t, logs, `"code":"FailedPrecondition"`)
+	assert.NotContains(t, logs, code)
+	assert.NotContains(t, logs, wrong)
+	assert.NotContains(t, logs, email)
+}
+
+// Reflection lists every service, and every grpcurl example of the README
+// names a method that reflection resolves, with a request that parses and a
+// call that answers as the README says.
+func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
+
+	services := grpctest.Services(t, s.conn)
+	for _, name := range []string{"message.VarifyService", "verifyq.v1.CodeService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		assert.Contains(t, services, name)
+	}
+	m := grpctest.Method(t, s.conn, "message.VarifyService/GetVarifyCode")
+	assert.Equal(t, "/message.VarifyService/GetVarifyCode", "/"+string(m.Parent().FullName())+"/"+string(m.Name()))
+
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	example := regexp.MustCompile(`(?m)^grpcurl -plaintext(?: -d '([^']*)')? localhost:50051 (\S+)$`)
+	found := example.FindAllStringSubmatch(string(readme), -1)
+	require.Len(t, found, 5, "the README's grpcurl examples")
+	var methods []string
+	for _, ex := range found {
+		reqJSON, symbol := ex[1], ex[2]
+		if symbol == "list" {
+			continue
+		}
+		methods = append(methods, symbol)
+		m := grpctest.Method(t, s.conn, symbol)
+		out, err := grpctest.InvokeJSON(context.Background(), t, s.conn, m, reqJSON)
+		if symbol == "verifyq.v1.CodeService/VerifyCode" {
+			if err != nil { // nil only if 123456 was the live code
+				assert.Equal(t, codes.FailedPrecondition, status.Code(err), "the README's made-up code")
+			}
+			continue
+		}
+		require.NoError(t, err, symbol)
+		assert.True(t, json.Valid([]byte(out)))
+		if symbol == "message.VarifyService/GetVarifyCode" {
+			assert.JSONEq(t, `{"email": "user@example.com"}`, out, "as the README shows it")
+		}
+	}
+	assert.ElementsMatch(t, []string{
+		"message.VarifyService/GetVarifyCode",
+		"verifyq.v1.CodeService/SendCode",
+		"verifyq.v1.CodeService/VerifyCode",
+		"grpc.health.v1.Health/Check",
+	}, methods)
+}
+
+// limitDetails returns the RetryInfo delay and the ErrorInfo limit of a v1
+// ResourceExhausted status.
+func limitDetails(t *testing.T, err error) (time.Duration, string) {
+	t.Helper()
+	st := status.Convert(err)
+	require.Equal(t, codes.ResourceExhausted, st.Code(), "%v", err)
+	var delay time.Duration
+	var limit string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.RetryInfo:
+			delay = d.GetRetryDelay().AsDuration()
+		case *errdetails.ErrorInfo:
+			limit = d.GetMetadata()["limit"]
+		}
+	}
+	return delay, limit
+}
+
+// The resend cooldown over both services: the old one answers in band with
+// error 4, v1 with ResourceExhausted and RetryInfo.
+func TestGRPCResendCooldown(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+
+	res, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(60), res.GetResendAfter())
+
+	assert.Equal(t, int32(4), s.legacy(t, "cool@example.com").Error, "rate limited, in band")
+	assert.Equal(t, int32(4), s.legacy(t, "Cool@Example.com").Error, "case variants share the cooldown")
+	_, err = s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
+	delay, limit := limitDetails(t, err)
+	assert.Equal(t, "cooldown", limit)
+	assert.Greater(t, delay, 50*time.Second)
+	assert.LessOrEqual(t, delay, time.Minute)
+	assert.Equal(t, 1, s.pending(t), "refused sends enqueue nothing")
+}
+
+// The per-client cap counts the end user named in the metadata; without one
+// the gateway is never limited.
+func TestGRPCClientCap(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{ClientPerHour: 1})
+	user := metadata.AppendToOutgoingContext(context.Background(), "x-forwarded-for", "203.0.113.9")
+
+	_, err := s.v1().SendCode(user, &verifyqv1.SendCodeRequest{Email: "one@example.com"})
+	require.NoError(t, err)
+	_, err = s.v1().SendCode(user, &verifyqv1.SendCodeRequest{Email: "two@example.com"})
+	_, limit := limitDetails(t, err)
+	assert.Equal(t, "client", limit)
+	for _, email := range []string{"three@example.com", "four@example.com"} {
+		assert.Equal(t, int32(0), s.legacy(t, email).Error, "no client identity, no per-client limit")
+	}
+}
+
+// Wrong codes up to VERIFY_MAX_ATTEMPTS invalidate the code over v1 too.
+func TestGRPCAttemptLimit(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{MaxAttempts: 2})
+	ctx := context.Background()
+	_, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	code, err := s.RDB.Get(ctx, "code_g@example.com").Result()
+	require.NoError(t, err)
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: wrong})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: wrong})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: "g@example.com", Code: code})
+	assert.Equal(t, codes.NotFound, status.Code(err), "the right code no longer verifies")
+}
+
+// gRPC calls are counted like HTTP requests, with api="grpc"; the legacy
+// service's outcome follows its in-band error number.
+func TestGRPCCallsAreMeasured(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error)
+	require.Equal(t, int32(4), s.legacy(t, "m@example.com").Error)
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "bad"})
+	require.Error(t, err)
+
+	fams := metricstest.Scrape(t, s.metrics.URL)
+	for _, tt := range []struct {
+		route, outcome string
+	}{
+		{"/message.VarifyService/GetVarifyCode", "ok"},
+		{"/message.VarifyService/GetVarifyCode", "rate_limited"},
+		{"/verifyq.v1.CodeService/SendCode", "invalid"},
+	} {
+		v, ok := fams.Value("verifyq_requests_total", map[string]string{"api": "grpc", "route": tt.route, "outcome": tt.outcome})
+		assert.True(t, ok, "%+v", tt)
+		assert.Equal(t, 1.0, v, "%+v", tt)
+	}
+	v, _ := fams.Value("verifyq_rate_limited_total", map[string]string{"limit": "cooldown"})
+	assert.Equal(t, 1.0, v)
+}
+
+// rawCodec sends requests as the bytes given, so a test can send what no
+// proto library would encode: invalid UTF-8 in a string field.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// stringFields encodes a message of string fields numbered from 1.
+func stringFields(values ...string) []byte {
+	var b []byte
+	for i, v := range values {
+		b = protowire.AppendTag(b, protowire.Number(i+1), protowire.BytesType)
+		b = protowire.AppendString(b, v)
+	}
+	return b
+}
+
+// Invalid UTF-8 is bad input, not a server error: INVALID_ARGUMENT on v1,
+// an OK reply with error 3 (and no address echoed) on the old service;
+// nothing stored, nothing queued.
+func TestGRPCInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	ctx := context.Background()
+	raw := grpc.ForceCodecV2(rawCodec{})
+	bad := "a\xff@example.com"
+
+	var legacy messagepb.GetVarifyRsp
+	require.NoError(t, s.conn.Invoke(ctx, "/message.VarifyService/GetVarifyCode", stringFields(bad), &legacy, raw))
+	assert.Equal(t, int32(3), legacy.GetError())
+	assert.Empty(t, legacy.GetEmail(), "never echoed")
+
+	var sent verifyqv1.SendCodeResponse
+	err := s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", stringFields(bad), &sent, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	var verified verifyqv1.VerifyCodeResponse
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/VerifyCode", stringFields("a@example.com", "12\xff34"), &verified, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "a code that is not UTF-8: %v", err)
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", stringFields("a@example.com", "e\xffn"), &sent, raw)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "a locale that is not UTF-8: %v", err)
+	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", []byte{0x0a, 0xff}, &sent, raw)
+	assert.Equal(t, codes.Internal, status.Code(err), "what is not protobuf at all is still refused by the framework")
+
+	keys, err := s.RDB.Keys(ctx, "*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "nothing stored, nothing queued")
+	assert.NotContains(t, s.logs.String(), "\\ufffd")
+}

@@ -1,0 +1,377 @@
+// Package httpapi is verifyq's HTTP edge: JSON requests in, JSON replies out.
+// Every reply's status, error code and message come from the outcome table
+// (package outcome), as on the gRPC edge. Every request runs under panic
+// recovery and a deadline, and ends in one log line (address masked, never
+// the code) and one observation of the request metrics.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/outcome"
+	"github.com/verifyq/verifyq/service"
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 4 << 10
+
+// DefaultRequestTimeout is Config.RequestTimeout when zero.
+const DefaultRequestTimeout = 5 * time.Second
+
+// Service is what the HTTP edge needs (service.Service).
+type Service interface {
+	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	VerifyCode(ctx context.Context, email, code string) error
+}
+
+var _ Service = (*service.Service)(nil)
+
+// RequestObserver records one answered request (metrics.Enqueuer), the same
+// observer the gRPC edge reports to.
+type RequestObserver interface {
+	ObserveRequest(api, route, outcome string, d time.Duration)
+}
+
+// Routes are the values of the route label and the log's path: the API's
+// paths, and "other" for any path that is not one (so that a scanner cannot
+// mint label values).
+const (
+	RouteSend   = "/v1/codes"
+	RouteVerify = "/v1/codes/verify"
+	RouteOther  = "other"
+)
+
+// Config configures a Handler.
+type Config struct {
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies clientip.Trusted
+	// RequestTimeout bounds every request. Zero means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Metrics, when set, records every request.
+	Metrics RequestObserver
+}
+
+// Handler serves the public HTTP API.
+type Handler struct {
+	svc    Service
+	logger *slog.Logger
+	cfg    Config
+	mux    *http.ServeMux
+}
+
+// NewHandler returns the HTTP API on svc.
+func NewHandler(svc Service, logger *slog.Logger, cfg Config) *Handler {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	h := &Handler{svc: svc, logger: logger, cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST "+RouteSend, h.sendCode)
+	h.mux.HandleFunc("POST "+RouteVerify, h.verifyCode)
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		reply(w, r, outcome.MethodNotAllowed, nil)
+	}
+	h.mux.HandleFunc(RouteSend, notAllowed)
+	h.mux.HandleFunc(RouteVerify, notAllowed)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { reply(w, r, outcome.NoRoute, nil) })
+	return h
+}
+
+// exchange is what a request's handler tells ServeHTTP for its log line
+// and metrics; it travels in the request's context.
+type exchange struct {
+	outcome *outcome.Outcome
+	email   string
+	err     error
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(r *http.Request) *exchange {
+	if x, ok := r.Context().Value(exchangeKey{}).(*exchange); ok {
+		return x
+	}
+	return &exchange{}
+}
+
+// ServeHTTP answers one request under a deadline and panic recovery, then
+// logs it and records it in the metrics.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := &exchange{}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), exchangeKey{}, x), h.cfg.RequestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
+				panic(p)
+			}
+			h.logger.ErrorContext(ctx, "http handler panicked", "path", route(r), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			x.err = errors.New("panic")
+			if sw.code == 0 {
+				reply(sw, r, outcome.Internal, nil)
+			}
+			x.outcome = outcome.Internal
+		}
+		h.finish(r, x, sw.status(), time.Since(start))
+	}()
+	h.mux.ServeHTTP(sw, r)
+}
+
+// finish logs the request in one line and records it in the metrics.
+func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Duration) {
+	o := x.outcome
+	if o == nil { // a reply not written through reply: only a bug does that
+		o = outcome.Internal
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", route(r)),
+		slog.Int("status", status),
+		slog.String("outcome", o.Name),
+		slog.Int64("ms", d.Milliseconds()),
+	}
+	if x.email != "" {
+		attrs = append(attrs, slog.String("email", mail.MaskAddress(x.email)))
+	}
+	if x.err != nil && o.Level >= slog.LevelWarn {
+		attrs = append(attrs, slog.String("err", x.err.Error()))
+	}
+	h.logger.LogAttrs(r.Context(), o.Level, "http request", attrs...)
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.ObserveRequest("http", route(r), o.Metric, d)
+	}
+}
+
+func route(r *http.Request) string {
+	if p := r.URL.Path; p == RouteSend || p == RouteVerify {
+		return p
+	}
+	return RouteOther
+}
+
+type sendRequest struct{ Email, Locale string }
+
+type sendResponse struct {
+	Email       string `json:"email"`
+	ExpiresIn   int64  `json:"expires_in"`
+	ResendAfter int64  `json:"resend_after"`
+}
+
+func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
+	var req sendRequest
+	if !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale}) {
+		return
+	}
+	exchangeOf(r).email = req.Email
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale, Client: h.client(r)})
+	if err != nil {
+		replyErr(w, r, err)
+		return
+	}
+	reply(w, r, outcome.OK, nil)
+	writeJSON(w, http.StatusAccepted, sendResponse{
+		Email:       req.Email,
+		ExpiresIn:   int64(sent.ExpiresIn / time.Second),
+		ResendAfter: outcome.Seconds(sent.ResendAfter),
+	})
+}
+
+type verifyRequest struct{ Email, Code string }
+
+type verifyResponse struct {
+	Email    string `json:"email"`
+	Verified bool   `json:"verified"`
+}
+
+func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
+	var req verifyRequest
+	if !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code}) {
+		return
+	}
+	exchangeOf(r).email = req.Email
+	if err := h.svc.VerifyCode(r.Context(), req.Email, req.Code); err != nil {
+		replyErr(w, r, err)
+		return
+	}
+	reply(w, r, outcome.OK, nil)
+	writeJSON(w, http.StatusOK, verifyResponse{Email: req.Email, Verified: true})
+}
+
+// decode reads the body, at most MaxBodyBytes of application/json, as one
+// JSON object whose members are exactly some of fields (by exact name, each
+// at most once, each a string), or writes the error reply and returns false.
+func decode(w http.ResponseWriter, r *http.Request, fields map[string]*string) bool {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		reply(w, r, outcome.UnsupportedMediaType, nil)
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		reply(w, r, outcome.BodyTooLarge, nil)
+		return false
+	case err != nil:
+		reply(w, r, outcome.Of(r.Context(), err), err)
+		return false
+	}
+	if err := decodeObject(body, fields); err != nil {
+		reply(w, r, outcome.InvalidJSON, &outcome.DetailError{Detail: err.Error()})
+		return false
+	}
+	return true
+}
+
+// decodeObject parses body strictly: one object, members from fields only,
+// spelled exactly, none twice, every value a string; nothing after it. The
+// error says what is wrong, quoting at most a short member name.
+func decodeObject(body []byte, fields map[string]*string) error {
+	if !utf8.Valid(body) {
+		return errors.New("the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("the body is not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return errors.New("malformed JSON")
+		}
+		name, _ := t.(string)
+		dst, known := fields[name]
+		switch {
+		case !known:
+			for f := range fields {
+				if strings.EqualFold(f, name) {
+					return fmt.Errorf("member %s must be spelled %q", quote(name), f)
+				}
+			}
+			return fmt.Errorf("unknown member %s", quote(name))
+		case seen[name]:
+			return fmt.Errorf("member %q appears twice", name)
+		}
+		seen[name] = true
+		v, err := dec.Token()
+		if err != nil {
+			return errors.New("malformed JSON")
+		}
+		str, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("member %q must be a string", name)
+		}
+		*dst = str
+	}
+	if _, err := dec.Token(); err != nil {
+		return errors.New("malformed JSON")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// quote quotes a member name for an error message, cut to 32 bytes.
+func quote(name string) string {
+	if len(name) > 32 {
+		name = strings.ToValidUTF8(name[:32], "") + "..."
+	}
+	return strconv.Quote(name)
+}
+
+// replyErr answers a request the service refused or failed with err.
+func replyErr(w http.ResponseWriter, r *http.Request, err error) {
+	reply(w, r, outcome.Of(r.Context(), err), err)
+}
+
+// reply records o as the request's outcome and, unless o is OK (whose
+// body the route writes), writes its JSON error reply: the table's status,
+// name and message, and Retry-After when err says when to retry. Internal
+// details of err go to the log line, never into the reply.
+func reply(w http.ResponseWriter, r *http.Request, o *outcome.Outcome, err error) {
+	x := exchangeOf(r)
+	x.outcome, x.err = o, err
+	if o == outcome.OK {
+		return
+	}
+	if _, retry, ok := outcome.RateLimit(err); ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(outcome.Seconds(retry), 10))
+	}
+	writeJSON(w, o.HTTPStatus, errorBody{Error: errorDetail{Code: o.Name, Message: o.Text(err)}})
+}
+
+// client returns the end user's address as clientip's rule believes it.
+func (h *Handler) client(r *http.Request) string {
+	var peer netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		peer = ap.Addr()
+	}
+	return h.cfg.TrustedProxies.Client(peer, r.Header.Values("X-Forwarded-For"))
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// statusWriter remembers the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

@@ -1,0 +1,91 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is what Load and Main need of a binary's configuration: a struct
+// with envconfig tags that embeds Common (whose SetupLogging it promotes)
+// and validates itself, naming each bad variable.
+type Config interface {
+	Validate() error
+	SetupLogging(w io.Writer) *slog.Logger
+}
+
+// Load reads a C from the environment and validates it. Every problem is
+// reported at once, each naming its variable; secrets are never repeated.
+func Load[C Config]() (C, error) {
+	var cfg C
+	if err := envconfig.Process("", &cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// Binary describes a verifyq command for Main.
+type Binary[C Config] struct {
+	// Name is the command's name, put before its error messages.
+	Name string
+	// AdminAddr returns the ADMIN_ADDR of cfg, which -healthcheck asks.
+	AdminAddr func(cfg C) string
+	// Serve runs the command until ctx ends (SIGINT or SIGTERM), then shuts
+	// it down within SHUTDOWN_TIMEOUT. logger is set up from LOG_LEVEL.
+	Serve func(ctx context.Context, cfg C, logger *slog.Logger) error
+}
+
+// Main is the main function of a verifyq command: it runs b with the
+// process's arguments until SIGINT or SIGTERM and exits with Run's status.
+func Main[C Config](b Binary[C]) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Run(ctx, b, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Run parses args, loads and validates the configuration, and serves b
+// until ctx ends, logging JSON to stderr. It returns the exit status: 0 on
+// a clean shutdown, 1 when the configuration is bad (the message names the
+// variable) or serving fails, 2 on bad arguments.
+//
+// With -healthcheck it instead asks the running command's admin server
+// (ADMIN_ADDR) whether it is ready and returns 0 or 1: a container health
+// check for images without a shell.
+func Run[C Config](ctx context.Context, b Binary[C], args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet(b.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	healthcheck := fs.Bool("healthcheck", false, "check that the "+b.Name+" on ADMIN_ADDR is ready, exit 0 or 1")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		_, _ = fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", b.Name, fs.Args())
+		fs.Usage()
+		return 2
+	}
+	cfg, err := Load[C]()
+	if err == nil {
+		if *healthcheck {
+			err = HealthCheck(ctx, b.AdminAddr(cfg))
+		} else {
+			err = b.Serve(ctx, cfg, cfg.SetupLogging(stderr))
+		}
+	}
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: %v\n", b.Name, err)
+		return 1
+	}
+	return 0
+}

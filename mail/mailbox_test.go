@@ -1,0 +1,62 @@
+package mail_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/mail"
+)
+
+func TestMailbox(t *testing.T) {
+	t.Parallel()
+	plus := mail.Identity{TagSeparators: mail.DefaultTagSeparators}
+	tests := []struct {
+		id       mail.Identity
+		in, want string
+	}{
+		{plus, "victim@example.com", "victim@example.com"},
+		{plus, "victim+1@example.com", "victim@example.com"},
+		{plus, "VICTIM+Newsletter@EXAMPLE.COM", "victim@example.com"},
+		{plus, "a+b+c@example.com", "a@example.com"},
+		{plus, "+tag@example.com", "+tag@example.com"}, // nothing before the separator: no tag
+		{plus, "kim@bücher.de", "kim@xn--bcher-kva.de"},
+		{plus, "kim@BÜCHER.de", "kim@xn--bcher-kva.de"},
+		{plus, "kim@xn--bcher-kva.de", "kim@xn--bcher-kva.de"},
+		{plus, "张三+x@example.com", "张三@example.com"},
+		{plus, "Äbc@example.com", "Äbc@example.com"},      // only ASCII letters fold
+		{plus, "kim@example\uFF0Ecom", "kim@example.com"}, // IDNA maps a fullwidth dot
+		{mail.Identity{}, "victim+1@example.com", "victim+1@example.com"},
+		{mail.Identity{TagSeparators: "+-"}, "victim-1@example.com", "victim@example.com"},
+	}
+	for _, tt := range tests {
+		require.NoError(t, mail.ValidateAddress(tt.in), tt.in)
+		assert.Equal(t, tt.want, tt.id.Mailbox(tt.in), "%q with separators %q", tt.in, tt.id.TagSeparators)
+	}
+	assert.Equal(t, "kim@xn--bcher-kva.de", mail.ASCIIDomain("kim@Bücher.de"))
+	assert.Equal(t, "Kim+x@xn--bcher-kva.de", mail.ASCIIDomain("Kim+x@bücher.de"), "the local part as sent")
+}
+
+// Characters that disguise a mailbox or hide on the wire are refused, and
+// the error never echoes them.
+func TestValidateAddressRefusesDisguises(t *testing.T) {
+	t.Parallel()
+	for name, in := range map[string]string{
+		"Kelvin sign folds to k":       "\u212Aim@example.com",
+		"long s folds to s":            "\u017Fam@example.com",
+		"dotted capital I lowers to i": "\u0130an@example.com",
+		"zero-width space":             "ki\u200Bm@example.com",
+		"right-to-left override":       "kim\u202E@example.com",
+		"line separator":               "kim\u2028@example.com",
+		"paragraph separator":          "kim@exa\u2029mple.com",
+		"private use":                  "kim\uE000@example.com",
+		"replacement character":        "kim\uFFFD@example.com",
+		"byte order mark":              "\uFEFFkim@example.com",
+		"invalid IDN":                  "kim@xn--a.com",
+	} {
+		err := mail.ValidateAddress(in)
+		require.ErrorIs(t, err, mail.ErrInvalidAddress, name)
+		assert.NotContains(t, err.Error(), in, name)
+	}
+}

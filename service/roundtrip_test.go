@@ -1,0 +1,185 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/service"
+	"github.com/verifyq/verifyq/tasks"
+)
+
+// roundTrips is a go-redis hook that records every round trip to Redis: one
+// per command, one per pipeline. A script run by EVALSHA that Redis does
+// not know yet costs a second round trip, the EVAL that go-redis falls back
+// to, and is recorded as such; so is the handshake of a new connection
+// (HELLO, CLIENT SETINFO), after a "dial".
+type roundTrips struct {
+	mu    sync.Mutex
+	trips []string // a command's name, or the names of a pipeline's commands
+}
+
+var _ redis.Hook = (*roundTrips)(nil)
+
+func (h *roundTrips) add(trip string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.trips = append(h.trips, trip)
+}
+
+// take returns the round trips recorded since the last take.
+func (h *roundTrips) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.trips
+	h.trips = nil
+	return t
+}
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.add("dial")
+		return next(ctx, network, addr)
+	}
+}
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		names := make([]string, len(cmds))
+		for i, c := range cmds {
+			names[i] = c.Name()
+		}
+		h.add("pipeline(" + strings.Join(names, " ") + ")")
+		return next(ctx, cmds)
+	}
+}
+
+// The design's promise: a send request costs at most two Redis round trips
+// (get-or-create with the limits, one script; the enqueue, one script) and
+// a verify one. The code store and the asynq client share one go-redis
+// client, as in the enqueuer, and the hook on it counts both.
+//
+// Counting starts once the client is warm, as in a running enqueuer: its
+// connection is open, Redis has cached the scripts (the first run of each
+// after a Redis start costs an extra EVAL) and asynq has registered the
+// queue (its first enqueue adds one SADD).
+func TestRoundTripsPerRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	plain := srv.Client(t) // unhooked: the test's own reads
+	rdb := srv.Client(t)
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
+
+	// Limits as in production, except that the cooldown is off in store so
+	// that a repeat send re-mails; limited keeps the cooldown, to count a
+	// refused send.
+	noCooldown := codes.DefaultLimits()
+	noCooldown.Cooldown = 0
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
+		Length: codes.DefaultLength, Limits: noCooldown})
+	require.NoError(t, err)
+	limitedStore, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
+		Length: codes.DefaultLength, Limits: codes.DefaultLimits()})
+	require.NoError(t, err)
+	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb, as in the enqueuer
+	svc := service.New(store, queue, discard)
+	limited := service.New(limitedStore, queue, discard)
+
+	// Warm up: every script once, the queue registered, the connection open.
+	warm := service.SendRequest{Email: "warm@example.com", Locale: "en", Client: "203.0.113.9"}
+	_, err = svc.SendCode(ctx, warm)
+	require.NoError(t, err)
+	require.ErrorIs(t, svc.VerifyCode(ctx, warm.Email, "x"), service.ErrMismatch)
+	_, err = store.Peek(ctx, warm.Email)
+	require.NoError(t, err)
+	warmup := hook.take()
+	t.Logf("warm-up: %v", warmup)
+
+	// The hook sees both halves of a send, asynq's enqueue included: each
+	// is one round trip on its own. Without this, a hook that saw nothing
+	// would pass the bounds below.
+	t.Run("the hook counts the store and the queue", func(t *testing.T) {
+		_, err := store.GetOrCreate(ctx, "parts@example.com", "")
+		require.NoError(t, err)
+		assert.Equal(t, []string{"evalsha"}, hook.take(), "get-or-create")
+		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "parts@example.com", ExpiresAt: store.Now().Add(codes.DefaultTTL)})
+		require.NoError(t, err)
+		_, err = queue.EnqueueContext(ctx, task)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"evalsha"}, hook.take(), "asynq's enqueue")
+	})
+
+	code := func(email string) string {
+		c, err := plain.Get(ctx, codes.DefaultKeyPrefix+email).Result()
+		require.NoError(t, err)
+		return c
+	}
+	sendReq := service.SendRequest{Email: "someone@example.com", Locale: "en", Client: "203.0.113.5"}
+	steps := []struct {
+		name string
+		max  int
+		run  func(t *testing.T)
+	}{
+		{"send, new code", 2, func(t *testing.T) {
+			sent, err := svc.SendCode(ctx, sendReq)
+			require.NoError(t, err)
+			require.True(t, sent.Created)
+		}},
+		{"send again, live code re-mailed", 2, func(t *testing.T) {
+			sent, err := svc.SendCode(ctx, sendReq)
+			require.NoError(t, err)
+			require.False(t, sent.Created)
+		}},
+		{"send refused by the cooldown", 2, func(t *testing.T) {
+			_, err := limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
+			require.NoError(t, err)
+			hook.take() // counted above: the step is the refused one
+			_, err = limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
+			require.ErrorIs(t, err, service.ErrRateLimited)
+		}},
+		{"verify, wrong code", 1, func(t *testing.T) {
+			wrong := "000000"
+			if code(sendReq.Email) == wrong {
+				wrong = "111111"
+			}
+			require.ErrorIs(t, svc.VerifyCode(ctx, sendReq.Email, wrong), service.ErrMismatch)
+		}},
+		{"verify, right code", 1, func(t *testing.T) {
+			c := code(sendReq.Email)
+			require.NoError(t, svc.VerifyCode(ctx, sendReq.Email, c))
+		}},
+		{"verify, no code", 1, func(t *testing.T) {
+			require.ErrorIs(t, svc.VerifyCode(ctx, sendReq.Email, "123456"), service.ErrNotFound)
+		}},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			hook.take()
+			step.run(t)
+			trips := hook.take()
+			t.Logf("%d round trips: %v", len(trips), trips)
+			assert.NotEmpty(t, trips, "the hook saw the request")
+			assert.LessOrEqual(t, len(trips), step.max, "%s: at most %d Redis round trips, got %d: %s",
+				step.name, step.max, len(trips), fmt.Sprint(trips))
+		})
+	}
+}
