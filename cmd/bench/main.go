@@ -95,11 +95,11 @@ func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+
 func measureAll(ctx context.Context, cfg config) (*report, error) {
 	began := time.Now()
 	rep := &report{cfg: cfg, date: began}
-	if err := os.MkdirAll(filepath.Join(cfg.work, "logs"), 0o755); err != nil { // go build makes bin/
+	if err := os.MkdirAll(filepath.Join(cfg.work, "logs"), 0o750); err != nil { // go build makes bin/
 		return nil, err
 	}
 	logf("go test -bench ./codes ./mail")
-	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", cfg.benchtime, "./codes", "./mail").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", cfg.benchtime, "./codes", "./mail").CombinedOutput() //nolint:gosec // G204: go and its arguments are the harness's own
 	if err != nil {
 		return nil, fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}
@@ -109,7 +109,7 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 		}
 	}
 	logf("building the enqueuer and the worker")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: as above
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	e := &env{cfg: cfg}
@@ -118,7 +118,7 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	}
 	defer e.redis.Close()
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
-	defer e.rdb.Close()
+	defer func() { _ = e.rdb.Close() }()
 	info := e.rdb.Info(ctx, "server").Val()
 	e.redisPID, _ = strconv.Atoi(field(info, "process_id"))
 	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
@@ -126,11 +126,11 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	if e.sink, err = smtptest.New(smtptest.WithEnvelopeOnly()); err != nil {
 		return nil, err
 	}
-	defer e.sink.Close()
+	defer func() { _ = e.sink.Close() }()
 	if e.ceil, err = newCeiling(e.redis.URL()); err != nil {
 		return nil, err
 	}
-	defer e.ceil.rdb.Close()
+	defer func() { _ = e.ceil.rdb.Close() }()
 
 	err = e.frontEnd(ctx, rep)
 	if err == nil {
@@ -176,8 +176,8 @@ func (e *env) start(ctx context.Context, name, logName string, env map[string]st
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close() // the child has its own descriptor
-	p.cmd = exec.Command(filepath.Join(e.cfg.work, "bin", name))
+	defer func() { _ = f.Close() }()                             // the child has its own descriptor
+	p.cmd = exec.Command(filepath.Join(e.cfg.work, "bin", name)) //nolint:gosec // G204: a binary the harness built
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
@@ -220,7 +220,7 @@ func (p *proc) stop() error {
 	case err = <-p.done:
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
-		err = fmt.Errorf("no exit within 30s of SIGTERM (%v)", <-p.done)
+		err = fmt.Errorf("no exit within 30s of SIGTERM: %w", <-p.done)
 	}
 	p.done <- err
 	if err != nil {
@@ -235,7 +235,7 @@ func freeAddr() string {
 	if err != nil {
 		return "127.0.0.1:0"
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }
 

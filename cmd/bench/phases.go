@@ -147,7 +147,7 @@ func (e *env) frontEnd(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	defer enq.stop()
+	defer func() { _ = enq.stop() }()
 	for _, callers := range []int{e.cfg.high, e.cfg.low} {
 		for _, name := range []string{"ceiling", "grpc-legacy", "grpc-v1", "http"} {
 			load := func(tag string, d time.Duration) (toolResult, error) {
@@ -222,7 +222,7 @@ func (e *env) drain(ctx context.Context, name string, mails, conc int, latency t
 	if err != nil {
 		return r, err
 	}
-	defer w.stop()
+	defer func() { _ = w.stop() }()
 	meter := cpuMeter(map[string]int{"worker": w.pid(), "sink": os.Getpid(), "redis": e.redisPID})
 	e.waitMails(ctx, mails)
 	r.cpu = meter()
@@ -273,12 +273,12 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	if err != nil {
 		return r, err
 	}
-	defer enq.stop()
+	defer func() { _ = enq.stop() }()
 	wrk, err := e.startWorker(ctx, "worker-e2e", e.cfg.e2eConc)
 	if err != nil {
 		return r, err
 	}
-	defer wrk.stop()
+	defer func() { _ = wrk.stop() }()
 	meter := cpuMeter(map[string]int{"enqueuer": enq.pid(), "worker": wrk.pid(), "redis": e.redisPID, "sink": os.Getpid()})
 	from := time.Now().Add(e.cfg.warmup) // requests made before are the warm-up
 	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], grpcAddr, 50, e.cfg.warmup+e.cfg.e2eDuration,

@@ -166,7 +166,7 @@ func replaceBlock(doc, block string) (string, error) {
 
 // rewriteBlock replaces the block of the file at path (made if missing).
 func rewriteBlock(path, block string) error {
-	doc, err := os.ReadFile(path)
+	doc, err := os.ReadFile(path) //nolint:gosec // G304: a file named on the command line
 	if errors.Is(err, fs.ErrNotExist) {
 		doc, err = []byte(blockStart+"\n"+blockEnd+"\n"), nil
 	}
@@ -177,5 +177,5 @@ func rewriteBlock(path, block string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return os.WriteFile(path, []byte(out), 0o644)
+	return os.WriteFile(path, []byte(out), 0o600) //nolint:gosec // G703: as above; an existing file keeps its mode
 }

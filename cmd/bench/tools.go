@@ -52,7 +52,7 @@ func (e *env) ghzMessages(tag string, n int) ([]string, error) {
 	}
 	b.WriteByte(']')
 	path := filepath.Join(e.cfg.work, "logs", tag+".json")
-	return []string{"--data-file", path, "--disable-template-data"}, os.WriteFile(path, b.Bytes(), 0o644)
+	return []string{"--data-file", path, "--disable-template-data"}, os.WriteFile(path, b.Bytes(), 0o600)
 }
 
 // ghz runs ghz against call at addr with callers workers for d and waits
@@ -101,7 +101,7 @@ func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.
 	// vegeta's JSON targets, the body in base64, for as long as it reads;
 	// closing pr once vegeta is done ends the writer.
 	pr, pw := io.Pipe()
-	defer pr.Close()
+	defer func() { _ = pr.Close() }()
 	go func() {
 		for i, err := 0, error(nil); err == nil; i++ {
 			body := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, `{"email":%q}`, address(tag, i)))
@@ -149,7 +149,7 @@ func parseVegeta(b []byte) (toolResult, error) {
 
 // runTool runs a load generator and returns its output and CPU use in cores.
 func runTool(ctx context.Context, bin string, stdin io.Reader, args ...string) ([]byte, float64, error) {
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // G204: ghz or vegeta, from the command line
 	var stderr bytes.Buffer
 	cmd.Stdin, cmd.Stderr = stdin, &stderr
 	start := time.Now()
