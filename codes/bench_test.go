@@ -35,7 +35,7 @@ func BenchmarkGetOrCreate(b *testing.B) {
 		s := newStore(b, srv.Client(b))
 		ctx := context.Background()
 		for b.Loop() {
-			if _, err := s.GetOrCreate(ctx, next(), ""); err != nil {
+			if _, err := s.GetOrCreate(ctx, codes.Request{Email: next()}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -49,7 +49,7 @@ func BenchmarkGetOrCreate(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := s.GetOrCreate(ctx, next(), ""); err != nil {
+				if _, err := s.GetOrCreate(ctx, codes.Request{Email: next()}); err != nil {
 					b.Error(err)
 					return
 				}

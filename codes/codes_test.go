@@ -39,7 +39,7 @@ func TestGetOrCreateStoresPlainCodeUnderLegacyKey(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	got, err := s.GetOrCreate(ctx, "Mixed.Case@Example.COM", "")
+	got, err := s.GetOrCreate(ctx, codes.Request{Email: "Mixed.Case@Example.COM"})
 	require.NoError(t, err)
 	assert.True(t, got.Created)
 	assert.Len(t, got.Code, 6)
@@ -63,12 +63,12 @@ func TestGetOrCreateRepeatKeepsCodeAndDoesNotExtend(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	first, err := s.GetOrCreate(ctx, "a@example.com", "")
+	first, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com"})
 	require.NoError(t, err)
 	// Pretend most of the lifetime has passed, without sleeping.
 	require.NoError(t, rdb.PExpire(ctx, "code_a@example.com", 5*time.Second).Err())
 
-	again, err := s.GetOrCreate(ctx, "a@example.com", "")
+	again, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com"})
 	require.NoError(t, err)
 	assert.False(t, again.Created)
 	assert.Equal(t, first.Code, again.Code)
@@ -89,7 +89,7 @@ func TestGetOrCreateRepairsLegacyKeys(t *testing.T) {
 	require.NoError(t, rdb.Set(ctx, "code_long@example.com", "cd34", time.Hour).Err())
 
 	for addr, code := range map[string]string{"noexp@example.com": "ab12", "long@example.com": "cd34"} {
-		got, err := s.GetOrCreate(ctx, addr, "")
+		got, err := s.GetOrCreate(ctx, codes.Request{Email: addr})
 		require.NoError(t, err)
 		assert.Equal(t, code, got.Code)
 		assert.Equal(t, time.Minute, got.ExpiresIn)
@@ -105,13 +105,13 @@ func TestGetOrCreateExpiresForReal(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{TTL: time.Second})
 
-	first, err := s.GetOrCreate(ctx, "exp@example.com", "")
+	first, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		_, err := s.Peek(ctx, "exp@example.com")
 		return errors.Is(err, codes.ErrNotFound)
 	}, 5*time.Second, 50*time.Millisecond)
-	second, err := s.GetOrCreate(ctx, "exp@example.com", "")
+	second, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
 	require.NoError(t, err)
 	assert.True(t, second.Created)
 	_ = first
@@ -135,7 +135,7 @@ func TestGetOrCreateConcurrentYieldsOneCode(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			got, err := s.GetOrCreate(ctx, "race@example.com", "")
+			got, err := s.GetOrCreate(ctx, codes.Request{Email: "race@example.com"})
 			assert.NoError(t, err)
 			mu.Lock()
 			seen[got.Code]++
@@ -159,7 +159,7 @@ func TestPeek(t *testing.T) {
 	_, err := s.Peek(ctx, "none@example.com")
 	assert.ErrorIs(t, err, codes.ErrNotFound)
 
-	issued, err := s.GetOrCreate(ctx, "p@example.com", "")
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "p@example.com"})
 	require.NoError(t, err)
 	live, err := s.Peek(ctx, "p@example.com")
 	require.NoError(t, err)
@@ -209,31 +209,31 @@ func TestVerify(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", "123456"), codes.ErrNotFound)
+	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", "123456", ""), codes.ErrNotFound)
 
-	issued, err := s.GetOrCreate(ctx, "v@example.com", "")
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v@example.com"})
 	require.NoError(t, err)
 	wrong := "000000"
 	if issued.Code == wrong {
 		wrong = "111111"
 	}
 	for _, bad := range []string{wrong, issued.Code[:5], issued.Code + "0", "", strings.ToUpper(issued.Code) + " "} {
-		assert.ErrorIs(t, s.Verify(ctx, "v@example.com", bad), codes.ErrMismatch, "%q", bad)
+		assert.ErrorIs(t, s.Verify(ctx, "v@example.com", bad, ""), codes.ErrMismatch, "%q", bad)
 	}
-	assert.ErrorIs(t, s.Verify(ctx, "V@example.com", issued.Code), codes.ErrNotFound, "address is case-sensitive, as the key")
+	assert.ErrorIs(t, s.Verify(ctx, "V@example.com", issued.Code, ""), codes.ErrNotFound, "address is case-sensitive, as the key")
 
-	require.NoError(t, s.Verify(ctx, "v@example.com", issued.Code))
+	require.NoError(t, s.Verify(ctx, "v@example.com", issued.Code, ""))
 	n, err := rdb.Exists(ctx, "code_v@example.com").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "a verified code is deleted")
-	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", issued.Code), codes.ErrNotFound, "single use")
+	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", issued.Code, ""), codes.ErrNotFound, "single use")
 }
 
 func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{})
-	issued, err := s.GetOrCreate(ctx, "once@example.com", "")
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "once@example.com"})
 	require.NoError(t, err)
 
 	var wg sync.WaitGroup
@@ -243,7 +243,7 @@ func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s.Verify(ctx, "once@example.com", issued.Code) == nil {
+			if s.Verify(ctx, "once@example.com", issued.Code, "") == nil {
 				mu.Lock()
 				ok++
 				mu.Unlock()
@@ -262,16 +262,16 @@ func TestRedisDownIsNotAnExpectedOutcome(t *testing.T) {
 	require.NoError(t, err)
 	srv.Stop()
 
-	_, err = s.GetOrCreate(ctx, "down@example.com", "")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "down@example.com"})
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
-	err = s.Verify(ctx, "down@example.com", "123456")
+	err = s.Verify(ctx, "down@example.com", "123456", "")
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
 	assert.NotErrorIs(t, err, codes.ErrMismatch)
 
 	require.NoError(t, srv.Restart())
-	_, err = s.GetOrCreate(ctx, "down@example.com", "")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "down@example.com"})
 	assert.NoError(t, err, "works again once Redis is back")
 }
 

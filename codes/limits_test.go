@@ -29,13 +29,13 @@ func TestCooldown(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute}})
 
-	first, err := s.GetOrCreate(ctx, "Cool@Example.com", "")
+	first, err := s.GetOrCreate(ctx, codes.Request{Email: "Cool@Example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, time.Minute, first.ResendAfter)
 
 	// Inside the cooldown, case variants included: refused with the time left.
 	for _, addr := range []string{"Cool@Example.com", "cool@example.com", "COOL@EXAMPLE.COM"} {
-		_, err = s.GetOrCreate(ctx, addr, "")
+		_, err = s.GetOrCreate(ctx, codes.Request{Email: addr})
 		le := limitErr(t, err)
 		assert.Equal(t, codes.LimitCooldown, le.Limit)
 		assert.Greater(t, le.RetryAfter, 50*time.Second)
@@ -47,7 +47,7 @@ func TestCooldown(t *testing.T) {
 
 	// After the cooldown (its key expires), the same code is sent again.
 	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:cool@example.com").Err())
-	again, err := s.GetOrCreate(ctx, "Cool@Example.com", "")
+	again, err := s.GetOrCreate(ctx, codes.Request{Email: "Cool@Example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, first.Code, again.Code)
 	assert.False(t, again.Created)
@@ -61,19 +61,19 @@ func TestAddressCapRollsWithTheClock(t *testing.T) {
 	s.Now = func() time.Time { return now }
 
 	for i, addr := range []string{"cap@example.com", "Cap@example.com", "CAP@example.com"} {
-		_, err := s.GetOrCreate(ctx, addr, "")
+		_, err := s.GetOrCreate(ctx, codes.Request{Email: addr})
 		require.NoError(t, err, "send %d", i)
 		now = now.Add(10 * time.Minute)
 	}
-	_, err := s.GetOrCreate(ctx, "cap@example.com", "")
+	_, err := s.GetOrCreate(ctx, codes.Request{Email: "cap@example.com"})
 	le := limitErr(t, err)
 	assert.Equal(t, codes.LimitAddress, le.Limit)
 	assert.Equal(t, 30*time.Minute, le.RetryAfter, "until the first send leaves the window")
 
 	now = now.Add(30 * time.Minute)
-	_, err = s.GetOrCreate(ctx, "cap@example.com", "")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "cap@example.com"})
 	assert.NoError(t, err, "the oldest send left the window")
-	_, err = s.GetOrCreate(ctx, "cap@example.com", "")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "cap@example.com"})
 	_ = limitErr(t, err)
 }
 
@@ -83,16 +83,16 @@ func TestClientCap(t *testing.T) {
 	s, _ := newStore(t, codes.Config{Limits: codes.Limits{ClientPerHour: 2}})
 
 	for i := range 2 {
-		_, err := s.GetOrCreate(ctx, fmt.Sprintf("c%d@example.com", i), "203.0.113.7")
+		_, err := s.GetOrCreate(ctx, codes.Request{Email: fmt.Sprintf("c%d@example.com", i), Client: "203.0.113.7"})
 		require.NoError(t, err)
 	}
-	_, err := s.GetOrCreate(ctx, "c9@example.com", "203.0.113.7")
+	_, err := s.GetOrCreate(ctx, codes.Request{Email: "c9@example.com", Client: "203.0.113.7"})
 	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
 
-	_, err = s.GetOrCreate(ctx, "c9@example.com", "203.0.113.8")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "c9@example.com", Client: "203.0.113.8"})
 	assert.NoError(t, err, "another client is not limited")
 	for i := range 5 {
-		_, err = s.GetOrCreate(ctx, fmt.Sprintf("anon%d@example.com", i), "")
+		_, err = s.GetOrCreate(ctx, codes.Request{Email: fmt.Sprintf("anon%d@example.com", i)})
 		assert.NoError(t, err, "no client, no per-client cap")
 	}
 }
@@ -102,7 +102,7 @@ func TestLimitsOff(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{})
 	for range 20 {
-		_, err := s.GetOrCreate(ctx, "free@example.com", "198.51.100.1")
+		_, err := s.GetOrCreate(ctx, codes.Request{Email: "free@example.com", Client: "198.51.100.1"})
 		require.NoError(t, err)
 	}
 }
@@ -121,7 +121,7 @@ func TestCapsHoldUnderConcurrency(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, err := s.GetOrCreate(ctx, addr(i), client)
+				_, err := s.GetOrCreate(ctx, codes.Request{Email: addr(i), Client: client})
 				switch {
 				case err == nil:
 					atomic.AddInt64(&ok, 1)
@@ -158,31 +158,31 @@ func TestMaxAttempts(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{MaxAttempts: 3}})
 
-	issued, err := s.GetOrCreate(ctx, "guess@example.com", "")
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "guess@example.com"})
 	require.NoError(t, err)
 	wrong := "000000"
 	if issued.Code == wrong {
 		wrong = "111111"
 	}
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrMismatch)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrMismatch)
 	ttl, err := rdb.PTTL(ctx, "{code_guess@example.com}:attempts").Result()
 	require.NoError(t, err)
 	assert.Greater(t, ttl, time.Duration(0), "the count lives no longer than the code")
 
 	// A resend of the live code does not reset the count.
-	_, err = s.GetOrCreate(ctx, "guess@example.com", "")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "guess@example.com"})
 	require.NoError(t, err)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong), codes.ErrAttemptsExhausted)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", issued.Code), codes.ErrNotFound,
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrAttemptsExhausted)
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", issued.Code, ""), codes.ErrNotFound,
 		"the right code no longer verifies")
 
 	// A new code starts afresh.
-	fresh, err := s.GetOrCreate(ctx, "guess@example.com", "")
+	fresh, err := s.GetOrCreate(ctx, codes.Request{Email: "guess@example.com"})
 	require.NoError(t, err)
 	assert.True(t, fresh.Created)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrongFor(fresh.Code)), codes.ErrMismatch)
-	require.NoError(t, s.Verify(ctx, "guess@example.com", fresh.Code))
+	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrongFor(fresh.Code), ""), codes.ErrMismatch)
+	require.NoError(t, s.Verify(ctx, "guess@example.com", fresh.Code, ""))
 	n, err := rdb.Exists(ctx, "{code_guess@example.com}:attempts").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "a verified code leaves no counter")
@@ -193,7 +193,7 @@ func TestMaxAttemptsUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{Limits: codes.Limits{MaxAttempts: 5}})
-	issued, err := s.GetOrCreate(ctx, "many@example.com", "")
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "many@example.com"})
 	require.NoError(t, err)
 
 	var wg sync.WaitGroup
@@ -206,7 +206,7 @@ func TestMaxAttemptsUnderConcurrency(t *testing.T) {
 			if guess == issued.Code {
 				guess = "x"
 			}
-			switch err := s.Verify(ctx, "many@example.com", guess); {
+			switch err := s.Verify(ctx, "many@example.com", guess, ""); {
 			case errors.Is(err, codes.ErrMismatch):
 				atomic.AddInt64(&mismatches, 1)
 			case errors.Is(err, codes.ErrAttemptsExhausted):

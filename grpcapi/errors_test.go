@@ -19,7 +19,7 @@ func TestStatusOfRateLimitCarriesRetryInfo(t *testing.T) {
 	err := fmt.Errorf("send: %w", &service.RateLimitError{Limit: "address", RetryAfter: 1500 * time.Millisecond})
 	st := statusOf(outcome.RateLimited, err)
 	require.Equal(t, codes.ResourceExhausted, st.Code())
-	assert.Equal(t, "too many codes requested (address limit); retry in 2 s", st.Message())
+	assert.Equal(t, "too many requests (address limit); retry in 2 s", st.Message())
 	var retry *errdetails.RetryInfo
 	var info *errdetails.ErrorInfo
 	for _, d := range st.Details() {

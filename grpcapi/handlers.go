@@ -24,8 +24,11 @@ type legacyServer struct {
 // status: the gateway turns any other status into its own RPC-failed error.
 // Code stays empty, as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
-	_, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx)})
+	sent, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx), Coalesce: true})
 	o := record(ctx, err)
+	if err == nil && sent.Coalesced {
+		o = note(ctx, outcome.Coalesced, nil)
+	}
 	rsp := &messagepb.GetVarifyRsp{Error: o.Legacy, Email: req.GetEmail()}
 	if o == outcome.InvalidEmail {
 		rsp.Email = "" // never echo what was refused: it may not even be UTF-8
@@ -52,7 +55,7 @@ func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest
 }
 
 func (c codeServer) VerifyCode(ctx context.Context, req *verifyqv1.VerifyCodeRequest) (*verifyqv1.VerifyCodeResponse, error) {
-	if err := c.s.svc.VerifyCode(ctx, req.GetEmail(), req.GetCode()); err != nil {
+	if err := c.s.svc.VerifyCode(ctx, service.VerifyRequest{Email: req.GetEmail(), Code: req.GetCode(), Client: c.s.clientOf(ctx)}); err != nil {
 		return nil, fail(ctx, err)
 	}
 	record(ctx, nil)

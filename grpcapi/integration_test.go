@@ -271,8 +271,7 @@ func TestGRPCResendCooldown(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(60), res.GetResendAfter())
 
-	assert.Equal(t, int32(4), s.legacy(t, "cool@example.com").Error, "rate limited, in band")
-	assert.Equal(t, int32(4), s.legacy(t, "Cool@Example.com").Error, "case variants share the cooldown")
+	assert.Equal(t, int32(4), s.legacy(t, "Cool@Example.com").Error, "case variants share the cooldown; that code is not live: refused in band")
 	_, err = s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
 	delay, limit := limitDetails(t, err)
 	assert.Equal(t, "cooldown", limit)
@@ -325,7 +324,8 @@ func TestGRPCCallsAreMeasured(t *testing.T) {
 	t.Parallel()
 	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
 	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error)
-	require.Equal(t, int32(4), s.legacy(t, "m@example.com").Error)
+	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error, "coalesced")
+	require.Equal(t, int32(4), s.legacy(t, "M@example.com").Error, "the mailbox's cooldown, and no live code for this spelling")
 	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "bad"})
 	require.Error(t, err)
 
@@ -334,6 +334,7 @@ func TestGRPCCallsAreMeasured(t *testing.T) {
 		route, outcome string
 	}{
 		{"/message.VarifyService/GetVarifyCode", "ok"},
+		{"/message.VarifyService/GetVarifyCode", "coalesced"},
 		{"/message.VarifyService/GetVarifyCode", "rate_limited"},
 		{"/verifyq.v1.CodeService/SendCode", "invalid"},
 	} {
@@ -343,6 +344,39 @@ func TestGRPCCallsAreMeasured(t *testing.T) {
 	}
 	v, _ := fams.Value("verifyq_rate_limited_total", map[string]string{"limit": "cooldown"})
 	assert.Equal(t, 1.0, v)
+	v, _ = fams.Value("verifyq_codes_issued_total", map[string]string{"result": "coalesced"})
+	assert.Equal(t, 1.0, v)
+}
+
+// The old client re-enables "get code" after 10 s and shows one generic
+// error for any non-zero error. A resend inside the cooldown while the code
+// lives is error 0 and no new mail, since the code is on its way; it does
+// not count against the hourly cap. v1 still answers RESOURCE_EXHAUSTED.
+func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{Cooldown: time.Minute, AddressPerHour: 2})
+	ctx := context.Background()
+	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: "user@example.com"}, s.legacy(t, "user@example.com"))
+	code := s.Code(t, "user@example.com")
+	for range 3 {
+		assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: "user@example.com"}, s.legacy(t, "user@example.com"))
+	}
+	assert.Equal(t, 1, s.pending(t), "one mail queued in all")
+	assert.Equal(t, code, s.Code(t, "user@example.com"), "the same code")
+	n, err := s.RDB.ZCard(ctx, "verifyq:limit:address:user@example.com").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n, "coalesced resends are not counted")
+	_, err = s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "user@example.com"})
+	_, limit := limitDetails(t, err)
+	assert.Equal(t, "cooldown", limit)
+	line := s.logs.Matching(t, "grpc call")
+	assert.Equal(t, "coalesced", line[2]["outcome"])
+
+	// After the cooldown, a resend mails the same code again, as before.
+	require.NoError(t, s.RDB.Del(ctx, "verifyq:limit:cooldown:user@example.com").Err())
+	assert.Equal(t, int32(0), s.legacy(t, "user@example.com").Error)
+	assert.Equal(t, 2, s.pending(t))
+	assert.Equal(t, code, s.Code(t, "user@example.com"))
 }
 
 // rawCodec sends requests as the bytes given, so a test can send what no

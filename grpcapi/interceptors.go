@@ -28,7 +28,12 @@ type exchangeKey struct{}
 
 // record notes that the call in ctx ended with err and returns its outcome.
 func record(ctx context.Context, err error) *outcome.Outcome {
-	o := outcome.Of(ctx, err)
+	return note(ctx, outcome.Of(ctx, err), err)
+}
+
+// note tells the observe interceptor that the call in ctx ended with
+// outcome o and error err, and returns o.
+func note(ctx context.Context, o *outcome.Outcome, err error) *outcome.Outcome {
 	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
 		x.outcome, x.err = o, err
 	}

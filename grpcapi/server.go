@@ -47,7 +47,7 @@ const (
 // Service is what the gRPC edge needs (service.Service).
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	VerifyCode(ctx context.Context, email, code string) error
+	VerifyCode(ctx context.Context, req service.VerifyRequest) error
 }
 
 var _ Service = (*service.Service)(nil)

@@ -30,7 +30,8 @@ func (r *recordingService) SendCode(_ context.Context, req service.SendRequest) 
 	return service.Sent{}, nil
 }
 
-func (r *recordingService) VerifyCode(_ context.Context, email, code string) error {
+func (r *recordingService) VerifyCode(_ context.Context, req service.VerifyRequest) error {
+	email, code := req.Email, req.Code
 	if err := mail.ValidateAddress(email); err != nil {
 		return err
 	}

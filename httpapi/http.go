@@ -37,7 +37,7 @@ const DefaultRequestTimeout = 5 * time.Second
 // Service is what the HTTP edge needs (service.Service).
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	VerifyCode(ctx context.Context, email, code string) error
+	VerifyCode(ctx context.Context, req service.VerifyRequest) error
 }
 
 var _ Service = (*service.Service)(nil)
@@ -209,7 +209,7 @@ func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exchangeOf(r).email = req.Email
-	if err := h.svc.VerifyCode(r.Context(), req.Email, req.Code); err != nil {
+	if err := h.svc.VerifyCode(r.Context(), service.VerifyRequest{Email: req.Email, Code: req.Code, Client: h.client(r)}); err != nil {
 		replyErr(w, r, err)
 		return
 	}

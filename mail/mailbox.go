@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+
+	"github.com/verifyq/verifyq/internal/field"
 )
 
 // DefaultTagSeparators separate a mailbox from its tag in a local part:
@@ -109,4 +111,16 @@ func foldsToASCII(r rune) bool {
 		}
 	}
 	return false
+}
+
+// Validate checks TagSeparators (field "TagSeparators"): ASCII characters
+// that may stand in a local part, neither letters, digits nor "@".
+func (id Identity) Validate() error {
+	for _, r := range id.TagSeparators {
+		if r >= utf8.RuneSelf || r <= ' ' || r == 0x7f || r == '@' || r == '"' || r == '\\' ||
+			unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("(),:;<>[]", r) {
+			return field.Errorf("TagSeparators", "%q cannot separate a tag in a local part", r)
+		}
+	}
+	return nil
 }

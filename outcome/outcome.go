@@ -49,6 +49,8 @@ type Outcome struct {
 	// HTTPOnly marks outcomes of the HTTP transport itself (bad JSON, a
 	// wrong method or path): on gRPC the framework answers those cases.
 	HTTPOnly bool
+	// LegacyOnly marks outcomes only the old message.VarifyService has.
+	LegacyOnly bool
 }
 
 // Numbers of message.GetVarifyRsp.error. 0, 1 and 2 are the old service's
@@ -65,6 +67,7 @@ const (
 // Values of the "outcome" label of the request metrics.
 const (
 	MetricOK          = "ok"
+	MetricCoalesced   = "coalesced"
 	MetricInvalid     = "invalid"
 	MetricNotFound    = "not_found"
 	MetricMismatch    = "mismatch"
@@ -80,6 +83,13 @@ const (
 var (
 	OK = &Outcome{Name: "ok", HTTPStatus: http.StatusOK, GRPCCode: codes.OK,
 		Legacy: LegacySuccess, Metric: MetricOK, Level: slog.LevelInfo}
+
+	// Coalesced is the old service's resend inside the cooldown while the
+	// code lives: success, and no new mail, since the code is on its way.
+	// Its callers re-enable their button after 10 s and show an error for
+	// any other answer; HTTP and v1 callers get RateLimited instead.
+	Coalesced = &Outcome{Name: "coalesced", GRPCCode: codes.OK, LegacyOnly: true,
+		Legacy: LegacySuccess, Metric: MetricCoalesced, Level: slog.LevelInfo}
 
 	Canceled = &Outcome{Name: "canceled", HTTPStatus: StatusClientClosed, GRPCCode: codes.Canceled,
 		Legacy: LegacyException, Metric: MetricCanceled, Level: slog.LevelInfo,
@@ -112,7 +122,7 @@ var (
 	// which limit and when to retry (Text, RateLimit).
 	RateLimited = &Outcome{Name: "rate_limited", HTTPStatus: http.StatusTooManyRequests, GRPCCode: codes.ResourceExhausted,
 		Reason: "RATE_LIMITED", Legacy: LegacyRateLimited, Metric: MetricRateLimited, Level: slog.LevelInfo,
-		Message: "too many codes requested", Err: service.ErrRateLimited}
+		Message: "too many requests", Err: service.ErrRateLimited}
 	Unavailable = &Outcome{Name: "unavailable", HTTPStatus: http.StatusServiceUnavailable, GRPCCode: codes.Unavailable,
 		Legacy: LegacyRedisErr, Metric: MetricUnavailable, Level: slog.LevelError,
 		Message: "the service is temporarily unavailable, try again", Err: service.ErrUnavailable}
@@ -144,7 +154,7 @@ const StatusClientClosed = 499
 
 // all is the table, in the order Of tries it.
 var all = []*Outcome{
-	OK, Canceled, DeadlineExceeded,
+	OK, Coalesced, Canceled, DeadlineExceeded,
 	InvalidEmail, InvalidLocale, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited,
 	Unavailable, Internal,
 	InvalidJSON, BodyTooLarge, UnsupportedMediaType, MethodNotAllowed, NoRoute,

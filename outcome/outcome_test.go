@@ -53,8 +53,8 @@ func errorFor(o *outcome.Outcome) error {
 func TestOf(t *testing.T) {
 	t.Parallel()
 	for _, o := range outcome.All() {
-		if o.HTTPOnly {
-			continue
+		if o.HTTPOnly || o.LegacyOnly {
+			continue // never an error's outcome
 		}
 		assert.Same(t, o, outcome.Of(context.Background(), errorFor(o)), o.Name)
 	}
@@ -72,6 +72,10 @@ func TestTableIsConsistent(t *testing.T) {
 		assert.False(t, names[o.Name], "name %q once", o.Name)
 		names[o.Name] = true
 		assert.Contains(t, outcome.Metrics(), o.Metric)
+		if o.LegacyOnly {
+			assert.Zero(t, o.HTTPStatus, "%s: no HTTP status", o.Name)
+			continue
+		}
 		if o != outcome.OK {
 			assert.NotEmpty(t, o.Message, o.Name)
 			assert.GreaterOrEqual(t, o.HTTPStatus, 400, o.Name)
@@ -87,33 +91,6 @@ func TestTableIsConsistent(t *testing.T) {
 	assert.Equal(t, int64(0), outcome.Seconds(-time.Second))
 }
 
-// observer records the metric labels an edge reports.
-type observer struct {
-	mu     sync.Mutex
-	labels []string
-}
-
-func (o *observer) ObserveRequest(_, _, label string, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.labels = append(o.labels, label)
-}
-
-func (o *observer) last(t *testing.T) string {
-	t.Helper()
-	var last string
-	require.Eventually(t, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if len(o.labels) == 0 {
-			return false
-		}
-		last, o.labels = o.labels[len(o.labels)-1], nil
-		return true
-	}, 5*time.Second, 5*time.Millisecond)
-	return last
-}
-
 // edges serves one fake service over HTTP and gRPC; the fake fails with
 // whatever err holds.
 type edges struct {
@@ -122,7 +99,7 @@ type edges struct {
 	http    *httptest.Server
 	v1      verifyqv1.CodeServiceClient
 	legacy  messagepb.VarifyServiceClient
-	obs     *observer
+	obs     *servicetest.Observer
 	logs    *logtest.Buffer
 	grpcSrv *grpcapi.Server
 }
@@ -135,7 +112,7 @@ func (e *edges) fail(err error) {
 
 func startEdges(t *testing.T) *edges {
 	t.Helper()
-	e := &edges{obs: &observer{}}
+	e := &edges{obs: &servicetest.Observer{}}
 	current := func() error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -145,7 +122,7 @@ func startEdges(t *testing.T) *edges {
 		Send: func(context.Context, service.SendRequest) (service.Sent, error) {
 			return service.Sent{ExpiresIn: time.Minute}, current()
 		},
-		Verify: func(context.Context, string, string) error { return current() },
+		Verify: func(context.Context, service.VerifyRequest) error { return current() },
 	}
 	logger, logs := logtest.New(t)
 	e.logs = logs
@@ -205,8 +182,8 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 	e := startEdges(t)
 	ctx := context.Background()
 	for _, o := range outcome.All() {
-		if o.HTTPOnly {
-			continue
+		if o.HTTPOnly || o.LegacyOnly {
+			continue // TestHTTPTransportOutcomes; grpcapi's TestGRPCLegacyResendIsCoalesced
 		}
 		err := errorFor(o)
 		e.fail(err)
@@ -227,7 +204,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 			if o == outcome.RateLimited {
 				assert.Equal(t, "3", res.Header.Get("Retry-After"))
 			}
-			assert.Equal(t, o.Metric, e.obs.last(t), "%s %s metric", o.Name, path)
+			assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s %s metric", o.Name, path)
 			line := e.lastLine(t, "http request")
 			assert.Equal(t, o.Name, line["outcome"], "%s %s", o.Name, path)
 			assert.Equal(t, o.Level.String(), line["level"], "%s %s", o.Name, path)
@@ -250,7 +227,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 				assert.Equal(t, o.Text(err), st.Message(), "%s v1", o.Name)
 			}
 			assert.Equal(t, o.Reason, reasonOf(st), "%s v1", o.Name)
-			assert.Equal(t, o.Metric, e.obs.last(t), "%s v1 metric", o.Name)
+			assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s v1 metric", o.Name)
 			line := e.lastLine(t, "grpc call")
 			assert.Equal(t, o.Name, line["outcome"], "%s v1", o.Name)
 			assert.Equal(t, o.Level.String(), line["level"], "%s v1", o.Name)
@@ -260,7 +237,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 		require.NoError(t, lerr, "%s legacy: always an OK status", o.Name)
 		assert.Equal(t, o.Legacy, rsp.GetError(), "%s legacy", o.Name)
 		assert.Empty(t, rsp.GetCode(), "never the code")
-		assert.Equal(t, o.Metric, e.obs.last(t), "%s legacy metric", o.Name)
+		assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s legacy metric", o.Name)
 		assert.Equal(t, o.Name, e.lastLine(t, "grpc call")["outcome"], "%s legacy", o.Name)
 	}
 }
@@ -292,7 +269,7 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 		assert.Equal(t, tt.o.HTTPStatus, res.StatusCode, tt.o.Name)
 		assert.Equal(t, tt.o.Name, body["error"].(map[string]any)["code"])
 		assert.Contains(t, body["error"].(map[string]any)["message"], tt.o.Message)
-		assert.Equal(t, tt.o.Metric, e.obs.last(t), tt.o.Name)
+		assert.Equal(t, tt.o.Metric, e.obs.Take(t).Outcome, tt.o.Name)
 		assert.Equal(t, tt.o.Name, e.lastLine(t, "http request")["outcome"])
 		seen[tt.o] = true
 	}
@@ -321,9 +298,14 @@ func TestREADMEListsEveryOutcome(t *testing.T) {
 		require.GreaterOrEqual(t, len(cols), 6, rows[i])
 		names = append(names, cell(cols[0]))
 		assert.Equal(t, o.Name, cell(cols[0]), "row %d", i)
-		assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, README %q", o.Name, o.HTTPStatus, cols[1])
 		wantCode, wantLegacy := "", ""
-		if !o.HTTPOnly {
+		if o.LegacyOnly {
+			assert.Empty(t, cell(cols[1]), "%s: no HTTP status", o.Name)
+			wantLegacy = strconv.Itoa(int(o.Legacy))
+		} else {
+			assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, README %q", o.Name, o.HTTPStatus, cols[1])
+		}
+		if !o.HTTPOnly && !o.LegacyOnly {
 			wantCode = strings.ToUpper(upperSnake.ReplaceAllString(o.GRPCCode.String(), "${1}_${2}"))
 			wantLegacy = strconv.Itoa(int(o.Legacy))
 		}

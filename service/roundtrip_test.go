@@ -108,7 +108,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	warm := service.SendRequest{Email: "warm@example.com", Locale: "en", Client: "203.0.113.9"}
 	_, err = svc.SendCode(ctx, warm)
 	require.NoError(t, err)
-	require.ErrorIs(t, svc.VerifyCode(ctx, warm.Email, "x"), service.ErrMismatch)
+	require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: warm.Email, Code: "x"}), service.ErrMismatch)
 	_, err = store.Peek(ctx, warm.Email)
 	require.NoError(t, err)
 	warmup := hook.take()
@@ -118,7 +118,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	// is one round trip on its own. Without this, a hook that saw nothing
 	// would pass the bounds below.
 	t.Run("the hook counts the store and the queue", func(t *testing.T) {
-		_, err := store.GetOrCreate(ctx, "parts@example.com", "")
+		_, err := store.GetOrCreate(ctx, codes.Request{Email: "parts@example.com"})
 		require.NoError(t, err)
 		assert.Equal(t, []string{"evalsha"}, hook.take(), "get-or-create")
 		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "parts@example.com", ExpiresAt: store.Now().Add(codes.DefaultTTL)})
@@ -161,14 +161,14 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			if code(sendReq.Email) == wrong {
 				wrong = "111111"
 			}
-			require.ErrorIs(t, svc.VerifyCode(ctx, sendReq.Email, wrong), service.ErrMismatch)
+			require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: sendReq.Email, Code: wrong}), service.ErrMismatch)
 		}},
 		{"verify, right code", 1, func(t *testing.T) {
 			c := code(sendReq.Email)
-			require.NoError(t, svc.VerifyCode(ctx, sendReq.Email, c))
+			require.NoError(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: sendReq.Email, Code: c}))
 		}},
 		{"verify, no code", 1, func(t *testing.T) {
-			require.ErrorIs(t, svc.VerifyCode(ctx, sendReq.Email, "123456"), service.ErrNotFound)
+			require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: sendReq.Email, Code: "123456"}), service.ErrNotFound)
 		}},
 	}
 	for _, step := range steps {

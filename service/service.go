@@ -44,8 +44,9 @@ const MaxCodeLength = 64
 
 // CodeStore keeps codes (codes.Store).
 type CodeStore interface {
-	GetOrCreate(ctx context.Context, email, client string) (codes.Issued, error)
-	Verify(ctx context.Context, email, code string) error
+	GetOrCreate(ctx context.Context, req codes.Request) (codes.Issued, error)
+	Undo(ctx context.Context, issued codes.Issued) error
+	Verify(ctx context.Context, email, code, client string) error
 }
 
 // Enqueuer puts tasks on the queue (asynq.Client).
@@ -57,6 +58,12 @@ var (
 	_ CodeStore = (*codes.Store)(nil)
 	_ Enqueuer  = (*asynq.Client)(nil)
 )
+
+// EnqueueTimeout bounds putting a task on the queue, and undoing the send's
+// limits when that fails. Both run detached from the caller's
+// cancellation: a caller that goes away between the code and its task must
+// not leave a code counted but never mailed.
+const EnqueueTimeout = 3 * time.Second
 
 // Service sends and verifies codes.
 type Service struct {
@@ -81,6 +88,22 @@ type SendRequest struct {
 	// Client is the end user's IP address as the gateway passed it, for
 	// the per-client limit; empty (or not an IP address) means none.
 	Client string
+	// Coalesce answers a request inside the resend cooldown, while the
+	// code lives, with success and no new mail (Sent.Coalesced): the code
+	// is already on its way. The old service's callers re-enable their
+	// button before the cooldown ends.
+	Coalesce bool
+}
+
+// VerifyRequest asks to check a code.
+type VerifyRequest struct {
+	// Email is the address exactly as the client sent it.
+	Email string
+	// Code is the code to check.
+	Code string
+	// Client is the end user's IP address, for the per-client verify
+	// limit; empty (or not an IP address) means none.
+	Client string
 }
 
 // Sent is the outcome of SendCode. It never holds the code.
@@ -91,6 +114,9 @@ type Sent struct {
 	Created bool
 	// ResendAfter is the cooldown before the next send to this address.
 	ResendAfter time.Duration
+	// Coalesced is true when the request was coalesced with the previous
+	// send (SendRequest.Coalesce): nothing was queued.
+	Coalesced bool
 }
 
 // SendCode makes or reuses the code for email and enqueues a task that mails
@@ -105,12 +131,17 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	now := s.Now()
-	issued, err := s.codes.GetOrCreate(ctx, email, ClientID(req.Client))
+	issued, err := s.codes.GetOrCreate(ctx, codes.Request{Email: email, Client: ClientID(req.Client), Coalesce: req.Coalesce})
 	if errors.Is(err, ErrRateLimited) {
 		return Sent{}, err
 	}
 	if err != nil {
 		return Sent{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	sent := Sent{ExpiresIn: issued.ExpiresIn, Created: issued.Created, ResendAfter: issued.ResendAfter, Coalesced: issued.Coalesced}
+	if issued.Coalesced {
+		s.logger.DebugContext(ctx, "send coalesced with the one in its cooldown", "email", mail.MaskAddress(email))
+		return sent, nil
 	}
 	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
 		Email:       email,
@@ -118,28 +149,44 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
 	})
-	if err != nil {
-		return Sent{}, err
+	if err == nil {
+		err = s.enqueue(ctx, task)
 	}
-	if _, err := s.queue.EnqueueContext(ctx, task); err != nil {
+	if err != nil {
+		// The request fails: take its admission back, so the client's retry
+		// is let through and mailed.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
+		defer cancel()
+		if uerr := s.codes.Undo(uctx, issued); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
 		return Sent{}, fmt.Errorf("%w: enqueue: %w", ErrUnavailable, err)
 	}
 	s.logger.DebugContext(ctx, "send enqueued", "email", mail.MaskAddress(email), "created", issued.Created)
-	return Sent{ExpiresIn: issued.ExpiresIn, Created: issued.Created, ResendAfter: issued.ResendAfter}, nil
+	return sent, nil
 }
 
-// VerifyCode checks code for email and consumes it on success.
-func (s *Service) VerifyCode(ctx context.Context, email, code string) error {
-	if err := mail.ValidateAddress(email); err != nil {
+// enqueue puts task on the queue, detached from the caller's cancellation
+// and bounded by EnqueueTimeout.
+func (s *Service) enqueue(ctx context.Context, task *asynq.Task) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
+	defer cancel()
+	_, err := s.queue.EnqueueContext(ctx, task)
+	return err
+}
+
+// VerifyCode checks req.Code for req.Email and consumes it on success.
+func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
+	if err := mail.ValidateAddress(req.Email); err != nil {
 		return err
 	}
-	if code == "" || len(code) > MaxCodeLength || !utf8.ValidString(code) {
+	if req.Code == "" || len(req.Code) > MaxCodeLength || !utf8.ValidString(req.Code) {
 		return ErrInvalidCode
 	}
-	err := s.codes.Verify(ctx, email, code)
+	err := s.codes.Verify(ctx, req.Email, req.Code, ClientID(req.Client))
 	switch {
 	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, codes.ErrMismatch),
-		errors.Is(err, codes.ErrAttemptsExhausted):
+		errors.Is(err, codes.ErrAttemptsExhausted), errors.Is(err, ErrRateLimited):
 		return err
 	default:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -87,9 +87,9 @@ func TestServiceErrors(t *testing.T) {
 	assert.ErrorIs(t, err, service.ErrInvalidAddress)
 	_, err = svc.SendCode(ctx, service.SendRequest{Email: "a@example.com", Locale: "xx"})
 	assert.ErrorIs(t, err, service.ErrUnknownLocale)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", ""), service.ErrInvalidCode)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", string(make([]byte, service.MaxCodeLength+1))), service.ErrInvalidCode)
-	assert.ErrorIs(t, svc.VerifyCode(ctx, "a@example.com", "123456"), service.ErrNotFound)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: ""}), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: string(make([]byte, service.MaxCodeLength+1))}), service.ErrInvalidCode)
+	assert.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: "a@example.com", Code: "123456"}), service.ErrNotFound)
 
 	var rl error = &service.RateLimitError{Limit: "cooldown", RetryAfter: time.Second}
 	assert.ErrorIs(t, rl, service.ErrRateLimited)
@@ -112,4 +112,52 @@ func TestClientID(t *testing.T) {
 	for in, want := range tests {
 		assert.Equal(t, want, service.ClientID(in), "%q", in)
 	}
+}
+
+// A caller that goes away between storing the code and queueing its task
+// does not cut the enqueue off: it runs detached, with its own deadline.
+func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
+		Limits: codes.Limits{Cooldown: time.Minute}})
+	require.NoError(t, err)
+	queue := asynq.NewClientFromRedisClient(rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	svc := service.New(store, enqueuerFunc(func(ectx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+		cancel() // the caller goes away now
+		if _, ok := ectx.Deadline(); !ok {
+			return nil, errors.New("the enqueue has no deadline of its own")
+		}
+		return queue.EnqueueContext(ectx, task, opts...)
+	}), discard)
+
+	_, err = svc.SendCode(ctx, service.SendRequest{Email: "gone@example.com"})
+	require.NoError(t, err, "queued although the caller is gone")
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Equal(t, 1, info.Pending)
+}
+
+// An enqueue that fails takes the request's limits back: the retry, inside
+// the cooldown, is admitted, and reuses the code.
+func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
+		Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1}})
+	require.NoError(t, err)
+	fail := true
+	svc := service.New(store, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+		if fail {
+			return nil, errors.New("NOPERM this user has no permissions to access the 'asynq:{mail}:pending' key")
+		}
+		return &asynq.TaskInfo{}, nil
+	}), discard)
+	_, err = svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
+	require.ErrorIs(t, err, service.ErrUnavailable)
+	fail = false
+	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
+	require.NoError(t, err)
+	assert.False(t, sent.Created, "the code of the failed attempt")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -75,7 +76,7 @@ func TestObserverOutcomes(t *testing.T) {
 			e.h.Observer = rec
 			ctx := context.Background()
 			if tt.code {
-				_, err := e.store.GetOrCreate(ctx, "o@example.com", "")
+				_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "o@example.com"})
 				require.NoError(t, err)
 			}
 			if tt.fault != nil {
@@ -110,7 +111,7 @@ func TestObserverInFlight(t *testing.T) {
 	rec := &recorder{}
 	e.h.Observer = rec
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, "slow@example.com", "")
+	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "slow@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true})
 
@@ -135,7 +136,7 @@ func TestObserverThroughAsynq(t *testing.T) {
 	rec := &recorder{}
 	e.h.Observer = rec
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, "last@example.com", "")
+	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "last@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
 

@@ -70,7 +70,7 @@ func TestSendCodeHandlerMailsLiveCode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	issued, err := e.store.GetOrCreate(ctx, "Someone@Example.com", "")
+	issued, err := e.store.GetOrCreate(ctx, codes.Request{Email: "Someone@Example.com"})
 	require.NoError(t, err)
 
 	require.NoError(t, e.h.ProcessTask(ctx, e.task(t, "Someone@Example.com", "en")))
@@ -129,7 +129,7 @@ func TestSendCodeHandlerErrors(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := context.Background()
-			_, err := e.store.GetOrCreate(ctx, "f@example.com", "")
+			_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "f@example.com"})
 			require.NoError(t, err)
 			e.smtp.SetFault(tt.fault)
 			err = e.h.ProcessTask(ctx, e.task(t, "f@example.com", ""))

@@ -19,6 +19,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/smtptest"
+	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -43,7 +44,7 @@ func newCeiling(url string) (*ceiling, error) {
 	}
 	rdb := platform.NewRedis(opt)
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-		Length: codes.DefaultLength, Limits: codes.DefaultLimits()})
+		Length: codes.DefaultLength, Limits: codes.DefaultLimits(), Identity: mail.Identity{TagSeparators: mail.DefaultTagSeparators}})
 	if err != nil {
 		return nil, errors.Join(err, rdb.Close())
 	}
@@ -53,7 +54,7 @@ func newCeiling(url string) (*ceiling, error) {
 // send does in Redis what a send request does for email.
 func (c *ceiling) send(ctx context.Context, email string) error {
 	now := time.Now()
-	issued, err := c.store.GetOrCreate(ctx, email, "")
+	issued, err := c.store.GetOrCreate(ctx, codes.Request{Email: email})
 	if err != nil {
 		return err
 	}

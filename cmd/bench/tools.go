@@ -98,8 +98,7 @@ func parseGHZ(b []byte) (toolResult, error) {
 
 // vegeta runs vegeta's closed loop on POST /v1/codes, a new address a request.
 func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.Duration) (toolResult, error) {
-	// vegeta's JSON targets, the body in base64, for as long as it reads;
-	// closing pr once vegeta is done ends the writer.
+	// vegeta's JSON targets (body in base64) until pr is closed after the run.
 	pr, pw := io.Pipe()
 	defer func() { _ = pr.Close() }()
 	go func() {

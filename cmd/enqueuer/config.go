@@ -9,6 +9,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/mail"
 )
 
 // Config is the enqueuer's whole configuration, read from the environment.
@@ -26,7 +27,14 @@ type Config struct {
 	ResendCooldown      time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
 	AddressSendsPerHour int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
 	ClientSendsPerHour  int           `envconfig:"CLIENT_SENDS_PER_HOUR" default:"30"`
+	DomainSendsPerMin   int           `envconfig:"DOMAIN_SENDS_PER_MINUTE" default:"0"`
+	GlobalSendsPerMin   int           `envconfig:"GLOBAL_SENDS_PER_MINUTE" default:"0"`
 	VerifyMaxAttempts   int           `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
+	ClientVerifiesPerHr int           `envconfig:"CLIENT_VERIFIES_PER_HOUR" default:"60"`
+	// AddressTagSeparators start a tag in a local part ("+" makes
+	// user+tag@x one mailbox with user@x for the limits); empty turns
+	// tags off.
+	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
 	// TrustedProxies are CIDRs (or single addresses) whose forwarding
 	// headers and metadata are believed (package clientip).
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
@@ -59,7 +67,8 @@ func (c Config) Validate() error {
 	if c.HTTPRequestTimeout <= 0 {
 		errs = append(errs, errors.New("HTTP_REQUEST_TIMEOUT: must be positive"))
 	}
-	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(c.CodeLength), c.codes().Limits.Validate()), codeVars))
+	cc := c.codes()
+	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate(), cc.Identity.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
@@ -83,6 +92,11 @@ var codeVars = map[string]string{
 	"AddressPerHour": "ADDRESS_SENDS_PER_HOUR",
 	"ClientPerHour":  "CLIENT_SENDS_PER_HOUR",
 	"MaxAttempts":    "VERIFY_MAX_ATTEMPTS",
+
+	"DomainPerMinute":       "DOMAIN_SENDS_PER_MINUTE",
+	"GlobalPerMinute":       "GLOBAL_SENDS_PER_MINUTE",
+	"ClientVerifiesPerHour": "CLIENT_VERIFIES_PER_HOUR",
+	"TagSeparators":         "ADDRESS_TAG_SEPARATORS",
 }
 
 func (c Config) codes() codes.Config {
@@ -91,10 +105,14 @@ func (c Config) codes() codes.Config {
 		TTL:       c.CodeTTL,
 		Length:    c.CodeLength,
 		Limits: codes.Limits{
-			Cooldown:       c.ResendCooldown,
-			AddressPerHour: c.AddressSendsPerHour,
-			ClientPerHour:  c.ClientSendsPerHour,
-			MaxAttempts:    c.VerifyMaxAttempts,
+			Cooldown:              c.ResendCooldown,
+			AddressPerHour:        c.AddressSendsPerHour,
+			ClientPerHour:         c.ClientSendsPerHour,
+			DomainPerMinute:       c.DomainSendsPerMin,
+			GlobalPerMinute:       c.GlobalSendsPerMin,
+			MaxAttempts:           c.VerifyMaxAttempts,
+			ClientVerifiesPerHour: c.ClientVerifiesPerHr,
 		},
+		Identity: mail.Identity{TagSeparators: c.AddressTagSeparators},
 	}
 }

@@ -33,6 +33,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		AddressSendsPerHour: 5,
 		ClientSendsPerHour:  30,
 		VerifyMaxAttempts:   5,
+
+		ClientVerifiesPerHr:  60,
+		AddressTagSeparators: "+",
 	}, cfg)
 }
 
@@ -80,6 +83,11 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8,not-a-cidr")
 	t.Setenv("GRPC_ADDR", "")
 	t.Setenv("GRPC_CALL_TIMEOUT", "0s")
+	t.Setenv("HTTP_REQUEST_TIMEOUT", "0s")
+	t.Setenv("DOMAIN_SENDS_PER_MINUTE", "-1")
+	t.Setenv("GLOBAL_SENDS_PER_MINUTE", "-1")
+	t.Setenv("CLIENT_VERIFIES_PER_HOUR", "-1")
+	t.Setenv("ADDRESS_TAG_SEPARATORS", "+a")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -95,6 +103,11 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"TRUSTED_PROXIES",
 		"GRPC_ADDR",
 		"GRPC_CALL_TIMEOUT",
+		"HTTP_REQUEST_TIMEOUT: must be positive",
+		"DOMAIN_SENDS_PER_MINUTE: must not be negative",
+		"GLOBAL_SENDS_PER_MINUTE: must not be negative",
+		"CLIENT_VERIFIES_PER_HOUR: must not be negative",
+		"ADDRESS_TAG_SEPARATORS: 'a' cannot separate a tag",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}

@@ -9,13 +9,10 @@ import (
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
 )
-
-// Limits names the limits known when this was written (see
-// service.RateLimitError.Limit); their series exist from the start, at 0.
-var Limits = []string{"cooldown", "address", "client"}
 
 // Enqueuer is the enqueuer's metric set.
 type Enqueuer struct {
@@ -47,12 +44,12 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace,
 			Name:      "codes_issued_total",
-			Help:      "Send requests that got a code: result=created (a new code) or reused (the live code, its lifetime unchanged).",
+			Help:      "Send requests that got a code: result=created (a new code), reused (the live code, its lifetime unchanged) or coalesced (an old-service resend inside the cooldown: nothing queued).",
 		}, []string{"result"}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace,
 			Name:      "rate_limited_total",
-			Help:      "Send requests refused by a limit, by limit.",
+			Help:      "Requests refused by a limit, by limit (sends: cooldown, address, client, domain, global; verifies: client_verify).",
 		}, []string{"limit"}),
 		enqueueErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace,
@@ -68,10 +65,10 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 	if insp != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
 	}
-	for _, r := range []string{"created", "reused"} {
+	for _, r := range []string{"created", "reused", "coalesced"} {
 		m.codes.WithLabelValues(r)
 	}
-	for _, l := range Limits {
+	for _, l := range codes.LimitNames {
 		m.limited.WithLabelValues(l)
 	}
 	return m
@@ -91,7 +88,7 @@ func (m *Enqueuer) ObserveRequest(api, route, label string, d time.Duration) {
 // SendVerifier is what the edges call (service.Service).
 type SendVerifier interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	VerifyCode(ctx context.Context, email, code string) error
+	VerifyCode(ctx context.Context, req service.VerifyRequest) error
 }
 
 var _ SendVerifier = (*service.Service)(nil)
@@ -109,20 +106,35 @@ type instrumentedService struct {
 
 func (s instrumentedService) SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error) {
 	sent, err := s.SendVerifier.SendCode(ctx, req)
-	var limit *service.RateLimitError
 	switch {
+	case err == nil && sent.Coalesced:
+		s.m.codes.WithLabelValues("coalesced").Inc()
 	case err == nil && sent.Created:
 		s.m.codes.WithLabelValues("created").Inc()
 	case err == nil:
 		s.m.codes.WithLabelValues("reused").Inc()
-	case errors.As(err, &limit):
+	default:
+		s.m.countLimit(err)
+	}
+	return sent, err
+}
+
+func (s instrumentedService) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
+	err := s.SendVerifier.VerifyCode(ctx, req)
+	s.m.countLimit(err)
+	return err
+}
+
+// countLimit counts err if a limit refused the request.
+func (m *Enqueuer) countLimit(err error) {
+	var limit *service.RateLimitError
+	if errors.As(err, &limit) {
 		name := limit.Limit
 		if name == "" {
 			name = "unknown"
 		}
-		s.m.limited.WithLabelValues(name).Inc()
+		m.limited.WithLabelValues(name).Inc()
 	}
-	return sent, err
 }
 
 // Queue returns q counting enqueue errors.

@@ -32,7 +32,7 @@ func (s limitedService) SendCode(context.Context, service.SendRequest) (service.
 	return service.Sent{}, &service.RateLimitError{Limit: s.limit, RetryAfter: time.Second}
 }
 
-func (limitedService) VerifyCode(context.Context, string, string) error { return nil }
+func (limitedService) VerifyCode(context.Context, service.VerifyRequest) error { return nil }
 
 // failingQueue is a hand-written fake queue that is always down.
 type failingQueue struct{}

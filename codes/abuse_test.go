@@ -1,0 +1,185 @@
+package codes_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/mail"
+)
+
+var plusTags = mail.Identity{TagSeparators: mail.DefaultTagSeparators}
+
+// Tags and case do not multiply the per-address limits: every spelling of
+// victim@example.com is one mailbox. Each spelling still gets its own code
+// key, as the old gateway reads it.
+func TestTagsShareTheMailboxLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{AddressPerHour: 5}})
+	admitted := 0
+	for i := 1; i <= 20; i++ {
+		email := fmt.Sprintf("victim+%d@example.com", i)
+		if i%2 == 0 {
+			email = strings.ToUpper(email)
+		}
+		_, err := s.GetOrCreate(ctx, codes.Request{Email: email})
+		if err == nil {
+			admitted++
+			continue
+		}
+		assert.Equal(t, codes.LimitAddress, limitErr(t, err).Limit)
+	}
+	assert.Equal(t, 5, admitted)
+	n, err := rdb.Exists(ctx, "code_victim+1@example.com", "code_VICTIM+2@EXAMPLE.COM").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), n, "code keys keep the address as sent")
+
+	s2, _ := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{Cooldown: time.Minute}})
+	_, err = s2.GetOrCreate(ctx, codes.Request{Email: "victim+a@example.com"})
+	require.NoError(t, err)
+	_, err = s2.GetOrCreate(ctx, codes.Request{Email: "Victim+b@example.com"})
+	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "one cooldown per mailbox")
+}
+
+// A Unicode domain and its A-label are one mailbox.
+func TestIDNDomainSharesTheMailboxLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{Cooldown: time.Minute}})
+	_, err := s.GetOrCreate(ctx, codes.Request{Email: "kim@bücher.de"})
+	require.NoError(t, err)
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "kim@xn--bcher-kva.de"})
+	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit)
+}
+
+// The per-domain and global caps count the current minute of the clock.
+func TestMinuteCaps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{DomainPerMinute: 2, GlobalPerMinute: 3}})
+	now := time.Date(2026, 1, 2, 3, 4, 10, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+
+	for _, email := range []string{"a@one.example", "b@one.example"} {
+		_, err := s.GetOrCreate(ctx, codes.Request{Email: email})
+		require.NoError(t, err)
+	}
+	_, err := s.GetOrCreate(ctx, codes.Request{Email: "c@One.Example"})
+	le := limitErr(t, err)
+	assert.Equal(t, codes.LimitDomain, le.Limit)
+	assert.Equal(t, 50*time.Second, le.RetryAfter, "until the minute ends")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "a@two.example"})
+	require.NoError(t, err, "another domain")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@two.example"})
+	assert.Equal(t, codes.LimitGlobal, limitErr(t, err).Limit)
+
+	now = now.Add(50 * time.Second)
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "c@one.example"})
+	require.NoError(t, err, "a new minute")
+}
+
+// A coalescing request inside the cooldown, while the code lives, gets the
+// live code's lifetime and records nothing; without a live code it is
+// refused like any other.
+func TestCoalesce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 2}})
+	now := time.Now()
+	s.Now = func() time.Time { return now }
+
+	first, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+	require.NoError(t, err)
+	require.False(t, first.Coalesced)
+	for range 5 {
+		again, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+		require.NoError(t, err)
+		assert.True(t, again.Coalesced)
+		assert.Empty(t, again.Code, "nothing to mail")
+		assert.Greater(t, again.ExpiresIn, 590*time.Second)
+		assert.Greater(t, again.ResendAfter, 50*time.Second)
+	}
+	n, err := rdb.ZCard(ctx, "verifyq:limit:address:old@example.com").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n, "coalesced requests do not count against the hourly cap")
+
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com"})
+	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "without Coalesce: refused")
+
+	require.NoError(t, rdb.Del(ctx, "code_old@example.com").Err())
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
+
+	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:old@example.com").Err())
+	second, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+	require.NoError(t, err, "after the cooldown a send is a send")
+	assert.False(t, second.Coalesced)
+}
+
+// Undo takes back everything the send recorded: an immediate retry is
+// admitted and gets the same code.
+func TestUndo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{
+		Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1, DomainPerMinute: 1, GlobalPerMinute: 1,
+	}})
+	req := codes.Request{Email: "u+x@example.com", Client: "203.0.113.9"}
+	first, err := s.GetOrCreate(ctx, req)
+	require.NoError(t, err)
+	_, err = s.GetOrCreate(ctx, req)
+	require.Error(t, err, "every limit is full")
+
+	require.NoError(t, s.Undo(ctx, first))
+	again, err := s.GetOrCreate(ctx, req)
+	require.NoError(t, err, "the retry is admitted")
+	assert.Equal(t, first.Code, again.Code, "and mails the same code")
+	assert.False(t, again.Created)
+
+	// Undo leaves nothing behind that it did not find.
+	require.NoError(t, s.Undo(ctx, again))
+	keys, err := rdb.Keys(ctx, "verifyq:limit:*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		typ, err := rdb.Type(ctx, k).Result()
+		require.NoError(t, err)
+		switch typ {
+		case "zset":
+			n, _ := rdb.ZCard(ctx, k).Result()
+			assert.Zero(t, n, k)
+		case "string":
+			v, _ := rdb.Get(ctx, k).Int64()
+			assert.Zero(t, v, k)
+		}
+	}
+	require.NoError(t, s.Undo(ctx, codes.Issued{}), "nothing to undo")
+}
+
+// One client cannot spread guesses over many addresses: every verify counts
+// against CLIENT_VERIFIES_PER_HOUR, whichever address it is for.
+func TestClientVerifyCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t, codes.Config{Limits: codes.Limits{ClientVerifiesPerHour: 3}})
+	for i := range 3 {
+		err := s.Verify(ctx, fmt.Sprintf("v%d@example.com", i), "123456", "198.51.100.7")
+		assert.ErrorIs(t, err, codes.ErrNotFound)
+	}
+	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v9@example.com"})
+	require.NoError(t, err)
+	err = s.Verify(ctx, "v9@example.com", issued.Code, "198.51.100.7")
+	le := limitErr(t, err)
+	assert.Equal(t, codes.LimitClientVerify, le.Limit)
+	assert.Greater(t, le.RetryAfter, 59*time.Minute)
+	require.NoError(t, s.Verify(ctx, "v9@example.com", issued.Code, "198.51.100.8"), "another client")
+	for range 5 {
+		assert.ErrorIs(t, s.Verify(ctx, "v9@example.com", "1", ""), codes.ErrNotFound, "no client: no per-client cap")
+	}
+}
