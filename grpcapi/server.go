@@ -30,9 +30,9 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/codes"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
-	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/service"
 )
 

@@ -12,9 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"hash/fnv"
+	"log/slog"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -317,7 +318,7 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 func jitter(payload []byte, n int) float64 {
 	h := fnv.New64a()
 	_, _ = h.Write(payload)
-	_, _ = h.Write([]byte{byte(n), byte(n >> 8)})
+	_, _ = h.Write(strconv.AppendInt(nil, int64(n), 10))
 	return float64(h.Sum64()>>11) / float64(math.MaxUint64>>11+1)
 }
 
