@@ -275,16 +275,18 @@ func (s *Suppressions) Add(ctx context.Context, email string, reply int, d time.
 	return nil
 }
 
-// Lift removes email's mailbox, or the mailbox with that ID, from the list,
-// and reports whether it was on it.
-func (s *Suppressions) Lift(ctx context.Context, emailOrID string) (bool, error) {
-	id := emailOrID
-	if strings.Contains(emailOrID, "@") {
-		if err := mail.ValidateAddress(emailOrID); err != nil {
-			return false, err
-		}
-		id = MailboxID(s.identity.Mailbox(emailOrID))
+// Lift removes email's mailbox from the list, and reports whether it was
+// on it.
+func (s *Suppressions) Lift(ctx context.Context, email string) (bool, error) {
+	if err := mail.ValidateAddress(email); err != nil {
+		return false, err
 	}
+	return s.LiftID(ctx, MailboxID(s.identity.Mailbox(email)))
+}
+
+// LiftID removes the mailbox with ID id (Suppression.ID) from the list, and
+// reports whether it was on it.
+func (s *Suppressions) LiftID(ctx context.Context, id string) (bool, error) {
 	n, err := s.rdb.Del(ctx, SuppressKey(id)).Result()
 	if err != nil {
 		return false, fmt.Errorf("lift suppression: %w", err)

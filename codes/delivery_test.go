@@ -139,7 +139,7 @@ func TestSuppression(t *testing.T) {
 	assert.True(t, lifted)
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "gone@example.com"})
 	require.NoError(t, err, "lifted: sends go through")
-	lifted, err = sup.Lift(ctx, list[0].ID)
+	lifted, err = sup.LiftID(ctx, list[0].ID)
 	require.NoError(t, err)
 	assert.False(t, lifted, "nothing left to lift")
 	_, err = sup.Lift(ctx, "not an address@")

@@ -25,6 +25,9 @@ import (
 // ADMIN_ADDR.
 const DashboardPath = "/monitoring/"
 
+// SuppressionsPath serves the suppression list on ADMIN_ADDR (list, lift).
+const SuppressionsPath = "/suppressions"
+
 // App is the running enqueuer: the public HTTP API, the gRPC server and the
 // admin server.
 type App struct {
@@ -110,6 +113,7 @@ func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(a.dashboard))
+	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(codes.NewSuppressions(a.rdb, a.cfg.Identity()))))
 	platform.MountPprof(mux, guard)
 	return mux
 }

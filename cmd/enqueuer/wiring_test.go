@@ -33,12 +33,14 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	s := &stack{redis: redistest.Start(t)}
 	cfg := Config{
 		Common: platform.Common{
-			RedisURL:        s.redis.URL(),
-			LogLevel:        "debug",
-			CodeKeyPrefix:   "code_",
-			CodeTTL:         10 * time.Minute,
-			ShutdownTimeout: 10 * time.Second,
-			DashboardUser:   "admin",
+			RedisURL:      s.redis.URL(),
+			LogLevel:      "debug",
+			CodeKeyPrefix: "code_",
+			CodeTTL:       10 * time.Minute,
+
+			AddressTagSeparators: "+",
+			ShutdownTimeout:      10 * time.Second,
+			DashboardUser:        "admin",
 		},
 		HTTPAddr:           "127.0.0.1:0",
 		AdminAddr:          "127.0.0.1:0",
