@@ -8,12 +8,15 @@
 // expires after TTL. Every operation that reads and writes is a single Lua
 // script, so each is atomic and costs one round trip.
 //
-// Keys of verifyq's own: {code_<email>}:attempts (the wrong-code count; its
-// hash tag keeps it on the code key's Redis Cluster slot), and for the
-// limits verifyq:limit:cooldown:<mailbox> and verifyq:limit:address:<mailbox>
-// (the mailbox identity of mail.Identity), verifyq:limit:client:<ip>,
-// verifyq:limit:domain:<domain>:<minute>, verifyq:limit:global:<minute> and
-// verifyq:limit:verify:<ip>. The send and verify scripts use limit keys
+// Keys of verifyq's own: {code_<email>}:attempts (the wrong-code count) and
+// {code_<email>}:status (the delivery status, see Status), whose hash tag
+// keeps them on the code key's Redis Cluster slot and which are the only
+// keys besides the code's that hold the address; for the limits
+// verifyq:limit:cooldown:<mailbox id> and verifyq:limit:address:<mailbox id>
+// (a hash of the mailbox identity of mail.Identity, see MailboxID),
+// verifyq:limit:client:<ip>, verifyq:limit:domain:<domain>:<minute>,
+// verifyq:limit:global:<minute> and verifyq:limit:verify:<ip>; and the
+// suppression list, verifyq:suppress:<mailbox id>. The send and verify scripts use limit keys
 // together with the code key, so they need a single Redis (or a primary with
 // replicas), not Redis Cluster: a mailbox or client key cannot share the
 // slot of a code key that keeps the address as sent.
