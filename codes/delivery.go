@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -251,13 +251,13 @@ type Suppression struct {
 // Suppressions is the suppression list: mailboxes whose mail server refused
 // a mail for good are refused new sends for a while.
 type Suppressions struct {
-	rdb      redis.Cmdable
+	rdb      redis.UniversalClient
 	identity mail.Identity
 }
 
 // NewSuppressions returns the suppression list in rdb, keyed by identity's
 // mailboxes.
-func NewSuppressions(rdb redis.Cmdable, identity mail.Identity) *Suppressions {
+func NewSuppressions(rdb redis.UniversalClient, identity mail.Identity) *Suppressions {
 	return &Suppressions{rdb: rdb, identity: identity}
 }
 
@@ -294,28 +294,47 @@ func (s *Suppressions) LiftID(ctx context.Context, id string) (bool, error) {
 	return n == 1, nil
 }
 
-// List returns the suppression list, at most limit entries.
+// List returns the suppression list, at most limit entries. On Redis
+// Cluster it scans every primary.
 func (s *Suppressions) List(ctx context.Context, limit int) ([]Suppression, error) {
+	var mu sync.Mutex
 	var out []Suppression
-	iter := s.rdb.Scan(ctx, 0, SuppressPrefix+"*", 100).Iterator()
-	for iter.Next(ctx) && len(out) < limit {
-		key := iter.Val()
-		raw, err := s.rdb.Get(ctx, key).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
+	scan := func(ctx context.Context, node redis.Cmdable) error {
+		iter := node.Scan(ctx, 0, SuppressPrefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			raw, err := node.Get(ctx, key).Bytes()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var e Suppression
+			if json.Unmarshal(raw, &e) != nil {
+				continue
+			}
+			e.ID = suppressID(key)
+			e.ExpiresIn = node.PTTL(ctx, key).Val()
+			mu.Lock()
+			full := len(out) >= limit
+			if !full {
+				out = append(out, e)
+			}
+			mu.Unlock()
+			if full {
+				return nil
+			}
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list suppressions: %w", err)
-		}
-		var e Suppression
-		if json.Unmarshal(raw, &e) != nil {
-			continue
-		}
-		e.ID = strings.TrimPrefix(key, SuppressPrefix)
-		e.ExpiresIn = s.rdb.PTTL(ctx, key).Val()
-		out = append(out, e)
+		return iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return scan(ctx, node) })
+	} else {
+		err = scan(ctx, s.rdb)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("list suppressions: %w", err)
 	}
 	return out, nil

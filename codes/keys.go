@@ -7,15 +7,27 @@ import (
 	"time"
 )
 
-// The keys of an address that live beside its code carry the code key as
-// their hash tag, so every script that uses them together runs on one Redis
-// Cluster slot, and only these keys hold the address.
+// Every script touches the keys of one Redis Cluster slot, which each key
+// names by its hash tag (the part in braces):
+//
+//   - the code's slot: code_<email>, {code_<email>}:attempts and
+//     {code_<email>}:status, the only keys besides the code's that hold the
+//     address (for an address with braces, which would move that tag to
+//     another slot, a tag of the code key's slot and a hash: see besideKey);
+//   - a mailbox's slot, tag m:<mailbox id>: its cooldown, its hour of sends
+//     and its suppression;
+//   - a client's slot, tag c:<client>: its hours of sends and of verifies;
+//   - the rate slot, tag rate: the minute counters of each domain and of
+//     all sends.
+//
+// A mailbox is named by a hash (MailboxID), never by its address. On one
+// Redis the tags change nothing.
 
 // AttemptsKey counts wrong codes for the live code of email.
-func (r *Reader) AttemptsKey(email string) string { return "{" + r.Key(email) + "}:attempts" }
+func (r *Reader) AttemptsKey(email string) string { return besideKey(r.Key(email), "attempts") }
 
 // StatusKey holds the delivery status of email's code (see Status).
-func (r *Reader) StatusKey(email string) string { return "{" + r.Key(email) + "}:status" }
+func (r *Reader) StatusKey(email string) string { return besideKey(r.Key(email), "status") }
 
 // MailboxID names a mailbox in keys of verifyq's own: a hash, so that no
 // limit or suppression key holds an address.
@@ -24,30 +36,39 @@ func MailboxID(mailbox string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// Limit and suppression keys. The mailbox identity (mail.Identity) keys the
-// per-address limits and the suppression list, so every spelling of one
-// mailbox shares them; the code key keeps the address as sent.
-
 // CooldownKey holds a mailbox's resend cooldown.
-func CooldownKey(mailboxID string) string { return "verifyq:limit:cooldown:" + mailboxID }
+func CooldownKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:cooldown" }
 
 // AddressKey holds a mailbox's rolling hour of sends.
-func AddressKey(mailboxID string) string { return "verifyq:limit:address:" + mailboxID }
-
-func clientKey(client string) string { return "verifyq:limit:client:" + client }
-func verifyKey(client string) string { return "verifyq:limit:verify:" + client }
+func AddressKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:sends" }
 
 // SuppressKey holds the suppression of a mailbox (see Suppression).
-func SuppressKey(mailboxID string) string { return SuppressPrefix + mailboxID }
+func SuppressKey(mailboxID string) string { return SuppressPrefix + "{m:" + mailboxID + "}" }
 
 // SuppressPrefix starts every suppression key.
 const SuppressPrefix = "verifyq:suppress:"
 
+// suppressID is the mailbox ID of a suppression key.
+func suppressID(key string) string {
+	id := key[len(SuppressPrefix):]
+	if len(id) > 4 && id[:3] == "{m:" && id[len(id)-1] == '}' {
+		return id[3 : len(id)-1]
+	}
+	return id
+}
+
+// ClientKey holds a client's rolling hour of sends.
+func ClientKey(client string) string { return "verifyq:{c:" + client + "}:sends" }
+
+// ClientVerifyKey holds a client's rolling hour of verifies.
+func ClientVerifyKey(client string) string { return "verifyq:{c:" + client + "}:verifies" }
+
 // domainKey and globalKey count one minute of the clock, named by the
 // minute's Unix time.
 func domainKey(domain string, minute time.Time) string {
-	return "verifyq:limit:domain:" + domain + ":" + strconv.FormatInt(minute.Unix(), 10)
+	return "verifyq:{rate}:domain:" + domain + ":" + strconv.FormatInt(minute.Unix(), 10)
 }
+
 func globalKey(minute time.Time) string {
-	return "verifyq:limit:global:" + strconv.FormatInt(minute.Unix(), 10)
+	return "verifyq:{rate}:global:" + strconv.FormatInt(minute.Unix(), 10)
 }

@@ -110,7 +110,7 @@ func TestNoCodeLeaks(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	dump := s.dumpRedis(t)
 	assert.Contains(t, dump, "asynq", "the dump holds the queue")
-	assert.Contains(t, dump, "verifyq:limit:", "and the limits")
+	assert.Contains(t, dump, "verifyq:{m:", "and the limits")
 	for _, c := range codes {
 		assert.NotContains(t, dump, c, "no code in any Redis value but the code key")
 	}
