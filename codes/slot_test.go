@@ -2,18 +2,17 @@ package codes
 
 import (
 	"testing"
-
 )
 
 // The slot function agrees with Redis Cluster's, by the examples of the
 // cluster specification and a few of our own keys.
 func TestSlotOf(t *testing.T) {
 	for key, want := range map[string]int{
-		"123456789":             12739, // CRC16/XMODEM check value 0x31C3
-		"{user1000}.following":  slotOf("user1000"),
-		"foo{}{bar}":            slotOf("foo{}{bar}"), // empty first tag: the whole key
-		"foo{{bar}}zap":         slotOf("{bar"),
-		"foo{bar}{zap}":         slotOf("bar"),
+		"123456789":            12739, // CRC16/XMODEM check value 0x31C3
+		"{user1000}.following": slotOf("user1000"),
+		"foo{}{bar}":           slotOf("foo{}{bar}"), // empty first tag: the whole key
+		"foo{{bar}}zap":        slotOf("{bar"),
+		"foo{bar}{zap}":        slotOf("bar"),
 	} {
 		if got := slotOf(key); got != want {
 			t.Errorf("slotOf(%q) = %d, want %d", key, got, want)
