@@ -34,15 +34,15 @@ func queueKey(state string) string { return "asynq:{" + tasks.Queue + "}:" + sta
 type ceiling struct {
 	store *codes.Store
 	queue *asynq.Client
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 }
 
 func newCeiling(url string) (*ceiling, error) {
-	opt, err := platform.ParseRedisURL(url)
+	r, err := platform.ParseRedis(platform.RedisSingle, url)
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	rdb := r.Client()
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
 		Length: codes.DefaultLength, Limits: codes.DefaultLimits(), Identity: mail.Identity{TagSeparators: mail.DefaultTagSeparators}})
 	if err != nil {

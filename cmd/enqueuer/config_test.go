@@ -15,6 +15,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Config{
 		Common: platform.Common{
+			RedisMode:       "single",
 			RedisURL:        "redis://127.0.0.1:6379/0",
 			LogLevel:        "info",
 			CodeKeyPrefix:   "code_",

@@ -33,6 +33,7 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	s := &stack{redis: redistest.Start(t)}
 	cfg := Config{
 		Common: platform.Common{
+			RedisMode:     "single",
 			RedisURL:      s.redis.URL(),
 			LogLevel:      "debug",
 			CodeKeyPrefix: "code_",

@@ -24,7 +24,7 @@ type App struct {
 	handler  *tasks.SendCodeHandler
 	cfg      Config
 	logger   *slog.Logger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	sender   *mail.Sender
 	server   *asynq.Server
 	mux      *asynq.ServeMux
@@ -39,15 +39,11 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	opt, err := platform.ParseRedisURL(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
 	sender, err := mail.NewSender(cfg.smtp(), logger)
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	rdb := cfg.Redis().Client()
 	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
 	if err != nil {
 		_ = rdb.Close()

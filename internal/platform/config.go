@@ -17,6 +17,7 @@ import (
 // Common is the configuration both binaries share; each binary's Config
 // embeds it, so envconfig reads the same variables with the same defaults.
 type Common struct {
+	RedisMode     string `envconfig:"REDIS_MODE" default:"single"`
 	RedisURL      string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
 	LogLevel      string `envconfig:"LOG_LEVEL" default:"info"`
 	CodeKeyPrefix string `envconfig:"CODE_KEY_PREFIX" default:"code_"`
@@ -41,7 +42,7 @@ type Common struct {
 // package's.
 func (c Common) Validate() []error {
 	var errs []error
-	if _, err := ParseRedisURL(c.RedisURL); err != nil {
+	if _, err := ParseRedis(c.RedisMode, c.RedisURL); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
@@ -62,6 +63,12 @@ func (c Common) Validate() []error {
 
 // Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.
 func (c Common) Identity() mail.Identity { return mail.Identity{TagSeparators: c.AddressTagSeparators} }
+
+// Redis is REDIS_MODE and REDIS_URL, parsed (validated before).
+func (c Common) Redis() Redis {
+	r, _ := ParseRedis(c.RedisMode, c.RedisURL)
+	return r
+}
 
 // SetupLogging returns the process's JSON logger at LOG_LEVEL (validated
 // before) and routes go-redis's messages and the standard log package
