@@ -147,3 +147,23 @@ func mergeEnv(envs ...map[string]string) map[string]string {
 	}
 	return out
 }
+
+// QUEUE_SHARDS spreads the tasks over mail-0..mail-N-1; the workers take
+// every shard, and every mail arrives.
+func TestQueueShardsEndToEnd(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, mergeEnv(noLimits, map[string]string{"QUEUE_SHARDS": "3"}))
+	s.worker.stop(t) // let the tasks pile up, to see where they went
+	for i := range 30 {
+		status, body := s.post(t, "/v1/codes", map[string]string{"email": fmt.Sprintf("shard%d@example.com", i)})
+		require.Equal(t, http.StatusAccepted, status, body)
+	}
+	insp := asynq.NewInspectorFromRedisClient(s.redis.Client(t))
+	for _, q := range tasks.Queues(3) {
+		info, err := insp.GetQueueInfo(q)
+		require.NoError(t, err, q)
+		assert.Positive(t, info.Pending, "tasks on %s", q)
+	}
+	s.worker = start(t, "worker", s.wrkEnv)
+	s.smtp.WaitMessages(t, 30, 20*time.Second)
+}

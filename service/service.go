@@ -76,6 +76,9 @@ type Service struct {
 	logger *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
+	// are spread over, by address; 0 or 1 is the one queue.
+	QueueShards int
 }
 
 // New returns a Service.
@@ -152,7 +155,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		Locale:      string(loc),
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
-	})
+	}, asynq.Queue(tasks.QueueFor(email, s.QueueShards)))
 	if err == nil {
 		err = s.enqueue(ctx, task)
 	}

@@ -28,8 +28,38 @@ import (
 // TypeSendCode is the task type: mail the live code to an address.
 const TypeSendCode = "code:send"
 
-// Queue is the dedicated queue of send-code tasks.
+// Queue is the dedicated queue of send-code tasks, or the stem of its
+// shards' names (see Queues).
 const Queue = "mail"
+
+// MaxQueueShards bounds QUEUE_SHARDS.
+const MaxQueueShards = 64
+
+// Queues returns the names of n queue shards: Queue itself for one,
+// "mail-0" to "mail-<n-1>" for more. asynq keeps each queue's keys in one
+// Redis Cluster slot ({mail-0}, ...), so shards spread the queue over the
+// cluster's primaries.
+func Queues(n int) []string {
+	if n <= 1 {
+		return []string{Queue}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = Queue + "-" + strconv.Itoa(i)
+	}
+	return out
+}
+
+// QueueFor returns the shard of n that email's tasks go to: the same shard
+// for every send to one address.
+func QueueFor(email string, n int) string {
+	if n <= 1 {
+		return Queue
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(email))
+	return Queue + "-" + strconv.FormatUint(uint64(h.Sum32())%uint64(n), 10)
+}
 
 // MaxRetry bounds the retries of one send. With RetryDelay this spans about
 // ten minutes, the default code lifetime; the deadline stops it earlier.
@@ -46,8 +76,8 @@ type SendCodePayload struct {
 
 // NewSendCodeTask returns a task for p on Queue, with MaxRetry retries and a
 // deadline at the code's expiry: a mail that cannot arrive in time is
-// pointless.
-func NewSendCodeTask(p SendCodePayload) (*asynq.Task, error) {
+// pointless. Options (asynq.Queue for a shard) come after these.
+func NewSendCodeTask(p SendCodePayload, opts ...asynq.Option) (*asynq.Task, error) {
 	if p.Email == "" || p.ExpiresAt.IsZero() {
 		return nil, errors.New("send-code task needs an email and an expiry")
 	}
@@ -55,11 +85,11 @@ func NewSendCodeTask(p SendCodePayload) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeSendCode, b,
+	return asynq.NewTask(TypeSendCode, b, append([]asynq.Option{
 		asynq.Queue(Queue),
 		asynq.MaxRetry(MaxRetry),
 		asynq.Deadline(p.ExpiresAt),
-	), nil
+	}, opts...)...), nil
 }
 
 // ParseSendCodePayload decodes the payload of a send-code task.

@@ -64,7 +64,9 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	reg := metrics.NewRegistry()
 	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
-	svc := m.Service(service.New(store, m.Queue(queue), logger))
+	core := service.New(store, m.Queue(queue), logger)
+	core.QueueShards = cfg.QueueShards
+	svc := m.Service(core)
 
 	dashboard := asynqmon.New(asynqmon.Options{
 		RootPath:         DashboardPath,

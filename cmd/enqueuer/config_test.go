@@ -24,6 +24,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			DashboardUser:   "admin",
 
 			AddressTagSeparators: "+",
+
+			QueueShards: 1,
 		},
 		HTTPAddr:           ":8080",
 		AdminAddr:          "127.0.0.1:8081",

@@ -40,8 +40,10 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 			CodeTTL:       10 * time.Minute,
 
 			AddressTagSeparators: "+",
-			ShutdownTimeout:      10 * time.Second,
-			DashboardUser:        "admin",
+
+			QueueShards:     1,
+			ShutdownTimeout: 10 * time.Second,
+			DashboardUser:   "admin",
 		},
 		HTTPAddr:           "127.0.0.1:0",
 		AdminAddr:          "127.0.0.1:0",

@@ -60,7 +60,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
-		Queues:          map[string]int{tasks.Queue: 1},
+		Queues:          queues(cfg.QueueShards),
 		RetryDelayFunc:  tasks.RetryDelay,
 		ErrorHandler:    tasks.ErrorHandler(logger, m),
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -128,7 +128,7 @@ func (a *App) Open(ctx context.Context) error {
 		a.done <- nil
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue, "pprof", a.pprof)
+		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof)
 	return nil
 }
 
@@ -163,4 +163,13 @@ func asynqLevel(l *slog.Logger) asynq.LogLevel {
 		return asynq.DebugLevel
 	}
 	return asynq.InfoLevel
+}
+
+// queues weighs every shard of the send queue alike.
+func queues(shards int) map[string]int {
+	m := map[string]int{}
+	for _, q := range tasks.Queues(shards) {
+		m[q] = 1
+	}
+	return m
 }

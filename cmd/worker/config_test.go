@@ -24,6 +24,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			DashboardUser:   "admin",
 
 			AddressTagSeparators: "+",
+
+			QueueShards: 1,
 		},
 		AdminAddr:   "127.0.0.1:8082",
 		Concurrency: 20,

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"fmt"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/tasks"
 )
 
 // Common is the configuration both binaries share; each binary's Config
@@ -30,6 +32,10 @@ type Common struct {
 	// enqueuer's limits and both binaries' suppression list key on the
 	// mailbox.
 	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
+	// QueueShards spreads the send tasks over this many queues (mail-0,
+	// mail-1, ...), which Redis Cluster keeps on different slots; 1 is the
+	// one queue "mail". Both binaries must agree.
+	QueueShards int `envconfig:"QUEUE_SHARDS" default:"1"`
 
 	// The admin server's dashboard and pprof are behind basic auth with
 	// these when DASHBOARD_PASSWORD is set.
@@ -51,6 +57,9 @@ func (c Common) Validate() []error {
 	if err := field.Rename(errors.Join(codes.ValidateKeyPrefix(c.CodeKeyPrefix), codes.ValidateTTL(c.CodeTTL), c.Identity().Validate()),
 		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL", "TagSeparators": "ADDRESS_TAG_SEPARATORS"}); err != nil {
 		errs = append(errs, err)
+	}
+	if c.QueueShards < 1 || c.QueueShards > tasks.MaxQueueShards {
+		errs = append(errs, fmt.Errorf("QUEUE_SHARDS: %d is outside 1..%d", c.QueueShards, tasks.MaxQueueShards))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
