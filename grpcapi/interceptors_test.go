@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/internal/logtest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -88,7 +88,7 @@ func TestDefaultDeadline(t *testing.T) {
 func TestObserveLogsOneLineMaskedNeverCode(t *testing.T) {
 	t.Parallel()
 	logger, logs := logtest.New(t)
-	obs := &observer{}
+	obs := &servicetest.Observer{}
 	intercept := observe(logger, obs)
 	ok := func(resp any) grpc.UnaryHandler {
 		return func(context.Context, any) (any, error) { return resp, nil }
@@ -126,24 +126,7 @@ func TestObserveLogsOneLineMaskedNeverCode(t *testing.T) {
 	assert.NotContains(t, logs.String(), "987654")
 	assert.NotContains(t, logs.String(), "Alice.Smith")
 	assert.NotContains(t, logs.String(), "bob@")
-	assert.Equal(t, []string{"mismatch", "unavailable", "canceled"}, obs.labels(), "health checks are not counted")
-}
-
-type observer struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (o *observer) ObserveRequest(_, _, label string, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.seen = append(o.seen, label)
-}
-
-func (o *observer) labels() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.seen...)
+	assert.Equal(t, []string{"mismatch", "unavailable", "canceled"}, obs.Outcomes(), "health checks are not counted")
 }
 
 func TestClientOf(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,29 +18,6 @@ import (
 	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/service"
 )
-
-type observed struct{ api, route, outcome string }
-
-// observer is a hand-written httpapi.RequestObserver.
-type observer struct {
-	mu   sync.Mutex
-	seen []observed
-}
-
-func (o *observer) ObserveRequest(apiName, route, outcome string, d time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if d <= 0 {
-		panic("no duration")
-	}
-	o.seen = append(o.seen, observed{apiName, route, outcome})
-}
-
-func (o *observer) all() []observed {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]observed(nil), o.seen...)
-}
 
 func postTo(t *testing.T, url, body string) *http.Response {
 	t.Helper()
@@ -58,7 +34,7 @@ func TestEveryRequestIsLoggedAndObserved(t *testing.T) {
 	t.Parallel()
 	se := servicetest.New(t, codes.Limits{})
 	logger, logs := logtest.New(t)
-	obs := &observer{}
+	obs := &servicetest.Observer{}
 	srv := httptest.NewServer(httpapi.NewHandler(se.Service, logger, httpapi.Config{Metrics: obs}))
 	t.Cleanup(srv.Close)
 
@@ -74,15 +50,15 @@ func TestEveryRequestIsLoggedAndObserved(t *testing.T) {
 	se.Redis.Stop()
 	postTo(t, srv.URL+"/v1/codes", `{"email":"Alice.Smith@example.com"}`)
 
-	assert.Equal(t, []observed{
-		{"http", "/v1/codes", "ok"},
-		{"http", "/v1/codes", "invalid"},
-		{"http", "/v1/codes/verify", "not_found"},
-		{"http", "other", "invalid"},
-		{"http", "/v1/codes", "invalid"},
-		{"http", "/v1/codes/verify", "ok"},
-		{"http", "/v1/codes", "unavailable"},
-	}, obs.all())
+	assert.Equal(t, []servicetest.Observed{
+		{API: "http", Route: "/v1/codes", Outcome: "ok"},
+		{API: "http", Route: "/v1/codes", Outcome: "invalid"},
+		{API: "http", Route: "/v1/codes/verify", Outcome: "not_found"},
+		{API: "http", Route: "other", Outcome: "invalid"},
+		{API: "http", Route: "/v1/codes", Outcome: "invalid"},
+		{API: "http", Route: "/v1/codes/verify", Outcome: "ok"},
+		{API: "http", Route: "/v1/codes", Outcome: "unavailable"},
+	}, obs.All())
 
 	lines := logs.Matching(t, "http request")
 	require.Len(t, lines, 7, "one line per request")
@@ -127,7 +103,7 @@ func blocked(ctx context.Context) error {
 func TestClientGoneIsCanceled(t *testing.T) {
 	t.Parallel()
 	logger, logs := logtest.New(t)
-	obs := &observer{}
+	obs := &servicetest.Observer{}
 	started := make(chan struct{})
 	fake := servicetest.Fake{Send: func(ctx context.Context, _ service.SendRequest) (service.Sent, error) {
 		close(started)
@@ -147,8 +123,8 @@ func TestClientGoneIsCanceled(t *testing.T) {
 	_, err = http.DefaultClient.Do(req)
 	require.ErrorIs(t, err, context.Canceled)
 
-	require.Eventually(t, func() bool { return len(obs.all()) == 1 }, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, observed{"http", "/v1/codes", "canceled"}, obs.all()[0])
+	require.Eventually(t, func() bool { return len(obs.All()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, servicetest.Observed{API: "http", Route: "/v1/codes", Outcome: "canceled"}, obs.All()[0])
 	lines := logs.Matching(t, "http request")
 	require.Len(t, lines, 1)
 	assert.Equal(t, "canceled", lines[0]["outcome"])
@@ -179,7 +155,7 @@ func TestRequestDeadline(t *testing.T) {
 func TestPanicIsJSON500(t *testing.T) {
 	t.Parallel()
 	logger, logs := logtest.New(t)
-	obs := &observer{}
+	obs := &servicetest.Observer{}
 	fake := servicetest.Fake{Send: func(context.Context, service.SendRequest) (service.Sent, error) {
 		panic("secret detail")
 	}}
@@ -198,5 +174,5 @@ func TestPanicIsJSON500(t *testing.T) {
 	require.Len(t, panics, 2)
 	assert.Equal(t, "ERROR", panics[0]["level"])
 	assert.Contains(t, panics[0]["stack"], "httpapi_test.TestPanicIsJSON500")
-	assert.Equal(t, []observed{{"http", "/v1/codes", "error"}, {"http", "/v1/codes", "error"}}, obs.all())
+	assert.Equal(t, []servicetest.Observed{{API: "http", Route: "/v1/codes", Outcome: "error"}, {API: "http", Route: "/v1/codes", Outcome: "error"}}, obs.All())
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	verifycodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -38,6 +39,8 @@ func errorFor(o *outcome.Outcome) error {
 	switch o {
 	case outcome.OK:
 		return nil
+	case outcome.Undeliverable:
+		return fmt.Errorf("send: %w", &verifycodes.SuppressedError{For: time.Hour})
 	case outcome.RateLimited:
 		return fmt.Errorf("send: %w", &service.RateLimitError{Limit: "cooldown", RetryAfter: 2500 * time.Millisecond})
 	case outcome.Unavailable:
@@ -91,33 +94,6 @@ func TestTableIsConsistent(t *testing.T) {
 	assert.Equal(t, int64(0), outcome.Seconds(-time.Second))
 }
 
-// observer records the metric labels an edge reports.
-type observer struct {
-	mu     sync.Mutex
-	labels []string
-}
-
-func (o *observer) ObserveRequest(_, _, label string, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.labels = append(o.labels, label)
-}
-
-func (o *observer) last(t *testing.T) string {
-	t.Helper()
-	var last string
-	require.Eventually(t, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if len(o.labels) == 0 {
-			return false
-		}
-		last, o.labels = o.labels[len(o.labels)-1], nil
-		return true
-	}, 5*time.Second, 5*time.Millisecond)
-	return last
-}
-
 // edges serves one fake service over HTTP and gRPC; the fake fails with
 // whatever err holds.
 type edges struct {
@@ -126,7 +102,7 @@ type edges struct {
 	http    *httptest.Server
 	v1      verifyqv1.CodeServiceClient
 	legacy  messagepb.VarifyServiceClient
-	obs     *observer
+	obs     *servicetest.Observer
 	logs    *logtest.Buffer
 	grpcSrv *grpcapi.Server
 }
@@ -139,7 +115,7 @@ func (e *edges) fail(err error) {
 
 func startEdges(t *testing.T) *edges {
 	t.Helper()
-	e := &edges{obs: &observer{}}
+	e := &edges{obs: &servicetest.Observer{}}
 	current := func() error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -231,7 +207,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 			if o == outcome.RateLimited {
 				assert.Equal(t, "3", res.Header.Get("Retry-After"))
 			}
-			assert.Equal(t, o.Metric, e.obs.last(t), "%s %s metric", o.Name, path)
+			assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s %s metric", o.Name, path)
 			line := e.lastLine(t, "http request")
 			assert.Equal(t, o.Name, line["outcome"], "%s %s", o.Name, path)
 			assert.Equal(t, o.Level.String(), line["level"], "%s %s", o.Name, path)
@@ -254,7 +230,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 				assert.Equal(t, o.Text(err), st.Message(), "%s v1", o.Name)
 			}
 			assert.Equal(t, o.Reason, reasonOf(st), "%s v1", o.Name)
-			assert.Equal(t, o.Metric, e.obs.last(t), "%s v1 metric", o.Name)
+			assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s v1 metric", o.Name)
 			line := e.lastLine(t, "grpc call")
 			assert.Equal(t, o.Name, line["outcome"], "%s v1", o.Name)
 			assert.Equal(t, o.Level.String(), line["level"], "%s v1", o.Name)
@@ -264,7 +240,7 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 		require.NoError(t, lerr, "%s legacy: always an OK status", o.Name)
 		assert.Equal(t, o.Legacy, rsp.GetError(), "%s legacy", o.Name)
 		assert.Empty(t, rsp.GetCode(), "never the code")
-		assert.Equal(t, o.Metric, e.obs.last(t), "%s legacy metric", o.Name)
+		assert.Equal(t, o.Metric, e.obs.Take(t).Outcome, "%s legacy metric", o.Name)
 		assert.Equal(t, o.Name, e.lastLine(t, "grpc call")["outcome"], "%s legacy", o.Name)
 	}
 }
@@ -278,6 +254,7 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 		method, path, ctype, body string
 	}{
 		{outcome.InvalidJSON, http.MethodPost, "/v1/codes", "application/json", `{"email":`},
+		{outcome.InvalidQuery, http.MethodGet, "/v1/codes/status?email=a@example.com&email=b@example.com", "", ``},
 		{outcome.BodyTooLarge, http.MethodPost, "/v1/codes", "application/json", `{"email":"` + strings.Repeat("a", httpapi.MaxBodyBytes) + `"}`},
 		{outcome.UnsupportedMediaType, http.MethodPost, "/v1/codes", "text/plain", `{}`},
 		{outcome.MethodNotAllowed, http.MethodGet, "/v1/codes", "", ``},
@@ -296,7 +273,7 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 		assert.Equal(t, tt.o.HTTPStatus, res.StatusCode, tt.o.Name)
 		assert.Equal(t, tt.o.Name, body["error"].(map[string]any)["code"])
 		assert.Contains(t, body["error"].(map[string]any)["message"], tt.o.Message)
-		assert.Equal(t, tt.o.Metric, e.obs.last(t), tt.o.Name)
+		assert.Equal(t, tt.o.Metric, e.obs.Take(t).Outcome, tt.o.Name)
 		assert.Equal(t, tt.o.Name, e.lastLine(t, "http request")["outcome"])
 		seen[tt.o] = true
 	}

@@ -55,7 +55,8 @@ func TestSendCodeEnqueuesTaskWithClockedPayload(t *testing.T) {
 }
 
 // A failed enqueue is reported as unavailable, so the caller retries; the
-// retry reuses the code made by the failed attempt.
+// failed attempt leaves no code behind that was never mailed, and the retry
+// makes one.
 func TestSendCodeEnqueueFailure(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
@@ -73,7 +74,7 @@ func TestSendCodeEnqueueFailure(t *testing.T) {
 	fail = false
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
 	require.NoError(t, err)
-	assert.False(t, sent.Created, "the code from the failed attempt is reused")
+	assert.True(t, sent.Created, "the code of the failed attempt was taken back with it")
 }
 
 func TestServiceErrors(t *testing.T) {
@@ -112,4 +113,52 @@ func TestClientID(t *testing.T) {
 	for in, want := range tests {
 		assert.Equal(t, want, service.ClientID(in), "%q", in)
 	}
+}
+
+// A caller that goes away between storing the code and queueing its task
+// does not cut the enqueue off: it runs detached, with its own deadline.
+func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
+		Limits: codes.Limits{Cooldown: time.Minute}})
+	require.NoError(t, err)
+	queue := asynq.NewClientFromRedisClient(rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	svc := service.New(store, enqueuerFunc(func(ectx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+		cancel() // the caller goes away now
+		if _, ok := ectx.Deadline(); !ok {
+			return nil, errors.New("the enqueue has no deadline of its own")
+		}
+		return queue.EnqueueContext(ectx, task, opts...)
+	}), discard)
+
+	_, err = svc.SendCode(ctx, service.SendRequest{Email: "gone@example.com"})
+	require.NoError(t, err, "queued although the caller is gone")
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Equal(t, 1, info.Pending)
+}
+
+// An enqueue that fails takes the request's limits back: the retry, inside
+// the cooldown, is admitted.
+func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
+		Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1}})
+	require.NoError(t, err)
+	fail := true
+	svc := service.New(store, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+		if fail {
+			return nil, errors.New("NOPERM this user has no permissions to access the 'asynq:{mail}:pending' key")
+		}
+		return &asynq.TaskInfo{}, nil
+	}), discard)
+	_, err = svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
+	require.ErrorIs(t, err, service.ErrUnavailable)
+	fail = false
+	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
+	require.NoError(t, err)
+	assert.True(t, sent.Created, "a new code: the failed attempt's was taken back")
 }

@@ -26,12 +26,15 @@ import (
 // ADMIN_ADDR.
 const DashboardPath = "/monitoring/"
 
+// SuppressionsPath serves the suppression list on ADMIN_ADDR (list, lift).
+const SuppressionsPath = "/suppressions"
+
 // App is the running enqueuer: the public HTTP API, the gRPC server and the
 // admin server.
 type App struct {
 	cfg       Config
 	logger    *slog.Logger
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	dashboard *asynqmon.HTTPHandler
 	// Registry holds the enqueuer's metrics, served on /metrics.
 	Registry *prometheus.Registry
@@ -47,15 +50,13 @@ type App struct {
 
 // NewApp wires the enqueuer from cfg. It does not listen yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	opt, err := platform.ParseRedisURL(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
 	proxies, err := cfg.proxies()
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	// One client for everything: codes, the queue, its metrics, the
+	// dashboard and the readiness checks.
+	rdb := cfg.Redis().Client()
 	store, err := codes.NewStore(rdb, cfg.codes())
 	if err != nil {
 		_ = rdb.Close()
@@ -64,12 +65,13 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	reg := metrics.NewRegistry()
 	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
-	svc := m.Service(service.New(store, m.Queue(queue), logger))
+	core := service.New(store, m.Queue(queue), logger)
+	core.QueueShards = cfg.QueueShards
+	svc := m.Service(core)
 
-	// The dashboard opens its own Redis connections from the same URL.
 	dashboard := asynqmon.New(asynqmon.Options{
 		RootPath:         DashboardPath,
-		RedisConnOpt:     platform.AsynqRedisOpt(opt),
+		RedisConnOpt:     platform.SharedRedis{C: rdb},
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(tasks.FormatPayload),
 		ReadOnly:         cfg.DashboardReadOnly,
 	})
@@ -100,15 +102,19 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 }
 
 // adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
-// the dashboard and pprof behind platform.AdminGuard: only to a Host of
-// ADMIN_ADDR or DASHBOARD_HOSTS, state changes only from their own pages,
-// and with basic auth when DASHBOARD_PASSWORD is set. Config refuses a
-// non-loopback ADMIN_ADDR without a password.
+// the dashboard, the suppression list and pprof behind platform.AdminGuard:
+// only to a Host of ADMIN_ADDR or DASHBOARD_HOSTS, and with basic auth when
+// DASHBOARD_PASSWORD is set. The dashboard takes state changes (POST,
+// DELETE) only from its own pages (platform.SameOrigin): a form on another
+// site can POST. The suppression list changes only by DELETE, which a page
+// on another site cannot send without a CORS preflight, never granted here.
+// Config refuses a non-loopback ADMIN_ADDR without a password.
 func (a *App) adminMux() *http.ServeMux {
 	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardUser, a.cfg.DashboardPassword)
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
-	mux.Handle(DashboardPath, guard(a.dashboard))
+	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))
+	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(codes.NewSuppressions(a.rdb, a.cfg.Identity()))))
 	platform.MountPprof(mux, guard)
 	return mux
 }
@@ -182,8 +188,9 @@ func (a *App) Close(ctx context.Context) error {
 	for range 3 {
 		err = errors.Join(err, <-a.done)
 	}
-	// The asynq client and inspector share rdb; closing rdb closes them.
-	err = errors.Join(err, a.dashboard.Close(), a.rdb.Close())
+	// The asynq client, the inspectors and the dashboard share rdb; closing
+	// it closes them.
+	err = errors.Join(err, a.rdb.Close())
 	a.logger.Info("enqueuer stopped")
 	return err
 }

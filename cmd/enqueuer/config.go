@@ -10,7 +10,6 @@ import (
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
-	"github.com/verifyq/verifyq/mail"
 )
 
 // Config is the enqueuer's whole configuration, read from the environment.
@@ -32,10 +31,6 @@ type Config struct {
 	GlobalSendsPerMin   int           `envconfig:"GLOBAL_SENDS_PER_MINUTE" default:"0"`
 	VerifyMaxAttempts   int           `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
 	ClientVerifiesPerHr int           `envconfig:"CLIENT_VERIFIES_PER_HOUR" default:"60"`
-	// AddressTagSeparators start a tag in a local part ("+" makes
-	// user+tag@x one mailbox with user@x for the limits); empty turns
-	// tags off.
-	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
 	// TrustedProxies are CIDRs (or single addresses) whose forwarding
 	// headers and metadata are believed (package clientip).
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
@@ -90,7 +85,7 @@ func (c Config) Validate() error {
 		}
 	}
 	cc := c.codes()
-	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate(), cc.Identity.Validate()), codeVars))
+	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
@@ -131,7 +126,6 @@ var codeVars = map[string]string{
 	"DomainPerMinute":       "DOMAIN_SENDS_PER_MINUTE",
 	"GlobalPerMinute":       "GLOBAL_SENDS_PER_MINUTE",
 	"ClientVerifiesPerHour": "CLIENT_VERIFIES_PER_HOUR",
-	"TagSeparators":         "ADDRESS_TAG_SEPARATORS",
 }
 
 func (c Config) codes() codes.Config {
@@ -148,6 +142,6 @@ func (c Config) codes() codes.Config {
 			MaxAttempts:           c.VerifyMaxAttempts,
 			ClientVerifiesPerHour: c.ClientVerifiesPerHr,
 		},
-		Identity: mail.Identity{TagSeparators: c.AddressTagSeparators},
+		Identity: c.Identity(),
 	}
 }

@@ -106,7 +106,7 @@ func TestAdminRefusesUnknownHosts(t *testing.T) {
 	info, err := insp.GetQueueInfo("mail")
 	require.NoError(t, err)
 	assert.False(t, info.Paused)
-	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/"} {
+	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/", "/suppressions"} {
 		assert.Equal(t, http.StatusMisdirectedRequest, adminRequest(t, s.app, http.MethodGet, path, rebound, nil), path)
 	}
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {

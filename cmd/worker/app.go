@@ -21,9 +21,10 @@ import (
 
 // App is the running worker: the asynq server and the admin server.
 type App struct {
+	handler  *tasks.SendCodeHandler
 	cfg      Config
 	logger   *slog.Logger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	sender   *mail.Sender
 	server   *asynq.Server
 	mux      *asynq.ServeMux
@@ -38,15 +39,11 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	opt, err := platform.ParseRedisURL(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
 	sender, err := mail.NewSender(cfg.smtp(), logger)
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	rdb := cfg.Redis().Client()
 	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
 	if err != nil {
 		_ = rdb.Close()
@@ -56,12 +53,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	m := metrics.NewWorker(reg)
 	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
+	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
+	handler.SuppressFor = cfg.SuppressFor
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
-		Queues:          map[string]int{tasks.Queue: 1},
+		Queues:          queues(cfg.QueueShards),
 		RetryDelayFunc:  tasks.RetryDelay,
 		ErrorHandler:    tasks.ErrorHandler(logger, m),
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -84,6 +83,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		sender:   sender,
 		server:   server,
 		mux:      mux,
+		handler:  handler,
 		done:     make(chan error, 1),
 		Registry: reg,
 	}
@@ -123,7 +123,7 @@ func (a *App) Open(ctx context.Context) error {
 		a.done <- nil
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue, "pprof", a.pprof)
+		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof)
 	return nil
 }
 
@@ -137,6 +137,11 @@ func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
+	// Sent mails whose record Redis has not taken yet: try until the
+	// shutdown deadline, so that a re-run does not mail again.
+	if werr := a.handler.Wait(ctx); werr != nil {
+		a.logger.Warn("shutdown before every sent mail was recorded", "err", werr)
+	}
 	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err
@@ -153,4 +158,13 @@ func asynqLevel(l *slog.Logger) asynq.LogLevel {
 		return asynq.DebugLevel
 	}
 	return asynq.InfoLevel
+}
+
+// queues weighs every shard of the send queue alike.
+func queues(shards int) map[string]int {
+	m := map[string]int{}
+	for _, q := range tasks.Queues(shards) {
+		m[q] = 1
+	}
+	return m
 }

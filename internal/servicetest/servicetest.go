@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,15 +72,17 @@ func (e *Env) Pending(t testing.TB) []tasks.SendCodePayload {
 // Fake is a hand-written service whose methods call its function fields;
 // a nil field succeeds.
 type Fake struct {
-	Send   func(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	Verify func(ctx context.Context, req service.VerifyRequest) error
+	Send     func(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	Verify   func(ctx context.Context, req service.VerifyRequest) error
+	StatusOf func(ctx context.Context, email string) (codes.Status, error)
 }
 
 // Failing returns a Fake whose every call fails with err.
 func Failing(err error) Fake {
 	return Fake{
-		Send:   func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
-		Verify: func(context.Context, service.VerifyRequest) error { return err },
+		Send:     func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
+		Verify:   func(context.Context, service.VerifyRequest) error { return err },
+		StatusOf: func(context.Context, string) (codes.Status, error) { return codes.Status{}, err },
 	}
 }
 
@@ -97,4 +100,66 @@ func (f Fake) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
 		return nil
 	}
 	return f.Verify(ctx, req)
+}
+
+// Status calls f.StatusOf; nil reports StateNone.
+func (f Fake) Status(ctx context.Context, email string) (codes.Status, error) {
+	if f.StatusOf == nil {
+		return codes.Status{State: codes.StateNone}, nil
+	}
+	return f.StatusOf(ctx, email)
+}
+
+// Observed is one request an edge reported to an Observer.
+type Observed struct{ API, Route, Outcome string }
+
+// Observer is a hand-written request observer (what metrics.Enqueuer is to
+// the edges) that keeps what it is told. It is safe for concurrent use.
+type Observer struct {
+	mu   sync.Mutex
+	seen []Observed
+}
+
+// ObserveRequest records one request; a request without a duration is a
+// bug in the edge, and fails loudly.
+func (o *Observer) ObserveRequest(api, route, outcome string, d time.Duration) {
+	if d <= 0 {
+		panic("servicetest: a request observed without a duration")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, Observed{api, route, outcome})
+}
+
+// All returns every request observed so far.
+func (o *Observer) All() []Observed {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]Observed(nil), o.seen...)
+}
+
+// Outcomes returns the outcome labels observed so far.
+func (o *Observer) Outcomes() []string {
+	var out []string
+	for _, r := range o.All() {
+		out = append(out, r.Outcome)
+	}
+	return out
+}
+
+// Take waits up to 5 s for a request to be observed, returns the last one
+// and forgets them all.
+func (o *Observer) Take(t testing.TB) Observed {
+	t.Helper()
+	var last Observed
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.seen) == 0 {
+			return false
+		}
+		last, o.seen = o.seen[len(o.seen)-1], nil
+		return true
+	}, 5*time.Second, 5*time.Millisecond, "a request observed")
+	return last
 }
