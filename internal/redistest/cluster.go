@@ -41,9 +41,11 @@ const (
 // Cluster is a Redis Cluster of ClusterMasters masters, and with
 // WithReplicas that many replicas for each, every node a redis-server child
 // process on its own free loopback port (and cluster bus port) with its own
-// directory. It was created with redis-cli --cluster create, and every node
-// reported cluster_state:ok with all 16384 slots assigned, and every replica
-// in sync, before StartCluster returned.
+// directory. It is created with redis-cli --cluster create; before
+// StartCluster returns, every node reports cluster_state:ok with all 16384
+// slots assigned and knows every other, and every replica is in sync. That
+// takes some two seconds, most of it the wait every new master keeps before
+// it reports the cluster ok.
 type Cluster struct {
 	dir   string
 	nodes []*node
