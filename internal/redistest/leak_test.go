@@ -60,7 +60,7 @@ func TestChildrenDieWithTheTestBinary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _ = os.Stdout.WriteString("pid=" + strconv.Itoa(s.n.pid()) + "\n")
+		_, _ = os.Stdout.WriteString("pid=" + strconv.Itoa(s.n.pid()) + "\ndir=" + s.n.dir + "\n")
 		os.Exit(0)
 	}
 	t.Parallel()
@@ -75,6 +75,9 @@ func TestChildrenDieWithTheTestBinary(t *testing.T) {
 		if v, ok := strings.CutPrefix(sc.Text(), "pid="); ok {
 			pid, err = strconv.Atoi(v)
 			require.NoError(t, err)
+		}
+		if v, ok := strings.CutPrefix(sc.Text(), "dir="); ok && strings.Contains(v, "verifyq-redis-") {
+			t.Cleanup(func() { _ = os.RemoveAll(v) }) // the child could not remove it
 		}
 	}
 	require.NoError(t, cmd.Wait())

@@ -57,6 +57,10 @@ func (n *node) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa
 
 func (n *node) logPath() string { return filepath.Join(n.dir, "redis.log") }
 
+// outPath is the file that takes the process's stdout and stderr: what it
+// says before it opens its log, such as an error in its configuration.
+func (n *node) outPath() string { return filepath.Join(n.dir, "redis.out") }
+
 // start runs the process and waits until it answers PING. A process that
 // exits first, or does not answer in time, is an error quoting its log.
 func (n *node) start() error {
@@ -72,7 +76,14 @@ func (n *node) start() error {
 	cmd := exec.Command(bin, n.args...) //nolint:gosec // G204: bin is redis-server from PATH, every argument is chosen by this package
 	cmd.Dir = n.dir
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	out, err := os.OpenFile(n.outPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", n.role, n.addr(), err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Start()
+	_ = out.Close() // the child has its own descriptor
+	if err != nil {
 		return fmt.Errorf("%s %s: %w", n.role, n.addr(), err)
 	}
 	exited := make(chan struct{})
@@ -144,17 +155,33 @@ func (n *node) pid() int {
 	return n.cmd.Process.Pid
 }
 
-// logTail is the last lines of the node's log file, indented, for errors.
+// logTail is the last lines of the node's output and of its log file,
+// indented, for errors.
 func (n *node) logTail() string {
-	b, err := os.ReadFile(n.logPath())
-	if err != nil {
-		return "    (no log: " + err.Error() + ")"
+	var parts []string
+	for _, path := range []string{n.outPath(), n.logPath()} {
+		b, err := os.ReadFile(path) //nolint:gosec // G304: the node's own files in the directory this package made
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				parts = append(parts, "    ("+err.Error()+")")
+			}
+			continue
+		}
+		text := strings.TrimRight(string(b), "\n")
+		if text == "" {
+			continue
+		}
+		lines := strings.Split(text, "\n")
+		if len(lines) > logTailLines {
+			lines = lines[len(lines)-logTailLines:]
+		}
+		prefix := "    " + n.addr() + " " + filepath.Base(path) + " | "
+		parts = append(parts, prefix+strings.Join(lines, "\n"+prefix))
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > logTailLines {
-		lines = lines[len(lines)-logTailLines:]
+	if len(parts) == 0 {
+		return "    (" + n.addr() + " wrote nothing)"
 	}
-	return "    " + n.addr() + " | " + strings.Join(lines, "\n    "+n.addr()+" | ")
+	return strings.Join(parts, "\n")
 }
 
 // logTails joins the log tails of nodes, for an error about all of them.
