@@ -161,7 +161,10 @@ func (c *Cluster) URL() string {
 func (c *Cluster) Mode() string { return ModeCluster }
 
 // Client returns a go-redis cluster client seeded with every node, closed
-// when the test ends.
+// when the test ends. Its options are go-redis's defaults, so it reloads its
+// slot map on a MOVED reply but not when a master stops answering: after
+// Kill of a master, commands for its slots fail until ReloadState is called
+// or ClusterStateReloadInterval (60 s by default) has passed.
 func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	t.Helper()
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})

@@ -105,11 +105,7 @@ func (n *node) start() error {
 			return fmt.Errorf("%s %s exited at start; its log ends:\n%s", n.role, n.addr(), tail)
 		default:
 		}
-		c := probe(n.addr())
-		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-		err := c.Ping(ctx).Err()
-		cancel()
-		_ = c.Close()
+		err := ping(n.addr())
 		if err == nil {
 			return nil
 		}
@@ -120,6 +116,21 @@ func (n *node) start() error {
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// ping checks that the node at addr answers PING. It dials with net first,
+// so that a port not yet listening makes no go-redis dial-failure log line.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, probeTimeout)
+	if err != nil {
+		return err
+	}
+	_ = conn.Close()
+	c := probe(addr)
+	defer func() { _ = c.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	return c.Ping(ctx).Err()
 }
 
 // kill ends the process with SIGKILL, as a crash would, and waits for it.
@@ -235,11 +246,14 @@ func waitFor(timeout time.Duration, what string, check func(ctx context.Context)
 // probeOptions are the options of a client for one look at one node: one
 // attempt, short timeouts, no retries of a failed dial. Such a client is
 // made for each look and closed after it, as a pool that failed to dial
-// answers with that error for a while without dialling again.
+// answers with that error for a while without dialling again. A look
+// dials at most once, so with a pool of two go-redis never starts its
+// background redial (a goroutine that would outlive Close by up to a second
+// and fail the goleak checks of the tests that start a server).
 func probeOptions(addr string) *redis.Options {
 	return &redis.Options{
 		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: probeTimeout,
-		ReadTimeout: probeTimeout, WriteTimeout: probeTimeout, PoolSize: 1,
+		ReadTimeout: probeTimeout, WriteTimeout: probeTimeout, PoolSize: 2,
 	}
 }
 

@@ -36,8 +36,8 @@ const (
 	// milliseconds; a failover attempt that lost its leader election is
 	// retried after twice this.
 	sentinelFailoverTimeout = 2000
-	// sentinelReadyTimeout bounds the wait for the replica to sync and the
-	// sentinels to find the primary, the replica and each other.
+	// sentinelReadyTimeout bounds the wait for a deployment to be healthy
+	// (see WaitHealthy) after its start.
 	sentinelReadyTimeout = 20 * time.Second
 )
 
@@ -45,7 +45,10 @@ const (
 // SentinelCount sentinels (redis-server --sentinel) monitoring the primary
 // as SentinelMasterName, every process on its own free loopback port with
 // its own directory. Before StartSentinel returns the replica is in sync and
-// every sentinel knows the primary, the replica and the other sentinels.
+// every sentinel names the primary, sees the replica up and knows the other
+// sentinels (its links to them may take up to a second more, less than a
+// primary must be silent before anything is decided). That takes well under
+// a second.
 type Sentinel struct {
 	dir       string
 	data      []*node // the nodes that hold data: first the primary, then the replica, as started
