@@ -364,3 +364,7 @@ func (s *Sender) Probe(ctx context.Context) error {
 	s.put(c)
 	return nil
 }
+
+// Timeout is the bound on one Send or Probe: SMTPConfig.Timeout, or
+// DefaultTimeout when that was zero.
+func (s *Sender) Timeout() time.Duration { return s.cfg.Timeout }

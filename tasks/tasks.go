@@ -95,6 +95,9 @@ type SendCodeHandler struct {
 
 	// Observer, when set, is told about every send; see Observer.
 	Observer Observer
+	// Gate, when set, holds tasks back while the SMTP server is unusable
+	// (Breaker).
+	Gate Gate
 }
 
 // NewSendCodeHandler returns a handler that reads codes from codes and sends
@@ -108,8 +111,15 @@ func NewSendCodeHandler(codes CodeSource, mailer Mailer, ttl time.Duration, logg
 // ProcessTask sends the live code. Returning an error means "retry"; errors
 // that retrying cannot fix (a bad payload, an SMTP 5xx reply) wrap
 // asynq.SkipRetry so the task is archived at once. A code that is gone
-// (expired or already used) ends the task without a mail.
+// (expired or already used) ends the task without a mail. With a Gate, the
+// task first waits while the gate holds sends back (see Breaker), before it
+// reads the code, so that it mails the code and lifetime live when it goes.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	done, held := h.gate().Wait(ctx)
+	if held != nil {
+		return held
+	}
+	defer done()
 	obs := h.Observer
 	if obs == nil {
 		obs = nopObserver{}
@@ -156,6 +166,7 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	start := time.Now()
 	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: live.Code, ExpiresIn: left})
 	accepted := time.Now()
+	h.gate().Report(ctx, err)
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
@@ -173,6 +184,13 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+func (h *SendCodeHandler) gate() Gate {
+	if h.Gate == nil {
+		return openGate{}
+	}
+	return h.Gate
 }
 
 // isLastAttempt reports whether asynq will archive the task after this
@@ -195,8 +213,13 @@ const (
 )
 
 // RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
-// retry past the task's deadline (the code's expiry).
-func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
+// retry past the task's deadline (the code's expiry). A task the breaker
+// let go at shutdown (ErrSMTPUnavailable) comes back as after a first
+// failure.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, ErrSMTPUnavailable) {
+		n = 0
+	}
 	return retryDelay(n, t, time.Now(), rand.Float64)
 }
 
@@ -232,6 +255,10 @@ func ErrorHandler(logger *slog.Logger, obs Observer) asynq.ErrorHandlerFunc {
 		attrs := []any{"type", t.Type(), "retried", retried, "max_retry", maxRetry, "err", err}
 		if p, perr := ParseSendCodePayload(t); perr == nil {
 			attrs = append(attrs, "email", mail.MaskAddress(p.Email))
+		}
+		if !IsFailure(err) {
+			logger.InfoContext(ctx, "send held back while SMTP is unusable, task put back without counting a retry", attrs...)
+			return
 		}
 		if retried >= maxRetry || errors.Is(err, asynq.SkipRetry) {
 			// asynq reports a passed deadline as the bare context error;

@@ -25,6 +25,7 @@ type App struct {
 	logger   *slog.Logger
 	rdb      *redis.Client
 	sender   *mail.Sender
+	breaker  *tasks.Breaker
 	server   *asynq.Server
 	mux      *asynq.ServeMux
 	adminSrv *http.Server
@@ -56,13 +57,34 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	m := metrics.NewWorker(reg)
 	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
+		Probe:        sender.Probe,
+		ProbeTimeout: sender.Timeout(),
+		Resume: func() (int, error) {
+			n, err := insp.RunAllRetryTasks(tasks.Queue)
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				return 0, nil
+			}
+			return n, err
+		},
+		OnChange: m.BreakerChanged,
+		Logger:   logger,
+	})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	handler.Gate = breaker
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          map[string]int{tasks.Queue: 1},
-		RetryDelayFunc:  tasks.RetryDelay,
+		Concurrency:    cfg.Concurrency,
+		Queues:         map[string]int{tasks.Queue: 1},
+		RetryDelayFunc: tasks.RetryDelay,
+		// A send the breaker let go at shutdown is not a failed attempt.
+		IsFailure:       tasks.IsFailure,
 		ErrorHandler:    tasks.ErrorHandler(logger, m),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Move due retries to the queue every second, not every five:
@@ -82,6 +104,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		logger:   logger,
 		rdb:      rdb,
 		sender:   sender,
+		breaker:  breaker,
 		server:   server,
 		mux:      mux,
 		done:     make(chan error, 1),
@@ -138,6 +161,10 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
+	// Stop taking tasks first, then let the sends the breaker holds back
+	// go (back to the queue, no retry counted), then wait for the rest.
+	a.server.Stop()
+	a.breaker.Close()
 	a.server.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
