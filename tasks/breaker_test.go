@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -311,4 +312,53 @@ func TestSendCodeHandlerWaitsAtTheGate(t *testing.T) {
 	require.Len(t, msgs, 1)
 	assert.Contains(t, msgs[0].Text, issued.Code)
 	assert.Equal(t, tasks.BreakerClosed, be.b.State())
+}
+
+// At shutdown a held task goes back to the queue with no retry counted; one
+// on its last attempt, which asynq would archive for any error, waits
+// instead and asynq puts it back at the end of its shutdown timeout. Both
+// through a real asynq server.
+func TestBreakerCloseAtShutdownKeepsTasks(t *testing.T) {
+	t.Parallel()
+	be := newBreakerEnv(t)
+	for range tasks.BreakerUnreachable {
+		be.b.Report(t.Context(), errors.New("connection refused"))
+	}
+	require.NoError(t, be.smtp.Stop()) // the probes fail: the breaker stays open
+	client := asynq.NewClientFromRedisClient(be.rdb)
+	for i, maxRetry := range []int{tasks.MaxRetry, 0} {
+		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
+			Email: fmt.Sprintf("held%d@example.com", i), RequestedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour),
+		})
+		require.NoError(t, err)
+		_, err = client.Enqueue(task, asynq.MaxRetry(maxRetry))
+		require.NoError(t, err)
+	}
+	srv := asynq.NewServerFromRedisClient(be.rdb, asynq.Config{
+		Concurrency: 2, Queues: map[string]int{tasks.Queue: 1}, IsFailure: tasks.IsFailure,
+		RetryDelayFunc: tasks.RetryDelay, ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	be.h.Gate = be.b
+	require.NoError(t, srv.Start(be.h))
+	insp := asynq.NewInspectorFromRedisClient(be.rdb)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(tasks.Queue)
+		return err == nil && info.Active == 2
+	}, 5*time.Second, 20*time.Millisecond, "both tasks held")
+
+	srv.Stop()
+	be.b.Close()
+	srv.Shutdown()
+	info, err := insp.GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Zero(t, info.Archived, "nothing archived")
+	assert.Zero(t, info.Failed, "no failed attempt")
+	assert.Equal(t, 2, info.Pending+info.Retry)
+	retry, err := insp.ListRetryTasks(tasks.Queue)
+	require.NoError(t, err)
+	pending, err := insp.ListPendingTasks(tasks.Queue)
+	require.NoError(t, err)
+	for _, ti := range append(retry, pending...) {
+		assert.Zero(t, ti.Retried, "%s: no retry counted", ti.ID)
+	}
 }
