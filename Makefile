@@ -9,6 +9,8 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := bin
 MAILPIT := $(BIN)/mailpit
+GHZ     := $(BIN)/ghz
+VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
@@ -47,8 +49,8 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
-bench: ## load harness: both binaries, own Redis and SMTP sink, all targets; rewrites BENCHMARKS.md and README's numbers (~4 min)
-	$(GO) run ./cmd/loadtest bench -out BENCHMARKS.md -readme README.md -work tmp-bench
+bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta, own Redis and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~4 min)
+	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -readme README.md -work tmp-bench
 
 lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
 	$(LINTER) run ./...
@@ -57,10 +59,13 @@ lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, go
 $(LINTER): tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-tools: $(MAILPIT) ## build bin/mailpit, the dev mail catcher pinned in tools/go.mod
+tools: $(MAILPIT) $(GHZ) $(VEGETA) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators), pinned in tools/go.mod
 
 $(MAILPIT): tools/go.mod tools/go.sum tools/build-mailpit.sh
 	bash tools/build-mailpit.sh $@
+
+$(GHZ) $(VEGETA) &: tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ github.com/bojand/ghz/cmd/ghz github.com/tsenart/vegeta/v12
 
 proto: ## regenerate proto/ Go code (protoc from Debian's protobuf-compiler, plugins pinned in tools/go.mod)
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc

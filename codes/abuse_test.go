@@ -106,7 +106,7 @@ func TestCoalesce(t *testing.T) {
 		assert.Greater(t, again.ExpiresIn, 590*time.Second)
 		assert.Greater(t, again.ResendAfter, 50*time.Second)
 	}
-	n, err := rdb.ZCard(ctx, "verifyq:limit:address:old@example.com").Result()
+	n, err := rdb.ZCard(ctx, codes.AddressKey(codes.MailboxID("old@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced requests do not count against the hourly cap")
 
@@ -117,14 +117,15 @@ func TestCoalesce(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
 
-	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:old@example.com").Err())
+	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("old@example.com"))).Err())
 	second, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err, "after the cooldown a send is a send")
 	assert.False(t, second.Coalesced)
 }
 
-// Undo takes back everything the send recorded: an immediate retry is
-// admitted and gets the same code.
+// Undo takes back everything the send recorded, a refused send in between
+// notwithstanding: an immediate retry is admitted, and the code the failed
+// send made, never mailed, is gone.
 func TestUndo(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -140,13 +141,13 @@ func TestUndo(t *testing.T) {
 	require.NoError(t, s.Undo(ctx, first))
 	again, err := s.GetOrCreate(ctx, req)
 	require.NoError(t, err, "the retry is admitted")
-	assert.Equal(t, first.Code, again.Code, "and mails the same code")
-	assert.False(t, again.Created)
+	assert.True(t, again.Created, "with a code of its own")
 
 	// Undo leaves nothing behind that it did not find.
 	require.NoError(t, s.Undo(ctx, again))
-	keys, err := rdb.Keys(ctx, "verifyq:limit:*").Result()
+	keys, err := rdb.Keys(ctx, "verifyq:{*").Result()
 	require.NoError(t, err)
+	require.NotEmpty(t, keys, "the limits' keys")
 	for _, k := range keys {
 		typ, err := rdb.Type(ctx, k).Result()
 		require.NoError(t, err)
@@ -182,4 +183,23 @@ func TestClientVerifyCap(t *testing.T) {
 	for range 5 {
 		assert.ErrorIs(t, s.Verify(ctx, "v9@example.com", "1", ""), codes.ErrNotFound, "no client: no per-client cap")
 	}
+}
+
+// A send refused by one part (here the client's cap) leaves nothing from
+// the parts that admitted it: no code, no cooldown, no count of its mailbox.
+func TestRefusedSendLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1}})
+	_, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com", Client: "198.51.100.1"})
+	require.NoError(t, err)
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.1"})
+	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
+
+	n, err := rdb.Exists(ctx, "code_b@example.com", s.StatusKey("b@example.com"),
+		codes.CooldownKey(codes.MailboxID("b@example.com"))).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no code, status or cooldown for b")
+	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.2"})
+	require.NoError(t, err, "b's own limits were untouched")
 }

@@ -5,18 +5,18 @@
 // The Redis layout is the one the old gateway reads directly: the key is
 // KeyPrefix followed by the address exactly as the client sent it (no
 // trimming, no case folding), the value is the plain code, and the key
-// expires after TTL. Every operation that reads and writes is a single Lua
-// script, so each is atomic and costs one round trip.
+// expires after TTL. Every operation that reads and writes is made of Lua
+// scripts, each atomic in its slot.
 //
-// Keys of verifyq's own: {code_<email>}:attempts (the wrong-code count; its
-// hash tag keeps it on the code key's Redis Cluster slot), and for the
-// limits verifyq:limit:cooldown:<mailbox> and verifyq:limit:address:<mailbox>
-// (the mailbox identity of mail.Identity), verifyq:limit:client:<ip>,
-// verifyq:limit:domain:<domain>:<minute>, verifyq:limit:global:<minute> and
-// verifyq:limit:verify:<ip>. The send and verify scripts use limit keys
-// together with the code key, so they need a single Redis (or a primary with
-// replicas), not Redis Cluster: a mailbox or client key cannot share the
-// slot of a code key that keeps the address as sent.
+// Keys of verifyq's own, each named after the Redis Cluster slot it lives
+// in (see keys.go): beside the code, {code_<email>}:attempts (the wrong-code
+// count) and {code_<email>}:status (the delivery status, see Status), the
+// only keys besides the code's that hold the address; per mailbox (named by
+// a hash, MailboxID) its cooldown, hour of sends and suppression; per client
+// its hours of sends and verifies; and the minute counters per domain and
+// of all sends. Each script touches one slot, so verifyq runs on one Redis,
+// on Sentinel and on Redis Cluster alike; the send step is a pipeline of one
+// script per slot (see GetOrCreate).
 package codes
 
 import (
@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -231,23 +230,15 @@ type Issued struct {
 	// the cooldown.
 	Coalesced bool
 
-	// admitted is what the request recorded in the limits, for Undo.
-	admitted admission
-}
-
-// admission is what one admitted send recorded in the limits.
-type admission struct {
-	keys  []string // cooldown, address, client, domain, global
-	nonce string
-	// minutes says whether the domain and global counters were counted.
-	minutes [2]bool
+	// admitted is what the request recorded, for Undo.
+	admitted []undoCall
 }
 
 // Store keeps codes in Redis: it creates, reads (its Reader's Peek) and
 // consumes them.
 type Store struct {
 	*Reader
-	rdb  redis.Scripter
+	rdb  redis.UniversalClient
 	cfg  Config
 	rand io.Reader
 	// Now is the clock of the rolling windows; tests replace it.
@@ -256,223 +247,11 @@ type Store struct {
 
 // NewStore returns a Store that uses rdb. cfg is validated with
 // Config.Validate.
-func NewStore(rdb redis.Scripter, cfg Config) (*Store, error) {
+func NewStore(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Store{Reader: &Reader{rdb: rdb, prefix: cfg.KeyPrefix}, rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
-}
-
-// attemptsKey counts wrong codes for the live code. Its hash tag is the code
-// key, so a script that uses both runs on one Redis Cluster slot.
-func (s *Store) attemptsKey(email string) string { return "{" + s.Key(email) + "}:attempts" }
-
-// Limit keys. The mailbox identity (mail.Identity) keys the per-address
-// limits, so every spelling of one mailbox shares them; the code key keeps
-// the address as sent.
-func cooldownKey(mailbox string) string { return "verifyq:limit:cooldown:" + mailbox }
-func addressKey(mailbox string) string  { return "verifyq:limit:address:" + mailbox }
-func clientKey(client string) string    { return "verifyq:limit:client:" + client }
-func verifyKey(client string) string    { return "verifyq:limit:verify:" + client }
-
-// domainKey and globalKey count one minute of the clock, named by the
-// minute's Unix time.
-func domainKey(domain string, minute int64) string {
-	return "verifyq:limit:domain:" + domain + ":" + strconv.FormatInt(minute, 10)
-}
-func globalKey(minute int64) string { return "verifyq:limit:global:" + strconv.FormatInt(minute, 10) }
-
-// getOrCreate decides the send limits and gets or creates the code in one
-// atomic step.
-//
-// KEYS: code, attempts, cooldown, address window, client window, domain
-// minute, global minute.
-// ARGV: new code, ttl ms, cooldown ms, now ms, a unique member for the
-// limits (the nonce), coalesce (1 or 0), address cap, client cap, hour
-// window ms, domain cap, global cap, ms left in the current minute. A cap
-// of 0 is off.
-//
-// Inside the cooldown, a coalescing request whose code lives returns
-// {"coalesced", code ms left, cooldown ms left}; any other refused send
-// returns {"limited", name, retry ms}. Neither changes anything. An
-// admitted send records itself (the cooldown holds the nonce, the hour
-// windows the nonce as a member, the minute counters one more), then
-// returns the live code with its remaining lifetime in ms, or stores
-// ARGV[1]. A live code is never extended; a key without expiry (left by an
-// older writer that crashed between SET and EXPIRE) or with one longer than
-// the configured lifetime is given the configured lifetime. A new code
-// starts with no wrong attempts; a resent one keeps its count.
-var getOrCreate = redis.NewScript(`
-local ttl, cooldown, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local nonce, coalesce = ARGV[5], ARGV[6] == '1'
-local hours = {{4, tonumber(ARGV[7]), 'address'}, {5, tonumber(ARGV[8]), 'client'}}
-local window = tonumber(ARGV[9])
-local minutes = {{6, tonumber(ARGV[10]), 'domain'}, {7, tonumber(ARGV[11]), 'global'}}
-local minuteLeft = tonumber(ARGV[12])
-
-if cooldown > 0 then
-  local left = redis.call('PTTL', KEYS[3])
-  if left > 0 then
-    if coalesce then
-      local live = redis.call('PTTL', KEYS[1])
-      if live == -1 then live = ttl end
-      if live > 0 then return {'coalesced', live, left} end
-    end
-    return {'limited', 'cooldown', left}
-  end
-end
-for _, h in ipairs(hours) do
-  if h[2] > 0 then
-    local key = KEYS[h[1]]
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    if redis.call('ZCARD', key) >= h[2] then
-      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      return {'limited', h[3], math.max(tonumber(oldest[2]) + window - now, 1)}
-    end
-  end
-end
-for _, m in ipairs(minutes) do
-  if m[2] > 0 and tonumber(redis.call('GET', KEYS[m[1]]) or '0') >= m[2] then
-    return {'limited', m[3], minuteLeft}
-  end
-end
-
-if cooldown > 0 then redis.call('SET', KEYS[3], nonce, 'PX', cooldown) end
-for _, h in ipairs(hours) do
-  if h[2] > 0 then
-    redis.call('ZADD', KEYS[h[1]], now, nonce)
-    redis.call('PEXPIRE', KEYS[h[1]], window)
-  end
-end
-for _, m in ipairs(minutes) do
-  if m[2] > 0 then
-    redis.call('INCR', KEYS[m[1]])
-    redis.call('PEXPIRE', KEYS[m[1]], minuteLeft + 1000)
-  end
-end
-
-local code = redis.call('GET', KEYS[1])
-if code then
-  local left = redis.call('PTTL', KEYS[1])
-  if left < 0 or left > ttl then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    left = ttl
-  end
-  return {code, left, 0}
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('DEL', KEYS[2])
-return {ARGV[1], ttl, 1}
-`)
-
-// Request asks for the code of one address.
-type Request struct {
-	// Email is the address exactly as the client sent it (validated): the
-	// code key's.
-	Email string
-	// Client identifies the end user's client for the per-client cap;
-	// empty means none.
-	Client string
-	// Coalesce asks, inside the cooldown, for the live code's Issued with
-	// Coalesced set instead of a refusal, when there is a live code.
-	Coalesce bool
-}
-
-// GetOrCreate returns the live code for req.Email, or creates one, in one
-// atomic step that first applies the send limits. A refused send returns a
-// *LimitError and changes nothing. A repeat within the lifetime returns the
-// same code and its remaining lifetime and does not extend it.
-func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
-	fresh, err := Generate(s.rand, s.cfg.Length)
-	if err != nil {
-		return Issued{}, err
-	}
-	nonce, err := s.nonce()
-	if err != nil {
-		return Issued{}, fmt.Errorf("get or create code: %w", err)
-	}
-	l := s.cfg.Limits
-	clientCap := l.ClientPerHour
-	if req.Client == "" {
-		clientCap = 0
-	}
-	now := s.Now()
-	minute := now.Truncate(MinuteWindow)
-	minuteLeft := minute.Add(MinuteWindow).Sub(now)
-	mailbox := s.cfg.Identity.Mailbox(req.Email)
-	adm := admission{
-		keys: []string{cooldownKey(mailbox), addressKey(mailbox), clientKey(req.Client),
-			domainKey(mail.Domain(req.Email), minute.Unix()), globalKey(minute.Unix())},
-		nonce:   nonce,
-		minutes: [2]bool{l.DomainPerMinute > 0, l.GlobalPerMinute > 0},
-	}
-	keys := append([]string{s.Key(req.Email), s.attemptsKey(req.Email)}, adm.keys...)
-	res, err := getOrCreate.Run(ctx, s.rdb, keys,
-		fresh, s.cfg.TTL.Milliseconds(), l.Cooldown.Milliseconds(), now.UnixMilli(), nonce, flag(req.Coalesce),
-		l.AddressPerHour, clientCap, LimitWindow.Milliseconds(),
-		l.DomainPerMinute, l.GlobalPerMinute, max(minuteLeft.Milliseconds(), 1)).Slice()
-	if err != nil {
-		return Issued{}, fmt.Errorf("get or create code: %w", err)
-	}
-	if len(res) != 3 {
-		return Issued{}, fmt.Errorf("get or create code: unexpected reply of %d values", len(res))
-	}
-	switch res[0] {
-	case "limited":
-		name, _ := res[1].(string)
-		ms, _ := res[2].(int64)
-		return Issued{}, &LimitError{Limit: name, RetryAfter: time.Duration(ms) * time.Millisecond}
-	case "coalesced":
-		left, _ := res[1].(int64)
-		cool, _ := res[2].(int64)
-		return Issued{
-			ExpiresIn:   time.Duration(left) * time.Millisecond,
-			ResendAfter: time.Duration(cool) * time.Millisecond,
-			Coalesced:   true,
-		}, nil
-	}
-	code, _ := res[0].(string)
-	left, _ := res[1].(int64)
-	created, _ := res[2].(int64)
-	return Issued{
-		Code:        code,
-		ExpiresIn:   time.Duration(left) * time.Millisecond,
-		Created:     created == 1,
-		ResendAfter: l.Cooldown,
-		admitted:    adm,
-	}, nil
-}
-
-// undo takes one admitted send out of the limits: the cooldown if it is
-// still this send's, its members of the hour windows, and one from each
-// minute counter it counted, if that minute is not over.
-//
-// KEYS: cooldown, address, client, domain, global. ARGV: nonce, domain
-// counted (1 or 0), global counted.
-var undo = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-for i = 4, 5 do
-  if ARGV[i - 2] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECR', KEYS[i]) end
-end
-return 1
-`)
-
-// Undo takes back what the send that returned issued recorded in the
-// limits, in one atomic step, so that a retry of a request that failed
-// after GetOrCreate (its task could not be queued) is admitted as if the
-// failed attempt had never been. The code itself stays: the retry mails
-// it. Undo of a coalesced or zero Issued does nothing.
-func (s *Store) Undo(ctx context.Context, issued Issued) error {
-	a := issued.admitted
-	if a.nonce == "" {
-		return nil
-	}
-	if err := undo.Run(ctx, s.rdb, a.keys, a.nonce, flag(a.minutes[0]), flag(a.minutes[1])).Err(); err != nil {
-		return fmt.Errorf("undo send limits: %w", err)
-	}
-	return nil
 }
 
 // nonce returns a unique member for the limit windows.
@@ -491,30 +270,17 @@ func flag(b bool) string {
 	return "0"
 }
 
-// verify applies the per-client verify cap, then compares ARGV[1] with the
-// live code in constant time (every byte is looked at whatever the first
-// difference) and deletes the code on a match, so a code is used once. A
-// wrong code counts an attempt; the ARGV[2]th (when above 0) deletes the
-// code.
+// verify compares ARGV[1] with the live code in constant time (every byte
+// is looked at whatever the first difference) and deletes the code, its
+// attempts and its status on a match, so a code is used once. A wrong code
+// counts an attempt; the ARGV[2]th (when above 0) deletes the code.
 //
-// KEYS: code, attempts, client's verify window. ARGV: code, max attempts,
-// client cap (0: off), window ms, now ms, nonce.
-// Replies: {0} no code, {1} match (consumed), {2} mismatch, {3} mismatch
-// that used up the attempts, {4, retry ms} refused by the client cap.
+// KEYS: code, attempts, status (all in the code's slot). ARGV: code, max
+// attempts. Replies: 0 no code, 1 match (consumed), 2 mismatch, 3 mismatch
+// that used up the attempts.
 var verify = redis.NewScript(`
-local cap = tonumber(ARGV[3])
-if cap > 0 then
-  local window, now = tonumber(ARGV[4]), tonumber(ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[3]) >= cap then
-    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {4, math.max(tonumber(oldest[2]) + window - now, 1)}
-  end
-  redis.call('ZADD', KEYS[3], now, ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], window)
-end
 local code = redis.call('GET', KEYS[1])
-if not code then return {0} end
+if not code then return 0 end
 local given = ARGV[1]
 local diff = 0
 if #code ~= #given then diff = 1 end
@@ -522,22 +288,23 @@ for i = 1, #code do
   diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
 end
 if diff == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return {1}
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return 1
 end
 local n = redis.call('INCR', KEYS[2])
 local max = tonumber(ARGV[2])
 if max > 0 and n >= max then
   redis.call('DEL', KEYS[1], KEYS[2])
-  return {3}
+  return 3
 end
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
-return {2}
+return 2
 `)
 
 // Verify checks code against the live code for email, for the end user's
-// client (empty: none, no per-client cap). On a match the code is deleted
+// client (empty: none, no per-client cap): one round trip, two when the
+// client's verify cap applies. On a match the code is deleted
 // in the same atomic step, so it verifies only once. It returns ErrNotFound
 // when there is no live code, ErrMismatch when code is wrong,
 // ErrAttemptsExhausted when it is wrong for the MaxAttempts-th time, which
@@ -545,35 +312,36 @@ return {2}
 // client has used up its verifies; every verify request counts against it.
 func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 	l := s.cfg.Limits
-	clientCap := l.ClientVerifiesPerHour
-	if client == "" {
-		clientCap = 0
+	if client != "" && l.ClientVerifiesPerHour > 0 {
+		// The client's window lives in the client's slot: a round trip of
+		// its own, before the code's script, which must not run for a
+		// client over its cap.
+		nonce, err := s.nonce()
+		if err != nil {
+			return fmt.Errorf("verify code: %w", err)
+		}
+		res, err := window.Run(ctx, s.rdb, []string{ClientVerifyKey(client)},
+			s.Now().UnixMilli(), nonce, l.ClientVerifiesPerHour, LimitWindow.Milliseconds(), LimitClientVerify).Slice()
+		if err != nil {
+			return fmt.Errorf("verify code: %w", err)
+		}
+		if len(res) == 3 && res[0] == "limited" {
+			ms, _ := res[2].(int64)
+			return &LimitError{Limit: LimitClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
+		}
 	}
-	nonce, err := s.nonce()
+	n, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.AttemptsKey(email), s.StatusKey(email)},
+		code, l.MaxAttempts).Int64()
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)
 	}
-	res, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.attemptsKey(email), verifyKey(client)},
-		code, l.MaxAttempts, clientCap, LimitWindow.Milliseconds(), s.Now().UnixMilli(), nonce).Int64Slice()
-	if err != nil {
-		return fmt.Errorf("verify code: %w", err)
-	}
-	if len(res) == 0 {
-		return errors.New("verify code: empty reply")
-	}
-	switch res[0] {
+	switch n {
 	case 0:
 		return ErrNotFound
 	case 1:
 		return nil
 	case 3:
 		return ErrAttemptsExhausted
-	case 4:
-		var ms int64
-		if len(res) > 1 {
-			ms = res[1]
-		}
-		return &LimitError{Limit: LimitClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
 	default:
 		return ErrMismatch
 	}

@@ -46,7 +46,7 @@ func TestCooldown(t *testing.T) {
 	assert.Zero(t, n, "a refused send makes no code")
 
 	// After the cooldown (its key expires), the same code is sent again.
-	require.NoError(t, rdb.Del(ctx, "verifyq:limit:cooldown:cool@example.com").Err())
+	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("cool@example.com"))).Err())
 	again, err := s.GetOrCreate(ctx, codes.Request{Email: "Cool@Example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, first.Code, again.Code)

@@ -101,7 +101,7 @@ func TestClientIdentityEndToEnd(t *testing.T) {
 	for i := range 5 {
 		assert.Equal(t, int32(0), open.legacyFrom(t, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("10.0.0.%d", i)))
 	}
-	keys, err := open.redis.Client(t).Keys(context.Background(), "verifyq:limit:client:*").Result()
+	keys, err := open.redis.Client(t).Keys(context.Background(), "verifyq:{c:*").Result()
 	require.NoError(t, err)
 	assert.Empty(t, keys, "no TRUSTED_PROXIES: no per-client bucket from what a caller claims")
 }

@@ -138,9 +138,9 @@ type stack struct {
 	enqEnv, wrkEnv map[string]string
 }
 
-func startStack(t *testing.T, extra map[string]string) *stack {
+func startStack(t *testing.T, extra map[string]string, redisOpts ...redistest.Option) *stack {
 	t.Helper()
-	s := &stack{redis: redistest.Start(t), smtp: smtptest.Start(t)}
+	s := &stack{redis: redistest.Start(t, redisOpts...), smtp: smtptest.Start(t)}
 	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_URL": s.redis.URL(), "LOG_LEVEL": "debug"}
 	enqEnv := map[string]string{"HTTP_ADDR": s.api, "GRPC_ADDR": s.grpc, "ADMIN_ADDR": s.enqAdmin}

@@ -43,14 +43,15 @@ func TestResendCooldownEndToEnd(t *testing.T) {
 	assert.Equal(t, 2, s.smtp.Count(), "the refused request mailed nothing")
 }
 
-// dumpRedis returns every key and value in Redis but the code keys, as text.
-func (s *stack) dumpRedis(t *testing.T) string {
+// redisValues returns every key in Redis but the code keys, with its type
+// and value as text.
+func (s *stack) redisValues(t *testing.T) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	rdb := s.redis.Client(t)
 	keys, err := rdb.Keys(ctx, "*").Result()
 	require.NoError(t, err)
-	var b strings.Builder
+	out := map[string]string{}
 	for _, k := range keys {
 		if strings.HasPrefix(k, "code_") {
 			continue
@@ -71,7 +72,17 @@ func (s *stack) dumpRedis(t *testing.T) string {
 			v, err = rdb.ZRangeWithScores(ctx, k, 0, -1).Result()
 		}
 		require.NoError(t, err)
-		fmt.Fprintf(&b, "%s %s %v\n", typ, k, v)
+		out[k] = fmt.Sprintf("%s %v", typ, v)
+	}
+	return out
+}
+
+// dumpRedis returns every key and value in Redis but the code keys, as text.
+func (s *stack) dumpRedis(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for k, v := range s.redisValues(t) {
+		fmt.Fprintf(&b, "%s %s\n", k, v)
 	}
 	return b.String()
 }
@@ -99,8 +110,19 @@ func TestNoCodeLeaks(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	dump := s.dumpRedis(t)
 	assert.Contains(t, dump, "asynq", "the dump holds the queue")
+	assert.Contains(t, dump, "verifyq:{m:", "and the limits")
 	for _, c := range codes {
 		assert.NotContains(t, dump, c, "no code in any Redis value but the code key")
+	}
+	// Only the code and status keys, and the queue's task payloads (the
+	// worker must know whom to mail), hold an address.
+	for k, v := range s.redisValues(t) {
+		if strings.HasPrefix(k, "asynq:{mail}:t:") || strings.HasSuffix(k, "}:status") {
+			continue
+		}
+		for _, e := range emails {
+			assert.NotContains(t, strings.ToLower(k+" "+v), strings.ToLower(e), "no address in %s", k)
+		}
 	}
 
 	s.smtp.ClearFault()

@@ -2,12 +2,14 @@ package grpcapi
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
@@ -83,4 +85,35 @@ func (s *Server) clientOf(ctx context.Context) string {
 		hops = md.Get("x-client-ip")
 	}
 	return s.cfg.TrustedProxies.Client(peerAddr, hops)
+}
+
+// deliveryStates maps codes' states to the proto's.
+var deliveryStates = map[string]verifyqv1.DeliveryState{
+	codes.StateNone:          verifyqv1.DeliveryState_DELIVERY_STATE_NONE,
+	codes.StateQueued:        verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED,
+	codes.StateSending:       verifyqv1.DeliveryState_DELIVERY_STATE_SENDING,
+	codes.StateRetrying:      verifyqv1.DeliveryState_DELIVERY_STATE_RETRYING,
+	codes.StateSent:          verifyqv1.DeliveryState_DELIVERY_STATE_SENT,
+	codes.StateUndeliverable: verifyqv1.DeliveryState_DELIVERY_STATE_UNDELIVERABLE,
+	codes.StateExpired:       verifyqv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+}
+
+func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusRequest) (*verifyqv1.GetStatusResponse, error) {
+	st, err := c.s.svc.Status(ctx, req.GetEmail())
+	if err != nil {
+		return nil, fail(ctx, err)
+	}
+	record(ctx, nil)
+	rsp := &verifyqv1.GetStatusResponse{
+		State:         deliveryStates[st.State],
+		Attempts:      int32(min(st.Attempts, math.MaxInt32)), //nolint:gosec // G115: bounded just here
+		NextAttemptIn: outcome.Seconds(st.NextAttemptIn),
+		LastFailure:   st.LastFailure,
+		Reply:         int32(min(st.Reply, 999)), //nolint:gosec // G115: an SMTP reply code is three digits
+		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+	}
+	if !st.SentAt.IsZero() {
+		rsp.SentAtUnixMs = st.SentAt.UnixMilli()
+	}
+	return rsp, nil
 }

@@ -212,7 +212,7 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 	require.NoError(t, err)
 	example := regexp.MustCompile(`(?m)^grpcurl -plaintext(?: -d '([^']*)')? localhost:50051 (\S+)$`)
 	found := example.FindAllStringSubmatch(string(readme), -1)
-	require.Len(t, found, 5, "the README's grpcurl examples")
+	require.Len(t, found, 6, "the README's grpcurl examples")
 	var methods []string
 	for _, ex := range found {
 		reqJSON, symbol := ex[1], ex[2]
@@ -238,6 +238,7 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 		"message.VarifyService/GetVarifyCode",
 		"verifyq.v1.CodeService/SendCode",
 		"verifyq.v1.CodeService/VerifyCode",
+		"verifyq.v1.CodeService/GetStatus",
 		"grpc.health.v1.Health/Check",
 	}, methods)
 }
@@ -363,7 +364,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	}
 	assert.Equal(t, 1, s.pending(t), "one mail queued in all")
 	assert.Equal(t, code, s.Code(t, "user@example.com"), "the same code")
-	n, err := s.RDB.ZCard(ctx, "verifyq:limit:address:user@example.com").Result()
+	n, err := s.RDB.ZCard(ctx, verifycodes.AddressKey(verifycodes.MailboxID("user@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced resends are not counted")
 	_, err = s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "user@example.com"})
@@ -373,7 +374,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	assert.Equal(t, "coalesced", line[2]["outcome"])
 
 	// After the cooldown, a resend mails the same code again, as before.
-	require.NoError(t, s.RDB.Del(ctx, "verifyq:limit:cooldown:user@example.com").Err())
+	require.NoError(t, s.RDB.Del(ctx, verifycodes.CooldownKey(verifycodes.MailboxID("user@example.com"))).Err())
 	assert.Equal(t, int32(0), s.legacy(t, "user@example.com").Error)
 	assert.Equal(t, 2, s.pending(t))
 	assert.Equal(t, code, s.Code(t, "user@example.com"))
@@ -433,4 +434,25 @@ func TestGRPCInvalidUTF8(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, keys, "nothing stored, nothing queued")
 	assert.NotContains(t, s.logs.String(), "\\ufffd")
+}
+
+// GetStatus over v1: none, then queued with the code's lifetime; never the
+// code; a bad address is INVALID_ARGUMENT.
+func TestGRPCGetStatus(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	ctx := context.Background()
+	st, err := s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_NONE, st.GetState())
+
+	assert.Equal(t, int32(0), s.legacy(t, "g@example.com").Error)
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED, st.GetState())
+	assert.InDelta(t, 600, st.GetExpiresIn(), 2)
+	assert.NotContains(t, st.String(), s.Code(t, "g@example.com"))
+
+	_, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "nope"})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
 }

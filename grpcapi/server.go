@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/codes"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -48,6 +49,7 @@ const (
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
+	Status(ctx context.Context, email string) (codes.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)

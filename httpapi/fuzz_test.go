@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/service"
@@ -79,4 +80,12 @@ func FuzzRequestDecoding(f *testing.F) {
 			}
 		}
 	})
+}
+
+func (r *recordingService) Status(_ context.Context, email string) (codes.Status, error) {
+	if err := mail.ValidateAddress(email); err != nil {
+		return codes.Status{}, err
+	}
+	r.emails = append(r.emails, email)
+	return codes.Status{State: codes.StateNone}, nil
 }

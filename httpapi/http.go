@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
@@ -38,6 +39,7 @@ const DefaultRequestTimeout = 5 * time.Second
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
+	Status(ctx context.Context, email string) (codes.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)
@@ -54,6 +56,7 @@ type RequestObserver interface {
 const (
 	RouteSend   = "/v1/codes"
 	RouteVerify = "/v1/codes/verify"
+	RouteStatus = "/v1/codes/status"
 	RouteOther  = "other"
 )
 
@@ -84,12 +87,16 @@ func NewHandler(svc Service, logger *slog.Logger, cfg Config) *Handler {
 	h := &Handler{svc: svc, logger: logger, cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST "+RouteSend, h.sendCode)
 	h.mux.HandleFunc("POST "+RouteVerify, h.verifyCode)
-	notAllowed := func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", http.MethodPost)
-		reply(w, r, outcome.MethodNotAllowed, nil)
+	h.mux.HandleFunc("GET "+RouteStatus, h.status)
+	notAllowed := func(allow string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			reply(w, r, outcome.MethodNotAllowed, nil)
+		}
 	}
-	h.mux.HandleFunc(RouteSend, notAllowed)
-	h.mux.HandleFunc(RouteVerify, notAllowed)
+	h.mux.HandleFunc(RouteSend, notAllowed(http.MethodPost))
+	h.mux.HandleFunc(RouteVerify, notAllowed(http.MethodPost))
+	h.mux.HandleFunc(RouteStatus, notAllowed(http.MethodGet+", "+http.MethodHead))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { reply(w, r, outcome.NoRoute, nil) })
 	return h
 }
@@ -163,7 +170,7 @@ func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Durati
 }
 
 func route(r *http.Request) string {
-	if p := r.URL.Path; p == RouteSend || p == RouteVerify {
+	if p := r.URL.Path; p == RouteSend || p == RouteVerify || p == RouteStatus {
 		return p
 	}
 	return RouteOther
@@ -215,6 +222,48 @@ func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 	}
 	reply(w, r, outcome.OK, nil)
 	writeJSON(w, http.StatusOK, verifyResponse{Email: req.Email, Verified: true})
+}
+
+type statusResponse struct {
+	Email         string `json:"email"`
+	State         string `json:"state"`
+	Attempts      int    `json:"attempts"`
+	NextAttemptIn int64  `json:"next_attempt_in,omitempty"`
+	LastFailure   string `json:"last_failure,omitempty"`
+	Reply         int    `json:"reply,omitempty"`
+	SentAt        string `json:"sent_at,omitempty"`
+	ExpiresIn     int64  `json:"expires_in"`
+}
+
+// status answers GET /v1/codes/status?email=...: what became of the mail of
+// the address's code. The address is the only parameter, given once.
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if len(q) != 1 || len(q["email"]) != 1 {
+		reply(w, r, outcome.InvalidQuery, nil)
+		return
+	}
+	email := q.Get("email")
+	exchangeOf(r).email = email
+	st, err := h.svc.Status(r.Context(), email)
+	if err != nil {
+		replyErr(w, r, err)
+		return
+	}
+	reply(w, r, outcome.OK, nil)
+	res := statusResponse{
+		Email:         email,
+		State:         st.State,
+		Attempts:      st.Attempts,
+		NextAttemptIn: outcome.Seconds(st.NextAttemptIn),
+		LastFailure:   st.LastFailure,
+		Reply:         st.Reply,
+		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+	}
+	if !st.SentAt.IsZero() {
+		res.SentAt = st.SentAt.UTC().Format(time.RFC3339Nano)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // decode reads the body, at most MaxBodyBytes of application/json, as one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -255,4 +256,42 @@ func TestUnexpectedErrorIsJSON500(t *testing.T) {
 	assert.Equal(t, http.StatusInternalServerError, status)
 	assert.Equal(t, "internal", errCode(body))
 	assert.NotContains(t, body["error"].(map[string]any)["message"], "secret")
+}
+
+func (e *env) get(t *testing.T, path string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	require.NoError(t, err)
+	status, body, _ := do(t, req)
+	return status, body
+}
+
+// GET /v1/codes/status says what became of the mail, never the code.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	status, body := e.get(t, "/v1/codes/status?email=st@example.com")
+	require.Equal(t, http.StatusOK, status, body)
+	assert.Equal(t, map[string]any{"email": "st@example.com", "state": "none", "attempts": float64(0), "expires_in": float64(0)}, body)
+
+	status, _, _ = e.post(t, "/v1/codes", `{"email":"st@example.com"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	status, body = e.get(t, "/v1/codes/status?email=st@example.com")
+	require.Equal(t, http.StatusOK, status, body)
+	assert.Equal(t, "queued", body["state"])
+	assert.InDelta(t, 600, body["expires_in"], 2)
+	assert.NotContains(t, fmt.Sprint(body), e.Code(t, "st@example.com"))
+
+	for _, q := range []string{"", "?email=a@example.com&email=b@example.com", "?email=a@example.com&x=1", "?mail=a@example.com"} {
+		status, body = e.get(t, "/v1/codes/status"+q)
+		assert.Equal(t, http.StatusBadRequest, status, q)
+		assert.Equal(t, "invalid_query", errCode(body), q)
+	}
+	status, body = e.get(t, "/v1/codes/status?email=not+an+address")
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Equal(t, "invalid_email", errCode(body))
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes/status", strings.NewReader(`{}`))
+	status, _, hdr := do(t, req)
+	assert.Equal(t, http.StatusMethodNotAllowed, status)
+	assert.Equal(t, "GET, HEAD", hdr.Get("Allow"))
 }

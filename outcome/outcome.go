@@ -62,20 +62,22 @@ const (
 	LegacyException      int32 = 2 // Exception: any other failure
 	LegacyInvalidAddress int32 = 3 // the address is not a bare address
 	LegacyRateLimited    int32 = 4 // a send limit refused the request
+	LegacyUndeliverable  int32 = 5 // the address's mail server refused a mail for good lately
 )
 
 // Values of the "outcome" label of the request metrics.
 const (
-	MetricOK          = "ok"
-	MetricCoalesced   = "coalesced"
-	MetricInvalid     = "invalid"
-	MetricNotFound    = "not_found"
-	MetricMismatch    = "mismatch"
-	MetricRateLimited = "rate_limited"
-	MetricCanceled    = "canceled"
-	MetricDeadline    = "deadline_exceeded"
-	MetricUnavailable = "unavailable"
-	MetricError       = "error"
+	MetricOK            = "ok"
+	MetricCoalesced     = "coalesced"
+	MetricInvalid       = "invalid"
+	MetricNotFound      = "not_found"
+	MetricMismatch      = "mismatch"
+	MetricRateLimited   = "rate_limited"
+	MetricUndeliverable = "undeliverable"
+	MetricCanceled      = "canceled"
+	MetricDeadline      = "deadline_exceeded"
+	MetricUnavailable   = "unavailable"
+	MetricError         = "error"
 )
 
 // The outcomes. Of tries them in this order, so context errors come before
@@ -123,6 +125,11 @@ var (
 	RateLimited = &Outcome{Name: "rate_limited", HTTPStatus: http.StatusTooManyRequests, GRPCCode: codes.ResourceExhausted,
 		Reason: "RATE_LIMITED", Legacy: LegacyRateLimited, Metric: MetricRateLimited, Level: slog.LevelInfo,
 		Message: "too many requests", Err: service.ErrRateLimited}
+	// Undeliverable: the mailbox is on the suppression list, after its
+	// mail server refused a mail for good; nothing is mailed.
+	Undeliverable = &Outcome{Name: "undeliverable", HTTPStatus: http.StatusUnprocessableEntity, GRPCCode: codes.FailedPrecondition,
+		Reason: "UNDELIVERABLE", Legacy: LegacyUndeliverable, Metric: MetricUndeliverable, Level: slog.LevelInfo,
+		Message: "the mail server of this address refused mail for it lately; use another address", Err: service.ErrUndeliverable}
 	Unavailable = &Outcome{Name: "unavailable", HTTPStatus: http.StatusServiceUnavailable, GRPCCode: codes.Unavailable,
 		Legacy: LegacyRedisErr, Metric: MetricUnavailable, Level: slog.LevelError,
 		Message: "the service is temporarily unavailable, try again", Err: service.ErrUnavailable}
@@ -134,6 +141,9 @@ var (
 	InvalidJSON = &Outcome{Name: "invalid_json", HTTPStatus: http.StatusBadRequest, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: "request body must be one JSON object with string fields"}
+	InvalidQuery = &Outcome{Name: "invalid_query", HTTPStatus: http.StatusBadRequest, HTTPOnly: true,
+		Metric: MetricInvalid, Level: slog.LevelInfo,
+		Message: "the query must be exactly one email parameter"}
 	BodyTooLarge = &Outcome{Name: "body_too_large", HTTPStatus: http.StatusRequestEntityTooLarge, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: "request body is larger than the limit"}
@@ -155,9 +165,9 @@ const StatusClientClosed = 499
 // all is the table, in the order Of tries it.
 var all = []*Outcome{
 	OK, Coalesced, Canceled, DeadlineExceeded,
-	InvalidEmail, InvalidLocale, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited,
+	InvalidEmail, InvalidLocale, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited, Undeliverable,
 	Unavailable, Internal,
-	InvalidJSON, BodyTooLarge, UnsupportedMediaType, MethodNotAllowed, NoRoute,
+	InvalidJSON, InvalidQuery, BodyTooLarge, UnsupportedMediaType, MethodNotAllowed, NoRoute,
 }
 
 // All returns every outcome, in table order.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	verifycodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -38,6 +39,8 @@ func errorFor(o *outcome.Outcome) error {
 	switch o {
 	case outcome.OK:
 		return nil
+	case outcome.Undeliverable:
+		return fmt.Errorf("send: %w", &verifycodes.SuppressedError{For: time.Hour})
 	case outcome.RateLimited:
 		return fmt.Errorf("send: %w", &service.RateLimitError{Limit: "cooldown", RetryAfter: 2500 * time.Millisecond})
 	case outcome.Unavailable:
@@ -251,6 +254,7 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 		method, path, ctype, body string
 	}{
 		{outcome.InvalidJSON, http.MethodPost, "/v1/codes", "application/json", `{"email":`},
+		{outcome.InvalidQuery, http.MethodGet, "/v1/codes/status?email=a@example.com&email=b@example.com", "", ``},
 		{outcome.BodyTooLarge, http.MethodPost, "/v1/codes", "application/json", `{"email":"` + strings.Repeat("a", httpapi.MaxBodyBytes) + `"}`},
 		{outcome.UnsupportedMediaType, http.MethodPost, "/v1/codes", "text/plain", `{}`},
 		{outcome.MethodNotAllowed, http.MethodGet, "/v1/codes", "", ``},

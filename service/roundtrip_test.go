@@ -72,8 +72,9 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // The design's promise: a send request costs at most two Redis round trips
-// (get-or-create with the limits, one script; the enqueue, one script) and
-// a verify one. The code store and the asynq client share one go-redis
+// (get-or-create with the limits, one pipeline of a script per Redis Cluster
+// slot; the enqueue, one script) and a verify one. A refused send costs its
+// pipeline and one to undo what the parts that admitted it recorded. The code store and the asynq client share one go-redis
 // client, as in the enqueuer, and the hook on it counts both.
 //
 // Counting starts once the client is warm, as in a running enqueuer: its
@@ -111,6 +112,10 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: warm.Email, Code: "x"}), service.ErrMismatch)
 	_, err = store.Peek(ctx, warm.Email)
 	require.NoError(t, err)
+	for range 2 { // and a refused send's undo
+		_, err = limited.SendCode(ctx, service.SendRequest{Email: "warm@example.net", Client: "203.0.113.9"})
+	}
+	require.ErrorIs(t, err, service.ErrRateLimited)
 	warmup := hook.take()
 	t.Logf("warm-up: %v", warmup)
 
@@ -120,7 +125,8 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	t.Run("the hook counts the store and the queue", func(t *testing.T) {
 		_, err := store.GetOrCreate(ctx, codes.Request{Email: "parts@example.com"})
 		require.NoError(t, err)
-		assert.Equal(t, []string{"evalsha"}, hook.take(), "get-or-create")
+		assert.Equal(t, []string{"pipeline(evalsha evalsha)"}, hook.take(),
+			"get-or-create: the mailbox's and the code's scripts (no client here) in one pipeline")
 		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "parts@example.com", ExpiresAt: store.Now().Add(codes.DefaultTTL)})
 		require.NoError(t, err)
 		_, err = queue.EnqueueContext(ctx, task)
@@ -149,7 +155,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			require.NoError(t, err)
 			require.False(t, sent.Created)
 		}},
-		{"send refused by the cooldown", 2, func(t *testing.T) {
+		{"send refused by the cooldown (and its undo)", 2, func(t *testing.T) {
 			_, err := limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
 			require.NoError(t, err)
 			hook.take() // counted above: the step is the refused one

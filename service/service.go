@@ -33,6 +33,9 @@ var (
 	ErrAttemptsExhausted = codes.ErrAttemptsExhausted
 	// ErrRateLimited is matched by a *RateLimitError.
 	ErrRateLimited = codes.ErrRateLimited
+	// ErrUndeliverable: the address's mail server refused a mail for good
+	// lately, and the address is suppressed.
+	ErrUndeliverable = codes.ErrSuppressed
 )
 
 // RateLimitError says a send was refused by a limit (Limit: "cooldown",
@@ -47,6 +50,7 @@ type CodeStore interface {
 	GetOrCreate(ctx context.Context, req codes.Request) (codes.Issued, error)
 	Undo(ctx context.Context, issued codes.Issued) error
 	Verify(ctx context.Context, email, code, client string) error
+	Status(ctx context.Context, email string, now time.Time) (codes.Status, error)
 }
 
 // Enqueuer puts tasks on the queue (asynq.Client).
@@ -72,6 +76,9 @@ type Service struct {
 	logger *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
+	// are spread over, by address; 0 or 1 is the one queue.
+	QueueShards int
 }
 
 // New returns a Service.
@@ -132,7 +139,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	now := s.Now()
 	issued, err := s.codes.GetOrCreate(ctx, codes.Request{Email: email, Client: ClientID(req.Client), Coalesce: req.Coalesce})
-	if errors.Is(err, ErrRateLimited) {
+	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) {
 		return Sent{}, err
 	}
 	if err != nil {
@@ -148,7 +155,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		Locale:      string(loc),
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
-	})
+	}, asynq.Queue(tasks.QueueFor(email, s.QueueShards)))
 	if err == nil {
 		err = s.enqueue(ctx, task)
 	}
@@ -191,6 +198,20 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	default:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+}
+
+// Status is the delivery status of the code of email (codes.Status): what
+// became of its mail, and how long the code has left. It never holds the
+// code.
+func (s *Service) Status(ctx context.Context, email string) (codes.Status, error) {
+	if err := mail.ValidateAddress(email); err != nil {
+		return codes.Status{}, err
+	}
+	st, err := s.codes.Status(ctx, email, s.Now())
+	if err != nil {
+		return codes.Status{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return st, nil
 }
 
 // ClientID turns the client address a gateway passed into the identity the

@@ -55,7 +55,8 @@ func TestSendCodeEnqueuesTaskWithClockedPayload(t *testing.T) {
 }
 
 // A failed enqueue is reported as unavailable, so the caller retries; the
-// retry reuses the code made by the failed attempt.
+// failed attempt leaves no code behind that was never mailed, and the retry
+// makes one.
 func TestSendCodeEnqueueFailure(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
@@ -73,7 +74,7 @@ func TestSendCodeEnqueueFailure(t *testing.T) {
 	fail = false
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
 	require.NoError(t, err)
-	assert.False(t, sent.Created, "the code from the failed attempt is reused")
+	assert.True(t, sent.Created, "the code of the failed attempt was taken back with it")
 }
 
 func TestServiceErrors(t *testing.T) {
@@ -140,7 +141,7 @@ func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
 }
 
 // An enqueue that fails takes the request's limits back: the retry, inside
-// the cooldown, is admitted, and reuses the code.
+// the cooldown, is admitted.
 func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client(t)
@@ -159,5 +160,5 @@ func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
 	fail = false
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
 	require.NoError(t, err)
-	assert.False(t, sent.Created, "the code of the failed attempt")
+	assert.True(t, sent.Created, "a new code: the failed attempt's was taken back")
 }

@@ -79,7 +79,7 @@ type BreakerConfig struct {
 	// not reported by then lets another one go. Required.
 	ProbeTimeout time.Duration
 	// Resume, when set, is called when a probe gets through and when the
-	// breaker closes: the worker runs the queue's retry tasks at once
+	// breaker closes: the worker runs the retry tasks of its queues at once
 	// (asynq.Inspector.RunAllRetryTasks) instead of leaving them to their
 	// backoff. It returns how many tasks it moved.
 	Resume func() (int, error)
@@ -96,7 +96,7 @@ type BreakerConfig struct {
 // answering 4xx, it opens: tasks the worker takes wait in the handler
 // instead of failing, and the server is probed about once a second. When a
 // probe gets through, one trial send goes ahead; when it is accepted, the
-// breaker closes, the waiting sends go at once and the queue's retry tasks
+// breaker closes, the waiting sends go at once and the queues' retry tasks
 // are run without waiting for their backoff.
 //
 // Waiting in the handler, rather than failing fast, is what keeps the queue

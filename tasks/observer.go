@@ -20,10 +20,14 @@ const (
 	// OutcomeExpired: the code was gone before it could be sent (it expired,
 	// or was used with an earlier mail), so there was nothing to send.
 	OutcomeExpired Outcome = "expired"
+	// OutcomeDuplicate: the task had sent its mail before (the server
+	// accepted it, but Redis lost the task's acknowledgement and the task
+	// ran again), so it ended without a second mail.
+	OutcomeDuplicate Outcome = "duplicate"
 )
 
 // Outcomes lists every Outcome, for metrics that pre-create their series.
-var Outcomes = []Outcome{OutcomeSent, OutcomeRetried, OutcomeFailed, OutcomeExpired}
+var Outcomes = []Outcome{OutcomeSent, OutcomeRetried, OutcomeFailed, OutcomeExpired, OutcomeDuplicate}
 
 // SendResult describes one finished attempt of SendCodeHandler.
 type SendResult struct {

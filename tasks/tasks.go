@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
-	"math/rand/v2"
+	"math"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -25,8 +28,38 @@ import (
 // TypeSendCode is the task type: mail the live code to an address.
 const TypeSendCode = "code:send"
 
-// Queue is the dedicated queue of send-code tasks.
+// Queue is the dedicated queue of send-code tasks, or the stem of its
+// shards' names (see Queues).
 const Queue = "mail"
+
+// MaxQueueShards bounds QUEUE_SHARDS.
+const MaxQueueShards = 64
+
+// Queues returns the names of n queue shards: Queue itself for one,
+// "mail-0" to "mail-<n-1>" for more. asynq keeps each queue's keys in one
+// Redis Cluster slot ({mail-0}, ...), so shards spread the queue over the
+// cluster's primaries.
+func Queues(n int) []string {
+	if n <= 1 {
+		return []string{Queue}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = Queue + "-" + strconv.Itoa(i)
+	}
+	return out
+}
+
+// QueueFor returns the shard of n that email's tasks go to: the same shard
+// for every send to one address.
+func QueueFor(email string, n int) string {
+	if n <= 1 {
+		return Queue
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(email))
+	return Queue + "-" + strconv.FormatUint(uint64(h.Sum32())%uint64(n), 10)
+}
 
 // MaxRetry bounds the retries of one send. With RetryDelay this spans about
 // ten minutes, the default code lifetime; the deadline stops it earlier.
@@ -43,8 +76,8 @@ type SendCodePayload struct {
 
 // NewSendCodeTask returns a task for p on Queue, with MaxRetry retries and a
 // deadline at the code's expiry: a mail that cannot arrive in time is
-// pointless.
-func NewSendCodeTask(p SendCodePayload) (*asynq.Task, error) {
+// pointless. Options (asynq.Queue for a shard) come after these.
+func NewSendCodeTask(p SendCodePayload, opts ...asynq.Option) (*asynq.Task, error) {
 	if p.Email == "" || p.ExpiresAt.IsZero() {
 		return nil, errors.New("send-code task needs an email and an expiry")
 	}
@@ -52,11 +85,11 @@ func NewSendCodeTask(p SendCodePayload) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeSendCode, b,
+	return asynq.NewTask(TypeSendCode, b, append([]asynq.Option{
 		asynq.Queue(Queue),
 		asynq.MaxRetry(MaxRetry),
 		asynq.Deadline(p.ExpiresAt),
-	), nil
+	}, opts...)...), nil
 }
 
 // ParseSendCodePayload decodes the payload of a send-code task.
@@ -71,9 +104,19 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 	return p, nil
 }
 
-// CodeSource reads the live code of an address (codes.Reader).
-type CodeSource interface {
-	Peek(ctx context.Context, email string) (codes.Live, error)
+// Deliveries reads the code to mail and records what became of each
+// attempt in the address's delivery status (codes.Reader).
+type Deliveries interface {
+	Begin(ctx context.Context, email, taskID string, ttl time.Duration) (codes.Attempt, error)
+	Sent(ctx context.Context, email, taskID string, at time.Time) error
+	Retrying(ctx context.Context, email string, failure error, next time.Time) error
+	Failed(ctx context.Context, email string, failure error) error
+}
+
+// Suppressor puts an address whose mail server refused a mail for good on
+// the suppression list (codes.Suppressions).
+type Suppressor interface {
+	Add(ctx context.Context, email string, reply int, d time.Duration, now time.Time) error
 }
 
 // Mailer sends one verification mail (mail.Sender).
@@ -82,38 +125,56 @@ type Mailer interface {
 }
 
 var (
-	_ CodeSource = (*codes.Reader)(nil)
+	_ Deliveries = (*codes.Reader)(nil)
+	_ Suppressor = (*codes.Suppressions)(nil)
 	_ Mailer     = (*mail.Sender)(nil)
 )
 
+// MarkTimeout bounds the background retries of recording a sent mail when
+// Redis did not take it at once: long enough to outlast a Redis restart,
+// and more than asynq needs to run the task again (its lease and its
+// recoverer), so the re-run finds the record and sends nothing.
+const MarkTimeout = 3 * time.Minute
+
 // SendCodeHandler processes TypeSendCode tasks.
 type SendCodeHandler struct {
-	codes  CodeSource
-	mailer Mailer
-	ttl    time.Duration
-	logger *slog.Logger
+	deliveries Deliveries
+	mailer     Mailer
+	ttl        time.Duration
+	logger     *slog.Logger
 
 	// Observer, when set, is told about every send; see Observer.
 	Observer Observer
+	// Suppressor, when set, suppresses an address for SuppressFor after
+	// its mail server refused a mail for good.
+	Suppressor  Suppressor
+	SuppressFor time.Duration
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+
 	// Gate, when set, holds tasks back while the SMTP server is unusable
 	// (Breaker).
 	Gate Gate
+
+	marks sync.WaitGroup // background writes of sent records
 }
 
-// NewSendCodeHandler returns a handler that reads codes from codes and sends
-// them with mailer. ttl is the configured lifetime of a code (CODE_TTL,
-// checked with codes.ValidateTTL): the mail of a code whose key has no
-// expiry states it, as the next send gives the key that lifetime.
-func NewSendCodeHandler(codes CodeSource, mailer Mailer, ttl time.Duration, logger *slog.Logger) *SendCodeHandler {
-	return &SendCodeHandler{codes: codes, mailer: mailer, ttl: ttl, logger: logger}
+// NewSendCodeHandler returns a handler that reads codes from deliveries and
+// sends them with mailer. ttl is the configured lifetime of a code
+// (CODE_TTL, checked with codes.ValidateTTL): the mail of a code whose key
+// has no expiry states it, as the next send gives the key that lifetime.
+func NewSendCodeHandler(deliveries Deliveries, mailer Mailer, ttl time.Duration, logger *slog.Logger) *SendCodeHandler {
+	return &SendCodeHandler{deliveries: deliveries, mailer: mailer, ttl: ttl, logger: logger, Now: time.Now}
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors
 // that retrying cannot fix (a bad payload, an SMTP 5xx reply) wrap
 // asynq.SkipRetry so the task is archived at once. A code that is gone
-// (expired or already used) ends the task without a mail. With a Gate, the
-// task first waits while the gate holds sends back (see Breaker), before it
-// reads the code, so that it mails the code and lifetime live when it goes.
+// (expired or already used) ends the task without a mail, and so does a
+// task that sent its mail before (at most one mail per task).
+// With a Gate, the task first waits while the gate holds sends back (see
+// Breaker), before it reads the code, so that it mails the code and
+// lifetime live when it goes.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	done, held := h.gate().Wait(ctx)
 	if held != nil {
@@ -147,39 +208,42 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		locale = mail.DefaultLocale
 	}
 	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
+	taskID, _ := asynq.GetTaskID(ctx)
 
-	live, err := h.codes.Peek(ctx, p.Email)
-	if errors.Is(err, codes.ErrNotFound) || (err == nil && !live.NoExpiry && live.ExpiresIn <= 0) {
+	at, err := h.deliveries.Begin(ctx, p.Email, taskID, h.ttl)
+	if err != nil {
+		return fmt.Errorf("read code: %w", err)
+	}
+	switch {
+	case at.AlreadySent:
+		log.InfoContext(ctx, "task sent its mail before, not mailing again")
+		res.Outcome = OutcomeDuplicate
+		return nil
+	case at.Done || (!at.Live.NoExpiry && at.Live.ExpiresIn <= 0):
 		log.InfoContext(ctx, "code gone before send, nothing to mail")
 		res.Outcome = OutcomeExpired
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("read code: %w", err)
-	}
-	left := live.ExpiresIn
-	if live.NoExpiry {
+	left := at.Live.ExpiresIn
+	if at.Live.NoExpiry {
 		log.WarnContext(ctx, "code key has no expiry, mailing the configured lifetime", "code_ttl", h.ttl.String())
 		left = h.ttl
 	}
 
-	start := time.Now()
-	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: live.Code, ExpiresIn: left})
-	accepted := time.Now()
+	start := h.Now()
+	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: at.Live.Code, ExpiresIn: left})
+	accepted := h.Now()
 	h.gate().Report(ctx, err)
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
-		if mail.IsPermanent(err) {
-			res.Outcome = OutcomeFailed
-			return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
-		}
-		return fmt.Errorf("send mail: %w", err)
+		return h.failed(ctx, log, t, p.Email, err, res)
 	}
 	res.Outcome = OutcomeSent
 	if !p.RequestedAt.IsZero() {
 		res.SinceRequest = accepted.Sub(p.RequestedAt)
 	}
+	h.markSent(ctx, log, p.Email, taskID, accepted)
 	log.InfoContext(ctx, "code mailed",
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
@@ -191,6 +255,86 @@ func (h *SendCodeHandler) gate() Gate {
 		return openGate{}
 	}
 	return h.Gate
+}
+
+// failed records a failed send in the status (and, for a permanent one, on
+// the suppression list) and returns the task's error. The records are best
+// effort: the error stands whatever happens to them.
+func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq.Task, email string, err error, res *SendResult) error {
+	if mail.IsPermanent(err) {
+		res.Outcome = OutcomeFailed
+		if rerr := h.deliveries.Failed(ctx, email, err); rerr != nil {
+			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
+		}
+		if reply := mail.ReplyCode(err); reply >= 500 && h.Suppressor != nil && h.SuppressFor > 0 {
+			if serr := h.Suppressor.Add(ctx, email, reply, h.SuppressFor, h.Now()); serr != nil {
+				log.WarnContext(ctx, "could not suppress the address", "err", serr)
+			} else {
+				log.InfoContext(ctx, "address suppressed", "reply", reply, "for", h.SuppressFor.String())
+			}
+		}
+		return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
+	}
+	var rerr error
+	if isLastAttempt(ctx, err) {
+		rerr = h.deliveries.Failed(ctx, email, err)
+	} else {
+		n, _ := asynq.GetRetryCount(ctx)
+		rerr = h.deliveries.Retrying(ctx, email, err, h.Now().Add(RetryDelay(n, err, t)))
+	}
+	if rerr != nil {
+		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
+	}
+	return fmt.Errorf("send mail: %w", err)
+}
+
+// markSent records that the task's mail was accepted, so that a re-run of
+// the task sends nothing. When Redis does not take it at once (a restart, a
+// failover), it keeps trying in the background, detached from the task and
+// bounded by MarkTimeout: the task's acknowledgement is likely lost too,
+// and the re-run that follows must find the record.
+func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, email, taskID string, at time.Time) {
+	if err := h.deliveries.Sent(ctx, email, taskID, at); err == nil {
+		return
+	}
+	h.marks.Add(1)
+	go func() {
+		defer h.marks.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MarkTimeout)
+		defer cancel()
+		wait := 100 * time.Millisecond
+		for {
+			err := h.deliveries.Sent(ctx, email, taskID, at)
+			if err == nil {
+				log.InfoContext(ctx, "sent mail recorded after Redis came back")
+				return
+			}
+			select {
+			case <-ctx.Done():
+				log.ErrorContext(ctx, "could not record a sent mail: a re-run of the task may mail again", "err", err)
+				return
+			case <-time.After(wait):
+				wait = min(2*wait, 2*time.Second)
+			}
+		}
+	}()
+}
+
+// Wait waits until the background records of sent mails are written or
+// have given up (MarkTimeout), or ctx ends. The worker calls it on shutdown
+// before it closes Redis.
+func (h *SendCodeHandler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		h.marks.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // isLastAttempt reports whether asynq will archive the task after this
@@ -213,14 +357,23 @@ const (
 )
 
 // RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
-// retry past the task's deadline (the code's expiry). A task the breaker
-// let go at shutdown (ErrSMTPUnavailable) comes back as after a first
-// failure.
+// retry past the task's deadline (the code's expiry). Its jitter comes from
+// the task's payload and n, so the handler that records "next attempt in"
+// in the status computes the same delay as asynq. A task the breaker let go
+// at shutdown (ErrSMTPUnavailable) comes back as after a first failure.
 func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	if errors.Is(err, ErrSMTPUnavailable) {
 		n = 0
 	}
-	return retryDelay(n, t, time.Now(), rand.Float64)
+	return retryDelay(n, t, time.Now(), func() float64 { return jitter(t.Payload(), n) })
+}
+
+// jitter is a number in [0, 1) fixed by payload and n.
+func jitter(payload []byte, n int) float64 {
+	h := fnv.New64a()
+	_, _ = h.Write(payload)
+	_, _ = h.Write(strconv.AppendInt(nil, int64(n), 10))
+	return float64(h.Sum64()>>11) / float64(math.MaxUint64>>11+1)
 }
 
 func retryDelay(n int, t *asynq.Task, now time.Time, random func() float64) time.Duration {

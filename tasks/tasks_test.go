@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -196,4 +197,19 @@ func TestRetryDelay(t *testing.T) {
 	late := now.Add(10*time.Minute - 3*time.Second)
 	assert.Equal(t, 3*time.Second, tasks.RetryDelayAt(8, task, late, hi))
 	assert.Equal(t, time.Duration(0), tasks.RetryDelayAt(8, task, now.Add(time.Hour), hi))
+}
+
+func TestQueueShards(t *testing.T) {
+	t.Parallel()
+	assert.Equal(t, []string{"mail"}, tasks.Queues(1))
+	assert.Equal(t, []string{"mail-0", "mail-1", "mail-2"}, tasks.Queues(3))
+	assert.Equal(t, "mail", tasks.QueueFor("a@example.com", 1))
+	seen := map[string]bool{}
+	for i := range 100 {
+		q := tasks.QueueFor(fmt.Sprintf("u%d@example.com", i), 3)
+		assert.Contains(t, tasks.Queues(3), q)
+		assert.Equal(t, q, tasks.QueueFor(fmt.Sprintf("u%d@example.com", i), 3), "one address, one shard")
+		seen[q] = true
+	}
+	assert.Len(t, seen, 3, "addresses spread over every shard")
 }

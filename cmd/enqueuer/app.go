@@ -25,12 +25,15 @@ import (
 // ADMIN_ADDR.
 const DashboardPath = "/monitoring/"
 
+// SuppressionsPath serves the suppression list on ADMIN_ADDR (list, lift).
+const SuppressionsPath = "/suppressions"
+
 // App is the running enqueuer: the public HTTP API, the gRPC server and the
 // admin server.
 type App struct {
 	cfg       Config
 	logger    *slog.Logger
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	dashboard *asynqmon.HTTPHandler
 	// Registry holds the enqueuer's metrics, served on /metrics.
 	Registry *prometheus.Registry
@@ -46,15 +49,13 @@ type App struct {
 
 // NewApp wires the enqueuer from cfg. It does not listen yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	opt, err := platform.ParseRedisURL(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
 	proxies, err := cfg.proxies()
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	// One client for everything: codes, the queue, its metrics, the
+	// dashboard and the readiness checks.
+	rdb := cfg.Redis().Client()
 	store, err := codes.NewStore(rdb, cfg.codes())
 	if err != nil {
 		_ = rdb.Close()
@@ -63,12 +64,13 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	reg := metrics.NewRegistry()
 	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
-	svc := m.Service(service.New(store, m.Queue(queue), logger))
+	core := service.New(store, m.Queue(queue), logger)
+	core.QueueShards = cfg.QueueShards
+	svc := m.Service(core)
 
-	// The dashboard opens its own Redis connections from the same URL.
 	dashboard := asynqmon.New(asynqmon.Options{
 		RootPath:         DashboardPath,
-		RedisConnOpt:     platform.AsynqRedisOpt(opt),
+		RedisConnOpt:     platform.SharedRedis{C: rdb},
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(tasks.FormatPayload),
 		ReadOnly:         cfg.DashboardReadOnly,
 	})
@@ -110,6 +112,7 @@ func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(a.dashboard))
+	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(codes.NewSuppressions(a.rdb, a.cfg.Identity()))))
 	platform.MountPprof(mux, guard)
 	return mux
 }
@@ -164,8 +167,9 @@ func (a *App) Close(ctx context.Context) error {
 	for range 3 {
 		err = errors.Join(err, <-a.done)
 	}
-	// The asynq client and inspector share rdb; closing rdb closes them.
-	err = errors.Join(err, a.dashboard.Close(), a.rdb.Close())
+	// The asynq client, the inspectors and the dashboard share rdb; closing
+	// it closes them.
+	err = errors.Join(err, a.rdb.Close())
 	a.logger.Info("enqueuer stopped")
 	return err
 }

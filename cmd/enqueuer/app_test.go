@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+	"github.com/verifyq/verifyq/mail"
 )
 
 func get(t *testing.T, url string, auth ...string) (int, string) {
@@ -44,7 +48,7 @@ func TestAdminWithPassword(t *testing.T) {
 	sendCode(t, app, "Dash.Board@example.com")
 
 	// The dashboard and pprof need the credentials.
-	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/"} {
+	for _, path := range []string{"/monitoring/", "/monitoring/api/queues", "/debug/pprof/", "/suppressions"} {
 		status, _ := get(t, admin+path)
 		assert.Equal(t, http.StatusUnauthorized, status, path)
 		status, _ = get(t, admin+path, "ops", "wrong")
@@ -108,4 +112,40 @@ func TestDashboardReadOnly(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	assert.Equal(t, http.StatusMethodNotAllowed, res.StatusCode)
+}
+
+// Ops list and lift suppressions on the admin server: a suppressed address
+// is refused (422 undeliverable) until lifted, then mailed again.
+func TestSuppressionsEndpoint(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" })
+	ctx := context.Background()
+	sup := codes.NewSuppressions(s.redis.Client(t), mail.Identity{TagSeparators: "+"})
+	require.NoError(t, sup.Add(ctx, "bounce@example.com", 550, time.Hour, time.Now()))
+
+	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"Bounce+1@example.com"}`))
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	assert.Equal(t, http.StatusUnprocessableEntity, res.StatusCode, "suppressed, any spelling")
+
+	admin := "http://" + s.app.AdminAddr() + "/suppressions"
+	status, body := get(t, admin, "ops", "s3cret")
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, `"address":"b***@example.com"`)
+	assert.Contains(t, body, `"reply":550`)
+	assert.NotContains(t, body, "bounce@example.com", "masked")
+
+	del := func(query string) int {
+		req, err := http.NewRequest(http.MethodDelete, admin+"?"+query, nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("ops", "s3cret")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		return res.StatusCode
+	}
+	assert.Equal(t, http.StatusBadRequest, del("email=nope"))
+	assert.Equal(t, http.StatusOK, del("email=BOUNCE@example.com"))
+	assert.Equal(t, http.StatusNotFound, del("email=bounce@example.com"), "already lifted")
+	sendCode(t, s.app, "bounce@example.com")
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
-	"github.com/verifyq/verifyq/mail"
 )
 
 // Config is the enqueuer's whole configuration, read from the environment.
@@ -31,10 +30,6 @@ type Config struct {
 	GlobalSendsPerMin   int           `envconfig:"GLOBAL_SENDS_PER_MINUTE" default:"0"`
 	VerifyMaxAttempts   int           `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
 	ClientVerifiesPerHr int           `envconfig:"CLIENT_VERIFIES_PER_HOUR" default:"60"`
-	// AddressTagSeparators start a tag in a local part ("+" makes
-	// user+tag@x one mailbox with user@x for the limits); empty turns
-	// tags off.
-	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
 	// TrustedProxies are CIDRs (or single addresses) whose forwarding
 	// headers and metadata are believed (package clientip).
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
@@ -68,7 +63,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("HTTP_REQUEST_TIMEOUT: must be positive"))
 	}
 	cc := c.codes()
-	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate(), cc.Identity.Validate()), codeVars))
+	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
@@ -96,7 +91,6 @@ var codeVars = map[string]string{
 	"DomainPerMinute":       "DOMAIN_SENDS_PER_MINUTE",
 	"GlobalPerMinute":       "GLOBAL_SENDS_PER_MINUTE",
 	"ClientVerifiesPerHour": "CLIENT_VERIFIES_PER_HOUR",
-	"TagSeparators":         "ADDRESS_TAG_SEPARATORS",
 }
 
 func (c Config) codes() codes.Config {
@@ -113,6 +107,6 @@ func (c Config) codes() codes.Config {
 			MaxAttempts:           c.VerifyMaxAttempts,
 			ClientVerifiesPerHour: c.ClientVerifiesPerHr,
 		},
-		Identity: mail.Identity{TagSeparators: c.AddressTagSeparators},
+		Identity: c.Identity(),
 	}
 }

@@ -15,12 +15,17 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Config{
 		Common: platform.Common{
+			RedisMode:       "single",
 			RedisURL:        "redis://127.0.0.1:6379/0",
 			LogLevel:        "info",
 			CodeKeyPrefix:   "code_",
 			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
+
+			AddressTagSeparators: "+",
+
+			QueueShards: 1,
 		},
 		HTTPAddr:           ":8080",
 		AdminAddr:          "127.0.0.1:8081",
@@ -34,8 +39,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ClientSendsPerHour:  30,
 		VerifyMaxAttempts:   5,
 
-		ClientVerifiesPerHr:  60,
-		AddressTagSeparators: "+",
+		ClientVerifiesPerHr: 60,
 	}, cfg)
 }
 

@@ -33,10 +33,15 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	s := &stack{redis: redistest.Start(t)}
 	cfg := Config{
 		Common: platform.Common{
-			RedisURL:        s.redis.URL(),
-			LogLevel:        "debug",
-			CodeKeyPrefix:   "code_",
-			CodeTTL:         10 * time.Minute,
+			RedisMode:     "single",
+			RedisURL:      s.redis.URL(),
+			LogLevel:      "debug",
+			CodeKeyPrefix: "code_",
+			CodeTTL:       10 * time.Minute,
+
+			AddressTagSeparators: "+",
+
+			QueueShards:     1,
 			ShutdownTimeout: 10 * time.Second,
 			DashboardUser:   "admin",
 		},

@@ -21,9 +21,10 @@ import (
 
 // App is the running worker: the asynq server and the admin server.
 type App struct {
+	handler  *tasks.SendCodeHandler
 	cfg      Config
 	logger   *slog.Logger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	sender   *mail.Sender
 	breaker  *tasks.Breaker
 	server   *asynq.Server
@@ -39,15 +40,11 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	opt, err := platform.ParseRedisURL(cfg.RedisURL)
-	if err != nil {
-		return nil, err
-	}
 	sender, err := mail.NewSender(cfg.smtp(), logger)
 	if err != nil {
 		return nil, err
 	}
-	rdb := platform.NewRedis(opt)
+	rdb := cfg.Redis().Client()
 	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
 	if err != nil {
 		_ = rdb.Close()
@@ -57,16 +54,22 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	m := metrics.NewWorker(reg)
 	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
+	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
+	handler.SuppressFor = cfg.SuppressFor
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
 		Probe:        sender.Probe,
 		ProbeTimeout: sender.Timeout(),
 		Resume: func() (int, error) {
-			n, err := insp.RunAllRetryTasks(tasks.Queue)
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				return 0, nil
+			total := 0
+			for _, q := range tasks.Queues(cfg.QueueShards) {
+				n, err := insp.RunAllRetryTasks(q)
+				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+					return total, err
+				}
+				total += n
 			}
-			return n, err
+			return total, nil
 		},
 		OnChange: m.BreakerChanged,
 		Logger:   logger,
@@ -81,7 +84,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:    cfg.Concurrency,
-		Queues:         map[string]int{tasks.Queue: 1},
+		Queues:         queues(cfg.QueueShards),
 		RetryDelayFunc: tasks.RetryDelay,
 		// A send the breaker let go at shutdown is not a failed attempt.
 		IsFailure:       tasks.IsFailure,
@@ -107,6 +110,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		breaker:  breaker,
 		server:   server,
 		mux:      mux,
+		handler:  handler,
 		done:     make(chan error, 1),
 		Registry: reg,
 	}
@@ -151,7 +155,7 @@ func (a *App) Open(ctx context.Context) error {
 		a.done <- nil
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queue", tasks.Queue, "pprof", a.pprof)
+		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof)
 	return nil
 }
 
@@ -169,6 +173,11 @@ func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
+	// Sent mails whose record Redis has not taken yet: try until the
+	// shutdown deadline, so that a re-run does not mail again.
+	if werr := a.handler.Wait(ctx); werr != nil {
+		a.logger.Warn("shutdown before every sent mail was recorded", "err", werr)
+	}
 	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err
@@ -185,4 +194,13 @@ func asynqLevel(l *slog.Logger) asynq.LogLevel {
 		return asynq.DebugLevel
 	}
 	return asynq.InfoLevel
+}
+
+// queues weighs every shard of the send queue alike.
+func queues(shards int) map[string]int {
+	m := map[string]int{}
+	for _, q := range tasks.Queues(shards) {
+		m[q] = 1
+	}
+	return m
 }

@@ -33,8 +33,9 @@ func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
 	t.Helper()
 	cfg := Config{
 		Common: platform.Common{
-			RedisURL: rs.URL(), LogLevel: "info", CodeKeyPrefix: "code_",
-			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin",
+			RedisMode: "single",
+			RedisURL:  rs.URL(), LogLevel: "info", CodeKeyPrefix: "code_",
+			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin", QueueShards: 1,
 		},
 		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
 		SMTPTimeout: time.Second, MailFrom: "no-reply@verifyq.test",

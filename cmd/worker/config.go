@@ -26,6 +26,10 @@ type Config struct {
 	SMTPTLS      string        `envconfig:"SMTP_TLS" default:"auto"`
 	SMTPTimeout  time.Duration `envconfig:"SMTP_TIMEOUT" default:"10s"`
 	MailFrom     string        `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
+
+	// SuppressFor is how long an address whose mail server refused a mail
+	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
+	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
 }
 
 // Validate reports every problem at once, each naming its variable. It never
@@ -35,6 +39,9 @@ func (c Config) Validate() error {
 	errs := c.Common.Validate()
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
+	}
+	if c.SuppressFor < 0 {
+		errs = append(errs, errors.New("SUPPRESS_FOR: must not be negative (0 turns suppression off)"))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))

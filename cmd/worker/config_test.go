@@ -15,12 +15,17 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Config{
 		Common: platform.Common{
+			RedisMode:       "single",
 			RedisURL:        "redis://127.0.0.1:6379/0",
 			LogLevel:        "info",
 			CodeKeyPrefix:   "code_",
 			CodeTTL:         10 * time.Minute,
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
+
+			AddressTagSeparators: "+",
+
+			QueueShards: 1,
 		},
 		AdminAddr:   "127.0.0.1:8082",
 		Concurrency: 20,
@@ -29,6 +34,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		SMTPTLS:     "auto",
 		SMTPTimeout: 10 * time.Second,
 		MailFrom:    "no-reply@localhost",
+		SuppressFor: 24 * time.Hour,
 	}, cfg)
 }
 

@@ -172,3 +172,7 @@ func TestRegistriesAreIndependent(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, len(fa), len(fb), "only a has a request series")
 }
+
+func (limitedService) Status(context.Context, string) (codes.Status, error) {
+	return codes.Status{}, nil
+}

@@ -13,9 +13,6 @@ import (
 	"net/http/pprof"
 	"strings"
 	"time"
-
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 )
 
 // AdminWriteTimeout bounds a reply of the admin server. It is longer than
@@ -78,25 +75,6 @@ func MountPprof(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
 	mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
 	mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
-}
-
-// AsynqRedisOpt turns the options parsed from REDIS_URL into asynq's, with
-// NewRedis's timeouts, for components that open their own connections (the
-// asynqmon dashboard).
-func AsynqRedisOpt(opt *redis.Options) asynq.RedisClientOpt {
-	o := withTimeouts(opt)
-	return asynq.RedisClientOpt{
-		Network:      o.Network,
-		Addr:         o.Addr,
-		Username:     o.Username,
-		Password:     o.Password,
-		DB:           o.DB,
-		DialTimeout:  o.DialTimeout,
-		ReadTimeout:  o.ReadTimeout,
-		WriteTimeout: o.WriteTimeout,
-		PoolSize:     o.PoolSize,
-		TLSConfig:    o.TLSConfig,
-	}
 }
 
 // healthCheckTimeout bounds HealthCheck: a hung server is not ready.

@@ -134,20 +134,3 @@ func TestHealthCheck(t *testing.T) {
 	assert.Error(t, platform.HealthCheck(ctx, addr), "nothing listening")
 	assert.Error(t, platform.HealthCheck(ctx, "no-port"))
 }
-
-func TestAsynqRedisOpt(t *testing.T) {
-	t.Parallel()
-	opt, err := platform.ParseRedisURL("redis://user:pw@redis.internal:6380/3")
-	require.NoError(t, err)
-	got := platform.AsynqRedisOpt(opt)
-	assert.Equal(t, "redis.internal:6380", got.Addr)
-	assert.Equal(t, "user", got.Username)
-	assert.Equal(t, "pw", got.Password)
-	assert.Equal(t, 3, got.DB)
-	assert.Equal(t, 2*time.Second, got.ReadTimeout, "the same timeouts as NewRedis")
-	assert.Nil(t, got.TLSConfig)
-
-	opt, err = platform.ParseRedisURL("rediss://redis.internal:6380/0")
-	require.NoError(t, err)
-	assert.NotNil(t, platform.AsynqRedisOpt(opt).TLSConfig, "rediss:// keeps TLS")
-}

@@ -107,7 +107,7 @@ func TestRunBadConfig(t *testing.T) {
 		code, stderr := b.run(context.Background(), t, args...)
 		assert.Equal(t, 1, code)
 		assert.False(t, b.served)
-		assert.Equal(t, "testbin: REDIS_URL: not a valid redis:// or rediss:// URL\n"+
+		assert.Equal(t, "testbin: REDIS_URL: not a valid URL for REDIS_MODE=single (see go-redis's URL forms)\n"+
 			"CODE_KEY_PREFIX: must not be empty\nCODE_TTL: 500ms is shorter than 1s\n", stderr)
 	}
 }

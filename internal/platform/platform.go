@@ -4,14 +4,12 @@ package platform
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -31,52 +29,6 @@ func ParseLevel(s string) (slog.Level, error) {
 // NewLogger returns a JSON logger on w.
 func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// ParseRedisURL parses REDIS_URL (redis:// or rediss:// for TLS). The error
-// never repeats the URL, which may hold a password.
-func ParseRedisURL(s string) (*redis.Options, error) {
-	opt, err := redis.ParseURL(s)
-	if err != nil {
-		return nil, errors.New("REDIS_URL: not a valid redis:// or rediss:// URL")
-	}
-	return opt, nil
-}
-
-// MinPoolSize is the least number of connections NewRedis lets a client
-// open when REDIS_URL does not say (pool_size=N); go-redis's own default
-// is 10 per CPU, 20 on a 2-core machine. A send holds a connection for each
-// of its two round trips and the API servers do not bound the requests in
-// flight, so with fewer connections than requests in flight the requests
-// queue for one in go-redis's pool, a hand-off and a wake-up each: on 2
-// cores at 64 callers that cost the enqueuer about a sixth of its CPU per
-// request (see BENCHMARKS.md). Connections are opened only when needed.
-const MinPoolSize = 64
-
-// NewRedis returns a client for opt with timeouts fit for a request path
-// (a request must fail fast, not hang, when Redis goes away) and, unless
-// opt sets one, a pool of at least MinPoolSize connections.
-func NewRedis(opt *redis.Options) *redis.Client {
-	o := withTimeouts(opt)
-	if o.PoolSize == 0 {
-		o.PoolSize = max(MinPoolSize, 10*runtime.GOMAXPROCS(0))
-	}
-	return redis.NewClient(&o)
-}
-
-// withTimeouts returns a copy of opt with the timeouts NewRedis promises.
-func withTimeouts(opt *redis.Options) redis.Options {
-	o := *opt
-	if o.DialTimeout == 0 {
-		o.DialTimeout = 2 * time.Second
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 2 * time.Second
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = 2 * time.Second
-	}
-	return o
 }
 
 // AsynqLogger adapts slog to asynq.Logger.

@@ -10,21 +10,53 @@ import (
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
-func TestNewRedisPoolSize(t *testing.T) {
+// Each mode takes go-redis's URL form and builds its kind of client, with
+// the pool and timeouts verifyq wants unless the URL says otherwise.
+func TestParseRedis(t *testing.T) {
 	t.Parallel()
-	opt, err := platform.ParseRedisURL("redis://127.0.0.1:1/0")
+	r, err := platform.ParseRedis(platform.RedisSingle, "redis://127.0.0.1:1/0")
 	require.NoError(t, err)
-	c := platform.NewRedis(opt)
+	c := r.Client()
 	t.Cleanup(func() { _ = c.Close() })
-	assert.GreaterOrEqual(t, c.Options().PoolSize, platform.MinPoolSize, "at least MinPoolSize by default")
+	single, ok := c.(*redis.Client)
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, single.Options().PoolSize, platform.MinPoolSize, "at least MinPoolSize by default")
+	assert.NotZero(t, single.Options().ReadTimeout)
 
-	opt, err = platform.ParseRedisURL("redis://127.0.0.1:1/0?pool_size=5")
+	r, err = platform.ParseRedis(platform.RedisSingle, "redis://127.0.0.1:1/0?pool_size=5")
 	require.NoError(t, err)
-	c = platform.NewRedis(opt)
+	c = r.Client()
 	t.Cleanup(func() { _ = c.Close() })
-	assert.Equal(t, 5, c.Options().PoolSize, "REDIS_URL's pool_size wins")
+	assert.Equal(t, 5, c.(*redis.Client).Options().PoolSize, "REDIS_URL's pool_size wins")
 
-	c = platform.NewRedis(&redis.Options{Addr: "127.0.0.1:1"})
+	r, err = platform.ParseRedis(platform.RedisSentinel, "redis://127.0.0.1:26379?master_name=primary&addr=127.0.0.1:26380")
+	require.NoError(t, err)
+	c = r.Client()
 	t.Cleanup(func() { _ = c.Close() })
-	assert.NotZero(t, c.Options().ReadTimeout)
+	_, ok = c.(*redis.Client) // a failover client is a *redis.Client that asks the sentinels
+	assert.True(t, ok)
+
+	r, err = platform.ParseRedis(platform.RedisCluster, "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002")
+	require.NoError(t, err)
+	c = r.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	cc, ok := c.(*redis.ClusterClient)
+	require.True(t, ok)
+	assert.Equal(t, []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"}, cc.Options().Addrs)
+	assert.GreaterOrEqual(t, cc.Options().PoolSize, platform.MinPoolSize)
+}
+
+func TestParseRedisErrorsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ mode, url, want string }{
+		{"primary", "redis://127.0.0.1:6379", "REDIS_MODE"},
+		{platform.RedisSingle, "http://user:hunter2@redis:6379", "REDIS_URL"},
+		{platform.RedisSentinel, "redis://user:hunter2@127.0.0.1:26379", "REDIS_URL"}, // no master_name
+		{platform.RedisCluster, "mysql://x", "REDIS_URL"},
+	} {
+		_, err := platform.ParseRedis(tt.mode, tt.url)
+		require.Error(t, err, "%s %s", tt.mode, tt.url)
+		assert.Contains(t, err.Error(), tt.want)
+		assert.NotContains(t, err.Error(), "hunter2", "no secret")
+	}
 }

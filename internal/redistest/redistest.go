@@ -21,6 +21,7 @@ import (
 type Server struct {
 	port int
 	dir  string
+	aof  bool
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -29,9 +30,9 @@ type Server struct {
 // Start starts a redis-server on a free loopback port and stops it when the
 // test ends. The test fails if redis-server is not installed: integration
 // tests are not optional here (.ci/run installs it).
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s, err := New()
+	s, err := New(opts...)
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
@@ -40,7 +41,7 @@ func Start(t testing.TB) *Server {
 }
 
 // New starts a redis-server on a free loopback port. Callers must Close it.
-func New() (*Server, error) {
+func New(opts ...Option) (*Server, error) {
 	dir, err := os.MkdirTemp("", "verifyq-redis-*")
 	if err != nil {
 		return nil, err
@@ -50,6 +51,9 @@ func New() (*Server, error) {
 		return nil, err
 	}
 	s := &Server{port: port, dir: dir}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := s.Restart(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -98,7 +102,7 @@ func (s *Server) Restart() error {
 	}
 	cmd := exec.Command(bin, //nolint:gosec // G204: bin is redis-server from PATH, every argument is chosen here
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		"--save", "", "--appendonly", yesNo(s.aof), "--appendfsync", "always", "--dir", s.dir,
 		"--daemonize", "no", "--loglevel", "warning")
 	if err := cmd.Start(); err != nil {
 		return err
@@ -143,4 +147,19 @@ func freePort() (int, error) {
 		return 0, err
 	}
 	return port, nil
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithAOF makes the server keep an append-only file, written through on
+// every command, so that a Stop (a kill) and a Restart lose nothing: a
+// production Redis with AOF restarting.
+func WithAOF() Option { return func(s *Server) { s.aof = true } }
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

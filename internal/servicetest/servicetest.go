@@ -72,15 +72,17 @@ func (e *Env) Pending(t testing.TB) []tasks.SendCodePayload {
 // Fake is a hand-written service whose methods call its function fields;
 // a nil field succeeds.
 type Fake struct {
-	Send   func(ctx context.Context, req service.SendRequest) (service.Sent, error)
-	Verify func(ctx context.Context, req service.VerifyRequest) error
+	Send     func(ctx context.Context, req service.SendRequest) (service.Sent, error)
+	Verify   func(ctx context.Context, req service.VerifyRequest) error
+	StatusOf func(ctx context.Context, email string) (codes.Status, error)
 }
 
 // Failing returns a Fake whose every call fails with err.
 func Failing(err error) Fake {
 	return Fake{
-		Send:   func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
-		Verify: func(context.Context, service.VerifyRequest) error { return err },
+		Send:     func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
+		Verify:   func(context.Context, service.VerifyRequest) error { return err },
+		StatusOf: func(context.Context, string) (codes.Status, error) { return codes.Status{}, err },
 	}
 }
 
@@ -98,6 +100,14 @@ func (f Fake) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
 		return nil
 	}
 	return f.Verify(ctx, req)
+}
+
+// Status calls f.StatusOf; nil reports StateNone.
+func (f Fake) Status(ctx context.Context, email string) (codes.Status, error) {
+	if f.StatusOf == nil {
+		return codes.Status{State: codes.StateNone}, nil
+	}
+	return f.StatusOf(ctx, email)
 }
 
 // Observed is one request an edge reported to an Observer.

@@ -24,6 +24,79 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DeliveryState is what became of a code's mail.
+type DeliveryState int32
+
+const (
+	DeliveryState_DELIVERY_STATE_UNSPECIFIED DeliveryState = 0
+	// No code was asked for lately (or it was verified).
+	DeliveryState_DELIVERY_STATE_NONE DeliveryState = 1
+	// The send is queued for a worker.
+	DeliveryState_DELIVERY_STATE_QUEUED DeliveryState = 2
+	// A worker is sending it.
+	DeliveryState_DELIVERY_STATE_SENDING DeliveryState = 3
+	// An attempt failed; another follows (see next_attempt_in, last_failure).
+	DeliveryState_DELIVERY_STATE_RETRYING DeliveryState = 4
+	// The mail server accepted the mail (see sent_at).
+	DeliveryState_DELIVERY_STATE_SENT DeliveryState = 5
+	// The mail server refused it for good (see reply); the address is
+	// suppressed for a while.
+	DeliveryState_DELIVERY_STATE_UNDELIVERABLE DeliveryState = 6
+	// The code expired before it was used.
+	DeliveryState_DELIVERY_STATE_EXPIRED DeliveryState = 7
+)
+
+// Enum value maps for DeliveryState.
+var (
+	DeliveryState_name = map[int32]string{
+		0: "DELIVERY_STATE_UNSPECIFIED",
+		1: "DELIVERY_STATE_NONE",
+		2: "DELIVERY_STATE_QUEUED",
+		3: "DELIVERY_STATE_SENDING",
+		4: "DELIVERY_STATE_RETRYING",
+		5: "DELIVERY_STATE_SENT",
+		6: "DELIVERY_STATE_UNDELIVERABLE",
+		7: "DELIVERY_STATE_EXPIRED",
+	}
+	DeliveryState_value = map[string]int32{
+		"DELIVERY_STATE_UNSPECIFIED":   0,
+		"DELIVERY_STATE_NONE":          1,
+		"DELIVERY_STATE_QUEUED":        2,
+		"DELIVERY_STATE_SENDING":       3,
+		"DELIVERY_STATE_RETRYING":      4,
+		"DELIVERY_STATE_SENT":          5,
+		"DELIVERY_STATE_UNDELIVERABLE": 6,
+		"DELIVERY_STATE_EXPIRED":       7,
+	}
+)
+
+func (x DeliveryState) Enum() *DeliveryState {
+	p := new(DeliveryState)
+	*p = x
+	return p
+}
+
+func (x DeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_verifyq_v1_verifyq_proto_enumTypes[0].Descriptor()
+}
+
+func (DeliveryState) Type() protoreflect.EnumType {
+	return &file_verifyq_v1_verifyq_proto_enumTypes[0]
+}
+
+func (x DeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeliveryState.Descriptor instead.
+func (DeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_verifyq_v1_verifyq_proto_rawDescGZIP(), []int{0}
+}
+
 type SendCodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The recipient, a bare address such as "user@example.com". It is used
@@ -232,6 +305,150 @@ func (x *VerifyCodeResponse) GetVerified() bool {
 	return false
 }
 
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Email         string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_verifyq_v1_verifyq_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verifyq_v1_verifyq_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_verifyq_v1_verifyq_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetStatusRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+type GetStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State DeliveryState          `protobuf:"varint,1,opt,name=state,proto3,enum=verifyq.v1.DeliveryState" json:"state,omitempty"`
+	// Send attempts so far.
+	Attempts int32 `protobuf:"varint,2,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Seconds until the next attempt, while retrying.
+	NextAttemptIn int64 `protobuf:"varint,3,opt,name=next_attempt_in,json=nextAttemptIn,proto3" json:"next_attempt_in,omitempty"`
+	// The class of the last failed attempt: "temporary" (a 4xx reply),
+	// "timeout", "connection" or "permanent" (a 5xx reply); empty if none.
+	LastFailure string `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// The SMTP reply code of the last failure (e.g. 451, 550), never the
+	// server's text; 0 if none.
+	Reply int32 `protobuf:"varint,5,opt,name=reply,proto3" json:"reply,omitempty"`
+	// When the mail server accepted the mail, in Unix milliseconds; 0 if not.
+	SentAtUnixMs int64 `protobuf:"varint,6,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"`
+	// Seconds the code has left; 0 when it is gone.
+	ExpiresIn     int64 `protobuf:"varint,7,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_verifyq_v1_verifyq_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verifyq_v1_verifyq_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_verifyq_v1_verifyq_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetStatusResponse) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *GetStatusResponse) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetNextAttemptIn() int64 {
+	if x != nil {
+		return x.NextAttemptIn
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetLastFailure() string {
+	if x != nil {
+		return x.LastFailure
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetReply() int32 {
+	if x != nil {
+		return x.Reply
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetSentAtUnixMs() int64 {
+	if x != nil {
+		return x.SentAtUnixMs
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetExpiresIn() int64 {
+	if x != nil {
+		return x.ExpiresIn
+	}
+	return 0
+}
+
 var File_verifyq_v1_verifyq_proto protoreflect.FileDescriptor
 
 const file_verifyq_v1_verifyq_proto_rawDesc = "" +
@@ -249,11 +466,32 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\"0\n" +
 	"\x12VerifyCodeResponse\x12\x1a\n" +
-	"\bverified\x18\x01 \x01(\bR\bverified2\xa1\x01\n" +
+	"\bverified\x18\x01 \x01(\bR\bverified\"(\n" +
+	"\x10GetStatusRequest\x12\x14\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\"\x87\x02\n" +
+	"\x11GetStatusResponse\x12/\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x19.verifyq.v1.DeliveryStateR\x05state\x12\x1a\n" +
+	"\battempts\x18\x02 \x01(\x05R\battempts\x12&\n" +
+	"\x0fnext_attempt_in\x18\x03 \x01(\x03R\rnextAttemptIn\x12!\n" +
+	"\flast_failure\x18\x04 \x01(\tR\vlastFailure\x12\x14\n" +
+	"\x05reply\x18\x05 \x01(\x05R\x05reply\x12%\n" +
+	"\x0fsent_at_unix_ms\x18\x06 \x01(\x03R\fsentAtUnixMs\x12\x1d\n" +
+	"\n" +
+	"expires_in\x18\a \x01(\x03R\texpiresIn*\xf3\x01\n" +
+	"\rDeliveryState\x12\x1e\n" +
+	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DELIVERY_STATE_NONE\x10\x01\x12\x19\n" +
+	"\x15DELIVERY_STATE_QUEUED\x10\x02\x12\x1a\n" +
+	"\x16DELIVERY_STATE_SENDING\x10\x03\x12\x1b\n" +
+	"\x17DELIVERY_STATE_RETRYING\x10\x04\x12\x17\n" +
+	"\x13DELIVERY_STATE_SENT\x10\x05\x12 \n" +
+	"\x1cDELIVERY_STATE_UNDELIVERABLE\x10\x06\x12\x1a\n" +
+	"\x16DELIVERY_STATE_EXPIRED\x10\a2\xeb\x01\n" +
 	"\vCodeService\x12E\n" +
 	"\bSendCode\x12\x1b.verifyq.v1.SendCodeRequest\x1a\x1c.verifyq.v1.SendCodeResponse\x12K\n" +
 	"\n" +
-	"VerifyCode\x12\x1d.verifyq.v1.VerifyCodeRequest\x1a\x1e.verifyq.v1.VerifyCodeResponseB7Z5github.com/verifyq/verifyq/proto/verifyq/v1;verifyqv1b\x06proto3"
+	"VerifyCode\x12\x1d.verifyq.v1.VerifyCodeRequest\x1a\x1e.verifyq.v1.VerifyCodeResponse\x12H\n" +
+	"\tGetStatus\x12\x1c.verifyq.v1.GetStatusRequest\x1a\x1d.verifyq.v1.GetStatusResponseB7Z5github.com/verifyq/verifyq/proto/verifyq/v1;verifyqv1b\x06proto3"
 
 var (
 	file_verifyq_v1_verifyq_proto_rawDescOnce sync.Once
@@ -267,23 +505,30 @@ func file_verifyq_v1_verifyq_proto_rawDescGZIP() []byte {
 	return file_verifyq_v1_verifyq_proto_rawDescData
 }
 
-var file_verifyq_v1_verifyq_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_verifyq_v1_verifyq_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_verifyq_v1_verifyq_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_verifyq_v1_verifyq_proto_goTypes = []any{
-	(*SendCodeRequest)(nil),    // 0: verifyq.v1.SendCodeRequest
-	(*SendCodeResponse)(nil),   // 1: verifyq.v1.SendCodeResponse
-	(*VerifyCodeRequest)(nil),  // 2: verifyq.v1.VerifyCodeRequest
-	(*VerifyCodeResponse)(nil), // 3: verifyq.v1.VerifyCodeResponse
+	(DeliveryState)(0),         // 0: verifyq.v1.DeliveryState
+	(*SendCodeRequest)(nil),    // 1: verifyq.v1.SendCodeRequest
+	(*SendCodeResponse)(nil),   // 2: verifyq.v1.SendCodeResponse
+	(*VerifyCodeRequest)(nil),  // 3: verifyq.v1.VerifyCodeRequest
+	(*VerifyCodeResponse)(nil), // 4: verifyq.v1.VerifyCodeResponse
+	(*GetStatusRequest)(nil),   // 5: verifyq.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),  // 6: verifyq.v1.GetStatusResponse
 }
 var file_verifyq_v1_verifyq_proto_depIdxs = []int32{
-	0, // 0: verifyq.v1.CodeService.SendCode:input_type -> verifyq.v1.SendCodeRequest
-	2, // 1: verifyq.v1.CodeService.VerifyCode:input_type -> verifyq.v1.VerifyCodeRequest
-	1, // 2: verifyq.v1.CodeService.SendCode:output_type -> verifyq.v1.SendCodeResponse
-	3, // 3: verifyq.v1.CodeService.VerifyCode:output_type -> verifyq.v1.VerifyCodeResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: verifyq.v1.GetStatusResponse.state:type_name -> verifyq.v1.DeliveryState
+	1, // 1: verifyq.v1.CodeService.SendCode:input_type -> verifyq.v1.SendCodeRequest
+	3, // 2: verifyq.v1.CodeService.VerifyCode:input_type -> verifyq.v1.VerifyCodeRequest
+	5, // 3: verifyq.v1.CodeService.GetStatus:input_type -> verifyq.v1.GetStatusRequest
+	2, // 4: verifyq.v1.CodeService.SendCode:output_type -> verifyq.v1.SendCodeResponse
+	4, // 5: verifyq.v1.CodeService.VerifyCode:output_type -> verifyq.v1.VerifyCodeResponse
+	6, // 6: verifyq.v1.CodeService.GetStatus:output_type -> verifyq.v1.GetStatusResponse
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_verifyq_v1_verifyq_proto_init() }
@@ -296,13 +541,14 @@ func file_verifyq_v1_verifyq_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verifyq_v1_verifyq_proto_rawDesc), len(file_verifyq_v1_verifyq_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_verifyq_v1_verifyq_proto_goTypes,
 		DependencyIndexes: file_verifyq_v1_verifyq_proto_depIdxs,
+		EnumInfos:         file_verifyq_v1_verifyq_proto_enumTypes,
 		MessageInfos:      file_verifyq_v1_verifyq_proto_msgTypes,
 	}.Build()
 	File_verifyq_v1_verifyq_proto = out.File

@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	CodeService_SendCode_FullMethodName   = "/verifyq.v1.CodeService/SendCode"
 	CodeService_VerifyCode_FullMethodName = "/verifyq.v1.CodeService/VerifyCode"
+	CodeService_GetStatus_FullMethodName  = "/verifyq.v1.CodeService/GetStatus"
 )
 
 // CodeServiceClient is the client API for CodeService service.
@@ -46,6 +47,11 @@ type CodeServiceClient interface {
 	// NOT_FOUND (no live code: expired, used, or never sent),
 	// FAILED_PRECONDITION (the code is wrong), UNAVAILABLE (retry).
 	VerifyCode(ctx context.Context, in *VerifyCodeRequest, opts ...grpc.CallOption) (*VerifyCodeResponse, error)
+	// GetStatus says what became of the mail of the address's code, and how
+	// long the code has left. It never carries the code.
+	//
+	// Errors: INVALID_ARGUMENT (bad address), UNAVAILABLE (retry).
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
 type codeServiceClient struct {
@@ -76,6 +82,16 @@ func (c *codeServiceClient) VerifyCode(ctx context.Context, in *VerifyCodeReques
 	return out, nil
 }
 
+func (c *codeServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, CodeService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CodeServiceServer is the server API for CodeService service.
 // All implementations must embed UnimplementedCodeServiceServer
 // for forward compatibility.
@@ -96,6 +112,11 @@ type CodeServiceServer interface {
 	// NOT_FOUND (no live code: expired, used, or never sent),
 	// FAILED_PRECONDITION (the code is wrong), UNAVAILABLE (retry).
 	VerifyCode(context.Context, *VerifyCodeRequest) (*VerifyCodeResponse, error)
+	// GetStatus says what became of the mail of the address's code, and how
+	// long the code has left. It never carries the code.
+	//
+	// Errors: INVALID_ARGUMENT (bad address), UNAVAILABLE (retry).
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedCodeServiceServer()
 }
 
@@ -111,6 +132,9 @@ func (UnimplementedCodeServiceServer) SendCode(context.Context, *SendCodeRequest
 }
 func (UnimplementedCodeServiceServer) VerifyCode(context.Context, *VerifyCodeRequest) (*VerifyCodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyCode not implemented")
+}
+func (UnimplementedCodeServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
 }
 func (UnimplementedCodeServiceServer) mustEmbedUnimplementedCodeServiceServer() {}
 func (UnimplementedCodeServiceServer) testEmbeddedByValue()                     {}
@@ -169,6 +193,24 @@ func _CodeService_VerifyCode_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CodeService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CodeServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CodeService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CodeServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CodeService_ServiceDesc is the grpc.ServiceDesc for CodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -183,6 +225,10 @@ var CodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyCode",
 			Handler:    _CodeService_VerifyCode_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _CodeService_GetStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,35 @@
+package mail_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/verifyq/verifyq/mail"
+)
+
+func TestFailureOf(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err  error
+		want string
+		code int
+	}{
+		{fmt.Errorf("send: %w", &mail.SMTPError{Code: 451, Msg: "4.7.1 try later"}), mail.FailureTemporary, 451},
+		{fmt.Errorf("send: %w", &mail.SMTPError{Code: 550, Msg: "5.1.1 no such user"}), mail.FailurePermanent, 550},
+		{fmt.Errorf("send: %w", mail.ErrInvalidAddress), mail.FailurePermanent, 0},
+		{fmt.Errorf("send: %w", context.DeadlineExceeded), mail.FailureTimeout, 0},
+		{fmt.Errorf("send: %w", os.ErrDeadlineExceeded), mail.FailureTimeout, 0},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, mail.FailureConnection, 0},
+		{errors.New("EOF"), mail.FailureConnection, 0},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, mail.FailureOf(tt.err), "%v", tt.err)
+		assert.Equal(t, tt.code, mail.ReplyCode(tt.err), "%v", tt.err)
+	}
+}
