@@ -342,3 +342,29 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// Probe checks that the SMTP server can take mail, without sending any: it
+// opens a connection as Send would (greeting, EHLO, STARTTLS and AUTH as
+// configured), within the configured Timeout or ctx, whichever ends first.
+// The connection then joins the idle pool, so the next Send reuses it. It
+// returns what Send would have returned for a failed connection.
+func (s *Sender) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrSenderClosed
+	}
+	c, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	s.put(c)
+	return nil
+}
+
+// Timeout is the bound on one Send or Probe: SMTPConfig.Timeout, or
+// DefaultTimeout when that was zero.
+func (s *Sender) Timeout() time.Duration { return s.cfg.Timeout }
