@@ -3,6 +3,7 @@ package mail_test
 import (
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,14 +29,14 @@ func TestComposeGolden(t *testing.T) {
 				msg := compose(t, mail.Message{To: "user@example.com", Locale: loc, Code: "482916",
 					ExpiresIn: time.Duration(minutes) * time.Minute})
 				for ext, got := range map[string]string{"subject": msg.Subject, "txt": msg.Text, "html": msg.HTML} {
-					path := filepath.Join("testdata", "golden", name+"."+ext)
+					file := name + "." + ext
 					if *update {
-						require.NoError(t, os.WriteFile(path, []byte(got), 0o600))
+						require.NoError(t, os.WriteFile(filepath.Join("testdata", "golden", file), []byte(got), 0o600))
 						continue
 					}
-					want, err := os.ReadFile(path)
+					want, err := fs.ReadFile(os.DirFS(filepath.Join("testdata", "golden")), file)
 					require.NoError(t, err)
-					require.Equal(t, string(want), got, path)
+					require.Equal(t, string(want), got, file)
 				}
 			})
 		}

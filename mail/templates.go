@@ -180,11 +180,16 @@ func LoadTemplates(c TemplateConfig) (*Templates, error) {
 			errs = append(errs, err)
 		}
 	}
+	// The templates that parsed are checked even when others did not.
+	t, err := build(dir, embeddedLayer, c.AppName, c.LinkURL)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		// Rename with no names flattens the joined errors into one list.
 		return nil, field.Rename(errors.Join(errs...), nil)
 	}
-	return build(dir, embeddedLayer, c.AppName, c.LinkURL)
+	return t, nil
 }
 
 // loadDir parses the templates in dir.
@@ -323,7 +328,7 @@ func readLimited(fsys fs.FS, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	b, err := io.ReadAll(io.LimitReader(f, MaxTemplateSize+1))
 	switch {
 	case err != nil:
