@@ -14,7 +14,7 @@ import (
 )
 
 // ErrInvalidMessage is wrapped by Compose and Send errors about a Message
-// that can never be sent as is (bad code or lifetime, or a bad From).
+// that can never be sent as is (bad code, lifetime or purpose).
 var ErrInvalidMessage = errors.New("invalid message")
 
 // maxCodeLen bounds the length of a verification code.
