@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
@@ -40,9 +41,15 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	sender, err := mail.NewSender(cfg.smtp(), logger)
+	tpl, err := mail.LoadTemplates(cfg.templates())
 	if err != nil {
-		return nil, err
+		return nil, field.Rename(err, templateVars)
+	}
+	smtp := cfg.smtp()
+	smtp.Templates = tpl
+	sender, err := mail.NewSender(smtp, logger)
+	if err != nil {
+		return nil, field.Rename(err, smtpVars)
 	}
 	rdb := cfg.Redis().Client()
 	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
