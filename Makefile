@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-browser fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-faults test-browser fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -33,9 +33,14 @@ run: ## run Redis (yours or a local one), mailpit, worker and enqueuer; Ctrl-C s
 smoke: ## run the stack, request a code, check its mail reached mailpit, stop
 	bash scripts/smoke.sh
 
-test: ## go vet and all tests with the race detector (what CI runs)
+test: ## go vet and every test but the slow fault tests (-short), with the race detector
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) test -short -race -count=1 ./...
+
+# The tests that -short skips: each is named TestFault... and skips itself
+# only under -short (e2e/slowfaults_test.go), so this target runs them all.
+test-faults: ## the slow fault tests: SMTP down 30 s, a 451 burst, worker SIGKILL (~2 min), with the figures
+	$(GO) test -race -count=1 -v -run '^TestFault' ./e2e
 
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in docs/screenshots/
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e

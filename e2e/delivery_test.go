@@ -94,11 +94,8 @@ func TestUndeliverableEndToEnd(t *testing.T) {
 // every accepted request is mailed, and none twice, although the queue
 // loses the acknowledgement of the sends that finished while Redis was down
 // and runs those tasks again once their lease runs out.
-func TestRedisRestartRepeatsNoMail(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow fault test (about 2 to 3 minutes): make test-faults runs it")
-	}
-	t.Parallel()
+func TestFaultRedisRestartRepeatsNoMail(t *testing.T) {
+	slowFault(t)
 	s := startStack(t, mergeEnv(noLimits, map[string]string{"WORKER_CONCURRENCY": "10"}), redistest.WithAOF())
 	s.smtp.SetLatency(700 * time.Millisecond)
 	const n = 20

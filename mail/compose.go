@@ -1,16 +1,12 @@
 package mail
 
 import (
-	"bytes"
 	"crypto/rand"
-	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	htmltemplate "html/template"
 	netmail "net/mail"
 	"strings"
-	texttemplate "text/template"
 	"time"
 	"unicode"
 
@@ -18,7 +14,7 @@ import (
 )
 
 // ErrInvalidMessage is wrapped by Compose and Send errors about a Message
-// that can never be sent as is (bad code or lifetime, or a bad From).
+// that can never be sent as is (bad code, lifetime or purpose).
 var ErrInvalidMessage = errors.New("invalid message")
 
 // maxCodeLen bounds the length of a verification code.
@@ -36,42 +32,39 @@ type Message struct {
 	// ExpiresIn is the code's remaining lifetime; it must be positive. The
 	// mail states it in whole minutes, rounded up.
 	ExpiresIn time.Duration
+	// Purpose is what the code is for (see ValidatePurpose); it picks the
+	// templates of that purpose when there are any. Empty is the default
+	// purpose.
+	Purpose string
 }
 
-//go:embed templates/*.tmpl
-var templateFS embed.FS
-
-var (
-	textTemplates = texttemplate.Must(texttemplate.ParseFS(templateFS, "templates/*.txt.tmpl"))
-	htmlTemplates = htmltemplate.Must(htmltemplate.ParseFS(templateFS, "templates/*.html.tmpl"))
-)
-
-// subjects holds the subject line per locale; every locale needs an entry
-// and the two templates "<locale>.txt.tmpl" and "<locale>.html.tmpl".
-var subjects = map[Locale]string{
-	LocaleZhCN: "验证码",
-	LocaleEN:   "Your verification code",
-}
-
-// templateData is what the templates see.
-type templateData struct {
-	Subject string
-	Code    string
-	Minutes int64
-}
-
-// Compose builds the verification mail for m, sent from from (a bare address
-// or "Name <address>"). The result is multipart/alternative with a text/plain
-// and a text/html part, both stating the code and the lifetime in whole
-// minutes, rounded up. Headers are From, To, Subject, Date, Message-ID,
-// Mime-Version and Auto-Submitted; the code is never put in a header.
-//
-// Errors wrap ErrInvalidAddress (From or To), ErrUnknownLocale or
-// ErrInvalidMessage.
+// Compose builds the verification mail for m with the embedded templates,
+// without an app name, a link or a Reply-To; see Templates.Compose.
 func Compose(from string, m Message) (*gomail.Message, error) {
+	return DefaultTemplates().Compose(from, "", m)
+}
+
+// Compose builds the verification mail for m from t's templates for
+// m.Purpose and m.Locale, sent from from (a bare address or "Name
+// <address>") with an optional Reply-To, replyTo (the same forms; "" for
+// none). The result is multipart/alternative with a text/plain and a
+// text/html part, both stating the code and the lifetime in whole minutes,
+// rounded up, and the link when t has one. Headers are From, To, Subject,
+// Date, Message-ID, Mime-Version, Auto-Submitted and, when set, Reply-To;
+// the code and the link are never put in a header.
+//
+// Errors wrap ErrInvalidAddress (From, Reply-To or To), ErrUnknownLocale or
+// ErrInvalidMessage.
+func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, error) {
 	sender, err := parseFrom(from)
 	if err != nil {
 		return nil, fmt.Errorf("mail: from: %w", err)
+	}
+	var reply *netmail.Address
+	if replyTo != "" {
+		if reply, err = parseFrom(replyTo); err != nil {
+			return nil, fmt.Errorf("mail: reply-to: %w", err)
+		}
 	}
 	if err := ValidateAddress(m.To); err != nil {
 		return nil, fmt.Errorf("mail: recipient: %w", err)
@@ -86,14 +79,18 @@ func Compose(from string, m Message) (*gomail.Message, error) {
 	if m.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("mail: %w: non-positive lifetime", ErrInvalidMessage)
 	}
-
-	data := templateData{Subject: subjects[loc], Code: m.Code, Minutes: minutesUp(m.ExpiresIn)}
-	var text, html bytes.Buffer
-	if err := textTemplates.ExecuteTemplate(&text, string(loc)+".txt.tmpl", data); err != nil {
-		return nil, fmt.Errorf("mail: render text: %w", err)
+	if err := ValidatePurpose(m.Purpose); err != nil {
+		return nil, fmt.Errorf("mail: %w: purpose: %w", ErrInvalidMessage, err)
 	}
-	if err := htmlTemplates.ExecuteTemplate(&html, string(loc)+".html.tmpl", data); err != nil {
-		return nil, fmt.Errorf("mail: render html: %w", err)
+
+	var replyAddr string
+	if reply != nil {
+		replyAddr = reply.Address
+	}
+	data := t.data(m.Purpose, loc, m.To, m.Code, minutesUp(m.ExpiresIn), replyAddr)
+	subject, text, html, err := t.render(t.lookup(m.Purpose, loc), data)
+	if err != nil {
+		return nil, fmt.Errorf("mail: render: %w", err)
 	}
 	msgID, err := messageID(sender.Address)
 	if err != nil {
@@ -102,13 +99,16 @@ func Compose(from string, m Message) (*gomail.Message, error) {
 
 	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
 	g.SetAddressHeader("From", sender.Address, sender.Name)
+	if reply != nil {
+		g.SetAddressHeader("Reply-To", reply.Address, reply.Name)
+	}
 	g.SetAddressHeader("To", ASCIIDomain(m.To), "")
-	g.SetHeader("Subject", data.Subject)
+	g.SetHeader("Subject", subject)
 	g.SetDateHeader("Date", time.Now())
 	g.SetHeader("Message-ID", msgID)
 	g.SetHeader("Auto-Submitted", "auto-generated")
-	g.SetBody("text/plain", text.String())
-	g.AddAlternative("text/html", html.String())
+	g.SetBody("text/plain", text)
+	g.AddAlternative("text/html", html)
 	return g, nil
 }
 

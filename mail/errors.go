@@ -109,6 +109,27 @@ func isDeadConn(err error) bool {
 		errors.Is(err, syscall.ECONNABORTED)
 }
 
+// IsTemporaryReply reports whether err is a 4xx reply from the SMTP server:
+// the server answered and asked to try again later.
+func IsTemporaryReply(err error) bool {
+	var se *SMTPError
+	return errors.As(err, &se) && !se.Permanent()
+}
+
+// IsUnreachable reports whether err means the SMTP server could not be used
+// at all: it refused or dropped the connection, did not answer within the
+// timeout, or could not be secured or authenticated as configured. A reply
+// (*SMTPError), an invalid message, a cancelled context and ErrSenderClosed
+// are not. A deadline that ends the caller's own context looks the same as
+// SMTP_TIMEOUT; callers that care check their context.
+func IsUnreachable(err error) bool {
+	if err == nil || IsPermanent(err) || IsTemporaryReply(err) ||
+		errors.Is(err, ErrSenderClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return true
+}
+
 // Classes of a failed send, as a delivery status reports them: never the
 // server's reply text, which can echo the address.
 const (

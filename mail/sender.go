@@ -70,6 +70,12 @@ type SMTPConfig struct {
 	TLS TLSMode
 	// From is the sender, a bare address or "Name <address>".
 	From string
+	// ReplyTo, when set, is the Reply-To address, in the same forms as
+	// From.
+	ReplyTo string
+	// Templates make the mails; nil means DefaultTemplates (see
+	// LoadTemplates).
+	Templates *Templates
 	// Timeout bounds every Send, including dial, TLS, auth and the whole
 	// transaction. Zero means DefaultTimeout.
 	Timeout time.Duration
@@ -110,8 +116,8 @@ type conn struct {
 }
 
 // Validate reports every problem with cfg at once, each a *field.Error
-// named after its field (Host, Port, TLS, From, Password, Timeout,
-// IdleTimeout), so a binary can report it under its environment variable.
+// named after its field (Host, Port, TLS, From, ReplyTo, Password,
+// Timeout, IdleTimeout), so a binary can report it under its environment variable.
 // It never repeats the password.
 func (cfg SMTPConfig) Validate() error {
 	var errs []error
@@ -128,6 +134,11 @@ func (cfg SMTPConfig) Validate() error {
 	}
 	if _, err := parseFrom(cfg.From); err != nil {
 		errs = append(errs, &field.Error{Field: "From", Err: err})
+	}
+	if cfg.ReplyTo != "" {
+		if _, err := parseFrom(cfg.ReplyTo); err != nil {
+			errs = append(errs, &field.Error{Field: "ReplyTo", Err: err})
+		}
 	}
 	if cfg.Username == "" && cfg.Password != "" {
 		errs = append(errs, field.Errorf("Password", "set without a username"))
@@ -164,6 +175,9 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.Templates == nil {
+		cfg.Templates = DefaultTemplates()
+	}
 
 	var tc *tls.Config
 	if cfg.TLSConfig != nil {
@@ -198,7 +212,7 @@ func NewSender(cfg SMTPConfig, logger *slog.Logger) (*Sender, error) {
 // decide whether to retry. Other errors (network, timeout, ctx) are
 // temporary.
 func (s *Sender) Send(ctx context.Context, m Message) error {
-	msg, err := Compose(s.cfg.From, m)
+	msg, err := s.cfg.Templates.Compose(s.cfg.From, s.cfg.ReplyTo, m)
 	if err != nil {
 		return err
 	}
@@ -342,3 +356,29 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// Probe checks that the SMTP server can take mail, without sending any: it
+// opens a connection as Send would (greeting, EHLO, STARTTLS and AUTH as
+// configured), within the configured Timeout or ctx, whichever ends first.
+// The connection then joins the idle pool, so the next Send reuses it. It
+// returns what Send would have returned for a failed connection.
+func (s *Sender) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrSenderClosed
+	}
+	c, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	s.put(c)
+	return nil
+}
+
+// Timeout is the bound on one Send or Probe: SMTPConfig.Timeout, or
+// DefaultTimeout when that was zero.
+func (s *Sender) Timeout() time.Duration { return s.cfg.Timeout }

@@ -152,6 +152,10 @@ type SendCodeHandler struct {
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 
+	// Gate, when set, holds tasks back while the SMTP server is unusable
+	// (Breaker).
+	Gate Gate
+
 	marks sync.WaitGroup // background writes of sent records
 }
 
@@ -168,7 +172,15 @@ func NewSendCodeHandler(deliveries Deliveries, mailer Mailer, ttl time.Duration,
 // asynq.SkipRetry so the task is archived at once. A code that is gone
 // (expired or already used) ends the task without a mail, and so does a
 // task that sent its mail before (at most one mail per task).
+// With a Gate, the task first waits while the gate holds sends back (see
+// Breaker), before it reads the code, so that it mails the code and
+// lifetime live when it goes.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	done, held := h.gate().Wait(ctx)
+	if held != nil {
+		return held
+	}
+	defer done()
 	obs := h.Observer
 	if obs == nil {
 		obs = nopObserver{}
@@ -221,6 +233,7 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	start := h.Now()
 	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: at.Live.Code, ExpiresIn: left})
 	accepted := h.Now()
+	h.gate().Report(ctx, err)
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
@@ -235,6 +248,13 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+func (h *SendCodeHandler) gate() Gate {
+	if h.Gate == nil {
+		return openGate{}
+	}
+	return h.Gate
 }
 
 // failed records a failed send in the status (and, for a permanent one, on
@@ -339,8 +359,12 @@ const (
 // RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
 // retry past the task's deadline (the code's expiry). Its jitter comes from
 // the task's payload and n, so the handler that records "next attempt in"
-// in the status computes the same delay as asynq.
-func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
+// in the status computes the same delay as asynq. A task the breaker let go
+// at shutdown (ErrSMTPUnavailable) comes back as after a first failure.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, ErrSMTPUnavailable) {
+		n = 0
+	}
 	return retryDelay(n, t, time.Now(), func() float64 { return jitter(t.Payload(), n) })
 }
 
@@ -384,6 +408,10 @@ func ErrorHandler(logger *slog.Logger, obs Observer) asynq.ErrorHandlerFunc {
 		attrs := []any{"type", t.Type(), "retried", retried, "max_retry", maxRetry, "err", err}
 		if p, perr := ParseSendCodePayload(t); perr == nil {
 			attrs = append(attrs, "email", mail.MaskAddress(p.Email))
+		}
+		if !IsFailure(err) {
+			logger.InfoContext(ctx, "send held back while SMTP is unusable, task put back without counting a retry", attrs...)
+			return
 		}
 		if retried >= maxRetry || errors.Is(err, asynq.SkipRetry) {
 			// asynq reports a passed deadline as the bare context error;

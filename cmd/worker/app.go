@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
@@ -26,6 +27,7 @@ type App struct {
 	logger   *slog.Logger
 	rdb      redis.UniversalClient
 	sender   *mail.Sender
+	breaker  *tasks.Breaker
 	server   *asynq.Server
 	mux      *asynq.ServeMux
 	adminSrv *http.Server
@@ -39,9 +41,15 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	sender, err := mail.NewSender(cfg.smtp(), logger)
+	tpl, err := mail.LoadTemplates(cfg.templates())
 	if err != nil {
-		return nil, err
+		return nil, field.Rename(err, templateVars)
+	}
+	smtp := cfg.smtp()
+	smtp.Templates = tpl
+	sender, err := mail.NewSender(smtp, logger)
+	if err != nil {
+		return nil, field.Rename(err, smtpVars)
 	}
 	rdb := cfg.Redis().Client()
 	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
@@ -55,13 +63,38 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	handler.Observer = m
 	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
 	handler.SuppressFor = cfg.SuppressFor
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
+		Probe:        sender.Probe,
+		ProbeTimeout: sender.Timeout(),
+		Resume: func() (int, error) {
+			total := 0
+			for _, q := range tasks.Queues(cfg.QueueShards) {
+				n, err := insp.RunAllRetryTasks(q)
+				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+					return total, err
+				}
+				total += n
+			}
+			return total, nil
+		},
+		OnChange: m.BreakerChanged,
+		Logger:   logger,
+	})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	handler.Gate = breaker
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          queues(cfg.QueueShards),
-		RetryDelayFunc:  tasks.RetryDelay,
+		Concurrency:    cfg.Concurrency,
+		Queues:         queues(cfg.QueueShards),
+		RetryDelayFunc: tasks.RetryDelay,
+		// A send the breaker let go at shutdown is not a failed attempt.
+		IsFailure:       tasks.IsFailure,
 		ErrorHandler:    tasks.ErrorHandler(logger, m),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Move due retries to the queue every second, not every five:
@@ -81,6 +114,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		logger:   logger,
 		rdb:      rdb,
 		sender:   sender,
+		breaker:  breaker,
 		server:   server,
 		mux:      mux,
 		handler:  handler,
@@ -133,6 +167,10 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
+	// Stop taking tasks first, then let the sends the breaker holds back
+	// go (back to the queue, no retry counted), then wait for the rest.
+	a.server.Stop()
+	a.breaker.Close()
 	a.server.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -9,20 +10,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/tasks"
 )
 
 func startApp(t *testing.T, tweak func(*Config)) *App {
 	t.Helper()
+	app := openApp(t, redistest.Start(t), tweak)
+	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	return app
+}
+
+// openApp opens an App on rs; the caller closes it.
+func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
+	t.Helper()
 	cfg := Config{
 		Common: platform.Common{
 			RedisMode: "single",
-			RedisURL:  redistest.Start(t).URL(), LogLevel: "info", CodeKeyPrefix: "code_",
+			RedisURL:  rs.URL(), LogLevel: "info", CodeKeyPrefix: "code_",
 			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin", QueueShards: 1,
 		},
 		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
@@ -35,7 +47,6 @@ func startApp(t *testing.T, tweak func(*Config)) *App {
 	app, err := NewApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
-	t.Cleanup(func() { assert.NoError(t, app.Close()) })
 	return app
 }
 
@@ -61,7 +72,8 @@ func TestAdminEndpoints(t *testing.T) {
 			assert.Equal(t, http.StatusOK, status(t, admin+path), path)
 		}
 		f := metricstest.Scrape(t, admin+"/metrics")
-		for _, name := range []string{"verifyq_sends_in_flight", "verifyq_sends_total"} {
+		for _, name := range []string{"verifyq_sends_in_flight", "verifyq_sends_total",
+			"verifyq_smtp_breaker_open", "verifyq_smtp_breaker_opened_total"} {
 			_, ok := f.Value(name, nil)
 			assert.True(t, ok, name)
 		}
@@ -98,4 +110,60 @@ func TestAdminEndpoints(t *testing.T) {
 			assert.Equal(t, want, res.StatusCode, host)
 		}
 	})
+}
+
+// SMTP refuses every connection: the first sends fail and open the
+// breaker, the next tasks wait in their slots and the rest stay pending.
+// At shutdown the waiting ones go back to the queue at once, no retry
+// counted, and nothing is archived.
+func TestShutdownWithBreakerOpen(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	app := openApp(t, rs, func(c *Config) { c.Concurrency = 3; c.ShutdownTimeout = 20 * time.Second })
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	client := asynq.NewClientFromRedisClient(rdb)
+	const n = 10
+	for i := range n {
+		email := fmt.Sprintf("held%d@example.com", i)
+		issued, err := store.GetOrCreate(t.Context(), codes.Request{Email: email})
+		require.NoError(t, err)
+		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
+		require.NoError(t, err)
+		_, err = client.Enqueue(task)
+		require.NoError(t, err)
+	}
+	admin := "http://" + app.AdminAddr() + "/metrics"
+	require.Eventually(t, func() bool {
+		v, _ := metricstest.Scrape(t, admin).Value("verifyq_smtp_breaker_open", nil)
+		return v == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(tasks.Queue)
+		return err == nil && info.Active == 3
+	}, 10*time.Second, 20*time.Millisecond, "every slot waits")
+	time.Sleep(1500 * time.Millisecond) // a probe or two fail meanwhile
+	info, err := insp.GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Equal(t, 3, info.Active, "the slots still wait")
+	assert.GreaterOrEqual(t, info.Pending+info.Retry, n-3, "the rest are not taken")
+	failed := info.Failed
+
+	start := time.Now()
+	require.NoError(t, app.Close())
+	took := time.Since(start)
+	assert.Less(t, took, 5*time.Second, "the held sends do not wait for SHUTDOWN_TIMEOUT")
+	info, err = insp.GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Zero(t, info.Active)
+	assert.Zero(t, info.Archived)
+	assert.Equal(t, n, info.Pending+info.Retry)
+	assert.Equal(t, failed, info.Failed, "the held sends did not count as failed attempts")
+	retries, err := insp.ListRetryTasks(tasks.Queue)
+	require.NoError(t, err)
+	for _, r := range retries {
+		assert.LessOrEqual(t, r.Retried, 1, "at most the attempt that opened the breaker counted")
+	}
 }

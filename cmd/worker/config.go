@@ -26,6 +26,12 @@ type Config struct {
 	SMTPTLS      string        `envconfig:"SMTP_TLS" default:"auto"`
 	SMTPTimeout  time.Duration `envconfig:"SMTP_TIMEOUT" default:"10s"`
 	MailFrom     string        `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
+	MailReplyTo  string        `envconfig:"MAIL_REPLY_TO"`
+
+	// What the mails say: see mail.TemplateConfig and docs/templates.
+	AppName          string `envconfig:"APP_NAME"`
+	MailTemplatesDir string `envconfig:"MAIL_TEMPLATES_DIR"`
+	MailLinkURL      string `envconfig:"MAIL_LINK_URL"`
 
 	// SuppressFor is how long an address whose mail server refused a mail
 	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
@@ -33,8 +39,10 @@ type Config struct {
 }
 
 // Validate reports every problem at once, each naming its variable. It never
-// repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets. The SMTP rules
-// are the mail package's (see smtpVars).
+// repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets. The SMTP and
+// template rules are the mail package's (see smtpVars and templateVars): it
+// loads and checks the templates, so a bad template directory is reported
+// here, naming the file.
 func (c Config) Validate() error {
 	errs := c.Common.Validate()
 	if c.AdminAddr == "" {
@@ -47,6 +55,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))
 	}
 	errs = append(errs, field.Rename(c.smtp().Validate(), smtpVars))
+	_, err := mail.LoadTemplates(c.templates())
+	errs = append(errs, field.Rename(err, templateVars))
 	return errors.Join(errs...)
 }
 
@@ -58,6 +68,18 @@ var smtpVars = map[string]string{
 	"TLS":      "SMTP_TLS",
 	"Timeout":  "SMTP_TIMEOUT",
 	"From":     "MAIL_FROM",
+	"ReplyTo":  "MAIL_REPLY_TO",
+}
+
+// templateVars names the variables of the mail.TemplateConfig fields.
+var templateVars = map[string]string{
+	"Dir":     "MAIL_TEMPLATES_DIR",
+	"AppName": "APP_NAME",
+	"LinkURL": "MAIL_LINK_URL",
+}
+
+func (c Config) templates() mail.TemplateConfig {
+	return mail.TemplateConfig{Dir: c.MailTemplatesDir, AppName: c.AppName, LinkURL: c.MailLinkURL}
 }
 
 func (c Config) smtp() mail.SMTPConfig {
@@ -68,6 +90,7 @@ func (c Config) smtp() mail.SMTPConfig {
 		Password: c.SMTPPassword,
 		TLS:      mail.TLSMode(c.SMTPTLS),
 		From:     c.MailFrom,
+		ReplyTo:  c.MailReplyTo,
 		Timeout:  c.SMTPTimeout,
 		// One idle connection per worker slot: a busy worker reuses its
 		// connections instead of dialling per mail.

@@ -63,6 +63,10 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("REDIS_URL", "redis://:hunter2@[::1")
 	t.Setenv("CODE_TTL", "500ms")
 	t.Setenv("CODE_KEY_PREFIX", "")
+	t.Setenv("MAIL_REPLY_TO", "support@example.com, evil@example.net")
+	t.Setenv("APP_NAME", "ACME\r\nBcc: evil@example.net")
+	t.Setenv("MAIL_LINK_URL", "https://app.example.com/verify?email={email}")
+	t.Setenv("MAIL_TEMPLATES_DIR", "/nonexistent/verifyq-templates")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -76,6 +80,10 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"REDIS_URL",
 		"CODE_TTL: 500ms is shorter than 1s",
 		"CODE_KEY_PREFIX: must not be empty",
+		"MAIL_REPLY_TO: invalid email address",
+		"APP_NAME: contains a control or format character",
+		"MAIL_LINK_URL: has no {code} placeholder",
+		"MAIL_TEMPLATES_DIR: stat /nonexistent/verifyq-templates: no such file or directory",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
@@ -83,6 +91,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		assert.Regexp(t, `^[A-Z][A-Z0-9_]*:`, line, "every problem names its variable")
 	}
 	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+	assert.NotContains(t, err.Error(), "evil", "bad values are not echoed")
 }
 
 // CODE_TTL is the worker's too: a key without expiry is mailed with it.

@@ -129,6 +129,10 @@ func TestWorkerMetrics(t *testing.T) {
 	m.SendStarted()
 	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeRetried, SMTP: time.Second, SMTPErr: true})
 	m.TaskExpired()
+	for _, st := range []tasks.BreakerState{tasks.BreakerClosed, tasks.BreakerOpen, tasks.BreakerHalfOpen,
+		tasks.BreakerOpen, tasks.BreakerHalfOpen} {
+		m.BreakerChanged(st)
+	}
 
 	scrape := httptest.NewServer(metrics.Handler(reg))
 	t.Cleanup(scrape.Close)
@@ -146,6 +150,8 @@ func TestWorkerMetrics(t *testing.T) {
 		{"verifyq_smtp_duration_seconds", map[string]string{"result": "ok"}, 1},
 		{"verifyq_smtp_duration_seconds", map[string]string{"result": "error"}, 1},
 		{"verifyq_delivery_latency_seconds", nil, 1},
+		{"verifyq_smtp_breaker_open", nil, 1},
+		{"verifyq_smtp_breaker_opened_total", nil, 2},
 	} {
 		v, ok := f.Value(tt.name, tt.labels)
 		if assert.True(t, ok, "%s%v present", tt.name, tt.labels) {

@@ -13,6 +13,8 @@ type Worker struct {
 	smtp     *prometheus.HistogramVec
 	delivery prometheus.Histogram
 	inFlight prometheus.Gauge
+	brkOpen  prometheus.Gauge
+	brkTrips prometheus.Counter
 }
 
 var _ tasks.Observer = (*Worker)(nil)
@@ -43,8 +45,19 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Name:      "sends_in_flight",
 			Help:      "Send-code tasks being processed now.",
 		}),
+		brkOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace,
+			Name:      "smtp_breaker_open",
+			Help: "1 while this worker's SMTP breaker holds sends back (open, or half-open with one trial send), " +
+				"0 while it is closed.",
+		}),
+		brkTrips: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "smtp_breaker_opened_total",
+			Help:      "Times this worker's SMTP breaker opened (a failed trial send opens it again).",
+		}),
 	}
-	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight)
+	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips)
 	for _, o := range tasks.Outcomes {
 		m.sends.WithLabelValues(string(o))
 	}
@@ -72,3 +85,16 @@ func (m *Worker) SendFinished(r tasks.SendResult) {
 
 // TaskExpired implements tasks.Observer.
 func (m *Worker) TaskExpired() { m.sends.WithLabelValues(string(tasks.OutcomeExpired)).Inc() }
+
+// BreakerChanged is the tasks.BreakerConfig.OnChange of the worker's
+// breaker.
+func (m *Worker) BreakerChanged(s tasks.BreakerState) {
+	if s == tasks.BreakerClosed {
+		m.brkOpen.Set(0)
+		return
+	}
+	m.brkOpen.Set(1)
+	if s == tasks.BreakerOpen {
+		m.brkTrips.Inc()
+	}
+}

@@ -84,6 +84,12 @@ func (r Redis) Client() redis.UniversalClient {
 		if o.PoolSize == 0 {
 			o.PoolSize = pool
 		}
+		// go-redis learns of a new slot map on a MOVED reply, but not when
+		// a primary stops answering: reload it every few seconds, not
+		// every minute, so that a failover costs seconds of errors.
+		if o.ClusterStateReloadInterval == 0 {
+			o.ClusterStateReloadInterval = ClusterReloadInterval
+		}
 		return redis.NewClusterClient(&o)
 	default:
 		o := *r.single
@@ -94,6 +100,9 @@ func (r Redis) Client() redis.UniversalClient {
 		return redis.NewClient(&o)
 	}
 }
+
+// ClusterReloadInterval is how often a cluster client reloads the slot map.
+const ClusterReloadInterval = 3 * time.Second
 
 // setTimeouts gives each unset timeout 2 s.
 func setTimeouts(ds ...*time.Duration) {

@@ -1,31 +1,42 @@
-// Package redistest starts real redis-server processes on free loopback ports
-// for tests. It never touches the Redis a developer may already run on 6379.
+// Package redistest starts real Redis deployments on free loopback ports for
+// tests, and stops them, with their directories, when the test ends. It never
+// touches the Redis a developer may already run on 6379.
+//
+// Three deployments, the three values of the service's REDIS_MODE:
+//
+//   - single: Start, one redis-server (Server).
+//   - sentinel: StartSentinel, a primary, a replica and three sentinels
+//     watching them (Sentinel), with KillPrimary and WaitFailover for
+//     failover tests.
+//   - cluster: StartCluster, a Redis Cluster of three masters, with
+//     WithReplicas a replica for each (Cluster), with Kill and Restart of a
+//     node for fault tests.
+//
+// StartMode starts the deployment that VERIFYQ_TEST_REDIS_MODE names
+// (single when unset), so one suite runs against each in turn:
+//
+//	VERIFYQ_TEST_REDIS_MODE=cluster go test ./codes/
+//
+// The tests fail, rather than skip, when redis-server or redis-cli is not
+// installed: integration tests are not optional here (.ci/run installs both).
 package redistest
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is one redis-server child process.
+// Server is one redis-server child process: the single deployment.
 type Server struct {
-	port int
-	dir  string
-	aof  bool
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	n *node
 }
+
+var _ Deployment = (*Server)(nil)
 
 // Start starts a redis-server on a free loopback port and stops it when the
 // test ends. The test fails if redis-server is not installed: integration
@@ -41,31 +52,42 @@ func Start(t testing.TB, opts ...Option) *Server {
 }
 
 // New starts a redis-server on a free loopback port. Callers must Close it.
+// Of the options only WithAOF applies.
 func New(opts ...Option) (*Server, error) {
-	dir, err := os.MkdirTemp("", "verifyq-redis-*")
-	if err != nil {
-		return nil, err
+	o := collect(opts)
+	var err error
+	for range portAttempts {
+		var dir string
+		if dir, err = os.MkdirTemp("", "verifyq-redis-*"); err != nil {
+			return nil, err
+		}
+		var ports []int
+		if ports, err = freePorts(1); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		n := &node{role: "redis-server", port: ports[0], dir: dir}
+		n.args = dataArgs(n, o.aof)
+		s := &Server{n: n}
+		if err = n.start(); err == nil {
+			return s, nil
+		}
+		s.Close()
+		if !errors.Is(err, errPortTaken) {
+			break
+		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{port: port, dir: dir}
-	for _, o := range opts {
-		o(s)
-	}
-	if err := s.Restart(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	return s, nil
+	return nil, err
 }
 
 // Addr is host:port of the server.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+func (s *Server) Addr() string { return s.n.addr() }
 
 // URL is a redis:// URL for database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Mode is ModeSingle.
+func (s *Server) Mode() string { return ModeSingle }
 
 // Client returns a go-redis client for the server, closed when the test ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
@@ -75,87 +97,66 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	return c
 }
 
+// UniversalClient is Client as a redis.UniversalClient.
+func (s *Server) UniversalClient(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	return s.Client(t)
+}
+
 // Stop kills the server process ("Redis goes away"). Restart brings it back
 // on the same port.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.n.kill() }
 
 // Restart starts the server again on the same port and waits until it
 // answers PING.
 func (s *Server) Restart() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return errors.New("redistest: already running")
+	if err := s.n.start(); err != nil {
+		return fmt.Errorf("redistest: %w", err)
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return fmt.Errorf("redis-server not found on PATH (apt-get install redis-server): %w", err)
-	}
-	cmd := exec.Command(bin, //nolint:gosec // G204: bin is redis-server from PATH, every argument is chosen here
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", yesNo(s.aof), "--appendfsync", "always", "--dir", s.dir,
-		"--daemonize", "no", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	s.cmd = cmd
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
-	// Closing the probe client only drops its pool; the server it probed is
-	// what counts.
-	defer func() { _ = c.Close() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			s.cmd = nil
-			return fmt.Errorf("redis-server on port %d did not answer: %w", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return nil
 }
 
 // Close stops the server and removes its directory.
 func (s *Server) Close() {
 	s.Stop()
-	_ = os.RemoveAll(s.dir)
+	_ = os.RemoveAll(s.n.dir)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// dataArgs are the redis-server arguments of a node that holds data: its
+// port on 127.0.0.1, its directory and log, no RDB snapshots, an
+// append-only file written through on every command when aof is set, and a
+// full sync to a replica that starts at once (rather than after the default
+// five seconds of waiting for more replicas).
+func dataArgs(n *node, aof bool) []string {
+	return []string{
+		"--port", strconv.Itoa(n.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", yesNo(aof), "--appendfsync", "always",
+		"--repl-diskless-sync-delay", "0",
+		"--dir", n.dir, "--logfile", n.logPath(), "--daemonize", "no", "--loglevel", "notice",
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	// redis-server can only bind the port once this listener let it go.
-	if err := l.Close(); err != nil {
-		return 0, err
-	}
-	return port, nil
 }
 
-// Option configures a Server.
-type Option func(*Server)
+// Option configures a deployment. Each starter applies the options that
+// concern it and says which those are.
+type Option func(*options)
 
-// WithAOF makes the server keep an append-only file, written through on
-// every command, so that a Stop (a kill) and a Restart lose nothing: a
-// production Redis with AOF restarting.
-func WithAOF() Option { return func(s *Server) { s.aof = true } }
+type options struct {
+	aof      bool
+	replicas int
+}
+
+func collect(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// WithAOF makes every node that holds data keep an append-only file,
+// written through on every command, so that a kill and a restart lose
+// nothing: a production Redis with AOF restarting.
+func WithAOF() Option { return func(o *options) { o.aof = true } }
 
 func yesNo(b bool) string {
 	if b {

@@ -1,0 +1,98 @@
+package redistest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/redistest"
+)
+
+// The primary is killed: the sentinels promote the replica, the failover
+// client writes on it with what was written before, and the old primary
+// comes back as the new primary's replica.
+func TestSentinelFailoverToReplica(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := redistest.StartSentinel(t)
+	rdb := s.Client(t)
+
+	old, err := s.PrimaryAddr()
+	require.NoError(t, err)
+	assert.Equal(t, s.DataAddrs()[0], old, "the first data node starts as the primary")
+	assert.Equal(t, "master", role(ctx, t, old))
+	assert.Equal(t, "slave", role(ctx, t, s.DataAddrs()[1]))
+
+	require.NoError(t, rdb.Set(ctx, "before", "1", 0).Err())
+	require.Equal(t, int64(1), nodeClient(t, old).Wait(ctx, 1, time.Second).Val(), "the key reached the replica")
+
+	killed, err := s.KillPrimary()
+	require.NoError(t, err)
+	assert.Equal(t, old, killed)
+	require.Error(t, nodeClient(t, old).Ping(ctx).Err(), "the old primary is gone")
+
+	primary, err := s.WaitFailover(30 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, s.DataAddrs()[1], primary, "the replica was promoted")
+	now, err := s.PrimaryAddr()
+	require.NoError(t, err)
+	assert.Equal(t, primary, now)
+
+	// The failover client finds the new primary through the sentinels; a
+	// request or two may still meet the dead connection.
+	require.Eventually(t, func() bool { return rdb.Set(ctx, "after", "2", 0).Err() == nil },
+		10*time.Second, 50*time.Millisecond, "the failover client writes on the new primary")
+	assert.Equal(t, "1", rdb.Get(ctx, "before").Val(), "what was written before survived")
+	direct := nodeClient(t, primary)
+	assert.Equal(t, "2", direct.Get(ctx, "after").Val(), "the write landed on the promoted replica")
+
+	require.NoError(t, s.Restart(old))
+	require.NoError(t, s.WaitHealthy(30*time.Second))
+	assert.Equal(t, "slave", role(ctx, t, old), "the old primary is a replica now")
+	assert.Eventually(t, func() bool { return nodeClient(t, old).Get(ctx, "after").Val() == "2" },
+		10*time.Second, 50*time.Millisecond, "and it copied the new primary")
+}
+
+func TestSentinelURLIsGoRedisFailoverURL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := redistest.StartSentinel(t)
+	require.Len(t, s.SentinelAddrs(), redistest.SentinelCount)
+
+	opts, err := redis.ParseFailoverURL(s.URL())
+	require.NoError(t, err)
+	assert.Equal(t, s.MasterName(), opts.MasterName)
+	assert.Equal(t, s.SentinelAddrs(), opts.SentinelAddrs)
+	assert.Zero(t, opts.DB)
+	rdb := redis.NewFailoverClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	require.NoError(t, rdb.Set(ctx, "via-url", "1", 0).Err())
+	primary, err := s.PrimaryAddr()
+	require.NoError(t, err)
+	assert.Equal(t, "1", nodeClient(t, primary).Get(ctx, "via-url").Val())
+	assert.Equal(t, redistest.ModeSentinel, s.Mode())
+}
+
+func TestSentinelWaitFailoverWithoutKillFails(t *testing.T) {
+	t.Parallel()
+	s, err := redistest.NewSentinel()
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.WaitFailover(time.Second)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "KillPrimary")
+}
+
+// role is the first field of ROLE of the node at addr: master or slave.
+func role(ctx context.Context, t *testing.T, addr string) string {
+	t.Helper()
+	v, err := nodeClient(t, addr).Do(ctx, "ROLE").Slice()
+	require.NoError(t, err)
+	require.NotEmpty(t, v)
+	r, _ := v[0].(string)
+	return r
+}

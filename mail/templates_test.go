@@ -1,0 +1,413 @@
+package mail_test
+
+import (
+	"bytes"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/field"
+	"github.com/verifyq/verifyq/internal/smtptest"
+	"github.com/verifyq/verifyq/mail"
+)
+
+// writeFiles writes files (name relative to dir, then contents) into a new
+// temporary directory and returns it.
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o750))
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	}
+	return dir
+}
+
+// parse renders g and parses it back like a receiving MTA would.
+func parse(t *testing.T, g interface {
+	WriteTo(io.Writer) (int64, error)
+}) smtptest.Message {
+	t.Helper()
+	var buf bytes.Buffer
+	_, err := g.WriteTo(&buf)
+	require.NoError(t, err)
+	return smtptest.ParseMessage(buf.Bytes())
+}
+
+func loadTemplates(t *testing.T, c mail.TemplateConfig) *mail.Templates {
+	t.Helper()
+	tpl, err := mail.LoadTemplates(c)
+	require.NoError(t, err)
+	return tpl
+}
+
+// sendOne sends m with a Sender set up by mod against a fresh SMTP server
+// and returns the mail as received.
+func sendOne(t *testing.T, mod func(*mail.SMTPConfig), m mail.Message) smtptest.Message {
+	t.Helper()
+	srv := smtptest.Start(t)
+	s := newSender(t, srv, mod, nil)
+	require.NoError(t, s.Send(t.Context(), m))
+	msgs := srv.WaitMessages(t, 1, 5*time.Second)
+	require.Len(t, msgs, 1)
+	return msgs[0]
+}
+
+func TestAppNameInSubjectAndBothParts(t *testing.T) {
+	t.Parallel()
+	tpl := loadTemplates(t, mail.TemplateConfig{AppName: "ACME"})
+	tests := []struct {
+		locale  mail.Locale
+		subject string
+		text    string
+		html    string
+	}{
+		{mail.LocaleZhCN, "ACME 验证码", "您的 ACME 验证码为 739164，请在 10 分钟内完成验证。",
+			`您的 ACME 验证码为 <strong style="font-size:24px;letter-spacing:4px;">739164</strong>`},
+		{mail.LocaleEN, "Your ACME verification code", "Your ACME verification code is 739164. It expires in 10 minutes.",
+			`Your ACME verification code is <strong style="font-size:24px;letter-spacing:4px;">739164</strong>`},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.locale), func(t *testing.T) {
+			t.Parallel()
+			m := testMessage()
+			m.Locale = tt.locale
+			got := sendOne(t, func(c *mail.SMTPConfig) { c.Templates = tpl }, m)
+			assert.Equal(t, tt.subject, got.Subject)
+			assert.Contains(t, got.Text, tt.text)
+			assert.Contains(t, got.HTML, tt.html)
+			assert.Contains(t, got.HTML, "<title>"+tt.subject+"</title>")
+		})
+	}
+}
+
+func TestAppNameIsEscapedInHTML(t *testing.T) {
+	t.Parallel()
+	tpl := loadTemplates(t, mail.TemplateConfig{AppName: `A&B <i>`})
+	g, err := tpl.Compose(testFrom, "", testMessage())
+	require.NoError(t, err)
+	msg := parse(t, g)
+	assert.Equal(t, "Your A&B <i> verification code", msg.Subject)
+	assert.Contains(t, msg.Text, "Your A&B <i> verification code is")
+	assert.Contains(t, msg.HTML, "Your A&amp;B &lt;i&gt; verification code is")
+	assert.NotContains(t, msg.HTML, "<i>")
+}
+
+func TestLoadTemplatesRejectsBadAppName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{
+		strings.Repeat("x", mail.MaxAppNameLen+1),
+		"ACME\r\nBcc: evil@example.net",
+		"ACME\x00",
+		"ACME\u202e", // right-to-left override
+		" ACME",
+		"\xff",
+	} {
+		_, err := mail.LoadTemplates(mail.TemplateConfig{AppName: name})
+		require.Error(t, err, "%q", name)
+		var fe *field.Error
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, "AppName", fe.Field)
+	}
+	loadTemplates(t, mail.TemplateConfig{AppName: strings.Repeat("名", mail.MaxAppNameLen)})
+}
+
+func TestTemplatesDirOverridesOneTemplate(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"en.html.tmpl": `<p>{{.AppName}} custom: <b>{{.Code}}</b>, {{.Minutes}} min, {{.Locale}}{{with .Purpose}}, {{.}}{{end}}</p>`,
+		"README.md":    "not a template",
+	})
+	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
+	cfg := func(c *mail.SMTPConfig) { c.Templates = tpl }
+
+	en := sendOne(t, cfg, testMessage())
+	assert.Equal(t, "<p>ACME custom: <b>739164</b>, 10 min, en</p>", en.HTML, "the directory's en HTML template")
+	assert.Contains(t, en.Text, "Your ACME verification code is 739164.", "the embedded en text template")
+	assert.Equal(t, "Your ACME verification code", en.Subject, "the embedded en subject template")
+
+	m := testMessage()
+	m.Locale = mail.LocaleZhCN
+	zh := sendOne(t, cfg, m)
+	assert.Contains(t, zh.HTML, "您的 ACME 验证码为", "the embedded zh-CN HTML template")
+}
+
+func TestTemplatesDirPerPurpose(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"en.subject.tmpl":              "{{.AppName}} code\n", // a trailing newline is trimmed
+		"change_email/en.subject.tmpl": "Confirm your new {{.AppName}} address ({{.Purpose}})\n",
+		"change_email/en.txt.tmpl":     "Confirmation code: {{.Code}}\n",
+	})
+	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
+	tests := []struct {
+		purpose, subject, text string
+	}{
+		{"", "ACME code", "Your ACME verification code is 739164."},
+		{"change_email", "Confirm your new ACME address (change_email)", "Confirmation code: 739164\n"},
+		{"login", "ACME code", "Your ACME verification code is 739164."}, // no templates of its own
+	}
+	for _, tt := range tests {
+		m := testMessage()
+		m.Purpose = tt.purpose
+		g, err := tpl.Compose(testFrom, "", m)
+		require.NoError(t, err)
+		msg := parse(t, g)
+		assert.Equal(t, tt.subject, msg.Subject, tt.purpose)
+		assert.Contains(t, strings.ReplaceAll(msg.Text, "\r\n", "\n"), tt.text, tt.purpose)
+		assert.Contains(t, msg.HTML, "Your ACME verification code is", "the embedded HTML for %q", tt.purpose)
+	}
+
+	m := testMessage()
+	m.Purpose = "Change-Email"
+	_, err := tpl.Compose(testFrom, "", m)
+	require.ErrorIs(t, err, mail.ErrInvalidMessage)
+}
+
+// A ConfigMap volume holds symbolic links to files in a hidden directory.
+func TestTemplatesDirFollowsSymlinks(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"..2026_01_01/en.subject.tmpl": "Linked {{.AppName}} subject",
+		"..2026_01_01/en.txt.tmpl":     "no code here", // never looked at: hidden
+	})
+	require.NoError(t, os.Symlink("..2026_01_01", filepath.Join(dir, "..data")))
+	require.NoError(t, os.Symlink(filepath.Join("..data", "en.subject.tmpl"), filepath.Join(dir, "en.subject.tmpl")))
+	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
+	g, err := tpl.Compose(testFrom, "", testMessage())
+	require.NoError(t, err)
+	assert.Equal(t, "Linked ACME subject", parse(t, g).Subject)
+}
+
+func TestLoadTemplatesNamesTheBadFile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		files map[string]string
+		file  string // named in the error
+		want  string // in the error
+	}{
+		{"text without the code", map[string]string{"en.txt.tmpl": "Your code expires in {{.Minutes}} minutes."},
+			"en.txt.tmpl", "the text does not show the code"},
+		{"HTML without the code", map[string]string{"zh-CN.html.tmpl": "<p>{{.AppName}}</p>"},
+			"zh-CN.html.tmpl", "the HTML does not show the code"},
+		{"purpose HTML without the code", map[string]string{"login/en.html.tmpl": "<p>hi</p>"},
+			filepath.Join("login", "en.html.tmpl"), "the HTML does not show the code"},
+		{"parse error, with the line", map[string]string{"en.html.tmpl": "<p>\n{{.Code}\n</p>"},
+			"en.html.tmpl:2:", "bad character"},
+		{"unknown field, with the line", map[string]string{"en.txt.tmpl": "{{.Code}}\n{{.Nope}}"},
+			"en.txt.tmpl:2:", "can't evaluate field Nope"},
+		{"subject on two lines", map[string]string{"en.subject.tmpl": "Your code\n{{.AppName}} team"},
+			"en.subject.tmpl", "one line"},
+		{"code in the subject", map[string]string{"en.subject.tmpl": "Your code: {{.Code}}"},
+			"en.subject.tmpl", "the subject shows the code"},
+		{"link in the subject", map[string]string{"en.subject.tmpl": "{{.Link}}"},
+			"en.subject.tmpl", "the subject shows the code"},
+		{"empty subject", map[string]string{"zh-CN.subject.tmpl": "{{/* nothing */}}\n"},
+			"zh-CN.subject.tmpl", "the subject is empty"},
+		{"long subject", map[string]string{"en.subject.tmpl": strings.Repeat("x", mail.MaxSubjectLen+1)},
+			"en.subject.tmpl", "longer than"},
+		{"unknown locale", map[string]string{"fr.html.tmpl": "{{.Code}}"},
+			"fr.html.tmpl", "unexpected template name"},
+		{"unknown kind", map[string]string{"en.htm.tmpl": "{{.Code}}"},
+			"en.htm.tmpl", "unexpected template name"},
+		{"bad purpose directory", map[string]string{"Change-Email/en.txt.tmpl": "{{.Code}}"},
+			filepath.Join("Change-Email", "en.txt.tmpl"), "not a purpose"},
+		{"too large", map[string]string{"en.txt.tmpl": "{{.Code}}" + strings.Repeat(" ", mail.MaxTemplateSize)},
+			"en.txt.tmpl", "larger than"},
+		{"not UTF-8", map[string]string{"en.txt.tmpl": "{{.Code}}\xff"}, "en.txt.tmpl", "UTF-8"},
+		{"renders too much", map[string]string{"en.txt.tmpl": "{{.Code}}{{range 300000}}.{{end}}"},
+			"en.txt.tmpl", "renders more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := writeFiles(t, tt.files)
+			_, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir, LinkURL: "https://app.example.com/v?c={code}"})
+			require.Error(t, err)
+			t.Log(err)
+			assert.Contains(t, err.Error(), filepath.Join(dir, tt.file))
+			assert.Contains(t, err.Error(), tt.want)
+			var fe *field.Error
+			require.ErrorAs(t, err, &fe)
+			assert.Equal(t, "Dir", fe.Field)
+		})
+	}
+}
+
+func TestLoadTemplatesReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"en.txt.tmpl":  "no code",
+		"en.html.tmpl": "{{if}}",
+		"xx.txt.tmpl":  "{{.Code}}",
+	})
+	_, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir, AppName: "A\nB", LinkURL: "ftp://x/{code}"})
+	require.Error(t, err)
+	fields := map[string]int{}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *field.Error
+		require.ErrorAs(t, e, &fe)
+		fields[fe.Field]++
+	}
+	// The parse error, the unknown name and the text without the code.
+	assert.Equal(t, map[string]int{"AppName": 1, "LinkURL": 1, "Dir": 3}, fields, err.Error())
+}
+
+func TestLoadTemplatesBadDir(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "missing")
+	_, err := mail.LoadTemplates(mail.TemplateConfig{Dir: missing})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), missing)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+
+	file := filepath.Join(writeFiles(t, map[string]string{"f": ""}), "f")
+	_, err = mail.LoadTemplates(mail.TemplateConfig{Dir: file})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), file+": not a directory")
+}
+
+func TestLinkInBothParts(t *testing.T) {
+	t.Parallel()
+	tpl := loadTemplates(t, mail.TemplateConfig{LinkURL: "https://app.example.com/verify?email={email}&code={code}"})
+	for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+		t.Run(string(loc), func(t *testing.T) {
+			t.Parallel()
+			m := testMessage()
+			m.Locale = loc
+			m.To = "a+b@example.com"
+			got := sendOne(t, func(c *mail.SMTPConfig) { c.Templates = tpl }, m)
+			assert.Contains(t, got.Text, "\r\nhttps://app.example.com/verify?email=a%2Bb%40example.com&code=739164\r\n")
+			assert.Contains(t, got.HTML, `<a href="https://app.example.com/verify?email=a%2Bb%40example.com&amp;code=739164"`)
+			for k, vs := range got.Header {
+				for _, v := range vs {
+					assert.NotContains(t, v, "739164", "header %s carries the code", k)
+				}
+			}
+		})
+	}
+
+	// Values that need escaping are query-escaped, then HTML-escaped.
+	m := testMessage()
+	m.Code = "a&b=c#d"
+	g, err := tpl.Compose(testFrom, "", m)
+	require.NoError(t, err)
+	msg := parse(t, g)
+	assert.Contains(t, msg.Text, "email=alice.smith%40example.com&code=a%26b%3Dc%23d\r\n")
+	assert.Contains(t, msg.HTML, `href="https://app.example.com/verify?email=alice.smith%40example.com&amp;code=a%26b%3Dc%23d"`)
+}
+
+func TestNoLinkByDefault(t *testing.T) {
+	t.Parallel()
+	msg := compose(t, testMessage())
+	assert.NotContains(t, msg.Text, "http")
+	assert.NotContains(t, msg.HTML, "<a ")
+}
+
+func TestLoadTemplatesRejectsBadLinkURL(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"https://app.example.com/verify?email={email}",         // no code
+		"/verify?code={code}",                                  // relative
+		"javascript:alert(1)//{code}",                          // not http(s)
+		"ftp://app.example.com/{code}",                         // not http(s)
+		"https://app.example.com/verify?code={code}&x={Email}", // unknown placeholder
+		"https://app.example.com/verify?code={code}\r\nX: y",   // line break
+		"https://app.example.com/verify?code={code} x",         // space
+		"https://user:pw@app.example.com/verify?code={code}",   // credentials
+		"https:///verify?code={code}",                          // no host
+		"https://app.example.com/" + strings.Repeat("x", mail.MaxLinkURLLen) + "{code}",
+	} {
+		_, err := mail.LoadTemplates(mail.TemplateConfig{LinkURL: u})
+		require.Error(t, err, u)
+		var fe *field.Error
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, "LinkURL", fe.Field, u)
+	}
+	for _, u := range []string{
+		"https://app.example.com/verify?email={email}&code={code}",
+		"http://127.0.0.1:8080/v/{code}#{email}",
+	} {
+		loadTemplates(t, mail.TemplateConfig{LinkURL: u})
+	}
+}
+
+func TestReplyTo(t *testing.T) {
+	t.Parallel()
+	for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+		t.Run(string(loc), func(t *testing.T) {
+			t.Parallel()
+			m := testMessage()
+			m.Locale = loc
+			got := sendOne(t, func(c *mail.SMTPConfig) { c.ReplyTo = "ACME Support <support@acme.test>" }, m)
+			assert.Equal(t, `"ACME Support" <support@acme.test>`, got.Header.Get("Reply-To"))
+			// The mail no longer asks not to reply.
+			for _, part := range []string{got.Text, got.HTML} {
+				assert.NotContains(t, part, "do not reply")
+				assert.NotContains(t, part, "请勿回复")
+			}
+		})
+	}
+	none := compose(t, testMessage())
+	assert.Empty(t, none.Header.Get("Reply-To"))
+	assert.Contains(t, none.Text, "please do not reply")
+
+	err := mail.SMTPConfig{Host: "localhost", Port: 25, From: testFrom, ReplyTo: "support@acme.test\r\nBcc: evil@example.net"}.Validate()
+	require.ErrorIs(t, err, mail.ErrInvalidAddress)
+	var fe *field.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "ReplyTo", fe.Field)
+	assert.NotContains(t, err.Error(), "evil")
+
+	_, err = mail.DefaultTemplates().Compose(testFrom, "not an address", testMessage())
+	require.ErrorIs(t, err, mail.ErrInvalidAddress)
+}
+
+// The example directory in docs/templates is valid and used.
+func TestDocsTemplatesExample(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "docs", "templates")
+	tpl, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir, AppName: "ACME",
+		LinkURL: "https://app.example.com/verify?email={email}&code={code}"})
+	require.NoError(t, err)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var templates int
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmpl") {
+			templates++
+		}
+	}
+	require.Positive(t, templates, "the example has templates")
+
+	g, err := tpl.Compose(testFrom, "", testMessage())
+	require.NoError(t, err)
+	msg := parse(t, g)
+	html, err := fs.ReadFile(os.DirFS(dir), "en.html.tmpl")
+	require.NoError(t, err)
+	// The example's HTML template is the one used.
+	require.Contains(t, string(html), "Enter this code")
+	assert.Contains(t, msg.HTML, "Enter this code")
+	assert.Contains(t, msg.HTML, "739164")
+	assert.Contains(t, msg.HTML, "ACME")
+	assert.Contains(t, msg.HTML, "code=739164")
+}
+
+func TestValidatePurpose(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"", "login", "reset_password", "change_email", "a1", strings.Repeat("a", 32)} {
+		assert.NoError(t, mail.ValidatePurpose(ok), "%q", ok)
+	}
+	for _, bad := range []string{"1a", "_a", "Login", "a-b", "a b", "a/b", "..", "é", strings.Repeat("a", 33)} {
+		assert.Error(t, mail.ValidatePurpose(bad), "%q", bad)
+	}
+}
