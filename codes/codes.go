@@ -155,13 +155,19 @@ type Config struct {
 	Limits Limits
 	// Identity says which addresses are one mailbox for the limits.
 	Identity mail.Identity
+	// Purposes are the purposes besides the default one (see ID), each
+	// with its own lifetime; zero means TTL. A request for any other
+	// purpose fails with ErrInvalidPurpose. Nil means DefaultPurposes,
+	// each with TTL; an empty map, the default purpose alone.
+	Purposes map[string]time.Duration
 }
 
 // Validate reports every problem with c at once. Each is a *field.Error
 // named after the field (Limits' fields by their own names), so a binary
 // can report it under its environment variable.
 func (c Config) Validate() error {
-	return errors.Join(ValidateKeyPrefix(c.KeyPrefix), ValidateTTL(c.TTL), ValidateLength(c.Length), c.Limits.Validate(), c.Identity.Validate())
+	return errors.Join(ValidateKeyPrefix(c.KeyPrefix), ValidateTTL(c.TTL), ValidateLength(c.Length), c.Limits.Validate(),
+		c.Identity.Validate(), ValidatePurposes(c.Purposes))
 }
 
 // ValidateKeyPrefix checks Config.KeyPrefix (field "KeyPrefix").
@@ -251,6 +257,12 @@ func NewStore(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Purposes == nil {
+		cfg.Purposes = make(map[string]time.Duration, len(DefaultPurposes))
+		for _, p := range DefaultPurposes {
+			cfg.Purposes[p] = 0
+		}
+	}
 	return &Store{Reader: &Reader{rdb: rdb, prefix: cfg.KeyPrefix}, rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
 }
 
@@ -302,7 +314,7 @@ if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 return 2
 `)
 
-// Verify checks code against the live code for email, for the end user's
+// Verify checks code against the live code of id, for the end user's
 // client (empty: none, no per-client cap): one round trip, two when the
 // client's verify cap applies. On a match the code is deleted
 // in the same atomic step, so it verifies only once. It returns ErrNotFound
@@ -310,7 +322,11 @@ return 2
 // ErrAttemptsExhausted when it is wrong for the MaxAttempts-th time, which
 // deletes the live code, and a *LimitError (LimitClientVerify) when the
 // client has used up its verifies; every verify request counts against it.
-func (s *Store) Verify(ctx context.Context, email, code, client string) error {
+// A purpose that is not configured fails with ErrInvalidPurpose.
+func (s *Store) Verify(ctx context.Context, id ID, code, client string) error {
+	if err := s.cfg.checkPurpose(id.Purpose); err != nil {
+		return err
+	}
 	l := s.cfg.Limits
 	if client != "" && l.ClientVerifiesPerHour > 0 {
 		// The client's window lives in the client's slot: a round trip of
@@ -330,7 +346,7 @@ func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 			return &LimitError{Limit: LimitClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
 		}
 	}
-	n, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.AttemptsKey(email), s.StatusKey(email)},
+	n, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)},
 		code, l.MaxAttempts).Int64()
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)
@@ -345,6 +361,15 @@ func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 	default:
 		return ErrMismatch
 	}
+}
+
+// Status reads the delivery status of id's code (Reader.Status); a
+// purpose that is not configured fails with ErrInvalidPurpose.
+func (s *Store) Status(ctx context.Context, id ID, now time.Time) (Status, error) {
+	if err := s.cfg.checkPurpose(id.Purpose); err != nil {
+		return Status{}, err
+	}
+	return s.Reader.Status(ctx, id, now)
 }
 
 // Generate returns a code of length decimal digits read from r (crypto/rand

@@ -215,6 +215,9 @@ type Request struct {
 	// Email is the address exactly as the client sent it (validated): the
 	// code key's.
 	Email string
+	// Purpose is what the code is for (see ID); empty is the default
+	// purpose. One not configured fails with ErrInvalidPurpose.
+	Purpose string
 	// Client identifies the end user's client for the per-client cap;
 	// empty means none.
 	Client string
@@ -231,6 +234,9 @@ type Request struct {
 // within the lifetime returns the same code and its remaining lifetime and
 // does not extend it. An admitted send marks the delivery status queued.
 func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
+	if err := s.cfg.checkPurpose(req.Purpose); err != nil {
+		return Issued{}, err
+	}
 	fresh, err := Generate(s.rand, s.cfg.Length)
 	if err != nil {
 		return Issued{}, err
@@ -241,9 +247,10 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 	}
 	l := s.cfg.Limits
 	now := s.Now()
-	id := MailboxID(s.cfg.Identity.Mailbox(req.Email))
-	codeKeys := []string{s.Key(req.Email), s.AttemptsKey(req.Email), s.StatusKey(req.Email)}
-	mailboxKeys := []string{SuppressKey(id), CooldownKey(id), AddressKey(id)}
+	mailbox := MailboxID(s.cfg.Identity.Mailbox(req.Email))
+	id := ID{Purpose: req.Purpose, Email: req.Email}
+	codeKeys := []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}
+	mailboxKeys := []string{SuppressKey(mailbox), CooldownKey(mailbox, req.Purpose), AddressKey(mailbox)}
 
 	// The parts of the send, the code's last, each with its undo.
 	calls := []scriptCall{{sendMailbox, mailboxKeys,
@@ -262,7 +269,7 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 		undos = append(undos, scriptCall{undoMinutes, keys, []any{flag(l.DomainPerMinute > 0), flag(l.GlobalPerMinute > 0)}})
 	}
 	calls = append(calls, scriptCall{getOrCreate, codeKeys,
-		[]any{fresh, s.cfg.TTL.Milliseconds(), nonce, now.UnixMilli(), StatusLinger.Milliseconds()}})
+		[]any{fresh, s.cfg.TTLOf(req.Purpose).Milliseconds(), nonce, now.UnixMilli(), StatusLinger.Milliseconds()}})
 
 	cmds, err := runAll(ctx, s.rdb, calls)
 	if err != nil {

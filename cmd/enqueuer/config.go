@@ -94,7 +94,9 @@ var codeVars = map[string]string{
 }
 
 func (c Config) codes() codes.Config {
+	purposes, _ := c.PurposeTTLs() // validated before
 	return codes.Config{
+		Purposes:  purposes,
 		KeyPrefix: c.CodeKeyPrefix,
 		TTL:       c.CodeTTL,
 		Length:    c.CodeLength,

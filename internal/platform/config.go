@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -25,7 +26,11 @@ type Common struct {
 	CodeKeyPrefix string `envconfig:"CODE_KEY_PREFIX" default:"code_"`
 	// CodeTTL is the lifetime of a code: the enqueuer gives it to new codes,
 	// the worker states it in the mail of a code whose key has no expiry.
-	CodeTTL         time.Duration `envconfig:"CODE_TTL" default:"10m"`
+	CodeTTL time.Duration `envconfig:"CODE_TTL" default:"10m"`
+	// Purposes are the purposes a code may be asked for besides the
+	// default one (codes.ID); each may have its own lifetime,
+	// CODE_TTL_<PURPOSE in upper case> (see PurposeTTLs).
+	Purposes        []string      `envconfig:"PURPOSES" default:"register,login,reset_password,change_email"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
 	// AddressTagSeparators start a tag in a local part ("+" makes
 	// user+tag@x one mailbox with user@x); empty turns tags off. The
@@ -58,6 +63,9 @@ func (c Common) Validate() []error {
 		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL", "TagSeparators": "ADDRESS_TAG_SEPARATORS"}); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.PurposeTTLs(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.QueueShards < 1 || c.QueueShards > tasks.MaxQueueShards {
 		errs = append(errs, fmt.Errorf("QUEUE_SHARDS: %d is outside 1..%d", c.QueueShards, tasks.MaxQueueShards))
 	}
@@ -68,6 +76,55 @@ func (c Common) Validate() []error {
 		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
 	}
 	return errs
+}
+
+// PurposeTTLPrefix starts the variable of a purpose's own code lifetime:
+// CODE_TTL_RESET_PASSWORD=15m.
+const PurposeTTLPrefix = "CODE_TTL_"
+
+// PurposeTTLs returns every purpose of PURPOSES with its own lifetime, read
+// from the process's environment (CODE_TTL_<PURPOSE>), zero for one without.
+// A purpose twice or not valid, a lifetime that does not parse or is too
+// short, and a CODE_TTL_<NAME> of no purpose are errors naming the variable.
+func (c Common) PurposeTTLs() (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(c.Purposes))
+	var errs []error
+	for _, p := range c.Purposes {
+		if p == "" { // PURPOSES="": the default purpose alone
+			continue
+		}
+		if _, dup := out[p]; dup {
+			errs = append(errs, fmt.Errorf("PURPOSES: %q is listed twice", p))
+		}
+		out[p] = 0
+	}
+	vars := map[string]string{"Purposes": "PURPOSES"}
+	for p := range out {
+		vars["TTL_"+strings.ToUpper(p)] = PurposeTTLPrefix + strings.ToUpper(p)
+	}
+	for _, kv := range os.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		suffix, ok := strings.CutPrefix(name, PurposeTTLPrefix)
+		if !ok {
+			continue
+		}
+		p := strings.ToLower(suffix)
+		if _, known := out[p]; !known || strings.ToUpper(p) != suffix {
+			errs = append(errs, fmt.Errorf("%s: no purpose %q in PURPOSES", name, p))
+			continue
+		}
+		d, err := time.ParseDuration(value)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 15m", name))
+			continue
+		}
+		out[p] = d
+	}
+	errs = append(errs, field.Rename(codes.ValidatePurposes(out), vars))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.

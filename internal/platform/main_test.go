@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +140,46 @@ func TestRunHealthcheck(t *testing.T) {
 	code, stderr = b.run(context.Background(), t, "-healthcheck")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "testbin: 503 Service Unavailable: redis unreachable")
+}
+
+func TestPurposeTTLs(t *testing.T) {
+	t.Setenv("PURPOSES", "register,reset_password")
+	t.Setenv("CODE_TTL_RESET_PASSWORD", "15m")
+	cfg, err := platform.Load[testConfig]()
+	require.NoError(t, err)
+	ttls, err := cfg.PurposeTTLs()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]time.Duration{"register": 0, "reset_password": 15 * time.Minute}, ttls)
+
+	for name, env := range map[string][2]string{
+		"unknown purpose": {"CODE_TTL_LOGIN", "5m"},
+		"not a duration":  {"CODE_TTL_REGISTER", "soon"},
+		"too short":       {"CODE_TTL_REGISTER", "1ms"},
+		"lower case name": {"CODE_TTL_register", "5m"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(env[0], env[1])
+			_, err := platform.Load[testConfig]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), env[0]+":", "the error names the variable")
+		})
+	}
+	t.Run("bad purpose", func(t *testing.T) {
+		t.Setenv("PURPOSES", "register,Reset,register")
+		_, err := platform.Load[testConfig]()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "PURPOSES:")
+		assert.Contains(t, err.Error(), "listed twice")
+	})
+	t.Run("none", func(t *testing.T) {
+		t.Setenv("PURPOSES", "")
+		_, err := platform.Load[testConfig]()
+		require.ErrorContains(t, err, "CODE_TTL_RESET_PASSWORD:", "a lifetime of no purpose")
+		require.NoError(t, os.Unsetenv("CODE_TTL_RESET_PASSWORD")) // t.Setenv restores it
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		ttls, err := cfg.PurposeTTLs()
+		require.NoError(t, err)
+		assert.Empty(t, ttls)
+	})
 }
