@@ -160,6 +160,10 @@ type Config struct {
 	// purpose fails with ErrInvalidPurpose. Nil means DefaultPurposes,
 	// each with TTL; an empty map, the default purpose alone.
 	Purposes map[string]time.Duration
+	// Seal, when set, keeps codes sealed at rest (CODE_STORAGE=sealed):
+	// the code key holds the code's MAC, not the code, so a gateway that
+	// reads it cannot work; nil keeps the plain code (see Seal).
+	Seal *Seal
 }
 
 // Validate reports every problem with c at once. Each is a *field.Error
@@ -223,6 +227,9 @@ type Issued struct {
 	// Code is the live code. It must never be returned to the caller of the
 	// service, logged or put in a task payload.
 	Code string
+	// Sealed is Code encrypted for the task that mails it (Seal.Encrypt),
+	// when codes are sealed; empty otherwise.
+	Sealed string
 	// ExpiresIn is the remaining lifetime of the code.
 	ExpiresIn time.Duration
 	// Created is true when this call made the code, false when an existing
@@ -282,29 +289,34 @@ func flag(b bool) string {
 	return "0"
 }
 
-// verify compares ARGV[1] with the live code in constant time (every byte
-// is looked at whatever the first difference) and deletes the code, its
-// attempts and its status on a match, so a code is used once. A wrong code
-// counts an attempt; the ARGV[2]th (when above 0) deletes the code.
+// verify compares each candidate (the code, or its MAC under each secret
+// when sealed) with the live value in constant time (every byte is looked
+// at whatever the first difference) and deletes the code, its attempts and
+// its status on a match, so a code is used once. A wrong code counts an
+// attempt; the ARGV[1]th (when above 0) deletes the code.
 //
-// KEYS: code, attempts, status (all in the code's slot). ARGV: code, max
-// attempts. Replies: 0 no code, 1 match (consumed), 2 mismatch, 3 mismatch
-// that used up the attempts.
+// KEYS: code, attempts, status (all in the code's slot). ARGV: max
+// attempts, then the candidates. Replies: 0 no code, 1 match (consumed), 2
+// mismatch, 3 mismatch that used up the attempts.
 var verify = redis.NewScript(`
 local code = redis.call('GET', KEYS[1])
 if not code then return 0 end
-local given = ARGV[1]
-local diff = 0
-if #code ~= #given then diff = 1 end
-for i = 1, #code do
-  diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
+local match = false
+for j = 2, #ARGV do
+  local given = ARGV[j]
+  local diff = 0
+  if #code ~= #given then diff = 1 end
+  for i = 1, #code do
+    diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
+  end
+  if diff == 0 then match = true end
 end
-if diff == 0 then
+if match then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 1
 end
 local n = redis.call('INCR', KEYS[2])
-local max = tonumber(ARGV[2])
+local max = tonumber(ARGV[1])
 if max > 0 and n >= max then
   redis.call('DEL', KEYS[1], KEYS[2])
   return 3
@@ -346,8 +358,14 @@ func (s *Store) Verify(ctx context.Context, id ID, code, client string) error {
 			return &LimitError{Limit: LimitClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
 		}
 	}
-	n, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)},
-		code, l.MaxAttempts).Int64()
+	args := []any{l.MaxAttempts, code}
+	if s.cfg.Seal != nil {
+		args = args[:1]
+		for _, mac := range s.cfg.Seal.MACs(id, code) {
+			args = append(args, mac)
+		}
+	}
+	n, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)
 	}

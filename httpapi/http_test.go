@@ -314,6 +314,7 @@ func TestPurposes(t *testing.T) {
 	assert.Equal(t, http.StatusGone, status)
 	assert.Equal(t, "code_not_found", errCode(body), "a reset code does not complete a sign-up")
 	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"`+email+`","code":"`+code+`"}`)
+	assert.Equal(t, http.StatusGone, status)
 	assert.Equal(t, "code_not_found", errCode(body), "nor the default purpose")
 
 	req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes/status?email="+email+"&purpose=reset_password", nil)

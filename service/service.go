@@ -162,6 +162,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		Email:       email,
 		Purpose:     req.Purpose,
 		Locale:      string(loc),
+		SealedCode:  issued.Sealed,
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
 	}, asynq.Queue(tasks.QueueFor(email, s.QueueShards)))

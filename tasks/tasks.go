@@ -2,9 +2,12 @@
 // send-code task type, its payload, its queue and retry policy, and the
 // handler that turns a task into a mail.
 //
-// The payload never carries the code. Payloads are visible in the dashboard
-// and in archived tasks, so the worker reads the live code from Redis when it
-// sends; if the code is gone by then, there is nothing to send.
+// The payload never carries the code in the clear. Payloads are visible in
+// the dashboard and in archived tasks, so the worker reads the live code
+// from Redis when it sends; if the code is gone by then, there is nothing to
+// send. With codes sealed at rest (codes.Seal), Redis holds only the code's
+// MAC: the payload then carries the code encrypted (SealedCode), and the
+// worker mails it only while the live MAC is still this code's.
 package tasks
 
 import (
@@ -65,14 +68,18 @@ func QueueFor(email string, n int) string {
 // ten minutes, the default code lifetime; the deadline stops it earlier.
 const MaxRetry = 12
 
-// SendCodePayload is the task payload. It has no code on purpose.
+// SendCodePayload is the task payload. It has no plain code on purpose.
 type SendCodePayload struct {
 	Email string `json:"email"`
 	// Purpose is what the code is for (codes.ID): it picks the code's key
 	// and the mail's templates. Empty, or absent in an older payload, is
 	// the default purpose.
-	Purpose     string    `json:"purpose,omitempty"`
-	Locale      string    `json:"locale"`
+	Purpose string `json:"purpose,omitempty"`
+	Locale  string `json:"locale"`
+	// SealedCode is the code encrypted under CODE_SECRET (codes.Seal), for
+	// codes sealed at rest; empty for plain ones, which the worker reads
+	// from Redis.
+	SealedCode  string    `json:"sealed_code,omitempty"`
 	RequestedAt time.Time `json:"requested_at"`
 	// ExpiresAt is when the code expires; the task's deadline.
 	ExpiresAt time.Time `json:"expires_at"`
@@ -149,6 +156,10 @@ type SendCodeHandler struct {
 	mailer     Mailer
 	ttl        time.Duration
 	logger     *slog.Logger
+
+	// Seal opens sealed codes (CODE_STORAGE=sealed); without it a task
+	// with a sealed code fails for good.
+	Seal *codes.Seal
 
 	// PurposeTTL is the lifetime of each purpose's codes that has its own
 	// (CODE_TTL_<PURPOSE>); any other purpose's is the handler's ttl.
@@ -243,6 +254,17 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		res.Outcome = OutcomeExpired
 		return nil
 	}
+	code, err := h.codeOf(p, id, at.Live.Code)
+	if err != nil {
+		res.Outcome = OutcomeFailed
+		log.ErrorContext(ctx, "cannot mail the task's code", "err", err)
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if code == "" {
+		log.InfoContext(ctx, "code replaced by a later send, nothing to mail")
+		res.Outcome = OutcomeExpired
+		return nil
+	}
 	left := at.Live.ExpiresIn
 	if at.Live.NoExpiry {
 		log.WarnContext(ctx, "code key has no expiry, mailing the configured lifetime", "code_ttl", ttl.String())
@@ -250,7 +272,7 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	}
 
 	start := h.Now()
-	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: at.Live.Code, ExpiresIn: left})
+	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
 	accepted := h.Now()
 	h.gate().Report(ctx, err)
 	res.SMTP = accepted.Sub(start)
@@ -267,6 +289,32 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+// errNoSeal: a sealed code came, and the worker has no secret to open it.
+var errNoSeal = errors.New("the task's code is sealed and CODE_STORAGE is not sealed here (no CODE_SECRET)")
+
+// codeOf returns the code to mail for the live value live: live itself for a
+// plain task; for a sealed one the code the payload carries, opened, when
+// live is still its MAC, else "" (a later send replaced it).
+func (h *SendCodeHandler) codeOf(p SendCodePayload, id codes.ID, live string) (string, error) {
+	if p.SealedCode == "" {
+		if h.Seal != nil && len(live) > codes.MaxLength {
+			return "", nil // a sealed value: never mail a MAC
+		}
+		return live, nil
+	}
+	if h.Seal == nil {
+		return "", errNoSeal
+	}
+	code, err := h.Seal.Decrypt(id, p.SealedCode)
+	if err != nil {
+		return "", err
+	}
+	if !h.Seal.Matches(id, code, live) {
+		return "", nil
+	}
+	return code, nil
 }
 
 func (h *SendCodeHandler) gate() Gate {

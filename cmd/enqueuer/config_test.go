@@ -22,6 +22,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			CodeKeyPrefix:   "code_",
 			CodeTTL:         10 * time.Minute,
 			Purposes:        codes.DefaultPurposes,
+			CodeStorage:     "plain",
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
 

@@ -3,9 +3,11 @@ package platform_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,61 @@ func TestPurposeTTLs(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, ttls)
 	})
+}
+
+func TestCodeStorage(t *testing.T) {
+	const hexSecret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	cfg, err := platform.Load[testConfig]()
+	require.NoError(t, err)
+	seal, err := cfg.Seal()
+	require.NoError(t, err)
+	assert.Nil(t, seal, "plain by default")
+
+	t.Run("sealed", func(t *testing.T) {
+		t.Setenv("CODE_STORAGE", "sealed")
+		t.Setenv("CODE_SECRET", hexSecret)
+		t.Setenv("CODE_SECRET_PREVIOUS", strings.Repeat("ab", 32))
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		seal, err := cfg.Seal()
+		require.NoError(t, err)
+		require.NotNil(t, seal)
+		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), hexSecret, "never printed")
+	})
+	t.Run("file", func(t *testing.T) {
+		name := filepath.Join(t.TempDir(), "secret")
+		require.NoError(t, os.WriteFile(name, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
+		t.Setenv("CODE_STORAGE", "sealed")
+		t.Setenv("CODE_SECRET_FILE", name)
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		seal, err := cfg.Seal()
+		require.NoError(t, err)
+		require.NotNil(t, seal)
+	})
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"unknown mode":     {map[string]string{"CODE_STORAGE": "rot13"}, "CODE_STORAGE:"},
+		"no secret":        {map[string]string{"CODE_STORAGE": "sealed"}, "CODE_SECRET:"},
+		"short secret":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET:"}, //nolint:gosec // G101: a made-up, too short secret
+		"both":             {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/nonexistent"}, "CODE_SECRET:"},
+		"missing file":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE:"},
+		"bad previous":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": "hunter2hunter2"}, "CODE_SECRET_PREVIOUS:"},
+		"same previous":    {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": hexSecret}, "CODE_SECRET:"},
+		"secret but plain": {map[string]string{"CODE_SECRET": hexSecret}, "CODE_SECRET:"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := platform.Load[testConfig]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), hexSecret)
+			assert.NotContains(t, err.Error(), "hunter2")
+			assert.NotContains(t, err.Error(), "c2VjcmV0")
+		})
+	}
 }
