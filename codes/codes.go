@@ -5,7 +5,8 @@
 // The Redis layout is the one the old gateway reads directly: the key is
 // KeyPrefix followed by the address exactly as the client sent it (no
 // trimming, no case folding), the value is the plain code, and the key
-// expires after TTL. Every operation that reads and writes is made of Lua
+// expires after TTL. A named purpose's code has a key of its own (see ID).
+// With Config.Seal the value is the code's HMAC instead (see Seal). Every operation that reads and writes is made of Lua
 // scripts, each atomic in its slot.
 //
 // Keys of verifyq's own, each named after the Redis Cluster slot it lives

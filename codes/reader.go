@@ -38,7 +38,8 @@ func (r *Reader) Key(id ID) string {
 
 // Live is a live code as Peek finds it.
 type Live struct {
-	// Code is the code. It must never be logged or returned to a caller.
+	// Code is the code, or its MAC when codes are sealed (Seal). It must
+	// never be logged or returned to a caller.
 	Code string
 	// ExpiresIn is the code's remaining lifetime; zero when NoExpiry.
 	ExpiresIn time.Duration

@@ -67,3 +67,13 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	assert.Len(t, e.smtp.Messages(), 1)
 }
+
+func TestFormatPayloadHidesSealedCode(t *testing.T) {
+	t.Parallel()
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "who@example.com", Purpose: "login", SealedCode: "0a1b2c3d.c2VhbGVk", ExpiresAt: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	got := tasks.FormatPayload(task.Type(), task.Payload())
+	assert.NotContains(t, got, "c2VhbGVk")
+	assert.Contains(t, got, `"sealed_code":"(sealed)"`)
+	assert.Contains(t, got, `"purpose":"login"`)
+}
