@@ -117,7 +117,7 @@ func TestCoalesce(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
 
-	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("old@example.com"))).Err())
+	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("old@example.com"), "")).Err())
 	second, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err, "after the cooldown a send is a send")
 	assert.False(t, second.Coalesced)
@@ -170,18 +170,18 @@ func TestClientVerifyCap(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{Limits: codes.Limits{ClientVerifiesPerHour: 3}})
 	for i := range 3 {
-		err := s.Verify(ctx, fmt.Sprintf("v%d@example.com", i), "123456", "198.51.100.7")
+		err := s.Verify(ctx, codes.ID{Email: fmt.Sprintf("v%d@example.com", i)}, "123456", "198.51.100.7")
 		assert.ErrorIs(t, err, codes.ErrNotFound)
 	}
 	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v9@example.com"})
 	require.NoError(t, err)
-	err = s.Verify(ctx, "v9@example.com", issued.Code, "198.51.100.7")
+	err = s.Verify(ctx, codes.ID{Email: "v9@example.com"}, issued.Code, "198.51.100.7")
 	le := limitErr(t, err)
 	assert.Equal(t, codes.LimitClientVerify, le.Limit)
 	assert.Greater(t, le.RetryAfter, 59*time.Minute)
-	require.NoError(t, s.Verify(ctx, "v9@example.com", issued.Code, "198.51.100.8"), "another client")
+	require.NoError(t, s.Verify(ctx, codes.ID{Email: "v9@example.com"}, issued.Code, "198.51.100.8"), "another client")
 	for range 5 {
-		assert.ErrorIs(t, s.Verify(ctx, "v9@example.com", "1", ""), codes.ErrNotFound, "no client: no per-client cap")
+		assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v9@example.com"}, "1", ""), codes.ErrNotFound, "no client: no per-client cap")
 	}
 }
 
@@ -196,8 +196,8 @@ func TestRefusedSendLeavesNothing(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.1"})
 	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
 
-	n, err := rdb.Exists(ctx, "code_b@example.com", s.StatusKey("b@example.com"),
-		codes.CooldownKey(codes.MailboxID("b@example.com"))).Result()
+	n, err := rdb.Exists(ctx, "code_b@example.com", s.StatusKey(codes.ID{Email: "b@example.com"}),
+		codes.CooldownKey(codes.MailboxID("b@example.com"), "")).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "no code, status or cooldown for b")
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.2"})

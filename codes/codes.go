@@ -5,7 +5,8 @@
 // The Redis layout is the one the old gateway reads directly: the key is
 // KeyPrefix followed by the address exactly as the client sent it (no
 // trimming, no case folding), the value is the plain code, and the key
-// expires after TTL. Every operation that reads and writes is made of Lua
+// expires after TTL. A named purpose's code has a key of its own (see ID).
+// With Config.Seal the value is the code's HMAC instead (see Seal). Every operation that reads and writes is made of Lua
 // scripts, each atomic in its slot.
 //
 // Keys of verifyq's own, each named after the Redis Cluster slot it lives
@@ -155,13 +156,23 @@ type Config struct {
 	Limits Limits
 	// Identity says which addresses are one mailbox for the limits.
 	Identity mail.Identity
+	// Purposes are the purposes besides the default one (see ID), each
+	// with its own lifetime; zero means TTL. A request for any other
+	// purpose fails with ErrInvalidPurpose. Nil means DefaultPurposes,
+	// each with TTL; an empty map, the default purpose alone.
+	Purposes map[string]time.Duration
+	// Seal, when set, keeps codes sealed at rest (CODE_STORAGE=sealed):
+	// the code key holds the code's MAC, not the code, so a gateway that
+	// reads it cannot work; nil keeps the plain code (see Seal).
+	Seal *Seal
 }
 
 // Validate reports every problem with c at once. Each is a *field.Error
 // named after the field (Limits' fields by their own names), so a binary
 // can report it under its environment variable.
 func (c Config) Validate() error {
-	return errors.Join(ValidateKeyPrefix(c.KeyPrefix), ValidateTTL(c.TTL), ValidateLength(c.Length), c.Limits.Validate(), c.Identity.Validate())
+	return errors.Join(ValidateKeyPrefix(c.KeyPrefix), ValidateTTL(c.TTL), ValidateLength(c.Length), c.Limits.Validate(),
+		c.Identity.Validate(), ValidatePurposes(c.Purposes))
 }
 
 // ValidateKeyPrefix checks Config.KeyPrefix (field "KeyPrefix").
@@ -217,6 +228,9 @@ type Issued struct {
 	// Code is the live code. It must never be returned to the caller of the
 	// service, logged or put in a task payload.
 	Code string
+	// Sealed is Code encrypted for the task that mails it (Seal.Encrypt),
+	// when codes are sealed; empty otherwise.
+	Sealed string
 	// ExpiresIn is the remaining lifetime of the code.
 	ExpiresIn time.Duration
 	// Created is true when this call made the code, false when an existing
@@ -251,6 +265,12 @@ func NewStore(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Purposes == nil {
+		cfg.Purposes = make(map[string]time.Duration, len(DefaultPurposes))
+		for _, p := range DefaultPurposes {
+			cfg.Purposes[p] = 0
+		}
+	}
 	return &Store{Reader: &Reader{rdb: rdb, prefix: cfg.KeyPrefix}, rdb: rdb, cfg: cfg, rand: rand.Reader, Now: time.Now}, nil
 }
 
@@ -270,29 +290,34 @@ func flag(b bool) string {
 	return "0"
 }
 
-// verify compares ARGV[1] with the live code in constant time (every byte
-// is looked at whatever the first difference) and deletes the code, its
-// attempts and its status on a match, so a code is used once. A wrong code
-// counts an attempt; the ARGV[2]th (when above 0) deletes the code.
+// verify compares each candidate (the code, or its MAC under each secret
+// when sealed) with the live value in constant time (every byte is looked
+// at whatever the first difference) and deletes the code, its attempts and
+// its status on a match, so a code is used once. A wrong code counts an
+// attempt; the ARGV[1]th (when above 0) deletes the code.
 //
-// KEYS: code, attempts, status (all in the code's slot). ARGV: code, max
-// attempts. Replies: 0 no code, 1 match (consumed), 2 mismatch, 3 mismatch
-// that used up the attempts.
+// KEYS: code, attempts, status (all in the code's slot). ARGV: max
+// attempts, then the candidates. Replies: 0 no code, 1 match (consumed), 2
+// mismatch, 3 mismatch that used up the attempts.
 var verify = redis.NewScript(`
 local code = redis.call('GET', KEYS[1])
 if not code then return 0 end
-local given = ARGV[1]
-local diff = 0
-if #code ~= #given then diff = 1 end
-for i = 1, #code do
-  diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
+local match = false
+for j = 2, #ARGV do
+  local given = ARGV[j]
+  local diff = 0
+  if #code ~= #given then diff = 1 end
+  for i = 1, #code do
+    diff = bit.bor(diff, bit.bxor(string.byte(code, i), string.byte(given, i) or 0))
+  end
+  if diff == 0 then match = true end
 end
-if diff == 0 then
+if match then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 1
 end
 local n = redis.call('INCR', KEYS[2])
-local max = tonumber(ARGV[2])
+local max = tonumber(ARGV[1])
 if max > 0 and n >= max then
   redis.call('DEL', KEYS[1], KEYS[2])
   return 3
@@ -302,7 +327,7 @@ if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 return 2
 `)
 
-// Verify checks code against the live code for email, for the end user's
+// Verify checks code against the live code of id, for the end user's
 // client (empty: none, no per-client cap): one round trip, two when the
 // client's verify cap applies. On a match the code is deleted
 // in the same atomic step, so it verifies only once. It returns ErrNotFound
@@ -310,7 +335,11 @@ return 2
 // ErrAttemptsExhausted when it is wrong for the MaxAttempts-th time, which
 // deletes the live code, and a *LimitError (LimitClientVerify) when the
 // client has used up its verifies; every verify request counts against it.
-func (s *Store) Verify(ctx context.Context, email, code, client string) error {
+// A purpose that is not configured fails with ErrInvalidPurpose.
+func (s *Store) Verify(ctx context.Context, id ID, code, client string) error {
+	if err := s.cfg.checkPurpose(id.Purpose); err != nil {
+		return err
+	}
 	l := s.cfg.Limits
 	if client != "" && l.ClientVerifiesPerHour > 0 {
 		// The client's window lives in the client's slot: a round trip of
@@ -330,8 +359,14 @@ func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 			return &LimitError{Limit: LimitClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
 		}
 	}
-	n, err := verify.Run(ctx, s.rdb, []string{s.Key(email), s.AttemptsKey(email), s.StatusKey(email)},
-		code, l.MaxAttempts).Int64()
+	args := []any{l.MaxAttempts, code}
+	if s.cfg.Seal != nil {
+		args = args[:1]
+		for _, mac := range s.cfg.Seal.MACs(id, code) {
+			args = append(args, mac)
+		}
+	}
+	n, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("verify code: %w", err)
 	}
@@ -345,6 +380,15 @@ func (s *Store) Verify(ctx context.Context, email, code, client string) error {
 	default:
 		return ErrMismatch
 	}
+}
+
+// Status reads the delivery status of id's code (Reader.Status); a
+// purpose that is not configured fails with ErrInvalidPurpose.
+func (s *Store) Status(ctx context.Context, id ID, now time.Time) (Status, error) {
+	if err := s.cfg.checkPurpose(id.Purpose); err != nil {
+		return Status{}, err
+	}
+	return s.Reader.Status(ctx, id, now)
 }
 
 // Generate returns a code of length decimal digits read from r (crypto/rand

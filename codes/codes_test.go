@@ -108,7 +108,7 @@ func TestGetOrCreateExpiresForReal(t *testing.T) {
 	first, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		_, err := s.Peek(ctx, "exp@example.com")
+		_, err := s.Peek(ctx, codes.ID{Email: "exp@example.com"})
 		return errors.Is(err, codes.ErrNotFound)
 	}, 5*time.Second, 50*time.Millisecond)
 	second, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
@@ -156,12 +156,12 @@ func TestPeek(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{})
 
-	_, err := s.Peek(ctx, "none@example.com")
+	_, err := s.Peek(ctx, codes.ID{Email: "none@example.com"})
 	assert.ErrorIs(t, err, codes.ErrNotFound)
 
 	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "p@example.com"})
 	require.NoError(t, err)
-	live, err := s.Peek(ctx, "p@example.com")
+	live, err := s.Peek(ctx, codes.ID{Email: "p@example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, issued.Code, live.Code)
 	assert.False(t, live.NoExpiry)
@@ -177,13 +177,13 @@ func TestReader(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	r, err := codes.NewReader(rdb, "code_")
 	require.NoError(t, err)
-	assert.Equal(t, "code_A@example.com", r.Key("A@example.com"))
+	assert.Equal(t, "code_A@example.com", r.Key(codes.ID{Email: "A@example.com"}))
 
-	_, err = r.Peek(ctx, "none@example.com")
+	_, err = r.Peek(ctx, codes.ID{Email: "none@example.com"})
 	assert.ErrorIs(t, err, codes.ErrNotFound)
 
 	require.NoError(t, rdb.Set(ctx, "code_ttl@example.com", "123456", time.Minute).Err())
-	live, err := r.Peek(ctx, "ttl@example.com")
+	live, err := r.Peek(ctx, codes.ID{Email: "ttl@example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, "123456", live.Code)
 	assert.False(t, live.NoExpiry)
@@ -192,7 +192,7 @@ func TestReader(t *testing.T) {
 
 	// A key an older writer left without expiry.
 	require.NoError(t, rdb.Set(ctx, "code_noexp@example.com", "654321", 0).Err())
-	live, err = r.Peek(ctx, "noexp@example.com")
+	live, err = r.Peek(ctx, codes.ID{Email: "noexp@example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, codes.Live{Code: "654321", NoExpiry: true}, live)
 	ttl, err := rdb.PTTL(ctx, "code_noexp@example.com").Result()
@@ -209,7 +209,7 @@ func TestVerify(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", "123456", ""), codes.ErrNotFound)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, "123456", ""), codes.ErrNotFound)
 
 	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v@example.com"})
 	require.NoError(t, err)
@@ -218,15 +218,15 @@ func TestVerify(t *testing.T) {
 		wrong = "111111"
 	}
 	for _, bad := range []string{wrong, issued.Code[:5], issued.Code + "0", "", strings.ToUpper(issued.Code) + " "} {
-		assert.ErrorIs(t, s.Verify(ctx, "v@example.com", bad, ""), codes.ErrMismatch, "%q", bad)
+		assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, bad, ""), codes.ErrMismatch, "%q", bad)
 	}
-	assert.ErrorIs(t, s.Verify(ctx, "V@example.com", issued.Code, ""), codes.ErrNotFound, "address is case-sensitive, as the key")
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "V@example.com"}, issued.Code, ""), codes.ErrNotFound, "address is case-sensitive, as the key")
 
-	require.NoError(t, s.Verify(ctx, "v@example.com", issued.Code, ""))
+	require.NoError(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code, ""))
 	n, err := rdb.Exists(ctx, "code_v@example.com").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "a verified code is deleted")
-	assert.ErrorIs(t, s.Verify(ctx, "v@example.com", issued.Code, ""), codes.ErrNotFound, "single use")
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code, ""), codes.ErrNotFound, "single use")
 }
 
 func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
@@ -243,7 +243,7 @@ func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s.Verify(ctx, "once@example.com", issued.Code, "") == nil {
+			if s.Verify(ctx, codes.ID{Email: "once@example.com"}, issued.Code, "") == nil {
 				mu.Lock()
 				ok++
 				mu.Unlock()
@@ -265,7 +265,7 @@ func TestRedisDownIsNotAnExpectedOutcome(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "down@example.com"})
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
-	err = s.Verify(ctx, "down@example.com", "123456", "")
+	err = s.Verify(ctx, codes.ID{Email: "down@example.com"}, "123456", "")
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
 	assert.NotErrorIs(t, err, codes.ErrMismatch)

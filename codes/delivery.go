@@ -79,9 +79,9 @@ var readStatus = redis.NewScript(`
 return {redis.call('HGETALL', KEYS[2]), redis.call('PTTL', KEYS[1])}
 `)
 
-// Status reads the delivery status of email's code in one round trip.
-func (r *Reader) Status(ctx context.Context, email string, now time.Time) (Status, error) {
-	res, err := readStatus.Run(ctx, r.rdb, []string{r.Key(email), r.StatusKey(email)}).Slice()
+// Status reads the delivery status of id's code in one round trip.
+func (r *Reader) Status(ctx context.Context, id ID, now time.Time) (Status, error) {
+	res, err := readStatus.Run(ctx, r.rdb, []string{r.Key(id), r.StatusKey(id)}).Slice()
 	if err != nil {
 		return Status{}, fmt.Errorf("read status: %w", err)
 	}
@@ -168,11 +168,11 @@ type Attempt struct {
 }
 
 // Begin starts attempt of task taskID (asynq's task ID; empty: no dedup) to
-// mail email's code, in one round trip: it finds whether the task already
+// mail id's code, in one round trip: it finds whether the task already
 // sent its mail, reads the code, and marks the status sending. ttl is the
 // configured lifetime, for a status key that has none yet.
-func (r *Reader) Begin(ctx context.Context, email, taskID string, ttl time.Duration) (Attempt, error) {
-	res, err := begin.Run(ctx, r.rdb, []string{r.Key(email), r.StatusKey(email)},
+func (r *Reader) Begin(ctx context.Context, id ID, taskID string, ttl time.Duration) (Attempt, error) {
+	res, err := begin.Run(ctx, r.rdb, []string{r.Key(id), r.StatusKey(id)},
 		taskID, time.Now().UnixMilli(), (ttl + StatusLinger).Milliseconds()).Slice()
 	if err != nil {
 		return Attempt{}, fmt.Errorf("begin send: %w", err)
@@ -195,32 +195,32 @@ func (r *Reader) Begin(ctx context.Context, email, taskID string, ttl time.Durat
 
 // Sent records that the mail server accepted task taskID's mail at at: the
 // status says sent, and a re-run of the task will not mail again.
-func (r *Reader) Sent(ctx context.Context, email, taskID string, at time.Time) error {
+func (r *Reader) Sent(ctx context.Context, id ID, taskID string, at time.Time) error {
 	args := []any{"state", StateSent, "sent_at", at.UnixMilli(), "next_at", "", "failure", "", "reply", ""}
 	if taskID != "" {
 		args = append(args, "sent:"+taskID, "1")
 	}
-	return r.finish(ctx, email, args...)
+	return r.finish(ctx, id, args...)
 }
 
 // Retrying records a failed attempt that will be retried after next.
-func (r *Reader) Retrying(ctx context.Context, email string, failure error, next time.Time) error {
-	return r.finish(ctx, email, "state", StateRetrying, "next_at", next.UnixMilli(),
+func (r *Reader) Retrying(ctx context.Context, id ID, failure error, next time.Time) error {
+	return r.finish(ctx, id, "state", StateRetrying, "next_at", next.UnixMilli(),
 		"failure", mail.FailureOf(failure), "reply", replyField(failure))
 }
 
 // Failed records a failed attempt after which the task is given up: the
 // status says undeliverable for a permanent failure, else keeps its state.
-func (r *Reader) Failed(ctx context.Context, email string, failure error) error {
+func (r *Reader) Failed(ctx context.Context, id ID, failure error) error {
 	class := mail.FailureOf(failure)
 	if class != mail.FailurePermanent {
-		return r.finish(ctx, email, "next_at", "", "failure", class, "reply", replyField(failure))
+		return r.finish(ctx, id, "next_at", "", "failure", class, "reply", replyField(failure))
 	}
-	return r.finish(ctx, email, "state", StateUndeliverable, "next_at", "", "failure", class, "reply", replyField(failure))
+	return r.finish(ctx, id, "state", StateUndeliverable, "next_at", "", "failure", class, "reply", replyField(failure))
 }
 
-func (r *Reader) finish(ctx context.Context, email string, args ...any) error {
-	if err := finish.Run(ctx, r.rdb, []string{r.StatusKey(email)}, args...).Err(); err != nil {
+func (r *Reader) finish(ctx context.Context, id ID, args ...any) error {
+	if err := finish.Run(ctx, r.rdb, []string{r.StatusKey(id)}, args...).Err(); err != nil {
 		return fmt.Errorf("record delivery status: %w", err)
 	}
 	return nil

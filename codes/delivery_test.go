@@ -24,7 +24,7 @@ func TestDeliveryStatus(t *testing.T) {
 	now := time.UnixMilli(time.Now().UnixMilli())
 	status := func(email string) codes.Status {
 		t.Helper()
-		st, err := s.Status(ctx, email, now)
+		st, err := s.Status(ctx, codes.ID{Email: email}, now)
 		require.NoError(t, err)
 		return st
 	}
@@ -36,14 +36,14 @@ func TestDeliveryStatus(t *testing.T) {
 	assert.Equal(t, codes.StateQueued, st.State)
 	assert.Greater(t, st.ExpiresIn, 590*time.Second)
 
-	at, err := s.Begin(ctx, "d@example.com", "task-1", codes.DefaultTTL)
+	at, err := s.Begin(ctx, codes.ID{Email: "d@example.com"}, "task-1", codes.DefaultTTL)
 	require.NoError(t, err)
 	require.False(t, at.Done)
 	assert.Equal(t, issued.Code, at.Live.Code)
 	assert.Equal(t, codes.StateSending, status("d@example.com").State)
 
 	temp := fmt.Errorf("send: %w", &mail.SMTPError{Code: 451, Msg: "4.7.1 greylisted, user d@example.com"})
-	require.NoError(t, s.Retrying(ctx, "d@example.com", temp, now.Add(3*time.Second)))
+	require.NoError(t, s.Retrying(ctx, codes.ID{Email: "d@example.com"}, temp, now.Add(3*time.Second)))
 	st = status("d@example.com")
 	assert.Equal(t, codes.StateRetrying, st.State)
 	assert.Equal(t, 1, st.Attempts)
@@ -51,10 +51,10 @@ func TestDeliveryStatus(t *testing.T) {
 	assert.Equal(t, mail.FailureTemporary, st.LastFailure)
 	assert.Equal(t, 451, st.Reply)
 
-	_, err = s.Begin(ctx, "d@example.com", "task-1", codes.DefaultTTL)
+	_, err = s.Begin(ctx, codes.ID{Email: "d@example.com"}, "task-1", codes.DefaultTTL)
 	require.NoError(t, err)
 	sentAt := time.UnixMilli(now.UnixMilli())
-	require.NoError(t, s.Sent(ctx, "d@example.com", "task-1", sentAt))
+	require.NoError(t, s.Sent(ctx, codes.ID{Email: "d@example.com"}, "task-1", sentAt))
 	st = status("d@example.com")
 	assert.Equal(t, codes.StateSent, st.State)
 	assert.Equal(t, 2, st.Attempts)
@@ -62,32 +62,32 @@ func TestDeliveryStatus(t *testing.T) {
 	assert.Empty(t, st.LastFailure)
 	assert.Zero(t, st.Reply)
 
-	again, err := s.Begin(ctx, "d@example.com", "task-1", codes.DefaultTTL)
+	again, err := s.Begin(ctx, codes.ID{Email: "d@example.com"}, "task-1", codes.DefaultTTL)
 	require.NoError(t, err)
 	assert.True(t, again.Done && again.AlreadySent, "the task ran again: no second mail")
-	other, err := s.Begin(ctx, "d@example.com", "task-2", codes.DefaultTTL)
+	other, err := s.Begin(ctx, codes.ID{Email: "d@example.com"}, "task-2", codes.DefaultTTL)
 	require.NoError(t, err)
 	assert.False(t, other.Done, "another task of the address still mails")
 
-	raw, err := rdb.HGetAll(ctx, s.StatusKey("d@example.com")).Result()
+	raw, err := rdb.HGetAll(ctx, s.StatusKey(codes.ID{Email: "d@example.com"})).Result()
 	require.NoError(t, err)
 	for _, v := range raw {
 		assert.NotEqual(t, issued.Code, v, "the status never holds the code")
 		assert.NotContains(t, v, "greylisted", "nor the server's text")
 	}
 
-	require.NoError(t, s.Verify(ctx, "d@example.com", issued.Code, ""))
+	require.NoError(t, s.Verify(ctx, codes.ID{Email: "d@example.com"}, issued.Code, ""))
 	assert.Equal(t, codes.StateNone, status("d@example.com").State, "a verified code leaves no status")
 
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "e@example.com"})
 	require.NoError(t, err)
 	require.NoError(t, rdb.Del(ctx, "code_e@example.com").Err())
 	assert.Equal(t, codes.StateExpired, status("e@example.com").State)
-	gone, err := s.Begin(ctx, "e@example.com", "task-3", codes.DefaultTTL)
+	gone, err := s.Begin(ctx, codes.ID{Email: "e@example.com"}, "task-3", codes.DefaultTTL)
 	require.NoError(t, err)
 	assert.True(t, gone.Done)
 	assert.False(t, gone.AlreadySent)
-	ttl, err := rdb.PTTL(ctx, s.StatusKey("e@example.com")).Result()
+	ttl, err := rdb.PTTL(ctx, s.StatusKey(codes.ID{Email: "e@example.com"})).Result()
 	require.NoError(t, err)
 	assert.Greater(t, ttl, codes.StatusLinger, "the status outlives its code")
 }
@@ -103,11 +103,11 @@ func TestSuppression(t *testing.T) {
 
 	_, err := s.GetOrCreate(ctx, codes.Request{Email: "Gone+x@example.com"})
 	require.NoError(t, err)
-	_, err = s.Begin(ctx, "Gone+x@example.com", "t1", codes.DefaultTTL)
+	_, err = s.Begin(ctx, codes.ID{Email: "Gone+x@example.com"}, "t1", codes.DefaultTTL)
 	require.NoError(t, err)
 	perm := fmt.Errorf("send: %w", &mail.SMTPError{Code: 550, Msg: "5.1.1 no such user"})
-	require.NoError(t, s.Failed(ctx, "Gone+x@example.com", perm))
-	st, err := s.Status(ctx, "Gone+x@example.com", now)
+	require.NoError(t, s.Failed(ctx, codes.ID{Email: "Gone+x@example.com"}, perm))
+	st, err := s.Status(ctx, codes.ID{Email: "Gone+x@example.com"}, now)
 	require.NoError(t, err)
 	assert.Equal(t, codes.StateUndeliverable, st.State)
 	assert.Equal(t, 550, st.Reply)

@@ -11,11 +11,13 @@ import (
 // names by its hash tag (the part in braces):
 //
 //   - the code's slot: code_<email>, {code_<email>}:attempts and
-//     {code_<email>}:status, the only keys besides the code's that hold the
+//     {code_<email>}:status (for a named purpose code_<purpose>:<email>,
+//     {code_<purpose>:<email>}:attempts and so on; see ID), the only keys
+//     besides the code's that hold the
 //     address (for an address with braces, which would move that tag to
 //     another slot, a tag of the code key's slot and a hash: see besideKey);
-//   - a mailbox's slot, tag m:<mailbox id>: its cooldown, its hour of sends
-//     and its suppression;
+//   - a mailbox's slot, tag m:<mailbox id>: its cooldown per purpose, its
+//     hour of sends and its suppression;
 //   - a client's slot, tag c:<client>: its hours of sends and of verifies;
 //   - the rate slot, tag rate: the minute counters of each domain and of
 //     all sends.
@@ -23,11 +25,11 @@ import (
 // A mailbox is named by a hash (MailboxID), never by its address. On one
 // Redis the tags change nothing.
 
-// AttemptsKey counts wrong codes for the live code of email.
-func (r *Reader) AttemptsKey(email string) string { return besideKey(r.Key(email), "attempts") }
+// AttemptsKey counts wrong codes for the live code of id.
+func (r *Reader) AttemptsKey(id ID) string { return besideKey(r.Key(id), "attempts") }
 
-// StatusKey holds the delivery status of email's code (see Status).
-func (r *Reader) StatusKey(email string) string { return besideKey(r.Key(email), "status") }
+// StatusKey holds the delivery status of id's code (see Status).
+func (r *Reader) StatusKey(id ID) string { return besideKey(r.Key(id), "status") }
 
 // MailboxID names a mailbox in keys of verifyq's own: a hash, so that no
 // limit or suppression key holds an address.
@@ -36,8 +38,15 @@ func MailboxID(mailbox string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// CooldownKey holds a mailbox's resend cooldown.
-func CooldownKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:cooldown" }
+// CooldownKey holds a mailbox's resend cooldown for purpose: each purpose
+// has its own (the default purpose's key has no suffix), while the hour of
+// sends (AddressKey) is shared by every purpose of the mailbox.
+func CooldownKey(mailboxID, purpose string) string {
+	if purpose == "" {
+		return "verifyq:{m:" + mailboxID + "}:cooldown"
+	}
+	return "verifyq:{m:" + mailboxID + "}:cooldown:" + purpose
+}
 
 // AddressKey holds a mailbox's rolling hour of sends.
 func AddressKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:sends" }

@@ -46,7 +46,7 @@ func TestCooldown(t *testing.T) {
 	assert.Zero(t, n, "a refused send makes no code")
 
 	// After the cooldown (its key expires), the same code is sent again.
-	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("cool@example.com"))).Err())
+	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("cool@example.com"), "")).Err())
 	again, err := s.GetOrCreate(ctx, codes.Request{Email: "Cool@Example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, first.Code, again.Code)
@@ -164,8 +164,8 @@ func TestMaxAttempts(t *testing.T) {
 	if issued.Code == wrong {
 		wrong = "111111"
 	}
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrMismatch)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, wrong, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, wrong, ""), codes.ErrMismatch)
 	ttl, err := rdb.PTTL(ctx, "{code_guess@example.com}:attempts").Result()
 	require.NoError(t, err)
 	assert.Greater(t, ttl, time.Duration(0), "the count lives no longer than the code")
@@ -173,16 +173,16 @@ func TestMaxAttempts(t *testing.T) {
 	// A resend of the live code does not reset the count.
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "guess@example.com"})
 	require.NoError(t, err)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrong, ""), codes.ErrAttemptsExhausted)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", issued.Code, ""), codes.ErrNotFound,
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, wrong, ""), codes.ErrAttemptsExhausted)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, issued.Code, ""), codes.ErrNotFound,
 		"the right code no longer verifies")
 
 	// A new code starts afresh.
 	fresh, err := s.GetOrCreate(ctx, codes.Request{Email: "guess@example.com"})
 	require.NoError(t, err)
 	assert.True(t, fresh.Created)
-	assert.ErrorIs(t, s.Verify(ctx, "guess@example.com", wrongFor(fresh.Code), ""), codes.ErrMismatch)
-	require.NoError(t, s.Verify(ctx, "guess@example.com", fresh.Code, ""))
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, wrongFor(fresh.Code), ""), codes.ErrMismatch)
+	require.NoError(t, s.Verify(ctx, codes.ID{Email: "guess@example.com"}, fresh.Code, ""))
 	n, err := rdb.Exists(ctx, "{code_guess@example.com}:attempts").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "a verified code leaves no counter")
@@ -206,7 +206,7 @@ func TestMaxAttemptsUnderConcurrency(t *testing.T) {
 			if guess == issued.Code {
 				guess = "x"
 			}
-			switch err := s.Verify(ctx, "many@example.com", guess, ""); {
+			switch err := s.Verify(ctx, codes.ID{Email: "many@example.com"}, guess, ""); {
 			case errors.Is(err, codes.ErrMismatch):
 				atomic.AddInt64(&mismatches, 1)
 			case errors.Is(err, codes.ErrAttemptsExhausted):

@@ -26,12 +26,20 @@ func NewReader(rdb redis.Scripter, keyPrefix string) (*Reader, error) {
 	return &Reader{rdb: rdb, prefix: keyPrefix}, nil
 }
 
-// Key is the Redis key of the code for email, as the old gateway reads it.
-func (r *Reader) Key(email string) string { return r.prefix + email }
+// Key is the Redis key of id's code: for the default purpose the prefix and
+// the address, as the old gateway reads it; for a named one the prefix, the
+// purpose, ":" and the address.
+func (r *Reader) Key(id ID) string {
+	if id.Purpose == "" {
+		return r.prefix + id.Email
+	}
+	return r.prefix + id.Purpose + ":" + id.Email
+}
 
 // Live is a live code as Peek finds it.
 type Live struct {
-	// Code is the code. It must never be logged or returned to a caller.
+	// Code is the code, or its MAC when codes are sealed (Seal). It must
+	// never be logged or returned to a caller.
 	Code string
 	// ExpiresIn is the code's remaining lifetime; zero when NoExpiry.
 	ExpiresIn time.Duration
@@ -50,10 +58,10 @@ if not code then return false end
 return {code, redis.call('PTTL', KEYS[1])}
 `)
 
-// Peek returns the live code for email, or ErrNotFound. It changes nothing
+// Peek returns the live code of id, or ErrNotFound. It changes nothing
 // and costs one round trip.
-func (r *Reader) Peek(ctx context.Context, email string) (Live, error) {
-	res, err := peek.Run(ctx, r.rdb, []string{r.Key(email)}).Slice()
+func (r *Reader) Peek(ctx context.Context, id ID) (Live, error) {
+	res, err := peek.Run(ctx, r.rdb, []string{r.Key(id)}).Slice()
 	if errors.Is(err, redis.Nil) {
 		return Live{}, ErrNotFound
 	}

@@ -118,22 +118,30 @@ return 1
 // getOrCreate gets the live code or creates one, and marks the status
 // queued by this send (remembering the state before, for undo).
 //
-// KEYS: code, attempts, status. ARGV: new code, ttl ms, nonce, now ms, status
-// linger ms.
-// Reply: {code, ms left, created (1 or 0)}. A live code is never extended;
-// a key without expiry (left by an older writer that crashed between SET and
-// EXPIRE) or with one longer than the configured lifetime is given the
-// configured lifetime. A new code starts with no wrong attempts and a fresh
-// status; a resent one keeps both.
+// KEYS: code, attempts, status. ARGV: new value, ttl ms, nonce, now ms,
+// status linger ms, replace (1 or 0).
+// Reply: {value, ms left, created (1 or 0), value replaced (empty if none)}.
+// A live code is never extended; a key without expiry (left by an older
+// writer that crashed between SET and EXPIRE) or with one longer than the
+// configured lifetime is given the configured lifetime. With replace (sealed
+// codes, whose plain code nobody can read back to mail again) a live code's
+// value becomes the new one, keeping its remaining lifetime and attempts. A
+// new code starts with no wrong attempts and a fresh status; a resent one
+// keeps both.
 var getOrCreate = redis.NewScript(`
 local ttl, now, linger = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local code = redis.call('GET', KEYS[1])
-local left, created = ttl, 0
+local left, created, replaced = ttl, 0, ''
 if code then
   left = redis.call('PTTL', KEYS[1])
   if left < 0 or left > ttl then
     redis.call('PEXPIRE', KEYS[1], ttl)
     left = ttl
+  end
+  if ARGV[6] == '1' then
+    replaced = code
+    code = ARGV[1]
+    redis.call('SET', KEYS[1], code, 'KEEPTTL')
   end
 else
   code, created = ARGV[1], 1
@@ -145,19 +153,24 @@ local prevNonce = redis.call('HGET', KEYS[3], 'nonce') or ''
 redis.call('HSET', KEYS[3], 'state', 'queued', 'nonce', ARGV[3], 'queued_at', now, 'prev_state', prev, 'prev_nonce', prevNonce)
 redis.call('HDEL', KEYS[3], 'next_at', 'failure', 'reply')
 redis.call('PEXPIRE', KEYS[3], left + linger)
-return {code, left, created}
+return {code, left, created, replaced}
 `)
 
 // undoCode takes back what getOrCreate did for this send, if no later send
 // took the status over: a code it created goes (with its status), a reused
-// code's status returns to the state and the send it had before.
+// code's status returns to the state and the send it had before, and a
+// value it replaced comes back if the code still holds this send's.
 //
-// KEYS: code, attempts, status. ARGV: nonce, created (1 or 0).
+// KEYS: code, attempts, status. ARGV: nonce, created (1 or 0), this send's
+// value, the value replaced (empty if none).
 var undoCode = redis.NewScript(`
 if redis.call('HGET', KEYS[3], 'nonce') ~= ARGV[1] then return 0 end
 if ARGV[2] == '1' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 1
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[1]) == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[4], 'KEEPTTL')
 end
 for _, f in ipairs({'state', 'nonce'}) do
   local prev = redis.call('HGET', KEYS[3], 'prev_' .. f) or ''
@@ -215,6 +228,9 @@ type Request struct {
 	// Email is the address exactly as the client sent it (validated): the
 	// code key's.
 	Email string
+	// Purpose is what the code is for (see ID); empty is the default
+	// purpose. One not configured fails with ErrInvalidPurpose.
+	Purpose string
 	// Client identifies the end user's client for the per-client cap;
 	// empty means none.
 	Client string
@@ -229,8 +245,14 @@ type Request struct {
 // *LimitError; either leaves the limits and the code as they were (a second
 // round trip undoes what the parts that admitted it recorded). A repeat
 // within the lifetime returns the same code and its remaining lifetime and
-// does not extend it. An admitted send marks the delivery status queued.
+// does not extend it; with sealed codes (Config.Seal) it returns a new code
+// that replaces the live one for the rest of its lifetime, since the live
+// one cannot be read back. An admitted send marks the delivery status
+// queued.
 func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
+	if err := s.cfg.checkPurpose(req.Purpose); err != nil {
+		return Issued{}, err
+	}
 	fresh, err := Generate(s.rand, s.cfg.Length)
 	if err != nil {
 		return Issued{}, err
@@ -241,9 +263,10 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 	}
 	l := s.cfg.Limits
 	now := s.Now()
-	id := MailboxID(s.cfg.Identity.Mailbox(req.Email))
-	codeKeys := []string{s.Key(req.Email), s.AttemptsKey(req.Email), s.StatusKey(req.Email)}
-	mailboxKeys := []string{SuppressKey(id), CooldownKey(id), AddressKey(id)}
+	mailbox := MailboxID(s.cfg.Identity.Mailbox(req.Email))
+	id := ID{Purpose: req.Purpose, Email: req.Email}
+	codeKeys := []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}
+	mailboxKeys := []string{SuppressKey(mailbox), CooldownKey(mailbox, req.Purpose), AddressKey(mailbox)}
 
 	// The parts of the send, the code's last, each with its undo.
 	calls := []scriptCall{{sendMailbox, mailboxKeys,
@@ -261,8 +284,15 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 		calls = append(calls, scriptCall{minutes, keys, []any{l.DomainPerMinute, l.GlobalPerMinute, left}})
 		undos = append(undos, scriptCall{undoMinutes, keys, []any{flag(l.DomainPerMinute > 0), flag(l.GlobalPerMinute > 0)}})
 	}
+	value, sealed := fresh, ""
+	if s.cfg.Seal != nil {
+		value = s.cfg.Seal.MAC(id, fresh)
+		if sealed, err = s.cfg.Seal.Encrypt(s.rand, id, fresh); err != nil {
+			return Issued{}, err
+		}
+	}
 	calls = append(calls, scriptCall{getOrCreate, codeKeys,
-		[]any{fresh, s.cfg.TTL.Milliseconds(), nonce, now.UnixMilli(), StatusLinger.Milliseconds()}})
+		[]any{value, s.cfg.TTLOf(req.Purpose).Milliseconds(), nonce, now.UnixMilli(), StatusLinger.Milliseconds(), flag(s.cfg.Seal != nil)}})
 
 	cmds, err := runAll(ctx, s.rdb, calls)
 	if err != nil {
@@ -275,19 +305,24 @@ func (s *Store) GetOrCreate(ctx context.Context, req Request) (Issued, error) {
 		}
 	}
 	code := replies[len(replies)-1]
-	if len(code) != 3 {
+	if len(code) != 4 {
 		return Issued{}, fmt.Errorf("get or create code: unexpected reply of %d values", len(code))
 	}
 	codeStr, _ := code[0].(string)
 	left, _ := code[1].(int64)
 	created, _ := code[2].(int64)
+	replaced, _ := code[3].(string)
+	if s.cfg.Seal != nil {
+		codeStr = fresh // the live value is its MAC
+	}
 	issued := Issued{
 		Code:        codeStr,
+		Sealed:      sealed,
 		ExpiresIn:   time.Duration(left) * time.Millisecond,
 		Created:     created == 1,
 		ResendAfter: l.Cooldown,
 		admitted: append(undos[:len(undos):len(undos)],
-			scriptCall{undoCode, codeKeys, []any{nonce, flag(created == 1)}}),
+			scriptCall{undoCode, codeKeys, []any{nonce, flag(created == 1), value, replaced}}),
 	}
 
 	// The first part that refused decides; the parts that admitted are undone.

@@ -27,14 +27,14 @@ func TestSlotOf(t *testing.T) {
 func TestBesideKeySharesTheSlot(t *testing.T) {
 	r := &Reader{prefix: "code_"}
 	for _, email := range []string{"a@example.com", "a}b@example.com", "{x}@example.com", "a{b@example.com", "}{@x", "{}@x"} {
-		code := r.Key(email)
-		for _, k := range []string{r.AttemptsKey(email), r.StatusKey(email)} {
+		code := r.Key(ID{Email: email})
+		for _, k := range []string{r.AttemptsKey(ID{Email: email}), r.StatusKey(ID{Email: email})} {
 			if slotOf(k) != slotOf(code) {
 				t.Errorf("%q: %q is in slot %d, the code key %q in %d", email, k, slotOf(k), code, slotOf(code))
 			}
 		}
 	}
-	if got := r.StatusKey("a@example.com"); got != "{code_a@example.com}:status" {
+	if got := r.StatusKey(ID{Email: "a@example.com"}); got != "{code_a@example.com}:status" {
 		t.Errorf("plain addresses keep the readable form, got %q", got)
 	}
 }

@@ -45,7 +45,7 @@ type codeServer struct {
 }
 
 func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest) (*verifyqv1.SendCodeResponse, error) {
-	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: req.GetLocale(), Client: c.s.clientOf(ctx)})
+	sent, err := c.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Purpose: req.GetPurpose(), Locale: req.GetLocale(), Client: c.s.clientOf(ctx)})
 	if err != nil {
 		return nil, fail(ctx, err)
 	}
@@ -57,7 +57,7 @@ func (c codeServer) SendCode(ctx context.Context, req *verifyqv1.SendCodeRequest
 }
 
 func (c codeServer) VerifyCode(ctx context.Context, req *verifyqv1.VerifyCodeRequest) (*verifyqv1.VerifyCodeResponse, error) {
-	if err := c.s.svc.VerifyCode(ctx, service.VerifyRequest{Email: req.GetEmail(), Code: req.GetCode(), Client: c.s.clientOf(ctx)}); err != nil {
+	if err := c.s.svc.VerifyCode(ctx, service.VerifyRequest{Email: req.GetEmail(), Purpose: req.GetPurpose(), Code: req.GetCode(), Client: c.s.clientOf(ctx)}); err != nil {
 		return nil, fail(ctx, err)
 	}
 	record(ctx, nil)
@@ -99,7 +99,7 @@ var deliveryStates = map[string]verifyqv1.DeliveryState{
 }
 
 func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusRequest) (*verifyqv1.GetStatusResponse, error) {
-	st, err := c.s.svc.Status(ctx, req.GetEmail())
+	st, err := c.s.svc.Status(ctx, codes.ID{Purpose: req.GetPurpose(), Email: req.GetEmail()})
 	if err != nil {
 		return nil, fail(ctx, err)
 	}

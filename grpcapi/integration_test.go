@@ -212,7 +212,7 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 	require.NoError(t, err)
 	example := regexp.MustCompile(`(?m)^grpcurl -plaintext(?: -d '([^']*)')? localhost:50051 (\S+)$`)
 	found := example.FindAllStringSubmatch(string(readme), -1)
-	require.Len(t, found, 6, "the README's grpcurl examples")
+	require.Len(t, found, 7, "the README's grpcurl examples")
 	var methods []string
 	for _, ex := range found {
 		reqJSON, symbol := ex[1], ex[2]
@@ -238,6 +238,7 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 		"message.VarifyService/GetVarifyCode",
 		"verifyq.v1.CodeService/SendCode",
 		"verifyq.v1.CodeService/VerifyCode",
+		"verifyq.v1.CodeService/SendCode",
 		"verifyq.v1.CodeService/GetStatus",
 		"grpc.health.v1.Health/Check",
 	}, methods)
@@ -374,7 +375,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	assert.Equal(t, "coalesced", line[2]["outcome"])
 
 	// After the cooldown, a resend mails the same code again, as before.
-	require.NoError(t, s.RDB.Del(ctx, verifycodes.CooldownKey(verifycodes.MailboxID("user@example.com"))).Err())
+	require.NoError(t, s.RDB.Del(ctx, verifycodes.CooldownKey(verifycodes.MailboxID("user@example.com"), "")).Err())
 	assert.Equal(t, int32(0), s.legacy(t, "user@example.com").Error)
 	assert.Equal(t, 2, s.pending(t))
 	assert.Equal(t, code, s.Code(t, "user@example.com"))
@@ -455,4 +456,63 @@ func TestGRPCGetStatus(t *testing.T) {
 
 	_, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "nope"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+func TestGRPCPurposes(t *testing.T) {
+	t.Parallel()
+	s := start(t, verifycodes.Limits{})
+	const email = "purpose@example.com"
+	ctx := context.Background()
+
+	_, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: email, Purpose: "reset_password"})
+	require.NoError(t, err)
+	code, err := s.RDB.Get(ctx, "code_reset_password:"+email).Result()
+	require.NoError(t, err)
+	n, err := s.RDB.Exists(ctx, "code_"+email).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the default key is not touched")
+
+	st, err := s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: email, Purpose: "reset_password"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED, st.GetState())
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: email})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_NONE, st.GetState(), "the default purpose has no code")
+
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code, Purpose: "register"})
+	assert.Equal(t, codes.NotFound, status.Code(err), "a reset code does not complete a sign-up")
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code})
+	assert.Equal(t, codes.NotFound, status.Code(err), "nor the default purpose")
+	_, err = s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: code, Purpose: "reset_password"})
+	require.NoError(t, err)
+
+	for _, call := range []func() error{
+		func() error {
+			_, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: email, Purpose: "launch_missiles"})
+			return err
+		},
+		func() error {
+			_, err := s.v1().VerifyCode(ctx, &verifyqv1.VerifyCodeRequest{Email: email, Code: "123456", Purpose: "Register"})
+			return err
+		},
+		func() error {
+			_, err := s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: email, Purpose: "x:y"})
+			return err
+		},
+	} {
+		err := call()
+		assert.Equal(t, codes.InvalidArgument, status.Code(err))
+		assert.Equal(t, "INVALID_PURPOSE", reasonOf(t, err))
+	}
+}
+
+// reasonOf returns the google.rpc.ErrorInfo reason of err.
+func reasonOf(t *testing.T, err error) string {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }

@@ -49,7 +49,7 @@ const (
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, email string) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (codes.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)

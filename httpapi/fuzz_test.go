@@ -82,10 +82,10 @@ func FuzzRequestDecoding(f *testing.F) {
 	})
 }
 
-func (r *recordingService) Status(_ context.Context, email string) (codes.Status, error) {
-	if err := mail.ValidateAddress(email); err != nil {
+func (r *recordingService) Status(_ context.Context, id codes.ID) (codes.Status, error) {
+	if err := mail.ValidateAddress(id.Email); err != nil {
 		return codes.Status{}, err
 	}
-	r.emails = append(r.emails, email)
+	r.emails = append(r.emails, id.Email)
 	return codes.Status{State: codes.StateNone}, nil
 }

@@ -39,7 +39,7 @@ const DefaultRequestTimeout = 5 * time.Second
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, email string) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (codes.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)
@@ -176,7 +176,7 @@ func route(r *http.Request) string {
 	return RouteOther
 }
 
-type sendRequest struct{ Email, Locale string }
+type sendRequest struct{ Email, Locale, Purpose string }
 
 type sendResponse struct {
 	Email       string `json:"email"`
@@ -186,11 +186,11 @@ type sendResponse struct {
 
 func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	var req sendRequest
-	if !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale}) {
+	if !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale, "purpose": &req.Purpose}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
-	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Locale: req.Locale, Client: h.client(r)})
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Purpose: req.Purpose, Locale: req.Locale, Client: h.client(r)})
 	if err != nil {
 		replyErr(w, r, err)
 		return
@@ -203,7 +203,7 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-type verifyRequest struct{ Email, Code string }
+type verifyRequest struct{ Email, Code, Purpose string }
 
 type verifyResponse struct {
 	Email    string `json:"email"`
@@ -212,11 +212,11 @@ type verifyResponse struct {
 
 func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 	var req verifyRequest
-	if !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code}) {
+	if !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code, "purpose": &req.Purpose}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
-	if err := h.svc.VerifyCode(r.Context(), service.VerifyRequest{Email: req.Email, Code: req.Code, Client: h.client(r)}); err != nil {
+	if err := h.svc.VerifyCode(r.Context(), service.VerifyRequest{Email: req.Email, Purpose: req.Purpose, Code: req.Code, Client: h.client(r)}); err != nil {
 		replyErr(w, r, err)
 		return
 	}
@@ -235,17 +235,23 @@ type statusResponse struct {
 	ExpiresIn     int64  `json:"expires_in"`
 }
 
-// status answers GET /v1/codes/status?email=...: what became of the mail of
-// the address's code. The address is the only parameter, given once.
+// status answers GET /v1/codes/status?email=...[&purpose=...]: what became
+// of the mail of the address's code. The address is required, the purpose
+// optional, each given at most once, and nothing else.
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if len(q) != 1 || len(q["email"]) != 1 {
+	_, hasPurpose := q["purpose"]
+	want := 1
+	if hasPurpose {
+		want = 2
+	}
+	if len(q) != want || len(q["email"]) != 1 || hasPurpose && len(q["purpose"]) != 1 {
 		reply(w, r, outcome.InvalidQuery, nil)
 		return
 	}
 	email := q.Get("email")
 	exchangeOf(r).email = email
-	st, err := h.svc.Status(r.Context(), email)
+	st, err := h.svc.Status(r.Context(), codes.ID{Purpose: q.Get("purpose"), Email: email})
 	if err != nil {
 		replyErr(w, r, err)
 		return

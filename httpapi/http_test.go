@@ -295,3 +295,63 @@ func TestStatus(t *testing.T) {
 	assert.Equal(t, http.StatusMethodNotAllowed, status)
 	assert.Equal(t, "GET, HEAD", hdr.Get("Allow"))
 }
+
+func TestPurposes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	const email = "purpose@example.com"
+
+	status, body, _ := e.post(t, "/v1/codes", `{"email":"`+email+`","purpose":"reset_password"}`)
+	require.Equal(t, http.StatusAccepted, status, body)
+	code, err := e.rdb.Get(ctx, "code_reset_password:"+email).Result()
+	require.NoError(t, err)
+	pending := e.Pending(t)
+	require.Len(t, pending, 1)
+	assert.Equal(t, "reset_password", pending[0].Purpose, "the worker learns the purpose")
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"`+email+`","code":"`+code+`","purpose":"register"}`)
+	assert.Equal(t, http.StatusGone, status)
+	assert.Equal(t, "code_not_found", errCode(body), "a reset code does not complete a sign-up")
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"`+email+`","code":"`+code+`"}`)
+	assert.Equal(t, http.StatusGone, status)
+	assert.Equal(t, "code_not_found", errCode(body), "nor the default purpose")
+
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes/status?email="+email+"&purpose=reset_password", nil)
+	require.NoError(t, err)
+	status, body, _ = do(t, req)
+	require.Equal(t, http.StatusOK, status, body)
+	assert.Equal(t, codes.StateQueued, body["state"])
+
+	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"`+email+`","code":"`+code+`","purpose":"reset_password"}`)
+	require.Equal(t, http.StatusOK, status, body)
+
+	// The default purpose is stored as always.
+	status, _, _ = e.post(t, "/v1/codes", `{"email":"`+email+`"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	assert.Equal(t, e.Code(t, email), e.rdb.Get(ctx, "code_"+email).Val())
+
+	for _, tc := range []struct{ method, path, body string }{
+		{http.MethodPost, "/v1/codes", `{"email":"` + email + `","purpose":"launch_missiles"}`},
+		{http.MethodPost, "/v1/codes/verify", `{"email":"` + email + `","code":"1","purpose":"Register"}`},
+		{http.MethodGet, "/v1/codes/status?email=" + email + "&purpose=x:y", ""},
+	} {
+		var status int
+		if tc.method == http.MethodPost {
+			status, body, _ = e.post(t, tc.path, tc.body)
+		} else {
+			req, err := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+			require.NoError(t, err)
+			status, body, _ = do(t, req)
+		}
+		assert.Equal(t, http.StatusBadRequest, status, tc.path)
+		assert.Equal(t, "invalid_purpose", errCode(body), tc.path)
+	}
+	for _, q := range []string{"purpose=login", "email=" + email + "&purpose=login&purpose=login", "email=" + email + "&purpose=login&x=1"} {
+		req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/codes/status?"+q, nil)
+		require.NoError(t, err)
+		status, body, _ := do(t, req)
+		assert.Equal(t, http.StatusBadRequest, status, q)
+		assert.Equal(t, "invalid_query", errCode(body), q)
+	}
+}

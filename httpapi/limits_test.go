@@ -36,7 +36,7 @@ func TestResendCooldown(t *testing.T) {
 	assert.Len(t, e.Pending(t), 1, "nothing enqueued for the refused request")
 
 	// Once the cooldown is over: 202, the same code.
-	require.NoError(t, e.rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("c@example.com"))).Err())
+	require.NoError(t, e.rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("c@example.com"), "")).Err())
 	status, _, _ = e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
 	assert.Equal(t, http.StatusAccepted, status)
 	again, err := e.rdb.Get(ctx, "code_c@example.com").Result()

@@ -106,6 +106,9 @@ var (
 	InvalidLocale = &Outcome{Name: "invalid_locale", HTTPStatus: http.StatusBadRequest, GRPCCode: codes.InvalidArgument,
 		Reason: "INVALID_LOCALE", Legacy: LegacyException, Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: `locale must be "zh-CN" or "en"`, Err: service.ErrUnknownLocale}
+	InvalidPurpose = &Outcome{Name: "invalid_purpose", HTTPStatus: http.StatusBadRequest, GRPCCode: codes.InvalidArgument,
+		Reason: "INVALID_PURPOSE", Legacy: LegacyException, Metric: MetricInvalid, Level: slog.LevelInfo,
+		Message: "purpose must be empty or one of the configured purposes", Err: service.ErrInvalidPurpose}
 	InvalidCode = &Outcome{Name: "invalid_code", HTTPStatus: http.StatusBadRequest, GRPCCode: codes.InvalidArgument,
 		Reason: "INVALID_CODE", Legacy: LegacyException, Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: fmt.Sprintf("code must be a non-empty string of at most %d bytes", service.MaxCodeLength), Err: service.ErrInvalidCode}
@@ -143,7 +146,7 @@ var (
 		Message: "request body must be one JSON object with string fields"}
 	InvalidQuery = &Outcome{Name: "invalid_query", HTTPStatus: http.StatusBadRequest, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
-		Message: "the query must be exactly one email parameter"}
+		Message: "the query must be one email parameter and at most one purpose parameter"}
 	BodyTooLarge = &Outcome{Name: "body_too_large", HTTPStatus: http.StatusRequestEntityTooLarge, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: "request body is larger than the limit"}
@@ -165,7 +168,7 @@ const StatusClientClosed = 499
 // all is the table, in the order Of tries it.
 var all = []*Outcome{
 	OK, Coalesced, Canceled, DeadlineExceeded,
-	InvalidEmail, InvalidLocale, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited, Undeliverable,
+	InvalidEmail, InvalidLocale, InvalidPurpose, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited, Undeliverable,
 	Unavailable, Internal,
 	InvalidJSON, InvalidQuery, BodyTooLarge, UnsupportedMediaType, MethodNotAllowed, NoRoute,
 }

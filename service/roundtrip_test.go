@@ -110,7 +110,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	_, err = svc.SendCode(ctx, warm)
 	require.NoError(t, err)
 	require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: warm.Email, Code: "x"}), service.ErrMismatch)
-	_, err = store.Peek(ctx, warm.Email)
+	_, err = store.Peek(ctx, codes.ID{Email: warm.Email})
 	require.NoError(t, err)
 	for range 2 { // and a refused send's undo
 		_, err = limited.SendCode(ctx, service.SendRequest{Email: "warm@example.net", Client: "203.0.113.9"})

@@ -24,6 +24,8 @@ import (
 var (
 	ErrInvalidAddress = mail.ErrInvalidAddress
 	ErrUnknownLocale  = mail.ErrUnknownLocale
+	// ErrInvalidPurpose: the purpose is not one of PURPOSES.
+	ErrInvalidPurpose = codes.ErrInvalidPurpose
 	ErrInvalidCode    = errors.New("invalid code")
 	ErrNotFound       = codes.ErrNotFound
 	ErrMismatch       = codes.ErrMismatch
@@ -49,8 +51,8 @@ const MaxCodeLength = 64
 type CodeStore interface {
 	GetOrCreate(ctx context.Context, req codes.Request) (codes.Issued, error)
 	Undo(ctx context.Context, issued codes.Issued) error
-	Verify(ctx context.Context, email, code, client string) error
-	Status(ctx context.Context, email string, now time.Time) (codes.Status, error)
+	Verify(ctx context.Context, id codes.ID, code, client string) error
+	Status(ctx context.Context, id codes.ID, now time.Time) (codes.Status, error)
 }
 
 // Enqueuer puts tasks on the queue (asynq.Client).
@@ -90,6 +92,9 @@ func New(codes CodeStore, queue Enqueuer, logger *slog.Logger) *Service {
 type SendRequest struct {
 	// Email is the address exactly as the client sent it.
 	Email string
+	// Purpose is what the code is for (codes.ID); empty is the default
+	// purpose, the only one of the old service.
+	Purpose string
 	// Locale picks the mail's language; empty means the default.
 	Locale string
 	// Client is the end user's IP address as the gateway passed it, for
@@ -106,6 +111,9 @@ type SendRequest struct {
 type VerifyRequest struct {
 	// Email is the address exactly as the client sent it.
 	Email string
+	// Purpose is what the code was asked for; a code of another purpose
+	// of the address is not found.
+	Purpose string
 	// Code is the code to check.
 	Code string
 	// Client is the end user's IP address, for the per-client verify
@@ -138,8 +146,8 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	now := s.Now()
-	issued, err := s.codes.GetOrCreate(ctx, codes.Request{Email: email, Client: ClientID(req.Client), Coalesce: req.Coalesce})
-	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) {
+	issued, err := s.codes.GetOrCreate(ctx, codes.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce})
+	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) || errors.Is(err, ErrInvalidPurpose) {
 		return Sent{}, err
 	}
 	if err != nil {
@@ -152,7 +160,9 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
 		Email:       email,
+		Purpose:     req.Purpose,
 		Locale:      string(loc),
+		SealedCode:  issued.Sealed,
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
 	}, asynq.Queue(tasks.QueueFor(email, s.QueueShards)))
@@ -190,9 +200,9 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	if req.Code == "" || len(req.Code) > MaxCodeLength || !utf8.ValidString(req.Code) {
 		return ErrInvalidCode
 	}
-	err := s.codes.Verify(ctx, req.Email, req.Code, ClientID(req.Client))
+	err := s.codes.Verify(ctx, codes.ID{Purpose: req.Purpose, Email: req.Email}, req.Code, ClientID(req.Client))
 	switch {
-	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, codes.ErrMismatch),
+	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, ErrInvalidPurpose), errors.Is(err, codes.ErrMismatch),
 		errors.Is(err, codes.ErrAttemptsExhausted), errors.Is(err, ErrRateLimited):
 		return err
 	default:
@@ -200,14 +210,17 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	}
 }
 
-// Status is the delivery status of the code of email (codes.Status): what
+// Status is the delivery status of the code id names (codes.Status): what
 // became of its mail, and how long the code has left. It never holds the
 // code.
-func (s *Service) Status(ctx context.Context, email string) (codes.Status, error) {
-	if err := mail.ValidateAddress(email); err != nil {
+func (s *Service) Status(ctx context.Context, id codes.ID) (codes.Status, error) {
+	if err := mail.ValidateAddress(id.Email); err != nil {
 		return codes.Status{}, err
 	}
-	st, err := s.codes.Status(ctx, email, s.Now())
+	st, err := s.codes.Status(ctx, id, s.Now())
+	if errors.Is(err, ErrInvalidPurpose) {
+		return codes.Status{}, err
+	}
 	if err != nil {
 		return codes.Status{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

@@ -20,7 +20,7 @@ import (
 
 func (e *env) status(t *testing.T, email string) codes.Status {
 	t.Helper()
-	st, err := e.store.Status(context.Background(), email, time.Now())
+	st, err := e.store.Status(context.Background(), codes.ID{Email: email}, time.Now())
 	require.NoError(t, err)
 	return st
 }
@@ -134,7 +134,7 @@ type failingSent struct {
 	calls int
 }
 
-func (f *failingSent) Sent(ctx context.Context, email, taskID string, at time.Time) error {
+func (f *failingSent) Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error {
 	f.mu.Lock()
 	f.calls++
 	fail := f.calls <= f.fails
@@ -142,7 +142,7 @@ func (f *failingSent) Sent(ctx context.Context, email, taskID string, at time.Ti
 	if fail {
 		return errors.New("dial tcp 127.0.0.1:6379: connection refused")
 	}
-	return f.Deliveries.Sent(ctx, email, taskID, at)
+	return f.Deliveries.Sent(ctx, id, taskID, at)
 }
 
 // When Redis does not take the record of a sent mail, the handler keeps

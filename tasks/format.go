@@ -8,7 +8,8 @@ import (
 )
 
 // FormatPayload renders a task payload for people, as in the queue
-// dashboard, with the address masked (mail.MaskAddress). It fits asynqmon's
+// dashboard, with the address masked (mail.MaskAddress) and a sealed code
+// shown as "(sealed)". It fits asynqmon's
 // PayloadFormatterFunc. Payloads of other task types, or that cannot be
 // decoded, are shown as their size only: they might hold anything.
 func FormatPayload(taskType string, payload []byte) string {
@@ -20,6 +21,9 @@ func FormatPayload(taskType string, payload []byte) string {
 		return fmt.Sprintf("(%d bytes, not a valid %s payload)", len(payload), TypeSendCode)
 	}
 	p.Email = mail.MaskAddress(p.Email)
+	if p.SealedCode != "" {
+		p.SealedCode = "(sealed)"
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Sprintf("(%d bytes)", len(payload))

@@ -2,9 +2,12 @@
 // send-code task type, its payload, its queue and retry policy, and the
 // handler that turns a task into a mail.
 //
-// The payload never carries the code. Payloads are visible in the dashboard
-// and in archived tasks, so the worker reads the live code from Redis when it
-// sends; if the code is gone by then, there is nothing to send.
+// The payload never carries the code in the clear. Payloads are visible in
+// the dashboard and in archived tasks, so the worker reads the live code
+// from Redis when it sends; if the code is gone by then, there is nothing to
+// send. With codes sealed at rest (codes.Seal), Redis holds only the code's
+// MAC: the payload then carries the code encrypted (SealedCode), and the
+// worker mails it only while the live MAC is still this code's.
 package tasks
 
 import (
@@ -65,10 +68,18 @@ func QueueFor(email string, n int) string {
 // ten minutes, the default code lifetime; the deadline stops it earlier.
 const MaxRetry = 12
 
-// SendCodePayload is the task payload. It has no code on purpose.
+// SendCodePayload is the task payload. It has no plain code on purpose.
 type SendCodePayload struct {
-	Email       string    `json:"email"`
-	Locale      string    `json:"locale"`
+	Email string `json:"email"`
+	// Purpose is what the code is for (codes.ID): it picks the code's key
+	// and the mail's templates. Empty, or absent in an older payload, is
+	// the default purpose.
+	Purpose string `json:"purpose,omitempty"`
+	Locale  string `json:"locale"`
+	// SealedCode is the code encrypted under CODE_SECRET (codes.Seal), for
+	// codes sealed at rest; empty for plain ones, which the worker reads
+	// from Redis.
+	SealedCode  string    `json:"sealed_code,omitempty"`
 	RequestedAt time.Time `json:"requested_at"`
 	// ExpiresAt is when the code expires; the task's deadline.
 	ExpiresAt time.Time `json:"expires_at"`
@@ -101,16 +112,19 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 	if p.Email == "" {
 		return p, fmt.Errorf("decode %s payload: no email", TypeSendCode)
 	}
+	if err := mail.ValidatePurpose(p.Purpose); err != nil {
+		return p, fmt.Errorf("decode %s payload: purpose: %w", TypeSendCode, err)
+	}
 	return p, nil
 }
 
 // Deliveries reads the code to mail and records what became of each
 // attempt in the address's delivery status (codes.Reader).
 type Deliveries interface {
-	Begin(ctx context.Context, email, taskID string, ttl time.Duration) (codes.Attempt, error)
-	Sent(ctx context.Context, email, taskID string, at time.Time) error
-	Retrying(ctx context.Context, email string, failure error, next time.Time) error
-	Failed(ctx context.Context, email string, failure error) error
+	Begin(ctx context.Context, id codes.ID, taskID string, ttl time.Duration) (codes.Attempt, error)
+	Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error
+	Retrying(ctx context.Context, id codes.ID, failure error, next time.Time) error
+	Failed(ctx context.Context, id codes.ID, failure error) error
 }
 
 // Suppressor puts an address whose mail server refused a mail for good on
@@ -142,6 +156,14 @@ type SendCodeHandler struct {
 	mailer     Mailer
 	ttl        time.Duration
 	logger     *slog.Logger
+
+	// Seal opens sealed codes (CODE_STORAGE=sealed); without it a task
+	// with a sealed code fails for good.
+	Seal *codes.Seal
+
+	// PurposeTTL is the lifetime of each purpose's codes that has its own
+	// (CODE_TTL_<PURPOSE>); any other purpose's is the handler's ttl.
+	PurposeTTL map[string]time.Duration
 
 	// Observer, when set, is told about every send; see Observer.
 	Observer Observer
@@ -208,9 +230,17 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		locale = mail.DefaultLocale
 	}
 	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
+	if p.Purpose != "" {
+		log = log.With("purpose", p.Purpose)
+	}
 	taskID, _ := asynq.GetTaskID(ctx)
+	id := codes.ID{Purpose: p.Purpose, Email: p.Email}
+	ttl := h.ttl
+	if d := h.PurposeTTL[p.Purpose]; d > 0 {
+		ttl = d
+	}
 
-	at, err := h.deliveries.Begin(ctx, p.Email, taskID, h.ttl)
+	at, err := h.deliveries.Begin(ctx, id, taskID, ttl)
 	if err != nil {
 		return fmt.Errorf("read code: %w", err)
 	}
@@ -224,30 +254,67 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		res.Outcome = OutcomeExpired
 		return nil
 	}
+	code, err := h.codeOf(p, id, at.Live.Code)
+	if err != nil {
+		res.Outcome = OutcomeFailed
+		log.ErrorContext(ctx, "cannot mail the task's code", "err", err)
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if code == "" {
+		log.InfoContext(ctx, "code replaced by a later send, nothing to mail")
+		res.Outcome = OutcomeExpired
+		return nil
+	}
 	left := at.Live.ExpiresIn
 	if at.Live.NoExpiry {
-		log.WarnContext(ctx, "code key has no expiry, mailing the configured lifetime", "code_ttl", h.ttl.String())
-		left = h.ttl
+		log.WarnContext(ctx, "code key has no expiry, mailing the configured lifetime", "code_ttl", ttl.String())
+		left = ttl
 	}
 
 	start := h.Now()
-	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Locale: locale, Code: at.Live.Code, ExpiresIn: left})
+	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
 	accepted := h.Now()
 	h.gate().Report(ctx, err)
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
-		return h.failed(ctx, log, t, p.Email, err, res)
+		return h.failed(ctx, log, t, id, err, res)
 	}
 	res.Outcome = OutcomeSent
 	if !p.RequestedAt.IsZero() {
 		res.SinceRequest = accepted.Sub(p.RequestedAt)
 	}
-	h.markSent(ctx, log, p.Email, taskID, accepted)
+	h.markSent(ctx, log, id, taskID, accepted)
 	log.InfoContext(ctx, "code mailed",
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+// errNoSeal: a sealed code came, and the worker has no secret to open it.
+var errNoSeal = errors.New("the task's code is sealed and CODE_STORAGE is not sealed here (no CODE_SECRET)")
+
+// codeOf returns the code to mail for the live value live: live itself for a
+// plain task; for a sealed one the code the payload carries, opened, when
+// live is still its MAC, else "" (a later send replaced it).
+func (h *SendCodeHandler) codeOf(p SendCodePayload, id codes.ID, live string) (string, error) {
+	if p.SealedCode == "" {
+		if h.Seal != nil && len(live) > codes.MaxLength {
+			return "", nil // a sealed value: never mail a MAC
+		}
+		return live, nil
+	}
+	if h.Seal == nil {
+		return "", errNoSeal
+	}
+	code, err := h.Seal.Decrypt(id, p.SealedCode)
+	if err != nil {
+		return "", err
+	}
+	if !h.Seal.Matches(id, code, live) {
+		return "", nil
+	}
+	return code, nil
 }
 
 func (h *SendCodeHandler) gate() Gate {
@@ -260,10 +327,11 @@ func (h *SendCodeHandler) gate() Gate {
 // failed records a failed send in the status (and, for a permanent one, on
 // the suppression list) and returns the task's error. The records are best
 // effort: the error stands whatever happens to them.
-func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq.Task, email string, err error, res *SendResult) error {
+func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq.Task, id codes.ID, err error, res *SendResult) error {
+	email := id.Email
 	if mail.IsPermanent(err) {
 		res.Outcome = OutcomeFailed
-		if rerr := h.deliveries.Failed(ctx, email, err); rerr != nil {
+		if rerr := h.deliveries.Failed(ctx, id, err); rerr != nil {
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
 		if reply := mail.ReplyCode(err); reply >= 500 && h.Suppressor != nil && h.SuppressFor > 0 {
@@ -277,10 +345,10 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq
 	}
 	var rerr error
 	if isLastAttempt(ctx, err) {
-		rerr = h.deliveries.Failed(ctx, email, err)
+		rerr = h.deliveries.Failed(ctx, id, err)
 	} else {
 		n, _ := asynq.GetRetryCount(ctx)
-		rerr = h.deliveries.Retrying(ctx, email, err, h.Now().Add(RetryDelay(n, err, t)))
+		rerr = h.deliveries.Retrying(ctx, id, err, h.Now().Add(RetryDelay(n, err, t)))
 	}
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
@@ -293,8 +361,8 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq
 // failover), it keeps trying in the background, detached from the task and
 // bounded by MarkTimeout: the task's acknowledgement is likely lost too,
 // and the re-run that follows must find the record.
-func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, email, taskID string, at time.Time) {
-	if err := h.deliveries.Sent(ctx, email, taskID, at); err == nil {
+func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, at time.Time) {
+	if err := h.deliveries.Sent(ctx, id, taskID, at); err == nil {
 		return
 	}
 	h.marks.Add(1)
@@ -304,7 +372,7 @@ func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, email,
 		defer cancel()
 		wait := 100 * time.Millisecond
 		for {
-			err := h.deliveries.Sent(ctx, email, taskID, at)
+			err := h.deliveries.Sent(ctx, id, taskID, at)
 			if err == nil {
 				log.InfoContext(ctx, "sent mail recorded after Redis came back")
 				return

@@ -129,7 +129,11 @@ var codeVars = map[string]string{
 }
 
 func (c Config) codes() codes.Config {
+	purposes, _ := c.PurposeTTLs() // validated before
+	seal, _ := c.Seal()            // validated before
 	return codes.Config{
+		Purposes:  purposes,
+		Seal:      seal,
 		KeyPrefix: c.CodeKeyPrefix,
 		TTL:       c.CodeTTL,
 		Length:    c.CodeLength,

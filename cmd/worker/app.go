@@ -61,6 +61,8 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	m := metrics.NewWorker(reg)
 	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
 	handler.Observer = m
+	handler.PurposeTTL, _ = cfg.PurposeTTLs() // validated before
+	handler.Seal, _ = cfg.Seal()              // validated before
 	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
 	handler.SuppressFor = cfg.SuppressFor
 	insp := asynq.NewInspectorFromRedisClient(rdb)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -20,6 +21,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			LogLevel:        "info",
 			CodeKeyPrefix:   "code_",
 			CodeTTL:         10 * time.Minute,
+			Purposes:        codes.DefaultPurposes,
+			CodeStorage:     "plain",
 			ShutdownTimeout: 25 * time.Second,
 			DashboardUser:   "admin",
 

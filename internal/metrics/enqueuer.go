@@ -89,7 +89,7 @@ func (m *Enqueuer) ObserveRequest(api, route, label string, d time.Duration) {
 type SendVerifier interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, email string) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (codes.Status, error)
 }
 
 var _ SendVerifier = (*service.Service)(nil)

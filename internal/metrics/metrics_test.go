@@ -173,6 +173,6 @@ func TestRegistriesAreIndependent(t *testing.T) {
 	assert.NotEqual(t, len(fa), len(fb), "only a has a request series")
 }
 
-func (limitedService) Status(context.Context, string) (codes.Status, error) {
+func (limitedService) Status(context.Context, codes.ID) (codes.Status, error) {
 	return codes.Status{}, nil
 }

@@ -3,8 +3,11 @@ package platform_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +142,103 @@ func TestRunHealthcheck(t *testing.T) {
 	code, stderr = b.run(context.Background(), t, "-healthcheck")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "testbin: 503 Service Unavailable: redis unreachable")
+}
+
+func TestPurposeTTLs(t *testing.T) {
+	t.Setenv("PURPOSES", "register,reset_password")
+	t.Setenv("CODE_TTL_RESET_PASSWORD", "15m")
+	cfg, err := platform.Load[testConfig]()
+	require.NoError(t, err)
+	ttls, err := cfg.PurposeTTLs()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]time.Duration{"register": 0, "reset_password": 15 * time.Minute}, ttls)
+
+	for name, env := range map[string][2]string{
+		"unknown purpose": {"CODE_TTL_LOGIN", "5m"},
+		"not a duration":  {"CODE_TTL_REGISTER", "soon"},
+		"too short":       {"CODE_TTL_REGISTER", "1ms"},
+		"lower case name": {"CODE_TTL_register", "5m"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(env[0], env[1])
+			_, err := platform.Load[testConfig]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), env[0]+":", "the error names the variable")
+		})
+	}
+	t.Run("bad purpose", func(t *testing.T) {
+		t.Setenv("PURPOSES", "register,Reset,register")
+		_, err := platform.Load[testConfig]()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "PURPOSES:")
+		assert.Contains(t, err.Error(), "listed twice")
+	})
+	t.Run("none", func(t *testing.T) {
+		t.Setenv("PURPOSES", "")
+		_, err := platform.Load[testConfig]()
+		require.ErrorContains(t, err, "CODE_TTL_RESET_PASSWORD:", "a lifetime of no purpose")
+		require.NoError(t, os.Unsetenv("CODE_TTL_RESET_PASSWORD")) // t.Setenv restores it
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		ttls, err := cfg.PurposeTTLs()
+		require.NoError(t, err)
+		assert.Empty(t, ttls)
+	})
+}
+
+func TestCodeStorage(t *testing.T) {
+	const hexSecret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	cfg, err := platform.Load[testConfig]()
+	require.NoError(t, err)
+	seal, err := cfg.Seal()
+	require.NoError(t, err)
+	assert.Nil(t, seal, "plain by default")
+
+	t.Run("sealed", func(t *testing.T) {
+		t.Setenv("CODE_STORAGE", "sealed")
+		t.Setenv("CODE_SECRET", hexSecret)
+		t.Setenv("CODE_SECRET_PREVIOUS", strings.Repeat("ab", 32))
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		seal, err := cfg.Seal()
+		require.NoError(t, err)
+		require.NotNil(t, seal)
+		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), hexSecret, "never printed")
+	})
+	t.Run("file", func(t *testing.T) {
+		name := filepath.Join(t.TempDir(), "secret")
+		require.NoError(t, os.WriteFile(name, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
+		t.Setenv("CODE_STORAGE", "sealed")
+		t.Setenv("CODE_SECRET_FILE", name)
+		cfg, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		seal, err := cfg.Seal()
+		require.NoError(t, err)
+		require.NotNil(t, seal)
+	})
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"unknown mode":     {map[string]string{"CODE_STORAGE": "rot13"}, "CODE_STORAGE:"},
+		"no secret":        {map[string]string{"CODE_STORAGE": "sealed"}, "CODE_SECRET:"},
+		"short secret":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET:"}, //nolint:gosec // G101: a made-up, too short secret
+		"both":             {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/nonexistent"}, "CODE_SECRET:"},
+		"missing file":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE:"},
+		"bad previous":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": "hunter2hunter2"}, "CODE_SECRET_PREVIOUS:"},
+		"same previous":    {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": hexSecret}, "CODE_SECRET:"},
+		"secret but plain": {map[string]string{"CODE_SECRET": hexSecret}, "CODE_SECRET:"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := platform.Load[testConfig]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), hexSecret)
+			assert.NotContains(t, err.Error(), "hunter2")
+			assert.NotContains(t, err.Error(), "c2VjcmV0")
+		})
+	}
 }

@@ -74,7 +74,7 @@ func (e *Env) Pending(t testing.TB) []tasks.SendCodePayload {
 type Fake struct {
 	Send     func(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	Verify   func(ctx context.Context, req service.VerifyRequest) error
-	StatusOf func(ctx context.Context, email string) (codes.Status, error)
+	StatusOf func(ctx context.Context, id codes.ID) (codes.Status, error)
 }
 
 // Failing returns a Fake whose every call fails with err.
@@ -82,7 +82,7 @@ func Failing(err error) Fake {
 	return Fake{
 		Send:     func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
 		Verify:   func(context.Context, service.VerifyRequest) error { return err },
-		StatusOf: func(context.Context, string) (codes.Status, error) { return codes.Status{}, err },
+		StatusOf: func(context.Context, codes.ID) (codes.Status, error) { return codes.Status{}, err },
 	}
 }
 
@@ -103,11 +103,11 @@ func (f Fake) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
 }
 
 // Status calls f.StatusOf; nil reports StateNone.
-func (f Fake) Status(ctx context.Context, email string) (codes.Status, error) {
+func (f Fake) Status(ctx context.Context, id codes.ID) (codes.Status, error) {
 	if f.StatusOf == nil {
 		return codes.Status{State: codes.StateNone}, nil
 	}
-	return f.StatusOf(ctx, email)
+	return f.StatusOf(ctx, id)
 }
 
 // Observed is one request an edge reported to an Observer.

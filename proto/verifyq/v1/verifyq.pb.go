@@ -103,7 +103,12 @@ type SendCodeRequest struct {
 	// exactly as sent: no trimming, no case folding.
 	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
 	// The mail's language, "zh-CN" or "en"; empty means "zh-CN".
-	Locale        string `protobuf:"bytes,2,opt,name=locale,proto3" json:"locale,omitempty"`
+	Locale string `protobuf:"bytes,2,opt,name=locale,proto3" json:"locale,omitempty"`
+	// What the code is for, one of the server's PURPOSES (by default
+	// "register", "login", "reset_password", "change_email"); empty is the
+	// default purpose. Each purpose of an address has its own code: a code
+	// sent for one purpose does not verify for another.
+	Purpose       string `protobuf:"bytes,3,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +153,13 @@ func (x *SendCodeRequest) GetEmail() string {
 func (x *SendCodeRequest) GetLocale() string {
 	if x != nil {
 		return x.Locale
+	}
+	return ""
+}
+
+func (x *SendCodeRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
 	}
 	return ""
 }
@@ -211,7 +223,9 @@ type VerifyCodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Email string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
 	// The code as the user typed it.
-	Code          string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The purpose the code was sent for (see SendCodeRequest.purpose).
+	Purpose       string `protobuf:"bytes,3,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +270,13 @@ func (x *VerifyCodeRequest) GetEmail() string {
 func (x *VerifyCodeRequest) GetCode() string {
 	if x != nil {
 		return x.Code
+	}
+	return ""
+}
+
+func (x *VerifyCodeRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
 	}
 	return ""
 }
@@ -306,8 +327,10 @@ func (x *VerifyCodeResponse) GetVerified() bool {
 }
 
 type GetStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Email         string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Email string                 `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
+	// The purpose of the code (see SendCodeRequest.purpose).
+	Purpose       string `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +368,13 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 func (x *GetStatusRequest) GetEmail() string {
 	if x != nil {
 		return x.Email
+	}
+	return ""
+}
+
+func (x *GetStatusRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
 	}
 	return ""
 }
@@ -454,21 +484,24 @@ var File_verifyq_v1_verifyq_proto protoreflect.FileDescriptor
 const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\n" +
 	"\x18verifyq/v1/verifyq.proto\x12\n" +
-	"verifyq.v1\"?\n" +
+	"verifyq.v1\"Y\n" +
 	"\x0fSendCodeRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x16\n" +
-	"\x06locale\x18\x02 \x01(\tR\x06locale\"T\n" +
+	"\x06locale\x18\x02 \x01(\tR\x06locale\x12\x18\n" +
+	"\apurpose\x18\x03 \x01(\tR\apurpose\"T\n" +
 	"\x10SendCodeResponse\x12\x1d\n" +
 	"\n" +
 	"expires_in\x18\x01 \x01(\x03R\texpiresIn\x12!\n" +
-	"\fresend_after\x18\x02 \x01(\x03R\vresendAfter\"=\n" +
+	"\fresend_after\x18\x02 \x01(\x03R\vresendAfter\"W\n" +
 	"\x11VerifyCodeRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x12\n" +
-	"\x04code\x18\x02 \x01(\tR\x04code\"0\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\apurpose\x18\x03 \x01(\tR\apurpose\"0\n" +
 	"\x12VerifyCodeResponse\x12\x1a\n" +
-	"\bverified\x18\x01 \x01(\bR\bverified\"(\n" +
+	"\bverified\x18\x01 \x01(\bR\bverified\"B\n" +
 	"\x10GetStatusRequest\x12\x14\n" +
-	"\x05email\x18\x01 \x01(\tR\x05email\"\x87\x02\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\x12\x18\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x87\x02\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.verifyq.v1.DeliveryStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12&\n" +

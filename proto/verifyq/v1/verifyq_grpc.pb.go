@@ -36,21 +36,23 @@ type CodeServiceClient interface {
 	// SendCode makes a code for the address, or reuses its live code, and
 	// queues a mail carrying it. It returns without waiting for the mail.
 	//
-	// Errors: INVALID_ARGUMENT (bad address, unknown locale),
+	// Errors: INVALID_ARGUMENT (bad address, unknown locale or purpose),
 	// RESOURCE_EXHAUSTED with google.rpc.RetryInfo (a send limit),
 	// UNAVAILABLE (Redis or the queue is unreachable: retry).
 	SendCode(ctx context.Context, in *SendCodeRequest, opts ...grpc.CallOption) (*SendCodeResponse, error)
 	// VerifyCode checks a code and consumes it on success: a code verifies
 	// once.
 	//
-	// Errors: INVALID_ARGUMENT (bad address, empty or overlong code),
+	// Errors: INVALID_ARGUMENT (bad address, empty or overlong code, unknown
+	// purpose),
 	// NOT_FOUND (no live code: expired, used, or never sent),
 	// FAILED_PRECONDITION (the code is wrong), UNAVAILABLE (retry).
 	VerifyCode(ctx context.Context, in *VerifyCodeRequest, opts ...grpc.CallOption) (*VerifyCodeResponse, error)
 	// GetStatus says what became of the mail of the address's code, and how
 	// long the code has left. It never carries the code.
 	//
-	// Errors: INVALID_ARGUMENT (bad address), UNAVAILABLE (retry).
+	// Errors: INVALID_ARGUMENT (bad address, unknown purpose), UNAVAILABLE
+	// (retry).
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
@@ -101,21 +103,23 @@ type CodeServiceServer interface {
 	// SendCode makes a code for the address, or reuses its live code, and
 	// queues a mail carrying it. It returns without waiting for the mail.
 	//
-	// Errors: INVALID_ARGUMENT (bad address, unknown locale),
+	// Errors: INVALID_ARGUMENT (bad address, unknown locale or purpose),
 	// RESOURCE_EXHAUSTED with google.rpc.RetryInfo (a send limit),
 	// UNAVAILABLE (Redis or the queue is unreachable: retry).
 	SendCode(context.Context, *SendCodeRequest) (*SendCodeResponse, error)
 	// VerifyCode checks a code and consumes it on success: a code verifies
 	// once.
 	//
-	// Errors: INVALID_ARGUMENT (bad address, empty or overlong code),
+	// Errors: INVALID_ARGUMENT (bad address, empty or overlong code, unknown
+	// purpose),
 	// NOT_FOUND (no live code: expired, used, or never sent),
 	// FAILED_PRECONDITION (the code is wrong), UNAVAILABLE (retry).
 	VerifyCode(context.Context, *VerifyCodeRequest) (*VerifyCodeResponse, error)
 	// GetStatus says what became of the mail of the address's code, and how
 	// long the code has left. It never carries the code.
 	//
-	// Errors: INVALID_ARGUMENT (bad address), UNAVAILABLE (retry).
+	// Errors: INVALID_ARGUMENT (bad address, unknown purpose), UNAVAILABLE
+	// (retry).
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedCodeServiceServer()
 }
