@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-browser fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-modes test-browser fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -36,6 +36,15 @@ smoke: ## run the stack, request a code, check its mail reached mailpit, stop
 test: ## go vet and all tests with the race detector (what CI runs)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# The suites that take a Redis deployment of VERIFYQ_TEST_REDIS_MODE's mode.
+MODE_PKGS := ./codes ./tasks ./service ./httpapi ./grpcapi ./e2e
+
+test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis Cluster (make test is single mode)
+	set -e; for mode in sentinel cluster; do \
+		echo "==> VERIFYQ_TEST_REDIS_MODE=$$mode"; \
+		VERIFYQ_TEST_REDIS_MODE=$$mode $(GO) test -race -short -count=1 $(MODE_PKGS); \
+	done
 
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in docs/screenshots/
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
