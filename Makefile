@@ -53,7 +53,7 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
-bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta, own Redis and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~4 min)
+bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis (one server, then a 3-master cluster) and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~5 min)
 	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -readme README.md -work tmp-bench
 
 lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
