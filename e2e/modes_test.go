@@ -276,4 +276,3 @@ func redisCLI(t *testing.T, addr string, args ...string) string {
 	require.NoError(t, cmd.Run(), "redis-cli %v: %s", args, stderr.String())
 	return out.String()
 }
-

@@ -1,8 +1,8 @@
 package platform
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
