@@ -156,26 +156,28 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 // open starts the Redis deployment of mode and the harness's clients of it;
 // the function it returns closes them all, also after an error.
 func (e *env) open(ctx context.Context, mode string, m *machine) (func(), error) {
-	e.nodes, e.redisPID, e.shards, e.prefix = nil, nil, 1, ""
+	var d interface {
+		redistest.Deployment
+		Masters() ([]string, error)
+	}
 	var addrs []string
 	var err error
-	if mode == redistest.ModeCluster {
-		var c *redistest.Cluster
-		if c, err = redistest.NewCluster(); err == nil {
-			e.redis, e.shards, e.prefix = c, redistest.ClusterMasters, "cluster-"
-			addrs, err = c.Masters()
-		}
+	if e.nodes, e.redisPID, e.shards, e.prefix = nil, nil, 1, ""; mode == redistest.ModeCluster {
+		d, err = redistest.NewCluster()
+		e.shards, e.prefix = redistest.ClusterMasters, "cluster-"
 	} else {
-		var s *redistest.Server
-		if s, err = redistest.New(); err == nil {
-			e.redis, addrs = s, []string{s.Addr()}
+		d, err = redistest.New()
+	}
+	if err == nil {
+		if addrs, err = d.Masters(); err != nil {
+			d.Close()
 		}
 	}
 	if err != nil {
 		return func() {}, err
 	}
-	r, _ := platform.ParseRedis(mode, e.redis.URL())
-	e.rdb = r.Client()
+	r, _ := platform.ParseRedis(mode, d.URL())
+	e.redis, e.rdb = d, r.Client()
 	for _, a := range addrs {
 		n := redis.NewClient(&redis.Options{Addr: a})
 		info := n.Info(ctx, "server").Val()
@@ -188,7 +190,7 @@ func (e *env) open(ctx context.Context, mode string, m *machine) (func(), error)
 			_ = n.Close()
 		}
 		_ = e.rdb.Close()
-		e.redis.Close()
+		d.Close()
 	}, err
 }
 
