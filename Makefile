@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-faults test-browser fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-faults test-modes test-browser fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -42,6 +42,15 @@ test: ## go vet and every test but the slow fault tests (-short), with the race 
 test-faults: ## the slow fault tests: SMTP down 30 s, a 451 burst, worker SIGKILL (~2 min), with the figures
 	$(GO) test -race -count=1 -v -run '^TestFault' ./e2e
 
+# The suites that take a Redis deployment of VERIFYQ_TEST_REDIS_MODE's mode.
+MODE_PKGS := ./codes ./tasks ./service ./httpapi ./grpcapi ./e2e
+
+test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis Cluster (make test is single mode)
+	set -e; for mode in sentinel cluster; do \
+		echo "==> VERIFYQ_TEST_REDIS_MODE=$$mode"; \
+		VERIFYQ_TEST_REDIS_MODE=$$mode $(GO) test -race -short -count=1 $(MODE_PKGS); \
+	done
+
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in docs/screenshots/
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
 
@@ -49,7 +58,7 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
-bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta, own Redis and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~4 min)
+bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis (one server, then a 3-master cluster) and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~5 min)
 	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -readme README.md -work tmp-bench
 
 lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included

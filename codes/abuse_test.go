@@ -37,12 +37,11 @@ func TestTagsShareTheMailboxLimits(t *testing.T) {
 		assert.Equal(t, codes.LimitAddress, limitErr(t, err).Limit)
 	}
 	assert.Equal(t, 5, admitted)
-	n, err := rdb.Exists(ctx, "code_victim+1@example.com", "code_VICTIM+2@EXAMPLE.COM").Result()
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), n, "code keys keep the address as sent")
+	n := exists(ctx, t, rdb, "code_victim+1@example.com", "code_VICTIM+2@EXAMPLE.COM")
+	assert.Equal(t, 2, n, "code keys keep the address as sent")
 
 	s2, _ := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{Cooldown: time.Minute}})
-	_, err = s2.GetOrCreate(ctx, codes.Request{Email: "victim+a@example.com"})
+	_, err := s2.GetOrCreate(ctx, codes.Request{Email: "victim+a@example.com"})
 	require.NoError(t, err)
 	_, err = s2.GetOrCreate(ctx, codes.Request{Email: "Victim+b@example.com"})
 	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "one cooldown per mailbox")
@@ -145,8 +144,7 @@ func TestUndo(t *testing.T) {
 
 	// Undo leaves nothing behind that it did not find.
 	require.NoError(t, s.Undo(ctx, again))
-	keys, err := rdb.Keys(ctx, "verifyq:{*").Result()
-	require.NoError(t, err)
+	keys := keys(ctx, t, rdb, "verifyq:{*")
 	require.NotEmpty(t, keys, "the limits' keys")
 	for _, k := range keys {
 		typ, err := rdb.Type(ctx, k).Result()
@@ -196,9 +194,8 @@ func TestRefusedSendLeavesNothing(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.1"})
 	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
 
-	n, err := rdb.Exists(ctx, "code_b@example.com", s.StatusKey(codes.ID{Email: "b@example.com"}),
-		codes.CooldownKey(codes.MailboxID("b@example.com"), "")).Result()
-	require.NoError(t, err)
+	n := exists(ctx, t, rdb, "code_b@example.com", s.StatusKey(codes.ID{Email: "b@example.com"}),
+		codes.CooldownKey(codes.MailboxID("b@example.com"), ""))
 	assert.Zero(t, n, "no code, status or cooldown for b")
 	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.2"})
 	require.NoError(t, err, "b's own limits were untouched")

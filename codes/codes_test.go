@@ -17,9 +17,12 @@ import (
 	"github.com/verifyq/verifyq/internal/redistest"
 )
 
-func newStore(t *testing.T, cfg codes.Config) (*codes.Store, *redis.Client) {
+// newStore returns a store on a Redis of the test's own, of the mode
+// VERIFYQ_TEST_REDIS_MODE names (redistest.Shared): the suite runs against
+// single, sentinel and cluster.
+func newStore(t *testing.T, cfg codes.Config) (*codes.Store, redis.UniversalClient) {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Shared(t).UniversalClient(t)
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = codes.DefaultKeyPrefix
 	}
@@ -174,7 +177,7 @@ func TestPeek(t *testing.T) {
 func TestReader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Shared(t).UniversalClient(t)
 	r, err := codes.NewReader(rdb, "code_")
 	require.NoError(t, err)
 	assert.Equal(t, "code_A@example.com", r.Key(codes.ID{Email: "A@example.com"}))
@@ -254,8 +257,11 @@ func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 	assert.Equal(t, 1, ok)
 }
 
+// Single mode only: it stops the one server (the cluster and sentinel
+// deployments' failures are the e2e tests' and redistest's).
 func TestRedisDownIsNotAnExpectedOutcome(t *testing.T) {
 	t.Parallel()
+	skipUnlessSingle(t)
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	s, err := codes.NewStore(srv.Client(t), codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6})
@@ -353,4 +359,49 @@ func TestGenerateIsUniform(t *testing.T) {
 		}
 		assert.Less(t, chi, 40.0, "position %d: %v", pos, row)
 	}
+}
+
+// keys lists the keys matching pattern on every master: KEYS on a cluster
+// client asks one node, which knows only its own slots.
+func keys(ctx context.Context, t *testing.T, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		ks, err := rdb.Keys(ctx, pattern).Result()
+		require.NoError(t, err)
+		return ks
+	}
+	var mu sync.Mutex
+	var all []string
+	require.NoError(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		ks, err := m.Keys(ctx, pattern).Result()
+		mu.Lock()
+		all = append(all, ks...)
+		mu.Unlock()
+		return err
+	}))
+	return all
+}
+
+// skipUnlessSingle skips a test that needs the single deployment (it stops
+// the one server) in the sentinel and cluster runs; it runs in the single
+// run, make test.
+func skipUnlessSingle(t *testing.T) {
+	t.Helper()
+	if m := redistest.Mode(); m != redistest.ModeSingle {
+		t.Skipf("single mode only (runs with %s unset or single), not %s", redistest.EnvMode, m)
+	}
+}
+
+// exists counts the keys that exist, one EXISTS each: on a cluster one
+// EXISTS of keys in several slots is refused (CROSSSLOT).
+func exists(ctx context.Context, t *testing.T, rdb redis.UniversalClient, keys ...string) int {
+	t.Helper()
+	n := 0
+	for _, k := range keys {
+		c, err := rdb.Exists(ctx, k).Result()
+		require.NoError(t, err)
+		n += int(c)
+	}
+	return n
 }

@@ -126,8 +126,7 @@ func TestSuppression(t *testing.T) {
 	assert.Equal(t, "G***@example.com", list[0].Masked, "only masked")
 	assert.Equal(t, 550, list[0].Reply)
 	assert.Equal(t, codes.MailboxID("gone@example.com"), list[0].ID)
-	keys, err := rdb.Keys(ctx, codes.SuppressPrefix+"*").Result()
-	require.NoError(t, err)
+	keys := keys(ctx, t, rdb, codes.SuppressPrefix+"*")
 	for _, k := range keys {
 		v, _ := rdb.Get(ctx, k).Result()
 		assert.NotContains(t, k+v, "Gone+x@example.com", "no full address in the list")

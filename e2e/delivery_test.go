@@ -96,6 +96,7 @@ func TestUndeliverableEndToEnd(t *testing.T) {
 // and runs those tasks again once their lease runs out.
 func TestFaultRedisRestartRepeatsNoMail(t *testing.T) {
 	slowFault(t)
+	singleOnly(t)
 	s := startStack(t, mergeEnv(noLimits, map[string]string{"WORKER_CONCURRENCY": "10"}), redistest.WithAOF())
 	s.smtp.SetLatency(700 * time.Millisecond)
 	const n = 20
@@ -104,15 +105,15 @@ func TestFaultRedisRestartRepeatsNoMail(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, status, body)
 	}
 	time.Sleep(300 * time.Millisecond) // the first ten are in flight
-	s.redis.Stop()
+	s.server(t).Stop()
 	// Longer than asynq's 30 s lease: the queue gives up acknowledging the
 	// sends that finished meanwhile, and runs those tasks again later.
 	time.Sleep(35 * time.Second)
-	require.NoError(t, s.redis.Restart())
+	require.NoError(t, s.server(t).Restart())
 	t.Log("Redis restarted")
 
 	s.smtp.WaitMessages(t, n, 60*time.Second)
-	insp := asynq.NewInspectorFromRedisClient(s.redis.Client(t))
+	insp := asynq.NewInspectorFromRedisClient(s.redis.UniversalClient(t))
 	require.Eventually(t, func() bool {
 		q, err := insp.GetQueueInfo(tasks.Queue)
 		return err == nil && q.Active == 0 && q.Pending == 0 && q.Retry == 0 && q.Scheduled == 0
@@ -155,7 +156,7 @@ func TestQueueShardsEndToEnd(t *testing.T) {
 		status, body := s.post(t, "/v1/codes", map[string]string{"email": fmt.Sprintf("shard%d@example.com", i)})
 		require.Equal(t, http.StatusAccepted, status, body)
 	}
-	insp := asynq.NewInspectorFromRedisClient(s.redis.Client(t))
+	insp := asynq.NewInspectorFromRedisClient(s.redis.UniversalClient(t))
 	for _, q := range tasks.Queues(3) {
 		info, err := insp.GetQueueInfo(q)
 		require.NoError(t, err, q)

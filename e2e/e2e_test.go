@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	redistest.ClosePool()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -129,7 +130,7 @@ func waitReady(t *testing.T, addr string) {
 }
 
 type stack struct {
-	redis              *redistest.Server
+	redis              redistest.Deployment
 	smtp               *smtptest.Server
 	enqueuer, worker   *proc
 	api, grpc          string
@@ -138,11 +139,27 @@ type stack struct {
 	enqEnv, wrkEnv map[string]string
 }
 
+// startStack runs both binaries on a Redis of the test's own, of the mode
+// VERIFYQ_TEST_REDIS_MODE names (single by default; REDIS_MODE and
+// REDIS_URL tell the binaries), and an SMTP server. Without options the
+// Redis is redistest.Shared's; with options (WithAOF) a fresh one.
 func startStack(t *testing.T, extra map[string]string, redisOpts ...redistest.Option) *stack {
 	t.Helper()
-	s := &stack{redis: redistest.Start(t, redisOpts...), smtp: smtptest.Start(t)}
+	var d redistest.Deployment
+	if len(redisOpts) == 0 {
+		d = redistest.Shared(t)
+	} else {
+		d = redistest.StartMode(t, redisOpts...)
+	}
+	return startStackOn(t, d, extra)
+}
+
+// startStackOn is startStack on the deployment d.
+func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string) *stack {
+	t.Helper()
+	s := &stack{redis: d, smtp: smtptest.Start(t)}
 	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	common := map[string]string{"REDIS_URL": s.redis.URL(), "LOG_LEVEL": "debug"}
+	common := map[string]string{"REDIS_MODE": d.Mode(), "REDIS_URL": d.URL(), "LOG_LEVEL": "debug"}
 	enqEnv := map[string]string{"HTTP_ADDR": s.api, "GRPC_ADDR": s.grpc, "ADMIN_ADDR": s.enqAdmin}
 	wrkEnv := map[string]string{
 		"ADMIN_ADDR": s.wrkAdmin, "SMTP_HOST": s.smtp.Host(), "SMTP_PORT": strconv.Itoa(s.smtp.Port()),
@@ -165,6 +182,35 @@ func startStack(t *testing.T, extra map[string]string, redisOpts ...redistest.Op
 	return s
 }
 
+// server is the stack's Redis in single mode; a test that calls it calls
+// singleOnly first.
+func (s *stack) server(t *testing.T) *redistest.Server {
+	t.Helper()
+	srv, ok := s.redis.(*redistest.Server)
+	require.True(t, ok, "a single-mode test on a %s deployment", s.redis.Mode())
+	return srv
+}
+
+// singleOnly skips a test that needs the single deployment (it stops and
+// restarts the one server, or uses what only one server has: ACL users, a
+// pause of all writes) in the sentinel and cluster runs; it runs in the
+// single run, which is make test.
+func singleOnly(t *testing.T) {
+	t.Helper()
+	if m := redistest.Mode(); m != redistest.ModeSingle {
+		t.Skipf("single mode only (runs with %s unset or single), not %s", redistest.EnvMode, m)
+	}
+}
+
+// modeOnly skips a test of one deployment (a failover, a cluster's spread)
+// in the runs of the other modes; it runs in the run of its own mode.
+func modeOnly(t *testing.T, mode string) {
+	t.Helper()
+	if m := redistest.Mode(); m != mode {
+		t.Skipf("%s mode only (runs with %s=%s), not %s", mode, redistest.EnvMode, mode, m)
+	}
+}
+
 func (s *stack) post(t *testing.T, path string, body any) (int, map[string]any) {
 	t.Helper()
 	b, err := json.Marshal(body)
@@ -179,7 +225,7 @@ func (s *stack) post(t *testing.T, path string, body any) (int, map[string]any) 
 
 func (s *stack) code(t *testing.T, email string) (string, time.Duration) {
 	t.Helper()
-	rdb := s.redis.Client(t)
+	rdb := s.redis.UniversalClient(t)
 	code, err := rdb.Get(context.Background(), "code_"+email).Result()
 	require.NoError(t, err)
 	ttl, err := rdb.PTTL(context.Background(), "code_"+email).Result()
@@ -234,7 +280,7 @@ func TestEndToEnd(t *testing.T) {
 	assert.Equal(t, http.StatusUnprocessableEntity, status)
 	status, body = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code})
 	assert.Equal(t, http.StatusOK, status, body)
-	n, err := s.redis.Client(t).Exists(context.Background(), "code_"+email).Result()
+	n, err := s.redis.UniversalClient(t).Exists(context.Background(), "code_"+email).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	status, _ = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code})

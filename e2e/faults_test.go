@@ -16,7 +16,7 @@ import (
 
 func (s *stack) inspector(t *testing.T) *asynq.Inspector {
 	t.Helper()
-	return asynq.NewInspectorFromRedisClient(s.redis.Client(t))
+	return asynq.NewInspectorFromRedisClient(s.redis.UniversalClient(t))
 }
 
 func archived(t *testing.T, insp *asynq.Inspector) []*asynq.TaskInfo {

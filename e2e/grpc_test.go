@@ -66,6 +66,7 @@ func TestGRPCOldGatewayEndToEnd(t *testing.T) {
 // back, without a restart. The enqueuer's log stays JSON lines throughout.
 func TestGRPCRedisOutage(t *testing.T) {
 	t.Parallel()
+	singleOnly(t)
 	s := startStack(t, nil)
 	conn := grpctest.Dial(t, s.grpc)
 	ctx := context.Background()
@@ -76,13 +77,13 @@ func TestGRPCRedisOutage(t *testing.T) {
 		}
 	}
 
-	s.redis.Stop()
+	s.server(t).Stop()
 	require.Eventually(t, healthIs(healthpb.HealthCheckResponse_NOT_SERVING), 10*time.Second, 50*time.Millisecond)
 	rsp, err := grpctest.GetVarifyCode(ctx, t, conn, "down@example.com")
 	require.NoError(t, err, "an OK status even now")
 	assert.Equal(t, int32(1), rsp.Error)
 
-	require.NoError(t, s.redis.Restart())
+	require.NoError(t, s.server(t).Restart())
 	require.Eventually(t, healthIs(healthpb.HealthCheckResponse_SERVING), 10*time.Second, 50*time.Millisecond)
 	rsp, err = grpctest.GetVarifyCode(ctx, t, conn, "up@example.com")
 	require.NoError(t, err)

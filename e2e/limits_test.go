@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -48,9 +50,8 @@ func TestResendCooldownEndToEnd(t *testing.T) {
 func (s *stack) redisValues(t *testing.T) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	rdb := s.redis.Client(t)
-	keys, err := rdb.Keys(ctx, "*").Result()
-	require.NoError(t, err)
+	rdb := s.redis.UniversalClient(t)
+	keys := allKeys(ctx, t, rdb, "*")
 	out := map[string]string{}
 	for _, k := range keys {
 		if strings.HasPrefix(k, "code_") {
@@ -142,4 +143,26 @@ func TestNoCodeLeaks(t *testing.T) {
 			assert.NotContains(t, logs, emails[i])
 		}
 	}
+}
+
+// allKeys lists the keys matching pattern on every master: KEYS through a
+// cluster client asks one node, which knows only its own slots.
+func allKeys(ctx context.Context, t *testing.T, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		keys, err := rdb.Keys(ctx, pattern).Result()
+		require.NoError(t, err)
+		return keys
+	}
+	var mu sync.Mutex
+	var all []string
+	require.NoError(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, pattern).Result()
+		mu.Lock()
+		all = append(all, keys...)
+		mu.Unlock()
+		return err
+	}))
+	return all
 }

@@ -157,18 +157,19 @@ func TestAdminEndpoints(t *testing.T) {
 // once it is back; /metrics keeps answering meanwhile.
 func TestReadyzFollowsRedis(t *testing.T) {
 	t.Parallel()
+	singleOnly(t)
 	s := startStack(t, nil)
 	admins := []string{s.enqAdmin, s.wrkAdmin}
 	for _, a := range admins {
 		assert.Equal(t, http.StatusOK, getStatus(t, "http://"+a+"/readyz"))
 	}
-	s.redis.Stop()
+	s.server(t).Stop()
 	for _, a := range admins {
 		assert.Equal(t, http.StatusServiceUnavailable, getStatus(t, "http://"+a+"/readyz"), a)
 		assert.Equal(t, http.StatusOK, getStatus(t, "http://"+a+"/healthz"), a)
 		metricstest.Scrape(t, "http://"+a+"/metrics") // still valid text
 	}
-	require.NoError(t, s.redis.Restart())
+	require.NoError(t, s.server(t).Restart())
 	for _, a := range admins {
 		assert.Eventually(t, func() bool { return getStatus(t, "http://"+a+"/readyz") == http.StatusOK },
 			10*time.Second, 50*time.Millisecond, a)
@@ -252,8 +253,9 @@ func TestWorkerSIGTERMRequeuesSendCutOff(t *testing.T) {
 // request in flight before it exits 0.
 func TestEnqueuerSIGTERMDrainsRequests(t *testing.T) {
 	t.Parallel()
+	singleOnly(t)
 	s := startStack(t, nil)
-	rdb := s.redis.Client(t)
+	rdb := s.redis.UniversalClient(t)
 	// Hold every write (the code script) for 1.5 s: the request stays in
 	// flight while the signal arrives.
 	require.NoError(t, rdb.Do(context.Background(), "CLIENT", "PAUSE", "1500", "WRITE").Err())

@@ -24,9 +24,8 @@ import (
 func (s *stack) everyRedisValue(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
-	rdb := s.redis.Client(t)
-	keys, err := rdb.Keys(ctx, "*").Result()
-	require.NoError(t, err)
+	rdb := s.redis.UniversalClient(t)
+	keys := allKeys(ctx, t, rdb, "*")
 	var b strings.Builder
 	for _, k := range keys {
 		typ, err := rdb.Type(ctx, k).Result()
@@ -106,7 +105,7 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	}
 	assert.NotContains(t, dump, oldSecret)
 	id := codes.ID{Purpose: "reset_password", Email: email}
-	rdb := s.redis.Client(t)
+	rdb := s.redis.UniversalClient(t)
 	assert.Equal(t, seal.MAC(id, code), rdb.Get(ctx, "code_reset_password:"+email).Val(), "the code key holds the HMAC")
 
 	// Wrong codes count attempts; another purpose does not know the code.

@@ -120,9 +120,7 @@ func TestGRPCInvalidAddress(t *testing.T) {
 	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "a@example.com", Locale: "fr"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err), "unknown locale")
 
-	keys, err := s.RDB.Keys(context.Background(), "code_*").Result()
-	require.NoError(t, err)
-	assert.Empty(t, keys)
+	assert.Empty(t, s.Keys(t, "code_*"))
 	assert.Zero(t, s.pending(t))
 }
 
@@ -130,6 +128,7 @@ func TestGRPCInvalidAddress(t *testing.T) {
 // NOT_SERVING, and everything works again without restarting the enqueuer.
 func TestGRPCRedisOutage(t *testing.T) {
 	t.Parallel()
+	servicetest.SingleOnly(t) // it stops the one server
 	s := start(t, verifycodes.Limits{})
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 	require.Equal(t, int32(0), s.legacy(t, "before@example.com").Error)
@@ -431,9 +430,7 @@ func TestGRPCInvalidUTF8(t *testing.T) {
 	err = s.conn.Invoke(ctx, "/verifyq.v1.CodeService/SendCode", []byte{0x0a, 0xff}, &sent, raw)
 	assert.Equal(t, codes.Internal, status.Code(err), "what is not protobuf at all is still refused by the framework")
 
-	keys, err := s.RDB.Keys(ctx, "*").Result()
-	require.NoError(t, err)
-	assert.Empty(t, keys, "nothing stored, nothing queued")
+	assert.Empty(t, s.Keys(t, "*"), "nothing stored, nothing queued")
 	assert.NotContains(t, s.logs.String(), "\\ufffd")
 }
 

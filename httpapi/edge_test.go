@@ -32,6 +32,7 @@ func postTo(t *testing.T, url, body string) *http.Response {
 // on the real service.
 func TestEveryRequestIsLoggedAndObserved(t *testing.T) {
 	t.Parallel()
+	servicetest.SingleOnly(t) // it stops the one server
 	se := servicetest.New(t, codes.Limits{})
 	logger, logs := logtest.New(t)
 	obs := &servicetest.Observer{}

@@ -28,7 +28,7 @@ type env struct {
 	*servicetest.Env
 	srv  *httptest.Server
 	insp *asynq.Inspector
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 }
 
 // newEnv serves the API on a real service and Redis, with no limits.
@@ -228,6 +228,7 @@ func TestVerifyCode(t *testing.T) {
 
 func TestRedisDown(t *testing.T) {
 	t.Parallel()
+	servicetest.SingleOnly(t) // it stops the one server
 	e := newEnv(t)
 	e.Redis.Stop()
 

@@ -72,6 +72,8 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // The design's promise: a send request costs at most two Redis round trips
+// (on a cluster: two waits, each a pipeline sent to every node it touches
+// at once, and no node visited more than twice)
 // (get-or-create with the limits, one pipeline of a script per Redis Cluster
 // slot; the enqueue, one script) and a verify one. A refused send costs its
 // pipeline and one to undo what the parts that admitted it recorded. The code store and the asynq client share one go-redis
@@ -84,11 +86,47 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestRoundTripsPerRequest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	plain := srv.Client(t) // unhooked: the test's own reads
-	rdb := srv.Client(t)
+	d := redistest.Shared(t)
+	plain := d.UniversalClient(t) // unhooked: the test's own reads and warm-up
+	rdb := d.UniversalClient(t)
 	hook := &roundTrips{}
 	rdb.AddHook(hook)
+	// On a cluster the hook above sees what the caller waits for: a command
+	// (MOVED and ASK redirects included, which go-redis follows inside it)
+	// or a pipeline, which go-redis splits into one pipeline per node its
+	// keys live on and sends to those nodes at the same time: one round
+	// trip of waiting, whatever the number of nodes. nodes counts what each
+	// node sees, so that no node is visited twice where one trip is meant;
+	// the handshake of a connection a node client opens (go-redis keeps
+	// its pools filled as the parallel pipelines need) is left out there.
+	nodes := map[string]*roundTrips{}
+	var nodesMu sync.Mutex
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		c.OnNewNode(func(n *redis.Client) {
+			h := &roundTrips{}
+			nodesMu.Lock()
+			nodes[n.Options().Addr] = h
+			nodesMu.Unlock()
+			n.AddHook(h)
+		})
+	}
+	takeNodes := func() map[string][]string {
+		nodesMu.Lock()
+		defer nodesMu.Unlock()
+		out := map[string][]string{}
+		for addr, h := range nodes {
+			var trips []string
+			for _, trip := range h.take() {
+				if !handshake(trip) {
+					trips = append(trips, trip)
+				}
+			}
+			if len(trips) > 0 {
+				out[addr] = trips
+			}
+		}
+		return out
+	}
 
 	// Limits as in production, except that the cooldown is off in store so
 	// that a repeat send re-mails; limited keeps the cooldown, to count a
@@ -105,6 +143,22 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	svc := service.New(store, queue, discard)
 	limited := service.New(limitedStore, queue, discard)
 
+	// On a cluster (or after a Redis start) each node learns a script the
+	// first time it runs there: run every kind of request, unhooked, for
+	// addresses and clients spread over all the nodes.
+	plainStore, err := codes.NewStore(plain, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
+		Length: codes.DefaultLength, Limits: codes.DefaultLimits()})
+	require.NoError(t, err)
+	plainSvc := service.New(plainStore, asynq.NewClientFromRedisClient(plain), discard)
+	for i := range 32 {
+		req := service.SendRequest{Email: fmt.Sprintf("spread%d@example.org", i), Client: fmt.Sprintf("198.51.100.%d", i)}
+		for range 2 { // the second is refused by the cooldown, and undone
+			_, err = plainSvc.SendCode(ctx, req)
+		}
+		require.ErrorIs(t, err, service.ErrRateLimited)
+		require.ErrorIs(t, plainSvc.VerifyCode(ctx, service.VerifyRequest{Email: req.Email, Code: "x"}), service.ErrMismatch)
+	}
+
 	// Warm up: every script once, the queue registered, the connection open.
 	warm := service.SendRequest{Email: "warm@example.com", Locale: "en", Client: "203.0.113.9"}
 	_, err = svc.SendCode(ctx, warm)
@@ -118,6 +172,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	require.ErrorIs(t, err, service.ErrRateLimited)
 	warmup := hook.take()
 	t.Logf("warm-up: %v", warmup)
+	takeNodes()
 
 	// The hook sees both halves of a send, asynq's enqueue included: each
 	// is one round trip on its own. Without this, a hook that saw nothing
@@ -159,6 +214,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			_, err := limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
 			require.NoError(t, err)
 			hook.take() // counted above: the step is the refused one
+			takeNodes()
 			_, err = limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
 			require.ErrorIs(t, err, service.ErrRateLimited)
 		}},
@@ -180,12 +236,28 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
 			hook.take()
+			takeNodes()
 			step.run(t)
 			trips := hook.take()
 			t.Logf("%d round trips: %v", len(trips), trips)
 			assert.NotEmpty(t, trips, "the hook saw the request")
 			assert.LessOrEqual(t, len(trips), step.max, "%s: at most %d Redis round trips, got %d: %s",
 				step.name, step.max, len(trips), fmt.Sprint(trips))
+			for addr, trips := range takeNodes() {
+				t.Logf("node %s: %d round trips: %v", addr, len(trips), trips)
+				assert.LessOrEqual(t, len(trips), step.max, "%s: node %s sees at most %d round trips, got %s",
+					step.name, addr, step.max, fmt.Sprint(trips))
+			}
 		})
 	}
+}
+
+// handshake reports whether trip is part of opening a connection: the dial,
+// HELLO and CLIENT SETINFO (alone or pipelined).
+func handshake(trip string) bool {
+	switch trip {
+	case "dial", "hello", "auth", "client", "pipeline(client client)":
+		return true
+	}
+	return false
 }

@@ -27,7 +27,7 @@ func (f enqueuerFunc) EnqueueContext(ctx context.Context, task *asynq.Task, opts
 
 func newStore(t *testing.T) *codes.Store {
 	t.Helper()
-	store, err := codes.NewStore(redistest.Start(t).Client(t), codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	store, err := codes.NewStore(redistest.Shared(t).UniversalClient(t), codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
 	require.NoError(t, err)
 	return store
 }
@@ -119,7 +119,7 @@ func TestClientID(t *testing.T) {
 // does not cut the enqueue off: it runs detached, with its own deadline.
 func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Shared(t).UniversalClient(t)
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
 		Limits: codes.Limits{Cooldown: time.Minute}})
 	require.NoError(t, err)
@@ -144,7 +144,7 @@ func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
 // the cooldown, is admitted.
 func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.Shared(t).UniversalClient(t)
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
 		Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1}})
 	require.NoError(t, err)

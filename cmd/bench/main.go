@@ -3,8 +3,10 @@
 // own on loopback, drives the front ends with ghz (gRPC) and vegeta (HTTP),
 // measures what only verifyq can (the ceiling of a send's two Redis round
 // trips, Redis commands per request, the worker's drain rate,
-// request-to-SMTP-accept latency, peak RSS) and rewrites the generated
-// blocks of BENCHMARKS.md and README.md. Every run is bounded in time.
+// request-to-SMTP-accept latency, peak RSS), runs the front ends and the
+// drain again on a 3-master Redis Cluster beside the single node, and
+// rewrites the generated blocks of BENCHMARKS.md and README.md. Every run is
+// bounded in time.
 package main
 
 import (
@@ -82,9 +84,12 @@ func run(ctx context.Context, args []string) error {
 // env is what the runs share.
 type env struct {
 	cfg      config
-	redis    *redistest.Server
-	rdb      *redis.Client // the harness's own: flush, INFO, LLEN
-	redisPID int
+	redis    redistest.Deployment  // single or cluster
+	rdb      redis.UniversalClient // the harness's and the ceiling's: queue lengths
+	nodes    []*redis.Client       // one per master: flush, INFO
+	redisPID []int                 // every master's
+	shards   int                   // QUEUE_SHARDS: 1 on a single node, one per master on a cluster
+	prefix   string                // of the cluster runs' names and logs
 	sink     *smtptest.Server
 	ceil     *ceiling
 	err      error // the first error of a Redis read (see counts)
@@ -112,38 +117,81 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: as above
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	e := &env{cfg: cfg}
-	if e.redis, err = redistest.New(); err != nil {
-		return nil, err
-	}
-	defer e.redis.Close()
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
-	defer func() { _ = e.rdb.Close() }()
-	info := e.rdb.Info(ctx, "server").Val()
-	e.redisPID, _ = strconv.Atoi(field(info, "process_id"))
 	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
-	rep.machine = machine{strconv.Itoa(runtime.NumCPU()), field(string(cpuinfo), "model name"), runtime.Version(), field(info, "redis_version")}
+	rep.machine = machine{strconv.Itoa(runtime.NumCPU()), field(string(cpuinfo), "model name"), runtime.Version(), ""}
+	e := &env{cfg: cfg}
 	if e.sink, err = smtptest.New(smtptest.WithEnvelopeOnly()); err != nil {
 		return nil, err
 	}
 	defer func() { _ = e.sink.Close() }()
-	if e.ceil, err = newCeiling(e.redis.URL()); err != nil {
-		return nil, err
-	}
-	defer func() { _ = e.ceil.rdb.Close() }()
-
-	err = e.frontEnd(ctx, rep)
-	if err == nil {
-		rep.drain, err = e.drain(ctx, "worker-drain-0ms", cfg.drainMails, cfg.drainConc, 0)
-	}
-	if err == nil {
-		rep.slowDrain, err = e.drain(ctx, "worker-drain-"+cfg.slowLatency.String(), cfg.slowMails, cfg.slowConc, cfg.slowLatency)
-	}
-	if err == nil {
-		rep.e2e, err = e.endToEnd(ctx)
+	// The front ends and the drain on a single node, then on a cluster; the
+	// slow drain and the end-to-end run on the single node only.
+	for _, mode := range []string{redistest.ModeSingle, redistest.ModeCluster} {
+		closeRedis, err := e.open(ctx, mode, &rep.machine)
+		runs, drain, single, rss := &rep.frontEnd, &rep.drain, mode == redistest.ModeSingle, int64(0)
+		if !single {
+			runs, drain = &rep.cluster, &rep.clusterDrain
+		}
+		if err == nil {
+			rss, err = e.frontEnd(ctx, runs)
+		}
+		if err == nil {
+			*drain, err = e.drain(ctx, "worker-drain-0ms", cfg.drainMails, cfg.drainConc, 0)
+		}
+		if err == nil && single {
+			rep.enqueuerRSS = rss
+			if rep.slowDrain, err = e.drain(ctx, "worker-drain-"+cfg.slowLatency.String(), cfg.slowMails, cfg.slowConc, cfg.slowLatency); err == nil {
+				rep.e2e, err = e.endToEnd(ctx)
+			}
+		}
+		closeRedis()
+		if err != nil {
+			return nil, err
+		}
 	}
 	rep.took = time.Since(began).Round(time.Second)
-	return rep, err
+	return rep, nil
+}
+
+// open starts the Redis deployment of mode and the harness's clients of it;
+// the function it returns closes them all, also after an error.
+func (e *env) open(ctx context.Context, mode string, m *machine) (func(), error) {
+	var d interface {
+		redistest.Deployment
+		Masters() ([]string, error)
+	}
+	var addrs []string
+	var err error
+	if e.nodes, e.redisPID, e.shards, e.prefix = nil, nil, 1, ""; mode == redistest.ModeCluster {
+		d, err = redistest.NewCluster()
+		e.shards, e.prefix = redistest.ClusterMasters, "cluster-"
+	} else {
+		d, err = redistest.New()
+	}
+	if err == nil {
+		if addrs, err = d.Masters(); err != nil {
+			d.Close()
+		}
+	}
+	if err != nil {
+		return func() {}, err
+	}
+	r, _ := platform.ParseRedis(mode, d.URL())
+	e.redis, e.rdb = d, r.Client()
+	for _, a := range addrs {
+		n := redis.NewClient(&redis.Options{Addr: a})
+		info := n.Info(ctx, "server").Val()
+		pid, _ := strconv.Atoi(field(info, "process_id"))
+		e.nodes, e.redisPID, m.redis = append(e.nodes, n), append(e.redisPID, pid), field(info, "redis_version")
+	}
+	e.ceil, err = newCeiling(e.rdb, e.shards)
+	return func() {
+		for _, n := range e.nodes {
+			_ = n.Close()
+		}
+		_ = e.rdb.Close()
+		d.Close()
+	}, err
 }
 
 // field returns the value of the first "key: value" line of text, or "".
@@ -170,8 +218,8 @@ type proc struct {
 // in logs/<logName>.log, and waits until its admin server answers /readyz.
 func (e *env) start(ctx context.Context, name, logName string, env map[string]string) (*proc, error) {
 	admin := freeAddr()
-	env["ADMIN_ADDR"], env["REDIS_URL"] = admin, e.redis.URL()
-	p := &proc{name: name, log: filepath.Join(e.cfg.work, "logs", logName+".log"), done: make(chan error, 1)}
+	env["ADMIN_ADDR"], env["REDIS_MODE"], env["REDIS_URL"], env["QUEUE_SHARDS"] = admin, e.redis.Mode(), e.redis.URL(), strconv.Itoa(e.shards)
+	p := &proc{name: name, log: filepath.Join(e.cfg.work, "logs", e.prefix+logName+".log"), done: make(chan error, 1)}
 	f, err := os.Create(p.log)
 	if err != nil {
 		return nil, err
@@ -246,30 +294,32 @@ func peakRSS(pid int) int64 {
 	return kb << 10
 }
 
-// cpuTime returns the user plus system CPU time pid has used, from
+// cpuTime returns the user plus system CPU time pids have used, from
 // utime and stime in /proc/<pid>/stat (in USER_HZ, 100 a second).
-func cpuTime(pid int) time.Duration {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // the name may hold spaces
-	if len(f) < 13 {
-		return 0
+func cpuTime(pids ...int) (d time.Duration) {
+	for _, pid := range pids {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) >= 13 { // the name may hold spaces
+			ut, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			d += time.Duration(ut+st) * 10 * time.Millisecond
+		}
 	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return d
 }
 
 // cpuMeter starts measuring the named processes' CPU; the function it
 // returns gives each one's use since, in cores (1.00: one core all the time).
-func cpuMeter(pids map[string]int) func() map[string]float64 {
+// A name may stand for several processes (every master of a cluster).
+func cpuMeter(pids map[string][]int) func() map[string]float64 {
 	start, at := map[string]time.Duration{}, time.Now()
-	for name, pid := range pids {
-		start[name] = cpuTime(pid)
+	for name, p := range pids {
+		start[name] = cpuTime(p...)
 	}
 	return func() map[string]float64 {
 		out := map[string]float64{}
-		for name, pid := range pids {
-			out[name] = float64(cpuTime(pid)-start[name]) / float64(time.Since(at))
+		for name, p := range pids {
+			out[name] = float64(cpuTime(p...)-start[name]) / float64(time.Since(at))
 		}
 		return out
 	}

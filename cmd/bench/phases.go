@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
-	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
@@ -26,29 +25,31 @@ import (
 // grpcCalls are the gRPC front ends as ghz names them; "http" is vegeta's.
 var grpcCalls = map[string]string{"grpc-legacy": "message.VarifyService.GetVarifyCode", "grpc-v1": "verifyq.v1.CodeService.SendCode"}
 
-// queueKey is asynq's key of the mail queue's tasks in state.
-func queueKey(state string) string { return "asynq:{" + tasks.Queue + "}:" + state }
-
-// ceiling is the design's limit: a send's two Redis round trips (get-or-create
-// with the default limits, enqueue) with no RPC, on a client like the enqueuer's.
-type ceiling struct {
-	store *codes.Store
-	queue *asynq.Client
-	rdb   redis.UniversalClient
+// queued counts the tasks in state over every queue shard: asynq keeps the
+// pending ones in a list, the others in sorted sets.
+func (e *env) queued(ctx context.Context, state string) (n int64) {
+	for _, q := range tasks.Queues(e.shards) {
+		if key := "asynq:{" + q + "}:" + state; state == "pending" {
+			n += e.rdb.LLen(ctx, key).Val()
+		} else {
+			n += e.rdb.ZCard(ctx, key).Val()
+		}
+	}
+	return n
 }
 
-func newCeiling(url string) (*ceiling, error) {
-	r, err := platform.ParseRedis(platform.RedisSingle, url)
-	if err != nil {
-		return nil, err
-	}
-	rdb := r.Client()
+// ceiling is the design's limit: a send's two Redis round trips (get-or-create
+// with the default limits, enqueue) with no RPC, as the enqueuer makes them.
+type ceiling struct {
+	store  *codes.Store
+	queue  *asynq.Client
+	shards int
+}
+
+func newCeiling(rdb redis.UniversalClient, shards int) (*ceiling, error) {
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
 		Length: codes.DefaultLength, Limits: codes.DefaultLimits(), Identity: mail.Identity{TagSeparators: mail.DefaultTagSeparators}})
-	if err != nil {
-		return nil, errors.Join(err, rdb.Close())
-	}
-	return &ceiling{store: store, queue: asynq.NewClientFromRedisClient(rdb), rdb: rdb}, nil
+	return &ceiling{store: store, queue: asynq.NewClientFromRedisClient(rdb), shards: shards}, err
 }
 
 // send does in Redis what a send request does for email.
@@ -60,7 +61,7 @@ func (c *ceiling) send(ctx context.Context, email string) error {
 	}
 	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, Locale: "zh-CN", RequestedAt: now, ExpiresAt: now.Add(issued.ExpiresIn)})
 	if err == nil {
-		_, err = c.queue.EnqueueContext(ctx, task)
+		_, err = c.queue.EnqueueContext(ctx, task, asynq.Queue(tasks.QueueFor(email, c.shards)))
 	}
 	return err
 }
@@ -97,17 +98,22 @@ var topLevel = []string{"evalsha", "eval", "sadd", "ping", "hello", "client|seti
 // all commands, the scripts' included.
 type redisCounts map[string]int64
 
-// counts reads Redis's counters; the first error is kept in e.err.
+// counts reads Redis's counters, summed over the masters; the first error
+// is kept in e.err.
 func (e *env) counts(ctx context.Context) redisCounts {
-	info, err := e.rdb.Info(ctx, "stats", "commandstats").Result()
-	e.err = errors.Join(e.err, err)
 	c := redisCounts{}
-	c[""], _ = strconv.ParseInt(field(info, "total_commands_processed"), 10, 64)
-	for line := range strings.SplitSeq(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"); ok { // cmdstat_evalsha:calls=2,usec=...
-			name, fields, _ := strings.Cut(rest, ":")
-			calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
-			c[name], _ = strconv.ParseInt(calls, 10, 64)
+	for _, n := range e.nodes {
+		info, err := n.Info(ctx, "stats", "commandstats").Result()
+		e.err = errors.Join(e.err, err)
+		total, _ := strconv.ParseInt(field(info, "total_commands_processed"), 10, 64)
+		c[""] += total
+		for line := range strings.SplitSeq(info, "\r\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_"); ok { // cmdstat_evalsha:calls=2,usec=...
+				name, fields, _ := strings.Cut(rest, ":")
+				calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
+				v, _ := strconv.ParseInt(calls, 10, 64)
+				c[name] += v
+			}
 		}
 	}
 	return c
@@ -142,11 +148,11 @@ type loadRun struct {
 func (r loadRun) okRate() float64 { return float64(r.enqueued) / r.res.elapsed.Seconds() }
 
 // frontEnd measures the ceiling and each front end (one enqueuer, production
-// defaults) at both concurrencies, each on an empty Redis.
-func (e *env) frontEnd(ctx context.Context, rep *report) error {
+// defaults) at both concurrencies, each on an empty Redis, into runs.
+func (e *env) frontEnd(ctx context.Context, runs *[]loadRun) (rss int64, err error) {
 	enq, grpcAddr, httpAddr, err := e.startEnqueuer(ctx, "enqueuer-frontend")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { _ = enq.stop() }()
 	for _, callers := range []int{e.cfg.high, e.cfg.low} {
@@ -160,38 +166,37 @@ func (e *env) frontEnd(ctx context.Context, rep *report) error {
 				}
 				// More messages than the ceiling's rate allows: a repeated
 				// address would be refused and show as a missing task.
-				data, err := e.ghzMessages(tag, 1000+int(1.5*d.Seconds()*rep.run("ceiling", callers).okRate()))
+				data, err := e.ghzMessages(tag, 1000+int(1.5*d.Seconds()*find(*runs, "ceiling", callers).okRate()))
 				if err != nil {
 					return toolResult{}, err
 				}
 				return e.ghz(ctx, grpcCalls[name], grpcAddr, callers, d, data...)
 			}
-			tag := fmt.Sprintf("%s-%d-%d", name, callers, time.Now().Unix())
+			tag := fmt.Sprintf("%s%s-%d-%d", e.prefix, name, callers, time.Now().Unix())
 			if _, err := load(tag+"w", e.cfg.warmup); err != nil { // warm-up, not counted
-				return err
+				return 0, err
 			}
 			e.reset(0)
 			r := loadRun{name: name, callers: callers}
-			before, meter := e.counts(ctx), cpuMeter(map[string]int{"enqueuer": enq.pid(), "redis": e.redisPID, "load": os.Getpid()})
+			before, meter := e.counts(ctx), cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "redis": e.redisPID, "load": {os.Getpid()}})
 			if r.res, err = load(tag, e.cfg.duration); err != nil {
-				return err
+				return 0, err
 			}
 			r.cpu = meter()
 			if r.res.cpu > 0 { // a load generator of its own, not the harness
 				r.cpu["load"] = r.res.cpu
 			}
 			after := e.counts(ctx)
-			n, err := e.rdb.LLen(ctx, queueKey("pending")).Result()
-			r.enqueued, r.cmds = int(n), perRequest(before, after, int(n))
-			rep.frontEnd = append(rep.frontEnd, r)
-			logf("%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
-			if err := errors.Join(e.err, err); err != nil {
-				return err
+			n := int(e.queued(ctx, "pending"))
+			r.enqueued, r.cmds = n, perRequest(before, after, n)
+			*runs = append(*runs, r)
+			logf("%s%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", e.prefix, name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
+			if e.err != nil {
+				return 0, e.err
 			}
 		}
 	}
-	rep.enqueuerRSS = peakRSS(enq.pid())
-	return enq.stop()
+	return peakRSS(enq.pid()), enq.stop()
 }
 
 // drainRun is one worker emptying a full queue into the sink.
@@ -224,7 +229,7 @@ func (e *env) drain(ctx context.Context, name string, mails, conc int, latency t
 		return r, err
 	}
 	defer func() { _ = w.stop() }()
-	meter := cpuMeter(map[string]int{"worker": w.pid(), "sink": os.Getpid(), "redis": e.redisPID})
+	meter := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID})
 	e.waitMails(ctx, mails)
 	r.cpu = meter()
 	msgs := e.sink.Messages()
@@ -233,15 +238,18 @@ func (e *env) drain(ctx context.Context, name string, mails, conc int, latency t
 		byTime := func(a, b smtptest.Message) int { return a.Accepted.Compare(b.Accepted) }
 		r.rate = float64(len(msgs)-1) / slices.MaxFunc(msgs, byTime).Accepted.Sub(slices.MinFunc(msgs, byTime).Accepted).Seconds()
 	}
-	r.retry, r.archived = e.rdb.ZCard(ctx, queueKey("retry")).Val(), e.rdb.ZCard(ctx, queueKey("archived")).Val()
+	r.retry, r.archived = e.queued(ctx, "retry"), e.queued(ctx, "archived")
 	r.rss = peakRSS(w.pid())
-	logf("%-18s %5.0f mails/s, %d of %d, %d SMTP connections", name, r.rate, r.delivered, mails, r.conn)
+	logf("%s%-18s %5.0f mails/s, %d of %d, %d SMTP connections", e.prefix, name, r.rate, r.delivered, mails, r.conn)
 	return r, errors.Join(e.err, w.stop())
 }
 
-// reset empties Redis (an error goes to e.err) and the sink, at latency.
+// reset empties Redis, every master (an error goes to e.err), and the
+// sink, at latency.
 func (e *env) reset(latency time.Duration) {
-	e.err = errors.Join(e.err, e.rdb.FlushDB(context.Background()).Err())
+	for _, n := range e.nodes {
+		e.err = errors.Join(e.err, n.FlushAll(context.Background()).Err())
+	}
 	e.sink.ClearMessages()
 	e.sink.SetLatency(latency)
 }
@@ -280,7 +288,7 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 		return r, err
 	}
 	defer func() { _ = wrk.stop() }()
-	meter := cpuMeter(map[string]int{"enqueuer": enq.pid(), "worker": wrk.pid(), "redis": e.redisPID, "sink": os.Getpid()})
+	meter := cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "worker": {wrk.pid()}, "redis": e.redisPID, "sink": {os.Getpid()}})
 	from := time.Now().Add(e.cfg.warmup) // requests made before are the warm-up
 	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], grpcAddr, 50, e.cfg.warmup+e.cfg.e2eDuration,
 		"-r", strconv.Itoa(e.cfg.e2eRate), "-d", e2eData); err != nil {

@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -84,4 +85,40 @@ func TestServerStopAndRestart(t *testing.T) {
 	require.NoError(t, s.Restart())
 	assert.Equal(t, "1", rdb.Get(ctx, "kept").Val(), "the AOF kept the key")
 	require.Error(t, s.Restart(), "it runs already")
+}
+
+// A shared deployment comes back to the next test empty, and in sentinel
+// and cluster mode it is the same deployment: one start-up for the two.
+func TestSharedIsEmptiedAndReused(t *testing.T) {
+	for _, mode := range redistest.Modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Setenv(redistest.EnvMode, mode)
+			ctx := context.Background()
+			var first string
+			t.Run("writes", func(t *testing.T) {
+				d := redistest.Shared(t)
+				assert.Equal(t, mode, d.Mode())
+				first = d.URL()
+				c := d.UniversalClient(t)
+				for i := range 20 { // keys on every master of a cluster
+					require.NoError(t, c.Set(ctx, fmt.Sprintf("k%d", i), "v", 0).Err())
+				}
+			})
+			t.Run("reads", func(t *testing.T) {
+				d := redistest.Shared(t)
+				if mode == redistest.ModeSingle {
+					assert.NotEqual(t, first, d.URL(), "single mode: a fresh server")
+				} else {
+					assert.Equal(t, first, d.URL(), "the pooled deployment again")
+				}
+				c := d.UniversalClient(t)
+				for i := range 20 {
+					n, err := c.Exists(ctx, fmt.Sprintf("k%d", i)).Result()
+					require.NoError(t, err)
+					assert.Zero(t, n, "k%d is gone", i)
+				}
+			})
+		})
+	}
+	redistest.ClosePool()
 }

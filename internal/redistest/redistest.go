@@ -83,6 +83,10 @@ func New(opts ...Option) (*Server, error) {
 // Addr is host:port of the server.
 func (s *Server) Addr() string { return s.n.addr() }
 
+// Masters is Addr, as the one master there is, for code that reads every
+// master of a deployment of any mode (Cluster.Masters).
+func (s *Server) Masters() ([]string, error) { return []string{s.Addr()}, nil }
+
 // URL is a redis:// URL for database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 

@@ -234,6 +234,21 @@ func (s *Sentinel) PrimaryAddr() (string, error) {
 	return "", fmt.Errorf("sentinel: no sentinel named the primary: %w", errors.Join(errs...))
 }
 
+// FlushAll empties the primary (FLUSHALL), so that tests sharing one
+// deployment start from no keys. The replica follows its primary.
+func (s *Sentinel) FlushAll(ctx context.Context) error {
+	addr, err := s.PrimaryAddr()
+	if err != nil {
+		return err
+	}
+	p := probe(addr)
+	defer func() { _ = p.Close() }()
+	if err := p.FlushAll(ctx).Err(); err != nil {
+		return fmt.Errorf("sentinel: FLUSHALL on %s: %w", addr, err)
+	}
+	return nil
+}
+
 // DataAddrs is host:port of the two nodes that hold data, the first
 // primary first. After a failover the roles are swapped; PrimaryAddr says
 // which is the primary now.

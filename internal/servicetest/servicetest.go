@@ -1,5 +1,6 @@
 // Package servicetest builds the real service for the edges' tests: a
-// codes.Store and an asynq client on a redis-server of the test's own, and
+// codes.Store and an asynq client on a Redis deployment of the test's own
+// (of the mode VERIFYQ_TEST_REDIS_MODE names), and
 // a fake service with function fields for fault injection.
 package servicetest
 
@@ -25,23 +26,63 @@ import (
 
 // Env is a real service on a real Redis.
 type Env struct {
+	// Deployment is the test's own Redis, of the mode
+	// VERIFYQ_TEST_REDIS_MODE names (single by default).
+	Deployment redistest.Deployment
+	// Redis is the server in single mode and nil in the others: a test
+	// that stops it calls SingleOnly first.
 	Redis   *redistest.Server
-	RDB     *redis.Client
+	RDB     redis.UniversalClient
 	Service *service.Service
 }
 
 // Discard is a logger that writes nothing.
 var Discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// New starts a redis-server for the test and returns the service on it,
-// with codes as verifyq makes them by default and the given limits.
+// New starts a Redis deployment of the mode VERIFYQ_TEST_REDIS_MODE names
+// (redistest.StartMode) for the test and returns the service on it, with
+// codes as verifyq makes them by default and the given limits.
 func New(t testing.TB, limits codes.Limits) *Env {
 	t.Helper()
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
+	d := redistest.StartMode(t)
+	rdb := d.UniversalClient(t)
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Limits: limits})
 	require.NoError(t, err)
-	return &Env{Redis: rs, RDB: rdb, Service: service.New(store, asynq.NewClientFromRedisClient(rdb), Discard)}
+	srv, _ := d.(*redistest.Server)
+	return &Env{Deployment: d, Redis: srv, RDB: rdb, Service: service.New(store, asynq.NewClientFromRedisClient(rdb), Discard)}
+}
+
+// SingleOnly skips a test that needs the single deployment (it stops and
+// restarts the one server) in the sentinel and cluster runs; it runs in the
+// single run, which is make test.
+func SingleOnly(t testing.TB) {
+	t.Helper()
+	if m := redistest.Mode(); m != redistest.ModeSingle {
+		t.Skipf("single mode only (runs with %s unset or single), not %s", redistest.EnvMode, m)
+	}
+}
+
+// Keys lists the keys matching pattern on every master: KEYS through a
+// cluster client asks one node, which knows only its own slots.
+func (e *Env) Keys(t testing.TB, pattern string) []string {
+	t.Helper()
+	ctx := context.Background()
+	c, ok := e.RDB.(*redis.ClusterClient)
+	if !ok {
+		keys, err := e.RDB.Keys(ctx, pattern).Result()
+		require.NoError(t, err)
+		return keys
+	}
+	var mu sync.Mutex
+	var all []string
+	require.NoError(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, pattern).Result()
+		mu.Lock()
+		all = append(all, keys...)
+		mu.Unlock()
+		return err
+	}))
+	return all
 }
 
 // Code returns the live code of email.

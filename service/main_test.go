@@ -1,0 +1,15 @@
+package service_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/verifyq/verifyq/internal/redistest"
+)
+
+// TestMain closes the deployments redistest.Shared pooled.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	redistest.ClosePool()
+	os.Exit(code)
+}
