@@ -192,13 +192,20 @@ func (s *stack) server(t *testing.T) *redistest.Server {
 }
 
 // singleOnly skips a test that needs the single deployment (it stops and
-// restarts the one server, or uses what only one server has: ACL users, a
-// pause of all writes) in the sentinel and cluster runs; it runs in the
-// single run, which is make test.
+// restarts the one server, or sets up ACL users on it) in the sentinel and
+// cluster runs; it runs in the single run, which is make test.
 func singleOnly(t *testing.T) {
 	t.Helper()
 	if m := redistest.Mode(); m != redistest.ModeSingle {
 		t.Skipf("single mode only (runs with %s unset or single), not %s", redistest.EnvMode, m)
+	}
+}
+
+// skipInMode skips a test in the run of mode, for why.
+func skipInMode(t *testing.T, mode, why string) {
+	t.Helper()
+	if redistest.Mode() == mode {
+		t.Skipf("not in %s mode (%s=%s): %s", mode, redistest.EnvMode, mode, why)
 	}
 }
 
