@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -144,7 +145,7 @@ func TestUndo(t *testing.T) {
 
 	// Undo leaves nothing behind that it did not find.
 	require.NoError(t, s.Undo(ctx, again))
-	keys := keys(ctx, t, rdb, "verifyq:{*")
+	keys := redistest.Keys(ctx, t, rdb, "verifyq:{*")
 	require.NotEmpty(t, keys, "the limits' keys")
 	for _, k := range keys {
 		typ, err := rdb.Type(ctx, k).Result()

@@ -361,28 +361,6 @@ func TestGenerateIsUniform(t *testing.T) {
 	}
 }
 
-// keys lists the keys matching pattern on every master: KEYS on a cluster
-// client asks one node, which knows only its own slots.
-func keys(ctx context.Context, t *testing.T, rdb redis.UniversalClient, pattern string) []string {
-	t.Helper()
-	c, ok := rdb.(*redis.ClusterClient)
-	if !ok {
-		ks, err := rdb.Keys(ctx, pattern).Result()
-		require.NoError(t, err)
-		return ks
-	}
-	var mu sync.Mutex
-	var all []string
-	require.NoError(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-		ks, err := m.Keys(ctx, pattern).Result()
-		mu.Lock()
-		all = append(all, ks...)
-		mu.Unlock()
-		return err
-	}))
-	return all
-}
-
 // skipUnlessSingle skips a test that needs the single deployment (it stops
 // the one server) in the sentinel and cluster runs; it runs in the single
 // run, make test.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -126,7 +127,7 @@ func TestSuppression(t *testing.T) {
 	assert.Equal(t, "G***@example.com", list[0].Masked, "only masked")
 	assert.Equal(t, 550, list[0].Reply)
 	assert.Equal(t, codes.MailboxID("gone@example.com"), list[0].ID)
-	keys := keys(ctx, t, rdb, codes.SuppressPrefix+"*")
+	keys := redistest.Keys(ctx, t, rdb, codes.SuppressPrefix+"*")
 	for _, k := range keys {
 		v, _ := rdb.Get(ctx, k).Result()
 		assert.NotContains(t, k+v, "Gone+x@example.com", "no full address in the list")

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/verifyq/verifyq/internal/grpctest"
+	"github.com/verifyq/verifyq/internal/redistest"
 )
 
 // postFrom sends a code request over HTTP with an X-Forwarded-For header.
@@ -101,7 +102,7 @@ func TestClientIdentityEndToEnd(t *testing.T) {
 	for i := range 5 {
 		assert.Equal(t, int32(0), open.legacyFrom(t, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("10.0.0.%d", i)))
 	}
-	keys := allKeys(context.Background(), t, open.redis.UniversalClient(t), "verifyq:{c:*")
+	keys := redistest.Keys(context.Background(), t, open.redis.UniversalClient(t), "verifyq:{c:*")
 	assert.Empty(t, keys, "no TRUSTED_PROXIES: no per-client bucket from what a caller claims")
 }
 

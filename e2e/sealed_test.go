@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -18,36 +17,6 @@ import (
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/tasks"
 )
-
-// everyRedisValue returns every key of Redis, code keys included, with its
-// value, as text.
-func (s *stack) everyRedisValue(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	rdb := s.redis.UniversalClient(t)
-	keys := allKeys(ctx, t, rdb, "*")
-	var b strings.Builder
-	for _, k := range keys {
-		typ, err := rdb.Type(ctx, k).Result()
-		require.NoError(t, err)
-		var v any
-		switch typ {
-		case "string":
-			v, err = rdb.Get(ctx, k).Result()
-		case "hash":
-			v, err = rdb.HGetAll(ctx, k).Result()
-		case "list":
-			v, err = rdb.LRange(ctx, k, 0, -1).Result()
-		case "set":
-			v, err = rdb.SMembers(ctx, k).Result()
-		case "zset":
-			v, err = rdb.ZRangeWithScores(ctx, k, 0, -1).Result()
-		}
-		require.NoError(t, err)
-		fmt.Fprintf(&b, "%s %s %v\n", k, typ, v)
-	}
-	return b.String()
-}
 
 var tenDigits = regexp.MustCompile(`\b\d{10}\b`)
 
@@ -97,7 +66,7 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	code := tenDigits.FindString(msgs[0].Text)
 	require.NotEmpty(t, code, "the mail carries the code")
 
-	dump := s.everyRedisValue(t)
+	dump := s.dumpRedis(t, true)
 	assert.Contains(t, dump, "code_reset_password:"+email, "the dump holds the code key")
 	assert.Contains(t, dump, "asynq:{mail}:archived", "and the archive")
 	for _, c := range []string{code, deadCode} {

@@ -1,10 +1,12 @@
 package redistest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -81,4 +83,32 @@ func CheckMode(mode string) error {
 		return nil
 	}
 	return fmt.Errorf("redis mode %q (%s): want one of %s", mode, EnvMode, strings.Join(Modes, ", "))
+}
+
+// Keys lists the keys matching pattern on every master of rdb's deployment:
+// KEYS through a cluster client asks one node, which knows only its own
+// slots.
+func Keys(ctx context.Context, t testing.TB, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		keys, err := rdb.Keys(ctx, pattern).Result()
+		if err != nil {
+			t.Fatalf("redistest: KEYS %s: %v", pattern, err)
+		}
+		return keys
+	}
+	var mu sync.Mutex
+	var all []string
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, pattern).Result()
+		mu.Lock()
+		all = append(all, keys...)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("redistest: KEYS %s on every master: %v", pattern, err)
+	}
+	return all
 }

@@ -62,27 +62,10 @@ func SingleOnly(t testing.TB) {
 	}
 }
 
-// Keys lists the keys matching pattern on every master: KEYS through a
-// cluster client asks one node, which knows only its own slots.
+// Keys lists the keys matching pattern on every master.
 func (e *Env) Keys(t testing.TB, pattern string) []string {
 	t.Helper()
-	ctx := context.Background()
-	c, ok := e.RDB.(*redis.ClusterClient)
-	if !ok {
-		keys, err := e.RDB.Keys(ctx, pattern).Result()
-		require.NoError(t, err)
-		return keys
-	}
-	var mu sync.Mutex
-	var all []string
-	require.NoError(t, c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-		keys, err := m.Keys(ctx, pattern).Result()
-		mu.Lock()
-		all = append(all, keys...)
-		mu.Unlock()
-		return err
-	}))
-	return all
+	return redistest.Keys(context.Background(), t, e.RDB, pattern)
 }
 
 // Code returns the live code of email.
