@@ -109,7 +109,7 @@ func TestSendCodeHandlerNoExpiryMailsConfiguredTTL(t *testing.T) {
 	assert.NotContains(t, e.logs.String(), "424242", "no code in logs")
 	ttl, err := e.rdb.PTTL(ctx, "code_legacy@example.com").Result()
 	require.NoError(t, err)
-	assert.Equal(t, time.Duration(-1), ttl, "the worker only reads")
+	assert.Equal(t, time.Duration(-1), ttl, "the worker leaves the code key as it is")
 }
 
 func TestSendCodeHandlerCodeGone(t *testing.T) {
