@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,11 +20,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/smtptest"
-	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -38,37 +42,25 @@ func (e *env) queued(ctx context.Context, state string) (n int64) {
 	return n
 }
 
-// ceiling is the design's limit: a send's two Redis round trips (get-or-create
-// with the default limits, enqueue) with no RPC, as the enqueuer makes them.
-type ceiling struct {
-	store  *codes.Store
-	queue  *asynq.Client
-	shards int
-}
-
-func newCeiling(rdb redis.UniversalClient, shards int) (*ceiling, error) {
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-		Length: codes.DefaultLength, Limits: codes.DefaultLimits(), Identity: mail.Identity{TagSeparators: mail.DefaultTagSeparators}})
-	return &ceiling{store: store, queue: asynq.NewClientFromRedisClient(rdb), shards: shards}, err
-}
-
-// send does in Redis what a send request does for email.
-func (c *ceiling) send(ctx context.Context, email string) error {
+// send does in Redis what a send request does for email: the ceiling, the
+// design's limit, is its two round trips (get-or-create with the default
+// limits, enqueue) with no RPC, as the enqueuer makes them.
+func (e *env) send(ctx context.Context, email string) error {
 	now := time.Now()
-	issued, err := c.store.GetOrCreate(ctx, codes.Request{Email: email})
+	issued, err := e.store.GetOrCreate(ctx, codes.Request{Email: email})
 	if err != nil {
 		return err
 	}
 	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, Locale: "zh-CN", RequestedAt: now, ExpiresAt: now.Add(issued.ExpiresIn)})
 	if err == nil {
-		_, err = c.queue.EnqueueContext(ctx, task, asynq.Queue(tasks.QueueFor(email, c.shards)))
+		_, err = e.queue.EnqueueContext(ctx, task, asynq.Queue(tasks.QueueFor(email, e.shards)))
 	}
 	return err
 }
 
-// run sends for new addresses, callers at a time (a closed loop), until n
-// are sent or d has passed.
-func (c *ceiling) run(ctx context.Context, tag string, callers, n int, d time.Duration) toolResult {
+// ceiling sends for new addresses, callers at a time (a closed loop), until
+// n are sent or d has passed.
+func (e *env) ceiling(ctx context.Context, tag string, callers, n int, d time.Duration) toolResult {
 	var next, failed atomic.Int64
 	lats := make([][]time.Duration, callers)
 	start := time.Now()
@@ -77,7 +69,7 @@ func (c *ceiling) run(ctx context.Context, tag string, callers, n int, d time.Du
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n && time.Since(start) < d && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
 				t := time.Now()
-				if c.send(ctx, address(tag, i)) != nil {
+				if e.send(ctx, address(tag, i)) != nil {
 					failed.Add(1)
 					continue
 				}
@@ -147,12 +139,29 @@ type loadRun struct {
 // okRate is the send requests a second whose task reached the queue.
 func (r loadRun) okRate() float64 { return float64(r.enqueued) / r.res.elapsed.Seconds() }
 
+// phase is what the front ends and the 0 ms drain measured on one deployment.
+type phase struct {
+	runs  []loadRun
+	rss   int64 // the enqueuer's peak after the runs
+	drain drainRun
+}
+
+// run returns the front-end (or ceiling) run name at callers.
+func (ph *phase) run(name string, callers int) loadRun {
+	for _, l := range ph.runs {
+		if l.name == name && l.callers == callers {
+			return l
+		}
+	}
+	return loadRun{res: toolResult{elapsed: 1}}
+}
+
 // frontEnd measures the ceiling and each front end (one enqueuer, production
-// defaults) at both concurrencies, each on an empty Redis, into runs.
-func (e *env) frontEnd(ctx context.Context, runs *[]loadRun) (rss int64, err error) {
-	enq, grpcAddr, httpAddr, err := e.startEnqueuer(ctx, "enqueuer-frontend")
+// defaults) at both concurrencies, each on an empty Redis, into ph.
+func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
+	enq, err := e.startEnqueuer(ctx, "enqueuer-frontend")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer func() { _ = enq.stop() }()
 	for _, callers := range []int{e.cfg.high, e.cfg.low} {
@@ -160,27 +169,27 @@ func (e *env) frontEnd(ctx context.Context, runs *[]loadRun) (rss int64, err err
 			load := func(tag string, d time.Duration) (toolResult, error) {
 				switch name {
 				case "ceiling":
-					return e.ceil.run(ctx, tag, callers, math.MaxInt, d), nil
+					return e.ceiling(ctx, tag, callers, math.MaxInt, d), nil
 				case "http":
-					return e.vegeta(ctx, httpAddr, tag, callers, d)
+					return e.vegeta(ctx, enq.env["HTTP_ADDR"], tag, callers, d)
 				}
 				// More messages than the ceiling's rate allows: a repeated
 				// address would be refused and show as a missing task.
-				data, err := e.ghzMessages(tag, 1000+int(1.5*d.Seconds()*find(*runs, "ceiling", callers).okRate()))
+				data, err := e.ghzMessages(tag, 1000+int(1.5*d.Seconds()*ph.run("ceiling", callers).okRate()))
 				if err != nil {
 					return toolResult{}, err
 				}
-				return e.ghz(ctx, grpcCalls[name], grpcAddr, callers, d, data...)
+				return e.ghz(ctx, grpcCalls[name], enq.env["GRPC_ADDR"], callers, d, data...)
 			}
 			tag := fmt.Sprintf("%s%s-%d-%d", e.prefix, name, callers, time.Now().Unix())
 			if _, err := load(tag+"w", e.cfg.warmup); err != nil { // warm-up, not counted
-				return 0, err
+				return err
 			}
 			e.reset(0)
 			r := loadRun{name: name, callers: callers}
 			before, meter := e.counts(ctx), cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "redis": e.redisPID, "load": {os.Getpid()}})
 			if r.res, err = load(tag, e.cfg.duration); err != nil {
-				return 0, err
+				return err
 			}
 			r.cpu = meter()
 			if r.res.cpu > 0 { // a load generator of its own, not the harness
@@ -189,48 +198,55 @@ func (e *env) frontEnd(ctx context.Context, runs *[]loadRun) (rss int64, err err
 			after := e.counts(ctx)
 			n := int(e.queued(ctx, "pending"))
 			r.enqueued, r.cmds = n, perRequest(before, after, n)
-			*runs = append(*runs, r)
+			ph.runs = append(ph.runs, r)
 			logf("%s%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", e.prefix, name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
 			if e.err != nil {
-				return 0, e.err
+				return e.err
 			}
 		}
 	}
-	return peakRSS(enq.pid()), enq.stop()
+	ph.rss = peakRSS(enq.pid())
+	return enq.stop()
+}
+
+// drainSpec is a drain's mails, the worker's slots and the sink's latency.
+type drainSpec struct {
+	mails, conc int
+	latency     time.Duration
 }
 
 // drainRun is one worker emptying a full queue into the sink.
 type drainRun struct {
-	name                         string
-	mails, conc, delivered, conn int
-	latency                      time.Duration
-	rate, bound                  float64 // mails a second; what conc allows at latency
-	retry, archived              int64
-	cmds                         commands
-	cpu                          map[string]float64
-	rss                          int64
+	drainSpec
+	name            string
+	delivered, conn int
+	rate, bound     float64 // mails a second; what conc allows at latency
+	retry, archived int64
+	cmds            commands
+	cpu             map[string]float64
+	rss             int64
 }
 
-// drain fills the queue with mails send tasks (and their codes) and
-// measures how fast a worker with conc slots empties it into the sink at
-// latency, from the first mail the sink accepted to the last.
-func (e *env) drain(ctx context.Context, name string, mails, conc int, latency time.Duration) (drainRun, error) {
-	r := drainRun{name: name, mails: mails, conc: conc, latency: latency}
-	if latency > 0 {
-		r.bound = float64(conc) / latency.Seconds()
+// drain fills the queue with s.mails send tasks (and their codes) and
+// measures how fast a worker with s.conc slots empties it into the sink at
+// s.latency, from the first mail the sink accepted to the last.
+func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
+	r := drainRun{drainSpec: s, name: fmt.Sprintf("worker-drain-%dms", s.latency.Milliseconds())}
+	if s.latency > 0 {
+		r.bound = float64(s.conc) / s.latency.Seconds()
 	}
-	e.reset(latency)
-	if res := e.ceil.run(ctx, name, 64, mails, 5*time.Minute); res.statuses["ok"] != mails {
-		return r, fmt.Errorf("filling the queue: %v, want ok=%d", res.statuses, mails)
+	e.reset(s.latency)
+	if res := e.ceiling(ctx, r.name, 64, s.mails, 5*time.Minute); res.statuses["ok"] != s.mails {
+		return r, fmt.Errorf("filling the queue: %v, want ok=%d", res.statuses, s.mails)
 	}
 	conns, before := e.sink.Connections(), e.counts(ctx)
-	w, err := e.startWorker(ctx, name, conc)
+	w, err := e.startWorker(ctx, r.name, s.conc)
 	if err != nil {
 		return r, err
 	}
 	defer func() { _ = w.stop() }()
 	meter := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID})
-	e.waitMails(ctx, mails)
+	e.waitMails(ctx, s.mails)
 	r.cpu = meter()
 	msgs := e.sink.Messages()
 	r.delivered, r.conn, r.cmds = len(msgs), e.sink.Connections()-conns, perRequest(before, e.counts(ctx), len(msgs))
@@ -240,7 +256,7 @@ func (e *env) drain(ctx context.Context, name string, mails, conc int, latency t
 	}
 	r.retry, r.archived = e.queued(ctx, "retry"), e.queued(ctx, "archived")
 	r.rss = peakRSS(w.pid())
-	logf("%s%-18s %5.0f mails/s, %d of %d, %d SMTP connections", e.prefix, name, r.rate, r.delivered, mails, r.conn)
+	logf("%s%-18s %5.0f mails/s, %d of %d, %d SMTP connections", e.prefix, r.name, r.rate, r.delivered, s.mails, r.conn)
 	return r, errors.Join(e.err, w.stop())
 }
 
@@ -278,7 +294,7 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	var r e2eRun
 	e.reset(e.cfg.e2eLatency)
 	conns := e.sink.Connections()
-	enq, grpcAddr, _, err := e.startEnqueuer(ctx, "enqueuer-e2e")
+	enq, err := e.startEnqueuer(ctx, "enqueuer-e2e")
 	if err != nil {
 		return r, err
 	}
@@ -290,7 +306,7 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	defer func() { _ = wrk.stop() }()
 	meter := cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "worker": {wrk.pid()}, "redis": e.redisPID, "sink": {os.Getpid()}})
 	from := time.Now().Add(e.cfg.warmup) // requests made before are the warm-up
-	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], grpcAddr, 50, e.cfg.warmup+e.cfg.e2eDuration,
+	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], enq.env["GRPC_ADDR"], 50, e.cfg.warmup+e.cfg.e2eDuration,
 		"-r", strconv.Itoa(e.cfg.e2eRate), "-d", e2eData); err != nil {
 		return r, err
 	}
@@ -314,4 +330,157 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	r.enqRSS, r.wrkRSS = peakRSS(enq.pid()), peakRSS(wrk.pid())
 	logf("e2e: %d requests answered OK, %d mailed, p99 %s", r.res.statuses["OK"], r.mailed, ms(r.toAccept.p99))
 	return r, errors.Join(e.err, wrk.stop(), enq.stop())
+}
+
+// latencies are the percentiles a run reports.
+type latencies struct{ p50, p90, p99, max time.Duration }
+
+// toolResult is what one load run reports.
+type toolResult struct {
+	statuses map[string]int // answers by gRPC code, HTTP status or outcome
+	elapsed  time.Duration
+	lat      latencies
+	cpu      float64 // the load generator's CPU use in cores; 0 for the harness
+}
+
+// address is the email address of request i of the run tagged tag.
+func address(tag string, i int) string { return fmt.Sprintf("%s-%d@bench.verifyq.test", tag, i) }
+
+// e2eData is ghz's template of a request whose address ends in the time
+// ghz made it; sentAt reads that time back.
+const e2eData = `{"email":"e2e-{{.RequestNumber}}-{{.TimestampUnixNano}}@bench.verifyq.test"}`
+
+func sentAt(email string) (time.Time, bool) {
+	local, _, _ := strings.Cut(email, "@")
+	ns, err := strconv.ParseInt(local[strings.LastIndexByte(local, '-')+1:], 10, 64)
+	return time.Unix(0, ns), err == nil
+}
+
+// ghzMessages writes n requests, each for a new address, for ghz to send
+// in turn: cheaper for ghz than running a template per request.
+func (e *env) ghzMessages(tag string, n int) ([]string, error) {
+	var b bytes.Buffer
+	sep := "["
+	for i := range n {
+		fmt.Fprintf(&b, `%s{"email":%q}`, sep, address(tag, i))
+		sep = ","
+	}
+	b.WriteByte(']')
+	path := filepath.Join(e.cfg.work, "logs", tag+".json")
+	return []string{"--data-file", path, "--disable-template-data"}, os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+// ghz runs ghz against call at addr with callers workers for d and waits
+// for the calls in flight at the end; data are its request arguments.
+func (e *env) ghz(ctx context.Context, call, addr string, callers int, d time.Duration, data ...string) (toolResult, error) {
+	out, cpu, err := runTool(ctx, e.cfg.ghz, nil, append([]string{"--insecure", "--call", call, "-c", strconv.Itoa(callers),
+		"-z", d.String(), "--duration-stop", "wait", "-O", "json", addr}, data...)...)
+	if err != nil {
+		return toolResult{}, err
+	}
+	res, err := parseGHZ(out)
+	res.cpu = cpu
+	return res, err
+}
+
+func parseGHZ(b []byte) (toolResult, error) {
+	var r struct {
+		Count    int            `json:"count"`
+		Total    time.Duration  `json:"total"`
+		Slowest  time.Duration  `json:"slowest"`
+		Statuses map[string]int `json:"statusCodeDistribution"`
+		Errors   map[string]int `json:"errorDistribution"`
+		Dist     []struct {
+			Percentage int           `json:"percentage"`
+			Latency    time.Duration `json:"latency"`
+		} `json:"latencyDistribution"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return toolResult{}, fmt.Errorf("ghz report: %w", err)
+	}
+	if r.Count == 0 {
+		return toolResult{}, fmt.Errorf("ghz: no request answered (errors: %v)", r.Errors)
+	}
+	res := toolResult{statuses: r.Statuses, elapsed: r.Total, lat: latencies{max: r.Slowest}}
+	at := map[int]*time.Duration{50: &res.lat.p50, 90: &res.lat.p90, 99: &res.lat.p99}
+	for _, d := range r.Dist {
+		if p := at[d.Percentage]; p != nil {
+			*p = d.Latency
+		}
+	}
+	return res, nil
+}
+
+// vegeta runs vegeta's closed loop on POST /v1/codes, a new address a request.
+func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.Duration) (toolResult, error) {
+	// vegeta's JSON targets (body in base64) until pr is closed after the run.
+	pr, pw := io.Pipe()
+	defer func() { _ = pr.Close() }()
+	go func() {
+		for i, err := 0, error(nil); err == nil; i++ {
+			body := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, `{"email":%q}`, address(tag, i)))
+			_, err = fmt.Fprintf(pw, `{"method":"POST","url":"http://%s/v1/codes","header":{"Content-Type":["application/json"]},"body":"%s"}`+"\n", addr, body)
+		}
+	}()
+	results, n := filepath.Join(e.cfg.work, "logs", tag+".vegeta"), strconv.Itoa(callers)
+	_, cpu, err := runTool(ctx, e.cfg.vegeta, pr, "attack", "-format=json", "-lazy", "-rate=0",
+		"-workers", n, "-max-workers", n, "-duration", d.String(), "-output", results)
+	if err != nil {
+		return toolResult{}, err
+	}
+	out, _, err := runTool(ctx, e.cfg.vegeta, nil, "report", "-type=json", results)
+	if err != nil {
+		return toolResult{}, err
+	}
+	res, err := parseVegeta(out)
+	res.cpu = cpu
+	return res, err
+}
+
+func parseVegeta(b []byte) (toolResult, error) {
+	var r struct {
+		Latencies struct {
+			P50 time.Duration `json:"50th"`
+			P90 time.Duration `json:"90th"`
+			P99 time.Duration `json:"99th"`
+			Max time.Duration `json:"max"`
+		} `json:"latencies"`
+		Duration time.Duration  `json:"duration"`
+		Wait     time.Duration  `json:"wait"`
+		Requests int            `json:"requests"`
+		Statuses map[string]int `json:"status_codes"`
+		Errors   []string       `json:"errors"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return toolResult{}, fmt.Errorf("vegeta report: %w", err)
+	}
+	if r.Requests == 0 {
+		return toolResult{}, fmt.Errorf("vegeta: no request sent (errors: %v)", r.Errors)
+	}
+	l := r.Latencies
+	return toolResult{statuses: r.Statuses, elapsed: r.Duration + r.Wait, lat: latencies{l.P50, l.P90, l.P99, l.Max}}, nil
+}
+
+// runTool runs a load generator and returns its output and CPU use in cores.
+func runTool(ctx context.Context, bin string, stdin io.Reader, args ...string) ([]byte, float64, error) {
+	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // G204: ghz or vegeta, from the command line
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stderr = stdin, &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), args[0], err, stderr.Bytes())
+	}
+	ps := cmd.ProcessState
+	return out, float64(ps.UserTime()+ps.SystemTime()) / float64(time.Since(start)), nil
+}
+
+// percentiles returns the nearest-rank percentiles of d, which it sorts.
+func percentiles(d []time.Duration) latencies {
+	if len(d) == 0 {
+		return latencies{}
+	}
+	slices.Sort(d)
+	at := func(p float64) time.Duration { return d[max(0, int(math.Ceil(p*float64(len(d))))-1)] }
+	return latencies{at(.50), at(.90), at(.99), d[len(d)-1]}
 }
