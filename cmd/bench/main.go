@@ -95,6 +95,7 @@ type env struct {
 	sink     *smtptest.Server
 	store    *codes.Store  // the ceiling's
 	queue    *asynq.Client // the ceiling's
+	version  string        // Redis's
 	err      error         // the first error of a Redis read (see counts)
 }
 
@@ -120,8 +121,6 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: as above
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
-	rep.machine = machine{strconv.Itoa(runtime.NumCPU()), field(string(cpuinfo), "model name"), runtime.Version(), ""}
 	e := &env{cfg: cfg}
 	if e.sink, err = smtptest.New(smtptest.WithEnvelopeOnly()); err != nil {
 		return nil, err
@@ -129,19 +128,16 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	defer func() { _ = e.sink.Close() }()
 	// The front ends and the drain on a single node, then on a cluster; the
 	// slow drain and the end-to-end run on the single node only.
-	for _, mode := range []string{redistest.ModeSingle, redistest.ModeCluster} {
-		closeRedis, err := e.open(ctx, mode, &rep.machine)
-		ph := &rep.single
-		if mode == redistest.ModeCluster {
-			ph = &rep.cluster
-		}
+	for i, mode := range []string{redistest.ModeSingle, redistest.ModeCluster} {
+		closeRedis, err := e.open(ctx, mode)
+		ph := []*phase{&rep.single, &rep.cluster}[i]
 		if err == nil {
 			err = e.frontEnd(ctx, ph)
 		}
 		if err == nil {
 			ph.drain, err = e.drain(ctx, cfg.drain)
 		}
-		if err == nil && ph == &rep.single {
+		if err == nil && mode == redistest.ModeSingle {
 			if rep.slowDrain, err = e.drain(ctx, cfg.slow); err == nil {
 				rep.e2e, err = e.endToEnd(ctx)
 			}
@@ -152,12 +148,14 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 		}
 	}
 	rep.took = time.Since(began).Round(time.Second)
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	rep.machine = fmt.Sprintf("%d × %s, %s, Redis %s", runtime.NumCPU(), field(string(cpuinfo), "model name"), runtime.Version(), e.version)
 	return rep, nil
 }
 
 // open starts the Redis deployment of mode and the harness's clients of it;
 // the function it returns closes them all, also after an error.
-func (e *env) open(ctx context.Context, mode string, m *machine) (func(), error) {
+func (e *env) open(ctx context.Context, mode string) (func(), error) {
 	var d interface {
 		redistest.Deployment
 		Masters() ([]string, error)
@@ -186,7 +184,7 @@ func (e *env) open(ctx context.Context, mode string, m *machine) (func(), error)
 		n := redis.NewClient(&redis.Options{Addr: a})
 		info := n.Info(ctx, "server").Val()
 		pid, _ := strconv.Atoi(field(info, "process_id"))
-		e.nodes, e.redisPID, m.redis = append(e.nodes, n), append(e.redisPID, pid), field(info, "redis_version")
+		e.nodes, e.redisPID, e.version = append(e.nodes, n), append(e.redisPID, pid), field(info, "redis_version")
 	}
 	if err == nil {
 		e.store, err = codes.NewStore(e.rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
@@ -205,9 +203,6 @@ func field(text, key string) string {
 	}
 	return ""
 }
-
-// machine describes where the run took place.
-type machine struct{ cpus, model, goVersion, redis string }
 
 // proc is a binary the harness started.
 type proc struct {
@@ -339,7 +334,7 @@ type report struct {
 	cfg             config
 	date            time.Time
 	took            time.Duration
-	machine         machine
+	machine         string // where the run took place: cores, CPU, Go, Redis
 	goBench         []string
 	single, cluster phase // the cluster: 3 masters
 	slowDrain       drainRun
@@ -363,15 +358,14 @@ type target struct {
 func (r *report) targets() []target {
 	var t []target
 	ceil := r.single.run("ceiling", r.cfg.high).okRate()
+	var p99s []target // after the shares
 	for _, name := range []string{"grpc-legacy", "grpc-v1"} {
-		l := r.single.run(name, r.cfg.high)
+		l, p99 := r.single.run(name, r.cfg.high), r.single.run(name, r.cfg.low).res.lat.p99
 		t = append(t, target{fmt.Sprintf("%s at %d callers, share of the ceiling", name, r.cfg.high), ">= 50%",
 			fmt.Sprintf("%.0f%% (%.0f/s of %.0f/s)", 100*r.share(l), l.okRate(), ceil), r.share(l) >= 0.5})
+		p99s = append(p99s, target{fmt.Sprintf("%s at %d callers, p99", name, r.cfg.low), "<= 3ms", ms(p99), p99 <= 3*time.Millisecond})
 	}
-	for _, name := range []string{"grpc-legacy", "grpc-v1"} {
-		p99 := r.single.run(name, r.cfg.low).res.lat.p99
-		t = append(t, target{fmt.Sprintf("%s at %d callers, p99", name, r.cfg.low), "<= 3ms", ms(p99), p99 <= 3*time.Millisecond})
-	}
+	t = append(t, p99s...)
 	var worst float64
 	for _, l := range r.single.runs {
 		worst = max(worst, l.cmds.evalsha+l.cmds.eval)
@@ -397,8 +391,7 @@ func (r *report) targets() []target {
 func (r *report) benchmarks() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	m := r.machine
-	p("Run of %s (it took %s) on %s × %s, %s, Redis %s.\n\n", r.date.Format(time.DateOnly), r.took, m.cpus, m.model, m.goVersion, m.redis)
+	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
 	table, _ := r.targetTable()
 	p("### Targets\n\n%s", table)
 	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n", r.cfg.duration, r.cfg.warmup)
@@ -459,12 +452,11 @@ func (r *report) targetTable() (string, int) {
 
 // readme is README.md's generated block: the machine and the targets.
 func (r *report) readme() string {
-	m := r.machine
 	table, held := r.targetTable()
 	ceil, c := r.single.run("ceiling", r.cfg.high), r.cluster.run("ceiling", r.cfg.high)
-	return fmt.Sprintf("From the last run (%s; %s × %s, %s, Redis %s; the load generators, Redis and both binaries share those %s cores), %d of %d targets hold:\n\n%s"+
+	return fmt.Sprintf("From the last run (%s; %s; the load generators, Redis and both binaries share those %d cores), %d of %d targets hold:\n\n%s"+
 		"\nOn a 3-master Redis Cluster on the same cores: the ceiling at %d callers %.0f/s (%.2f × the single node's), the worker drain %.0f mails/s (%.2f ×).\n",
-		r.date.Format(time.DateOnly), m.cpus, m.model, m.goVersion, m.redis, m.cpus, held, len(r.targets()), table,
+		r.date.Format(time.DateOnly), r.machine, runtime.NumCPU(), held, len(r.targets()), table,
 		r.cfg.high, c.okRate(), c.okRate()/ceil.okRate(), r.cluster.drain.rate, r.cluster.drain.rate/r.single.drain.rate)
 }
 

@@ -95,17 +95,14 @@ type redisCounts map[string]int64
 func (e *env) counts(ctx context.Context) redisCounts {
 	c := redisCounts{}
 	for _, n := range e.nodes {
-		info, err := n.Info(ctx, "stats", "commandstats").Result()
+		info, err := n.InfoMap(ctx, "stats", "commandstats").Result()
 		e.err = errors.Join(e.err, err)
-		total, _ := strconv.ParseInt(field(info, "total_commands_processed"), 10, 64)
+		total, _ := strconv.ParseInt(info["Stats"]["total_commands_processed"], 10, 64)
 		c[""] += total
-		for line := range strings.SplitSeq(info, "\r\n") {
-			if rest, ok := strings.CutPrefix(line, "cmdstat_"); ok { // cmdstat_evalsha:calls=2,usec=...
-				name, fields, _ := strings.Cut(rest, ":")
-				calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
-				v, _ := strconv.ParseInt(calls, 10, 64)
-				c[name] += v
-			}
+		for name, fields := range info["Commandstats"] { // cmdstat_evalsha: calls=2,usec=...
+			calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
+			v, _ := strconv.ParseInt(calls, 10, 64)
+			c[strings.TrimPrefix(name, "cmdstat_")] += v
 		}
 	}
 	return c
