@@ -102,8 +102,7 @@ type env struct {
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
 func measureAll(ctx context.Context, cfg config) (*report, error) {
-	began := time.Now()
-	rep := &report{cfg: cfg, date: began}
+	rep := &report{cfg: cfg, date: time.Now()}
 	if err := os.MkdirAll(filepath.Join(cfg.work, "logs"), 0o750); err != nil { // go build makes bin/
 		return nil, err
 	}
@@ -147,7 +146,7 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 			return nil, err
 		}
 	}
-	rep.took = time.Since(began).Round(time.Second)
+	rep.took = time.Since(rep.date).Round(time.Second)
 	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
 	rep.machine = fmt.Sprintf("%d × %s, %s, Redis %s", runtime.NumCPU(), field(string(cpuinfo), "model name"), runtime.Version(), e.version)
 	return rep, nil
@@ -291,32 +290,32 @@ func peakRSS(pid int) int64 {
 	return kb << 10
 }
 
-// cpuTime returns the user plus system CPU time pids have used, from
-// utime and stime in /proc/<pid>/stat (in USER_HZ, 100 a second).
-func cpuTime(pids ...int) (d time.Duration) {
-	for _, pid := range pids {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) >= 13 { // the name may hold spaces
-			ut, _ := strconv.ParseInt(f[11], 10, 64)
-			st, _ := strconv.ParseInt(f[12], 10, 64)
-			d += time.Duration(ut+st) * 10 * time.Millisecond
+// cpuTimes returns the user plus system CPU time the named processes have
+// used, from utime and stime in /proc/<pid>/stat (in USER_HZ, 100 a
+// second). A name may stand for several processes (every master of a cluster).
+func cpuTimes(pids map[string][]int) map[string]time.Duration {
+	used := map[string]time.Duration{}
+	for name, ps := range pids {
+		for _, pid := range ps {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) >= 13 { // the name may hold spaces
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				used[name] += time.Duration(ut+st) * 10 * time.Millisecond
+			}
 		}
 	}
-	return d
+	return used
 }
 
 // cpuMeter starts measuring the named processes' CPU; the function it
 // returns gives each one's use since, in cores (1.00: one core all the time).
-// A name may stand for several processes (every master of a cluster).
 func cpuMeter(pids map[string][]int) func() map[string]float64 {
-	start, at := map[string]time.Duration{}, time.Now()
-	for name, p := range pids {
-		start[name] = cpuTime(p...)
-	}
+	start, at := cpuTimes(pids), time.Now()
 	return func() map[string]float64 {
 		out := map[string]float64{}
-		for name, p := range pids {
-			out[name] = float64(cpuTime(p...)-start[name]) / float64(time.Since(at))
+		for name, used := range cpuTimes(pids) {
+			out[name] = float64(used-start[name]) / float64(time.Since(at))
 		}
 		return out
 	}
@@ -394,9 +393,8 @@ func (r *report) benchmarks() string {
 	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
 	table, _ := r.targetTable()
 	p("### Targets\n\n%s", table)
-	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n", r.cfg.duration, r.cfg.warmup)
-	p("| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n"+
+		"| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.cfg.duration, r.cfg.warmup)
 	for _, l := range r.single.runs {
 		p("| %s | %d | %.0f | %.0f%% | %s | %s | %s | %s | %s | %d | %.2f | %.2f | %.2f |\n", l.name, l.callers, l.okRate(), 100*r.share(l),
 			ms(l.res.lat.p50), ms(l.res.lat.p90), ms(l.res.lat.p99), ms(l.res.lat.max), counts(l.res.statuses),
@@ -408,8 +406,7 @@ func (r *report) benchmarks() string {
 		c := l.cmds
 		p("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.1f |\n", l.name, l.callers, c.sent, c.evalsha, c.eval, c.other, c.inScripts)
 	}
-	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, d := range []drainRun{r.single.drain, r.slowDrain} {
 		bound := "–"
 		if d.bound > 0 {

@@ -192,8 +192,7 @@ func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
 			if r.res.cpu > 0 { // a load generator of its own, not the harness
 				r.cpu["load"] = r.res.cpu
 			}
-			after := e.counts(ctx)
-			n := int(e.queued(ctx, "pending"))
+			after, n := e.counts(ctx), int(e.queued(ctx, "pending")) // in this order: queued's commands are not the run's
 			r.enqueued, r.cmds = n, perRequest(before, after, n)
 			ph.runs = append(ph.runs, r)
 			logf("%s%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", e.prefix, name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
@@ -370,14 +369,8 @@ func (e *env) ghzMessages(tag string, n int) ([]string, error) {
 // ghz runs ghz against call at addr with callers workers for d and waits
 // for the calls in flight at the end; data are its request arguments.
 func (e *env) ghz(ctx context.Context, call, addr string, callers int, d time.Duration, data ...string) (toolResult, error) {
-	out, cpu, err := runTool(ctx, e.cfg.ghz, nil, append([]string{"--insecure", "--call", call, "-c", strconv.Itoa(callers),
+	return runTool(ctx, e.cfg.ghz, nil, parseGHZ, append([]string{"--insecure", "--call", call, "-c", strconv.Itoa(callers),
 		"-z", d.String(), "--duration-stop", "wait", "-O", "json", addr}, data...)...)
-	if err != nil {
-		return toolResult{}, err
-	}
-	res, err := parseGHZ(out)
-	res.cpu = cpu
-	return res, err
 }
 
 func parseGHZ(b []byte) (toolResult, error) {
@@ -420,18 +413,11 @@ func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.
 		}
 	}()
 	results, n := filepath.Join(e.cfg.work, "logs", tag+".vegeta"), strconv.Itoa(callers)
-	_, cpu, err := runTool(ctx, e.cfg.vegeta, pr, "attack", "-format=json", "-lazy", "-rate=0",
+	report := func([]byte) (toolResult, error) { // the attack's CPU use is the one that counts
+		return runTool(ctx, e.cfg.vegeta, nil, parseVegeta, "report", "-type=json", results)
+	}
+	return runTool(ctx, e.cfg.vegeta, pr, report, "attack", "-format=json", "-lazy", "-rate=0",
 		"-workers", n, "-max-workers", n, "-duration", d.String(), "-output", results)
-	if err != nil {
-		return toolResult{}, err
-	}
-	out, _, err := runTool(ctx, e.cfg.vegeta, nil, "report", "-type=json", results)
-	if err != nil {
-		return toolResult{}, err
-	}
-	res, err := parseVegeta(out)
-	res.cpu = cpu
-	return res, err
 }
 
 func parseVegeta(b []byte) (toolResult, error) {
@@ -458,18 +444,22 @@ func parseVegeta(b []byte) (toolResult, error) {
 	return toolResult{statuses: r.Statuses, elapsed: r.Duration + r.Wait, lat: latencies{l.P50, l.P90, l.P99, l.Max}}, nil
 }
 
-// runTool runs a load generator and returns its output and CPU use in cores.
-func runTool(ctx context.Context, bin string, stdin io.Reader, args ...string) ([]byte, float64, error) {
+// runTool runs a load generator, reads its output with parse and adds its
+// CPU use in cores.
+func runTool(ctx context.Context, bin string, stdin io.Reader, parse func([]byte) (toolResult, error), args ...string) (toolResult, error) {
 	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // G204: ghz or vegeta, from the command line
 	var stderr bytes.Buffer
 	cmd.Stdin, cmd.Stderr = stdin, &stderr
 	start := time.Now()
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), args[0], err, stderr.Bytes())
+		return toolResult{}, fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), args[0], err, stderr.Bytes())
 	}
 	ps := cmd.ProcessState
-	return out, float64(ps.UserTime()+ps.SystemTime()) / float64(time.Since(start)), nil
+	cpu := float64(ps.UserTime()+ps.SystemTime()) / float64(time.Since(start))
+	res, err := parse(out)
+	res.cpu = cpu
+	return res, err
 }
 
 // percentiles returns the nearest-rank percentiles of d, which it sorts.
