@@ -12,18 +12,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
+	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +41,7 @@ import (
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/tasks"
 )
 
 type config struct {
@@ -111,11 +118,7 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}
-	for line := range strings.SplitSeq(string(out), "\n") {
-		if strings.HasPrefix(line, "Benchmark") || strings.HasPrefix(line, "pkg:") {
-			rep.goBench = append(rep.goBench, line)
-		}
-	}
+	rep.goBench = slices.DeleteFunc(strings.Split(string(out), "\n"), func(l string) bool { return !strings.HasPrefix(l, "Benchmark") && !strings.HasPrefix(l, "pkg:") })
 	logf("building the enqueuer and the worker")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: as above
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
@@ -241,8 +244,7 @@ func (e *env) start(ctx context.Context, name, logName string, env map[string]st
 	return p, nil
 }
 
-// startEnqueuer starts an enqueuer with its defaults but the addresses,
-// which its env holds.
+// startEnqueuer starts an enqueuer with its defaults but the addresses (in env).
 func (e *env) startEnqueuer(ctx context.Context, logName string) (*proc, error) {
 	return e.start(ctx, "enqueuer", logName, map[string]string{"GRPC_ADDR": freeAddr(), "HTTP_ADDR": freeAddr()})
 }
@@ -255,8 +257,7 @@ func (e *env) startWorker(ctx context.Context, logName string, conc int) (*proc,
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// stop sends SIGTERM and waits at most 30 s, then kills; it may be called
-// again.
+// stop sends SIGTERM, waits at most 30 s, then kills; it may be called again.
 func (p *proc) stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
@@ -321,169 +322,441 @@ func cpuMeter(pids map[string][]int) func() map[string]float64 {
 	}
 }
 
-// The generated block of BENCHMARKS.md and README.md lies between these
-// markers; everything outside is written by hand and kept.
-const (
-	blockStart = "<!-- bench:start: written by make bench from its run; do not edit -->"
-	blockEnd   = "<!-- bench:end -->"
-)
+// grpcCalls are the gRPC front ends as ghz names them; "http" is vegeta's.
+var grpcCalls = map[string]string{"grpc-legacy": "message.VarifyService.GetVarifyCode", "grpc-v1": "verifyq.v1.CodeService.SendCode"}
 
-// report is everything one run measured.
-type report struct {
-	cfg             config
-	date            time.Time
-	took            time.Duration
-	machine         string // where the run took place: cores, CPU, Go, Redis
-	goBench         []string
-	single, cluster phase // the cluster: 3 masters
-	slowDrain       drainRun
-	e2e             e2eRun
-}
-
-// share is l's rate as a part of the ceiling's at the same callers.
-func (r *report) share(l loadRun) float64 {
-	if c := r.single.run("ceiling", l.callers).okRate(); c > 0 {
-		return l.okRate() / c
-	}
-	return 0
-}
-
-// target is one of the performance targets verifyq is held to.
-type target struct {
-	what, want, measured string
-	holds                bool
-}
-
-func (r *report) targets() []target {
-	var t []target
-	ceil := r.single.run("ceiling", r.cfg.high).okRate()
-	var p99s []target // after the shares
-	for _, name := range []string{"grpc-legacy", "grpc-v1"} {
-		l, p99 := r.single.run(name, r.cfg.high), r.single.run(name, r.cfg.low).res.lat.p99
-		t = append(t, target{fmt.Sprintf("%s at %d callers, share of the ceiling", name, r.cfg.high), ">= 50%",
-			fmt.Sprintf("%.0f%% (%.0f/s of %.0f/s)", 100*r.share(l), l.okRate(), ceil), r.share(l) >= 0.5})
-		p99s = append(p99s, target{fmt.Sprintf("%s at %d callers, p99", name, r.cfg.low), "<= 3ms", ms(p99), p99 <= 3*time.Millisecond})
-	}
-	t = append(t, p99s...)
-	var worst float64
-	for _, l := range r.single.runs {
-		worst = max(worst, l.cmds.evalsha+l.cmds.eval)
-	}
-	t = append(t, target{"Redis scripts (EVALSHA + EVAL) per send request, worst run: the mailbox's and the code's (one pipeline, one round trip), the enqueue",
-		"<= 3", fmt.Sprintf("%.3f", worst), worst <= 3})
-	d, s, e := r.single.drain, r.slowDrain, r.e2e
-	return append(t,
-		target{fmt.Sprintf("worker drain into a 0 ms sink, WORKER_CONCURRENCY=%d", d.conc), ">= 3000 mails/s",
-			fmt.Sprintf("%.0f mails/s", d.rate), d.rate >= 3000},
-		target{fmt.Sprintf("worker drain into a %s sink, WORKER_CONCURRENCY=%d", s.latency, s.conc),
-			fmt.Sprintf(">= 95%% of %.0f mails/s", s.bound), fmt.Sprintf("%.0f mails/s (%.1f%%)", s.rate, 100*s.rate/s.bound), s.rate >= 0.95*s.bound},
-		target{fmt.Sprintf("SMTP connections opened in that drain of %d mails", s.mails), fmt.Sprintf("<= %d", s.conc),
-			fmt.Sprint(s.conn), s.conn <= s.conc},
-		target{fmt.Sprintf("request to SMTP accept at %d/s, %s sink, p99", r.cfg.e2eRate, r.cfg.e2eLatency), "<= 300ms",
-			ms(e.toAccept.p99), e.toAccept.p99 > 0 && e.toAccept.p99 <= 300*time.Millisecond},
-		target{"enqueuer peak RSS under that load", "<= 40 MB", mb(e.enqRSS), e.enqRSS <= 40<<20},
-		target{"worker peak RSS under that load", "<= 40 MB", mb(e.wrkRSS), e.wrkRSS <= 40<<20},
-	)
-}
-
-// benchmarks is BENCHMARKS.md's generated block: this run's tables.
-func (r *report) benchmarks() string {
-	var b strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
-	table, _ := r.targetTable()
-	p("### Targets\n\n%s", table)
-	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n"+
-		"| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.cfg.duration, r.cfg.warmup)
-	for _, l := range r.single.runs {
-		p("| %s | %d | %.0f | %.0f%% | %s | %s | %s | %s | %s | %d | %.2f | %.2f | %.2f |\n", l.name, l.callers, l.okRate(), 100*r.share(l),
-			ms(l.res.lat.p50), ms(l.res.lat.p90), ms(l.res.lat.p99), ms(l.res.lat.max), counts(l.res.statuses),
-			l.enqueued, l.cpu["enqueuer"], l.cpu["load"], l.cpu["redis"])
-	}
-	p("\nThe enqueuer's peak RSS after these runs: %s.\n", mb(r.single.rss))
-	p("\n### Redis commands per send request\n\n| run | callers | sent | EVALSHA | EVAL | other sent | in scripts |\n|---|---|---|---|---|---|---|\n")
-	for _, l := range r.single.runs {
-		c := l.cmds
-		p("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.1f |\n", l.name, l.callers, c.sent, c.evalsha, c.eval, c.other, c.inScripts)
-	}
-	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, d := range []drainRun{r.single.drain, r.slowDrain} {
-		bound := "–"
-		if d.bound > 0 {
-			bound = fmt.Sprintf("%.0f", d.bound)
+// queued counts the tasks in state over every queue shard: asynq keeps the
+// pending ones in a list, the others in sorted sets.
+func (e *env) queued(ctx context.Context, state string) (n int64) {
+	for _, q := range tasks.Queues(e.shards) {
+		if key := "asynq:{" + q + "}:" + state; state == "pending" {
+			n += e.rdb.LLen(ctx, key).Val()
+		} else {
+			n += e.rdb.ZCard(ctx, key).Val()
 		}
-		p("| %s | %d of %d | %d | %s | %.0f | %s | %d | %d / %d | %.2f | %.2f | %.2f | %.2f | %s |\n", d.name, d.delivered, d.mails, d.conc,
-			d.latency, d.rate, bound, d.conn, d.retry, d.archived, d.cmds.sent, d.cpu["worker"], d.cpu["sink"], d.cpu["redis"], mb(d.rss))
 	}
-	p("\n### Single node and Redis Cluster\n\nThe same front-end runs and 0 ms drain on a Redis Cluster of %d masters (QUEUE_SHARDS=%d) on the same cores; ratio = cluster / single.\n\n", redistest.ClusterMasters, redistest.ClusterMasters)
-	p("| run | callers | single ok/s | cluster ok/s | ratio | cluster p99 | Redis sent/req | CPU: redis (all masters) |\n|---|---|---|---|---|---|---|---|\n")
-	for _, c := range r.cluster.runs {
-		s := r.single.run(c.name, c.callers)
-		p("| %s | %d | %.0f | %.0f | %.2f | %s | %.3f | %.2f |\n", c.name, c.callers, s.okRate(), c.okRate(), c.okRate()/s.okRate(), ms(c.res.lat.p99), c.cmds.sent, c.cpu["redis"])
-	}
-	d, c := r.single.drain, r.cluster.drain
-	p("| worker drain, mails/s | %d | %.0f | %.0f | %.2f | – | %.2f | %.2f |\n", c.conc, d.rate, c.rate, c.rate/d.rate, c.cmds.sent, c.cpu["redis"])
-	e := r.e2e
-	p("\n### Request to SMTP accept\n\n`grpc-legacy` at %d requests/s for %s after a %s warm-up, WORKER_CONCURRENCY=%d, a sink that takes %s per mail.\n\n| | |\n|---|---|\n",
-		r.cfg.e2eRate, r.cfg.e2eDuration, r.cfg.warmup, r.cfg.e2eConc, r.cfg.e2eLatency)
-	p("| requests answered, warm-up included | %s |\n", counts(e.res.statuses))
-	p("| their mails accepted by the sink | %d (%d duplicates) |\n", e.mailed, e.duplicates)
-	p("| requests sent after the warm-up | %d |\n", e.measured)
-	p("| request → SMTP accept | p50 %s, p90 %s, **p99 %s**, max %s |\n", ms(e.toAccept.p50), ms(e.toAccept.p90), ms(e.toAccept.p99), ms(e.toAccept.max))
-	p("| the request itself | p50 %s, p99 %s, max %s |\n", ms(e.res.lat.p50), ms(e.res.lat.p99), ms(e.res.lat.max))
-	p("| SMTP connections opened | %d |\n| peak RSS | enqueuer **%s**, worker **%s** |\n", e.conns, mb(e.enqRSS), mb(e.wrkRSS))
-	p("| CPU | enqueuer %.2f, worker %.2f, redis %.2f, ghz %.2f, sink %.2f |\n", e.cpu["enqueuer"], e.cpu["worker"], e.cpu["redis"], e.cpu["load"], e.cpu["sink"])
-	p("\n### Benchmarks next to the code\n\n`go test -run '^$' -bench . -benchtime %s ./codes ./mail`:\n\n```\n%s\n```\n", r.cfg.benchtime, strings.Join(r.goBench, "\n"))
-	return b.String()
+	return n
 }
 
-// targetTable is the targets against this run's figures; held count.
-func (r *report) targetTable() (string, int) {
-	b, held := "| target | want | measured | |\n|---|---|---|---|\n", 0
-	for _, t := range r.targets() {
-		b += fmt.Sprintf("| %s | %s | %s | %s |\n", t.what, t.want, t.measured, map[bool]string{true: "holds", false: "**missed**"}[t.holds])
-		held += map[bool]int{true: 1}[t.holds]
-	}
-	return b, held
-}
-
-// readme is README.md's generated block: the machine and the targets.
-func (r *report) readme() string {
-	table, held := r.targetTable()
-	ceil, c := r.single.run("ceiling", r.cfg.high), r.cluster.run("ceiling", r.cfg.high)
-	return fmt.Sprintf("From the last run (%s; %s; the load generators, Redis and both binaries share those %d cores), %d of %d targets hold:\n\n%s"+
-		"\nOn a 3-master Redis Cluster on the same cores: the ceiling at %d callers %.0f/s (%.2f × the single node's), the worker drain %.0f mails/s (%.2f ×).\n",
-		r.date.Format(time.DateOnly), r.machine, runtime.NumCPU(), held, len(r.targets()), table,
-		r.cfg.high, c.okRate(), c.okRate()/ceil.okRate(), r.cluster.drain.rate, r.cluster.drain.rate/r.single.drain.rate)
-}
-
-// counts formats a count map in key order: "[OK:81041]".
-func counts(m map[string]int) string { return strings.TrimPrefix(fmt.Sprint(m), "map") }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
-func mb(b int64) string         { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
-
-// replaceBlock returns doc with block between the bench markers.
-func replaceBlock(doc, block string) (string, error) {
-	i, j := strings.Index(doc, blockStart), strings.Index(doc, blockEnd)
-	if i < 0 || j < i {
-		return "", fmt.Errorf("no %s ... %s block", blockStart, blockEnd)
-	}
-	return doc[:i+len(blockStart)] + "\n" + block + doc[j:], nil
-}
-
-// rewriteBlock replaces the block of the file at path (made if missing).
-func rewriteBlock(path, block string) error {
-	doc, err := os.ReadFile(path) //nolint:gosec // G304: a file named on the command line
-	if errors.Is(err, fs.ErrNotExist) {
-		doc, err = []byte(blockStart+"\n"+blockEnd+"\n"), nil
-	}
+// send does in Redis what a send request does for email: the ceiling, the
+// design's limit, is its two round trips (get-or-create with the default
+// limits, enqueue) with no RPC, as the enqueuer makes them.
+func (e *env) send(ctx context.Context, email string) error {
+	now := time.Now()
+	issued, err := e.store.GetOrCreate(ctx, codes.Request{Email: email})
 	if err != nil {
 		return err
 	}
-	out, err := replaceBlock(string(doc), block)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, Locale: "zh-CN", RequestedAt: now, ExpiresAt: now.Add(issued.ExpiresIn)})
+	if err == nil {
+		_, err = e.queue.EnqueueContext(ctx, task, asynq.Queue(tasks.QueueFor(email, e.shards)))
 	}
-	return os.WriteFile(path, []byte(out), 0o600) //nolint:gosec // G703: as above; an existing file keeps its mode
+	return err
+}
+
+// ceiling sends for new addresses, callers at a time (a closed loop), until
+// n are sent or d has passed.
+func (e *env) ceiling(ctx context.Context, tag string, callers, n int, d time.Duration) toolResult {
+	var next, failed atomic.Int64
+	start, lats := time.Now(), make([][]time.Duration, callers)
+	var wg sync.WaitGroup
+	for w := range callers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && time.Since(start) < d && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				t := time.Now()
+				if e.send(ctx, address(tag, i)) != nil {
+					failed.Add(1)
+					continue
+				}
+				lats[w] = append(lats[w], time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	all := slices.Concat(lats...)
+	return toolResult{statuses: map[string]int{"ok": len(all), "error": int(failed.Load())}, elapsed: time.Since(start), lat: percentiles(all)}
+}
+
+// topLevel are the commands clients send; every other one counted during
+// a run (but the harness's INFO) was run by a Lua script.
+var topLevel = []string{"evalsha", "eval", "sadd", "ping", "hello", "client|setinfo", "select", "auth", "script|load"}
+
+// counts reads Redis's calls by command, and under "" all commands, the
+// scripts' included, summed over the masters; the first error is kept in
+// e.err.
+func (e *env) counts(ctx context.Context) map[string]int64 {
+	c := map[string]int64{}
+	for _, n := range e.nodes {
+		info, err := n.InfoMap(ctx, "stats", "commandstats").Result()
+		e.err = errors.Join(e.err, err)
+		total, _ := strconv.ParseInt(info["Stats"]["total_commands_processed"], 10, 64)
+		c[""] += total
+		for name, fields := range info["Commandstats"] { // cmdstat_evalsha: calls=2,usec=...
+			calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
+			v, _ := strconv.ParseInt(calls, 10, 64)
+			c[strings.TrimPrefix(name, "cmdstat_")] += v
+		}
+	}
+	return c
+}
+
+// commands is a run's cost in Redis per request: commands sent (round
+// trips), the script calls among them, the rest, commands the scripts ran.
+type commands struct{ sent, evalsha, eval, other, inScripts float64 }
+
+func perRequest(before, after map[string]int64, n int) commands {
+	d := func(name string) float64 { return float64(after[name]-before[name]) / float64(max(n, 1)) }
+	var c commands
+	for _, name := range topLevel {
+		c.sent += d(name)
+	}
+	c.evalsha, c.eval = d("evalsha"), d("eval")
+	c.other = c.sent - c.evalsha - c.eval
+	c.inScripts = d("") - c.sent - d("info")
+	return c
+}
+
+// loadRun is one measured closed-loop run of a front end or the ceiling.
+type loadRun struct {
+	name              string
+	callers, enqueued int // enqueued: send tasks that reached the queue
+	res               toolResult
+	cmds              commands
+	cpu               map[string]float64
+}
+
+// okRate is the send requests a second whose task reached the queue.
+func (r loadRun) okRate() float64 { return float64(r.enqueued) / r.res.elapsed.Seconds() }
+
+// phase is what the front ends and the 0 ms drain measured on one deployment.
+type phase struct {
+	runs  []loadRun
+	rss   int64 // the enqueuer's peak after the runs
+	drain drainRun
+}
+
+// run returns the front-end (or ceiling) run name at callers.
+func (ph *phase) run(name string, callers int) loadRun {
+	for _, l := range ph.runs {
+		if l.name == name && l.callers == callers {
+			return l
+		}
+	}
+	return loadRun{res: toolResult{elapsed: 1}}
+}
+
+// frontEnd measures the ceiling and each front end (one enqueuer, production
+// defaults) at both concurrencies, each on an empty Redis, into ph.
+func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
+	enq, err := e.startEnqueuer(ctx, "enqueuer-frontend")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = enq.stop() }()
+	for _, callers := range []int{e.cfg.high, e.cfg.low} {
+		for _, name := range []string{"ceiling", "grpc-legacy", "grpc-v1", "http"} {
+			load := func(tag string, d time.Duration) (toolResult, error) {
+				switch name {
+				case "ceiling":
+					return e.ceiling(ctx, tag, callers, math.MaxInt, d), nil
+				case "http":
+					return e.vegeta(ctx, enq.env["HTTP_ADDR"], tag, callers, d)
+				}
+				// More messages than the ceiling's rate allows: a repeated
+				// address would be refused and show as a missing task.
+				data, err := e.ghzMessages(tag, 1000+int(1.5*d.Seconds()*ph.run("ceiling", callers).okRate()))
+				if err != nil {
+					return toolResult{}, err
+				}
+				return e.ghz(ctx, grpcCalls[name], enq.env["GRPC_ADDR"], callers, d, data...)
+			}
+			tag := fmt.Sprintf("%s%s-%d-%d", e.prefix, name, callers, time.Now().Unix())
+			if _, err := load(tag+"w", e.cfg.warmup); err != nil { // warm-up, not counted
+				return err
+			}
+			e.reset(0)
+			r := loadRun{name: name, callers: callers}
+			before, meter := e.counts(ctx), cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "redis": e.redisPID, "load": {os.Getpid()}})
+			if r.res, err = load(tag, e.cfg.duration); err != nil {
+				return err
+			}
+			r.cpu = meter()
+			if r.res.cpu > 0 { // a load generator of its own, not the harness
+				r.cpu["load"] = r.res.cpu
+			}
+			after, n := e.counts(ctx), int(e.queued(ctx, "pending")) // in this order: queued's commands are not the run's
+			r.enqueued, r.cmds = n, perRequest(before, after, n)
+			ph.runs = append(ph.runs, r)
+			logf("%s%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", e.prefix, name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
+			if e.err != nil {
+				return e.err
+			}
+		}
+	}
+	ph.rss = peakRSS(enq.pid())
+	return enq.stop()
+}
+
+// drainSpec is a drain's mails, the worker's slots and the sink's latency.
+type drainSpec struct {
+	mails, conc int
+	latency     time.Duration
+}
+
+// drainRun is one worker emptying a full queue into the sink.
+type drainRun struct {
+	drainSpec
+	name            string
+	delivered, conn int
+	rate, bound     float64 // mails a second; what conc allows at latency
+	retry, archived int64
+	cmds            commands
+	cpu             map[string]float64
+	rss             int64
+}
+
+// drain fills the queue with s.mails send tasks (and their codes) and
+// measures how fast a worker with s.conc slots empties it into the sink at
+// s.latency, from the first mail the sink accepted to the last.
+func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
+	r := drainRun{drainSpec: s, name: fmt.Sprintf("worker-drain-%dms", s.latency.Milliseconds())}
+	if s.latency > 0 {
+		r.bound = float64(s.conc) / s.latency.Seconds()
+	}
+	e.reset(s.latency)
+	if res := e.ceiling(ctx, r.name, 64, s.mails, 5*time.Minute); res.statuses["ok"] != s.mails {
+		return r, fmt.Errorf("filling the queue: %v, want ok=%d", res.statuses, s.mails)
+	}
+	conns, before := e.sink.Connections(), e.counts(ctx)
+	w, err := e.startWorker(ctx, r.name, s.conc)
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = w.stop() }()
+	meter := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID})
+	e.waitMails(ctx, s.mails)
+	r.cpu = meter()
+	msgs := e.sink.Messages()
+	r.delivered, r.conn, r.cmds = len(msgs), e.sink.Connections()-conns, perRequest(before, e.counts(ctx), len(msgs))
+	if len(msgs) > 1 {
+		byTime := func(a, b smtptest.Message) int { return a.Accepted.Compare(b.Accepted) }
+		r.rate = float64(len(msgs)-1) / slices.MaxFunc(msgs, byTime).Accepted.Sub(slices.MinFunc(msgs, byTime).Accepted).Seconds()
+	}
+	r.retry, r.archived, r.rss = e.queued(ctx, "retry"), e.queued(ctx, "archived"), peakRSS(w.pid())
+	logf("%s%-18s %5.0f mails/s, %d of %d, %d SMTP connections", e.prefix, r.name, r.rate, r.delivered, s.mails, r.conn)
+	return r, errors.Join(e.err, w.stop())
+}
+
+// reset empties Redis, every master (an error goes to e.err), and the
+// sink, at latency.
+func (e *env) reset(latency time.Duration) {
+	for _, n := range e.nodes {
+		e.err = errors.Join(e.err, n.FlushAll(context.Background()).Err())
+	}
+	e.sink.ClearMessages()
+	e.sink.SetLatency(latency)
+}
+
+// waitMails waits until the sink holds n mails, or none came for 5 s.
+func (e *env) waitMails(ctx context.Context, n int) {
+	last, since := -1, time.Now()
+	for c := e.sink.Count(); c < n && ctx.Err() == nil && time.Since(since) < 5*time.Second; c = e.sink.Count() {
+		if c != last {
+			last, since = c, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// e2eRun is requests at a fixed rate through an enqueuer and a worker.
+type e2eRun struct {
+	res                                 toolResult // the requests, as ghz saw them
+	mailed, duplicates, measured, conns int
+	toAccept                            latencies // from sending a request to the sink's accepting its mail
+	cpu                                 map[string]float64
+	enqRSS, wrkRSS                      int64
+}
+
+func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
+	var r e2eRun
+	e.reset(e.cfg.e2eLatency)
+	conns := e.sink.Connections()
+	enq, err := e.startEnqueuer(ctx, "enqueuer-e2e")
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = enq.stop() }()
+	wrk, err := e.startWorker(ctx, "worker-e2e", e.cfg.e2eConc)
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = wrk.stop() }()
+	meter := cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "worker": {wrk.pid()}, "redis": e.redisPID, "sink": {os.Getpid()}})
+	from := time.Now().Add(e.cfg.warmup) // requests made before are the warm-up
+	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], enq.env["GRPC_ADDR"], 50, e.cfg.warmup+e.cfg.e2eDuration,
+		"-r", strconv.Itoa(e.cfg.e2eRate), "-d", e2eData); err != nil {
+		return r, err
+	}
+	r.cpu = meter()
+	r.cpu["load"] = r.res.cpu
+	e.waitMails(ctx, r.res.statuses["OK"])
+	r.conns = e.sink.Connections() - conns
+	seen := map[string]bool{}
+	var lat []time.Duration
+	for _, m := range e.sink.Messages() {
+		if len(m.To) != 1 || seen[m.To[0]] {
+			r.duplicates++
+			continue
+		}
+		seen[m.To[0]] = true
+		if sent, ok := sentAt(m.To[0]); ok && !sent.Before(from) {
+			lat = append(lat, m.Accepted.Sub(sent))
+		}
+	}
+	r.mailed, r.measured, r.toAccept = len(seen), len(lat), percentiles(lat)
+	r.enqRSS, r.wrkRSS = peakRSS(enq.pid()), peakRSS(wrk.pid())
+	logf("e2e: %d requests answered OK, %d mailed, p99 %s", r.res.statuses["OK"], r.mailed, ms(r.toAccept.p99))
+	return r, errors.Join(e.err, wrk.stop(), enq.stop())
+}
+
+// latencies are the percentiles a run reports.
+type latencies struct{ p50, p90, p99, max time.Duration }
+
+// toolResult is what one load run reports.
+type toolResult struct {
+	statuses map[string]int // answers by gRPC code, HTTP status or outcome
+	elapsed  time.Duration
+	lat      latencies
+	cpu      float64 // the load generator's CPU use in cores; 0 for the harness
+}
+
+// address is the email address of request i of the run tagged tag.
+func address(tag string, i int) string { return fmt.Sprintf("%s-%d@bench.verifyq.test", tag, i) }
+
+// e2eData is ghz's template of a request whose address ends in the time
+// ghz made it; sentAt reads that time back.
+const e2eData = `{"email":"e2e-{{.RequestNumber}}-{{.TimestampUnixNano}}@bench.verifyq.test"}`
+
+func sentAt(email string) (time.Time, bool) {
+	local, _, _ := strings.Cut(email, "@")
+	ns, err := strconv.ParseInt(local[strings.LastIndexByte(local, '-')+1:], 10, 64)
+	return time.Unix(0, ns), err == nil
+}
+
+// ghzMessages writes n requests, each for a new address, for ghz to send
+// in turn: cheaper for ghz than running a template per request.
+func (e *env) ghzMessages(tag string, n int) ([]string, error) {
+	msgs := make([]map[string]string, n)
+	for i := range msgs {
+		msgs[i] = map[string]string{"email": address(tag, i)}
+	}
+	b, _ := json.Marshal(msgs) // maps of strings always marshal
+	path := filepath.Join(e.cfg.work, "logs", tag+".json")
+	return []string{"--data-file", path, "--disable-template-data"}, os.WriteFile(path, b, 0o600)
+}
+
+// ghz runs ghz against call at addr with callers workers for d and waits
+// for the calls in flight at the end; data are its request arguments.
+func (e *env) ghz(ctx context.Context, call, addr string, callers int, d time.Duration, data ...string) (toolResult, error) {
+	return runTool(ctx, e.cfg.ghz, nil, parseGHZ, append([]string{"--insecure", "--call", call, "-c", strconv.Itoa(callers),
+		"-z", d.String(), "--duration-stop", "wait", "-O", "json", addr}, data...)...)
+}
+
+func parseGHZ(b []byte) (toolResult, error) {
+	var r struct {
+		Count    int            `json:"count"`
+		Total    time.Duration  `json:"total"`
+		Slowest  time.Duration  `json:"slowest"`
+		Statuses map[string]int `json:"statusCodeDistribution"`
+		Errors   map[string]int `json:"errorDistribution"`
+		Dist     []struct {
+			Percentage int           `json:"percentage"`
+			Latency    time.Duration `json:"latency"`
+		} `json:"latencyDistribution"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return toolResult{}, fmt.Errorf("ghz report: %w", err)
+	}
+	if r.Count == 0 {
+		return toolResult{}, fmt.Errorf("ghz: no request answered (errors: %v)", r.Errors)
+	}
+	res := toolResult{statuses: r.Statuses, elapsed: r.Total, lat: latencies{max: r.Slowest}}
+	at := map[int]*time.Duration{50: &res.lat.p50, 90: &res.lat.p90, 99: &res.lat.p99}
+	for _, d := range r.Dist {
+		if p := at[d.Percentage]; p != nil {
+			*p = d.Latency
+		}
+	}
+	return res, nil
+}
+
+// vegeta runs vegeta's closed loop on POST /v1/codes, a new address a request.
+func (e *env) vegeta(ctx context.Context, addr, tag string, callers int, d time.Duration) (toolResult, error) {
+	// vegeta's JSON targets (body in base64) until pr is closed after the run.
+	pr, pw := io.Pipe()
+	defer func() { _ = pr.Close() }()
+	go func() {
+		for i, err := 0, error(nil); err == nil; i++ {
+			body := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, `{"email":%q}`, address(tag, i)))
+			_, err = fmt.Fprintf(pw, `{"method":"POST","url":"http://%s/v1/codes","header":{"Content-Type":["application/json"]},"body":"%s"}`+"\n", addr, body)
+		}
+	}()
+	results, n := filepath.Join(e.cfg.work, "logs", tag+".vegeta"), strconv.Itoa(callers)
+	report := func([]byte) (toolResult, error) { // the attack's CPU use is the one that counts
+		return runTool(ctx, e.cfg.vegeta, nil, parseVegeta, "report", "-type=json", results)
+	}
+	return runTool(ctx, e.cfg.vegeta, pr, report, "attack", "-format=json", "-lazy", "-rate=0",
+		"-workers", n, "-max-workers", n, "-duration", d.String(), "-output", results)
+}
+
+func parseVegeta(b []byte) (toolResult, error) {
+	var r struct {
+		Latencies struct {
+			P50 time.Duration `json:"50th"`
+			P90 time.Duration `json:"90th"`
+			P99 time.Duration `json:"99th"`
+			Max time.Duration `json:"max"`
+		} `json:"latencies"`
+		Duration time.Duration  `json:"duration"`
+		Wait     time.Duration  `json:"wait"`
+		Requests int            `json:"requests"`
+		Statuses map[string]int `json:"status_codes"`
+		Errors   []string       `json:"errors"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return toolResult{}, fmt.Errorf("vegeta report: %w", err)
+	}
+	if r.Requests == 0 {
+		return toolResult{}, fmt.Errorf("vegeta: no request sent (errors: %v)", r.Errors)
+	}
+	l := r.Latencies
+	return toolResult{statuses: r.Statuses, elapsed: r.Duration + r.Wait, lat: latencies{l.P50, l.P90, l.P99, l.Max}}, nil
+}
+
+// runTool runs a load generator, reads its output with parse and adds its
+// CPU use in cores.
+func runTool(ctx context.Context, bin string, stdin io.Reader, parse func([]byte) (toolResult, error), args ...string) (toolResult, error) {
+	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // G204: ghz or vegeta, from the command line
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stderr = stdin, &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	if err != nil {
+		return toolResult{}, fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), args[0], err, stderr.Bytes())
+	}
+	ps := cmd.ProcessState
+	cpu := float64(ps.UserTime()+ps.SystemTime()) / float64(time.Since(start))
+	res, err := parse(out)
+	res.cpu = cpu
+	return res, err
+}
+
+// percentiles returns the nearest-rank percentiles of d, which it sorts.
+func percentiles(d []time.Duration) latencies {
+	if len(d) == 0 {
+		return latencies{}
+	}
+	slices.Sort(d)
+	at := func(p float64) time.Duration { return d[max(0, int(math.Ceil(p*float64(len(d))))-1)] }
+	return latencies{at(.50), at(.90), at(.99), d[len(d)-1]}
 }
