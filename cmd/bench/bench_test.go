@@ -6,27 +6,27 @@ import (
 	"time"
 )
 
-func TestParseGHZ(t *testing.T) {
-	res, err := parseGHZ([]byte(`{"count":3,"total":2000000000,"slowest":9000000,"statusCodeDistribution":{"OK":2,"Unavailable":1},
-		"latencyDistribution":[{"percentage":50,"latency":1000000},{"percentage":90,"latency":2000000},{"percentage":99,"latency":3000000}]}`))
-	if err != nil || res.elapsed != 2*time.Second || res.lat != (latencies{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond}) ||
-		counts(res.statuses) != "[OK:2 Unavailable:1]" {
-		t.Fatalf("parseGHZ = %+v, %v", res, err)
-	}
-	if _, err := parseGHZ([]byte(`{"count":0,"errorDistribution":{"connection refused":1}}`)); err == nil || !strings.Contains(err.Error(), "connection refused") {
-		t.Fatalf("no requests: err = %v", err)
-	}
-}
-
-func TestParseVegeta(t *testing.T) {
-	res, err := parseVegeta([]byte(`{"latencies":{"50th":1000000,"90th":2000000,"95th":2500000,"99th":3000000,"max":9000000},
-		"duration":1000000000,"wait":5000000,"requests":4,"status_codes":{"202":3,"0":1},"errors":["EOF"]}`))
-	if err != nil || res.elapsed != 1005*time.Millisecond || res.lat != (latencies{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond}) ||
-		counts(res.statuses) != "[0:1 202:3]" {
-		t.Fatalf("parseVegeta = %+v, %v", res, err)
-	}
-	if _, err := parseVegeta([]byte(`{"requests":0}`)); err == nil {
-		t.Fatal("no requests: no error")
+func TestParse(t *testing.T) {
+	lat := latencies{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond}
+	for _, c := range []struct {
+		name, report, none, statuses string
+		parse                        func([]byte) (toolResult, error)
+		elapsed                      time.Duration
+	}{
+		{"ghz", `{"count":3,"total":2000000000,"slowest":9000000,"statusCodeDistribution":{"OK":2,"Unavailable":1},
+			"latencyDistribution":[{"percentage":50,"latency":1000000},{"percentage":90,"latency":2000000},{"percentage":99,"latency":3000000}]}`,
+			`{"count":0,"errorDistribution":{"connection refused":1}}`, "[OK:2 Unavailable:1]", parseGHZ, 2 * time.Second},
+		{"vegeta", `{"latencies":{"50th":1000000,"90th":2000000,"95th":2500000,"99th":3000000,"max":9000000},
+			"duration":1000000000,"wait":5000000,"requests":4,"status_codes":{"202":3,"0":1},"errors":["EOF"]}`,
+			`{"requests":0,"errors":["connection refused"]}`, "[0:1 202:3]", parseVegeta, 1005 * time.Millisecond},
+	} {
+		res, err := c.parse([]byte(c.report))
+		if err != nil || res.elapsed != c.elapsed || res.lat != lat || counts(res.statuses) != c.statuses {
+			t.Errorf("%s: parse = %+v, %v", c.name, res, err)
+		}
+		if _, err := c.parse([]byte(c.none)); err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("%s: no requests: err = %v", c.name, err)
+		}
 	}
 }
 

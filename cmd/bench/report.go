@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -20,35 +21,19 @@ const (
 
 // report is everything one run measured.
 type report struct {
-	cfg              config
-	date             time.Time
-	took             time.Duration
-	machine          machine
-	goBench          []string
-	frontEnd         []loadRun
-	enqueuerRSS      int64 // after the front-end runs
-	drain, slowDrain drainRun
-	e2e              e2eRun
-	cluster          []loadRun // the front-end runs on a 3-master cluster
-	clusterDrain     drainRun
-}
-
-// run returns the single node's front-end (or ceiling) run name at callers.
-func (r *report) run(name string, callers int) loadRun { return find(r.frontEnd, name, callers) }
-
-// find returns the run name at callers of runs.
-func find(runs []loadRun, name string, callers int) loadRun {
-	for _, l := range runs {
-		if l.name == name && l.callers == callers {
-			return l
-		}
-	}
-	return loadRun{res: toolResult{elapsed: 1}}
+	cfg             config
+	date            time.Time
+	took            time.Duration
+	machine         string // where the run took place: cores, CPU, Go, Redis
+	goBench         []string
+	single, cluster phase // the cluster: 3 masters
+	slowDrain       drainRun
+	e2e             e2eRun
 }
 
 // share is l's rate as a part of the ceiling's at the same callers.
 func (r *report) share(l loadRun) float64 {
-	if c := r.run("ceiling", l.callers).okRate(); c > 0 {
+	if c := r.single.run("ceiling", l.callers).okRate(); c > 0 {
 		return l.okRate() / c
 	}
 	return 0
@@ -61,24 +46,22 @@ type target struct {
 }
 
 func (r *report) targets() []target {
-	var t []target
-	ceil := r.run("ceiling", r.cfg.high).okRate()
+	var t, p99s []target // the p99s after the shares
+	ceil := r.single.run("ceiling", r.cfg.high).okRate()
 	for _, name := range []string{"grpc-legacy", "grpc-v1"} {
-		l := r.run(name, r.cfg.high)
+		l, p99 := r.single.run(name, r.cfg.high), r.single.run(name, r.cfg.low).res.lat.p99
 		t = append(t, target{fmt.Sprintf("%s at %d callers, share of the ceiling", name, r.cfg.high), ">= 50%",
 			fmt.Sprintf("%.0f%% (%.0f/s of %.0f/s)", 100*r.share(l), l.okRate(), ceil), r.share(l) >= 0.5})
+		p99s = append(p99s, target{fmt.Sprintf("%s at %d callers, p99", name, r.cfg.low), "<= 3ms", ms(p99), p99 <= 3*time.Millisecond})
 	}
-	for _, name := range []string{"grpc-legacy", "grpc-v1"} {
-		p99 := r.run(name, r.cfg.low).res.lat.p99
-		t = append(t, target{fmt.Sprintf("%s at %d callers, p99", name, r.cfg.low), "<= 3ms", ms(p99), p99 <= 3*time.Millisecond})
-	}
+	t = append(t, p99s...)
 	var worst float64
-	for _, l := range r.frontEnd {
+	for _, l := range r.single.runs {
 		worst = max(worst, l.cmds.evalsha+l.cmds.eval)
 	}
 	t = append(t, target{"Redis scripts (EVALSHA + EVAL) per send request, worst run: the mailbox's and the code's (one pipeline, one round trip), the enqueue",
 		"<= 3", fmt.Sprintf("%.3f", worst), worst <= 3})
-	d, s, e := r.drain, r.slowDrain, r.e2e
+	d, s, e := r.single.drain, r.slowDrain, r.e2e
 	return append(t,
 		target{fmt.Sprintf("worker drain into a 0 ms sink, WORKER_CONCURRENCY=%d", d.conc), ">= 3000 mails/s",
 			fmt.Sprintf("%.0f mails/s", d.rate), d.rate >= 3000},
@@ -97,41 +80,35 @@ func (r *report) targets() []target {
 func (r *report) benchmarks() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	m := r.machine
-	p("Run of %s (it took %s) on %s × %s, %s, Redis %s.\n\n", r.date.Format(time.DateOnly), r.took, m.cpus, m.model, m.goVersion, m.redis)
+	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
 	table, _ := r.targetTable()
 	p("### Targets\n\n%s", table)
-	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n", r.cfg.duration, r.cfg.warmup)
-	p("| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, l := range r.frontEnd {
+	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n"+
+		"| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.cfg.duration, r.cfg.warmup)
+	for _, l := range r.single.runs {
 		p("| %s | %d | %.0f | %.0f%% | %s | %s | %s | %s | %s | %d | %.2f | %.2f | %.2f |\n", l.name, l.callers, l.okRate(), 100*r.share(l),
 			ms(l.res.lat.p50), ms(l.res.lat.p90), ms(l.res.lat.p99), ms(l.res.lat.max), counts(l.res.statuses),
 			l.enqueued, l.cpu["enqueuer"], l.cpu["load"], l.cpu["redis"])
 	}
-	p("\nThe enqueuer's peak RSS after these runs: %s.\n", mb(r.enqueuerRSS))
+	p("\nThe enqueuer's peak RSS after these runs: %s.\n", mb(r.single.rss))
 	p("\n### Redis commands per send request\n\n| run | callers | sent | EVALSHA | EVAL | other sent | in scripts |\n|---|---|---|---|---|---|---|\n")
-	for _, l := range r.frontEnd {
+	for _, l := range r.single.runs {
 		c := l.cmds
 		p("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.1f |\n", l.name, l.callers, c.sent, c.evalsha, c.eval, c.other, c.inScripts)
 	}
-	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, d := range []drainRun{r.drain, r.slowDrain} {
-		bound := "–"
-		if d.bound > 0 {
-			bound = fmt.Sprintf("%.0f", d.bound)
-		}
+	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, d := range []drainRun{r.single.drain, r.slowDrain} {
+		bound := map[bool]string{true: fmt.Sprintf("%.0f", d.bound), false: "–"}[d.bound > 0]
 		p("| %s | %d of %d | %d | %s | %.0f | %s | %d | %d / %d | %.2f | %.2f | %.2f | %.2f | %s |\n", d.name, d.delivered, d.mails, d.conc,
 			d.latency, d.rate, bound, d.conn, d.retry, d.archived, d.cmds.sent, d.cpu["worker"], d.cpu["sink"], d.cpu["redis"], mb(d.rss))
 	}
-	p("\n### Single node and Redis Cluster\n\nThe same front-end runs and 0 ms drain on a Redis Cluster of %d masters (QUEUE_SHARDS=%d) on the same cores; ratio = cluster / single.\n\n", redistest.ClusterMasters, redistest.ClusterMasters)
-	p("| run | callers | single ok/s | cluster ok/s | ratio | cluster p99 | Redis sent/req | CPU: redis (all masters) |\n|---|---|---|---|---|---|---|---|\n")
-	for _, c := range r.cluster {
-		s := r.run(c.name, c.callers)
+	p("\n### Single node and Redis Cluster\n\nThe same front-end runs and 0 ms drain on a Redis Cluster of %d masters (QUEUE_SHARDS=%d) on the same cores; ratio = cluster / single.\n\n"+
+		"| run | callers | single ok/s | cluster ok/s | ratio | cluster p99 | Redis sent/req | CPU: redis (all masters) |\n|---|---|---|---|---|---|---|---|\n", redistest.ClusterMasters, redistest.ClusterMasters)
+	for _, c := range r.cluster.runs {
+		s := r.single.run(c.name, c.callers)
 		p("| %s | %d | %.0f | %.0f | %.2f | %s | %.3f | %.2f |\n", c.name, c.callers, s.okRate(), c.okRate(), c.okRate()/s.okRate(), ms(c.res.lat.p99), c.cmds.sent, c.cpu["redis"])
 	}
-	d, c := r.drain, r.clusterDrain
+	d, c := r.single.drain, r.cluster.drain
 	p("| worker drain, mails/s | %d | %.0f | %.0f | %.2f | – | %.2f | %.2f |\n", c.conc, d.rate, c.rate, c.rate/d.rate, c.cmds.sent, c.cpu["redis"])
 	e := r.e2e
 	p("\n### Request to SMTP accept\n\n`grpc-legacy` at %d requests/s for %s after a %s warm-up, WORKER_CONCURRENCY=%d, a sink that takes %s per mail.\n\n| | |\n|---|---|\n",
@@ -159,13 +136,12 @@ func (r *report) targetTable() (string, int) {
 
 // readme is README.md's generated block: the machine and the targets.
 func (r *report) readme() string {
-	m := r.machine
 	table, held := r.targetTable()
-	ceil, c := r.run("ceiling", r.cfg.high), find(r.cluster, "ceiling", r.cfg.high)
-	return fmt.Sprintf("From the last run (%s; %s × %s, %s, Redis %s; the load generators, Redis and both binaries share those %s cores), %d of %d targets hold:\n\n%s"+
+	ceil, c := r.single.run("ceiling", r.cfg.high), r.cluster.run("ceiling", r.cfg.high)
+	return fmt.Sprintf("From the last run (%s; %s; the load generators, Redis and both binaries share those %d cores), %d of %d targets hold:\n\n%s"+
 		"\nOn a 3-master Redis Cluster on the same cores: the ceiling at %d callers %.0f/s (%.2f × the single node's), the worker drain %.0f mails/s (%.2f ×).\n",
-		r.date.Format(time.DateOnly), m.cpus, m.model, m.goVersion, m.redis, m.cpus, held, len(r.targets()), table,
-		r.cfg.high, c.okRate(), c.okRate()/ceil.okRate(), r.clusterDrain.rate, r.clusterDrain.rate/r.drain.rate)
+		r.date.Format(time.DateOnly), r.machine, runtime.NumCPU(), held, len(r.targets()), table,
+		r.cfg.high, c.okRate(), c.okRate()/ceil.okRate(), r.cluster.drain.rate, r.cluster.drain.rate/r.single.drain.rate)
 }
 
 // counts formats a count map in key order: "[OK:81041]".
