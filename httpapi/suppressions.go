@@ -8,6 +8,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/outcome"
 )
 
 // SuppressionList is what the admin's suppression endpoint needs
@@ -38,7 +39,7 @@ func NewSuppressionsHandler(list SuppressionList) http.Handler {
 		case http.MethodGet:
 			entries, err := list.List(r.Context(), MaxSuppressionsListed)
 			if err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "unavailable", Message: "Redis is unreachable"}})
+				writeOutcome(w, outcome.Unavailable)
 				return
 			}
 			out := make([]suppressionEntry, 0, len(entries))
@@ -61,9 +62,9 @@ func NewSuppressionsHandler(list SuppressionList) http.Handler {
 			}
 			switch {
 			case errors.Is(err, mail.ErrInvalidAddress):
-				writeJSON(w, http.StatusBadRequest, errorBody{Error: errorDetail{Code: "invalid_email", Message: "not an address"}})
+				writeOutcome(w, outcome.InvalidEmail)
 			case err != nil:
-				writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "unavailable", Message: "Redis is unreachable"}})
+				writeOutcome(w, outcome.Unavailable)
 			case !lifted:
 				writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found", Message: "not on the suppression list"}})
 			default:
@@ -74,4 +75,9 @@ func NewSuppressionsHandler(list SuppressionList) http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "use GET or DELETE"}})
 		}
 	})
+}
+
+// writeOutcome writes o's error reply as the outcome table has it.
+func writeOutcome(w http.ResponseWriter, o *outcome.Outcome) {
+	writeJSON(w, o.HTTPStatus, errorBody{Error: errorDetail{Code: o.Name, Message: o.Message}})
 }

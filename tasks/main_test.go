@@ -8,8 +8,4 @@ import (
 )
 
 // TestMain closes the deployments redistest.Shared pooled.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	redistest.ClosePool()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }

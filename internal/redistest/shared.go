@@ -42,8 +42,16 @@ func Shared(t testing.TB) Deployment {
 }
 
 // ClosePool closes every deployment Shared started and that no test holds.
-// A TestMain calls it after m.Run.
+// A TestMain calls it after m.Run (see Run).
 func ClosePool() { pool.close() }
+
+// Run runs a package's tests and closes the deployments they pooled; it
+// returns m.Run's exit code, for a TestMain's os.Exit.
+func Run(m *testing.M) int {
+	code := m.Run()
+	ClosePool()
+	return code
+}
 
 // poolFlushTimeout bounds the FLUSHALL of a deployment going back to the
 // pool.
