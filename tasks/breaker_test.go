@@ -147,7 +147,10 @@ func TestBreakerOutageAndRecovery(t *testing.T) {
 	t.Logf("trial let through %s after the server came back", time.Since(back).Round(time.Millisecond))
 	require.NoError(t, trial.err)
 	assert.Equal(t, tasks.BreakerHalfOpen, be.b.State())
-	assert.EqualValues(t, 1, be.resumed.Load(), "retry tasks run when a probe gets through")
+	// The breaker runs the retry tasks right after it lets the trial go, on
+	// the probing goroutine: wait for it rather than race it.
+	assert.Eventually(t, func() bool { return be.resumed.Load() == 1 }, time.Second, 5*time.Millisecond,
+		"retry tasks run when a probe gets through")
 	for _, w := range rest {
 		blocked(t, w, 200*time.Millisecond)
 	}
