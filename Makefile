@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-faults test-modes test-browser fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-faults test-modes test-browser screenshots fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -51,8 +51,11 @@ test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis 
 		VERIFYQ_TEST_REDIS_MODE=$$mode $(GO) test -race -short -count=1 $(MODE_PKGS); \
 	done
 
-test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in docs/screenshots/
+test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in tmp-screenshots/ (ignored)
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
+
+screenshots: $(MAILPIT) ## test-browser, refreshing the committed screenshots in docs/screenshots/ (commit them)
+	REFRESH_SCREENSHOTS=1 $(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
 
 fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata/fuzz
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
@@ -89,6 +92,6 @@ proto-check: proto ## fail when the committed generated code is stale
 	@git diff --exit-code -- proto || { echo 'proto/: generated code is stale: run make proto and commit' >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto >&2; echo 'proto/: uncommitted generated files: run make proto and commit' >&2; exit 1; }
 
-clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/, tmp-bench/ and coverage files
-	rm -rf $(BIN) tmp-run tmp-bench
+clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/, tmp-bench/, tmp-screenshots/ and coverage files
+	rm -rf $(BIN) tmp-run tmp-bench tmp-screenshots
 	rm -f coverage.* *.coverprofile

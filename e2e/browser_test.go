@@ -1,8 +1,11 @@
 //go:build browser
 
 // The browser test opens the queue dashboard and the mailpit inbox in
-// headless Chromium after a send, keeps screenshots under docs/screenshots/
-// and checks, in the rendered DOM, that the queue and the mail are visible.
+// headless Chromium after a send, saves screenshots of them and checks, in
+// the rendered DOM, that the queue and the mail are visible. The screenshots
+// go to tmp-screenshots/ (ignored by git), so that a run leaves the work
+// tree clean; with REFRESH_SCREENSHOTS=1 (`make screenshots`) they replace
+// the committed ones in docs/screenshots/.
 // It needs Debian's chromium (or CHROMIUM=path) and mailpit with its web UI
 // (MAILPIT=path, default bin/mailpit: `make bin/mailpit`). Run it with
 // `make test-browser`.
@@ -32,7 +35,21 @@ import (
 	"github.com/verifyq/verifyq/tasks"
 )
 
-const screenshotDir = "../docs/screenshots"
+// The screenshots' folders: the committed ones, which docs/OPERATIONS.md
+// shows, and the ignored one a plain run writes to.
+const (
+	committedScreenshots = "../docs/screenshots"
+	scratchScreenshots   = "../tmp-screenshots"
+)
+
+// screenshotDir is where this run saves its screenshots: docs/screenshots/
+// when REFRESH_SCREENSHOTS is 1, else tmp-screenshots/.
+func screenshotDir() string {
+	if os.Getenv("REFRESH_SCREENSHOTS") == "1" {
+		return committedScreenshots
+	}
+	return scratchScreenshots
+}
 
 type chromium struct {
 	bin string
@@ -82,11 +99,12 @@ func (c chromium) text(t *testing.T, url string) string {
 	return strings.Join(strings.Fields(text), " ")
 }
 
-// screenshot saves url, rendered at 1280x900, as docs/screenshots/name.
+// screenshot saves url, rendered at 1280x900, as name in screenshotDir.
 func (c chromium) screenshot(t *testing.T, url, name string) {
 	t.Helper()
-	require.NoError(t, os.MkdirAll(screenshotDir, 0o755))
-	path, err := filepath.Abs(filepath.Join(screenshotDir, name))
+	dir := screenshotDir()
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	path, err := filepath.Abs(filepath.Join(dir, name))
 	require.NoError(t, err)
 	_ = os.Remove(path)
 	c.run(t, url, "--window-size=1280,900", "--screenshot="+path)
