@@ -178,32 +178,41 @@ func (c *Cluster) UniversalClient(t testing.TB) redis.UniversalClient {
 	return c.Client(t)
 }
 
-// Masters asks the cluster (the first running node that answers) which
-// nodes are masters now, not failed, and returns their addresses, sorted. After a
-// failover the promoted replica is among them.
+// Masters asks every running node which nodes are masters now, holding
+// slots and not failed, and returns their addresses, sorted, when all of
+// them agree; else an error names two that do not (WaitHealthy waits until
+// they do). After a failover the promoted replica is among them and the
+// master it replaced is not.
 func (c *Cluster) Masters() ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
-	var errs []error
+	var masters []string
+	from := ""
 	for _, n := range c.nodes {
 		if !n.running() {
 			continue
 		}
 		lines, err := clusterNodes(ctx, n.addr())
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return nil, fmt.Errorf("cluster: %w", err)
 		}
-		var masters []string
+		var seen []string
 		for _, l := range lines {
-			if l.has("master") && !l.failed() {
-				masters = append(masters, l.addr)
+			if l.has("master") && len(l.slots) > 0 && !l.has("fail") {
+				seen = append(seen, l.addr)
 			}
 		}
-		slices.Sort(masters)
-		return masters, nil
+		slices.Sort(seen)
+		if from == "" {
+			masters, from = seen, n.addr()
+		} else if !slices.Equal(masters, seen) {
+			return nil, fmt.Errorf("cluster: the nodes disagree on the masters: %s sees %v, %s sees %v", from, masters, n.addr(), seen)
+		}
 	}
-	return nil, fmt.Errorf("cluster: no node answered CLUSTER NODES: %w", errors.Join(errs...))
+	if from == "" {
+		return nil, errors.New("cluster: no node is running")
+	}
+	return masters, nil
 }
 
 // FlushAll empties every master (FLUSHALL), so that tests sharing one
@@ -263,9 +272,13 @@ func (c *Cluster) node(addr string) (*node, error) {
 
 // WaitHealthy waits up to timeout until every running node reports
 // cluster_state:ok with all 16384 slots assigned and sees every other
-// running node connected and not failed, and every running replica is in
-// sync with its master. Killed nodes are left out. The error says what was
-// last missing and quotes the nodes' logs.
+// running node connected and not failed, every killed node failed, and
+// every running replica is in sync with its master; and until the running
+// nodes agree on the topology: each sees the same role, master and slots
+// for every running node. (Each node learns of a failover, or of a node
+// that rejoined, in its own time: one node's CLUSTER NODES may say a
+// replica was promoted while another's still says it was not.) The error
+// says what was last missing and quotes the nodes' logs.
 func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 	return waitFor(timeout, "cluster healthy", c.healthy, func() string { return logTails(c.nodes) })
 }
@@ -277,59 +290,87 @@ func (c *Cluster) healthy(ctx context.Context) error {
 			up = append(up, n.addr())
 		}
 	}
+	var first, firstView string
 	for _, addr := range up {
 		p := probe(addr)
-		err := nodeHealthy(ctx, p, addr, up)
+		view, err := nodeHealthy(ctx, p, addr, up)
 		_ = p.Close()
 		if err != nil {
 			return fmt.Errorf("node %s: %w", addr, err)
+		}
+		if first == "" {
+			first, firstView = addr, view
+		} else if view != firstView {
+			return fmt.Errorf("nodes %s and %s disagree: %s sees %s; %s sees %s", first, addr, first, firstView, addr, view)
 		}
 	}
 	return nil
 }
 
-func nodeHealthy(ctx context.Context, p *redis.Client, addr string, up []string) error {
+// nodeHealthy checks the node at addr, one of the running nodes up, and
+// returns its view of the running nodes' topology, to compare with the
+// others' views.
+func nodeHealthy(ctx context.Context, p *redis.Client, addr string, up []string) (string, error) {
 	info, err := p.ClusterInfo(ctx).Result()
 	if err != nil {
-		return err
+		return "", err
 	}
 	fields := infoFields(info)
 	if fields["cluster_state"] != "ok" {
-		return fmt.Errorf("cluster_state:%s", fields["cluster_state"])
+		return "", fmt.Errorf("cluster_state:%s", fields["cluster_state"])
 	}
 	if got := fields["cluster_slots_assigned"]; got != strconv.Itoa(clusterSlots) {
-		return fmt.Errorf("cluster_slots_assigned:%s, want %d", got, clusterSlots)
+		return "", fmt.Errorf("cluster_slots_assigned:%s, want %d", got, clusterSlots)
 	}
 	lines, err := clusterNodes(ctx, addr)
 	if err != nil {
-		return err
+		return "", err
+	}
+	addrOf := map[string]string{}
+	for _, l := range lines {
+		addrOf[l.id] = l.addr
 	}
 	seen := map[string]bool{}
+	var view []string
 	for _, l := range lines {
 		if !slices.Contains(up, l.addr) {
+			// A killed node: failed by agreement of the masters (fail),
+			// not only suspected by this one (fail?).
+			if !l.has("fail") {
+				return "", fmt.Errorf("sees the stopped %s as %s, not fail", l.addr, strings.Join(l.flags, ","))
+			}
 			continue
 		}
 		if l.failed() || l.has("handshake") || l.has("noaddr") || l.link != "connected" {
-			return fmt.Errorf("sees %s as %s, link %s", l.addr, strings.Join(l.flags, ","), l.link)
+			return "", fmt.Errorf("sees %s as %s, link %s", l.addr, strings.Join(l.flags, ","), l.link)
 		}
 		seen[l.addr] = true
+		switch {
+		case l.has("master"):
+			view = append(view, fmt.Sprintf("%s master %s", l.addr, strings.Join(l.slots, " ")))
+		case l.has("slave"):
+			view = append(view, fmt.Sprintf("%s replica of %s", l.addr, addrOf[l.master]))
+		default:
+			return "", fmt.Errorf("sees %s as %s, neither master nor replica", l.addr, strings.Join(l.flags, ","))
+		}
 		if l.has("myself") && l.has("slave") {
 			repl, err := p.Info(ctx, "replication").Result()
 			if err != nil {
-				return err
+				return "", err
 			}
 			if f := infoFields(repl); f["master_link_status"] != "up" || f["master_sync_in_progress"] != "0" {
-				return fmt.Errorf("replica not in sync: master_link_status:%s master_sync_in_progress:%s",
+				return "", fmt.Errorf("replica not in sync: master_link_status:%s master_sync_in_progress:%s",
 					f["master_link_status"], f["master_sync_in_progress"])
 			}
 		}
 	}
 	for _, a := range up {
 		if !seen[a] {
-			return fmt.Errorf("does not know %s yet", a)
+			return "", fmt.Errorf("does not know %s yet", a)
 		}
 	}
-	return nil
+	slices.Sort(view)
+	return "[" + strings.Join(view, "; ") + "]", nil
 }
 
 // Close kills every node and removes the cluster's directory.
@@ -345,9 +386,12 @@ func (c *Cluster) pids() []int { return pidsOf(c.nodes) }
 
 // clusterNode is one line of CLUSTER NODES.
 type clusterNode struct {
-	addr  string   // ip:port, without the bus port
-	flags []string // myself, master, slave, fail?, fail, handshake, noaddr ...
-	link  string   // connected or disconnected
+	id     string   // the node's ID
+	addr   string   // ip:port, without the bus port
+	flags  []string // myself, master, slave, fail?, fail, handshake, noaddr ...
+	master string   // a replica's master's ID; "-" for a master
+	link   string   // connected or disconnected
+	slots  []string // a master's slots and ranges (0-5460), as listed
 }
 
 func (l clusterNode) has(flag string) bool { return slices.Contains(l.flags, flag) }
@@ -370,7 +414,7 @@ func clusterNodes(ctx context.Context, addr string) ([]clusterNode, error) {
 			return nil, fmt.Errorf("CLUSTER NODES of %s: short line %q", addr, line)
 		}
 		a, _, _ := strings.Cut(f[1], "@")
-		nodes = append(nodes, clusterNode{addr: a, flags: strings.Split(f[2], ","), link: f[7]})
+		nodes = append(nodes, clusterNode{id: f[0], addr: a, flags: strings.Split(f[2], ","), master: f[3], link: f[7], slots: f[8:]})
 	}
 	return nodes, nil
 }
