@@ -192,10 +192,10 @@ func TestGRPCVerifyCode(t *testing.T) {
 	assert.NotContains(t, logs, email)
 }
 
-// Reflection lists every service, and every grpcurl example of the README
+// Reflection lists every service, and every grpcurl example of docs/API.md
 // names a method that reflection resolves, with a request that parses and a
-// call that answers as the README says.
-func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
+// call that answers as docs/API.md says.
+func TestGRPCReflectionAndAPIDocExamples(t *testing.T) {
 	t.Parallel()
 	s := start(t, verifycodes.Limits{})
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
@@ -207,11 +207,11 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 	m := grpctest.Method(t, s.conn, "message.VarifyService/GetVarifyCode")
 	assert.Equal(t, "/message.VarifyService/GetVarifyCode", "/"+string(m.Parent().FullName())+"/"+string(m.Name()))
 
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile("../docs/API.md")
 	require.NoError(t, err)
 	example := regexp.MustCompile(`(?m)^grpcurl -plaintext(?: -d '([^']*)')? localhost:50051 (\S+)$`)
-	found := example.FindAllStringSubmatch(string(readme), -1)
-	require.Len(t, found, 7, "the README's grpcurl examples")
+	found := example.FindAllStringSubmatch(string(doc), -1)
+	require.Len(t, found, 7, "the grpcurl examples of docs/API.md")
 	var methods []string
 	for _, ex := range found {
 		reqJSON, symbol := ex[1], ex[2]
@@ -223,14 +223,14 @@ func TestGRPCReflectionAndREADMEExamples(t *testing.T) {
 		out, err := grpctest.InvokeJSON(context.Background(), t, s.conn, m, reqJSON)
 		if symbol == "verifyq.v1.CodeService/VerifyCode" {
 			if err != nil { // nil only if 123456 was the live code
-				assert.Equal(t, codes.FailedPrecondition, status.Code(err), "the README's made-up code")
+				assert.Equal(t, codes.FailedPrecondition, status.Code(err), "the made-up code of docs/API.md")
 			}
 			continue
 		}
 		require.NoError(t, err, symbol)
 		assert.True(t, json.Valid([]byte(out)))
 		if symbol == "message.VarifyService/GetVarifyCode" {
-			assert.JSONEq(t, `{"email": "user@example.com"}`, out, "as the README shows it")
+			assert.JSONEq(t, `{"email": "user@example.com"}`, out, "as docs/API.md shows it")
 		}
 	}
 	assert.ElementsMatch(t, []string{

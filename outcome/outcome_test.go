@@ -282,12 +282,13 @@ func TestHTTPTransportOutcomes(t *testing.T) {
 	}
 }
 
-// README's outcome table says what the code's table says, row for row.
-func TestREADMEListsEveryOutcome(t *testing.T) {
+// The outcome table of docs/API.md says what the code's table says, row for
+// row.
+func TestAPIDocListsEveryOutcome(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile("../docs/API.md")
 	require.NoError(t, err)
-	_, rest, ok := strings.Cut(string(readme), "<!-- outcomes:start -->\n")
+	_, rest, ok := strings.Cut(string(doc), "<!-- outcomes:start -->\n")
 	require.True(t, ok, "the outcomes:start marker")
 	block, _, ok := strings.Cut(rest, "<!-- outcomes:end -->")
 	require.True(t, ok, "the outcomes:end marker")
@@ -307,7 +308,7 @@ func TestREADMEListsEveryOutcome(t *testing.T) {
 			assert.Empty(t, cell(cols[1]), "%s: no HTTP status", o.Name)
 			wantLegacy = strconv.Itoa(int(o.Legacy))
 		} else {
-			assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, README %q", o.Name, o.HTTPStatus, cols[1])
+			assert.True(t, strings.HasPrefix(cell(cols[1]), strconv.Itoa(o.HTTPStatus)), "%s: HTTP %d, docs/API.md %q", o.Name, o.HTTPStatus, cols[1])
 		}
 		if !o.HTTPOnly && !o.LegacyOnly {
 			wantCode = strings.ToUpper(upperSnake.ReplaceAllString(o.GRPCCode.String(), "${1}_${2}"))
