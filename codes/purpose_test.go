@@ -138,3 +138,13 @@ func TestValidatePurposes(t *testing.T) {
 	_, err := codes.NewStore(nil, codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Purposes: map[string]time.Duration{"Bad": 0}})
 	assert.Error(t, err)
 }
+
+func TestValidatePurpose(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"", "login", "reset_password", "change_email", "a1", strings.Repeat("a", 32)} {
+		assert.NoError(t, codes.ValidatePurpose(ok), "%q", ok)
+	}
+	for _, bad := range []string{"1a", "_a", "Login", "a-b", "a b", "a/b", "..", "é", strings.Repeat("a", 33)} {
+		assert.Error(t, codes.ValidatePurpose(bad), "%q", bad)
+	}
+}
