@@ -1,6 +1,5 @@
 package codes
 
-
 // Every script of this package touches the keys of the code's Redis
 // Cluster slot, which each key names by its hash tag (the part in braces):
 // code_<email>, {code_<email>}:attempts and {code_<email>}:status (for a
