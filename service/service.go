@@ -90,7 +90,7 @@ type Service struct {
 	limiter  Limiter
 	statuses Statuses
 	queue    Enqueuer
-	logger *slog.Logger
+	logger   *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
