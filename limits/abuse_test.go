@@ -162,6 +162,43 @@ func TestUndo(t *testing.T) {
 	require.NoError(t, s.Undo(ctx, limits.Admission{}), "nothing to undo")
 }
 
+// Undo of a resend of a live code takes its status back to the state and
+// the send it had, from what the send's scripts replied: nothing kept in
+// Redis for the undo.
+func TestUndoOfResendRestoresTheStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, codes.Config{}, limits.Config{})
+	id := codes.ID{Email: "r@example.com"}
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: id.Email})
+	require.NoError(t, err)
+	_, err = s.records.Begin(ctx, id, delivery.Task{ID: "t1", Queue: "mail"}, codes.DefaultTTL)
+	require.NoError(t, err)
+	before, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	require.Equal(t, delivery.StateSending, before["state"])
+
+	again, err := s.GetOrCreate(ctx, limits.Request{Email: id.Email})
+	require.NoError(t, err)
+	require.False(t, again.Created)
+	queued, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, delivery.StateQueued, queued["state"])
+	assert.NotEqual(t, before["nonce"], queued["nonce"])
+	for f := range queued {
+		assert.False(t, strings.HasPrefix(f, "prev_"), "no undo field in the status: %s", f)
+	}
+
+	require.NoError(t, again.Undo(ctx))
+	after, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, before["state"], after["state"])
+	assert.Equal(t, before["nonce"], after["nonce"])
+	live, err := s.Peek(ctx, id)
+	require.NoError(t, err)
+	assert.NotEmpty(t, live.Code, "a reused code stays")
+}
+
 // One client cannot spread guesses over many addresses: every verify counts
 // against CLIENT_VERIFIES_PER_HOUR, whichever address it is for.
 func TestClientVerifyCap(t *testing.T) {

@@ -58,7 +58,7 @@ func TestCooldown(t *testing.T) {
 func TestAddressCapRollsWithTheClock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, _ := newStack(t, codes.Config{}, limits.Config{AddressPerHour: 3})
+	s, rdb := newStack(t, codes.Config{}, limits.Config{AddressPerHour: 3})
 	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
 	s.Now = func() time.Time { return now }
 
@@ -77,6 +77,9 @@ func TestAddressCapRollsWithTheClock(t *testing.T) {
 	assert.NoError(t, err, "the oldest send left the window")
 	_, err = s.GetOrCreate(ctx, limits.Request{Email: "cap@example.com"})
 	_ = limitErr(t, err)
+	n, err := rdb.ZCard(ctx, limits.AddressKey(delivery.MailboxID("cap@example.com"))).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, n, "a send that left the window is dropped")
 }
 
 func TestClientCap(t *testing.T) {
