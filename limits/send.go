@@ -72,7 +72,7 @@ var parts = []part{
 		slot:    "m:<mailbox>",
 		refuses: []string{suppressed, Cooldown, Address},
 		on:      func(*Config, *send) bool { return true },
-		keys: func(c *Config, s *send) []string {
+		keys: func(_ *Config, s *send) []string {
 			return []string{delivery.SuppressKey(s.mailbox), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
 		},
 		check: redis.NewScript(mailboxSrc),
