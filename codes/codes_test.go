@@ -42,7 +42,7 @@ func TestGetOrCreateStoresPlainCodeUnderLegacyKey(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	got, err := s.GetOrCreate(ctx, codes.Request{Email: "Mixed.Case@Example.COM"})
+	got, err := s.GetOrCreate(ctx, codes.ID{Email: "Mixed.Case@Example.COM"})
 	require.NoError(t, err)
 	assert.True(t, got.Created)
 	assert.Len(t, got.Code, 6)
@@ -66,12 +66,12 @@ func TestGetOrCreateRepeatKeepsCodeAndDoesNotExtend(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	first, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com"})
+	first, err := s.GetOrCreate(ctx, codes.ID{Email: "a@example.com"})
 	require.NoError(t, err)
 	// Pretend most of the lifetime has passed, without sleeping.
 	require.NoError(t, rdb.PExpire(ctx, "code_a@example.com", 5*time.Second).Err())
 
-	again, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com"})
+	again, err := s.GetOrCreate(ctx, codes.ID{Email: "a@example.com"})
 	require.NoError(t, err)
 	assert.False(t, again.Created)
 	assert.Equal(t, first.Code, again.Code)
@@ -92,7 +92,7 @@ func TestGetOrCreateRepairsLegacyKeys(t *testing.T) {
 	require.NoError(t, rdb.Set(ctx, "code_long@example.com", "cd34", time.Hour).Err())
 
 	for addr, code := range map[string]string{"noexp@example.com": "ab12", "long@example.com": "cd34"} {
-		got, err := s.GetOrCreate(ctx, codes.Request{Email: addr})
+		got, err := s.GetOrCreate(ctx, codes.ID{Email: addr})
 		require.NoError(t, err)
 		assert.Equal(t, code, got.Code)
 		assert.Equal(t, time.Minute, got.ExpiresIn)
@@ -108,13 +108,13 @@ func TestGetOrCreateExpiresForReal(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{TTL: time.Second})
 
-	first, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
+	first, err := s.GetOrCreate(ctx, codes.ID{Email: "exp@example.com"})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		_, err := s.Peek(ctx, codes.ID{Email: "exp@example.com"})
 		return errors.Is(err, codes.ErrNotFound)
 	}, 5*time.Second, 50*time.Millisecond)
-	second, err := s.GetOrCreate(ctx, codes.Request{Email: "exp@example.com"})
+	second, err := s.GetOrCreate(ctx, codes.ID{Email: "exp@example.com"})
 	require.NoError(t, err)
 	assert.True(t, second.Created)
 	_ = first
@@ -138,7 +138,7 @@ func TestGetOrCreateConcurrentYieldsOneCode(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			got, err := s.GetOrCreate(ctx, codes.Request{Email: "race@example.com"})
+			got, err := s.GetOrCreate(ctx, codes.ID{Email: "race@example.com"})
 			assert.NoError(t, err)
 			mu.Lock()
 			seen[got.Code]++
@@ -162,7 +162,7 @@ func TestPeek(t *testing.T) {
 	_, err := s.Peek(ctx, codes.ID{Email: "none@example.com"})
 	assert.ErrorIs(t, err, codes.ErrNotFound)
 
-	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "p@example.com"})
+	issued, err := s.GetOrCreate(ctx, codes.ID{Email: "p@example.com"})
 	require.NoError(t, err)
 	live, err := s.Peek(ctx, codes.ID{Email: "p@example.com"})
 	require.NoError(t, err)
@@ -172,15 +172,16 @@ func TestPeek(t *testing.T) {
 	assert.Greater(t, live.ExpiresIn, 9*time.Minute)
 }
 
-// The worker's Reader knows only the key prefix. It reads what the Store
+// The worker knows only the key prefix (Keys). Peek reads what the Store
 // wrote, reports a key without expiry as such, and writes nothing.
-func TestReader(t *testing.T) {
+func TestKeysAndPeek(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.Shared(t).UniversalClient(t)
-	r, err := codes.NewReader(rdb, "code_")
+	r, rdb := newStore(t, codes.Config{})
+	keys, err := codes.NewKeys("code_")
 	require.NoError(t, err)
-	assert.Equal(t, "code_A@example.com", r.Key(codes.ID{Email: "A@example.com"}))
+	assert.Equal(t, "code_A@example.com", keys.Key(codes.ID{Email: "A@example.com"}))
+	assert.Equal(t, keys, r.Keys)
 
 	_, err = r.Peek(ctx, codes.ID{Email: "none@example.com"})
 	assert.ErrorIs(t, err, codes.ErrNotFound)
@@ -202,7 +203,7 @@ func TestReader(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, time.Duration(-1), ttl, "a read changes nothing")
 
-	_, err = codes.NewReader(rdb, "")
+	_, err = codes.NewKeys("")
 	require.Error(t, err)
 	assert.Equal(t, "KeyPrefix: must not be empty", err.Error())
 }
@@ -212,31 +213,31 @@ func TestVerify(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, codes.Config{})
 
-	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, "123456", ""), codes.ErrNotFound)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, "123456"), codes.ErrNotFound)
 
-	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v@example.com"})
+	issued, err := s.GetOrCreate(ctx, codes.ID{Email: "v@example.com"})
 	require.NoError(t, err)
 	wrong := "000000"
 	if issued.Code == wrong {
 		wrong = "111111"
 	}
 	for _, bad := range []string{wrong, issued.Code[:5], issued.Code + "0", "", strings.ToUpper(issued.Code) + " "} {
-		assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, bad, ""), codes.ErrMismatch, "%q", bad)
+		assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, bad), codes.ErrMismatch, "%q", bad)
 	}
-	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "V@example.com"}, issued.Code, ""), codes.ErrNotFound, "address is case-sensitive, as the key")
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "V@example.com"}, issued.Code), codes.ErrNotFound, "address is case-sensitive, as the key")
 
-	require.NoError(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code, ""))
+	require.NoError(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code))
 	n, err := rdb.Exists(ctx, "code_v@example.com").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "a verified code is deleted")
-	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code, ""), codes.ErrNotFound, "single use")
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "v@example.com"}, issued.Code), codes.ErrNotFound, "single use")
 }
 
 func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t, codes.Config{})
-	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "once@example.com"})
+	issued, err := s.GetOrCreate(ctx, codes.ID{Email: "once@example.com"})
 	require.NoError(t, err)
 
 	var wg sync.WaitGroup
@@ -246,7 +247,7 @@ func TestVerifyConcurrentSucceedsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s.Verify(ctx, codes.ID{Email: "once@example.com"}, issued.Code, "") == nil {
+			if s.Verify(ctx, codes.ID{Email: "once@example.com"}, issued.Code) == nil {
 				mu.Lock()
 				ok++
 				mu.Unlock()
@@ -268,16 +269,16 @@ func TestRedisDownIsNotAnExpectedOutcome(t *testing.T) {
 	require.NoError(t, err)
 	srv.Stop()
 
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "down@example.com"})
+	_, err = s.GetOrCreate(ctx, codes.ID{Email: "down@example.com"})
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
-	err = s.Verify(ctx, codes.ID{Email: "down@example.com"}, "123456", "")
+	err = s.Verify(ctx, codes.ID{Email: "down@example.com"}, "123456")
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, codes.ErrNotFound)
 	assert.NotErrorIs(t, err, codes.ErrMismatch)
 
 	require.NoError(t, srv.Restart())
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "down@example.com"})
+	_, err = s.GetOrCreate(ctx, codes.ID{Email: "down@example.com"})
 	assert.NoError(t, err, "works again once Redis is back")
 }
 
@@ -293,11 +294,8 @@ func TestConfigValidate(t *testing.T) {
 		"short ttl":           {codes.Config{KeyPrefix: "code_", TTL: 500 * time.Millisecond, Length: 6}, "TTL: 500ms is shorter than 1s"},
 		"length 3":            {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 3}, "Length: 3 is outside 4..10"},
 		"length 11":           {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 11}, "Length: 11 is outside 4..10"},
-		"negative cooldown":   {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{Cooldown: -1}}, "Cooldown: must not be negative (0 turns the limit off)"},
-		"negative address":    {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{AddressPerHour: -1}}, "AddressPerHour: must not be negative (0 turns the limit off)"},
-		"negative client":     {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{ClientPerHour: -1}}, "ClientPerHour: must not be negative (0 turns the limit off)"},
-		"negative attempts":   {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Limits: codes.Limits{MaxAttempts: -1}}, "MaxAttempts: must not be negative (0 turns the limit off)"},
-		"every problem again": {codes.Config{Length: 3, Limits: codes.Limits{MaxAttempts: -1}}, "KeyPrefix: must not be empty\nTTL: 0s is shorter than 1s\nLength: 3 is outside 4..10\nMaxAttempts: must not be negative (0 turns the limit off)"},
+		"negative attempts":   {codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, MaxAttempts: -1}, "MaxAttempts: must not be negative (0 turns the limit off)"},
+		"every problem again": {codes.Config{Length: 3, MaxAttempts: -1}, "KeyPrefix: must not be empty\nTTL: 0s is shorter than 1s\nLength: 3 is outside 4..10\nMaxAttempts: must not be negative (0 turns the limit off)"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -369,17 +367,4 @@ func skipUnlessSingle(t *testing.T) {
 	if m := redistest.Mode(); m != redistest.ModeSingle {
 		t.Skipf("single mode only (runs with %s unset or single), not %s", redistest.EnvMode, m)
 	}
-}
-
-// exists counts the keys that exist, one EXISTS each: on a cluster one
-// EXISTS of keys in several slots is refused (CROSSSLOT).
-func exists(ctx context.Context, t *testing.T, rdb redis.UniversalClient, keys ...string) int {
-	t.Helper()
-	n := 0
-	for _, k := range keys {
-		c, err := rdb.Exists(ctx, k).Result()
-		require.NoError(t, err)
-		n += int(c)
-	}
-	return n
 }

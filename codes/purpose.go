@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/verifyq/verifyq/internal/field"
-	"github.com/verifyq/verifyq/mail"
 )
 
 // ErrInvalidPurpose is returned for a purpose that is not configured
@@ -19,6 +18,29 @@ var DefaultPurposes = []string{"register", "login", "reset_password", "change_em
 
 // MaxPurposes bounds Config.Purposes.
 const MaxPurposes = 32
+
+// MaxPurposeLen bounds a purpose's name.
+const MaxPurposeLen = 32
+
+// ValidatePurpose reports whether s names a purpose: empty (the default
+// purpose), or 1 to MaxPurposeLen characters of a-z, 0-9 and "_", starting
+// with a letter, e.g. "reset_password". Mail templates are named after
+// purposes, so package mail checks their names with it too.
+func ValidatePurpose(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > MaxPurposeLen {
+		return fmt.Errorf("longer than %d characters", MaxPurposeLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (i == 0 || (c < '0' || c > '9') && c != '_') {
+			return errors.New("want a-z, 0-9 and _, starting with a letter")
+		}
+	}
+	return nil
+}
 
 // ID names one code: the address it is mailed to and the purpose it is for.
 // Each purpose of an address has its own code, attempts, status and resend
@@ -37,7 +59,7 @@ type ID struct {
 }
 
 // ValidatePurposes checks Config.Purposes (field "Purposes"): at most
-// MaxPurposes names, each as mail.ValidatePurpose wants and not empty; a
+// MaxPurposes names, each as ValidatePurpose wants and not empty; a
 // lifetime, when set, checked like TTL (field "TTL_<PURPOSE>", the purpose
 // in upper case).
 func ValidatePurposes(purposes map[string]time.Duration) error {
@@ -56,7 +78,7 @@ func ValidatePurposes(purposes map[string]time.Duration) error {
 			errs = append(errs, field.Errorf("Purposes", "a purpose must not be empty"))
 			continue
 		}
-		if err := mail.ValidatePurpose(name); err != nil {
+		if err := ValidatePurpose(name); err != nil {
 			errs = append(errs, field.Errorf("Purposes", "%q: %v", cut(name), err))
 			continue
 		}
@@ -76,18 +98,6 @@ func (c Config) TTLOf(purpose string) time.Duration {
 		return ttl
 	}
 	return c.TTL
-}
-
-// checkPurpose returns an error wrapping ErrInvalidPurpose unless purpose is
-// the default one or configured.
-func (c Config) checkPurpose(purpose string) error {
-	if purpose == "" {
-		return nil
-	}
-	if _, ok := c.Purposes[purpose]; !ok {
-		return fmt.Errorf("%w: %q", ErrInvalidPurpose, cut(purpose))
-	}
-	return nil
 }
 
 // upper is s in upper case (ASCII), as the purpose's environment variable

@@ -29,10 +29,10 @@ func TestSealedStoreKeepsNoCode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	seal := newSeal(t, secret(1), nil)
-	s, rdb := newStore(t, codes.Config{Seal: seal, Limits: codes.Limits{MaxAttempts: 3}})
+	s, rdb := newStore(t, codes.Config{Seal: seal, MaxAttempts: 3})
 	id := codes.ID{Purpose: "reset_password", Email: "a@example.com"}
 
-	got, err := s.GetOrCreate(ctx, codes.Request{Email: id.Email, Purpose: id.Purpose})
+	got, err := s.GetOrCreate(ctx, id)
 	require.NoError(t, err)
 	require.Len(t, got.Code, 6)
 	v, err := rdb.Get(ctx, s.Key(id)).Result()
@@ -49,50 +49,15 @@ func TestSealedStoreKeepsNoCode(t *testing.T) {
 
 	// The MAC is bound to the key: moved to another address it verifies not.
 	require.NoError(t, rdb.Set(ctx, "code_b@example.com", v, time.Minute).Err())
-	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "b@example.com"}, got.Code, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, codes.ID{Email: "b@example.com"}, got.Code), codes.ErrMismatch)
 
 	// The stored MAC itself is no code.
-	assert.ErrorIs(t, s.Verify(ctx, id, v, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s.Verify(ctx, id, v), codes.ErrMismatch)
 	n, err := rdb.Get(ctx, s.AttemptsKey(id)).Int()
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "a wrong code counts an attempt")
-	require.NoError(t, s.Verify(ctx, id, got.Code, ""))
-	assert.ErrorIs(t, s.Verify(ctx, id, got.Code, ""), codes.ErrNotFound)
-}
-
-// A sealed resend cannot read the live code back: it mails a new one that
-// replaces it, keeping its remaining lifetime and attempts.
-func TestSealedResendReplacesTheCode(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	seal := newSeal(t, secret(1), nil)
-	s, rdb := newStore(t, codes.Config{Seal: seal, Limits: codes.Limits{MaxAttempts: 5}})
-	id := codes.ID{Email: "a@example.com"}
-
-	first, err := s.GetOrCreate(ctx, codes.Request{Email: id.Email})
-	require.NoError(t, err)
-	require.NoError(t, rdb.PExpire(ctx, s.Key(id), 5*time.Second).Err())
-	assert.ErrorIs(t, s.Verify(ctx, id, wrongFor(first.Code), ""), codes.ErrMismatch)
-
-	var second codes.Issued
-	for second.Code == "" || second.Code == first.Code {
-		second, err = s.GetOrCreate(ctx, codes.Request{Email: id.Email})
-		require.NoError(t, err)
-	}
-	assert.False(t, second.Created)
-	assert.LessOrEqual(t, second.ExpiresIn, 5*time.Second, "not extended")
-	assert.Equal(t, "1", rdb.Get(ctx, s.AttemptsKey(id)).Val(), "attempts kept")
-
-	// Undo of the resend brings the first code back.
-	require.NoError(t, s.Undo(ctx, second))
-	assert.Equal(t, seal.MAC(id, first.Code), rdb.Get(ctx, s.Key(id)).Val())
-
-	third, err := s.GetOrCreate(ctx, codes.Request{Email: id.Email})
-	require.NoError(t, err)
-	if third.Code != first.Code {
-		assert.ErrorIs(t, s.Verify(ctx, id, first.Code, ""), codes.ErrMismatch, "the replaced code no longer verifies")
-	}
-	require.NoError(t, s.Verify(ctx, id, third.Code, ""))
+	require.NoError(t, s.Verify(ctx, id, got.Code))
+	assert.ErrorIs(t, s.Verify(ctx, id, got.Code), codes.ErrNotFound)
 }
 
 func TestSealRotation(t *testing.T) {
@@ -101,9 +66,9 @@ func TestSealRotation(t *testing.T) {
 	old := newSeal(t, secret(1), nil)
 	s, rdb := newStore(t, codes.Config{Seal: old})
 	id := codes.ID{Email: "a@example.com"}
-	issued, err := s.GetOrCreate(ctx, codes.Request{Email: id.Email})
+	issued, err := s.GetOrCreate(ctx, codes.ID{Email: id.Email})
 	require.NoError(t, err)
-	other, err := s.GetOrCreate(ctx, codes.Request{Email: "b@example.com"})
+	other, err := s.GetOrCreate(ctx, codes.ID{Email: "b@example.com"})
 	require.NoError(t, err)
 
 	rotated := newSeal(t, secret(2), secret(1))
@@ -113,13 +78,13 @@ func TestSealRotation(t *testing.T) {
 	require.NoError(t, err, "the previous secret opens what it sealed")
 	assert.Equal(t, issued.Code, open)
 	assert.True(t, rotated.Matches(id, issued.Code, rdb.Get(ctx, s.Key(id)).Val()))
-	require.NoError(t, s2.Verify(ctx, id, issued.Code, ""), "the previous secret verifies")
+	require.NoError(t, s2.Verify(ctx, id, issued.Code), "the previous secret verifies")
 
 	// Without the previous secret, the old code neither verifies nor opens.
 	newOnly := newSeal(t, secret(2), nil)
 	s3, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: time.Minute, Length: 6, Seal: newOnly})
 	require.NoError(t, err)
-	assert.ErrorIs(t, s3.Verify(ctx, codes.ID{Email: "b@example.com"}, other.Code, ""), codes.ErrMismatch)
+	assert.ErrorIs(t, s3.Verify(ctx, codes.ID{Email: "b@example.com"}, other.Code), codes.ErrMismatch)
 	_, err = newOnly.Decrypt(codes.ID{Email: "b@example.com"}, other.Sealed)
 	assert.ErrorIs(t, err, codes.ErrSealed)
 }

@@ -25,7 +25,7 @@ func TestSlotOf(t *testing.T) {
 
 // Keys beside a code key share its slot, braces in the address or not.
 func TestBesideKeySharesTheSlot(t *testing.T) {
-	r := &Reader{prefix: "code_"}
+	r := Keys{prefix: "code_"}
 	for _, email := range []string{"a@example.com", "a}b@example.com", "{x}@example.com", "a{b@example.com", "}{@x", "{}@x"} {
 		code := r.Key(ID{Email: email})
 		for _, k := range []string{r.AttemptsKey(ID{Email: email}), r.StatusKey(ID{Email: email})} {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
@@ -87,15 +88,15 @@ func (s *Server) clientOf(ctx context.Context) string {
 	return s.cfg.TrustedProxies.Client(peerAddr, hops)
 }
 
-// deliveryStates maps codes' states to the proto's.
+// deliveryStates maps delivery's states to the proto's.
 var deliveryStates = map[string]verifyqv1.DeliveryState{
-	codes.StateNone:          verifyqv1.DeliveryState_DELIVERY_STATE_NONE,
-	codes.StateQueued:        verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED,
-	codes.StateSending:       verifyqv1.DeliveryState_DELIVERY_STATE_SENDING,
-	codes.StateRetrying:      verifyqv1.DeliveryState_DELIVERY_STATE_RETRYING,
-	codes.StateSent:          verifyqv1.DeliveryState_DELIVERY_STATE_SENT,
-	codes.StateUndeliverable: verifyqv1.DeliveryState_DELIVERY_STATE_UNDELIVERABLE,
-	codes.StateExpired:       verifyqv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+	delivery.StateNone:          verifyqv1.DeliveryState_DELIVERY_STATE_NONE,
+	delivery.StateQueued:        verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED,
+	delivery.StateSending:       verifyqv1.DeliveryState_DELIVERY_STATE_SENDING,
+	delivery.StateRetrying:      verifyqv1.DeliveryState_DELIVERY_STATE_RETRYING,
+	delivery.StateSent:          verifyqv1.DeliveryState_DELIVERY_STATE_SENT,
+	delivery.StateUndeliverable: verifyqv1.DeliveryState_DELIVERY_STATE_UNDELIVERABLE,
+	delivery.StateExpired:       verifyqv1.DeliveryState_DELIVERY_STATE_EXPIRED,
 }
 
 func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusRequest) (*verifyqv1.GetStatusResponse, error) {

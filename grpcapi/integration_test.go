@@ -22,13 +22,14 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	verifycodes "github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
 	"github.com/verifyq/verifyq/internal/logtest"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	"github.com/verifyq/verifyq/limits"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/tasks"
@@ -43,11 +44,11 @@ type stack struct {
 }
 
 // start serves the gRPC edge on a loopback port, on the real service with
-// the given limits and its own redis-server, and dials it. Health follows a
+// the given limits (and wrong codes allowed) and its own redis-server, and dials it. Health follows a
 // PING of that Redis, checked every 100 ms.
-func start(t *testing.T, limits verifycodes.Limits) *stack {
+func start(t *testing.T, l limits.Config, maxAttempts int) *stack {
 	t.Helper()
-	s := &stack{Env: servicetest.New(t, limits)}
+	s := &stack{Env: servicetest.New(t, l, maxAttempts)}
 	logger, logs := logtest.New(t)
 	s.logs = logs
 	reg := metrics.NewRegistry()
@@ -96,7 +97,7 @@ func (s *stack) pending(t *testing.T) int {
 // old key and a send task queued.
 func TestGRPCOldServiceSendsCode(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	const email = "Old.Gateway@Example.com"
 
 	rsp := s.legacy(t, email)
@@ -111,7 +112,7 @@ func TestGRPCOldServiceSendsCode(t *testing.T) {
 // v1; nothing stored, nothing queued.
 func TestGRPCInvalidAddress(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	for _, email := range []string{"", "not an address", "x@example.com\r\nBcc: y@example.com", "Name <a@example.com>"} {
 		assert.Equal(t, grpctest.LegacyReply{Error: 3}, s.legacy(t, email), "%q: error 3, the refused address not echoed", email)
 		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: email})
@@ -129,7 +130,7 @@ func TestGRPCInvalidAddress(t *testing.T) {
 func TestGRPCRedisOutage(t *testing.T) {
 	t.Parallel()
 	servicetest.SingleOnly(t) // it stops the one server
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 	require.Equal(t, int32(0), s.legacy(t, "before@example.com").Error)
 
@@ -153,7 +154,7 @@ func TestGRPCRedisOutage(t *testing.T) {
 // The logs hold neither the code nor the address.
 func TestGRPCVerifyCode(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	const email = "Verify.Me@example.com"
 	ctx := context.Background()
 
@@ -197,7 +198,7 @@ func TestGRPCVerifyCode(t *testing.T) {
 // call that answers as docs/API.md says.
 func TestGRPCReflectionAndAPIDocExamples(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	s.waitHealth(t, healthpb.HealthCheckResponse_SERVING)
 
 	services := grpctest.Services(t, s.conn)
@@ -266,7 +267,7 @@ func limitDetails(t *testing.T, err error) (time.Duration, string) {
 // error 4, v1 with ResourceExhausted and RetryInfo.
 func TestGRPCResendCooldown(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+	s := start(t, limits.Config{Cooldown: time.Minute}, 0)
 
 	res, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "cool@example.com"})
 	require.NoError(t, err)
@@ -285,7 +286,7 @@ func TestGRPCResendCooldown(t *testing.T) {
 // the gateway is never limited.
 func TestGRPCClientCap(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{ClientPerHour: 1})
+	s := start(t, limits.Config{ClientPerHour: 1}, 0)
 	user := metadata.AppendToOutgoingContext(context.Background(), "x-forwarded-for", "203.0.113.9")
 
 	_, err := s.v1().SendCode(user, &verifyqv1.SendCodeRequest{Email: "one@example.com"})
@@ -301,7 +302,7 @@ func TestGRPCClientCap(t *testing.T) {
 // Wrong codes up to VERIFY_MAX_ATTEMPTS invalidate the code over v1 too.
 func TestGRPCAttemptLimit(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{MaxAttempts: 2})
+	s := start(t, limits.Config{}, 2)
 	ctx := context.Background()
 	_, err := s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "g@example.com"})
 	require.NoError(t, err)
@@ -323,7 +324,7 @@ func TestGRPCAttemptLimit(t *testing.T) {
 // service's outcome follows its in-band error number.
 func TestGRPCCallsAreMeasured(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{Cooldown: time.Minute})
+	s := start(t, limits.Config{Cooldown: time.Minute}, 0)
 	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error)
 	require.Equal(t, int32(0), s.legacy(t, "m@example.com").Error, "coalesced")
 	require.Equal(t, int32(4), s.legacy(t, "M@example.com").Error, "the mailbox's cooldown, and no live code for this spelling")
@@ -355,7 +356,7 @@ func TestGRPCCallsAreMeasured(t *testing.T) {
 // not count against the hourly cap. v1 still answers RESOURCE_EXHAUSTED.
 func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{Cooldown: time.Minute, AddressPerHour: 2})
+	s := start(t, limits.Config{Cooldown: time.Minute, AddressPerHour: 2}, 0)
 	ctx := context.Background()
 	assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: "user@example.com"}, s.legacy(t, "user@example.com"))
 	code := s.Code(t, "user@example.com")
@@ -364,7 +365,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	}
 	assert.Equal(t, 1, s.pending(t), "one mail queued in all")
 	assert.Equal(t, code, s.Code(t, "user@example.com"), "the same code")
-	n, err := s.RDB.ZCard(ctx, verifycodes.AddressKey(verifycodes.MailboxID("user@example.com"))).Result()
+	n, err := s.RDB.ZCard(ctx, limits.AddressKey(delivery.MailboxID("user@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced resends are not counted")
 	_, err = s.v1().SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "user@example.com"})
@@ -374,7 +375,7 @@ func TestGRPCLegacyResendIsCoalesced(t *testing.T) {
 	assert.Equal(t, "coalesced", line[2]["outcome"])
 
 	// After the cooldown, a resend mails the same code again, as before.
-	require.NoError(t, s.RDB.Del(ctx, verifycodes.CooldownKey(verifycodes.MailboxID("user@example.com"), "")).Err())
+	require.NoError(t, s.RDB.Del(ctx, limits.CooldownKey(delivery.MailboxID("user@example.com"), "")).Err())
 	assert.Equal(t, int32(0), s.legacy(t, "user@example.com").Error)
 	assert.Equal(t, 2, s.pending(t))
 	assert.Equal(t, code, s.Code(t, "user@example.com"))
@@ -409,7 +410,7 @@ func stringFields(values ...string) []byte {
 // nothing stored, nothing queued.
 func TestGRPCInvalidUTF8(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	ctx := context.Background()
 	raw := grpc.ForceCodecV2(rawCodec{})
 	bad := "a\xff@example.com"
@@ -438,7 +439,7 @@ func TestGRPCInvalidUTF8(t *testing.T) {
 // code; a bad address is INVALID_ARGUMENT.
 func TestGRPCGetStatus(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	ctx := context.Background()
 	st, err := s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
 	require.NoError(t, err)
@@ -457,7 +458,7 @@ func TestGRPCGetStatus(t *testing.T) {
 
 func TestGRPCPurposes(t *testing.T) {
 	t.Parallel()
-	s := start(t, verifycodes.Limits{})
+	s := start(t, limits.Config{}, 0)
 	const email = "purpose@example.com"
 	ctx := context.Background()
 

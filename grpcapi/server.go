@@ -31,6 +31,7 @@ import (
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/service"
@@ -49,7 +50,7 @@ const (
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, id codes.ID) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (delivery.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)

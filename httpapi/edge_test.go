@@ -12,10 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/logtest"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 )
 
@@ -33,7 +33,7 @@ func postTo(t *testing.T, url, body string) *http.Response {
 func TestEveryRequestIsLoggedAndObserved(t *testing.T) {
 	t.Parallel()
 	servicetest.SingleOnly(t) // it stops the one server
-	se := servicetest.New(t, codes.Limits{})
+	se := servicetest.New(t, limits.Config{}, 0)
 	logger, logs := logtest.New(t)
 	obs := &servicetest.Observer{}
 	srv := httptest.NewServer(httpapi.NewHandler(se.Service, logger, httpapi.Config{Metrics: obs}))

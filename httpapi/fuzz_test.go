@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/service"
@@ -82,10 +83,10 @@ func FuzzRequestDecoding(f *testing.F) {
 	})
 }
 
-func (r *recordingService) Status(_ context.Context, id codes.ID) (codes.Status, error) {
+func (r *recordingService) Status(_ context.Context, id codes.ID) (delivery.Status, error) {
 	if err := mail.ValidateAddress(id.Email); err != nil {
-		return codes.Status{}, err
+		return delivery.Status{}, err
 	}
 	r.emails = append(r.emails, id.Email)
-	return codes.Status{State: codes.StateNone}, nil
+	return delivery.Status{State: delivery.StateNone}, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
@@ -39,7 +40,7 @@ const DefaultRequestTimeout = 5 * time.Second
 type Service interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, id codes.ID) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (delivery.Status, error)
 }
 
 var _ Service = (*service.Service)(nil)

@@ -17,9 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -32,11 +33,11 @@ type env struct {
 }
 
 // newEnv serves the API on a real service and Redis, with no limits.
-func newEnv(t *testing.T) *env { return newLimitedEnv(t, codes.Limits{}, nil) }
+func newEnv(t *testing.T) *env { return newLimitedEnv(t, limits.Config{}, 0, nil) }
 
-func newLimitedEnv(t *testing.T, limits codes.Limits, trusted []netip.Prefix) *env {
+func newLimitedEnv(t *testing.T, l limits.Config, maxAttempts int, trusted []netip.Prefix) *env {
 	t.Helper()
-	se := servicetest.New(t, limits)
+	se := servicetest.New(t, l, maxAttempts)
 	srv := httptest.NewServer(httpapi.NewHandler(se.Service, servicetest.Discard, httpapi.Config{TrustedProxies: trusted}))
 	t.Cleanup(srv.Close)
 	return &env{Env: se, srv: srv, rdb: se.RDB, insp: asynq.NewInspectorFromRedisClient(se.RDB)}
@@ -322,7 +323,7 @@ func TestPurposes(t *testing.T) {
 	require.NoError(t, err)
 	status, body, _ = do(t, req)
 	require.Equal(t, http.StatusOK, status, body)
-	assert.Equal(t, codes.StateQueued, body["state"])
+	assert.Equal(t, delivery.StateQueued, body["state"])
 
 	status, body, _ = e.post(t, "/v1/codes/verify", `{"email":"`+email+`","code":"`+code+`","purpose":"reset_password"}`)
 	require.Equal(t, http.StatusOK, status, body)

@@ -13,12 +13,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/limits"
 )
 
 func TestResendCooldown(t *testing.T) {
 	t.Parallel()
-	e := newLimitedEnv(t, codes.Limits{Cooldown: time.Minute}, nil)
+	e := newLimitedEnv(t, limits.Config{Cooldown: time.Minute}, 0, nil)
 	ctx := context.Background()
 
 	status, body, _ := e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
@@ -36,7 +37,7 @@ func TestResendCooldown(t *testing.T) {
 	assert.Len(t, e.Pending(t), 1, "nothing enqueued for the refused request")
 
 	// Once the cooldown is over: 202, the same code.
-	require.NoError(t, e.rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("c@example.com"), "")).Err())
+	require.NoError(t, e.rdb.Del(ctx, limits.CooldownKey(delivery.MailboxID("c@example.com"), "")).Err())
 	status, _, _ = e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
 	assert.Equal(t, http.StatusAccepted, status)
 	again, err := e.rdb.Get(ctx, "code_c@example.com").Result()
@@ -48,7 +49,7 @@ func TestResendCooldown(t *testing.T) {
 func TestClientCapFollowsTrustedForwardedFor(t *testing.T) {
 	t.Parallel()
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	e := newLimitedEnv(t, codes.Limits{ClientPerHour: 2}, loopback)
+	e := newLimitedEnv(t, limits.Config{ClientPerHour: 2}, 0, loopback)
 
 	send := func(i int, xff string) int {
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(fmt.Sprintf(`{"email":"u%d@example.com"}`, i)))
@@ -70,7 +71,7 @@ func TestClientCapFollowsTrustedForwardedFor(t *testing.T) {
 
 func TestForwardedForFromUntrustedPeerIsIgnored(t *testing.T) {
 	t.Parallel()
-	e := newLimitedEnv(t, codes.Limits{ClientPerHour: 1}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	e := newLimitedEnv(t, limits.Config{ClientPerHour: 1}, 0, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	for i := range 3 {
 		status, _, _ := e.post(t, "/v1/codes", fmt.Sprintf(`{"email":"x%d@example.com"}`, i))
 		assert.Equal(t, http.StatusAccepted, status)
@@ -86,7 +87,7 @@ func TestForwardedForFromUntrustedPeerIsIgnored(t *testing.T) {
 
 func TestVerifyAttemptLimit(t *testing.T) {
 	t.Parallel()
-	e := newLimitedEnv(t, codes.Limits{MaxAttempts: 2}, nil)
+	e := newLimitedEnv(t, limits.Config{}, 2, nil)
 	status, _, _ := e.post(t, "/v1/codes", `{"email":"g@example.com"}`)
 	require.Equal(t, http.StatusAccepted, status)
 	code, err := e.rdb.Get(context.Background(), "code_g@example.com").Result()

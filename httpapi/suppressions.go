@@ -6,26 +6,26 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/outcome"
 )
 
 // SuppressionList is what the admin's suppression endpoint needs
-// (codes.Suppressions).
+// (delivery.Suppressions).
 type SuppressionList interface {
-	List(ctx context.Context, limit int) ([]codes.Suppression, error)
+	List(ctx context.Context, limit int) ([]delivery.Suppression, error)
 	Lift(ctx context.Context, email string) (bool, error)
 	LiftID(ctx context.Context, id string) (bool, error)
 }
 
-var _ SuppressionList = (*codes.Suppressions)(nil)
+var _ SuppressionList = (*delivery.Suppressions)(nil)
 
 // MaxSuppressionsListed bounds one listing of the suppression list.
 const MaxSuppressionsListed = 1000
 
 type suppressionEntry struct {
-	codes.Suppression
+	delivery.Suppression
 	ExpiresIn int64 `json:"expires_in"`
 }
 

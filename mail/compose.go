@@ -11,6 +11,8 @@ import (
 	"unicode"
 
 	"gopkg.in/gomail.v2"
+
+	"github.com/verifyq/verifyq/codes"
 )
 
 // ErrInvalidMessage is wrapped by Compose and Send errors about a Message
@@ -32,7 +34,7 @@ type Message struct {
 	// ExpiresIn is the code's remaining lifetime; it must be positive. The
 	// mail states it in whole minutes, rounded up.
 	ExpiresIn time.Duration
-	// Purpose is what the code is for (see ValidatePurpose); it picks the
+	// Purpose is what the code is for (see codes.ValidatePurpose); it picks the
 	// templates of that purpose when there are any. Empty is the default
 	// purpose.
 	Purpose string
@@ -79,7 +81,7 @@ func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, e
 	if m.ExpiresIn <= 0 {
 		return nil, fmt.Errorf("mail: %w: non-positive lifetime", ErrInvalidMessage)
 	}
-	if err := ValidatePurpose(m.Purpose); err != nil {
+	if err := codes.ValidatePurpose(m.Purpose); err != nil {
 		return nil, fmt.Errorf("mail: %w: purpose: %w", ErrInvalidMessage, err)
 	}
 

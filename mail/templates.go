@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/verifyq/verifyq/internal/field"
+
+	"github.com/verifyq/verifyq/codes"
 )
 
 // TemplateData is what every template sees: the subject, text and HTML
@@ -60,8 +62,6 @@ const (
 	MaxSubjectLen = 200
 	// maxPartSize bounds a rendered text or HTML part, in bytes.
 	maxPartSize = 256 << 10
-	// maxPurposeLen bounds a purpose's name.
-	maxPurposeLen = 32
 	// maxPurposes bounds the purpose directories in TemplateConfig.Dir.
 	maxPurposes = 64
 )
@@ -269,7 +269,7 @@ func (l *layer) purposeDir(purpose string) {
 		if strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".tmpl") {
 			continue
 		}
-		if err := ValidatePurpose(purpose); err != nil {
+		if err := codes.ValidatePurpose(purpose); err != nil {
 			l.fail(name, fmt.Errorf("the directory's name is not a purpose: %w", err))
 			continue
 		}
@@ -578,25 +578,6 @@ func validateLinkURL(s string) error {
 		return errors.New("must be an absolute http or https URL with a host")
 	case u.User != nil:
 		return errors.New("must not hold a user name or password")
-	}
-	return nil
-}
-
-// ValidatePurpose reports whether s names a purpose: empty (the default
-// purpose), or 1 to 32 characters of a-z, 0-9 and "_", starting with a
-// letter, e.g. "reset_password".
-func ValidatePurpose(s string) error {
-	if s == "" {
-		return nil
-	}
-	if len(s) > maxPurposeLen {
-		return fmt.Errorf("longer than %d characters", maxPurposeLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 'a' || c > 'z') && (i == 0 || (c < '0' || c > '9') && c != '_') {
-			return errors.New("want a-z, 0-9 and _, starting with a letter")
-		}
 	}
 	return nil
 }

@@ -401,13 +401,3 @@ func TestDocsTemplatesExample(t *testing.T) {
 	assert.Contains(t, msg.HTML, "ACME")
 	assert.Contains(t, msg.HTML, "code=739164")
 }
-
-func TestValidatePurpose(t *testing.T) {
-	t.Parallel()
-	for _, ok := range []string{"", "login", "reset_password", "change_email", "a1", strings.Repeat("a", 32)} {
-		assert.NoError(t, mail.ValidatePurpose(ok), "%q", ok)
-	}
-	for _, bad := range []string{"1a", "_a", "Login", "a-b", "a b", "a/b", "..", "é", strings.Repeat("a", 33)} {
-		assert.Error(t, mail.ValidatePurpose(bad), "%q", bad)
-	}
-}

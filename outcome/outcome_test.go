@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	verifycodes "github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -40,7 +40,7 @@ func errorFor(o *outcome.Outcome) error {
 	case outcome.OK:
 		return nil
 	case outcome.Undeliverable:
-		return fmt.Errorf("send: %w", &verifycodes.SuppressedError{For: time.Hour})
+		return fmt.Errorf("send: %w", &delivery.SuppressedError{For: time.Hour})
 	case outcome.RateLimited:
 		return fmt.Errorf("send: %w", &service.RateLimitError{Limit: "cooldown", RetryAfter: 2500 * time.Millisecond})
 	case outcome.Unavailable:

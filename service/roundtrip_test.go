@@ -15,6 +15,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -131,25 +132,20 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	// Limits as in production, except that the cooldown is off in store so
 	// that a repeat send re-mails; limited keeps the cooldown, to count a
 	// refused send.
-	noCooldown := codes.DefaultLimits()
+	noCooldown := limits.Default()
 	noCooldown.Cooldown = 0
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-		Length: codes.DefaultLength, Limits: noCooldown})
-	require.NoError(t, err)
-	limitedStore, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-		Length: codes.DefaultLength, Limits: codes.DefaultLimits()})
-	require.NoError(t, err)
+	defaults := codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength,
+		MaxAttempts: codes.DefaultMaxAttempts}
+	st := newStack(t, rdb, defaults, noCooldown)
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb, as in the enqueuer
-	svc := service.New(store, queue, discard)
-	limited := service.New(limitedStore, queue, discard)
+	svc := st.service(queue)
+	limited := newStack(t, rdb, defaults, limits.Default()).service(queue)
 
 	// On a cluster (or after a Redis start) each node learns a script the
 	// first time it runs there: run every kind of request, unhooked, for
 	// addresses and clients spread over all the nodes.
-	plainStore, err := codes.NewStore(plain, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-		Length: codes.DefaultLength, Limits: codes.DefaultLimits()})
-	require.NoError(t, err)
-	plainSvc := service.New(plainStore, asynq.NewClientFromRedisClient(plain), discard)
+	plainSvc := newStack(t, plain, defaults, limits.Default()).service(asynq.NewClientFromRedisClient(plain))
+	var err error
 	for i := range 32 {
 		req := service.SendRequest{Email: fmt.Sprintf("spread%d@example.org", i), Client: fmt.Sprintf("198.51.100.%d", i)}
 		for range 2 { // the second is refused by the cooldown, and undone
@@ -164,7 +160,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	_, err = svc.SendCode(ctx, warm)
 	require.NoError(t, err)
 	require.ErrorIs(t, svc.VerifyCode(ctx, service.VerifyRequest{Email: warm.Email, Code: "x"}), service.ErrMismatch)
-	_, err = store.Peek(ctx, codes.ID{Email: warm.Email})
+	_, err = st.store.Peek(ctx, codes.ID{Email: warm.Email})
 	require.NoError(t, err)
 	for range 2 { // and a refused send's undo
 		_, err = limited.SendCode(ctx, service.SendRequest{Email: "warm@example.net", Client: "203.0.113.9"})
@@ -178,11 +174,11 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	// is one round trip on its own. Without this, a hook that saw nothing
 	// would pass the bounds below.
 	t.Run("the hook counts the store and the queue", func(t *testing.T) {
-		_, err := store.GetOrCreate(ctx, codes.Request{Email: "parts@example.com"})
+		_, err := st.limiter.Admit(ctx, limits.Request{Email: "parts@example.com"})
 		require.NoError(t, err)
 		assert.Equal(t, []string{"pipeline(evalsha evalsha)"}, hook.take(),
 			"get-or-create: the mailbox's and the code's scripts (no client here) in one pipeline")
-		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "parts@example.com", ExpiresAt: store.Now().Add(codes.DefaultTTL)})
+		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "parts@example.com", ExpiresAt: st.limiter.Now().Add(codes.DefaultTTL)})
 		require.NoError(t, err)
 		_, err = queue.EnqueueContext(ctx, task)
 		require.NoError(t, err)

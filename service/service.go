@@ -16,6 +16,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -34,25 +36,34 @@ var (
 	// and is now invalidated.
 	ErrAttemptsExhausted = codes.ErrAttemptsExhausted
 	// ErrRateLimited is matched by a *RateLimitError.
-	ErrRateLimited = codes.ErrRateLimited
+	ErrRateLimited = limits.ErrRateLimited
 	// ErrUndeliverable: the address's mail server refused a mail for good
 	// lately, and the address is suppressed.
-	ErrUndeliverable = codes.ErrSuppressed
+	ErrUndeliverable = delivery.ErrSuppressed
 )
 
 // RateLimitError says a send was refused by a limit (Limit: "cooldown",
 // "address" or "client") and when to try again (RetryAfter).
-type RateLimitError = codes.LimitError
+type RateLimitError = limits.Error
 
 // MaxCodeLength bounds the code a caller may submit for verification.
 const MaxCodeLength = 64
 
-// CodeStore keeps codes (codes.Store).
-type CodeStore interface {
-	GetOrCreate(ctx context.Context, req codes.Request) (codes.Issued, error)
-	Undo(ctx context.Context, issued codes.Issued) error
-	Verify(ctx context.Context, id codes.ID, code, client string) error
-	Status(ctx context.Context, id codes.ID, now time.Time) (codes.Status, error)
+// Codes checks and verifies codes (codes.Store).
+type Codes interface {
+	Check(id codes.ID) error
+	Verify(ctx context.Context, id codes.ID, code string) error
+}
+
+// Limiter admits sends, issuing their codes, and verifies (limits.Limiter).
+type Limiter interface {
+	Admit(ctx context.Context, req limits.Request) (limits.Admission, error)
+	AdmitVerify(ctx context.Context, client string) error
+}
+
+// Statuses reads delivery statuses (delivery.Records).
+type Statuses interface {
+	Status(ctx context.Context, id codes.ID, now time.Time) (delivery.Status, error)
 }
 
 // Enqueuer puts tasks on the queue (asynq.Client).
@@ -61,8 +72,10 @@ type Enqueuer interface {
 }
 
 var (
-	_ CodeStore = (*codes.Store)(nil)
-	_ Enqueuer  = (*asynq.Client)(nil)
+	_ Codes    = (*codes.Store)(nil)
+	_ Limiter  = (*limits.Limiter)(nil)
+	_ Statuses = (*delivery.Records)(nil)
+	_ Enqueuer = (*asynq.Client)(nil)
 )
 
 // EnqueueTimeout bounds putting a task on the queue, and undoing the send's
@@ -73,9 +86,11 @@ const EnqueueTimeout = 3 * time.Second
 
 // Service sends and verifies codes.
 type Service struct {
-	codes  CodeStore
-	queue  Enqueuer
-	logger *slog.Logger
+	codes    Codes
+	limiter  Limiter
+	statuses Statuses
+	queue    Enqueuer
+	logger   *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
@@ -84,8 +99,8 @@ type Service struct {
 }
 
 // New returns a Service.
-func New(codes CodeStore, queue Enqueuer, logger *slog.Logger) *Service {
-	return &Service{codes: codes, queue: queue, logger: logger, Now: time.Now}
+func New(codes Codes, limiter Limiter, statuses Statuses, queue Enqueuer, logger *slog.Logger) *Service {
+	return &Service{codes: codes, limiter: limiter, statuses: statuses, queue: queue, logger: logger, Now: time.Now}
 }
 
 // SendRequest asks for a code to be sent.
@@ -146,7 +161,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	now := s.Now()
-	issued, err := s.codes.GetOrCreate(ctx, codes.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce})
+	issued, err := s.limiter.Admit(ctx, limits.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce})
 	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) || errors.Is(err, ErrInvalidPurpose) {
 		return Sent{}, err
 	}
@@ -174,7 +189,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		// is let through and mailed.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
 		defer cancel()
-		if uerr := s.codes.Undo(uctx, issued); uerr != nil {
+		if uerr := issued.Undo(uctx); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return Sent{}, fmt.Errorf("%w: enqueue: %w", ErrUnavailable, err)
@@ -200,7 +215,14 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	if req.Code == "" || len(req.Code) > MaxCodeLength || !utf8.ValidString(req.Code) {
 		return ErrInvalidCode
 	}
-	err := s.codes.Verify(ctx, codes.ID{Purpose: req.Purpose, Email: req.Email}, req.Code, ClientID(req.Client))
+	id := codes.ID{Purpose: req.Purpose, Email: req.Email}
+	err := s.codes.Check(id)
+	if err == nil {
+		err = s.limiter.AdmitVerify(ctx, ClientID(req.Client))
+	}
+	if err == nil {
+		err = s.codes.Verify(ctx, id, req.Code)
+	}
 	switch {
 	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, ErrInvalidPurpose), errors.Is(err, codes.ErrMismatch),
 		errors.Is(err, codes.ErrAttemptsExhausted), errors.Is(err, ErrRateLimited):
@@ -210,19 +232,19 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	}
 }
 
-// Status is the delivery status of the code id names (codes.Status): what
-// became of its mail, and how long the code has left. It never holds the
-// code.
-func (s *Service) Status(ctx context.Context, id codes.ID) (codes.Status, error) {
+// Status is the delivery status of the code id names (delivery.Status):
+// what became of its mail, and how long the code has left. It never holds
+// the code.
+func (s *Service) Status(ctx context.Context, id codes.ID) (delivery.Status, error) {
 	if err := mail.ValidateAddress(id.Email); err != nil {
-		return codes.Status{}, err
+		return delivery.Status{}, err
 	}
-	st, err := s.codes.Status(ctx, id, s.Now())
-	if errors.Is(err, ErrInvalidPurpose) {
-		return codes.Status{}, err
+	if err := s.codes.Check(id); err != nil {
+		return delivery.Status{}, err
 	}
+	st, err := s.statuses.Status(ctx, id, s.Now())
 	if err != nil {
-		return codes.Status{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return delivery.Status{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return st, nil
 }

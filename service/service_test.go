@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -25,11 +28,36 @@ func (f enqueuerFunc) EnqueueContext(ctx context.Context, task *asynq.Task, opts
 	return f(ctx, task, opts...)
 }
 
-func newStore(t *testing.T) *codes.Store {
+// stack is the real send step on one Redis: the code store, its limits
+// and its delivery records.
+type stack struct {
+	store   *codes.Store
+	limiter *limits.Limiter
+	records *delivery.Records
+}
+
+// newStack returns the stack on rdb of codes as cc says (its zero fields
+// verifyq's defaults) under the limits lc.
+func newStack(t testing.TB, rdb redis.UniversalClient, cc codes.Config, lc limits.Config) stack {
 	t.Helper()
-	store, err := codes.NewStore(redistest.Shared(t).UniversalClient(t), codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	if cc.KeyPrefix == "" {
+		cc.KeyPrefix, cc.TTL, cc.Length = codes.DefaultKeyPrefix, codes.DefaultTTL, codes.DefaultLength
+	}
+	store, err := codes.NewStore(rdb, cc)
 	require.NoError(t, err)
-	return store
+	l, err := limits.New(rdb, lc, store)
+	require.NoError(t, err)
+	return stack{store: store, limiter: l, records: delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))}
+}
+
+// service returns the service of s that queues with queue.
+func (s stack) service(queue service.Enqueuer) *service.Service {
+	return service.New(s.store, s.limiter, s.records, queue, discard)
+}
+
+func newStore(t *testing.T) stack {
+	t.Helper()
+	return newStack(t, redistest.Shared(t).UniversalClient(t), codes.Config{}, limits.Config{})
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -37,10 +65,10 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 func TestSendCodeEnqueuesTaskWithClockedPayload(t *testing.T) {
 	t.Parallel()
 	var got *asynq.Task
-	svc := service.New(newStore(t), enqueuerFunc(func(_ context.Context, task *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+	svc := newStore(t).service(enqueuerFunc(func(_ context.Context, task *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
 		got = task
 		return &asynq.TaskInfo{}, nil
-	}), discard)
+	}))
 	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
 	svc.Now = func() time.Time { return now }
 
@@ -61,12 +89,12 @@ func TestSendCodeEnqueueFailure(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
 	fail := true
-	svc := service.New(store, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	svc := store.service(enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
 		if fail {
 			return nil, errors.New("connection refused")
 		}
 		return &asynq.TaskInfo{}, nil
-	}), discard)
+	}))
 
 	_, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
 	assert.ErrorIs(t, err, service.ErrUnavailable)
@@ -79,9 +107,9 @@ func TestSendCodeEnqueueFailure(t *testing.T) {
 
 func TestServiceErrors(t *testing.T) {
 	t.Parallel()
-	svc := service.New(newStore(t), enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	svc := newStore(t).service(enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
 		return &asynq.TaskInfo{}, nil
-	}), discard)
+	}))
 	ctx := context.Background()
 
 	_, err := svc.SendCode(ctx, service.SendRequest{Email: "not an address"})
@@ -120,20 +148,18 @@ func TestClientID(t *testing.T) {
 func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Shared(t).UniversalClient(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
-		Limits: codes.Limits{Cooldown: time.Minute}})
-	require.NoError(t, err)
+	store := newStack(t, rdb, codes.Config{}, limits.Config{Cooldown: time.Minute})
 	queue := asynq.NewClientFromRedisClient(rdb)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc := service.New(store, enqueuerFunc(func(ectx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	svc := store.service(enqueuerFunc(func(ectx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 		cancel() // the caller goes away now
 		if _, ok := ectx.Deadline(); !ok {
 			return nil, errors.New("the enqueue has no deadline of its own")
 		}
 		return queue.EnqueueContext(ectx, task, opts...)
-	}), discard)
+	}))
 
-	_, err = svc.SendCode(ctx, service.SendRequest{Email: "gone@example.com"})
+	_, err := svc.SendCode(ctx, service.SendRequest{Email: "gone@example.com"})
 	require.NoError(t, err, "queued although the caller is gone")
 	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.Queue)
 	require.NoError(t, err)
@@ -145,17 +171,15 @@ func TestEnqueueIsDetachedFromTheCaller(t *testing.T) {
 func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Shared(t).UniversalClient(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6,
-		Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1}})
-	require.NoError(t, err)
+	store := newStack(t, rdb, codes.Config{}, limits.Config{Cooldown: time.Minute, AddressPerHour: 1})
 	fail := true
-	svc := service.New(store, enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	svc := store.service(enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
 		if fail {
 			return nil, errors.New("NOPERM this user has no permissions to access the 'asynq:{mail}:pending' key")
 		}
 		return &asynq.TaskInfo{}, nil
-	}), discard)
-	_, err = svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
+	}))
+	_, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
 	require.ErrorIs(t, err, service.ErrUnavailable)
 	fail = false
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})

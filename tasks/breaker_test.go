@@ -287,7 +287,7 @@ func TestSendCodeHandlerWaitsAtTheGate(t *testing.T) {
 	be := newBreakerEnv(t)
 	be.h.Gate = be.b
 	ctx := t.Context()
-	issued, err := be.store.GetOrCreate(ctx, codes.Request{Email: "held@example.com"})
+	issued, err := be.store.GetOrCreate(ctx, codes.ID{Email: "held@example.com"})
 	require.NoError(t, err)
 	require.NoError(t, be.smtp.Stop())
 	for range tasks.BreakerUnreachable {

@@ -12,46 +12,68 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/internal/smtptest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
 
-func (e *env) status(t *testing.T, email string) codes.Status {
+func (e *env) status(t *testing.T, email string) delivery.Status {
 	t.Helper()
-	st, err := e.store.Status(context.Background(), codes.ID{Email: email}, time.Now())
+	st, err := e.records.Status(context.Background(), codes.ID{Email: email}, time.Now())
 	require.NoError(t, err)
 	return st
 }
 
 // Each attempt leaves the status that says what happened: retrying with
-// the failure's class and when the next attempt is due (the delay asynq
-// will use), then sent.
+// the failure's class and when the next attempt is due (as asynq has the
+// retry scheduled: the status asks it), then sent.
 func TestHandlerRecordsStatus(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "s@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "s@example.com"})
 	require.NoError(t, err)
-	assert.Equal(t, codes.StateQueued, e.status(t, "s@example.com").State)
+	assert.Equal(t, delivery.StateQueued, e.status(t, "s@example.com").State)
+
+	const queue = "records-status"
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{queue: 1}, TaskCheckInterval: 50 * time.Millisecond,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Minute },
+		LogLevel:       asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendCode, e.h)
+	require.NoError(t, srv.Start(mux))
+	t.Cleanup(srv.Shutdown)
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
 
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
-	task := e.task(t, "s@example.com", "")
-	require.Error(t, e.h.ProcessTask(ctx, task))
+	info, err := asynq.NewClientFromRedisClient(e.rdb).EnqueueContext(ctx, e.task(t, "s@example.com", ""), asynq.Queue(queue))
+	require.NoError(t, err)
+	var retry *asynq.TaskInfo
+	require.Eventually(t, func() bool {
+		retry, err = insp.GetTaskInfo(queue, info.ID)
+		return err == nil && retry.State == asynq.TaskStateRetry
+	}, 5*time.Second, 20*time.Millisecond)
 	st := e.status(t, "s@example.com")
-	assert.Equal(t, codes.StateRetrying, st.State)
+	assert.Equal(t, delivery.StateRetrying, st.State)
 	assert.Equal(t, 1, st.Attempts)
-	assert.Equal(t, mail.FailureTemporary, st.LastFailure)
+	assert.Equal(t, delivery.FailureTemporary, st.LastFailure)
 	assert.Equal(t, 451, st.Reply)
-	assert.InDelta(t, tasks.RetryDelay(0, nil, task).Seconds(), st.NextAttemptIn.Seconds(), 0.2,
-		"the delay asynq will wait")
+	assert.InDelta(t, time.Until(retry.NextProcessAt).Seconds(), st.NextAttemptIn.Seconds(), 1.5,
+		"the time asynq will run it")
+	assert.Greater(t, st.NextAttemptIn, 50*time.Second)
 
 	e.smtp.ClearFault()
-	require.NoError(t, e.h.ProcessTask(ctx, task))
+	require.NoError(t, insp.RunTask(queue, info.ID))
+	require.Eventually(t, func() bool { return e.status(t, "s@example.com").State == delivery.StateSent },
+		5*time.Second, 20*time.Millisecond)
 	st = e.status(t, "s@example.com")
-	assert.Equal(t, codes.StateSent, st.State)
 	assert.Equal(t, 2, st.Attempts)
+	assert.Zero(t, st.NextAttemptIn)
 	assert.WithinDuration(t, time.Now(), st.SentAt, 5*time.Second)
 	assert.Equal(t, e.smtp.WaitMessages(t, 1, 5*time.Second)[0].Accepted.UnixMilli()/1000, st.SentAt.UnixMilli()/1000)
 }
@@ -62,28 +84,32 @@ func TestHandlerSuppressesAfterPermanentFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.h.Suppressor = codes.NewSuppressions(e.rdb, mail.Identity{})
+	e.h.Suppressor = delivery.NewSuppressions(e.rdb, mail.Identity{})
 	e.h.SuppressFor = time.Hour
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "dead@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "dead@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: [3]int{5, 1, 1}})
 
 	err = e.h.ProcessTask(ctx, e.task(t, "dead@example.com", ""))
 	require.ErrorIs(t, err, asynq.SkipRetry)
 	st := e.status(t, "dead@example.com")
-	assert.Equal(t, codes.StateUndeliverable, st.State)
+	assert.Equal(t, delivery.StateUndeliverable, st.State)
 	assert.Equal(t, 550, st.Reply)
-	_, err = e.store.GetOrCreate(ctx, codes.Request{Email: "dead@example.com"})
-	assert.ErrorIs(t, err, codes.ErrSuppressed, "the next send is refused")
+	l, err := limits.New(e.rdb, limits.Config{}, e.store)
+	require.NoError(t, err)
+	_, err = l.Admit(ctx, limits.Request{Email: "dead@example.com"})
+	assert.ErrorIs(t, err, delivery.ErrSuppressed, "the next send is refused")
 
 	e.h.SuppressFor = 0
 	e2 := newEnv(t)
-	e2.h.Suppressor = codes.NewSuppressions(e2.rdb, mail.Identity{})
-	_, err = e2.store.GetOrCreate(ctx, codes.Request{Email: "dead@example.com"})
+	e2.h.Suppressor = delivery.NewSuppressions(e2.rdb, mail.Identity{})
+	_, err = e2.store.GetOrCreate(ctx, codes.ID{Email: "dead@example.com"})
 	require.NoError(t, err)
 	e2.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550})
 	require.ErrorIs(t, e2.h.ProcessTask(ctx, e2.task(t, "dead@example.com", "")), asynq.SkipRetry)
-	_, err = e2.store.GetOrCreate(ctx, codes.Request{Email: "dead@example.com"})
+	l2, err := limits.New(e2.rdb, limits.Config{}, e2.store)
+	require.NoError(t, err)
+	_, err = l2.Admit(ctx, limits.Request{Email: "dead@example.com"})
 	assert.NoError(t, err, "SUPPRESS_FOR=0: no suppression")
 }
 
@@ -94,7 +120,7 @@ func TestTaskMailsOnceUnderItsID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "once@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "once@example.com"})
 	require.NoError(t, err)
 
 	client := asynq.NewClientFromRedisClient(e.rdb)
@@ -126,7 +152,7 @@ func TestTaskMailsOnceUnderItsID(t *testing.T) {
 }
 
 // failingSent injects Redis failures into recording a sent mail, in front of
-// the real reader.
+// the real records.
 type failingSent struct {
 	tasks.Deliveries
 	mu    sync.Mutex
@@ -152,11 +178,9 @@ func TestSentRecordIsRetriedInTheBackground(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "bg@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "bg@example.com"})
 	require.NoError(t, err)
-	reader, err := codes.NewReader(e.rdb, "code_")
-	require.NoError(t, err)
-	flaky := &failingSent{Deliveries: reader, fails: 3}
+	flaky := &failingSent{Deliveries: e.records, fails: 3}
 	h := tasks.NewSendCodeHandler(flaky, e.sender, codeTTL, servicetest.Discard)
 
 	require.NoError(t, h.ProcessTask(ctx, e.task(t, "bg@example.com", "")), "the mail went out")
@@ -165,5 +189,5 @@ func TestSentRecordIsRetriedInTheBackground(t *testing.T) {
 	defer wcancel()
 	require.NoError(t, h.Wait(wctx))
 	assert.Equal(t, 4, flaky.calls, "tried until Redis took it")
-	assert.Equal(t, codes.StateSent, e.status(t, "bg@example.com").State)
+	assert.Equal(t, delivery.StateSent, e.status(t, "bg@example.com").State)
 }

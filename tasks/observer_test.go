@@ -76,7 +76,7 @@ func TestObserverOutcomes(t *testing.T) {
 			e.h.Observer = rec
 			ctx := context.Background()
 			if tt.code {
-				_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "o@example.com"})
+				_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "o@example.com"})
 				require.NoError(t, err)
 			}
 			if tt.fault != nil {
@@ -111,7 +111,7 @@ func TestObserverInFlight(t *testing.T) {
 	rec := &recorder{}
 	e.h.Observer = rec
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "slow@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "slow@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true})
 
@@ -136,7 +136,7 @@ func TestObserverThroughAsynq(t *testing.T) {
 	rec := &recorder{}
 	e.h.Observer = rec
 	ctx := context.Background()
-	_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "last@example.com"})
+	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "last@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -34,14 +35,12 @@ func TestSendCodeHandlerPurpose(t *testing.T) {
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
-	reader, err := codes.NewReader(e.rdb, "code_")
-	require.NoError(t, err)
-	h := tasks.NewSendCodeHandler(reader, sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := tasks.NewSendCodeHandler(e.records, sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.PurposeTTL = map[string]time.Duration{"reset_password": 15 * time.Minute}
 
-	def, err := e.store.GetOrCreate(ctx, codes.Request{Email: "p@example.com"})
+	def, err := e.store.GetOrCreate(ctx, codes.ID{Email: "p@example.com"})
 	require.NoError(t, err)
-	reset, err := e.store.GetOrCreate(ctx, codes.Request{Email: "p@example.com", Purpose: "reset_password"})
+	reset, err := e.store.GetOrCreate(ctx, codes.ID{Email: "p@example.com", Purpose: "reset_password"})
 	require.NoError(t, err)
 	require.NotEqual(t, def.Code, reset.Code)
 	// No expiry: the mail states the purpose's own lifetime.
@@ -57,12 +56,12 @@ func TestSendCodeHandlerPurpose(t *testing.T) {
 	assert.NotContains(t, msgs[0].Text, def.Code)
 	assert.Contains(t, msgs[0].Text, "15 minutes")
 
-	st, err := e.store.Status(ctx, codes.ID{Purpose: "reset_password", Email: "p@example.com"}, time.Now())
+	st, err := e.records.Status(ctx, codes.ID{Purpose: "reset_password", Email: "p@example.com"}, time.Now())
 	require.NoError(t, err)
-	assert.Equal(t, codes.StateSent, st.State)
-	st, err = e.store.Status(ctx, codes.ID{Email: "p@example.com"}, time.Now())
+	assert.Equal(t, delivery.StateSent, st.State)
+	st, err = e.records.Status(ctx, codes.ID{Email: "p@example.com"}, time.Now())
 	require.NoError(t, err)
-	assert.Equal(t, codes.StateQueued, st.State, "the default purpose's mail is another task's")
+	assert.Equal(t, delivery.StateQueued, st.State, "the default purpose's mail is another task's")
 }
 
 func TestPayloadPurposeIsChecked(t *testing.T) {

@@ -26,9 +26,7 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	require.NoError(t, err)
 	store, err := codes.NewStore(e.rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Seal: seal})
 	require.NoError(t, err)
-	reader, err := codes.NewReader(e.rdb, "code_")
-	require.NoError(t, err)
-	h := tasks.NewSendCodeHandler(reader, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := tasks.NewSendCodeHandler(e.records, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.Seal = seal
 
 	task := func(issued codes.Issued) *asynq.Task {
@@ -38,12 +36,12 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 		assert.NotContains(t, string(task.Payload()), issued.Code, "no code in the payload")
 		return task
 	}
-	first, err := store.GetOrCreate(ctx, codes.Request{Email: "s@example.com"})
+	first, err := store.GetOrCreate(ctx, codes.ID{Email: "s@example.com"})
 	require.NoError(t, err)
 	firstTask := task(first)
 	var second codes.Issued
 	for second.Code == "" || second.Code == first.Code {
-		second, err = store.GetOrCreate(ctx, codes.Request{Email: "s@example.com"})
+		second, err = store.GetOrCreate(ctx, codes.ID{Email: "s@example.com"})
 		require.NoError(t, err)
 	}
 
@@ -54,11 +52,11 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	assert.Contains(t, msgs[0].Text, second.Code)
 	time.Sleep(100 * time.Millisecond)
 	assert.Len(t, e.smtp.Messages(), 1, "the replaced code is not mailed")
-	require.NoError(t, store.Verify(ctx, codes.ID{Email: "s@example.com"}, second.Code, ""))
+	require.NoError(t, store.Verify(ctx, codes.ID{Email: "s@example.com"}, second.Code))
 
 	// A worker without the secret fails such a task for good.
-	plain := tasks.NewSendCodeHandler(reader, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	third, err := store.GetOrCreate(ctx, codes.Request{Email: "s@example.com"})
+	plain := tasks.NewSendCodeHandler(e.records, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	third, err := store.GetOrCreate(ctx, codes.ID{Email: "s@example.com"})
 	require.NoError(t, err)
 	err = plain.ProcessTask(ctx, task(third))
 	assert.ErrorIs(t, err, asynq.SkipRetry)

@@ -17,7 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -25,6 +25,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -112,23 +113,23 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 	if p.Email == "" {
 		return p, fmt.Errorf("decode %s payload: no email", TypeSendCode)
 	}
-	if err := mail.ValidatePurpose(p.Purpose); err != nil {
+	if err := codes.ValidatePurpose(p.Purpose); err != nil {
 		return p, fmt.Errorf("decode %s payload: purpose: %w", TypeSendCode, err)
 	}
 	return p, nil
 }
 
 // Deliveries reads the code to mail and records what became of each
-// attempt in the address's delivery status (codes.Reader).
+// attempt in the address's delivery status (delivery.Records).
 type Deliveries interface {
-	Begin(ctx context.Context, id codes.ID, taskID string, ttl time.Duration) (codes.Attempt, error)
+	Begin(ctx context.Context, id codes.ID, task delivery.Task, ttl time.Duration) (delivery.Attempt, error)
 	Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error
-	Retrying(ctx context.Context, id codes.ID, failure error, next time.Time) error
+	Retrying(ctx context.Context, id codes.ID, failure error) error
 	Failed(ctx context.Context, id codes.ID, failure error) error
 }
 
 // Suppressor puts an address whose mail server refused a mail for good on
-// the suppression list (codes.Suppressions).
+// the suppression list (delivery.Suppressions).
 type Suppressor interface {
 	Add(ctx context.Context, email string, reply int, d time.Duration, now time.Time) error
 }
@@ -139,8 +140,8 @@ type Mailer interface {
 }
 
 var (
-	_ Deliveries = (*codes.Reader)(nil)
-	_ Suppressor = (*codes.Suppressions)(nil)
+	_ Deliveries = (*delivery.Records)(nil)
+	_ Suppressor = (*delivery.Suppressions)(nil)
 	_ Mailer     = (*mail.Sender)(nil)
 )
 
@@ -234,13 +235,14 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		log = log.With("purpose", p.Purpose)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
 	id := codes.ID{Purpose: p.Purpose, Email: p.Email}
 	ttl := h.ttl
 	if d := h.PurposeTTL[p.Purpose]; d > 0 {
 		ttl = d
 	}
 
-	at, err := h.deliveries.Begin(ctx, id, taskID, ttl)
+	at, err := h.deliveries.Begin(ctx, id, delivery.Task{ID: taskID, Queue: queue}, ttl)
 	if err != nil {
 		return fmt.Errorf("read code: %w", err)
 	}
@@ -278,7 +280,7 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
-		return h.failed(ctx, log, t, id, err, res)
+		return h.failed(ctx, log, id, err, res)
 	}
 	res.Outcome = OutcomeSent
 	if !p.RequestedAt.IsZero() {
@@ -327,14 +329,14 @@ func (h *SendCodeHandler) gate() Gate {
 // failed records a failed send in the status (and, for a permanent one, on
 // the suppression list) and returns the task's error. The records are best
 // effort: the error stands whatever happens to them.
-func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq.Task, id codes.ID, err error, res *SendResult) error {
+func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes.ID, err error, res *SendResult) error {
 	email := id.Email
-	if mail.IsPermanent(err) {
+	if delivery.FailureOf(err) == delivery.FailurePermanent {
 		res.Outcome = OutcomeFailed
 		if rerr := h.deliveries.Failed(ctx, id, err); rerr != nil {
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
-		if reply := mail.ReplyCode(err); reply >= 500 && h.Suppressor != nil && h.SuppressFor > 0 {
+		if reply := delivery.ReplyCode(err); reply >= 500 && h.Suppressor != nil && h.SuppressFor > 0 {
 			if serr := h.Suppressor.Add(ctx, email, reply, h.SuppressFor, h.Now()); serr != nil {
 				log.WarnContext(ctx, "could not suppress the address", "err", serr)
 			} else {
@@ -347,8 +349,7 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, t *asynq
 	if isLastAttempt(ctx, err) {
 		rerr = h.deliveries.Failed(ctx, id, err)
 	} else {
-		n, _ := asynq.GetRetryCount(ctx)
-		rerr = h.deliveries.Retrying(ctx, id, err, h.Now().Add(RetryDelay(n, err, t)))
+		rerr = h.deliveries.Retrying(ctx, id, err)
 	}
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
@@ -425,23 +426,15 @@ const (
 )
 
 // RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
-// retry past the task's deadline (the code's expiry). Its jitter comes from
-// the task's payload and n, so the handler that records "next attempt in"
-// in the status computes the same delay as asynq. A task the breaker let go
-// at shutdown (ErrSMTPUnavailable) comes back as after a first failure.
+// retry past the task's deadline (the code's expiry). The delivery status
+// reads the time it picks back from asynq (delivery.Records.Status). A task
+// the breaker let go at shutdown (ErrSMTPUnavailable) comes back as after a
+// first failure.
 func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	if errors.Is(err, ErrSMTPUnavailable) {
 		n = 0
 	}
-	return retryDelay(n, t, time.Now(), func() float64 { return jitter(t.Payload(), n) })
-}
-
-// jitter is a number in [0, 1) fixed by payload and n.
-func jitter(payload []byte, n int) float64 {
-	h := fnv.New64a()
-	_, _ = h.Write(payload)
-	_, _ = h.Write(strconv.AppendInt(nil, int64(n), 10))
-	return float64(h.Sum64()>>11) / float64(math.MaxUint64>>11+1)
+	return retryDelay(n, t, time.Now(), rand.Float64)
 }
 
 func retryDelay(n int, t *asynq.Task, now time.Time, random func() float64) time.Duration {

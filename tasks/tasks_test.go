@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
@@ -22,13 +23,14 @@ import (
 )
 
 type env struct {
-	redis  redistest.Deployment
-	rdb    redis.UniversalClient
-	store  *codes.Store
-	smtp   *smtptest.Server
-	h      *tasks.SendCodeHandler
-	logs   *bytes.Buffer
-	sender *mail.Sender
+	redis   redistest.Deployment
+	rdb     redis.UniversalClient
+	store   *codes.Store
+	records *delivery.Records
+	smtp    *smtptest.Server
+	h       *tasks.SendCodeHandler
+	logs    *bytes.Buffer
+	sender  *mail.Sender
 }
 
 // codeTTL is the handler's configured code lifetime, on purpose not the
@@ -58,12 +60,20 @@ func newEnvOn(t *testing.T, rs redistest.Deployment) *env {
 	}, logger)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
-	// The handler reads codes as the worker does: through a Reader, with
-	// CODE_TTL (here codeTTL) for a key without expiry.
-	reader, err := codes.NewReader(rdb, "code_")
+	// The handler reads codes as the worker does: through the delivery
+	// records, with CODE_TTL (here codeTTL) for a key without expiry.
+	records := newRecords(t, rdb)
+	return &env{redis: rs, rdb: rdb, store: store, records: records, smtp: smtpSrv, logs: &logs, sender: sender,
+		h: tasks.NewSendCodeHandler(records, sender, codeTTL, logger)}
+}
+
+// newRecords returns the delivery records as the worker makes them: from
+// the key prefix alone.
+func newRecords(t *testing.T, rdb redis.UniversalClient) *delivery.Records {
+	t.Helper()
+	keys, err := codes.NewKeys("code_")
 	require.NoError(t, err)
-	return &env{redis: rs, rdb: rdb, store: store, smtp: smtpSrv, logs: &logs, sender: sender,
-		h: tasks.NewSendCodeHandler(reader, sender, codeTTL, logger)}
+	return delivery.NewRecords(rdb, keys, asynq.NewInspectorFromRedisClient(rdb))
 }
 
 func (e *env) task(t *testing.T, email, locale string) *asynq.Task {
@@ -79,7 +89,7 @@ func TestSendCodeHandlerMailsLiveCode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	issued, err := e.store.GetOrCreate(ctx, codes.Request{Email: "Someone@Example.com"})
+	issued, err := e.store.GetOrCreate(ctx, codes.ID{Email: "Someone@Example.com"})
 	require.NoError(t, err)
 
 	require.NoError(t, e.h.ProcessTask(ctx, e.task(t, "Someone@Example.com", "en")))
@@ -138,7 +148,7 @@ func TestSendCodeHandlerErrors(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := context.Background()
-			_, err := e.store.GetOrCreate(ctx, codes.Request{Email: "f@example.com"})
+			_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "f@example.com"})
 			require.NoError(t, err)
 			e.smtp.SetFault(tt.fault)
 			err = e.h.ProcessTask(ctx, e.task(t, "f@example.com", ""))

@@ -40,6 +40,7 @@ import (
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/internal/smtptest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -100,10 +101,10 @@ type env struct {
 	shards   int                   // QUEUE_SHARDS: 1 on a single node, one per master on a cluster
 	prefix   string                // of the cluster runs' names and logs
 	sink     *smtptest.Server
-	store    *codes.Store  // the ceiling's
-	queue    *asynq.Client // the ceiling's
-	version  string        // Redis's
-	err      error         // the first error of a Redis read (see counts)
+	limiter  *limits.Limiter // the ceiling's
+	queue    *asynq.Client   // the ceiling's
+	version  string          // Redis's
+	err      error           // the first error of a Redis read (see counts)
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
@@ -189,8 +190,14 @@ func (e *env) open(ctx context.Context, mode string) (func(), error) {
 		e.nodes, e.redisPID, e.version = append(e.nodes, n), append(e.redisPID, pid), field(info, "redis_version")
 	}
 	if err == nil {
-		e.store, err = codes.NewStore(e.rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
-			Length: codes.DefaultLength, Limits: codes.DefaultLimits(), Identity: mail.Identity{TagSeparators: mail.DefaultTagSeparators}})
+		var store *codes.Store
+		store, err = codes.NewStore(e.rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL,
+			Length: codes.DefaultLength, MaxAttempts: codes.DefaultMaxAttempts})
+		if err == nil {
+			l := limits.Default()
+			l.Identity = mail.Identity{TagSeparators: mail.DefaultTagSeparators}
+			e.limiter, err = limits.New(e.rdb, l, store)
+		}
 		e.queue = asynq.NewClientFromRedisClient(e.rdb)
 	}
 	return closeAll, err
@@ -343,7 +350,7 @@ func (e *env) queued(ctx context.Context, state string) (n int64) {
 // limits, enqueue) with no RPC, as the enqueuer makes them.
 func (e *env) send(ctx context.Context, email string) error {
 	now := time.Now()
-	issued, err := e.store.GetOrCreate(ctx, codes.Request{Email: email})
+	issued, err := e.limiter.Admit(ctx, limits.Request{Email: email})
 	if err != nil {
 		return err
 	}

@@ -14,10 +14,12 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -58,14 +60,19 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	// dashboard and the readiness checks.
 	rdb := cfg.Redis().Client()
 	store, err := codes.NewStore(rdb, cfg.codes())
+	var limiter *limits.Limiter
+	if err == nil {
+		limiter, err = limits.New(rdb, cfg.limits(), store)
+	}
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
-	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	m := metrics.NewEnqueuer(reg, insp)
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
-	core := service.New(store, m.Queue(queue), logger)
+	core := service.New(store, limiter, delivery.NewRecords(rdb, store.Keys, insp), m.Queue(queue), logger)
 	core.QueueShards = cfg.QueueShards
 	svc := m.Service(core)
 
@@ -114,7 +121,7 @@ func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))
-	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(codes.NewSuppressions(a.rdb, a.cfg.Identity()))))
+	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(delivery.NewSuppressions(a.rdb, a.cfg.Identity()))))
 	platform.MountPprof(mux, guard)
 	return mux
 }

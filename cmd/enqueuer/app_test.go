@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/mail"
 )
@@ -121,7 +121,7 @@ func TestSuppressionsEndpoint(t *testing.T) {
 	t.Parallel()
 	s := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" })
 	ctx := context.Background()
-	sup := codes.NewSuppressions(s.redis.Client(t), mail.Identity{TagSeparators: "+"})
+	sup := delivery.NewSuppressions(s.redis.Client(t), mail.Identity{TagSeparators: "+"})
 	require.NoError(t, sup.Add(ctx, "bounce@example.com", 550, time.Hour, time.Now()))
 
 	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"Bounce+1@example.com"}`))

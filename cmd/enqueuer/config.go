@@ -10,6 +10,8 @@ import (
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/mail"
 )
 
 // Config is the enqueuer's whole configuration, read from the environment.
@@ -84,8 +86,10 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %d is outside 1..%d", b.name, b.v, maxBound))
 		}
 	}
-	cc := c.codes()
-	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(cc.Length), cc.Limits.Validate()), codeVars))
+	lc := c.limits()
+	lc.Identity = mail.Identity{} // Common's, validated with it
+	errs = append(errs, field.Rename(errors.Join(codes.ValidateLength(c.CodeLength), codes.ValidateMaxAttempts(c.VerifyMaxAttempts),
+		lc.Validate()), codeVars))
 	if _, err := c.proxies(); err != nil {
 		errs = append(errs, err)
 	}
@@ -132,20 +136,23 @@ func (c Config) codes() codes.Config {
 	purposes, _ := c.PurposeTTLs() // validated before
 	seal, _ := c.Seal()            // validated before
 	return codes.Config{
-		Purposes:  purposes,
-		Seal:      seal,
-		KeyPrefix: c.CodeKeyPrefix,
-		TTL:       c.CodeTTL,
-		Length:    c.CodeLength,
-		Limits: codes.Limits{
-			Cooldown:              c.ResendCooldown,
-			AddressPerHour:        c.AddressSendsPerHour,
-			ClientPerHour:         c.ClientSendsPerHour,
-			DomainPerMinute:       c.DomainSendsPerMin,
-			GlobalPerMinute:       c.GlobalSendsPerMin,
-			MaxAttempts:           c.VerifyMaxAttempts,
-			ClientVerifiesPerHour: c.ClientVerifiesPerHr,
-		},
-		Identity: c.Identity(),
+		Purposes:    purposes,
+		Seal:        seal,
+		KeyPrefix:   c.CodeKeyPrefix,
+		TTL:         c.CodeTTL,
+		Length:      c.CodeLength,
+		MaxAttempts: c.VerifyMaxAttempts,
+	}
+}
+
+func (c Config) limits() limits.Config {
+	return limits.Config{
+		Cooldown:              c.ResendCooldown,
+		AddressPerHour:        c.AddressSendsPerHour,
+		ClientPerHour:         c.ClientSendsPerHour,
+		DomainPerMinute:       c.DomainSendsPerMin,
+		GlobalPerMinute:       c.GlobalSendsPerMin,
+		ClientVerifiesPerHour: c.ClientVerifiesPerHr,
+		Identity:              c.Identity(),
 	}
 }

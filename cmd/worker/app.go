@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
@@ -52,20 +53,20 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, field.Rename(err, smtpVars)
 	}
 	rdb := cfg.Redis().Client()
-	reader, err := codes.NewReader(rdb, cfg.CodeKeyPrefix)
+	keys, err := codes.NewKeys(cfg.CodeKeyPrefix)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
 	m := metrics.NewWorker(reg)
-	handler := tasks.NewSendCodeHandler(reader, sender, cfg.CodeTTL, logger)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	handler := tasks.NewSendCodeHandler(delivery.NewRecords(rdb, keys, insp), sender, cfg.CodeTTL, logger)
 	handler.Observer = m
 	handler.PurposeTTL, _ = cfg.PurposeTTLs() // validated before
 	handler.Seal, _ = cfg.Seal()              // validated before
-	handler.Suppressor = codes.NewSuppressions(rdb, cfg.Identity())
+	handler.Suppressor = delivery.NewSuppressions(rdb, cfg.Identity())
 	handler.SuppressFor = cfg.SuppressFor
-	insp := asynq.NewInspectorFromRedisClient(rdb)
 	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
 		Probe:        sender.Probe,
 		ProbeTimeout: sender.Timeout(),

@@ -127,7 +127,7 @@ func TestShutdownWithBreakerOpen(t *testing.T) {
 	const n = 10
 	for i := range n {
 		email := fmt.Sprintf("held%d@example.com", i)
-		issued, err := store.GetOrCreate(t.Context(), codes.Request{Email: email})
+		issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: email})
 		require.NoError(t, err)
 		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
 		require.NoError(t, err)

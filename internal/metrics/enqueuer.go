@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
 )
@@ -68,7 +70,7 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 	for _, r := range []string{"created", "reused", "coalesced"} {
 		m.codes.WithLabelValues(r)
 	}
-	for _, l := range codes.LimitNames {
+	for _, l := range limits.Names {
 		m.limited.WithLabelValues(l)
 	}
 	return m
@@ -89,7 +91,7 @@ func (m *Enqueuer) ObserveRequest(api, route, label string, d time.Duration) {
 type SendVerifier interface {
 	SendCode(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	VerifyCode(ctx context.Context, req service.VerifyRequest) error
-	Status(ctx context.Context, id codes.ID) (codes.Status, error)
+	Status(ctx context.Context, id codes.ID) (delivery.Status, error)
 }
 
 var _ SendVerifier = (*service.Service)(nil)

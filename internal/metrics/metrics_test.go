@@ -16,10 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
@@ -49,13 +51,16 @@ func TestEnqueuerMetrics(t *testing.T) {
 	rdb := rs.Client(t)
 	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
 	require.NoError(t, err)
+	limiter, err := limits.New(rdb, limits.Config{}, store)
+	require.NoError(t, err)
 
 	reg := metrics.NewRegistry()
 	m := metrics.NewEnqueuer(reg, asynq.NewInspectorFromRedisClient(rdb))
 	ctx := context.Background()
 
 	// Through the real service and queue: created, then reused.
-	svc := m.Service(service.New(store, m.Queue(asynq.NewClientFromRedisClient(rdb)), discard))
+	records := delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))
+	svc := m.Service(service.New(store, limiter, records, m.Queue(asynq.NewClientFromRedisClient(rdb)), discard))
 	srv := httptest.NewServer(httpapi.NewHandler(svc, discard, httpapi.Config{Metrics: m}))
 	t.Cleanup(srv.Close)
 	for range 2 {
@@ -72,7 +77,7 @@ func TestEnqueuerMetrics(t *testing.T) {
 	res.Body.Close()
 
 	// A queue that is down, and a limit.
-	_, err = m.Service(service.New(store, m.Queue(failingQueue{}), discard)).SendCode(ctx, service.SendRequest{Email: "down@example.com"})
+	_, err = m.Service(service.New(store, limiter, records, m.Queue(failingQueue{}), discard)).SendCode(ctx, service.SendRequest{Email: "down@example.com"})
 	require.ErrorIs(t, err, service.ErrUnavailable)
 	_, err = m.Service(limitedService{limit: "cooldown"}).SendCode(ctx, service.SendRequest{Email: "a@example.com"})
 	require.ErrorIs(t, err, service.ErrRateLimited)
@@ -173,6 +178,6 @@ func TestRegistriesAreIndependent(t *testing.T) {
 	assert.NotEqual(t, len(fa), len(fb), "only a has a request series")
 }
 
-func (limitedService) Status(context.Context, codes.ID) (codes.Status, error) {
-	return codes.Status{}, nil
+func (limitedService) Status(context.Context, codes.ID) (delivery.Status, error) {
+	return delivery.Status{}, nil
 }

@@ -1,5 +1,5 @@
 // Package servicetest builds the real service for the edges' tests: a
-// codes.Store and an asynq client on a Redis deployment of the test's own
+// codes.Store, its limits, its delivery records and an asynq client on a Redis deployment of the test's own
 // (of the mode VERIFYQ_TEST_REDIS_MODE names), and
 // a fake service with function fields for fault injection.
 package servicetest
@@ -19,7 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -41,15 +43,20 @@ var Discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // New starts a Redis deployment of the mode VERIFYQ_TEST_REDIS_MODE names
 // (redistest.StartMode) for the test and returns the service on it, with
-// codes as verifyq makes them by default and the given limits.
-func New(t testing.TB, limits codes.Limits) *Env {
+// codes as verifyq makes them by default (with maxAttempts wrong codes
+// allowed; 0: no cap) and the given limits.
+func New(t testing.TB, l limits.Config, maxAttempts int) *Env {
 	t.Helper()
 	d := redistest.StartMode(t)
 	rdb := d.UniversalClient(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Limits: limits})
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, MaxAttempts: maxAttempts})
 	require.NoError(t, err)
+	limiter, err := limits.New(rdb, l, store)
+	require.NoError(t, err)
+	records := delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))
 	srv, _ := d.(*redistest.Server)
-	return &Env{Deployment: d, Redis: srv, RDB: rdb, Service: service.New(store, asynq.NewClientFromRedisClient(rdb), Discard)}
+	return &Env{Deployment: d, Redis: srv, RDB: rdb,
+		Service: service.New(store, limiter, records, asynq.NewClientFromRedisClient(rdb), Discard)}
 }
 
 // SingleOnly skips a test that needs the single deployment (it stops and
@@ -98,7 +105,7 @@ func (e *Env) Pending(t testing.TB) []tasks.SendCodePayload {
 type Fake struct {
 	Send     func(ctx context.Context, req service.SendRequest) (service.Sent, error)
 	Verify   func(ctx context.Context, req service.VerifyRequest) error
-	StatusOf func(ctx context.Context, id codes.ID) (codes.Status, error)
+	StatusOf func(ctx context.Context, id codes.ID) (delivery.Status, error)
 }
 
 // Failing returns a Fake whose every call fails with err.
@@ -106,7 +113,7 @@ func Failing(err error) Fake {
 	return Fake{
 		Send:     func(context.Context, service.SendRequest) (service.Sent, error) { return service.Sent{}, err },
 		Verify:   func(context.Context, service.VerifyRequest) error { return err },
-		StatusOf: func(context.Context, codes.ID) (codes.Status, error) { return codes.Status{}, err },
+		StatusOf: func(context.Context, codes.ID) (delivery.Status, error) { return delivery.Status{}, err },
 	}
 }
 
@@ -127,9 +134,9 @@ func (f Fake) VerifyCode(ctx context.Context, req service.VerifyRequest) error {
 }
 
 // Status calls f.StatusOf; nil reports StateNone.
-func (f Fake) Status(ctx context.Context, id codes.ID) (codes.Status, error) {
+func (f Fake) Status(ctx context.Context, id codes.ID) (delivery.Status, error) {
 	if f.StatusOf == nil {
-		return codes.Status{State: codes.StateNone}, nil
+		return delivery.Status{State: delivery.StateNone}, nil
 	}
 	return f.StatusOf(ctx, id)
 }

@@ -1,4 +1,4 @@
-package codes_test
+package limits_test
 
 import (
 	"context"
@@ -10,32 +10,38 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 )
 
-// BenchmarkGetOrCreate measures the get-or-create script on a real
-// redis-server with the default limits, each call for a new address (the
+// BenchmarkAdmit measures the send step (the limits' scripts and the
+// code's issue, one pipeline) on a real redis-server with the default
+// limits, each call for a new address (the
 // limits' keys are written, none refuses). "serial" is one round trip after
 // another, its ns/op the latency of one call; "parallel" keeps 8 calls per
 // GOMAXPROCS in flight, its ns/op the inverse of the throughput.
-func BenchmarkGetOrCreate(b *testing.B) {
+func BenchmarkAdmit(b *testing.B) {
 	srv := redistest.Start(b)
 	cfg := codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength,
-		Limits: codes.DefaultLimits()}
+		MaxAttempts: codes.DefaultMaxAttempts}
 	var n atomic.Int64
 	next := func() string { return "bench-" + strconv.FormatInt(n.Add(1), 10) + "@example.com" }
-	newStore := func(b *testing.B, rdb *redis.Client) *codes.Store {
-		s, err := codes.NewStore(rdb, cfg)
+	newStore := func(b *testing.B, rdb *redis.Client) *limits.Limiter {
+		store, err := codes.NewStore(rdb, cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
-		return s
+		l, err := limits.New(rdb, limits.Default(), store)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
 	}
 
 	b.Run("serial", func(b *testing.B) {
 		s := newStore(b, srv.Client(b))
 		ctx := context.Background()
 		for b.Loop() {
-			if _, err := s.GetOrCreate(ctx, codes.Request{Email: next()}); err != nil {
+			if _, err := s.Admit(ctx, limits.Request{Email: next()}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -49,7 +55,7 @@ func BenchmarkGetOrCreate(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := s.GetOrCreate(ctx, codes.Request{Email: next()}); err != nil {
+				if _, err := s.Admit(ctx, limits.Request{Email: next()}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -1,4 +1,4 @@
-package codes_test
+package limits_test
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -23,65 +25,65 @@ var plusTags = mail.Identity{TagSeparators: mail.DefaultTagSeparators}
 func TestTagsShareTheMailboxLimits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, rdb := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{AddressPerHour: 5}})
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Identity: plusTags, AddressPerHour: 5})
 	admitted := 0
 	for i := 1; i <= 20; i++ {
 		email := fmt.Sprintf("victim+%d@example.com", i)
 		if i%2 == 0 {
 			email = strings.ToUpper(email)
 		}
-		_, err := s.GetOrCreate(ctx, codes.Request{Email: email})
+		_, err := s.GetOrCreate(ctx, limits.Request{Email: email})
 		if err == nil {
 			admitted++
 			continue
 		}
-		assert.Equal(t, codes.LimitAddress, limitErr(t, err).Limit)
+		assert.Equal(t, limits.Address, limitErr(t, err).Limit)
 	}
 	assert.Equal(t, 5, admitted)
 	n := exists(ctx, t, rdb, "code_victim+1@example.com", "code_VICTIM+2@EXAMPLE.COM")
 	assert.Equal(t, 2, n, "code keys keep the address as sent")
 
-	s2, _ := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{Cooldown: time.Minute}})
-	_, err := s2.GetOrCreate(ctx, codes.Request{Email: "victim+a@example.com"})
+	s2, _ := newStack(t, codes.Config{}, limits.Config{Identity: plusTags, Cooldown: time.Minute})
+	_, err := s2.GetOrCreate(ctx, limits.Request{Email: "victim+a@example.com"})
 	require.NoError(t, err)
-	_, err = s2.GetOrCreate(ctx, codes.Request{Email: "Victim+b@example.com"})
-	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "one cooldown per mailbox")
+	_, err = s2.GetOrCreate(ctx, limits.Request{Email: "Victim+b@example.com"})
+	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit, "one cooldown per mailbox")
 }
 
 // A Unicode domain and its A-label are one mailbox.
 func TestIDNDomainSharesTheMailboxLimits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, _ := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{Cooldown: time.Minute}})
-	_, err := s.GetOrCreate(ctx, codes.Request{Email: "kim@bücher.de"})
+	s, _ := newStack(t, codes.Config{}, limits.Config{Identity: plusTags, Cooldown: time.Minute})
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: "kim@bücher.de"})
 	require.NoError(t, err)
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "kim@xn--bcher-kva.de"})
-	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "kim@xn--bcher-kva.de"})
+	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit)
 }
 
 // The per-domain and global caps count the current minute of the clock.
 func TestMinuteCaps(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, _ := newStore(t, codes.Config{Limits: codes.Limits{DomainPerMinute: 2, GlobalPerMinute: 3}})
+	s, _ := newStack(t, codes.Config{}, limits.Config{DomainPerMinute: 2, GlobalPerMinute: 3})
 	now := time.Date(2026, 1, 2, 3, 4, 10, 0, time.UTC)
 	s.Now = func() time.Time { return now }
 
 	for _, email := range []string{"a@one.example", "b@one.example"} {
-		_, err := s.GetOrCreate(ctx, codes.Request{Email: email})
+		_, err := s.GetOrCreate(ctx, limits.Request{Email: email})
 		require.NoError(t, err)
 	}
-	_, err := s.GetOrCreate(ctx, codes.Request{Email: "c@One.Example"})
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: "c@One.Example"})
 	le := limitErr(t, err)
-	assert.Equal(t, codes.LimitDomain, le.Limit)
+	assert.Equal(t, limits.Domain, le.Limit)
 	assert.Equal(t, 50*time.Second, le.RetryAfter, "until the minute ends")
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "a@two.example"})
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "a@two.example"})
 	require.NoError(t, err, "another domain")
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@two.example"})
-	assert.Equal(t, codes.LimitGlobal, limitErr(t, err).Limit)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "b@two.example"})
+	assert.Equal(t, limits.Global, limitErr(t, err).Limit)
 
 	now = now.Add(50 * time.Second)
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "c@one.example"})
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "c@one.example"})
 	require.NoError(t, err, "a new minute")
 }
 
@@ -91,34 +93,34 @@ func TestMinuteCaps(t *testing.T) {
 func TestCoalesce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 2}})
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Cooldown: time.Minute, AddressPerHour: 2})
 	now := time.Now()
 	s.Now = func() time.Time { return now }
 
-	first, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+	first, err := s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err)
 	require.False(t, first.Coalesced)
 	for range 5 {
-		again, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+		again, err := s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
 		require.NoError(t, err)
 		assert.True(t, again.Coalesced)
 		assert.Empty(t, again.Code, "nothing to mail")
 		assert.Greater(t, again.ExpiresIn, 590*time.Second)
 		assert.Greater(t, again.ResendAfter, 50*time.Second)
 	}
-	n, err := rdb.ZCard(ctx, codes.AddressKey(codes.MailboxID("old@example.com"))).Result()
+	n, err := rdb.ZCard(ctx, limits.AddressKey(delivery.MailboxID("old@example.com"))).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n, "coalesced requests do not count against the hourly cap")
 
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com"})
-	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "without Coalesce: refused")
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "old@example.com"})
+	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit, "without Coalesce: refused")
 
 	require.NoError(t, rdb.Del(ctx, "code_old@example.com").Err())
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
-	assert.Equal(t, codes.LimitCooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
+	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
 
-	require.NoError(t, rdb.Del(ctx, codes.CooldownKey(codes.MailboxID("old@example.com"), "")).Err())
-	second, err := s.GetOrCreate(ctx, codes.Request{Email: "old@example.com", Coalesce: true})
+	require.NoError(t, rdb.Del(ctx, limits.CooldownKey(delivery.MailboxID("old@example.com"), "")).Err())
+	second, err := s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err, "after the cooldown a send is a send")
 	assert.False(t, second.Coalesced)
 }
@@ -129,10 +131,8 @@ func TestCoalesce(t *testing.T) {
 func TestUndo(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, rdb := newStore(t, codes.Config{Identity: plusTags, Limits: codes.Limits{
-		Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1, DomainPerMinute: 1, GlobalPerMinute: 1,
-	}})
-	req := codes.Request{Email: "u+x@example.com", Client: "203.0.113.9"}
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Identity: plusTags, Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1, DomainPerMinute: 1, GlobalPerMinute: 1})
+	req := limits.Request{Email: "u+x@example.com", Client: "203.0.113.9"}
 	first, err := s.GetOrCreate(ctx, req)
 	require.NoError(t, err)
 	_, err = s.GetOrCreate(ctx, req)
@@ -159,7 +159,44 @@ func TestUndo(t *testing.T) {
 			assert.Zero(t, v, k)
 		}
 	}
-	require.NoError(t, s.Undo(ctx, codes.Issued{}), "nothing to undo")
+	require.NoError(t, s.Undo(ctx, limits.Admission{}), "nothing to undo")
+}
+
+// Undo of a resend of a live code takes its status back to the state and
+// the send it had, from what the send's scripts replied: nothing kept in
+// Redis for the undo.
+func TestUndoOfResendRestoresTheStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, codes.Config{}, limits.Config{})
+	id := codes.ID{Email: "r@example.com"}
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: id.Email})
+	require.NoError(t, err)
+	_, err = s.records.Begin(ctx, id, delivery.Task{ID: "t1", Queue: "mail"}, codes.DefaultTTL)
+	require.NoError(t, err)
+	before, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	require.Equal(t, delivery.StateSending, before["state"])
+
+	again, err := s.GetOrCreate(ctx, limits.Request{Email: id.Email})
+	require.NoError(t, err)
+	require.False(t, again.Created)
+	queued, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, delivery.StateQueued, queued["state"])
+	assert.NotEqual(t, before["nonce"], queued["nonce"])
+	for f := range queued {
+		assert.False(t, strings.HasPrefix(f, "prev_"), "no undo field in the status: %s", f)
+	}
+
+	require.NoError(t, again.Undo(ctx))
+	after, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, before["state"], after["state"])
+	assert.Equal(t, before["nonce"], after["nonce"])
+	live, err := s.Peek(ctx, id)
+	require.NoError(t, err)
+	assert.NotEmpty(t, live.Code, "a reused code stays")
 }
 
 // One client cannot spread guesses over many addresses: every verify counts
@@ -167,16 +204,16 @@ func TestUndo(t *testing.T) {
 func TestClientVerifyCap(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, _ := newStore(t, codes.Config{Limits: codes.Limits{ClientVerifiesPerHour: 3}})
+	s, _ := newStack(t, codes.Config{}, limits.Config{ClientVerifiesPerHour: 3})
 	for i := range 3 {
 		err := s.Verify(ctx, codes.ID{Email: fmt.Sprintf("v%d@example.com", i)}, "123456", "198.51.100.7")
 		assert.ErrorIs(t, err, codes.ErrNotFound)
 	}
-	issued, err := s.GetOrCreate(ctx, codes.Request{Email: "v9@example.com"})
+	issued, err := s.GetOrCreate(ctx, limits.Request{Email: "v9@example.com"})
 	require.NoError(t, err)
 	err = s.Verify(ctx, codes.ID{Email: "v9@example.com"}, issued.Code, "198.51.100.7")
 	le := limitErr(t, err)
-	assert.Equal(t, codes.LimitClientVerify, le.Limit)
+	assert.Equal(t, limits.ClientVerify, le.Limit)
 	assert.Greater(t, le.RetryAfter, 59*time.Minute)
 	require.NoError(t, s.Verify(ctx, codes.ID{Email: "v9@example.com"}, issued.Code, "198.51.100.8"), "another client")
 	for range 5 {
@@ -189,15 +226,15 @@ func TestClientVerifyCap(t *testing.T) {
 func TestRefusedSendLeavesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, rdb := newStore(t, codes.Config{Limits: codes.Limits{Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1}})
-	_, err := s.GetOrCreate(ctx, codes.Request{Email: "a@example.com", Client: "198.51.100.1"})
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1})
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: "a@example.com", Client: "198.51.100.1"})
 	require.NoError(t, err)
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.1"})
-	assert.Equal(t, codes.LimitClient, limitErr(t, err).Limit)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "b@example.com", Client: "198.51.100.1"})
+	assert.Equal(t, limits.Client, limitErr(t, err).Limit)
 
 	n := exists(ctx, t, rdb, "code_b@example.com", s.StatusKey(codes.ID{Email: "b@example.com"}),
-		codes.CooldownKey(codes.MailboxID("b@example.com"), ""))
+		limits.CooldownKey(delivery.MailboxID("b@example.com"), ""))
 	assert.Zero(t, n, "no code, status or cooldown for b")
-	_, err = s.GetOrCreate(ctx, codes.Request{Email: "b@example.com", Client: "198.51.100.2"})
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "b@example.com", Client: "198.51.100.2"})
 	require.NoError(t, err, "b's own limits were untouched")
 }

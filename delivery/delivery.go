@@ -1,0 +1,237 @@
+// Package delivery keeps the record of each code's mail and the
+// suppression list: what became of a send (queued, sending, retrying,
+// sent, undeliverable, expired), the classes of SMTP failures it records,
+// and the mailboxes refused new sends after a permanent failure.
+//
+// verifyq's status hash (codes.Keys.StatusKey, in the code's slot) is the
+// source of the state, the attempts, the last failure's class and reply
+// code and the time the mail was sent; asynq is the source of when the
+// next attempt runs: the status names the task and its queue, and Status
+// asks asynq.
+package delivery
+
+import (
+	"context"
+	_ "embed" // the scripts
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/codes"
+)
+
+// States of a delivery, as Status reports them.
+const (
+	StateNone          = "none"          // no code was asked for lately
+	StateQueued        = "queued"        // the send is queued for a worker
+	StateSending       = "sending"       // a worker is sending it
+	StateRetrying      = "retrying"      // an attempt failed; another follows
+	StateSent          = "sent"          // the mail server accepted the mail
+	StateUndeliverable = "undeliverable" // the mail server refused it for good
+	StateExpired       = "expired"       // the code expired before it was used
+)
+
+// StatusLinger is how long a delivery status outlives its code
+// (codes.StatusLinger).
+const StatusLinger = codes.StatusLinger
+
+// Status is what became of the mail of an address's code. It never holds
+// the code.
+type Status struct {
+	// State is one of the State constants.
+	State string
+	// Attempts is the number of send attempts so far.
+	Attempts int
+	// NextAttemptIn is when the next attempt is due, while retrying, as
+	// asynq has it scheduled.
+	NextAttemptIn time.Duration
+	// LastFailure is the class of the last failed attempt (Failure*),
+	// while retrying or undeliverable.
+	LastFailure string
+	// Reply is the SMTP reply code of the last failure (e.g. 451, 550), or
+	// 0; never the server's text.
+	Reply int
+	// SentAt is when the mail server accepted the mail.
+	SentAt time.Time
+	// ExpiresIn is the code's remaining lifetime; zero when it is gone.
+	ExpiresIn time.Duration
+}
+
+// Tasks finds a task in asynq (asynq.Inspector).
+type Tasks interface {
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
+}
+
+var _ Tasks = (*asynq.Inspector)(nil)
+
+// Records reads and writes the delivery status of codes.
+type Records struct {
+	rdb   redis.UniversalClient
+	keys  codes.Keys
+	tasks Tasks
+}
+
+// NewRecords returns the records of the codes keys names in rdb; tasks
+// answers when a retrying send's next attempt runs.
+func NewRecords(rdb redis.UniversalClient, keys codes.Keys, tasks Tasks) *Records {
+	return &Records{rdb: rdb, keys: keys, tasks: tasks}
+}
+
+var (
+	//go:embed status.lua
+	statusSrc string
+	//go:embed begin.lua
+	beginSrc string
+	//go:embed record.lua
+	recordSrc string
+
+	readStatus = redis.NewScript(statusSrc)
+	begin      = redis.NewScript(beginSrc)
+	record     = redis.NewScript(recordSrc)
+)
+
+// Status reads the delivery status of id's code in one round trip, and
+// while it is retrying asks asynq when the next attempt runs.
+func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Status, error) {
+	res, err := readStatus.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)}).Slice()
+	if err != nil {
+		return Status{}, fmt.Errorf("read status: %w", err)
+	}
+	if len(res) != 2 {
+		return Status{}, fmt.Errorf("read status: unexpected reply of %d values", len(res))
+	}
+	flat, _ := res[0].([]any)
+	h := map[string]string{}
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		h[k] = v
+	}
+	ms, _ := res[1].(int64)
+	st := Status{State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: h["failure"]}
+	if ms, _ := strconv.ParseInt(h["sent_at"], 10, 64); ms > 0 {
+		st.SentAt = time.UnixMilli(ms)
+	}
+	if st.State == StateRetrying && h["task"] != "" {
+		if st.NextAttemptIn, err = r.nextAttemptIn(h["queue"], h["task"], now); err != nil {
+			return Status{}, err
+		}
+	}
+	switch {
+	case ms > 0:
+		st.ExpiresIn = time.Duration(ms) * time.Millisecond
+	case ms == -1: // a key without expiry: alive
+	default: // the code is gone
+		if st.State != "" && st.State != StateUndeliverable {
+			st.State = StateExpired
+		}
+	}
+	if st.State == "" {
+		st.State = StateNone
+	}
+	return st, nil
+}
+
+// nextAttemptIn is how long until asynq runs task id of queue again; zero
+// when it is due, running, or no longer asynq's to run.
+func (r *Records) nextAttemptIn(queue, id string, now time.Time) (time.Duration, error) {
+	info, err := r.tasks.GetTaskInfo(queue, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read status: next attempt: %w", err)
+	}
+	if info.NextProcessAt.IsZero() {
+		return 0, nil
+	}
+	return max(info.NextProcessAt.Sub(now), 0), nil
+}
+
+// Task names an asynq task: its ID and its queue.
+type Task struct {
+	ID, Queue string
+}
+
+// Attempt is the start of one send attempt.
+type Attempt struct {
+	// Live is the code to mail, unless Done.
+	Live codes.Live
+	// Done is true when there is nothing to mail: the task already sent
+	// its mail (AlreadySent) or the code is gone.
+	Done bool
+	// AlreadySent is true when this task's mail was accepted before.
+	AlreadySent bool
+}
+
+// Begin starts an attempt of task (empty ID: no dedup) to mail id's code,
+// in one round trip: it finds whether the task already sent its mail,
+// reads the code, and marks the status sending by task. ttl is the
+// configured lifetime, for a status key that has none yet.
+func (r *Records) Begin(ctx context.Context, id codes.ID, task Task, ttl time.Duration) (Attempt, error) {
+	res, err := begin.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)},
+		task.ID, task.Queue, (ttl + StatusLinger).Milliseconds()).Slice()
+	if err != nil {
+		return Attempt{}, fmt.Errorf("begin send: %w", err)
+	}
+	switch {
+	case len(res) == 1 && res[0] == "sent":
+		return Attempt{Done: true, AlreadySent: true}, nil
+	case len(res) == 1:
+		return Attempt{Done: true}, nil
+	case len(res) != 3:
+		return Attempt{}, fmt.Errorf("begin send: unexpected reply of %d values", len(res))
+	}
+	code, _ := res[1].(string)
+	left, _ := res[2].(int64)
+	return Attempt{Live: codes.LiveOf(code, left)}, nil
+}
+
+// Sent records that the mail server accepted task taskID's mail at at: the
+// status says sent, and a re-run of the task will not mail again.
+func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error {
+	args := []any{"state", StateSent, "sent_at", at.UnixMilli(), "failure", "", "reply", ""}
+	if taskID != "" {
+		args = append(args, "sent:"+taskID, "1")
+	}
+	return r.record(ctx, id, args...)
+}
+
+// Retrying records a failed attempt that asynq will retry (when: see
+// Status).
+func (r *Records) Retrying(ctx context.Context, id codes.ID, failure error) error {
+	return r.record(ctx, id, "state", StateRetrying, "failure", FailureOf(failure), "reply", replyField(failure))
+}
+
+// Failed records a failed attempt after which the task is given up: the
+// status says undeliverable for a permanent failure, else keeps its state.
+func (r *Records) Failed(ctx context.Context, id codes.ID, failure error) error {
+	class := FailureOf(failure)
+	if class != FailurePermanent {
+		return r.record(ctx, id, "failure", class, "reply", replyField(failure))
+	}
+	return r.record(ctx, id, "state", StateUndeliverable, "failure", class, "reply", replyField(failure))
+}
+
+func (r *Records) record(ctx context.Context, id codes.ID, args ...any) error {
+	if err := record.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, args...).Err(); err != nil {
+		return fmt.Errorf("record delivery status: %w", err)
+	}
+	return nil
+}
+
+func replyField(err error) string {
+	if c := ReplyCode(err); c > 0 {
+		return strconv.Itoa(c)
+	}
+	return ""
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}

@@ -1,0 +1,72 @@
+// Package script runs verifyq's Lua scripts on Redis: a batch of script
+// calls in one pipeline of EVALSHA, loaded and run again where Redis did not
+// know a script.
+package script
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Call is one script with its keys and arguments.
+type Call struct {
+	Script *redis.Script
+	Keys   []string
+	Args   []any
+}
+
+// Run runs calls in one pipeline and returns their replies. A call whose
+// script Redis does not know (after a restart, on a new cluster node) is
+// run again, alone with the others that failed so, once its script is
+// loaded on every node; the calls that did run are not run twice.
+func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	todo := make([]int, len(calls))
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; ; attempt++ {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range todo {
+				cmds[i] = calls[i].Script.EvalSha(ctx, p, calls[i].Keys, calls[i].Args...)
+			}
+			return nil
+		})
+		if err == nil || attempt > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return cmds, err
+		}
+		var again []int
+		for _, i := range todo {
+			if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+				again = append(again, i)
+				if lerr := calls[i].Script.Load(ctx, rdb).Err(); lerr != nil {
+					return nil, lerr
+				}
+			}
+		}
+		todo = again
+	}
+}
+
+// ErrEmptyReply is returned by Replies for a script that returned nothing.
+var ErrEmptyReply = errors.New("empty reply")
+
+// Replies returns each command's reply as a list, or the first error,
+// naming the reply's place.
+func Replies(cmds []*redis.Cmd) ([][]any, error) {
+	out := make([][]any, len(cmds))
+	for i, c := range cmds {
+		r, err := c.Slice()
+		if err == nil && len(r) == 0 {
+			err = ErrEmptyReply
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reply %d: %w", i, err)
+		}
+		out[i] = r
+	}
+	return out, nil
+}

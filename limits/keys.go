@@ -1,0 +1,47 @@
+package limits
+
+import (
+	"strconv"
+	"time"
+)
+
+// Each part of a send touches the keys of one Redis Cluster slot, which
+// each key names by its hash tag (the part in braces):
+//
+//   - a mailbox's slot, tag m:<mailbox id>: its cooldown per purpose, its
+//     hour of sends and its suppression (delivery.SuppressKey);
+//   - a client's slot, tag c:<client>: its hours of sends and of verifies;
+//   - the rate slot, tag rate: the minute counters of each domain and of
+//     all sends.
+//
+// A mailbox is named by a hash (delivery.MailboxID), never by its address.
+// The code's slot is package codes'.
+
+// CooldownKey holds a mailbox's resend cooldown for purpose: each purpose
+// has its own (the default purpose's key has no suffix), while the hour of
+// sends (AddressKey) is shared by every purpose of the mailbox.
+func CooldownKey(mailboxID, purpose string) string {
+	if purpose == "" {
+		return "verifyq:{m:" + mailboxID + "}:cooldown"
+	}
+	return "verifyq:{m:" + mailboxID + "}:cooldown:" + purpose
+}
+
+// AddressKey holds a mailbox's rolling hour of sends.
+func AddressKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:sends" }
+
+// ClientKey holds a client's rolling hour of sends.
+func ClientKey(client string) string { return "verifyq:{c:" + client + "}:sends" }
+
+// ClientVerifyKey holds a client's rolling hour of verifies.
+func ClientVerifyKey(client string) string { return "verifyq:{c:" + client + "}:verifies" }
+
+// domainKey and globalKey count one minute of the clock, named by the
+// minute's Unix time.
+func domainKey(domain string, minute time.Time) string {
+	return "verifyq:{rate}:domain:" + domain + ":" + strconv.FormatInt(minute.Unix(), 10)
+}
+
+func globalKey(minute time.Time) string {
+	return "verifyq:{rate}:global:" + strconv.FormatInt(minute.Unix(), 10)
+}

@@ -1,0 +1,308 @@
+package limits
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed" // the scripts
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/internal/script"
+	"github.com/verifyq/verifyq/mail"
+)
+
+var (
+	//go:embed mailbox.lua
+	mailboxSrc string
+	//go:embed unmailbox.lua
+	unmailboxSrc string
+	//go:embed window.lua
+	windowSrc string
+	//go:embed unwindow.lua
+	unwindowSrc string
+	//go:embed minutes.lua
+	minutesSrc string
+	//go:embed unminutes.lua
+	unminutesSrc string
+)
+
+// suppressed is the refusal of a suppressed mailbox, beside the limits'
+// names.
+const suppressed = "suppressed"
+
+// A send is what the parts of one send request are made of.
+type send struct {
+	req     Request
+	now     time.Time
+	nonce   string // names the send in the windows and the cooldown
+	mailbox string // delivery.MailboxID of the address's mailbox
+}
+
+// A part is the share of a send that one Redis Cluster slot decides: a
+// script that checks and, when it admits, records; the script that takes
+// that record back; and the refusals it may reply ({name, ms}: name is
+// one of Names or "suppressed", ms the Retry-After or the suppression's
+// time left).
+type part struct {
+	slot    string   // the hash tag of the part's slot, for the reader
+	refuses []string // the refusals its check may reply
+	// on reports whether the part has anything to check for s.
+	on func(c *Config, s *send) bool
+	// keys are the part's keys, all in its slot; its undo takes the same.
+	keys     func(c *Config, s *send) []string
+	check    *redis.Script
+	args     func(c *Config, s *send) []any
+	undo     *redis.Script
+	undoArgs func(c *Config, s *send) []any
+}
+
+// parts are the parts of a send before the code's issue, in the order
+// their refusals take precedence. A new limit is an entry here (or a
+// check more in the script of its slot).
+var parts = []part{
+	{
+		slot:    "m:<mailbox>",
+		refuses: []string{suppressed, Cooldown, Address},
+		on:      func(*Config, *send) bool { return true },
+		keys: func(_ *Config, s *send) []string {
+			return []string{delivery.SuppressKey(s.mailbox), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
+		},
+		check: redis.NewScript(mailboxSrc),
+		args: func(c *Config, s *send) []any {
+			return []any{s.now.UnixMilli(), s.nonce, c.Cooldown.Milliseconds(), c.AddressPerHour, Window.Milliseconds()}
+		},
+		undo:     redis.NewScript(unmailboxSrc),
+		undoArgs: func(_ *Config, s *send) []any { return []any{s.nonce} },
+	},
+	{
+		slot:    "c:<client>",
+		refuses: []string{Client},
+		on:      func(c *Config, s *send) bool { return s.req.Client != "" && c.ClientPerHour > 0 },
+		keys:    func(_ *Config, s *send) []string { return []string{ClientKey(s.req.Client)} },
+		check:   window,
+		args: func(c *Config, s *send) []any {
+			return []any{s.now.UnixMilli(), s.nonce, c.ClientPerHour, Window.Milliseconds(), Client}
+		},
+		undo:     redis.NewScript(unwindowSrc),
+		undoArgs: func(_ *Config, s *send) []any { return []any{s.nonce} },
+	},
+	{
+		slot:    "rate",
+		refuses: []string{Domain, Global},
+		on:      func(c *Config, _ *send) bool { return c.DomainPerMinute > 0 || c.GlobalPerMinute > 0 },
+		keys: func(_ *Config, s *send) []string {
+			minute := s.now.Truncate(MinuteWindow)
+			return []string{domainKey(mail.Domain(s.req.Email), minute), globalKey(minute)}
+		},
+		check: redis.NewScript(minutesSrc),
+		args: func(c *Config, s *send) []any {
+			left := max(s.now.Truncate(MinuteWindow).Add(MinuteWindow).Sub(s.now).Milliseconds(), 1)
+			return []any{c.DomainPerMinute, c.GlobalPerMinute, left}
+		},
+		undo: redis.NewScript(unminutesSrc),
+		undoArgs: func(c *Config, _ *send) []any {
+			return []any{flag(c.DomainPerMinute > 0), flag(c.GlobalPerMinute > 0)}
+		},
+	},
+}
+
+// window is the rolling window of a client's sends or verifies.
+var window = redis.NewScript(windowSrc)
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Limiter admits sends and verifies under the limits, and issues the code
+// of an admitted send.
+type Limiter struct {
+	rdb   redis.UniversalClient
+	cfg   Config
+	codes *codes.Store
+	rand  io.Reader
+	// Now is the clock of the windows; tests replace it.
+	Now func() time.Time
+}
+
+// New returns a Limiter on rdb that issues codes from store. cfg is
+// validated with Config.Validate.
+func New(rdb redis.UniversalClient, cfg Config, store *codes.Store) (*Limiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Limiter{rdb: rdb, cfg: cfg, codes: store, rand: rand.Reader, Now: time.Now}, nil
+}
+
+// nonce returns a unique member for the windows.
+func (l *Limiter) nonce() (string, error) {
+	var b [12]byte
+	if _, err := io.ReadFull(l.rand, b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Request asks for the code of one address.
+type Request struct {
+	// Email is the address exactly as the client sent it (validated): the
+	// code key's.
+	Email string
+	// Purpose is what the code is for (codes.ID); empty is the default
+	// purpose. One not configured fails with codes.ErrInvalidPurpose.
+	Purpose string
+	// Client identifies the end user's client for the per-client cap;
+	// empty means none.
+	Client string
+	// Coalesce asks, inside the cooldown, for an Admission with Coalesced
+	// set instead of a refusal, when there is a live code.
+	Coalesce bool
+}
+
+// Admission is an admitted send: the code it issued, and what it recorded
+// in the limits and the code's status, which Undo takes back.
+type Admission struct {
+	codes.Issued
+	// ResendAfter is the cooldown before the next send to this address.
+	ResendAfter time.Duration
+	// Coalesced is true when the request asked to coalesce and came inside
+	// the cooldown while the code lives: nothing was recorded, the code
+	// already mailed is the answer (Code is empty), and ResendAfter is
+	// what is left of the cooldown.
+	Coalesced bool
+
+	rdb  redis.UniversalClient
+	undo []script.Call
+}
+
+// Undo takes back what the send recorded in the limits and the status,
+// each part atomically in its slot, in one round trip, so that a retry of
+// a request that failed after Admit (its task could not be queued) is
+// admitted as if the failed attempt had never been. A code the send
+// created goes too, unless a later send reused it; the retry then makes a
+// new one. Undo of a coalesced or zero Admission does nothing.
+func (a Admission) Undo(ctx context.Context) error {
+	if len(a.undo) == 0 {
+		return nil
+	}
+	if _, err := script.Run(ctx, a.rdb, a.undo...); err != nil {
+		return fmt.Errorf("undo send: %w", err)
+	}
+	return nil
+}
+
+// Admit checks the suppression list and the send limits for req and issues
+// its code (codes.Store.Issue), in one round trip: one script per slot,
+// the parts that are on and the issue last, in one pipeline. A suppressed
+// mailbox returns a *delivery.SuppressedError, a refused send an *Error;
+// either leaves the limits and the code as they were (a second round trip
+// undoes what the parts that admitted it recorded). An admitted send marks
+// the delivery status queued.
+func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
+	now := l.Now()
+	issue, err := l.codes.Issue(codes.ID{Purpose: req.Purpose, Email: req.Email}, now)
+	if err != nil {
+		return Admission{}, err
+	}
+	nonce, err := l.nonce()
+	if err != nil {
+		return Admission{}, fmt.Errorf("admit send: %w", err)
+	}
+	s := &send{req: req, now: now, nonce: nonce, mailbox: delivery.MailboxID(l.cfg.Identity.Mailbox(req.Email))}
+	var on []*part
+	var calls, undos []script.Call
+	for i := range parts {
+		p := &parts[i]
+		if !p.on(&l.cfg, s) {
+			continue
+		}
+		keys := p.keys(&l.cfg, s)
+		on = append(on, p)
+		calls = append(calls, script.Call{Script: p.check, Keys: keys, Args: p.args(&l.cfg, s)})
+		undos = append(undos, script.Call{Script: p.undo, Keys: keys, Args: p.undoArgs(&l.cfg, s)})
+	}
+	calls = append(calls, issue.Call())
+
+	cmds, err := script.Run(ctx, l.rdb, calls...)
+	if err != nil {
+		return Admission{}, fmt.Errorf("admit send: %w", err)
+	}
+	replies, err := script.Replies(cmds)
+	if err != nil {
+		return Admission{}, fmt.Errorf("admit send: %w", err)
+	}
+	issued, unissue, err := issue.Result(replies[len(on)])
+	if err != nil {
+		return Admission{}, err
+	}
+
+	// The first part that refused decides; the parts that admitted are
+	// taken back, the issue too.
+	var refusal []any
+	var admitted []script.Call
+	for i, r := range replies[:len(on)] {
+		switch {
+		case r[0] == "ok":
+			admitted = append(admitted, undos[i])
+		case !slices.Contains(on[i].refuses, fmt.Sprint(r[0])) || len(r) < 2:
+			return Admission{}, fmt.Errorf("admit send: part %s replied %v", on[i].slot, r)
+		case refusal == nil:
+			refusal = r
+		}
+	}
+	admitted = append(admitted, unissue)
+	if refusal == nil {
+		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, rdb: l.rdb, undo: admitted}, nil
+	}
+	name, _ := refusal[0].(string)
+	ms, _ := refusal[1].(int64)
+	d := time.Duration(ms) * time.Millisecond
+	_, uerr := script.Run(ctx, l.rdb, admitted...)
+	if name == Cooldown && req.Coalesce && !issued.Created {
+		// The code is on its way: what the other parts recorded is taken
+		// back, and the live code's lifetime is the answer.
+		return Admission{Issued: codes.Issued{ExpiresIn: issued.ExpiresIn}, ResendAfter: d, Coalesced: true}, nil
+	}
+	var refused error = &Error{Limit: name, RetryAfter: d}
+	if name == suppressed {
+		refused = &delivery.SuppressedError{For: d}
+	}
+	if uerr != nil {
+		refused = errors.Join(refused, fmt.Errorf("undo a refused send: %w", uerr))
+	}
+	return Admission{}, refused
+}
+
+// AdmitVerify counts a verify request of client (empty: none, no cap)
+// against ClientVerifiesPerHour, in one round trip; an *Error
+// (ClientVerify) when the client has used up its verifies. Every verify
+// request counts, right or wrong.
+func (l *Limiter) AdmitVerify(ctx context.Context, client string) error {
+	if client == "" || l.cfg.ClientVerifiesPerHour <= 0 {
+		return nil
+	}
+	nonce, err := l.nonce()
+	if err != nil {
+		return fmt.Errorf("admit verify: %w", err)
+	}
+	res, err := window.Run(ctx, l.rdb, []string{ClientVerifyKey(client)},
+		l.Now().UnixMilli(), nonce, l.cfg.ClientVerifiesPerHour, Window.Milliseconds(), ClientVerify).Slice()
+	if err != nil {
+		return fmt.Errorf("admit verify: %w", err)
+	}
+	if len(res) == 2 && res[0] == ClientVerify {
+		ms, _ := res[1].(int64)
+		return &Error{Limit: ClientVerify, RetryAfter: time.Duration(ms) * time.Millisecond}
+	}
+	return nil
+}
