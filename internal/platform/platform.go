@@ -145,7 +145,7 @@ const (
 	ReadHeaderTimeout = 5 * time.Second
 	// IdleTimeout closes a keep-alive connection with no request for this
 	// long, so idle connections do not hold the slots of a listener's
-	// connection cap (HTTP_MAX_CONNECTIONS) or file descriptors for long.
+	// connection cap (MAX_CONNECTIONS) or file descriptors for long.
 	IdleTimeout = 15 * time.Second
 )
 
