@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -208,4 +209,10 @@ func TestLoadConfigRetiredVariables(t *testing.T) {
 			assertEveryLineNamesAVariable(t, err)
 		})
 	}
+}
+
+// docs/CONFIGURATION.md lists every variable of the enqueuer with its
+// default, and none it does not read.
+func TestConfigurationReference(t *testing.T) {
+	configtest.Check(t, "../../docs/CONFIGURATION.md", "enqueuer", Config{})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 )
@@ -151,4 +152,10 @@ func TestLoadConfigCodeTTL(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
 	assert.Equal(t, 3*time.Minute, cfg.TTL)
+}
+
+// docs/CONFIGURATION.md lists every variable of the worker with its
+// default, and none it does not read.
+func TestConfigurationReference(t *testing.T) {
+	configtest.Check(t, "../../docs/CONFIGURATION.md", "worker", Config{})
 }
