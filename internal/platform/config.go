@@ -151,9 +151,9 @@ var retired = []struct{ name, use string }{
 	{"GRPC_MAX_WATCH_STREAMS", "nothing: the gRPC server's bound is fixed at 1024"},
 }
 
-// PurposeTTLPrefix started the retired variables of a purpose's own
+// purposeTTLPrefix started the retired variables of a purpose's own
 // lifetime (CODE_TTL_RESET_PASSWORD=15m), now part of PURPOSES.
-const PurposeTTLPrefix = "CODE_TTL_"
+const purposeTTLPrefix = "CODE_TTL_"
 
 // retiredSet reports each retired variable that is set, and each
 // CODE_TTL_<PURPOSE> of a purpose of PURPOSES or of the default ones.
@@ -172,7 +172,7 @@ func retiredSet(purposes Purposes) []error {
 		}
 	}
 	for _, p := range names {
-		name := PurposeTTLPrefix + strings.ToUpper(p)
+		name := purposeTTLPrefix + strings.ToUpper(p)
 		if _, set := os.LookupEnv(name); set {
 			errs = append(errs, fmt.Errorf("%s: no longer read: give the lifetime in PURPOSES (%s:15m)", name, p))
 		}
