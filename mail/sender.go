@@ -153,6 +153,18 @@ func (cfg SMTPConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// String shows the server, the user and the TLS mode, never the password.
+func (cfg SMTPConfig) String() string {
+	user := ""
+	if cfg.Username != "" {
+		user = cfg.Username + ":[redacted]@"
+	}
+	return fmt.Sprintf("smtp %s%s tls=%s timeout=%s", user, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.TLS, cfg.Timeout)
+}
+
+// GoString is String: %#v never shows the password either.
+func (cfg SMTPConfig) GoString() string { return cfg.String() }
+
 // validHost reports whether host is a host name or IP address: not empty,
 // no space, control character or slash.
 func validHost(host string) bool {

@@ -45,7 +45,8 @@ type Templates struct {
 }
 
 // SMTPServer is SMTP_URL, parsed (mail.ParseSMTPURL): the server, its
-// credentials, TLS mode and timeout. %v prints it without the password.
+// credentials, TLS mode and timeout. %v prints it without the password
+// (mail.SMTPConfig.String).
 type SMTPServer struct{ mail.SMTPConfig }
 
 // DefaultSMTPTimeout bounds a send when SMTP_URL sets no timeout.
@@ -63,14 +64,6 @@ func (s *SMTPServer) Decode(u string) error {
 	s.SMTPConfig = cfg
 	return nil
 }
-
-// String hides the credentials.
-func (s SMTPServer) String() string {
-	return fmt.Sprintf("%s:%d tls=%s timeout=%s", s.Host, s.Port, s.TLS, s.Timeout)
-}
-
-// GoString hides the credentials.
-func (s SMTPServer) GoString() string { return s.String() }
 
 // Resolve checks c's rules across variables and those the mail package
 // owns, each problem naming its variable, loads the templates and builds

@@ -63,9 +63,9 @@ func TestLoadConfigSMTPURL(t *testing.T) {
 		Host: "smtp.acme.test", Port: 465, Username: "mailer@acme.test", Password: "p@ss:w0rd", TLS: mail.TLSImplicit,
 		Timeout: 30 * time.Second, From: "ACME <no-reply@acme.test>", MaxIdle: 20,
 	}, smtp)
-	printed := fmt.Sprintf("%v %+v %#v", cfg.Server, cfg.Server, cfg.Server)
+	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
 	assert.NotContains(t, printed, "p@ss")
-	assert.Contains(t, printed, "smtp.acme.test:465")
+	assert.Contains(t, fmt.Sprint(cfg.Server), "smtp mailer@acme.test:[redacted]@smtp.acme.test:465 tls=tls timeout=30s")
 }
 
 // The worker has no dashboard: a non-loopback ADMIN_ADDR without credentials
