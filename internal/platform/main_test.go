@@ -72,7 +72,25 @@ func TestLoadDefaultsAndEnv(t *testing.T) {
 	t.Setenv("CODE_TTL", "ten minutes")
 	_, err = platform.Load[testConfig]()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "CODE_TTL")
+	assert.Equal(t, "CODE_TTL: not a duration (e.g. 90s, 10m, 24h)", err.Error(),
+		"reported once, without its value: the rules across variables see the default")
+
+	t.Setenv("QUEUE_SHARDS", "two")
+	t.Setenv("DASHBOARD_HOSTS", "")
+	_, err = platform.Load[testConfig]()
+	require.Error(t, err)
+	assert.Equal(t, "CODE_TTL: not a duration (e.g. 90s, 10m, 24h)\nQUEUE_SHARDS: not an integer", err.Error())
+}
+
+// Variables lists a configuration's variables in order, embedded ones
+// first, each with its default.
+func TestVariables(t *testing.T) {
+	t.Parallel()
+	vars := platform.Variables(testConfig{})
+	require.NotEmpty(t, vars)
+	assert.Equal(t, platform.Variable{Name: "REDIS_MODE", Default: "single", HasDefault: true}, vars[0])
+	assert.Equal(t, platform.Variable{Name: "ADMIN_ADDR", Default: "127.0.0.1:1", HasDefault: true}, vars[len(vars)-1])
+	assert.Contains(t, vars, platform.Variable{Name: "CODE_SECRET"}, "no default")
 }
 
 func TestRunServesUntilContextEnds(t *testing.T) {
