@@ -40,9 +40,9 @@ var (
 // default, so that the rules across variables judge the others alone.
 func decode(v any) []error {
 	var errs []error
-	for f, tag := range variables(reflect.ValueOf(v).Elem()) {
+	for f, name := range variables(reflect.ValueOf(v).Elem()) {
 		def, hasDef := f.tag.Lookup(defaultTag)
-		value, set := os.LookupEnv(tag)
+		value, set := os.LookupEnv(name)
 		if !set && !hasDef {
 			continue
 		}
@@ -50,7 +50,7 @@ func decode(v any) []error {
 			value = def
 		}
 		if err := decodeValue(f.value, value); err != nil {
-			errs = append(errs, named(tag, err)...)
+			errs = append(errs, named(name, err)...)
 			f.value.SetZero()
 			if set && hasDef {
 				_ = decodeValue(f.value, def)
