@@ -159,7 +159,7 @@ func named(name string, err error) []error {
 
 // leaves flattens the errors joined in err.
 func leaves(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // walks the joined tree itself
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range j.Unwrap() {
 			out = append(out, leaves(e)...)

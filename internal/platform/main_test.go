@@ -198,7 +198,7 @@ func TestPurposes(t *testing.T) {
 // Variables of earlier releases stop start-up, each naming what replaces
 // it and never repeating its value.
 func TestRetiredVariables(t *testing.T) {
-	for name, want := range map[string]string{
+	for name, want := range map[string]string{ //nolint:gosec // G101: the names of variables, no credentials
 		"SMTP_HOST":                   "SMTP_HOST: no longer read: use SMTP_URL",
 		"SMTP_PASSWORD":               "SMTP_PASSWORD: no longer read: use SMTP_URL",
 		"SMTP_TLS":                    "SMTP_TLS: no longer read: use SMTP_URL",
@@ -269,13 +269,13 @@ func TestCodeSecret(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "}, //nolint:gosec // G101: a made-up, too short secret
-		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET: set only one"},
+		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "},                     //nolint:gosec // G101: a made-up, too short secret
+		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET: set only one"}, //nolint:gosec // G101: a made-up secret
 		"missing file":   {map[string]string{"CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE: the secret: cannot open the file"},
 		"bad previous":   {map[string]string{"CODE_SECRET": hexSecret + ",hunter2!hunter2"}, "CODE_SECRET: the previous secret: neither hex nor base64"},
 		"three":          {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret + "," + hexSecret}, "CODE_SECRET: want the secret"},
 		"same previous":  {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret}, "CODE_SECRET:"},
-		"short file":     {map[string]string{"CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET_FILE:"},
+		"short file":     {map[string]string{"CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET_FILE:"}, //nolint:gosec // G101: no secret
 		"empty previous": {map[string]string{"CODE_SECRET": hexSecret + ","}, "CODE_SECRET: the previous secret:"},
 	} {
 		t.Run(name, func(t *testing.T) {
