@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -144,6 +145,12 @@ func TestLoadConfigRetiredSMTPVariables(t *testing.T) {
 			assert.NotContains(t, err.Error(), "hunter2")
 		})
 	}
+	t.Run("the worker exits", func(t *testing.T) {
+		t.Setenv("SMTP_PASSWORD", "hunter2")
+		var stderr bytes.Buffer
+		assert.Equal(t, 1, platform.Run(t.Context(), binary, nil, &stderr))
+		assert.Equal(t, "worker: SMTP_PASSWORD: no longer read: use SMTP_URL (smtp://user:password@host:port, both URL-encoded)\n", stderr.String())
+	})
 }
 
 // CODE_TTL is the worker's too: a key without expiry is mailed with it.
