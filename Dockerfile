@@ -4,7 +4,7 @@
 #
 #   docker build -t verifyq .
 #   docker run --rm -e REDIS_URL=redis://host:6379/0 -p 8080:8080 verifyq
-#   docker run --rm -e REDIS_URL=... -e SMTP_HOST=... verifyq /usr/local/bin/worker
+#   docker run --rm -e REDIS_URL=... -e SMTP_URL=... verifyq /usr/local/bin/worker
 
 # Match the go line of go.mod (go 1.26.x).
 ARG GO_VERSION=1.26

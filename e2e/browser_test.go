@@ -194,11 +194,11 @@ func TestBrowserDashboardAndInbox(t *testing.T) {
 	mp := startMailpit(t)
 	rs := redistest.Start(t)
 	api, enqAdmin, wrkAdmin := freeAddr(t), freeAddr(t), freeAddr(t)
-	common := map[string]string{"REDIS_URL": rs.URL(), "DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"}
+	common := map[string]string{"REDIS_URL": rs.URL(), "DASHBOARD_AUTH": "ops:s3cret"}
 	enqEnv := map[string]string{"HTTP_ADDR": api, "ADMIN_ADDR": enqAdmin}
 	wrkEnv := map[string]string{
-		"ADMIN_ADDR": wrkAdmin, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": strconv.Itoa(mp.smtpPort),
-		"SMTP_TLS": "none", "MAIL_FROM": "verifyq <no-reply@verifyq.test>",
+		"ADMIN_ADDR": wrkAdmin, "SMTP_URL": smtpURL("127.0.0.1", mp.smtpPort, "10s"),
+		"MAIL_FROM": "verifyq <no-reply@verifyq.test>",
 	}
 	for k, v := range common {
 		enqEnv[k], wrkEnv[k] = v, v

@@ -142,7 +142,9 @@ type stack struct {
 // startStack runs both binaries on a Redis of the test's own, of the mode
 // VERIFYQ_TEST_REDIS_MODE names (single by default; REDIS_MODE and
 // REDIS_URL tell the binaries), and an SMTP server. Without options the
-// Redis is redistest.Shared's; with options (WithAOF) a fresh one.
+// Redis is redistest.Shared's; with options (WithAOF) a fresh one. The
+// worker's SMTP_URL names the test's SMTP server, with the timeout of the
+// extra smtpTimeout (1s without).
 func startStack(t *testing.T, extra map[string]string, redisOpts ...redistest.Option) *stack {
 	t.Helper()
 	var d redistest.Deployment
@@ -154,6 +156,15 @@ func startStack(t *testing.T, extra map[string]string, redisOpts ...redistest.Op
 	return startStackOn(t, d, extra)
 }
 
+// smtpTimeout in the extra variables of startStack is the timeout of the
+// worker's SMTP_URL.
+const smtpTimeout = "smtp_timeout"
+
+// smtpURL is the SMTP_URL of a plain-text SMTP server on host:port.
+func smtpURL(host string, port int, timeout string) string {
+	return "smtp://" + net.JoinHostPort(host, strconv.Itoa(port)) + "?tls=none&timeout=" + timeout
+}
+
 // startStackOn is startStack on the deployment d.
 func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string) *stack {
 	t.Helper()
@@ -161,17 +172,22 @@ func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string)
 	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_MODE": d.Mode(), "REDIS_URL": d.URL(), "LOG_LEVEL": "debug"}
 	enqEnv := map[string]string{"HTTP_ADDR": s.api, "GRPC_ADDR": s.grpc, "ADMIN_ADDR": s.enqAdmin}
+	timeout := "1s"
+	if d, ok := extra[smtpTimeout]; ok {
+		timeout = d
+	}
 	wrkEnv := map[string]string{
-		"ADMIN_ADDR": s.wrkAdmin, "SMTP_HOST": s.smtp.Host(), "SMTP_PORT": strconv.Itoa(s.smtp.Port()),
-		"SMTP_TLS": "none", "SMTP_TIMEOUT": "1s", "MAIL_FROM": "verifyq <no-reply@verifyq.test>",
-		"WORKER_CONCURRENCY": "10",
+		"ADMIN_ADDR": s.wrkAdmin, "SMTP_URL": smtpURL(s.smtp.Host(), s.smtp.Port(), timeout),
+		"MAIL_FROM": "verifyq <no-reply@verifyq.test>", "WORKER_CONCURRENCY": "10",
 	}
 	for _, m := range []map[string]string{enqEnv, wrkEnv} {
 		for k, v := range common {
 			m[k] = v
 		}
 		for k, v := range extra {
-			m[k] = v
+			if k != smtpTimeout {
+				m[k] = v
+			}
 		}
 	}
 	s.enqEnv, s.wrkEnv = enqEnv, wrkEnv

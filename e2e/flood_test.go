@@ -106,8 +106,7 @@ func openFiles(t *testing.T, pid int) int {
 	return len(fds)
 }
 
-// The public listeners hold at most HTTP_MAX_CONNECTIONS and
-// GRPC_MAX_CONNECTIONS connections, so a flood of idle connections, more
+// Each public listener holds at most MAX_CONNECTIONS connections, so a flood of idle connections, more
 // than the process has file descriptors, leaves descriptors for the admin
 // server: /healthz and /readyz answer within 1 s, memory stays small, and
 // the API serves again once the flood is gone.
@@ -115,17 +114,16 @@ func TestConnectionFloodLeavesAdminAnswering(t *testing.T) {
 	t.Parallel()
 	const (
 		fdLimit  = 512
-		httpCap  = 200
-		grpcCap  = 50
-		httpConn = 600 // more than the cap and than fdLimit
-		grpcConn = 100
+		connCap  = 150       // MAX_CONNECTIONS, on each listener
+		httpConn = 600       // more than the cap and than fdLimit
+		grpcConn = 200       // more than the cap
 		maxRSS   = 200 << 10 // kB
 	)
 	rds := redistest.Start(t)
 	api, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	p := start(t, "enqueuer", map[string]string{
 		"REDIS_URL": rds.URL(), "HTTP_ADDR": api, "GRPC_ADDR": grpcAddr, "ADMIN_ADDR": admin,
-		"HTTP_MAX_CONNECTIONS": strconv.Itoa(httpCap), "GRPC_MAX_CONNECTIONS": strconv.Itoa(grpcCap),
+		"MAX_CONNECTIONS": strconv.Itoa(connCap),
 	})
 	pid := p.cmd.Process.Pid
 	// ulimit -n 512 for the enqueuer alone (soft and hard, so the Go
@@ -138,14 +136,14 @@ func TestConnectionFloodLeavesAdminAnswering(t *testing.T) {
 	rssBefore := procStatus(t, pid, "VmRSS")
 
 	// Idle keep-alive connections: one request each (404: no such path),
-	// then nothing. Only the first httpCap are served.
+	// then nothing. Only the first connCap are served.
 	answered, endHTTP := flood(t, api, httpConn, []byte("GET /flood HTTP/1.1\r\nHost: verifyq\r\n\r\n"), len("HTTP/1.1 404"), 3*time.Second)
-	assert.Equal(t, httpCap, answered, "HTTP connections served: the cap")
+	assert.Equal(t, connCap, answered, "HTTP connections served: the cap")
 	// gRPC connections that sent the HTTP/2 preface and empty SETTINGS:
-	// only the first grpcCap get the server's SETTINGS.
+	// only the first connCap get the server's SETTINGS.
 	preface := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
 	answered, endGRPC := flood(t, grpcAddr, grpcConn, preface, 9, 3*time.Second)
-	assert.Equal(t, grpcCap, answered, "gRPC connections served: the cap")
+	assert.Equal(t, connCap, answered, "gRPC connections served: the cap")
 
 	fds := openFiles(t, pid)
 	t.Logf("enqueuer: %d of %d file descriptors open", fds, fdLimit)

@@ -72,7 +72,7 @@ func (p *proc) terminate(t *testing.T) time.Duration {
 // metrics, no address in any label.
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+	s := startStack(t, map[string]string{"DASHBOARD_AUTH": "ops:s3cret"})
 	const email = "metrics.user@example.com"
 	status, _ := s.post(t, "/v1/codes", map[string]string{"email": email})
 	require.Equal(t, http.StatusAccepted, status)
@@ -184,7 +184,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 // stops taking tasks, finishes the send, exits 0, and the mail arrives once.
 func TestWorkerSIGTERMFinishesSendInFlight(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"SMTP_TIMEOUT": "10s"})
+	s := startStack(t, map[string]string{smtpTimeout: "10s"})
 	s.smtp.SetLatency(3 * time.Second)
 	const email = "slow@example.com"
 	status, _ := s.post(t, "/v1/codes", map[string]string{"email": email})
@@ -217,7 +217,7 @@ func TestWorkerSIGTERMFinishesSendInFlight(t *testing.T) {
 // queue, not lost: the next worker sends it.
 func TestWorkerSIGTERMRequeuesSendCutOff(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"SMTP_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "1s"})
+	s := startStack(t, map[string]string{smtpTimeout: "20s", "SHUTDOWN_TIMEOUT": "1s"})
 	s.smtp.SetLatency(15 * time.Second)
 	const email = "cutoff@example.com"
 	status, _ := s.post(t, "/v1/codes", map[string]string{"email": email})

@@ -20,16 +20,16 @@ import (
 
 var tenDigits = regexp.MustCompile(`\b\d{10}\b`)
 
-// With CODE_STORAGE=sealed no code is in Redis (code keys, tasks, archived
+// With CODE_SECRET set (codes sealed) no code is in Redis (code keys, tasks, archived
 // tasks after a 550): the mail carries it, verify works, wrong codes count
-// attempts, and after a restart with a new secret and the old one as
-// CODE_SECRET_PREVIOUS the code still verifies.
+// attempts, and after a restart with CODE_SECRET=new,old the code still
+// verifies.
 func TestSealedCodesEndToEnd(t *testing.T) {
 	t.Parallel()
 	oldSecret := strings.Repeat("5a", 32)
 	newSecret := strings.Repeat("c3", 32)
 	s := startStack(t, map[string]string{
-		"CODE_STORAGE": "sealed", "CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0",
+		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0",
 	})
 	ctx := context.Background()
 	raw, err := hex.DecodeString(oldSecret)
@@ -90,7 +90,7 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	for k, v := range s.enqEnv {
 		env[k] = v
 	}
-	env["CODE_SECRET"], env["CODE_SECRET_PREVIOUS"] = newSecret, oldSecret
+	env["CODE_SECRET"] = newSecret + "," + oldSecret
 	enq := start(t, "enqueuer", env)
 	waitReady(t, s.enqAdmin)
 	status, body = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code, "purpose": "reset_password"})

@@ -218,7 +218,7 @@ func TestFaultWorkerSIGKILL(t *testing.T) {
 	slowFault(t)
 	s := startStack(t, map[string]string{
 		"RESEND_COOLDOWN": "0", "ADDRESS_SENDS_PER_HOUR": "0", "CLIENT_SENDS_PER_HOUR": "0",
-		"SMTP_TIMEOUT": "20s",
+		smtpTimeout: "20s",
 	})
 	s.smtp.SetLatency(5 * time.Second)
 	const n = 30

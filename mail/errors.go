@@ -121,7 +121,7 @@ func IsTemporaryReply(err error) bool {
 // timeout, or could not be secured or authenticated as configured. A reply
 // (*SMTPError), an invalid message, a cancelled context and ErrSenderClosed
 // are not. A deadline that ends the caller's own context looks the same as
-// SMTP_TIMEOUT; callers that care check their context.
+// SMTPConfig.Timeout; callers that care check their context.
 func IsUnreachable(err error) bool {
 	if err == nil || IsPermanent(err) || IsTemporaryReply(err) ||
 		errors.Is(err, ErrSenderClosed) || errors.Is(err, context.Canceled) {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/smtp"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,12 +124,10 @@ type conn struct {
 // It never repeats the password.
 func (cfg SMTPConfig) Validate() error {
 	var errs []error
-	if cfg.Host == "" || strings.ContainsFunc(cfg.Host, func(r rune) bool {
-		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/'
-	}) {
+	if !validHost(cfg.Host) {
 		errs = append(errs, field.Errorf("Host", "empty or malformed"))
 	}
-	if cfg.Port < 1 || cfg.Port > 65535 {
+	if !validPort(cfg.Port) {
 		errs = append(errs, field.Errorf("Port", "%d is not in 1..65535", cfg.Port))
 	}
 	if _, err := ParseTLSMode(string(cfg.TLS)); err != nil {
@@ -150,6 +151,123 @@ func (cfg SMTPConfig) Validate() error {
 		errs = append(errs, field.Errorf("IdleTimeout", "%s is negative", cfg.IdleTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// String shows the server, the user and the TLS mode, never the password.
+func (cfg SMTPConfig) String() string {
+	user := ""
+	if cfg.Username != "" {
+		user = cfg.Username + ":[redacted]@"
+	}
+	return fmt.Sprintf("smtp %s%s tls=%s timeout=%s", user, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.TLS, cfg.Timeout)
+}
+
+// GoString is String: %#v never shows the password either.
+func (cfg SMTPConfig) GoString() string { return cfg.String() }
+
+// validHost reports whether host is a host name or IP address: not empty,
+// no space, control character or slash.
+func validHost(host string) bool {
+	return host != "" && !strings.ContainsFunc(host, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/'
+	})
+}
+
+func validPort(port int) bool { return port >= 1 && port <= 65535 }
+
+// Default ports of an SMTP URL without one.
+const (
+	portSMTP  = 25
+	portSMTPS = 465
+)
+
+// ParseSMTPURL parses an SMTP server URL into the SMTPConfig fields it
+// sets: Host, Port, Username, Password, TLS and Timeout.
+//
+//	smtp://[user[:password]@]host[:port][?tls=auto|starttls|none][&timeout=10s]
+//	smtps://[user[:password]@]host[:port][?timeout=10s]
+//
+// smtp:// takes the TLS mode of its tls parameter (TLSAuto when absent),
+// smtps:// is TLSImplicit; the port defaults to 25 and 465. The user and
+// password are URL-decoded (percent-encode "@", ":", "/" and "%" in them).
+// A timeout absent leaves Timeout zero. Every problem is reported at once;
+// no error repeats the URL or any part of it.
+func ParseSMTPURL(s string) (SMTPConfig, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" {
+		return SMTPConfig{}, errors.New("not a valid URL: smtp://user:password@host:port, " +
+			"with special characters of the user and password percent-encoded")
+	}
+	var cfg SMTPConfig
+	var errs []error
+	defaultPort := portSMTP
+	switch u.Scheme {
+	case "smtp":
+		cfg.TLS = TLSAuto
+	case "smtps":
+		cfg.TLS, defaultPort = TLSImplicit, portSMTPS
+	default:
+		errs = append(errs, errors.New("want the scheme smtp:// or smtps:// (implicit TLS)"))
+	}
+	cfg.Host = u.Hostname()
+	if !validHost(cfg.Host) {
+		errs = append(errs, errors.New("the host is empty or malformed"))
+	}
+	cfg.Port = defaultPort
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || !validPort(n) {
+			errs = append(errs, errors.New("the port is not in 1..65535"))
+		}
+		cfg.Port = n
+	}
+	if u.User != nil {
+		cfg.Username = u.User.Username()
+		cfg.Password, _ = u.User.Password()
+		if cfg.Username == "" && cfg.Password != "" {
+			errs = append(errs, errors.New("a password without a user"))
+		}
+	}
+	if (u.Path != "" && u.Path != "/") || u.Fragment != "" {
+		errs = append(errs, errors.New("want no path and no fragment"))
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		errs = append(errs, errors.New("the query is malformed"))
+	}
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		values := query[name]
+		if name != "tls" && name != "timeout" {
+			errs = append(errs, errors.New("an unknown parameter: want only tls and timeout"))
+			continue
+		}
+		if len(values) > 1 {
+			errs = append(errs, fmt.Errorf("%s: given twice", name))
+			continue
+		}
+		switch v := values[0]; name {
+		case "tls":
+			mode, err := ParseTLSMode(v)
+			switch {
+			case err != nil || mode == TLSImplicit:
+				errs = append(errs, errors.New("tls: want auto, starttls or none (smtps:// for implicit TLS)"))
+			case cfg.TLS == TLSImplicit:
+				errs = append(errs, errors.New("tls: smtps:// is always implicit TLS: use smtp:// with tls"))
+			default:
+				cfg.TLS = mode
+			}
+		default: // timeout
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, errors.New("timeout: want a positive duration such as 10s"))
+			}
+			cfg.Timeout = d
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return SMTPConfig{}, err
+	}
+	return cfg, nil
 }
 
 // NewSender validates cfg with Validate, applies defaults and returns a

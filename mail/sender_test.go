@@ -602,3 +602,54 @@ func TestSendInternationalAddresses(t *testing.T) {
 	require.NoError(t, newSender(t, utf8srv, nil, nil).Send(t.Context(), m))
 	require.Equal(t, []string{"张三@example.com"}, utf8srv.WaitMessages(t, 1, 5*time.Second)[0].To)
 }
+
+func TestParseSMTPURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want mail.SMTPConfig
+	}{
+		{"smtp://localhost:1025", mail.SMTPConfig{Host: "localhost", Port: 1025, TLS: mail.TLSAuto}},
+		{"smtp://mail.example.com", mail.SMTPConfig{Host: "mail.example.com", Port: 25, TLS: mail.TLSAuto}},
+		{"smtps://mail.example.com", mail.SMTPConfig{Host: "mail.example.com", Port: 465, TLS: mail.TLSImplicit}},
+		{"smtp://u%40x.com:p%3Aa%2Fss%25@mail.example.com:587?tls=starttls&timeout=20s",
+			mail.SMTPConfig{Host: "mail.example.com", Port: 587, Username: "u@x.com", Password: "p:a/ss%", TLS: mail.TLSStartTLS, Timeout: 20 * time.Second}},
+		{"smtp://127.0.0.1:2525/?tls=none", mail.SMTPConfig{Host: "127.0.0.1", Port: 2525, TLS: mail.TLSNone}},
+		{"smtp://[::1]:25?tls=AUTO", mail.SMTPConfig{Host: "::1", Port: 25, TLS: mail.TLSAuto}},
+		{"smtps://user@mail.example.com:2465?timeout=1m", mail.SMTPConfig{Host: "mail.example.com", Port: 2465, Username: "user", TLS: mail.TLSImplicit, Timeout: time.Minute}},
+	}
+	for _, tt := range tests {
+		got, err := mail.ParseSMTPURL(tt.in)
+		require.NoError(t, err, tt.in)
+		assert.Equal(t, tt.want, got, tt.in)
+		got.From = "no-reply@example.com"
+		assert.NoError(t, got.Validate(), tt.in)
+	}
+
+	for in, want := range map[string]string{
+		"http://hunter2@mail.example.com":              "want the scheme smtp:// or smtps://",
+		"smtp://:hunter2@mail.example.com":             "a password without a user",
+		"smtp://u:hunter2@mail.example.com:99999":      "the port is not in 1..65535",
+		"smtp://u:hunter2@:25":                         "the host is empty or malformed",
+		"smtp://u:hunter2@mail.example.com/x":          "want no path and no fragment",
+		"smtp://u:hunter2@mail.example.com?tls=tls":    "tls: want auto, starttls or none (smtps:// for implicit TLS)",
+		"smtp://u:hunter2@mail.example.com?tls=ssl":    "tls: want auto, starttls or none",
+		"smtps://u:hunter2@mail.example.com?tls=none":  "tls: smtps:// is always implicit TLS",
+		"smtp://u:hunter2@mail.example.com?timeout=0s": "timeout: want a positive duration",
+		"smtp://u:hunter2@mail.example.com?timeout=x":  "timeout: want a positive duration",
+		"smtp://mail.example.com?hunter2=1":            "an unknown parameter: want only tls and timeout",
+		"smtp://mail.example.com?tls=none&tls=auto":    "tls: given twice",
+		"smtp://u:hunter2@mail.example.com?a=%zz":      "the query is malformed",
+		"smtp://u:hunt%zzer2@mail.example.com":         "not a valid URL",
+		"smtp:hunter2":                                 "not a valid URL",
+	} {
+		_, err := mail.ParseSMTPURL(in)
+		require.Error(t, err, in)
+		assert.Contains(t, err.Error(), want, in)
+		assert.NotContains(t, err.Error(), "hunter2", "%s: the URL is never repeated", in)
+		assert.NotContains(t, err.Error(), "mail.example.com", "%s: the URL is never repeated", in)
+	}
+	_, err := mail.ParseSMTPURL("ftp://:hunter2@:0/x?tls=tls&timeout=-1s")
+	require.Error(t, err)
+	assert.Len(t, strings.Split(err.Error(), "\n"), 7, "every problem at once: %v", err)
+}

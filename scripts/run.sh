@@ -14,16 +14,18 @@
 #
 # Environment (defaults in brackets); the binaries' own variables
 # (LOG_LEVEL, CODE_TTL, CODE_LENGTH, CODE_KEY_PREFIX, WORKER_CONCURRENCY,
-# SHUTDOWN_TIMEOUT, SMTP_*, MAIL_FROM, ...) pass through unchanged:
+# SHUTDOWN_TIMEOUT, MAIL_FROM, ...; see docs/CONFIGURATION.md) pass through
+# unchanged:
 #   REDIS_URL            [redis://127.0.0.1:6379/0]
 #   HTTP_ADDR            enqueuer API [127.0.0.1:8080]
 #   GRPC_ADDR            enqueuer gRPC [127.0.0.1:50051]
 #   ENQUEUER_ADMIN_ADDR  enqueuer ADMIN_ADDR [127.0.0.1:8081]
 #   WORKER_ADMIN_ADDR    worker ADMIN_ADDR [127.0.0.1:8082]
 #                        (ADMIN_ADDR itself is ignored: the two would clash)
-#   MAILPIT_SMTP_ADDR    [127.0.0.1:1025]; SMTP_HOST/SMTP_PORT follow it
+#   MAILPIT_SMTP_ADDR    [127.0.0.1:1025]
 #   MAILPIT_HTTP_ADDR    [127.0.0.1:8025]
-#   SMTP_TLS             [none] (mailpit here offers no TLS)
+#   SMTP_URL             [smtp://MAILPIT_SMTP_ADDR?tls=none] (mailpit here
+#                        offers no TLS)
 #   RUN_DIR              logs and data [<repo>/tmp-run]
 #   READY_TIMEOUT        seconds to wait for readiness [60]
 #   STOP_TIMEOUT         seconds to wait for each process to stop [30]
@@ -42,15 +44,11 @@ ENQUEUER_ADMIN_ADDR=${ENQUEUER_ADMIN_ADDR:-127.0.0.1:8081}
 WORKER_ADMIN_ADDR=${WORKER_ADMIN_ADDR:-127.0.0.1:8082}
 MAILPIT_SMTP_ADDR=${MAILPIT_SMTP_ADDR:-127.0.0.1:1025}
 MAILPIT_HTTP_ADDR=${MAILPIT_HTTP_ADDR:-127.0.0.1:8025}
-SMTP_HOST=${SMTP_HOST:-${MAILPIT_SMTP_ADDR%:*}}
-SMTP_HOST=${SMTP_HOST#[}
-SMTP_HOST=${SMTP_HOST%]}
-SMTP_PORT=${SMTP_PORT:-${MAILPIT_SMTP_ADDR##*:}}
-SMTP_TLS=${SMTP_TLS:-none}
+SMTP_URL=${SMTP_URL:-smtp://$MAILPIT_SMTP_ADDR?tls=none}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 if [ -t 1 ]; then RUN_FOLLOW=${RUN_FOLLOW:-1}; else RUN_FOLLOW=${RUN_FOLLOW:-0}; fi
-export REDIS_URL HTTP_ADDR GRPC_ADDR SMTP_HOST SMTP_PORT SMTP_TLS
+export REDIS_URL HTTP_ADDR GRPC_ADDR SMTP_URL
 if [ -n "${ADMIN_ADDR:-}" ]; then
 	echo "run.sh: ignoring ADMIN_ADDR=$ADMIN_ADDR; use ENQUEUER_ADMIN_ADDR and WORKER_ADMIN_ADDR" >&2
 fi

@@ -258,8 +258,9 @@ func (e *env) startEnqueuer(ctx context.Context, logName string) (*proc, error) 
 
 // startWorker starts a worker against the sink with conc slots.
 func (e *env) startWorker(ctx context.Context, logName string, conc int) (*proc, error) {
-	return e.start(ctx, "worker", logName, map[string]string{"SMTP_HOST": e.sink.Host(),
-		"SMTP_PORT": strconv.Itoa(e.sink.Port()), "SMTP_TLS": "none", "WORKER_CONCURRENCY": strconv.Itoa(conc)})
+	return e.start(ctx, "worker", logName, map[string]string{
+		"SMTP_URL":           "smtp://" + net.JoinHostPort(e.sink.Host(), strconv.Itoa(e.sink.Port())) + "?tls=none",
+		"WORKER_CONCURRENCY": strconv.Itoa(conc)})
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }

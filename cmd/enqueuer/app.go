@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/net/netutil"
 
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
@@ -52,13 +53,9 @@ type App struct {
 
 // NewApp wires the enqueuer from cfg. It does not listen yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	proxies, err := cfg.proxies()
-	if err != nil {
-		return nil, err
-	}
 	// One client for everything: codes, the queue, its metrics, the
 	// dashboard and the readiness checks.
-	rdb := cfg.Redis().Client()
+	rdb := cfg.Redis.Client()
 	store, err := codes.NewStore(rdb, cfg.codes())
 	var limiter *limits.Limiter
 	if err == nil {
@@ -91,16 +88,15 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Registry:  reg,
 		Metrics:   m,
 		httpSrv: platform.NewHTTPServer(httpapi.NewHandler(svc, logger, httpapi.Config{
-			TrustedProxies: proxies,
-			RequestTimeout: cfg.HTTPRequestTimeout,
+			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
+			RequestTimeout: cfg.RequestTimeout,
 			Metrics:        m,
 		}), logger),
 		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
-			CallTimeout:    cfg.GRPCCallTimeout,
+			CallTimeout:    cfg.RequestTimeout,
 			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			Metrics:        m,
-			TrustedProxies: proxies,
-			Limits:         cfg.grpcLimits(),
+			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
 		}),
 		done: make(chan error, 3),
 	}
@@ -111,13 +107,13 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 // adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
 // the dashboard, the suppression list and pprof behind platform.AdminGuard:
 // only to a Host of ADMIN_ADDR or DASHBOARD_HOSTS, and with basic auth when
-// DASHBOARD_PASSWORD is set. The dashboard takes state changes (POST,
+// DASHBOARD_AUTH is set. The dashboard takes state changes (POST,
 // DELETE) only from its own pages (platform.SameOrigin): a form on another
 // site can POST. The suppression list changes only by DELETE, which a page
 // on another site cannot send without a CORS preflight, never granted here.
-// Config refuses a non-loopback ADMIN_ADDR without a password.
+// Config refuses a non-loopback ADMIN_ADDR without DASHBOARD_AUTH.
 func (a *App) adminMux() *http.ServeMux {
-	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardUser, a.cfg.DashboardPassword)
+	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth.User, a.cfg.DashboardAuth.Password)
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))
@@ -132,9 +128,9 @@ func (a *App) adminMux() *http.ServeMux {
 const fdReserve = 256
 
 // Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
-// background. The public listeners accept at most HTTP_MAX_CONNECTIONS and
-// GRPC_MAX_CONNECTIONS connections at once; further ones wait in the
-// kernel's accept queue until one closes. ADMIN_ADDR has no such bound, so
+// background. Each public listener accepts at most MAX_CONNECTIONS
+// connections at once; further ones wait in the kernel's accept queue
+// until one closes. ADMIN_ADDR has no such bound, so
 // it keeps answering while they are full, as long as the file descriptor
 // limit leaves room: Open warns when it does not.
 func (a *App) Open(ctx context.Context) error {
@@ -142,12 +138,12 @@ func (a *App) Open(ctx context.Context) error {
 	if a.httpLn, err = platform.Listen(ctx, "HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
 		return err
 	}
-	a.httpLn = netutil.LimitListener(a.httpLn, a.cfg.HTTPMaxConnections)
+	a.httpLn = netutil.LimitListener(a.httpLn, a.cfg.MaxConnections)
 	if a.grpcLn, err = platform.Listen(ctx, "GRPC_ADDR", a.cfg.GRPCAddr); err != nil {
 		_ = a.httpLn.Close()
 		return err
 	}
-	a.grpcLn = netutil.LimitListener(a.grpcLn, a.cfg.GRPCMaxConnections)
+	a.grpcLn = netutil.LimitListener(a.grpcLn, a.cfg.MaxConnections)
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		_ = a.httpLn.Close()
 		_ = a.grpcLn.Close()
@@ -158,14 +154,13 @@ func (a *App) Open(ctx context.Context) error {
 	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
-		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardPassword != "", "dashboard_readonly", a.cfg.DashboardReadOnly,
-		"http_max_connections", a.cfg.HTTPMaxConnections, "grpc_max_connections", a.cfg.GRPCMaxConnections)
-	need := uint64(a.cfg.HTTPMaxConnections + a.cfg.GRPCMaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Validate
+		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardAuth.Set(), "dashboard_readonly", a.cfg.DashboardReadOnly,
+		"max_connections", a.cfg.MaxConnections)
+	need := uint64(2*a.cfg.MaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Resolve
 	if limit, ok := platform.OpenFileLimit(); ok && limit < need {
 		a.logger.Warn("the open file limit is below the connection caps and a reserve: under a connection flood "+
 			"the admin server and Redis may run out of descriptors; raise the limit (ulimit -n) or lower the caps",
-			"open_file_limit", limit, "http_max_connections", a.cfg.HTTPMaxConnections,
-			"grpc_max_connections", a.cfg.GRPCMaxConnections, "reserve", fdReserve)
+			"open_file_limit", limit, "max_connections", a.cfg.MaxConnections, "listeners", 2, "reserve", fdReserve)
 	}
 	return nil
 }

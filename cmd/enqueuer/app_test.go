@@ -14,6 +14,7 @@ import (
 
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
+	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -43,7 +44,7 @@ func sendCode(t *testing.T, app *App, email string) {
 
 func TestAdminWithPassword(t *testing.T) {
 	t.Parallel()
-	app := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" }).app
+	app := startApp(t, func(c *Config) { c.DashboardAuth = platform.Credentials{User: "ops", Password: "s3cret"} }).app
 	admin := "http://" + app.AdminAddr()
 	sendCode(t, app, "Dash.Board@example.com")
 
@@ -119,7 +120,7 @@ func TestDashboardReadOnly(t *testing.T) {
 // is refused (422 undeliverable) until lifted, then mailed again.
 func TestSuppressionsEndpoint(t *testing.T) {
 	t.Parallel()
-	s := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" })
+	s := startApp(t, func(c *Config) { c.DashboardAuth = platform.Credentials{User: "ops", Password: "s3cret"} })
 	ctx := context.Background()
 	sup := delivery.NewSuppressions(s.redis.Client(t), mail.Identity{TagSeparators: "+"})
 	require.NoError(t, sup.Add(ctx, "bounce@example.com", 550, time.Hour, time.Now()))

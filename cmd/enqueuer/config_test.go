@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -8,47 +9,75 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/limits"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
+	assert.Equal(t, platform.RedisSingle, cfg.Redis.Mode(), "ready")
+	cfg.Redis = platform.Redis{}
 	assert.Equal(t, Config{
 		Common: platform.Common{
 			RedisMode:       "single",
 			RedisURL:        "redis://127.0.0.1:6379/0",
-			LogLevel:        "info",
-			CodeKeyPrefix:   "code_",
-			CodeTTL:         10 * time.Minute,
-			Purposes:        codes.DefaultPurposes,
-			CodeStorage:     "plain",
+			LogLevel:        platform.LogLevel(slog.LevelInfo),
+			KeyPrefix:       "code_",
+			TTL:             10 * time.Minute,
+			Purposes:        platform.Purposes{"register": 0, "login": 0, "reset_password": 0, "change_email": 0},
 			ShutdownTimeout: 25 * time.Second,
-			DashboardUser:   "admin",
 
-			AddressTagSeparators: "+",
+			TagSeparators: "+",
 
 			QueueShards: 1,
 		},
-		HTTPAddr:           ":8080",
-		AdminAddr:          "127.0.0.1:8081",
-		GRPCAddr:           ":50051",
-		GRPCCallTimeout:    5 * time.Second,
-		HTTPRequestTimeout: 5 * time.Second,
-		CodeLength:         6,
+		HTTPAddr:       ":8080",
+		AdminAddr:      "127.0.0.1:8081",
+		GRPCAddr:       ":50051",
+		RequestTimeout: 5 * time.Second,
+		Length:         6,
 
-		ResendCooldown:      time.Minute,
-		AddressSendsPerHour: 5,
-		ClientSendsPerHour:  30,
-		VerifyMaxAttempts:   5,
+		Limits: Limits{
+			Cooldown:              time.Minute,
+			AddressPerHour:        5,
+			ClientPerHour:         30,
+			ClientVerifiesPerHour: 60,
+		},
+		MaxAttempts: 5,
 
-		ClientVerifiesPerHr: 60,
-
-		HTTPMaxConnections:       1024,
-		GRPCMaxConnections:       256,
-		GRPCMaxConcurrentStreams: 100,
-		GRPCMaxWatchStreams:      1024,
+		MaxConnections: 1024,
 	}, cfg)
+	assert.Len(t, cfg.Purposes, len(codes.DefaultPurposes), "codes' default purposes")
+	lc := cfg.limits()
+	lc.Identity = limits.Default().Identity
+	assert.Equal(t, limits.Default(), lc, "the limits' defaults")
+	assert.Equal(t, codes.DefaultMaxAttempts, cfg.MaxAttempts, "codes' default attempts")
+}
+
+// The ready values the enqueuer wires: the codes configuration with the
+// purposes' lifetimes and the seal, and the trusted proxies.
+func TestLoadConfigReadyValues(t *testing.T) {
+	t.Setenv("PURPOSES", "register,reset_password:15m")
+	t.Setenv("CODE_TTL", "5m")
+	t.Setenv("CODE_SECRET", strings.Repeat("ab", 32))
+	t.Setenv("RESEND_COOLDOWN", "0")
+	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	cc := cfg.codes()
+	assert.Equal(t, map[string]time.Duration{"register": 0, "reset_password": 15 * time.Minute}, map[string]time.Duration(cc.Purposes))
+	assert.Equal(t, 15*time.Minute, cc.TTLOf("reset_password"))
+	assert.Equal(t, 5*time.Minute, cc.TTLOf("register"))
+	assert.NotNil(t, cc.Seal, "sealed: CODE_SECRET is set")
+	assert.Zero(t, cfg.limits().Cooldown)
+	require.NoError(t, cc.Validate())
+	var s []string
+	for _, p := range cfg.TrustedProxies {
+		s = append(s, p.String())
+	}
+	assert.Equal(t, []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, s)
 }
 
 func TestLoadConfigAdminAddrNeedsPasswordOffLoopback(t *testing.T) {
@@ -58,20 +87,19 @@ func TestLoadConfigAdminAddrNeedsPasswordOffLoopback(t *testing.T) {
 			_, err := platform.Load[Config]()
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "ADMIN_ADDR")
-			assert.Contains(t, err.Error(), "DASHBOARD_PASSWORD")
+			assert.Contains(t, err.Error(), "DASHBOARD_AUTH")
 
-			t.Setenv("DASHBOARD_PASSWORD", "hunter2")
+			t.Setenv("DASHBOARD_AUTH", "admin:hunter2")
 			cfg, err := platform.Load[Config]()
 			require.NoError(t, err)
-			assert.Equal(t, "hunter2", cfg.DashboardPassword)
+			assert.Equal(t, platform.Credentials{User: "admin", Password: "hunter2"}, cfg.DashboardAuth)
 		})
 	}
 	t.Run("user needed with a password", func(t *testing.T) {
-		t.Setenv("DASHBOARD_PASSWORD", "hunter2")
-		t.Setenv("DASHBOARD_USER", "a:b")
+		t.Setenv("DASHBOARD_AUTH", ":hunter2")
 		_, err := platform.Load[Config]()
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), "DASHBOARD_USER")
+		assert.Contains(t, err.Error(), "DASHBOARD_AUTH: want user:password")
 		assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
 	})
 	t.Run("read-only", func(t *testing.T) {
@@ -94,17 +122,19 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("VERIFY_MAX_ATTEMPTS", "-1")
 	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8,not-a-cidr")
 	t.Setenv("GRPC_ADDR", "")
-	t.Setenv("GRPC_CALL_TIMEOUT", "0s")
-	t.Setenv("HTTP_REQUEST_TIMEOUT", "0s")
+	t.Setenv("REQUEST_TIMEOUT", "0s")
 	t.Setenv("DOMAIN_SENDS_PER_MINUTE", "-1")
 	t.Setenv("GLOBAL_SENDS_PER_MINUTE", "-1")
 	t.Setenv("CLIENT_VERIFIES_PER_HOUR", "-1")
 	t.Setenv("ADDRESS_TAG_SEPARATORS", "+a")
-	t.Setenv("HTTP_MAX_CONNECTIONS", "0")
-	t.Setenv("GRPC_MAX_CONNECTIONS", "-1")
-	t.Setenv("GRPC_MAX_CONCURRENT_STREAMS", "2000000")
-	t.Setenv("GRPC_MAX_WATCH_STREAMS", "0")
+	t.Setenv("MAX_CONNECTIONS", "2000000")
 	t.Setenv("DASHBOARD_HOSTS", "admin.example.com,admin.example.com:8081, ,http://x")
+	t.Setenv("PURPOSES", "register:1ms,Login")
+	t.Setenv("CODE_SECRET", "hunter2hunter2")
+	t.Setenv("DASHBOARD_AUTH", "hunter2")
+	t.Setenv("QUEUE_SHARDS", "0")
+	t.Setenv("SHUTDOWN_TIMEOUT", "forever")
+	t.Setenv("DASHBOARD_READONLY", "maybe")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -119,19 +149,22 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"VERIFY_MAX_ATTEMPTS: must not be negative",
 		"TRUSTED_PROXIES",
 		"GRPC_ADDR",
-		"GRPC_CALL_TIMEOUT",
-		"HTTP_REQUEST_TIMEOUT: must be positive",
+		"REQUEST_TIMEOUT: must be positive",
 		"DOMAIN_SENDS_PER_MINUTE: must not be negative",
 		"GLOBAL_SENDS_PER_MINUTE: must not be negative",
 		"CLIENT_VERIFIES_PER_HOUR: must not be negative",
 		"ADDRESS_TAG_SEPARATORS: 'a' cannot separate a tag",
-		"HTTP_MAX_CONNECTIONS: 0 is outside 1..1048576",
-		"GRPC_MAX_CONNECTIONS: -1 is outside 1..1048576",
-		"GRPC_MAX_CONCURRENT_STREAMS: 2000000 is outside 1..1048576",
-		"GRPC_MAX_WATCH_STREAMS: 0 is outside 1..1048576",
+		"MAX_CONNECTIONS: 2000000 is outside 1..1048576",
 		`DASHBOARD_HOSTS: "admin.example.com:8081" is not a host name`,
 		"DASHBOARD_HOSTS: an empty name",
 		`DASHBOARD_HOSTS: "http://x" is not a host name`,
+		"PURPOSES: register: 1ms is shorter than 1s",
+		`PURPOSES: "Login": `,
+		"CODE_SECRET: the secret: ",
+		"DASHBOARD_AUTH: want user:password",
+		"QUEUE_SHARDS: 0 is outside",
+		"SHUTDOWN_TIMEOUT: not a duration",
+		"DASHBOARD_READONLY: want true or false",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
@@ -159,15 +192,31 @@ func TestLoadConfigUnparsable(t *testing.T) {
 	assert.Contains(t, err.Error(), "CODE_TTL")
 }
 
-func TestTrustedProxies(t *testing.T) {
-	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")
-	cfg, err := platform.Load[Config]()
-	require.NoError(t, err)
-	got, err := cfg.proxies()
-	require.NoError(t, err)
-	var s []string
-	for _, p := range got {
-		s = append(s, p.String())
+// A variable of an earlier release stops the enqueuer, naming what
+// replaces it, even set to a value that would be good.
+func TestLoadConfigRetiredVariables(t *testing.T) {
+	for name, use := range map[string]string{
+		"GRPC_CALL_TIMEOUT":      "REQUEST_TIMEOUT",
+		"HTTP_REQUEST_TIMEOUT":   "REQUEST_TIMEOUT",
+		"HTTP_MAX_CONNECTIONS":   "MAX_CONNECTIONS",
+		"GRPC_MAX_CONNECTIONS":   "MAX_CONNECTIONS",
+		"GRPC_MAX_WATCH_STREAMS": "nothing",
+		"CODE_STORAGE":           "CODE_SECRET",
+		"CODE_TTL_LOGIN":         "PURPOSES (login:15m)",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "5")
+			_, err := platform.Load[Config]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), name+": no longer read: ")
+			assert.Contains(t, err.Error(), use)
+			assertEveryLineNamesAVariable(t, err)
+		})
 	}
-	assert.Equal(t, []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, s)
+}
+
+// docs/CONFIGURATION.md lists every variable of the enqueuer with its
+// default, and none it does not read.
+func TestConfigurationReference(t *testing.T) {
+	configtest.Check(t, "../../docs/CONFIGURATION.md", "enqueuer", Config{})
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/platform"
 )
 
 // adminRequest sends method path to the admin server with the credentials
@@ -38,7 +40,7 @@ func adminRequest(t *testing.T, app *App, method, path, host string, headers map
 // pages can (same Origin, or Sec-Fetch-Site: same-origin).
 func TestDashboardRefusesCrossSiteRequests(t *testing.T) {
 	t.Parallel()
-	s := startApp(t, func(c *Config) { c.DashboardUser, c.DashboardPassword = "ops", "s3cret" })
+	s := startApp(t, func(c *Config) { c.DashboardAuth = platform.Credentials{User: "ops", Password: "s3cret"} })
 	sendCode(t, s.app, "csrf@example.com") // the queue exists
 	insp := asynq.NewInspectorFromRedisClient(s.redis.Client(t))
 	paused := func() bool {
@@ -93,8 +95,8 @@ func TestDashboardRefusesCrossSiteRequests(t *testing.T) {
 func TestAdminRefusesUnknownHosts(t *testing.T) {
 	t.Parallel()
 	s := startApp(t, func(c *Config) {
-		c.DashboardUser, c.DashboardPassword = "ops", "s3cret"
-		c.DashboardHosts = []string{"ops.example.com"}
+		c.DashboardAuth = platform.Credentials{User: "ops", Password: "s3cret"}
+		c.DashboardHosts = platform.HostNames{"ops.example.com"}
 	})
 	sendCode(t, s.app, "rebind@example.com")
 	insp := asynq.NewInspectorFromRedisClient(s.redis.Client(t))

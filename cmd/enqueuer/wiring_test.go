@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -33,34 +34,28 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	s := &stack{redis: redistest.Start(t)}
 	cfg := Config{
 		Common: platform.Common{
-			RedisMode:     "single",
-			RedisURL:      s.redis.URL(),
-			LogLevel:      "debug",
-			CodeKeyPrefix: "code_",
-			CodeTTL:       10 * time.Minute,
+			RedisMode: "single",
+			RedisURL:  platform.Secret(s.redis.URL()),
+			LogLevel:  platform.LogLevel(slog.LevelDebug),
+			KeyPrefix: "code_",
+			TTL:       10 * time.Minute,
 
-			AddressTagSeparators: "+",
+			TagSeparators: "+",
 
 			QueueShards:     1,
 			ShutdownTimeout: 10 * time.Second,
-			DashboardUser:   "admin",
 		},
-		HTTPAddr:           "127.0.0.1:0",
-		AdminAddr:          "127.0.0.1:0",
-		GRPCAddr:           "127.0.0.1:0",
-		GRPCCallTimeout:    5 * time.Second,
-		HTTPRequestTimeout: 5 * time.Second,
-		CodeLength:         6,
-
-		HTTPMaxConnections:       64,
-		GRPCMaxConnections:       64,
-		GRPCMaxConcurrentStreams: 100,
-		GRPCMaxWatchStreams:      64,
+		HTTPAddr:       "127.0.0.1:0",
+		AdminAddr:      "127.0.0.1:0",
+		GRPCAddr:       "127.0.0.1:0",
+		RequestTimeout: 5 * time.Second,
+		Length:         6,
+		MaxConnections: 64,
 	}
 	for _, f := range configure {
 		f(&cfg)
 	}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, cfg.Resolve())
 	logger, logs := logtest.New(t)
 	s.logs = logs
 	app, err := NewApp(cfg, logger)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
-	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
@@ -42,18 +41,12 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	tpl, err := mail.LoadTemplates(cfg.templates())
+	sender, err := mail.NewSender(cfg.SMTP, logger)
 	if err != nil {
-		return nil, field.Rename(err, templateVars)
+		return nil, err
 	}
-	smtp := cfg.smtp()
-	smtp.Templates = tpl
-	sender, err := mail.NewSender(smtp, logger)
-	if err != nil {
-		return nil, field.Rename(err, smtpVars)
-	}
-	rdb := cfg.Redis().Client()
-	keys, err := codes.NewKeys(cfg.CodeKeyPrefix)
+	rdb := cfg.Redis.Client()
+	keys, err := codes.NewKeys(cfg.KeyPrefix)
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
@@ -61,10 +54,10 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	reg := metrics.NewRegistry()
 	m := metrics.NewWorker(reg)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	handler := tasks.NewSendCodeHandler(delivery.NewRecords(rdb, keys, insp), sender, cfg.CodeTTL, logger)
+	handler := tasks.NewSendCodeHandler(delivery.NewRecords(rdb, keys, insp), sender, cfg.TTL, logger)
 	handler.Observer = m
-	handler.PurposeTTL, _ = cfg.PurposeTTLs() // validated before
-	handler.Seal, _ = cfg.Seal()              // validated before
+	handler.PurposeTTL = cfg.Purposes
+	handler.Seal = cfg.Seal
 	handler.Suppressor = delivery.NewSuppressions(rdb, cfg.Identity())
 	handler.SuppressFor = cfg.SuppressFor
 	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
@@ -130,14 +123,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 
 // adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
 // pprof behind platform.AdminGuard (a Host of ADMIN_ADDR or
-// DASHBOARD_HOSTS, and basic auth when DASHBOARD_PASSWORD is set); without
-// a password pprof is served only on a loopback ADMIN_ADDR.
+// DASHBOARD_HOSTS, and basic auth when DASHBOARD_AUTH is set); without
+// credentials pprof is served only on a loopback ADMIN_ADDR.
 func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
-	if a.cfg.DashboardPassword != "" || platform.IsLoopback(a.cfg.AdminAddr) {
+	if a.cfg.DashboardAuth.Set() || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true
-		platform.MountPprof(mux, platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardUser, a.cfg.DashboardPassword))
+		platform.MountPprof(mux, platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth.User, a.cfg.DashboardAuth.Password))
 	}
 	return mux
 }

@@ -34,20 +34,28 @@ func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
 	cfg := Config{
 		Common: platform.Common{
 			RedisMode: "single",
-			RedisURL:  rs.URL(), LogLevel: "info", CodeKeyPrefix: "code_",
-			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin", QueueShards: 1,
+			RedisURL:  platform.Secret(rs.URL()), KeyPrefix: "code_",
+			TTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, QueueShards: 1,
 		},
-		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: "127.0.0.1", SMTPPort: 1, SMTPTLS: "none",
-		SMTPTimeout: time.Second, MailFrom: "no-reply@verifyq.test",
+		AdminAddr: "127.0.0.1:0", Concurrency: 2, Server: smtpServer(t, "smtp://127.0.0.1:1?tls=none&timeout=1s"),
+		From: "no-reply@verifyq.test",
 	}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, cfg.Resolve())
 	app, err := NewApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
 	return app
+}
+
+// smtpServer is the SMTP_URL u, parsed.
+func smtpServer(t *testing.T, u string) SMTPServer {
+	t.Helper()
+	var s SMTPServer
+	require.NoError(t, s.Decode(u))
+	return s
 }
 
 func status(t *testing.T, url string, auth ...string) int {
@@ -89,14 +97,14 @@ func TestAdminEndpoints(t *testing.T) {
 	})
 	t.Run("with a password", func(t *testing.T) {
 		t.Parallel()
-		admin := "http://" + startApp(t, func(c *Config) { c.DashboardPassword = "s3cret" }).AdminAddr()
+		admin := "http://" + startApp(t, func(c *Config) { c.DashboardAuth = platform.Credentials{User: "admin", Password: "s3cret"} }).AdminAddr()
 		assert.Equal(t, http.StatusUnauthorized, status(t, admin+"/debug/pprof/"))
 		assert.Equal(t, http.StatusOK, status(t, admin+"/debug/pprof/", "admin", "s3cret"))
 		assert.Equal(t, http.StatusOK, status(t, admin+"/metrics"))
 	})
 	t.Run("pprof only to its own host names", func(t *testing.T) {
 		t.Parallel()
-		app := startApp(t, func(c *Config) { c.DashboardHosts = []string{"ops.example"} })
+		app := startApp(t, func(c *Config) { c.DashboardHosts = platform.HostNames{"ops.example"} })
 		for host, want := range map[string]int{
 			"evil.example": http.StatusMisdirectedRequest, "ops.example": http.StatusOK,
 			"localhost": http.StatusOK, "127.0.0.1": http.StatusOK,

@@ -5,46 +5,72 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 )
 
-// Config is the worker's whole configuration, read from the environment.
+// Config is the worker's whole configuration, read from the environment
+// by platform.Load (see docs/CONFIGURATION.md).
 type Config struct {
-	// Common's DASHBOARD_* guard pprof on ADMIN_ADDR, which is off when
-	// ADMIN_ADDR is not loopback and no password is set.
+	// Common's DASHBOARD_AUTH guards pprof on ADMIN_ADDR, which is off
+	// when ADMIN_ADDR is not loopback and DASHBOARD_AUTH is not set.
 	platform.Common
 
-	AdminAddr   string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8082"`
-	Concurrency int    `envconfig:"WORKER_CONCURRENCY" default:"20"`
+	AdminAddr   string `env:"ADMIN_ADDR" default:"127.0.0.1:8082"`
+	Concurrency int    `env:"WORKER_CONCURRENCY" default:"20"`
 
-	SMTPHost     string        `envconfig:"SMTP_HOST" default:"localhost"`
-	SMTPPort     int           `envconfig:"SMTP_PORT" default:"1025"`
-	SMTPUsername string        `envconfig:"SMTP_USERNAME"`
-	SMTPPassword string        `envconfig:"SMTP_PASSWORD"`
-	SMTPTLS      string        `envconfig:"SMTP_TLS" default:"auto"`
-	SMTPTimeout  time.Duration `envconfig:"SMTP_TIMEOUT" default:"10s"`
-	MailFrom     string        `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
-	MailReplyTo  string        `envconfig:"MAIL_REPLY_TO"`
-
-	// What the mails say: see mail.TemplateConfig and docs/templates.
-	AppName          string `envconfig:"APP_NAME"`
-	MailTemplatesDir string `envconfig:"MAIL_TEMPLATES_DIR"`
-	MailLinkURL      string `envconfig:"MAIL_LINK_URL"`
+	// Server is the SMTP server of SMTP_URL.
+	Server SMTPServer `env:"SMTP_URL" default:"smtp://localhost:1025"`
+	// From and ReplyTo are mail.SMTPConfig's.
+	From    string `env:"MAIL_FROM" default:"no-reply@localhost"`
+	ReplyTo string `env:"MAIL_REPLY_TO"`
+	// Templates say what the mails say: see docs/templates.
+	Templates Templates
 
 	// SuppressFor is how long an address whose mail server refused a mail
 	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
-	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
+	SuppressFor time.Duration `env:"SUPPRESS_FOR" default:"24h"`
+
+	// SMTP is the sender's configuration, templates loaded: Server, From,
+	// ReplyTo and Templates, ready.
+	SMTP mail.SMTPConfig
 }
 
-// Validate reports every problem at once, each naming its variable. It never
-// repeats SMTP_PASSWORD or REDIS_URL, which may hold secrets. The SMTP and
-// template rules are the mail package's (see smtpVars and templateVars): it
-// loads and checks the templates, so a bad template directory is reported
+// Templates are mail.TemplateConfig read from the environment: the same
+// fields, each with its variable.
+type Templates struct {
+	Dir     string `env:"MAIL_TEMPLATES_DIR"`
+	AppName string `env:"APP_NAME"`
+	LinkURL string `env:"MAIL_LINK_URL"`
+}
+
+// SMTPServer is SMTP_URL, parsed (mail.ParseSMTPURL): the server, its
+// credentials, TLS mode and timeout. %v prints it without the password
+// (mail.SMTPConfig.String).
+type SMTPServer struct{ mail.SMTPConfig }
+
+// DefaultSMTPTimeout bounds a send when SMTP_URL sets no timeout.
+const DefaultSMTPTimeout = 10 * time.Second
+
+// Decode parses SMTP_URL.
+func (s *SMTPServer) Decode(u string) error {
+	cfg, err := mail.ParseSMTPURL(u)
+	if err != nil {
+		return err
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultSMTPTimeout
+	}
+	s.SMTPConfig = cfg
+	return nil
+}
+
+// Resolve checks c's rules across variables and those the mail package
+// owns, each problem naming its variable, loads the templates and builds
+// SMTP and Common's ready values. A bad template directory is reported
 // here, naming the file.
-func (c Config) Validate() error {
-	errs := c.Common.Validate()
+func (c *Config) Resolve() error {
+	errs := []error{c.Common.Resolve()}
 	if c.AdminAddr == "" {
 		errs = append(errs, errors.New("ADMIN_ADDR: must not be empty"))
 	}
@@ -54,46 +80,14 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))
 	}
-	errs = append(errs, field.Rename(c.smtp().Validate(), smtpVars))
-	_, err := mail.LoadTemplates(c.templates())
-	errs = append(errs, field.Rename(err, templateVars))
+	templates, err := mail.LoadTemplates(mail.TemplateConfig(c.Templates))
+	errs = append(errs, platform.Name(err, c))
+	smtp := c.Server.SMTPConfig
+	smtp.From, smtp.ReplyTo, smtp.Templates = c.From, c.ReplyTo, templates
+	// One idle connection per worker slot: a busy worker reuses its
+	// connections instead of dialling per mail.
+	smtp.MaxIdle = c.Concurrency
+	errs = append(errs, platform.Name(smtp.Validate(), c))
+	c.SMTP = smtp
 	return errors.Join(errs...)
-}
-
-// smtpVars names the variables of the mail.SMTPConfig fields.
-var smtpVars = map[string]string{
-	"Host":     "SMTP_HOST",
-	"Port":     "SMTP_PORT",
-	"Password": "SMTP_PASSWORD",
-	"TLS":      "SMTP_TLS",
-	"Timeout":  "SMTP_TIMEOUT",
-	"From":     "MAIL_FROM",
-	"ReplyTo":  "MAIL_REPLY_TO",
-}
-
-// templateVars names the variables of the mail.TemplateConfig fields.
-var templateVars = map[string]string{
-	"Dir":     "MAIL_TEMPLATES_DIR",
-	"AppName": "APP_NAME",
-	"LinkURL": "MAIL_LINK_URL",
-}
-
-func (c Config) templates() mail.TemplateConfig {
-	return mail.TemplateConfig{Dir: c.MailTemplatesDir, AppName: c.AppName, LinkURL: c.MailLinkURL}
-}
-
-func (c Config) smtp() mail.SMTPConfig {
-	return mail.SMTPConfig{
-		Host:     c.SMTPHost,
-		Port:     c.SMTPPort,
-		Username: c.SMTPUsername,
-		Password: c.SMTPPassword,
-		TLS:      mail.TLSMode(c.SMTPTLS),
-		From:     c.MailFrom,
-		ReplyTo:  c.MailReplyTo,
-		Timeout:  c.SMTPTimeout,
-		// One idle connection per worker slot: a busy worker reuses its
-		// connections instead of dialling per mail.
-		MaxIdle: c.Concurrency,
-	}
 }

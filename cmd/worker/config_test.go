@@ -1,66 +1,89 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/mail"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
+	assert.Equal(t, platform.RedisSingle, cfg.Redis.Mode(), "ready")
+	require.NotNil(t, cfg.SMTP.Templates, "ready")
+	smtp := cfg.SMTP
+	cfg.Redis, cfg.SMTP = platform.Redis{}, mail.SMTPConfig{}
 	assert.Equal(t, Config{
 		Common: platform.Common{
 			RedisMode:       "single",
 			RedisURL:        "redis://127.0.0.1:6379/0",
-			LogLevel:        "info",
-			CodeKeyPrefix:   "code_",
-			CodeTTL:         10 * time.Minute,
-			Purposes:        codes.DefaultPurposes,
-			CodeStorage:     "plain",
+			LogLevel:        platform.LogLevel(slog.LevelInfo),
+			KeyPrefix:       "code_",
+			TTL:             10 * time.Minute,
+			Purposes:        platform.Purposes{"register": 0, "login": 0, "reset_password": 0, "change_email": 0},
 			ShutdownTimeout: 25 * time.Second,
-			DashboardUser:   "admin",
 
-			AddressTagSeparators: "+",
+			TagSeparators: "+",
 
 			QueueShards: 1,
 		},
 		AdminAddr:   "127.0.0.1:8082",
 		Concurrency: 20,
-		SMTPHost:    "localhost",
-		SMTPPort:    1025,
-		SMTPTLS:     "auto",
-		SMTPTimeout: 10 * time.Second,
-		MailFrom:    "no-reply@localhost",
+		Server: SMTPServer{mail.SMTPConfig{
+			Host: "localhost", Port: 1025, TLS: mail.TLSAuto, Timeout: 10 * time.Second,
+		}},
+		From:        "no-reply@localhost",
 		SuppressFor: 24 * time.Hour,
 	}, cfg)
+	smtp.Templates = nil
+	assert.Equal(t, mail.SMTPConfig{
+		Host: "localhost", Port: 1025, TLS: mail.TLSAuto, Timeout: 10 * time.Second,
+		From: "no-reply@localhost", MaxIdle: 20,
+	}, smtp, "the sender's configuration, ready")
 }
 
-// The worker has no dashboard: a non-loopback ADMIN_ADDR without a password
+// SMTP_URL carries the server, the credentials (URL-decoded), the TLS mode
+// and the timeout; %v of the configuration never shows the password.
+func TestLoadConfigSMTPURL(t *testing.T) {
+	t.Setenv("SMTP_URL", "smtps://mailer%40acme.test:p%40ss%3Aw0rd@smtp.acme.test?timeout=30s")
+	t.Setenv("MAIL_FROM", "ACME <no-reply@acme.test>")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	smtp := cfg.SMTP
+	smtp.Templates = nil
+	assert.Equal(t, mail.SMTPConfig{
+		Host: "smtp.acme.test", Port: 465, Username: "mailer@acme.test", Password: "p@ss:w0rd", TLS: mail.TLSImplicit,
+		Timeout: 30 * time.Second, From: "ACME <no-reply@acme.test>", MaxIdle: 20,
+	}, smtp)
+	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
+	assert.NotContains(t, printed, "p@ss")
+	assert.Contains(t, fmt.Sprint(cfg.Server), "smtp mailer@acme.test:[redacted]@smtp.acme.test:465 tls=tls timeout=30s")
+}
+
+// The worker has no dashboard: a non-loopback ADMIN_ADDR without credentials
 // starts, with pprof off.
 func TestLoadConfigAdminAddrOffLoopback(t *testing.T) {
 	t.Setenv("ADMIN_ADDR", ":8082")
 	_, err := platform.Load[Config]()
 	require.NoError(t, err)
-	t.Setenv("DASHBOARD_PASSWORD", "hunter2")
-	t.Setenv("DASHBOARD_USER", "")
+	t.Setenv("DASHBOARD_AUTH", ":hunter2")
 	_, err = platform.Load[Config]()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "DASHBOARD_USER")
+	assert.Contains(t, err.Error(), "DASHBOARD_AUTH")
 	assert.NotContains(t, err.Error(), "hunter2")
 }
 
 func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
-	t.Setenv("SMTP_PASSWORD", "hunter2")
-	t.Setenv("SMTP_TLS", "maybe")
-	t.Setenv("SMTP_PORT", "70000")
-	t.Setenv("SMTP_HOST", "smtp example")
-	t.Setenv("SMTP_TIMEOUT", "-1s")
+	t.Setenv("SMTP_URL", "smtp://:hunter2@smtp%20example:70000?tls=maybe&timeout=-1s")
 	t.Setenv("MAIL_FROM", "a@b.co\r\nBcc: x@y.z")
 	t.Setenv("WORKER_CONCURRENCY", "0")
 	t.Setenv("REDIS_URL", "redis://:hunter2@[::1")
@@ -73,11 +96,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
-		"SMTP_PASSWORD: set without a username",
-		`SMTP_TLS: "maybe": want auto, none, starttls or tls`,
-		"SMTP_PORT: 70000 is not in 1..65535",
-		"SMTP_HOST: empty or malformed",
-		"SMTP_TIMEOUT: -1s is negative",
+		"SMTP_URL: not a valid URL",
 		"MAIL_FROM: invalid email address",
 		"WORKER_CONCURRENCY",
 		"REDIS_URL",
@@ -97,10 +116,53 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	assert.NotContains(t, err.Error(), "evil", "bad values are not echoed")
 }
 
+// Every problem of SMTP_URL at once, none repeating the URL.
+func TestLoadConfigBadSMTPURL(t *testing.T) {
+	t.Setenv("SMTP_URL", "smtp://:hunter2@smtp.example:70000?tls=maybe&timeout=-1s")
+	_, err := platform.Load[Config]()
+	require.Error(t, err)
+	for _, want := range []string{
+		"SMTP_URL: the port is not in 1..65535",
+		"SMTP_URL: a password without a user",
+		"SMTP_URL: timeout: want a positive duration",
+		"SMTP_URL: tls: want auto, starttls or none",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	assert.NotContains(t, err.Error(), "hunter2")
+	assert.NotContains(t, err.Error(), "smtp.example")
+}
+
+// The SMTP variables of earlier releases stop the worker, naming SMTP_URL
+// and never repeating the password.
+func TestLoadConfigRetiredSMTPVariables(t *testing.T) {
+	for _, name := range []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "hunter2")
+			_, err := platform.Load[Config]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), name+": no longer read: use SMTP_URL")
+			assert.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+	t.Run("the worker exits", func(t *testing.T) {
+		t.Setenv("SMTP_PASSWORD", "hunter2")
+		var stderr bytes.Buffer
+		assert.Equal(t, 1, platform.Run(t.Context(), binary, nil, &stderr))
+		assert.Equal(t, "worker: SMTP_PASSWORD: no longer read: use SMTP_URL (smtp://user:password@host:port, both URL-encoded)\n", stderr.String())
+	})
+}
+
 // CODE_TTL is the worker's too: a key without expiry is mailed with it.
 func TestLoadConfigCodeTTL(t *testing.T) {
 	t.Setenv("CODE_TTL", "3m")
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
-	assert.Equal(t, 3*time.Minute, cfg.CodeTTL)
+	assert.Equal(t, 3*time.Minute, cfg.TTL)
+}
+
+// docs/CONFIGURATION.md lists every variable of the worker with its
+// default, and none it does not read.
+func TestConfigurationReference(t *testing.T) {
+	configtest.Check(t, "../../docs/CONFIGURATION.md", "worker", Config{})
 }

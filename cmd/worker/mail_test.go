@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -32,14 +36,14 @@ func TestWorkerMailsBrandedTemplates(t *testing.T) {
 
 	cfg := Config{
 		Common: platform.Common{
-			RedisMode: "single", RedisURL: rs.URL(), LogLevel: "debug", CodeKeyPrefix: "code_",
-			CodeTTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, DashboardUser: "admin", QueueShards: 1,
+			RedisMode: "single", RedisURL: platform.Secret(rs.URL()), LogLevel: platform.LogLevel(slog.LevelDebug), KeyPrefix: "code_",
+			TTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, QueueShards: 1,
 		},
-		AdminAddr: "127.0.0.1:0", Concurrency: 2, SMTPHost: srv.Host(), SMTPPort: srv.Port(), SMTPTLS: "none",
-		SMTPTimeout: 5 * time.Second, MailFrom: "ACME <no-reply@acme.test>", MailReplyTo: "support@acme.test",
-		AppName: "ACME", MailTemplatesDir: dir, MailLinkURL: "https://app.acme.test/verify?email={email}&code={code}",
+		AdminAddr: "127.0.0.1:0", Concurrency: 2, Server: smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=5s", net.JoinHostPort(srv.Host(), strconv.Itoa(srv.Port())))),
+		From: "ACME <no-reply@acme.test>", ReplyTo: "support@acme.test",
+		Templates: Templates{AppName: "ACME", Dir: dir, LinkURL: "https://app.acme.test/verify?email={email}&code={code}"},
 	}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, cfg.Resolve())
 	logger, logs := logtest.New(t)
 	app, err := NewApp(cfg, logger)
 	require.NoError(t, err)

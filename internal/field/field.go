@@ -4,7 +4,9 @@
 //
 // A domain package's Validate returns field errors named after its Go
 // fields ("TTL: 500ms is shorter than 1s"); a binary renames them with
-// Rename ("CODE_TTL: 500ms is shorter than 1s").
+// Rename ("CODE_TTL: 500ms is shorter than 1s"), the names taken from the
+// env tags of its configuration's fields of the same Go names
+// (platform.Name), never from a list kept by hand.
 package field
 
 import (

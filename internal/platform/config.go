@@ -7,221 +7,237 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
-	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
 
 // Common is the configuration both binaries share; each binary's Config
-// embeds it, so envconfig reads the same variables with the same defaults.
+// embeds it, so both read the same variables with the same defaults. Its
+// fields without an env tag are ready values that Resolve builds from the
+// variables, once.
 type Common struct {
-	RedisMode     string `envconfig:"REDIS_MODE" default:"single"`
-	RedisURL      string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
-	LogLevel      string `envconfig:"LOG_LEVEL" default:"info"`
-	CodeKeyPrefix string `envconfig:"CODE_KEY_PREFIX" default:"code_"`
-	// CodeTTL is the lifetime of a code: the enqueuer gives it to new codes,
-	// the worker states it in the mail of a code whose key has no expiry.
-	CodeTTL time.Duration `envconfig:"CODE_TTL" default:"10m"`
-	// Purposes are the purposes a code may be asked for besides the
-	// default one (codes.ID); each may have its own lifetime,
-	// CODE_TTL_<PURPOSE in upper case> (see PurposeTTLs).
-	Purposes        []string      `envconfig:"PURPOSES" default:"register,login,reset_password,change_email"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
+	RedisMode string `env:"REDIS_MODE" default:"single"`
+	RedisURL  Secret `env:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	// Redis is REDIS_MODE and REDIS_URL, parsed.
+	Redis Redis
 
-	// CodeStorage is "plain" (the code key holds the code, as the old
-	// gateway reads it) or "sealed" (it holds the code's MAC; see
-	// codes.Seal and Seal).
-	CodeStorage string `envconfig:"CODE_STORAGE" default:"plain"`
-	// The secret of sealed codes: CODE_SECRET (hex or base64) or the bytes
-	// of the file CODE_SECRET_FILE; CODE_SECRET_PREVIOUS (hex or base64)
-	// still verifies and opens codes sealed before a rotation.
-	CodeSecret         Secret `envconfig:"CODE_SECRET"`
-	CodeSecretFile     string `envconfig:"CODE_SECRET_FILE"`
-	CodeSecretPrevious Secret `envconfig:"CODE_SECRET_PREVIOUS"`
-	// AddressTagSeparators start a tag in a local part ("+" makes
-	// user+tag@x one mailbox with user@x); empty turns tags off. The
-	// enqueuer's limits and both binaries' suppression list key on the
-	// mailbox.
-	AddressTagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
+	LogLevel LogLevel `env:"LOG_LEVEL" default:"info"`
+	// KeyPrefix starts the code key (codes.Config.KeyPrefix).
+	KeyPrefix string `env:"CODE_KEY_PREFIX" default:"code_"`
+	// TTL is the lifetime of a code: the enqueuer gives it to new codes of
+	// a purpose without its own, the worker states it in the mail of a
+	// code whose key has no expiry.
+	TTL time.Duration `env:"CODE_TTL" default:"10m"`
+	// Purposes are the purposes a code may be asked for besides the
+	// default one (codes.ID), each with its own lifetime or zero for TTL.
+	Purposes        Purposes      `env:"PURPOSES" default:"register,login,reset_password,change_email"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"25s"`
+
+	// The secret of sealed codes, and the one before it during a rotation:
+	// CODE_SECRET as text or CODE_SECRET_FILE as files. Either one set
+	// seals the codes (Seal); neither keeps them plain, as the old gateway
+	// reads them.
+	CodeSecret     CodeSecret     `env:"CODE_SECRET"`
+	CodeSecretFile CodeSecretFile `env:"CODE_SECRET_FILE"`
+	// Seal is the codes.Seal of CODE_SECRET or CODE_SECRET_FILE; nil keeps
+	// codes plain.
+	Seal *codes.Seal
+
+	// TagSeparators start a tag in a local part ("+" makes user+tag@x one
+	// mailbox with user@x); empty turns tags off. The enqueuer's limits
+	// and both binaries' suppression list key on the mailbox (Identity).
+	TagSeparators string `env:"ADDRESS_TAG_SEPARATORS" default:"+"`
 	// QueueShards spreads the send tasks over this many queues (mail-0,
 	// mail-1, ...), which Redis Cluster keeps on different slots; 1 is the
 	// one queue "mail". Both binaries must agree.
-	QueueShards int `envconfig:"QUEUE_SHARDS" default:"1"`
+	QueueShards int `env:"QUEUE_SHARDS" default:"1"`
 
-	// The admin server's dashboard and pprof are behind basic auth with
-	// these when DASHBOARD_PASSWORD is set.
-	DashboardUser     string `envconfig:"DASHBOARD_USER" default:"admin"`
-	DashboardPassword string `envconfig:"DASHBOARD_PASSWORD"`
+	// DashboardAuth guards the admin server's dashboard and pprof with
+	// basic auth when set.
+	DashboardAuth Credentials `env:"DASHBOARD_AUTH"`
 	// DashboardHosts are the names, besides the host of ADMIN_ADDR,
 	// "localhost" and IP addresses, that the dashboard and pprof answer to
 	// in the Host header (see Hosts).
-	DashboardHosts []string `envconfig:"DASHBOARD_HOSTS"`
+	DashboardHosts HostNames `env:"DASHBOARD_HOSTS"`
 }
 
-// AdminHosts returns the names the admin server on adminAddr answers to
-// (DASHBOARD_HOSTS, validated before).
-func (c Common) AdminHosts(adminAddr string) Hosts {
-	extra, _ := ParseHosts(c.DashboardHosts)
-	return AdminHosts(adminAddr, extra)
-}
-
-// Validate returns every problem with c, each naming its variable and never
-// repeating a secret. The rules of the code key and lifetime are the codes
-// package's.
-func (c Common) Validate() []error {
+// Resolve checks the rules of c's variables that the codes and mail
+// packages own and those across variables, and builds Redis and Seal. Each
+// problem names its variable and never repeats a secret.
+func (c *Common) Resolve() error {
 	var errs []error
-	if _, err := ParseRedis(c.RedisMode, c.RedisURL); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
-	}
-	if err := field.Rename(errors.Join(codes.ValidateKeyPrefix(c.CodeKeyPrefix), codes.ValidateTTL(c.CodeTTL), c.Identity().Validate()),
-		map[string]string{"KeyPrefix": "CODE_KEY_PREFIX", "TTL": "CODE_TTL", "TagSeparators": "ADDRESS_TAG_SEPARATORS"}); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := c.PurposeTTLs(); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := c.Seal(); err != nil {
-		errs = append(errs, err)
-	}
+	r, err := ParseRedis(c.RedisMode, string(c.RedisURL))
+	errs = append(errs, err)
+	c.Redis = r
+	errs = append(errs, Name(errors.Join(codes.ValidateKeyPrefix(c.KeyPrefix), codes.ValidateTTL(c.TTL), c.Identity().Validate()), c))
+	c.Seal, err = c.seal()
+	errs = append(errs, err)
 	if c.QueueShards < 1 || c.QueueShards > tasks.MaxQueueShards {
 		errs = append(errs, fmt.Errorf("QUEUE_SHARDS: %d is outside 1..%d", c.QueueShards, tasks.MaxQueueShards))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
 	}
-	if c.DashboardPassword != "" && (c.DashboardUser == "" || strings.Contains(c.DashboardUser, ":")) {
-		errs = append(errs, errors.New("DASHBOARD_USER: must be set, without a colon, when DASHBOARD_PASSWORD is"))
+	return errors.Join(errs...)
+}
+
+// seal returns the codes.Seal of CODE_SECRET or CODE_SECRET_FILE, nil when
+// neither is set.
+func (c *Common) seal() (*codes.Seal, error) {
+	switch {
+	case c.CodeSecret.current != nil && c.CodeSecretFile.current != nil:
+		return nil, errors.New("CODE_SECRET: set only one of CODE_SECRET and CODE_SECRET_FILE")
+	case c.CodeSecret.current != nil:
+		s, err := codes.NewSeal(c.CodeSecret.current, c.CodeSecret.previous)
+		if err != nil {
+			return nil, fmt.Errorf("CODE_SECRET: %w", err)
+		}
+		return s, nil
+	case c.CodeSecretFile.current != nil:
+		s, err := codes.NewSeal(c.CodeSecretFile.current, c.CodeSecretFile.previous)
+		if err != nil {
+			return nil, fmt.Errorf("CODE_SECRET_FILE: %w", err)
+		}
+		return s, nil
 	}
-	if _, err := ParseHosts(c.DashboardHosts); err != nil {
-		errs = append(errs, err)
+	return nil, nil
+}
+
+// common is how Load reaches the Common a binary's Config embeds.
+func (c *Common) common() *Common { return c }
+
+// Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.
+func (c *Common) Identity() mail.Identity { return mail.Identity{TagSeparators: c.TagSeparators} }
+
+// AdminHosts returns the names the admin server on adminAddr answers to:
+// its host, and DASHBOARD_HOSTS.
+func (c *Common) AdminHosts(adminAddr string) Hosts { return AdminHosts(adminAddr, c.DashboardHosts) }
+
+// SetupLogging returns the process's JSON logger at LOG_LEVEL and routes
+// go-redis's messages and the standard log package (which some libraries
+// use) through it, so every line is JSON.
+func (c *Common) SetupLogging(w io.Writer) *slog.Logger {
+	logger := NewLogger(w, c.LogLevel.Level())
+	redis.SetLogger(RedisLogger{L: logger})
+	slog.SetDefault(logger)
+	return logger
+}
+
+// retired are the variables of earlier releases, each with what replaces
+// it: set, each stops start-up, so that a setting is never silently lost.
+var retired = []struct{ name, use string }{
+	{"SMTP_HOST", "SMTP_URL (smtp://user:password@host:port)"},
+	{"SMTP_PORT", "SMTP_URL (smtp://user:password@host:port)"},
+	{"SMTP_USERNAME", "SMTP_URL (smtp://user:password@host:port, both URL-encoded)"},
+	{"SMTP_PASSWORD", "SMTP_URL (smtp://user:password@host:port, both URL-encoded)"},
+	{"SMTP_TLS", "SMTP_URL (?tls=auto|starttls|none, or smtps:// for implicit TLS)"},
+	{"SMTP_TIMEOUT", "SMTP_URL (?timeout=10s)"},
+	{"CODE_STORAGE", "CODE_SECRET or CODE_SECRET_FILE: either one set seals the codes, neither keeps them plain"},
+	{"CODE_SECRET_PREVIOUS", "CODE_SECRET=current,previous (or CODE_SECRET_FILE=file,previous-file)"},
+	{"DASHBOARD_USER", "DASHBOARD_AUTH=user:password"},
+	{"DASHBOARD_PASSWORD", "DASHBOARD_AUTH=user:password"},
+	{"HTTP_REQUEST_TIMEOUT", "REQUEST_TIMEOUT"},
+	{"GRPC_CALL_TIMEOUT", "REQUEST_TIMEOUT"},
+	{"HTTP_MAX_CONNECTIONS", "MAX_CONNECTIONS (each public listener)"},
+	{"GRPC_MAX_CONNECTIONS", "MAX_CONNECTIONS (each public listener)"},
+	{"GRPC_MAX_CONCURRENT_STREAMS", "nothing: the gRPC server's bound is fixed at 100 per connection"},
+	{"GRPC_MAX_WATCH_STREAMS", "nothing: the gRPC server's bound is fixed at 1024"},
+}
+
+// purposeTTLPrefix started the retired variables of a purpose's own
+// lifetime (CODE_TTL_RESET_PASSWORD=15m), now part of PURPOSES.
+const purposeTTLPrefix = "CODE_TTL_"
+
+// retiredSet reports each retired variable that is set, and each
+// CODE_TTL_<PURPOSE> of a purpose of PURPOSES or of the default ones.
+// Their values are never repeated.
+func retiredSet(purposes Purposes) []error {
+	var errs []error
+	for _, r := range retired {
+		if _, set := os.LookupEnv(r.name); set {
+			errs = append(errs, fmt.Errorf("%s: no longer read: use %s", r.name, r.use))
+		}
+	}
+	names := append([]string(nil), codes.DefaultPurposes...)
+	for p := range purposes {
+		if !slices.Contains(names, p) {
+			names = append(names, p)
+		}
+	}
+	for _, p := range names {
+		name := purposeTTLPrefix + strings.ToUpper(p)
+		if _, set := os.LookupEnv(name); set {
+			errs = append(errs, fmt.Errorf("%s: no longer read: give the lifetime in PURPOSES (%s:15m)", name, p))
+		}
 	}
 	return errs
 }
 
-// PurposeTTLPrefix starts the variable of a purpose's own code lifetime:
-// CODE_TTL_RESET_PASSWORD=15m.
-const PurposeTTLPrefix = "CODE_TTL_"
-
-// PurposeTTLs returns every purpose of PURPOSES with its own lifetime, read
-// from the process's environment (CODE_TTL_<PURPOSE>), zero for one without.
-// A purpose twice or not valid, a lifetime that does not parse or is too
-// short, and a CODE_TTL_<NAME> of no purpose are errors naming the variable.
-func (c Common) PurposeTTLs() (map[string]time.Duration, error) {
-	out := make(map[string]time.Duration, len(c.Purposes))
-	var errs []error
-	for _, p := range c.Purposes {
-		if p == "" { // PURPOSES="": the default purpose alone
-			continue
-		}
-		if _, dup := out[p]; dup {
-			errs = append(errs, fmt.Errorf("PURPOSES: %q is listed twice", p))
-		}
-		out[p] = 0
-	}
-	vars := map[string]string{"Purposes": "PURPOSES"}
-	for p := range out {
-		vars["TTL_"+strings.ToUpper(p)] = PurposeTTLPrefix + strings.ToUpper(p)
-	}
-	for _, kv := range os.Environ() {
-		name, value, _ := strings.Cut(kv, "=")
-		suffix, ok := strings.CutPrefix(name, PurposeTTLPrefix)
-		if !ok {
-			continue
-		}
-		p := strings.ToLower(suffix)
-		if _, known := out[p]; !known || strings.ToUpper(p) != suffix {
-			errs = append(errs, fmt.Errorf("%s: no purpose %q in PURPOSES", name, p))
-			continue
-		}
-		d, err := time.ParseDuration(value)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 15m", name))
-			continue
-		}
-		out[p] = d
-	}
-	errs = append(errs, field.Rename(codes.ValidatePurposes(out), vars))
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// Secret is a configured secret: %v and %#v print it redacted.
-type Secret string
-
-// String hides the secret.
-func (Secret) String() string { return "[redacted]" }
-
-// GoString hides the secret.
-func (Secret) GoString() string { return "[redacted]" }
-
-// Code storage modes (CODE_STORAGE).
-const (
-	StoragePlain  = "plain"
-	StorageSealed = "sealed"
-)
-
-// maxSecretFile bounds CODE_SECRET_FILE.
+// maxSecretFile bounds each file of CODE_SECRET_FILE.
 const maxSecretFile = 4 << 10
 
-// Seal returns the codes.Seal of CODE_STORAGE=sealed, nil for plain. The
-// secret is CODE_SECRET, or the bytes of CODE_SECRET_FILE (one trailing
-// newline dropped), never both; CODE_SECRET_PREVIOUS is optional. Errors
-// name the variable and never hold a secret.
-func (c Common) Seal() (*codes.Seal, error) {
-	switch c.CodeStorage {
-	case StoragePlain, "": // "": a Config built by hand
-		if c.CodeSecret != "" || c.CodeSecretFile != "" || c.CodeSecretPrevious != "" {
-			return nil, errors.New("CODE_SECRET: set, but CODE_STORAGE is plain: set CODE_STORAGE=sealed, or unset CODE_SECRET, CODE_SECRET_FILE and CODE_SECRET_PREVIOUS")
-		}
-		return nil, nil
-	case StorageSealed:
-	default:
-		return nil, errors.New(`CODE_STORAGE: want "plain" or "sealed"`)
-	}
-	var secret []byte
-	switch {
-	case c.CodeSecret != "" && c.CodeSecretFile != "":
-		return nil, errors.New("CODE_SECRET: set only one of CODE_SECRET and CODE_SECRET_FILE")
-	case c.CodeSecret != "":
-		b, err := codes.ParseSecret(string(c.CodeSecret))
-		if err != nil {
-			return nil, fmt.Errorf("CODE_SECRET: %w", err)
-		}
-		secret = b
-	case c.CodeSecretFile != "":
-		b, err := readSecretFile(c.CodeSecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("CODE_SECRET_FILE: %w", err)
-		}
-		secret = b
-	default:
-		return nil, errors.New("CODE_SECRET: CODE_STORAGE=sealed needs CODE_SECRET or CODE_SECRET_FILE (at least 32 random bytes, e.g. openssl rand -hex 32)")
-	}
-	var previous []byte
-	if c.CodeSecretPrevious != "" {
-		b, err := codes.ParseSecret(string(c.CodeSecretPrevious))
-		if err != nil {
-			return nil, fmt.Errorf("CODE_SECRET_PREVIOUS: %w", err)
-		}
-		previous = b
-	}
-	seal, err := codes.NewSeal(secret, previous)
-	if err != nil {
-		return nil, fmt.Errorf("CODE_SECRET: %w", err)
-	}
-	return seal, nil
+// CodeSecret is CODE_SECRET: "current[,previous]", each secret hex or
+// base64 (codes.ParseSecret). %v prints it redacted.
+type CodeSecret struct{ current, previous []byte }
+
+// Decode parses CODE_SECRET; the empty string leaves it unset. Errors never
+// hold a secret.
+func (s *CodeSecret) Decode(text string) error {
+	return s.decode(text, func(part string) ([]byte, error) { return codes.ParseSecret(part) })
 }
+
+// decode splits "current[,previous]" and reads each part with read.
+func (s *CodeSecret) decode(text string, read func(string) ([]byte, error)) error {
+	if strings.TrimSpace(text) == "" {
+		return nil
+	}
+	parts := strings.Split(text, ",")
+	if len(parts) > 2 {
+		return errors.New("want the secret, and at most one previous secret after a comma")
+	}
+	var errs []error
+	keys := make([][]byte, len(parts))
+	for i, part := range parts {
+		b, err := read(strings.TrimSpace(part))
+		if err != nil {
+			which := "the secret"
+			if i == 1 {
+				which = "the previous secret"
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", which, err))
+		}
+		keys[i] = b
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.current = keys[0]
+	if len(keys) == 2 {
+		s.previous = keys[1]
+	}
+	return nil
+}
+
+// String hides the secret.
+func (CodeSecret) String() string { return "[redacted]" }
+
+// GoString hides the secret.
+func (CodeSecret) GoString() string { return "[redacted]" }
+
+// CodeSecretFile is CODE_SECRET_FILE: "file[,previous file]", each file's
+// bytes a secret (one trailing newline dropped). %v prints it redacted.
+type CodeSecretFile struct{ CodeSecret }
+
+// Decode reads the files of CODE_SECRET_FILE; the empty string leaves it
+// unset. Errors never hold a secret.
+func (s *CodeSecretFile) Decode(files string) error { return s.decode(files, readSecretFile) }
 
 // readSecretFile reads a secret file: its bytes, one trailing newline
 // dropped.
@@ -243,22 +259,103 @@ func readSecretFile(name string) ([]byte, error) {
 	return b, nil
 }
 
-// Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.
-func (c Common) Identity() mail.Identity { return mail.Identity{TagSeparators: c.AddressTagSeparators} }
+// Purposes are PURPOSES: the purposes besides the default one, each with
+// its own code lifetime or zero for CODE_TTL (codes.Config.Purposes).
+type Purposes map[string]time.Duration
 
-// Redis is REDIS_MODE and REDIS_URL, parsed (validated before).
-func (c Common) Redis() Redis {
-	r, _ := ParseRedis(c.RedisMode, c.RedisURL)
-	return r
+// Decode parses "name[:lifetime],...", e.g.
+// "register,login,reset_password:15m"; the empty string is the default
+// purpose alone. The names and lifetimes are checked as codes wants them.
+func (p *Purposes) Decode(s string) error {
+	out := Purposes{}
+	var errs []error
+	if strings.TrimSpace(s) != "" {
+		for _, entry := range strings.Split(s, ",") {
+			name, life, hasLife := strings.Cut(strings.TrimSpace(entry), ":")
+			if _, dup := out[name]; dup {
+				errs = append(errs, fmt.Errorf("%q is listed twice", name))
+				continue
+			}
+			out[name] = 0
+			if !hasLife {
+				continue
+			}
+			d, err := time.ParseDuration(life)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: the lifetime is not a duration (e.g. 15m)", name))
+				continue
+			}
+			if err := codes.ValidateTTL(d); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, errors.Unwrap(err)))
+				continue
+			}
+			out[name] = d
+		}
+	}
+	if err := errors.Join(append(errs, codes.ValidatePurposes(out))...); err != nil {
+		return err
+	}
+	*p = out
+	return nil
 }
 
-// SetupLogging returns the process's JSON logger at LOG_LEVEL (validated
-// before) and routes go-redis's messages and the standard log package
-// (which some libraries use) through it, so every line is JSON.
-func (c Common) SetupLogging(w io.Writer) *slog.Logger {
-	level, _ := ParseLevel(c.LogLevel)
-	logger := NewLogger(w, level)
-	redis.SetLogger(RedisLogger{L: logger})
-	slog.SetDefault(logger)
-	return logger
+// LogLevel is LOG_LEVEL: debug, info, warn or error.
+type LogLevel slog.Level
+
+// Decode parses LOG_LEVEL.
+func (l *LogLevel) Decode(s string) error {
+	var v slog.Level
+	if err := v.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("want debug, info, warn or error")
+	}
+	*l = LogLevel(v)
+	return nil
 }
+
+// Level is the slog level.
+func (l LogLevel) Level() slog.Level { return slog.Level(l) }
+
+// Credentials is DASHBOARD_AUTH, "user:password": the credentials the admin
+// server's dashboard and pprof ask for. The zero value asks none. %v
+// prints it redacted.
+type Credentials struct {
+	User     string
+	Password string
+}
+
+// Decode parses "user:password"; the empty string asks no credentials.
+func (a *Credentials) Decode(s string) error {
+	if s == "" {
+		*a = Credentials{}
+		return nil
+	}
+	user, password, ok := strings.Cut(s, ":")
+	if !ok || user == "" || password == "" {
+		return errors.New("want user:password, both not empty")
+	}
+	*a = Credentials{User: user, Password: password}
+	return nil
+}
+
+// Set reports whether credentials are asked for.
+func (a Credentials) Set() bool { return a.Password != "" }
+
+// String hides the password.
+func (a Credentials) String() string {
+	if !a.Set() {
+		return "[none]"
+	}
+	return a.User + ":[redacted]"
+}
+
+// GoString hides the password.
+func (a Credentials) GoString() string { return a.String() }
+
+// Secret is a configured secret: %v and %#v print it redacted.
+type Secret string
+
+// String hides the secret.
+func (Secret) String() string { return "[redacted]" }
+
+// GoString hides the secret.
+func (Secret) GoString() string { return "[redacted]" }

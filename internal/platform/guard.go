@@ -21,23 +21,35 @@ type Hosts struct{ names map[string]bool }
 // maxHostLen bounds one DASHBOARD_HOSTS entry: the longest DNS name.
 const maxHostLen = 253
 
-// ParseHosts parses DASHBOARD_HOSTS (already split at commas): each entry a
-// host name or IP address without a port, surrounding spaces ignored.
-func ParseHosts(list []string) ([]string, error) {
-	var names []string
+// HostNames are DASHBOARD_HOSTS: host names or IP addresses, without a
+// port, lower case.
+type HostNames []string
+
+// Decode parses DASHBOARD_HOSTS: comma-separated names or IP addresses
+// without a port, surrounding spaces ignored.
+func (h *HostNames) Decode(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*h = nil
+		return nil
+	}
+	var names HostNames
 	var errs []error
-	for _, raw := range list {
-		h := normalizeHost(strings.TrimSpace(raw))
+	for _, raw := range strings.Split(s, ",") {
+		n := normalizeHost(strings.TrimSpace(raw))
 		switch {
-		case h == "":
-			errs = append(errs, errors.New("DASHBOARD_HOSTS: an empty name"))
-		case net.ParseIP(h) == nil && !validName(h):
-			errs = append(errs, fmt.Errorf("DASHBOARD_HOSTS: %q is not a host name or IP address (no port, no scheme)", raw))
+		case n == "":
+			errs = append(errs, errors.New("an empty name"))
+		case net.ParseIP(n) == nil && !validName(n):
+			errs = append(errs, fmt.Errorf("%q is not a host name or IP address (no port, no scheme)", raw))
 		default:
-			names = append(names, h)
+			names = append(names, n)
 		}
 	}
-	return names, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	*h = names
+	return nil
 }
 
 // validName reports whether h (lower case) is a DNS name: letters, digits,
@@ -69,8 +81,8 @@ func normalizeHost(h string) string {
 }
 
 // AdminHosts returns the names an admin server on adminAddr answers to:
-// the host of adminAddr when it is a name, and extra (ParseHosts's
-// result), besides IP literals and "localhost".
+// the host of adminAddr when it is a name, and extra (DASHBOARD_HOSTS),
+// besides IP literals and "localhost".
 func AdminHosts(adminAddr string, extra []string) Hosts {
 	h := Hosts{names: map[string]bool{"localhost": true}}
 	if host, _, err := net.SplitHostPort(adminAddr); err == nil && host != "" {

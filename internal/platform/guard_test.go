@@ -12,20 +12,17 @@ import (
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
-func TestParseHosts(t *testing.T) {
+func TestHostNamesDecode(t *testing.T) {
 	t.Parallel()
-	got, err := platform.ParseHosts([]string{" Ops.Example.com. ", "10.0.0.1", "::1", "[2001:db8::1]", "my_host"})
-	require.NoError(t, err)
-	assert.Equal(t, []string{"ops.example.com", "10.0.0.1", "::1", "2001:db8::1", "my_host"}, got)
+	var got platform.HostNames
+	require.NoError(t, got.Decode(" Ops.Example.com. ,10.0.0.1,::1,[2001:db8::1],my_host"))
+	assert.Equal(t, platform.HostNames{"ops.example.com", "10.0.0.1", "::1", "2001:db8::1", "my_host"}, got)
 
-	_, err = platform.ParseHosts([]string{"a.example:80", "", "http://a", "a..b", "a b", string(make([]byte, 254))})
+	err := got.Decode("a.example:80,,http://a,a..b,a b," + string(make([]byte, 254)))
 	require.Error(t, err)
-	lines := 0
-	for _, line := range strings.Split(err.Error(), "\n") {
-		assert.Regexp(t, `^DASHBOARD_HOSTS: `, line)
-		lines++
-	}
-	assert.Equal(t, 6, lines, "every bad entry: %v", err)
+	lines := strings.Split(err.Error(), "\n")
+	assert.Len(t, lines, 6, "every bad entry: %v", err)
+	assert.Equal(t, platform.HostNames{"ops.example.com", "10.0.0.1", "::1", "2001:db8::1", "my_host"}, got, "unchanged on error")
 }
 
 func TestAdminHosts(t *testing.T) {

@@ -10,30 +10,35 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/kelseyhightower/envconfig"
 )
 
-// Config is what Load and Main need of a binary's configuration: a struct
-// with envconfig tags that embeds Common (whose SetupLogging it promotes)
-// and validates itself, naming each bad variable.
+// Config is what Load and Main need of a binary's configuration, a struct
+// that embeds Common: its fields with an env tag are the variables, and
+// Resolve checks the rules across them (calling Common.Resolve) and builds
+// the ready values, once.
 type Config interface {
-	Validate() error
+	Resolve() error
 	SetupLogging(w io.Writer) *slog.Logger
+	common() *Common
 }
 
-// Load reads a C from the environment and validates it. Every problem is
-// reported at once, each naming its variable; secrets are never repeated.
-func Load[C Config]() (C, error) {
+// Load reads a C from the environment and resolves it: it returns ready
+// values or every problem at once, each naming its variable, none
+// repeating a value. A variable of an earlier release that is set is a
+// problem that names what replaces it.
+func Load[C any, P interface {
+	*C
+	Config
+}]() (C, error) {
 	var cfg C
-	if err := envconfig.Process("", &cfg); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate()
+	errs := decode(&cfg)
+	errs = append(errs, retiredSet(P(&cfg).common().Purposes)...)
+	errs = append(errs, P(&cfg).Resolve())
+	return cfg, errors.Join(errs...)
 }
 
 // Binary describes a verifyq command for Main.
-type Binary[C Config] struct {
+type Binary[C any] struct {
 	// Name is the command's name, put before its error messages.
 	Name string
 	// AdminAddr returns the ADMIN_ADDR of cfg, which -healthcheck asks.
@@ -45,9 +50,12 @@ type Binary[C Config] struct {
 
 // Main is the main function of a verifyq command: it runs b with the
 // process's arguments until SIGINT or SIGTERM and exits with Run's status.
-func Main[C Config](b Binary[C]) {
+func Main[C any, P interface {
+	*C
+	Config
+}](b Binary[C]) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Run(ctx, b, os.Args[1:], os.Stderr)
+	code := Run[C, P](ctx, b, os.Args[1:], os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -60,7 +68,10 @@ func Main[C Config](b Binary[C]) {
 // With -healthcheck it instead asks the running command's admin server
 // (ADMIN_ADDR) whether it is ready and returns 0 or 1: a container health
 // check for images without a shell.
-func Run[C Config](ctx context.Context, b Binary[C], args []string, stderr io.Writer) int {
+func Run[C any, P interface {
+	*C
+	Config
+}](ctx context.Context, b Binary[C], args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet(b.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	healthcheck := fs.Bool("healthcheck", false, "check that the "+b.Name+" on ADMIN_ADDR is ready, exit 0 or 1")
@@ -75,12 +86,12 @@ func Run[C Config](ctx context.Context, b Binary[C], args []string, stderr io.Wr
 		fs.Usage()
 		return 2
 	}
-	cfg, err := Load[C]()
+	cfg, err := Load[C, P]()
 	if err == nil {
 		if *healthcheck {
 			err = HealthCheck(ctx, b.AdminAddr(cfg))
 		} else {
-			err = b.Serve(ctx, cfg, cfg.SetupLogging(stderr))
+			err = b.Serve(ctx, cfg, P(&cfg).SetupLogging(stderr))
 		}
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
 )
@@ -23,10 +24,10 @@ import (
 // testConfig is a binary's configuration as the commands write theirs.
 type testConfig struct {
 	platform.Common
-	AdminAddr string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:1"`
+	AdminAddr string `env:"ADMIN_ADDR" default:"127.0.0.1:1"`
 }
 
-func (c testConfig) Validate() error { return errors.Join(c.Common.Validate()...) }
+func (c *testConfig) Resolve() error { return c.Common.Resolve() }
 
 // testBinary records what Run gave Serve.
 type testBinary struct {
@@ -64,14 +65,32 @@ func TestLoadDefaultsAndEnv(t *testing.T) {
 	t.Setenv("CODE_TTL", "3m")
 	cfg, err := platform.Load[testConfig]()
 	require.NoError(t, err)
-	assert.Equal(t, 3*time.Minute, cfg.CodeTTL)
-	assert.Equal(t, "code_", cfg.CodeKeyPrefix)
+	assert.Equal(t, 3*time.Minute, cfg.TTL)
+	assert.Equal(t, "code_", cfg.KeyPrefix)
 	assert.Equal(t, "127.0.0.1:1", cfg.AdminAddr)
 
 	t.Setenv("CODE_TTL", "ten minutes")
 	_, err = platform.Load[testConfig]()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "CODE_TTL")
+	assert.Equal(t, "CODE_TTL: not a duration (e.g. 90s, 10m, 24h)", err.Error(),
+		"reported once, without its value: the rules across variables see the default")
+
+	t.Setenv("QUEUE_SHARDS", "two")
+	t.Setenv("DASHBOARD_HOSTS", "")
+	_, err = platform.Load[testConfig]()
+	require.Error(t, err)
+	assert.Equal(t, "CODE_TTL: not a duration (e.g. 90s, 10m, 24h)\nQUEUE_SHARDS: not an integer", err.Error())
+}
+
+// Variables lists a configuration's variables in order, embedded ones
+// first, each with its default.
+func TestVariables(t *testing.T) {
+	t.Parallel()
+	vars := platform.Variables(testConfig{})
+	require.NotEmpty(t, vars)
+	assert.Equal(t, platform.Variable{Name: "REDIS_MODE", Default: "single", HasDefault: true}, vars[0])
+	assert.Equal(t, platform.Variable{Name: "ADMIN_ADDR", Default: "127.0.0.1:1", HasDefault: true}, vars[len(vars)-1])
+	assert.Contains(t, vars, platform.Variable{Name: "CODE_SECRET"}, "no default")
 }
 
 func TestRunServesUntilContextEnds(t *testing.T) {
@@ -87,7 +106,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 	code, stderr := b.run(ctx, t)
 	assert.Equal(t, 0, code)
 	require.True(t, b.served)
-	assert.Equal(t, 2*time.Minute, b.cfg.CodeTTL)
+	assert.Equal(t, 2*time.Minute, b.cfg.TTL)
 	assert.NotContains(t, stderr, "serving", "LOG_LEVEL=warn drops info")
 	assert.Contains(t, stderr, `"msg":"logged as JSON"`)
 }
@@ -144,90 +163,120 @@ func TestRunHealthcheck(t *testing.T) {
 	assert.Contains(t, stderr, "testbin: 503 Service Unavailable: redis unreachable")
 }
 
-func TestPurposeTTLs(t *testing.T) {
-	t.Setenv("PURPOSES", "register,reset_password")
-	t.Setenv("CODE_TTL_RESET_PASSWORD", "15m")
+func TestPurposes(t *testing.T) {
 	cfg, err := platform.Load[testConfig]()
 	require.NoError(t, err)
-	ttls, err := cfg.PurposeTTLs()
-	require.NoError(t, err)
-	assert.Equal(t, map[string]time.Duration{"register": 0, "reset_password": 15 * time.Minute}, ttls)
+	assert.Equal(t, platform.Purposes{"register": 0, "login": 0, "reset_password": 0, "change_email": 0}, cfg.Purposes, "the default")
 
-	for name, env := range map[string][2]string{
-		"unknown purpose": {"CODE_TTL_LOGIN", "5m"},
-		"not a duration":  {"CODE_TTL_REGISTER", "soon"},
-		"too short":       {"CODE_TTL_REGISTER", "1ms"},
-		"lower case name": {"CODE_TTL_register", "5m"},
+	t.Setenv("PURPOSES", "register, reset_password:15m")
+	cfg, err = platform.Load[testConfig]()
+	require.NoError(t, err)
+	assert.Equal(t, platform.Purposes{"register": 0, "reset_password": 15 * time.Minute}, cfg.Purposes)
+	for name, tc := range map[string]struct{ purposes, want string }{
+		"not a duration": {"register:soon", "PURPOSES: register: the lifetime is not a duration"},
+		"too short":      {"register:1ms", "PURPOSES: register: 1ms is shorter than 1s"},
+		"bad name":       {"register,Reset", `PURPOSES: "Reset": `},
+		"twice":          {"register,login:5m,register", `PURPOSES: "register" is listed twice`},
+		"empty name":     {"register,,login", "PURPOSES: a purpose must not be empty"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			t.Setenv(env[0], env[1])
+			t.Setenv("PURPOSES", tc.purposes)
 			_, err := platform.Load[testConfig]()
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), env[0]+":", "the error names the variable")
+			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
-	t.Run("bad purpose", func(t *testing.T) {
-		t.Setenv("PURPOSES", "register,Reset,register")
-		_, err := platform.Load[testConfig]()
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "PURPOSES:")
-		assert.Contains(t, err.Error(), "listed twice")
-	})
 	t.Run("none", func(t *testing.T) {
 		t.Setenv("PURPOSES", "")
-		_, err := platform.Load[testConfig]()
-		require.ErrorContains(t, err, "CODE_TTL_RESET_PASSWORD:", "a lifetime of no purpose")
-		require.NoError(t, os.Unsetenv("CODE_TTL_RESET_PASSWORD")) // t.Setenv restores it
 		cfg, err := platform.Load[testConfig]()
 		require.NoError(t, err)
-		ttls, err := cfg.PurposeTTLs()
-		require.NoError(t, err)
-		assert.Empty(t, ttls)
+		assert.Empty(t, cfg.Purposes)
+		assert.NotNil(t, cfg.Purposes, "the default purpose alone, not codes' default list")
 	})
 }
 
-func TestCodeStorage(t *testing.T) {
+// Variables of earlier releases stop start-up, each naming what replaces
+// it and never repeating its value.
+func TestRetiredVariables(t *testing.T) {
+	for name, want := range map[string]string{ //nolint:gosec // G101: the names of variables, no credentials
+		"SMTP_HOST":                   "SMTP_HOST: no longer read: use SMTP_URL",
+		"SMTP_PASSWORD":               "SMTP_PASSWORD: no longer read: use SMTP_URL",
+		"SMTP_TLS":                    "SMTP_TLS: no longer read: use SMTP_URL",
+		"SMTP_TIMEOUT":                "SMTP_TIMEOUT: no longer read: use SMTP_URL",
+		"CODE_STORAGE":                "CODE_STORAGE: no longer read: use CODE_SECRET",
+		"CODE_SECRET_PREVIOUS":        "CODE_SECRET_PREVIOUS: no longer read: use CODE_SECRET=current,previous",
+		"DASHBOARD_PASSWORD":          "DASHBOARD_PASSWORD: no longer read: use DASHBOARD_AUTH",
+		"HTTP_REQUEST_TIMEOUT":        "HTTP_REQUEST_TIMEOUT: no longer read: use REQUEST_TIMEOUT",
+		"GRPC_MAX_CONNECTIONS":        "GRPC_MAX_CONNECTIONS: no longer read: use MAX_CONNECTIONS",
+		"GRPC_MAX_CONCURRENT_STREAMS": "GRPC_MAX_CONCURRENT_STREAMS: no longer read",
+		"CODE_TTL_RESET_PASSWORD":     "CODE_TTL_RESET_PASSWORD: no longer read: give the lifetime in PURPOSES (reset_password:15m)",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "hunter2")
+			_, err := platform.Load[testConfig]()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), want)
+			assert.NotContains(t, err.Error(), "hunter2", "a value is never repeated")
+		})
+	}
+	t.Run("a purpose of PURPOSES", func(t *testing.T) {
+		t.Setenv("PURPOSES", "signup")
+		t.Setenv("CODE_TTL_SIGNUP", "5m")
+		_, err := platform.Load[testConfig]()
+		require.ErrorContains(t, err, "CODE_TTL_SIGNUP: no longer read: give the lifetime in PURPOSES (signup:15m)")
+	})
+}
+
+func TestCodeSecret(t *testing.T) {
 	const hexSecret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 	cfg, err := platform.Load[testConfig]()
 	require.NoError(t, err)
-	seal, err := cfg.Seal()
-	require.NoError(t, err)
-	assert.Nil(t, seal, "plain by default")
+	assert.Nil(t, cfg.Seal, "plain by default")
 
 	t.Run("sealed", func(t *testing.T) {
-		t.Setenv("CODE_STORAGE", "sealed")
 		t.Setenv("CODE_SECRET", hexSecret)
-		t.Setenv("CODE_SECRET_PREVIOUS", strings.Repeat("ab", 32))
 		cfg, err := platform.Load[testConfig]()
 		require.NoError(t, err)
-		seal, err := cfg.Seal()
-		require.NoError(t, err)
-		require.NotNil(t, seal)
-		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), hexSecret, "never printed")
+		require.NotNil(t, cfg.Seal)
+		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "0001020304", "never printed")
 	})
-	t.Run("file", func(t *testing.T) {
-		name := filepath.Join(t.TempDir(), "secret")
-		require.NoError(t, os.WriteFile(name, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
-		t.Setenv("CODE_STORAGE", "sealed")
-		t.Setenv("CODE_SECRET_FILE", name)
+	t.Run("rotation", func(t *testing.T) {
+		previous := strings.Repeat("ab", 32)
+		t.Setenv("CODE_SECRET", previous)
+		old, err := platform.Load[testConfig]()
+		require.NoError(t, err)
+		id := codes.ID{Email: "a@example.com"}
+		mac := old.Seal.MAC(id, "123456")
+
+		t.Setenv("CODE_SECRET", hexSecret+", "+previous)
 		cfg, err := platform.Load[testConfig]()
 		require.NoError(t, err)
-		seal, err := cfg.Seal()
+		assert.True(t, cfg.Seal.Matches(id, "123456", mac), "a code sealed under the previous secret still verifies")
+		assert.NotEqual(t, mac, cfg.Seal.MAC(id, "123456"), "new codes are sealed under the new secret")
+		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "abababab", "never printed")
+	})
+	t.Run("files", func(t *testing.T) {
+		dir := t.TempDir()
+		current, previous := filepath.Join(dir, "current"), filepath.Join(dir, "previous")
+		require.NoError(t, os.WriteFile(current, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
+		require.NoError(t, os.WriteFile(previous, []byte(strings.Repeat("p", 32)), 0o600))
+		t.Setenv("CODE_SECRET_FILE", current+","+previous)
+		cfg, err := platform.Load[testConfig]()
 		require.NoError(t, err)
-		require.NotNil(t, seal)
+		require.NotNil(t, cfg.Seal)
 	})
 	for name, tc := range map[string]struct {
 		env  map[string]string
 		want string
 	}{
-		"unknown mode":     {map[string]string{"CODE_STORAGE": "rot13"}, "CODE_STORAGE:"},
-		"no secret":        {map[string]string{"CODE_STORAGE": "sealed"}, "CODE_SECRET:"},
-		"short secret":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET:"}, //nolint:gosec // G101: a made-up, too short secret
-		"both":             {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/nonexistent"}, "CODE_SECRET:"},
-		"missing file":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE:"},
-		"bad previous":     {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": "hunter2hunter2"}, "CODE_SECRET_PREVIOUS:"},
-		"same previous":    {map[string]string{"CODE_STORAGE": "sealed", "CODE_SECRET": hexSecret, "CODE_SECRET_PREVIOUS": hexSecret}, "CODE_SECRET:"},
-		"secret but plain": {map[string]string{"CODE_SECRET": hexSecret}, "CODE_SECRET:"},
+		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "},                     //nolint:gosec // G101: a made-up, too short secret
+		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET: set only one"}, //nolint:gosec // G101: a made-up secret
+		"missing file":   {map[string]string{"CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE: the secret: cannot open the file"},
+		"bad previous":   {map[string]string{"CODE_SECRET": hexSecret + ",hunter2!hunter2"}, "CODE_SECRET: the previous secret: neither hex nor base64"},
+		"three":          {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret + "," + hexSecret}, "CODE_SECRET: want the secret"},
+		"same previous":  {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret}, "CODE_SECRET:"},
+		"short file":     {map[string]string{"CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET_FILE:"}, //nolint:gosec // G101: no secret
+		"empty previous": {map[string]string{"CODE_SECRET": hexSecret + ","}, "CODE_SECRET: the previous secret:"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -236,9 +285,28 @@ func TestCodeStorage(t *testing.T) {
 			_, err := platform.Load[testConfig]()
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
-			assert.NotContains(t, err.Error(), hexSecret)
+			assert.NotContains(t, err.Error(), "0001020304")
 			assert.NotContains(t, err.Error(), "hunter2")
 			assert.NotContains(t, err.Error(), "c2VjcmV0")
 		})
+	}
+}
+
+func TestDashboardAuth(t *testing.T) {
+	cfg, err := platform.Load[testConfig]()
+	require.NoError(t, err)
+	assert.False(t, cfg.DashboardAuth.Set(), "none by default")
+
+	t.Setenv("DASHBOARD_AUTH", "ops:pass:word")
+	cfg, err = platform.Load[testConfig]()
+	require.NoError(t, err)
+	assert.Equal(t, platform.Credentials{User: "ops", Password: "pass:word"}, cfg.DashboardAuth, "split at the first colon")
+	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "pass:word", "never printed")
+
+	for _, bad := range []string{"hunter2", ":hunter2", "ops:"} {
+		t.Setenv("DASHBOARD_AUTH", bad)
+		_, err = platform.Load[testConfig]()
+		require.ErrorContains(t, err, "DASHBOARD_AUTH: want user:password")
+		assert.NotContains(t, err.Error(), "hunter2")
 	}
 }

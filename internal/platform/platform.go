@@ -17,15 +17,6 @@ import (
 	"google.golang.org/grpc/grpclog"
 )
 
-// ParseLevel parses LOG_LEVEL: debug, info, warn or error.
-func ParseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
 // NewLogger returns a JSON logger on w.
 func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
@@ -154,7 +145,7 @@ const (
 	ReadHeaderTimeout = 5 * time.Second
 	// IdleTimeout closes a keep-alive connection with no request for this
 	// long, so idle connections do not hold the slots of a listener's
-	// connection cap (HTTP_MAX_CONNECTIONS) or file descriptors for long.
+	// connection cap (MAX_CONNECTIONS) or file descriptors for long.
 	IdleTimeout = 15 * time.Second
 )
 

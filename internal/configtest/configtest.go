@@ -1,0 +1,93 @@
+// Package configtest checks a binary's configuration against the
+// configuration reference, docs/CONFIGURATION.md: its table of variables
+// must list every variable of the binary with its default, and nothing the
+// binary does not read.
+package configtest
+
+import (
+	"bufio"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/verifyq/verifyq/internal/platform"
+)
+
+// MaxVariables bounds the variables of both binaries together.
+const MaxVariables = 36
+
+// Row is one row of the reference's table of variables.
+type Row struct {
+	Name, Binary, Default string
+}
+
+// row matches a row of the table: | `NAME` | binary | `default` or nothing | meaning |.
+var row = regexp.MustCompile("^\\| `([A-Z0-9_]+)` \\| (both|enqueuer|worker) \\| *(?:`([^`]*)`)? *\\| .+ \\|$")
+
+// Table reads the rows of the table under "## Variables" in the reference
+// at path. A line of that table that is not a well-formed row fails t.
+func Table(t *testing.T, path string) []Row {
+	t.Helper()
+	f, err := os.Open(path) //nolint:gosec // G304: the test names the file
+	require.NoError(t, err)
+	defer func() { _ = f.Close() }()
+	var rows []Row
+	in := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "## "):
+			in = line == "## Variables"
+		case in && strings.HasPrefix(line, "| `"):
+			m := row.FindStringSubmatch(line)
+			if assert.NotNil(t, m, "a malformed row: %s", line) {
+				rows = append(rows, Row{Name: m[1], Binary: m[2], Default: m[3]})
+			}
+		}
+	}
+	require.NoError(t, sc.Err())
+	require.NotEmpty(t, rows, "no table under ## Variables in %s", path)
+	return rows
+}
+
+// Check compares the variables of cfg, binary's configuration struct, with
+// the reference at path both ways: each variable has a row for binary (or
+// "both") with the default of its tag, and each row for binary or "both"
+// is a variable of cfg. It also checks that the reference names each
+// variable once per binary and at most MaxVariables in all.
+func Check(t *testing.T, path, binary string, cfg any) {
+	t.Helper()
+	rows := Table(t, path)
+	documented := map[string]Row{}
+	names := map[string]bool{}
+	for _, r := range rows {
+		names[r.Name] = true
+		if r.Binary != binary && r.Binary != "both" {
+			continue
+		}
+		_, twice := documented[r.Name]
+		assert.False(t, twice, "%s is documented twice for the %s", r.Name, binary)
+		documented[r.Name] = r
+	}
+	assert.LessOrEqual(t, len(names), MaxVariables, "variables in all")
+
+	vars := platform.Variables(cfg)
+	read := map[string]bool{}
+	for _, v := range vars {
+		read[v.Name] = true
+		r, ok := documented[v.Name]
+		if !assert.True(t, ok, "%s of the %s is not in %s", v.Name, binary, path) {
+			continue
+		}
+		assert.Equal(t, v.Default, r.Default, "the default of %s", v.Name)
+	}
+	for name := range documented {
+		assert.True(t, read[name], "%s is documented for the %s, which does not read it", name, binary)
+	}
+}
