@@ -74,7 +74,7 @@ type Config struct {
 	// purpose fails with ErrInvalidPurpose. Nil means DefaultPurposes,
 	// each with TTL; an empty map, the default purpose alone.
 	Purposes map[string]time.Duration
-	// Seal, when set, keeps codes sealed at rest (CODE_STORAGE=sealed):
+	// Seal, when set, keeps codes sealed at rest (CODE_SECRET set):
 	// the code key holds the code's MAC, not the code, so a gateway that
 	// reads it cannot work; nil keeps the plain code (see Seal).
 	Seal *Seal

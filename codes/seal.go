@@ -25,7 +25,7 @@ const MaxSecretLen = 1024
 // was altered.
 var ErrSealed = errors.New("the sealed code opens under no configured secret")
 
-// Seal keeps codes sealed at rest (CODE_STORAGE=sealed): Redis holds only
+// Seal keeps codes sealed at rest (CODE_SECRET set): Redis holds only
 // an HMAC-SHA256 of each code, bound to its purpose and address, and the
 // task that mails a code carries it encrypted with AES-256-GCM, so neither a
 // Redis dump nor the queue's dashboard and archive shows a code. Both keys

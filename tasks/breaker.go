@@ -51,9 +51,9 @@ const (
 	BreakerHalfOpen BreakerState = "half_open"
 )
 
-// Gate holds sends back while the SMTP server is unusable (Breaker). The
-// handler calls Wait before it starts a task, and Report with the result of
-// each SMTP send.
+// Gate holds sends back while the SMTP server is unusable (Breaker). Hold
+// calls Wait before the handler starts a task; the mailer the gate watches
+// (Breaker.Watch) calls Report with the result of each SMTP send.
 type Gate interface {
 	// Wait returns nil when a send may go ahead, and then a done func that
 	// the caller calls when the task ends. It blocks while the gate is
@@ -64,11 +64,6 @@ type Gate interface {
 }
 
 var _ Gate = (*Breaker)(nil)
-
-type openGate struct{}
-
-func (openGate) Wait(context.Context) (func(), error) { return func() {}, nil }
-func (openGate) Report(context.Context, error)        {}
 
 // BreakerConfig configures a Breaker.
 type BreakerConfig struct {

@@ -285,7 +285,7 @@ func TestBreakerClose(t *testing.T) {
 func TestSendCodeHandlerWaitsAtTheGate(t *testing.T) {
 	t.Parallel()
 	be := newBreakerEnv(t)
-	be.h.Gate = be.b
+	be.h = be.handler(t, func(c *tasks.HandlerConfig) { c.Mailer = be.b.Watch(c.Mailer) }, tasks.Hold(be.b))
 	ctx := t.Context()
 	issued, err := be.store.GetOrCreate(ctx, codes.ID{Email: "held@example.com"})
 	require.NoError(t, err)
@@ -341,7 +341,7 @@ func TestBreakerCloseAtShutdownKeepsTasks(t *testing.T) {
 		Concurrency: 2, Queues: map[string]int{tasks.Queue: 1}, IsFailure: tasks.IsFailure,
 		RetryDelayFunc: tasks.RetryDelay, ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
 	})
-	be.h.Gate = be.b
+	be.h = be.handler(t, func(c *tasks.HandlerConfig) { c.Mailer = be.b.Watch(c.Mailer) }, tasks.Hold(be.b))
 	require.NoError(t, srv.Start(be.h))
 	insp := asynq.NewInspectorFromRedisClient(be.rdb)
 	require.Eventually(t, func() bool {

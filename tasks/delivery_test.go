@@ -13,7 +13,6 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
-	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
@@ -84,8 +83,9 @@ func TestHandlerSuppressesAfterPermanentFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.h.Suppressor = delivery.NewSuppressions(e.rdb, mail.Identity{})
-	e.h.SuppressFor = time.Hour
+	e.h = e.handler(t, func(c *tasks.HandlerConfig) {
+		c.Suppressor, c.SuppressFor = delivery.NewSuppressions(e.rdb, mail.Identity{}), time.Hour
+	})
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "dead@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: [3]int{5, 1, 1}})
@@ -100,9 +100,8 @@ func TestHandlerSuppressesAfterPermanentFailure(t *testing.T) {
 	_, err = l.Admit(ctx, limits.Request{Email: "dead@example.com"})
 	assert.ErrorIs(t, err, delivery.ErrSuppressed, "the next send is refused")
 
-	e.h.SuppressFor = 0
 	e2 := newEnv(t)
-	e2.h.Suppressor = delivery.NewSuppressions(e2.rdb, mail.Identity{})
+	e2.h = e2.handler(t, func(c *tasks.HandlerConfig) { c.Suppressor = delivery.NewSuppressions(e2.rdb, mail.Identity{}) })
 	_, err = e2.store.GetOrCreate(ctx, codes.ID{Email: "dead@example.com"})
 	require.NoError(t, err)
 	e2.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550})
@@ -181,7 +180,10 @@ func TestSentRecordIsRetriedInTheBackground(t *testing.T) {
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "bg@example.com"})
 	require.NoError(t, err)
 	flaky := &failingSent{Deliveries: e.records, fails: 3}
-	h := tasks.NewSendCodeHandler(flaky, e.sender, codeTTL, servicetest.Discard)
+	cfg := e.cfg
+	cfg.Deliveries = flaky
+	h, err := tasks.NewSendCodeHandler(cfg)
+	require.NoError(t, err)
 
 	require.NoError(t, h.ProcessTask(ctx, e.task(t, "bg@example.com", "")), "the mail went out")
 	cancel() // the task is over; the record must not depend on it

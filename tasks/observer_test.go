@@ -73,7 +73,7 @@ func TestObserverOutcomes(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			rec := &recorder{}
-			e.h.Observer = rec
+			e.h = e.handler(t, nil, tasks.Observe(rec))
 			ctx := context.Background()
 			if tt.code {
 				_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "o@example.com"})
@@ -109,7 +109,7 @@ func TestObserverInFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	rec := &recorder{}
-	e.h.Observer = rec
+	e.h = e.handler(t, nil, tasks.Observe(rec))
 	ctx := context.Background()
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "slow@example.com"})
 	require.NoError(t, err)
@@ -134,7 +134,7 @@ func TestObserverThroughAsynq(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	rec := &recorder{}
-	e.h.Observer = rec
+	e.h = e.handler(t, nil, tasks.Observe(rec))
 	ctx := context.Background()
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "last@example.com"})
 	require.NoError(t, err)

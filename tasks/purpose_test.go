@@ -35,8 +35,9 @@ func TestSendCodeHandlerPurpose(t *testing.T) {
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
-	h := tasks.NewSendCodeHandler(e.records, sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	h.PurposeTTL = map[string]time.Duration{"reset_password": 15 * time.Minute}
+	h := e.handler(t, func(c *tasks.HandlerConfig) {
+		c.Mailer, c.PurposeTTL = sender, map[string]time.Duration{"reset_password": 15 * time.Minute}
+	})
 
 	def, err := e.store.GetOrCreate(ctx, codes.ID{Email: "p@example.com"})
 	require.NoError(t, err)

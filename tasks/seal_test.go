@@ -3,8 +3,6 @@ package tasks_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -26,8 +24,7 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	require.NoError(t, err)
 	store, err := codes.NewStore(e.rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Seal: seal})
 	require.NoError(t, err)
-	h := tasks.NewSendCodeHandler(e.records, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	h.Seal = seal
+	h := e.handler(t, func(c *tasks.HandlerConfig) { c.Seal = seal })
 
 	task := func(issued codes.Issued) *asynq.Task {
 		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "s@example.com", Locale: "en", SealedCode: issued.Sealed,
@@ -55,7 +52,7 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	require.NoError(t, store.Verify(ctx, codes.ID{Email: "s@example.com"}, second.Code))
 
 	// A worker without the secret fails such a task for good.
-	plain := tasks.NewSendCodeHandler(e.records, e.sender, codeTTL, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	plain := e.handler(t, nil)
 	third, err := store.GetOrCreate(ctx, codes.ID{Email: "s@example.com"})
 	require.NoError(t, err)
 	err = plain.ProcessTask(ctx, task(third))

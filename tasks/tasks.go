@@ -151,76 +151,67 @@ var (
 // recoverer), so the re-run finds the record and sends nothing.
 const MarkTimeout = 3 * time.Minute
 
-// SendCodeHandler processes TypeSendCode tasks.
-type SendCodeHandler struct {
-	deliveries Deliveries
-	mailer     Mailer
-	ttl        time.Duration
-	logger     *slog.Logger
-
-	// Seal opens sealed codes (CODE_STORAGE=sealed); without it a task
-	// with a sealed code fails for good.
-	Seal *codes.Seal
-
+// HandlerConfig is what a SendCodeHandler needs. Deliveries, Mailer, TTL
+// and Logger are required.
+type HandlerConfig struct {
+	// Deliveries reads the code to mail and records each attempt.
+	Deliveries Deliveries
+	// Mailer sends the mail. To let a Breaker watch the sends, give the
+	// handler the breaker's view of the mailer (Breaker.Watch).
+	Mailer Mailer
+	// TTL is the configured lifetime of a code (CODE_TTL, checked with
+	// codes.ValidateTTL): the mail of a code whose key has no expiry
+	// states it, as the next send gives the key that lifetime.
+	TTL time.Duration
 	// PurposeTTL is the lifetime of each purpose's codes that has its own
-	// (CODE_TTL_<PURPOSE>); any other purpose's is the handler's ttl.
+	// (PURPOSES=name:lifetime); any other purpose's is TTL.
 	PurposeTTL map[string]time.Duration
-
-	// Observer, when set, is told about every send; see Observer.
-	Observer Observer
+	// Seal opens sealed codes (CODE_SECRET set); without it a task with a
+	// sealed code fails for good.
+	Seal *codes.Seal
 	// Suppressor, when set, suppresses an address for SuppressFor after
 	// its mail server refused a mail for good.
 	Suppressor  Suppressor
 	SuppressFor time.Duration
-	// Now is the clock; tests replace it.
+	// Logger logs each task's lines (Logging adds the task's fields).
+	Logger *slog.Logger
+	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+}
 
-	// Gate, when set, holds tasks back while the SMTP server is unusable
-	// (Breaker).
-	Gate Gate
-
+// SendCodeHandler processes TypeSendCode tasks: it parses the payload,
+// begins the attempt, sends the mail and records how it went. What cuts
+// across every task (holding sends back while SMTP is down, metrics, the
+// task's log fields) is asynq middleware around it: Hold, Observe and
+// Logging. asynq itself recovers a panic in a handler, logs its stack and
+// retries the task.
+type SendCodeHandler struct {
+	cfg   HandlerConfig
 	marks sync.WaitGroup // background writes of sent records
 }
 
-// NewSendCodeHandler returns a handler that reads codes from deliveries and
-// sends them with mailer. ttl is the configured lifetime of a code
-// (CODE_TTL, checked with codes.ValidateTTL): the mail of a code whose key
-// has no expiry states it, as the next send gives the key that lifetime.
-func NewSendCodeHandler(deliveries Deliveries, mailer Mailer, ttl time.Duration, logger *slog.Logger) *SendCodeHandler {
-	return &SendCodeHandler{deliveries: deliveries, mailer: mailer, ttl: ttl, logger: logger, Now: time.Now}
+// NewSendCodeHandler returns the handler of cfg.
+func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
+	if cfg.Deliveries == nil || cfg.Mailer == nil || cfg.Logger == nil {
+		return nil, errors.New("tasks: a send-code handler needs deliveries, a mailer and a logger")
+	}
+	if err := codes.ValidateTTL(cfg.TTL); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &SendCodeHandler{cfg: cfg}, nil
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors
 // that retrying cannot fix (a bad payload, an SMTP 5xx reply) wrap
 // asynq.SkipRetry so the task is archived at once. A code that is gone
 // (expired or already used) ends the task without a mail, and so does a
-// task that sent its mail before (at most one mail per task).
-// With a Gate, the task first waits while the gate holds sends back (see
-// Breaker), before it reads the code, so that it mails the code and
-// lifetime live when it goes.
+// task that sent its mail before (at most one mail per task). It tells how
+// the attempt ended through the SendResult that Observe put in ctx.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	done, held := h.gate().Wait(ctx)
-	if held != nil {
-		return held
-	}
-	defer done()
-	obs := h.Observer
-	if obs == nil {
-		obs = nopObserver{}
-	}
-	obs.SendStarted()
-	res := SendResult{Outcome: OutcomeRetried}
-	err := h.process(ctx, t, &res)
-	if err != nil && res.Outcome != OutcomeFailed && isLastAttempt(ctx, err) {
-		res.Outcome = OutcomeFailed
-	}
-	obs.SendFinished(res)
-	return err
-}
-
-// process does the work of ProcessTask and fills in res.Outcome on every
-// path that is not a transient failure, and res.SMTP once SMTP was tried.
-func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendResult) error {
+	res := resultOf(ctx)
 	p, err := ParseSendCodePayload(t)
 	if err != nil {
 		res.Outcome = OutcomeFailed
@@ -230,19 +221,19 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 	if err != nil {
 		locale = mail.DefaultLocale
 	}
-	log := h.logger.With("email", mail.MaskAddress(p.Email), "locale", string(locale))
+	log := loggerOf(ctx, h.cfg.Logger).With("email", mail.MaskAddress(p.Email), "locale", string(locale))
 	if p.Purpose != "" {
 		log = log.With("purpose", p.Purpose)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	id := codes.ID{Purpose: p.Purpose, Email: p.Email}
-	ttl := h.ttl
-	if d := h.PurposeTTL[p.Purpose]; d > 0 {
+	ttl := h.cfg.TTL
+	if d := h.cfg.PurposeTTL[p.Purpose]; d > 0 {
 		ttl = d
 	}
 
-	at, err := h.deliveries.Begin(ctx, id, delivery.Task{ID: taskID, Queue: queue}, ttl)
+	at, err := h.cfg.Deliveries.Begin(ctx, id, delivery.Task{ID: taskID, Queue: queue}, ttl)
 	if err != nil {
 		return fmt.Errorf("read code: %w", err)
 	}
@@ -273,10 +264,9 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 		left = ttl
 	}
 
-	start := h.Now()
-	err = h.mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
-	accepted := h.Now()
-	h.gate().Report(ctx, err)
+	start := h.cfg.Now()
+	err = h.cfg.Mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
+	accepted := h.cfg.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
@@ -294,36 +284,29 @@ func (h *SendCodeHandler) process(ctx context.Context, t *asynq.Task, res *SendR
 }
 
 // errNoSeal: a sealed code came, and the worker has no secret to open it.
-var errNoSeal = errors.New("the task's code is sealed and CODE_STORAGE is not sealed here (no CODE_SECRET)")
+var errNoSeal = errors.New("the task's code is sealed and this worker has no CODE_SECRET")
 
 // codeOf returns the code to mail for the live value live: live itself for a
 // plain task; for a sealed one the code the payload carries, opened, when
 // live is still its MAC, else "" (a later send replaced it).
 func (h *SendCodeHandler) codeOf(p SendCodePayload, id codes.ID, live string) (string, error) {
 	if p.SealedCode == "" {
-		if h.Seal != nil && len(live) > codes.MaxLength {
+		if h.cfg.Seal != nil && len(live) > codes.MaxLength {
 			return "", nil // a sealed value: never mail a MAC
 		}
 		return live, nil
 	}
-	if h.Seal == nil {
+	if h.cfg.Seal == nil {
 		return "", errNoSeal
 	}
-	code, err := h.Seal.Decrypt(id, p.SealedCode)
+	code, err := h.cfg.Seal.Decrypt(id, p.SealedCode)
 	if err != nil {
 		return "", err
 	}
-	if !h.Seal.Matches(id, code, live) {
+	if !h.cfg.Seal.Matches(id, code, live) {
 		return "", nil
 	}
 	return code, nil
-}
-
-func (h *SendCodeHandler) gate() Gate {
-	if h.Gate == nil {
-		return openGate{}
-	}
-	return h.Gate
 }
 
 // failed records a failed send in the status (and, for a permanent one, on
@@ -333,23 +316,23 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	email := id.Email
 	if delivery.FailureOf(err) == delivery.FailurePermanent {
 		res.Outcome = OutcomeFailed
-		if rerr := h.deliveries.Failed(ctx, id, err); rerr != nil {
+		if rerr := h.cfg.Deliveries.Failed(ctx, id, err); rerr != nil {
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
-		if reply := delivery.ReplyCode(err); reply >= 500 && h.Suppressor != nil && h.SuppressFor > 0 {
-			if serr := h.Suppressor.Add(ctx, email, reply, h.SuppressFor, h.Now()); serr != nil {
+		if reply := delivery.ReplyCode(err); reply >= 500 && h.cfg.Suppressor != nil && h.cfg.SuppressFor > 0 {
+			if serr := h.cfg.Suppressor.Add(ctx, email, reply, h.cfg.SuppressFor, h.cfg.Now()); serr != nil {
 				log.WarnContext(ctx, "could not suppress the address", "err", serr)
 			} else {
-				log.InfoContext(ctx, "address suppressed", "reply", reply, "for", h.SuppressFor.String())
+				log.InfoContext(ctx, "address suppressed", "reply", reply, "for", h.cfg.SuppressFor.String())
 			}
 		}
 		return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
 	}
 	var rerr error
 	if isLastAttempt(ctx, err) {
-		rerr = h.deliveries.Failed(ctx, id, err)
+		rerr = h.cfg.Deliveries.Failed(ctx, id, err)
 	} else {
-		rerr = h.deliveries.Retrying(ctx, id, err)
+		rerr = h.cfg.Deliveries.Retrying(ctx, id, err)
 	}
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
@@ -363,7 +346,7 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 // bounded by MarkTimeout: the task's acknowledgement is likely lost too,
 // and the re-run that follows must find the record.
 func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, at time.Time) {
-	if err := h.deliveries.Sent(ctx, id, taskID, at); err == nil {
+	if err := h.cfg.Deliveries.Sent(ctx, id, taskID, at); err == nil {
 		return
 	}
 	h.marks.Add(1)
@@ -373,7 +356,7 @@ func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id cod
 		defer cancel()
 		wait := 100 * time.Millisecond
 		for {
-			err := h.deliveries.Sent(ctx, id, taskID, at)
+			err := h.cfg.Deliveries.Sent(ctx, id, taskID, at)
 			if err == nil {
 				log.InfoContext(ctx, "sent mail recorded after Redis came back")
 				return

@@ -28,7 +28,8 @@ type env struct {
 	store   *codes.Store
 	records *delivery.Records
 	smtp    *smtptest.Server
-	h       *tasks.SendCodeHandler
+	cfg     tasks.HandlerConfig // the handler's, as newEnv made it
+	h       asynq.Handler       // the handler of cfg, without middleware
 	logs    *bytes.Buffer
 	sender  *mail.Sender
 }
@@ -63,8 +64,26 @@ func newEnvOn(t *testing.T, rs redistest.Deployment) *env {
 	// The handler reads codes as the worker does: through the delivery
 	// records, with CODE_TTL (here codeTTL) for a key without expiry.
 	records := newRecords(t, rdb)
-	return &env{redis: rs, rdb: rdb, store: store, records: records, smtp: smtpSrv, logs: &logs, sender: sender,
-		h: tasks.NewSendCodeHandler(records, sender, codeTTL, logger)}
+	e := &env{redis: rs, rdb: rdb, store: store, records: records, smtp: smtpSrv, logs: &logs, sender: sender,
+		cfg: tasks.HandlerConfig{Deliveries: records, Mailer: sender, TTL: codeTTL, Logger: logger}}
+	e.h = e.handler(t, nil)
+	return e
+}
+
+// handler returns the send-code handler of e.cfg as change changes it,
+// behind mws as the worker's mux puts them.
+func (e *env) handler(t *testing.T, change func(*tasks.HandlerConfig), mws ...asynq.MiddlewareFunc) asynq.Handler {
+	t.Helper()
+	cfg := e.cfg
+	if change != nil {
+		change(&cfg)
+	}
+	h, err := tasks.NewSendCodeHandler(cfg)
+	require.NoError(t, err)
+	mux := asynq.NewServeMux()
+	mux.Use(mws...)
+	mux.Handle(tasks.TypeSendCode, h)
+	return mux
 }
 
 // newRecords returns the delivery records as the worker makes them: from

@@ -54,12 +54,6 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	reg := metrics.NewRegistry()
 	m := metrics.NewWorker(reg)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	handler := tasks.NewSendCodeHandler(delivery.NewRecords(rdb, keys, insp), sender, cfg.TTL, logger)
-	handler.Observer = m
-	handler.PurposeTTL = cfg.Purposes
-	handler.Seal = cfg.Seal
-	handler.Suppressor = delivery.NewSuppressions(rdb, cfg.Identity())
-	handler.SuppressFor = cfg.SuppressFor
 	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
 		Probe:        sender.Probe,
 		ProbeTimeout: sender.Timeout(),
@@ -81,8 +75,23 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
-	handler.Gate = breaker
+	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
+		Deliveries:  delivery.NewRecords(rdb, keys, insp),
+		Mailer:      breaker.Watch(sender),
+		TTL:         cfg.TTL,
+		PurposeTTL:  cfg.Purposes,
+		Seal:        cfg.Seal,
+		Suppressor:  delivery.NewSuppressions(rdb, cfg.Identity()),
+		SuppressFor: cfg.SuppressFor,
+		Logger:      logger,
+	})
+	if err != nil {
+		breaker.Close()
+		_ = rdb.Close()
+		return nil, err
+	}
 	mux := asynq.NewServeMux()
+	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{

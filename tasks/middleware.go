@@ -1,0 +1,109 @@
+package tasks
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/verifyq/verifyq/mail"
+)
+
+// The worker's asynq middleware, around the send-code handler in this
+// order (the first is outermost):
+//
+//	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(metrics))
+//
+// Logging gives every line of a task its fields; Hold keeps a task waiting
+// while the SMTP server is unusable, before it reads the code; Observe
+// tells the metrics how each attempt that went ahead ended.
+
+type ctxKey int
+
+const (
+	resultKey ctxKey = iota
+	loggerKey
+)
+
+// Logging puts a logger with the task's ID, queue and retry count into the
+// task's context, which the handler logs through.
+func Logging(logger *slog.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			id, _ := asynq.GetTaskID(ctx)
+			queue, _ := asynq.GetQueueName(ctx)
+			retried, _ := asynq.GetRetryCount(ctx)
+			l := logger.With("task_id", id, "queue", queue, "retried", retried)
+			return next.ProcessTask(context.WithValue(ctx, loggerKey, l), t)
+		})
+	}
+}
+
+// loggerOf is the logger Logging put in ctx, else fallback.
+func loggerOf(ctx context.Context, fallback *slog.Logger) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return fallback
+}
+
+// Hold makes each task wait at gate before the handler runs (see Breaker),
+// so that a send held back for an outage reads the code and its lifetime
+// when it goes, and releases the gate when the handler returns.
+func Hold(gate Gate) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			done, err := gate.Wait(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}
+
+// Observe tells obs about every attempt: SendStarted before the handler
+// runs, SendFinished with the SendResult the handler filled in after it
+// returns (also when it panics, as a retried attempt; asynq recovers the
+// panic). A failed attempt after which asynq gives the task up counts as
+// failed.
+func Observe(obs Observer) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+			res := &SendResult{Outcome: OutcomeRetried}
+			obs.SendStarted()
+			defer func() {
+				if err != nil && res.Outcome != OutcomeFailed && isLastAttempt(ctx, err) {
+					res.Outcome = OutcomeFailed
+				}
+				obs.SendFinished(*res)
+			}()
+			return next.ProcessTask(context.WithValue(ctx, resultKey, res), t)
+		})
+	}
+}
+
+// resultOf is the SendResult Observe put in ctx, else one nobody reads.
+func resultOf(ctx context.Context) *SendResult {
+	if r, ok := ctx.Value(resultKey).(*SendResult); ok {
+		return r
+	}
+	return &SendResult{}
+}
+
+// watchedMailer reports every send's result to a gate.
+type watchedMailer struct {
+	Mailer
+	gate Gate
+}
+
+func (m watchedMailer) Send(ctx context.Context, msg mail.Message) error {
+	err := m.Mailer.Send(ctx, msg)
+	m.gate.Report(ctx, err)
+	return err
+}
+
+// Watch returns mailer with every send's result reported to b, which is
+// how the breaker learns that the SMTP server fails or recovers.
+func (b *Breaker) Watch(mailer Mailer) Mailer { return watchedMailer{Mailer: mailer, gate: b} }
