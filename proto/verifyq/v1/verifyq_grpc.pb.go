@@ -5,7 +5,8 @@
 // source: verifyq/v1/verifyq.proto
 
 // verifyq.v1 is verifyq's gRPC API for new callers. Outcomes are gRPC status
-// codes (see the README's "gRPC" section); a successful call is an OK status.
+// codes (see the "gRPC" section of docs/API.md); a successful call is an OK
+// status.
 
 package verifyqv1
 
