@@ -504,8 +504,9 @@ var harness = []string{"info", "config|set", "slowlog|get", "slowlog|reset"}
 
 // commands is a run's cost in Redis per request: commands sent (round
 // trips), the script calls among them, the rest, commands the scripts ran,
-// and the CPU time Redis spent in commands (scripts included, the
-// harness's not).
+// and the CPU time Redis spent in the commands sent (the time of EVALSHA
+// includes the commands its script ran, which commandstats also counts on
+// their own: they are not added twice).
 type commands struct{ sent, evalsha, eval, other, inScripts, usec float64 }
 
 func perRequest(before, after map[string]cmdstat, n int) commands {
@@ -513,16 +514,13 @@ func perRequest(before, after map[string]cmdstat, n int) commands {
 	var c commands
 	for _, name := range topLevel {
 		c.sent += d(name)
+		c.usec += float64(after[name].usec-before[name].usec) / float64(max(n, 1))
 	}
 	c.evalsha, c.eval = d("evalsha"), d("eval")
 	c.other = c.sent - c.evalsha - c.eval
 	c.inScripts = d("") - c.sent
-	for name, s := range after {
-		if slices.Contains(harness, name) {
-			c.inScripts -= d(name)
-		} else {
-			c.usec += float64(s.usec-before[name].usec) / float64(max(n, 1))
-		}
+	for _, name := range harness {
+		c.inScripts -= d(name)
 	}
 	return c
 }

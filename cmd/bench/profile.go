@@ -39,7 +39,7 @@ func (e *env) profile(ctx context.Context, when bool, p *proc, name string) func
 	}()
 	return func(before, after map[string]cmdstat, n int) error {
 		var calls, slow strings.Builder
-		fmt.Fprintf(&calls, "# %s: Redis commands per request (%d requests), from INFO commandstats\n%-24s %10s %10s %10s\n", name, n, "command", "calls/req", "usec/req", "usec/call")
+		fmt.Fprintf(&calls, "# %s: Redis commands per request (%d requests), from INFO commandstats; evalsha's usec includes its scripts' commands\n%-24s %10s %10s %10s\n", name, n, "command", "calls/req", "usec/req", "usec/call")
 		names := slices.Sorted(func(yield func(string) bool) {
 			for k := range after {
 				if k != "" && !slices.Contains(harness, k) && after[k].calls > before[k].calls && !yield(k) {
