@@ -61,8 +61,14 @@ fuzz: ## run every fuzz target for FUZZTIME (10s) each, seed corpora in testdata
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 
-bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis (one server, then a 3-master cluster) and SMTP sink; rewrites the tables of BENCHMARKS.md and README (~5 min)
-	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -readme README.md -work tmp-bench
+# BASELINE: a git ref built in a temporary worktree and measured in ROUNDS
+# rounds alternating with the tree's build; PROFILE: a directory for CPU
+# profiles, Redis commandstats and slow logs of the tree's runs.
+ROUNDS ?= 3
+
+bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis and SMTP sink, into BENCHMARKS.md (~5 min); BASELINE=<ref> [ROUNDS=3] adds ratios to that ref's build (~3 min a round), PROFILE=<dir> saves profiles
+	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -work tmp-bench \
+		$(if $(BASELINE),-baseline $(BASELINE) -rounds $(ROUNDS)) $(if $(PROFILE),-profile $(PROFILE))
 
 lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
 	$(LINTER) run ./...

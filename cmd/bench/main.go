@@ -5,12 +5,16 @@
 // trips, Redis commands per request, the worker's drain rate,
 // request-to-SMTP-accept latency, peak RSS), runs the front ends and the
 // drain again on a 3-master Redis Cluster beside the single node, and
-// rewrites the generated blocks of BENCHMARKS.md and README.md. Every run is
-// bounded in time.
+// rewrites the generated block of BENCHMARKS.md. With -baseline it also
+// builds a git ref in a temporary worktree and runs the gRPC front ends and
+// the drain on both builds in alternating rounds, each figure with its ratio
+// to the baseline's; with -profile it saves CPU profiles, Redis command
+// counts and slow logs of the tree's runs. Every run is bounded in time.
 package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -53,11 +57,14 @@ type config struct {
 	e2eRate, e2eConc        int
 	e2eDuration, e2eLatency time.Duration
 	benchtime               string
+	baseline                string // a git ref to compare with; "" for none
+	rounds                  int    // of the comparison
+	profile                 string // directory for profiles; "" for none
 }
 
 var defaultConfig = config{warmup: time.Second, duration: 10 * time.Second, high: 64, low: 8,
 	drain: drainSpec{40_000, 20, 0}, slow: drainSpec{10_000, 50, 50 * time.Millisecond},
-	e2eRate: 500, e2eConc: 100, e2eDuration: 20 * time.Second, e2eLatency: 100 * time.Millisecond, benchtime: "1s"}
+	e2eRate: 500, e2eConc: 100, e2eDuration: 20 * time.Second, e2eLatency: 100 * time.Millisecond, benchtime: "1s", rounds: 3}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -74,11 +81,16 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ghz, "ghz", "bin/ghz", "the ghz binary (make bench builds it from tools/go.mod)")
 	fs.StringVar(&cfg.vegeta, "vegeta", "bin/vegeta", "the vegeta binary")
 	fs.StringVar(&cfg.work, "work", "tmp-bench", "directory for binaries, logs and load results")
+	fs.StringVar(&cfg.baseline, "baseline", "", "git ref whose build the tree's is compared with, in alternating rounds")
+	fs.IntVar(&cfg.rounds, "rounds", cfg.rounds, "rounds of the comparison with -baseline")
+	fs.StringVar(&cfg.profile, "profile", "", "directory for CPU profiles (64 callers, the 0 ms drain), Redis commandstats and slow logs")
 	out := fs.String("out", "BENCHMARKS.md", "file whose bench block is rewritten")
-	readme := fs.String("readme", "README.md", "README whose bench block is rewritten")
 	quick := fs.Bool("quick", false, "short runs, to check the harness (about a minute; write to other files)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.rounds < 1 {
+		return errors.New("-rounds: must be at least 1")
 	}
 	if *quick {
 		cfg.warmup, cfg.duration, cfg.drain.mails, cfg.slow.mails = 300*time.Millisecond, 2*time.Second, 5000, 2000
@@ -88,12 +100,13 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(rewriteBlock(*out, rep.benchmarks()), rewriteBlock(*readme, rep.readme()))
+	return rewriteBlock(*out, rep.benchmarks())
 }
 
 // env is what the runs share.
 type env struct {
 	cfg      config
+	build    build                 // whose binaries start runs
 	redis    redistest.Deployment  // single or cluster
 	rdb      redis.UniversalClient // the harness's and the ceiling's: queue lengths
 	nodes    []*redis.Client       // one per master: flush, INFO
@@ -114,28 +127,39 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.work, "logs"), 0o750); err != nil { // go build makes bin/
 		return nil, err
 	}
-	logf("go test -bench ./codes ./mail")
-	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", cfg.benchtime, "./codes", "./mail").CombinedOutput() //nolint:gosec // G204: go and its arguments are the harness's own
+	if err := os.MkdirAll(cmp.Or(cfg.profile, cfg.work), 0o750); err != nil {
+		return nil, err
+	}
+	logf("go test -bench ./limits ./mail")
+	out, err := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", cfg.benchtime, "./limits", "./mail").CombinedOutput() //nolint:gosec // G204: go and its arguments are the harness's own
 	if err != nil {
 		return nil, fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}
 	rep.goBench = slices.DeleteFunc(strings.Split(string(out), "\n"), func(l string) bool { return !strings.HasPrefix(l, "Benchmark") && !strings.HasPrefix(l, "pkg:") })
+	e := &env{cfg: cfg, build: build{name: "tree", bin: filepath.Join(cfg.work, "bin")}}
 	logf("building the enqueuer and the worker")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.work, "bin")+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: as above
-		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	if err := e.build.compile(ctx, "."); err != nil {
+		return nil, err
 	}
-	e := &env{cfg: cfg}
+	var base build
+	if cfg.baseline != "" {
+		logf("building %s in a temporary worktree", cfg.baseline)
+		if base, err = checkout(ctx, cfg.baseline, filepath.Join(cfg.work, "bin-baseline")); err != nil {
+			return nil, err
+		}
+	}
 	if e.sink, err = smtptest.New(smtptest.WithEnvelopeOnly()); err != nil {
 		return nil, err
 	}
 	defer func() { _ = e.sink.Close() }()
 	// The front ends and the drain on a single node, then on a cluster; the
-	// slow drain and the end-to-end run on the single node only.
+	// slow drain, the end-to-end run and the comparison with the baseline
+	// on the single node only.
 	for i, mode := range []string{redistest.ModeSingle, redistest.ModeCluster} {
 		closeRedis, err := e.open(ctx, mode)
 		ph := []*phase{&rep.single, &rep.cluster}[i]
 		if err == nil {
-			err = e.frontEnd(ctx, ph)
+			err = e.frontEnd(ctx, ph, frontEnds)
 		}
 		if err == nil {
 			ph.drain, err = e.drain(ctx, cfg.drain)
@@ -143,6 +167,9 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 		if err == nil && mode == redistest.ModeSingle {
 			if rep.slowDrain, err = e.drain(ctx, cfg.slow); err == nil {
 				rep.e2e, err = e.endToEnd(ctx)
+			}
+			if err == nil && cfg.baseline != "" {
+				rep.rounds, err = e.compare(ctx, [2]build{e.build, base}, rep.single.runs)
 			}
 		}
 		closeRedis()
@@ -213,6 +240,62 @@ func field(text, key string) string {
 	return ""
 }
 
+// build is the enqueuer and the worker of one tree: the work tree's or the
+// baseline's.
+type build struct {
+	name    string // in the names of logs
+	bin     string // the directory that holds the two binaries
+	smtpURL bool   // the worker takes SMTP_URL (and refuses SMTP_HOST and the like)
+}
+
+// compile builds the enqueuer and the worker of the tree at src into b.bin
+// and reads from its Go code which configuration the worker takes.
+func (b *build) compile(ctx context.Context, src string) error {
+	bin, err := filepath.Abs(b.bin)
+	if err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "go", "build", "-C", src, "-o", bin+"/", "./cmd/enqueuer", "./cmd/worker").CombinedOutput(); err != nil { //nolint:gosec // G204: go and its arguments are the harness's own
+		return fmt.Errorf("go build (%s): %w\n%s", b.name, err, out)
+	}
+	// git grep exits 1 when nothing matches; the harness itself names both forms.
+	b.smtpURL = exec.CommandContext(ctx, "git", "-C", src, "grep", "-q", "SMTP_URL", "--", "*.go", ":(exclude)cmd/bench").Run() == nil
+	return nil
+}
+
+// checkout builds ref in a temporary git worktree, removed afterwards,
+// into bin.
+func checkout(ctx context.Context, ref, bin string) (build, error) {
+	tmp, err := os.MkdirTemp("", "verifyq-baseline-")
+	if err != nil {
+		return build{}, err
+	}
+	dir, b := filepath.Join(tmp, "tree"), build{name: "baseline", bin: bin}
+	if out, err := exec.CommandContext(ctx, "git", "worktree", "add", "--detach", dir, ref).CombinedOutput(); err != nil { //nolint:gosec // G204: the ref is checked out, never run
+		_ = os.RemoveAll(tmp)
+		return b, fmt.Errorf("git worktree add %s: %w\n%s", ref, err, out)
+	}
+	err = b.compile(ctx, dir)
+	out, rmErr := exec.Command("git", "worktree", "remove", "--force", dir).CombinedOutput() //nolint:gosec // G204: as above
+	if rmErr != nil {
+		rmErr = fmt.Errorf("git worktree remove %s: %w\n%s", dir, rmErr, out)
+	}
+	return b, errors.Join(err, rmErr, os.RemoveAll(tmp))
+}
+
+// workerEnv is the configuration the build's worker takes for the sink
+// with conc slots: one SMTP_URL, or the separate variables of older trees,
+// never both.
+func (b build) workerEnv(sink *smtptest.Server, conc int) map[string]string {
+	env := map[string]string{"WORKER_CONCURRENCY": strconv.Itoa(conc)}
+	if b.smtpURL {
+		env["SMTP_URL"] = "smtp://" + net.JoinHostPort(sink.Host(), strconv.Itoa(sink.Port())) + "?tls=none"
+	} else {
+		env["SMTP_HOST"], env["SMTP_PORT"], env["SMTP_TLS"] = sink.Host(), strconv.Itoa(sink.Port()), "none"
+	}
+	return env
+}
+
 // proc is a binary the harness started.
 type proc struct {
 	name, log string
@@ -231,8 +314,8 @@ func (e *env) start(ctx context.Context, name, logName string, env map[string]st
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = f.Close() }()                             // the child has its own descriptor
-	p.cmd = exec.Command(filepath.Join(e.cfg.work, "bin", name)) //nolint:gosec // G204: a binary the harness built
+	defer func() { _ = f.Close() }()                       // the child has its own descriptor
+	p.cmd = exec.Command(filepath.Join(e.build.bin, name)) //nolint:gosec // G204: a binary the harness built
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
@@ -258,9 +341,7 @@ func (e *env) startEnqueuer(ctx context.Context, logName string) (*proc, error) 
 
 // startWorker starts a worker against the sink with conc slots.
 func (e *env) startWorker(ctx context.Context, logName string, conc int) (*proc, error) {
-	return e.start(ctx, "worker", logName, map[string]string{
-		"SMTP_URL":           "smtp://" + net.JoinHostPort(e.sink.Host(), strconv.Itoa(e.sink.Port())) + "?tls=none",
-		"WORKER_CONCURRENCY": strconv.Itoa(conc)})
+	return e.start(ctx, "worker", logName, e.build.workerEnv(e.sink, conc))
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -389,38 +470,65 @@ func (e *env) ceiling(ctx context.Context, tag string, callers, n int, d time.Du
 // a run (but the harness's INFO) was run by a Lua script.
 var topLevel = []string{"evalsha", "eval", "sadd", "ping", "hello", "client|setinfo", "select", "auth", "script|load"}
 
-// counts reads Redis's calls by command, and under "" all commands, the
-// scripts' included, summed over the masters; the first error is kept in
-// e.err.
-func (e *env) counts(ctx context.Context) map[string]int64 {
-	c := map[string]int64{}
+// cmdstat is one command's calls and the CPU time Redis spent in them.
+type cmdstat struct{ calls, usec int64 }
+
+// counts reads Redis's commandstats by command, and under "" the calls of
+// all commands, the scripts' included, summed over the masters; the first
+// error is kept in e.err.
+func (e *env) counts(ctx context.Context) map[string]cmdstat {
+	c := map[string]cmdstat{}
 	for _, n := range e.nodes {
 		info, err := n.InfoMap(ctx, "stats", "commandstats").Result()
 		e.err = errors.Join(e.err, err)
-		total, _ := strconv.ParseInt(info["Stats"]["total_commands_processed"], 10, 64)
-		c[""] += total
-		for name, fields := range info["Commandstats"] { // cmdstat_evalsha: calls=2,usec=...
-			calls, _, _ := strings.Cut(strings.TrimPrefix(fields, "calls="), ",")
-			v, _ := strconv.ParseInt(calls, 10, 64)
-			c[strings.TrimPrefix(name, "cmdstat_")] += v
-		}
+		addCommandstats(c, info)
 	}
 	return c
 }
 
-// commands is a run's cost in Redis per request: commands sent (round
-// trips), the script calls among them, the rest, commands the scripts ran.
-type commands struct{ sent, evalsha, eval, other, inScripts float64 }
+// addCommandstats adds the Stats and Commandstats sections of one INFO to c.
+func addCommandstats(c map[string]cmdstat, info map[string]map[string]string) {
+	total, _ := strconv.ParseInt(info["Stats"]["total_commands_processed"], 10, 64)
+	c[""] = cmdstat{calls: c[""].calls + total}
+	for name, fields := range info["Commandstats"] { // cmdstat_evalsha: calls=2,usec=15,usec_per_call=7.50,...
+		s := c[strings.TrimPrefix(name, "cmdstat_")]
+		for f := range strings.SplitSeq(fields, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				s.calls += n
+			case "usec":
+				s.usec += n
+			}
+		}
+		c[strings.TrimPrefix(name, "cmdstat_")] = s
+	}
+}
 
-func perRequest(before, after map[string]int64, n int) commands {
-	d := func(name string) float64 { return float64(after[name]-before[name]) / float64(max(n, 1)) }
+// harness are the commands the harness itself sends during a run.
+var harness = []string{"info", "config|set", "slowlog|get", "slowlog|reset"}
+
+// commands is a run's cost in Redis per request: commands sent (round
+// trips), the script calls among them, the rest, commands the scripts ran,
+// and the CPU time Redis spent in the commands sent (the time of EVALSHA
+// includes the commands its script ran, which commandstats also counts on
+// their own: they are not added twice).
+type commands struct{ sent, evalsha, eval, other, inScripts, usec float64 }
+
+func perRequest(before, after map[string]cmdstat, n int) commands {
+	d := func(name string) float64 { return float64(after[name].calls-before[name].calls) / float64(max(n, 1)) }
 	var c commands
 	for _, name := range topLevel {
 		c.sent += d(name)
+		c.usec += float64(after[name].usec-before[name].usec) / float64(max(n, 1))
 	}
 	c.evalsha, c.eval = d("evalsha"), d("eval")
 	c.other = c.sent - c.evalsha - c.eval
-	c.inScripts = d("") - c.sent - d("info")
+	c.inScripts = d("") - c.sent
+	for _, name := range harness {
+		c.inScripts -= d(name)
+	}
 	return c
 }
 
@@ -453,16 +561,20 @@ func (ph *phase) run(name string, callers int) loadRun {
 	return loadRun{res: toolResult{elapsed: 1}}
 }
 
-// frontEnd measures the ceiling and each front end (one enqueuer, production
-// defaults) at both concurrencies, each on an empty Redis, into ph.
-func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
+// frontEnds are the runs of frontEnd: the ceiling first, since the gRPC
+// runs size their messages by its rate.
+var frontEnds = []string{"ceiling", "grpc-legacy", "grpc-v1", "http"}
+
+// frontEnd measures the named runs (one enqueuer, production defaults) at
+// both concurrencies, each on an empty Redis, into ph.
+func (e *env) frontEnd(ctx context.Context, ph *phase, names []string) (err error) {
 	enq, err := e.startEnqueuer(ctx, "enqueuer-frontend")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = enq.stop() }()
 	for _, callers := range []int{e.cfg.high, e.cfg.low} {
-		for _, name := range []string{"ceiling", "grpc-legacy", "grpc-v1", "http"} {
+		for _, name := range names {
 			load := func(tag string, d time.Duration) (toolResult, error) {
 				switch name {
 				case "ceiling":
@@ -476,7 +588,7 @@ func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
 				if err != nil {
 					return toolResult{}, err
 				}
-				return e.ghz(ctx, grpcCalls[name], enq.env["GRPC_ADDR"], callers, d, data...)
+				return e.ghz(ctx, grpcCalls[name], enq.env["GRPC_ADDR"], callers, append([]string{"-z", d.String(), "--duration-stop", "wait"}, data...)...)
 			}
 			tag := fmt.Sprintf("%s%s-%d-%d", e.prefix, name, callers, time.Now().Unix())
 			if _, err := load(tag+"w", e.cfg.warmup); err != nil { // warm-up, not counted
@@ -485,6 +597,7 @@ func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
 			e.reset(0)
 			r := loadRun{name: name, callers: callers}
 			before, meter := e.counts(ctx), cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "redis": e.redisPID, "load": {os.Getpid()}})
+			profiled := e.profile(ctx, callers == e.cfg.high && name != "ceiling", enq, name)
 			if r.res, err = load(tag, e.cfg.duration); err != nil {
 				return err
 			}
@@ -495,6 +608,9 @@ func (e *env) frontEnd(ctx context.Context, ph *phase) (err error) {
 			after, n := e.counts(ctx), int(e.queued(ctx, "pending")) // in this order: queued's commands are not the run's
 			r.enqueued, r.cmds = n, perRequest(before, after, n)
 			ph.runs = append(ph.runs, r)
+			if err := profiled(before, after, n); err != nil {
+				return err
+			}
 			logf("%s%-12s %2d callers %7.0f ok/s  p50 %s p99 %s  %s  %.3f sent/req", e.prefix, name, callers, r.okRate(), ms(r.res.lat.p50), ms(r.res.lat.p99), counts(r.res.statuses), r.cmds.sent)
 			if e.err != nil {
 				return e.err
@@ -523,7 +639,8 @@ type drainRun struct {
 	rss             int64
 }
 
-// drain fills the queue with s.mails send tasks (and their codes) and
+// drain fills the queue with s.mails send tasks (and their codes) through
+// the build's enqueuer, so that they are of the build's own making, and
 // measures how fast a worker with s.conc slots empties it into the sink at
 // s.latency, from the first mail the sink accepted to the last.
 func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
@@ -532,8 +649,8 @@ func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
 		r.bound = float64(s.conc) / s.latency.Seconds()
 	}
 	e.reset(s.latency)
-	if res := e.ceiling(ctx, r.name, 64, s.mails, 5*time.Minute); res.statuses["ok"] != s.mails {
-		return r, fmt.Errorf("filling the queue: %v, want ok=%d", res.statuses, s.mails)
+	if err := e.fill(ctx, r.name, s.mails); err != nil {
+		return r, err
 	}
 	conns, before := e.sink.Connections(), e.counts(ctx)
 	w, err := e.startWorker(ctx, r.name, s.conc)
@@ -542,10 +659,14 @@ func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
 	}
 	defer func() { _ = w.stop() }()
 	meter := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID})
+	profiled := e.profile(ctx, s.latency == 0, w, "drain")
 	e.waitMails(ctx, s.mails)
 	r.cpu = meter()
-	msgs := e.sink.Messages()
-	r.delivered, r.conn, r.cmds = len(msgs), e.sink.Connections()-conns, perRequest(before, e.counts(ctx), len(msgs))
+	msgs, after := e.sink.Messages(), e.counts(ctx)
+	r.delivered, r.conn, r.cmds = len(msgs), e.sink.Connections()-conns, perRequest(before, after, len(msgs))
+	if err := profiled(before, after, len(msgs)); err != nil {
+		return r, err
+	}
 	if len(msgs) > 1 {
 		byTime := func(a, b smtptest.Message) int { return a.Accepted.Compare(b.Accepted) }
 		r.rate = float64(len(msgs)-1) / slices.MaxFunc(msgs, byTime).Accepted.Sub(slices.MinFunc(msgs, byTime).Accepted).Seconds()
@@ -553,6 +674,27 @@ func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
 	r.retry, r.archived, r.rss = e.queued(ctx, "retry"), e.queued(ctx, "archived"), peakRSS(w.pid())
 	logf("%s%-18s %5.0f mails/s, %d of %d, %d SMTP connections", e.prefix, r.name, r.rate, r.delivered, s.mails, r.conn)
 	return r, errors.Join(e.err, w.stop())
+}
+
+// fill queues n send tasks through an enqueuer of the build (grpc-v1, 64
+// callers) and stops it.
+func (e *env) fill(ctx context.Context, tag string, n int) error {
+	enq, err := e.startEnqueuer(ctx, tag+"-fill")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = enq.stop() }()
+	data, err := e.ghzMessages(e.prefix+tag, n)
+	if err == nil {
+		_, err = e.ghz(ctx, grpcCalls["grpc-v1"], enq.env["GRPC_ADDR"], 64, append([]string{"-n", strconv.Itoa(n)}, data...)...)
+	}
+	if err != nil {
+		return err
+	}
+	if q := e.queued(ctx, "pending"); q != int64(n) {
+		return fmt.Errorf("filling the queue: %d tasks, want %d (log: %s)", q, n, enq.log)
+	}
+	return enq.stop()
 }
 
 // reset empties Redis, every master (an error goes to e.err), and the
@@ -601,8 +743,8 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	defer func() { _ = wrk.stop() }()
 	meter := cpuMeter(map[string][]int{"enqueuer": {enq.pid()}, "worker": {wrk.pid()}, "redis": e.redisPID, "sink": {os.Getpid()}})
 	from := time.Now().Add(e.cfg.warmup) // requests made before are the warm-up
-	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], enq.env["GRPC_ADDR"], 50, e.cfg.warmup+e.cfg.e2eDuration,
-		"-r", strconv.Itoa(e.cfg.e2eRate), "-d", e2eData); err != nil {
+	if r.res, err = e.ghz(ctx, grpcCalls["grpc-legacy"], enq.env["GRPC_ADDR"], 50, "-z", (e.cfg.warmup + e.cfg.e2eDuration).String(),
+		"--duration-stop", "wait", "-r", strconv.Itoa(e.cfg.e2eRate), "-d", e2eData); err != nil {
 		return r, err
 	}
 	r.cpu = meter()
@@ -663,11 +805,11 @@ func (e *env) ghzMessages(tag string, n int) ([]string, error) {
 	return []string{"--data-file", path, "--disable-template-data"}, os.WriteFile(path, b, 0o600)
 }
 
-// ghz runs ghz against call at addr with callers workers for d and waits
-// for the calls in flight at the end; data are its request arguments.
-func (e *env) ghz(ctx context.Context, call, addr string, callers int, d time.Duration, data ...string) (toolResult, error) {
+// ghz runs ghz against call at addr with callers workers; args say how
+// long (-z or -n) and what to send.
+func (e *env) ghz(ctx context.Context, call, addr string, callers int, args ...string) (toolResult, error) {
 	return runTool(ctx, e.cfg.ghz, nil, parseGHZ, append([]string{"--insecure", "--call", call, "-c", strconv.Itoa(callers),
-		"-z", d.String(), "--duration-stop", "wait", "-O", "json", addr}, data...)...)
+		"-O", "json", addr}, args...)...)
 }
 
 func parseGHZ(b []byte) (toolResult, error) {

@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/verifyq/verifyq/internal/redistest"
 )
 
-// The generated block of BENCHMARKS.md and README.md lies between these
-// markers; everything outside is written by hand and kept.
+// The generated block of BENCHMARKS.md lies between these markers;
+// everything outside is written by hand and kept.
 const (
 	blockStart = "<!-- bench:start: written by make bench from its run; do not edit -->"
 	blockEnd   = "<!-- bench:end -->"
@@ -29,6 +28,7 @@ type report struct {
 	single, cluster phase // the cluster: 3 masters
 	slowDrain       drainRun
 	e2e             e2eRun
+	rounds          [2][]phase // with -baseline: the tree's and the baseline's
 }
 
 // share is l's rate as a part of the ceiling's at the same callers.
@@ -81,8 +81,18 @@ func (r *report) benchmarks() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
-	table, _ := r.targetTable()
-	p("### Targets\n\n%s", table)
+	if r.cfg.baseline != "" {
+		p("### Against %s\n\n%d rounds, in each the tree's build and then %s's, on the same Redis and sink: the gRPC front ends "+
+			"as below and the 0 ms drain. Each value is the median of the rounds (least–greatest); the ratio is tree / baseline "+
+			"within each round; a target is judged on the median, and holds only in the median when some round missed it.\n\n| figure | this tree | %s | ratio | target | |\n|---|---|---|---|---|---|\n",
+			r.cfg.baseline, r.cfg.rounds, r.cfg.baseline, r.cfg.baseline)
+		for _, f := range figures(r.cfg) {
+			c := compareFigure(f, r.rounds[0], r.rounds[1])
+			p("| %s | %s | %s | %s | %s | %s |\n", c.what, c.tree.format(c.format), c.base.format(c.format), c.ratio.format("%.2fx"), c.want, c.verdict)
+		}
+		p("\n")
+	}
+	p("### Targets\n\n%s", r.targetTable())
 	p("\n### Front ends and ceiling\n\nClosed loop, %s measured per row after a %s warm-up.\n\n"+
 		"| run | callers | ok/s | share | p50 | p90 | p99 | max | answered | tasks queued | CPU: enqueuer | load generator | redis |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.cfg.duration, r.cfg.warmup)
 	for _, l := range r.single.runs {
@@ -91,10 +101,10 @@ func (r *report) benchmarks() string {
 			l.enqueued, l.cpu["enqueuer"], l.cpu["load"], l.cpu["redis"])
 	}
 	p("\nThe enqueuer's peak RSS after these runs: %s.\n", mb(r.single.rss))
-	p("\n### Redis commands per send request\n\n| run | callers | sent | EVALSHA | EVAL | other sent | in scripts |\n|---|---|---|---|---|---|---|\n")
+	p("\n### Redis commands per send request\n\n| run | callers | sent | EVALSHA | EVAL | other sent | in scripts | Redis CPU µs |\n|---|---|---|---|---|---|---|---|\n")
 	for _, l := range r.single.runs {
 		c := l.cmds
-		p("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.1f |\n", l.name, l.callers, c.sent, c.evalsha, c.eval, c.other, c.inScripts)
+		p("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f |\n", l.name, l.callers, c.sent, c.evalsha, c.eval, c.other, c.inScripts, c.usec)
 	}
 	p("\n### Worker\n\n| run | mails | WORKER_CONCURRENCY | sink latency | mails/s | bound | SMTP connections | retry / archived | Redis sent per mail | CPU: worker | sink | redis | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, d := range []drainRun{r.single.drain, r.slowDrain} {
@@ -120,28 +130,17 @@ func (r *report) benchmarks() string {
 	p("| the request itself | p50 %s, p99 %s, max %s |\n", ms(e.res.lat.p50), ms(e.res.lat.p99), ms(e.res.lat.max))
 	p("| SMTP connections opened | %d |\n| peak RSS | enqueuer **%s**, worker **%s** |\n", e.conns, mb(e.enqRSS), mb(e.wrkRSS))
 	p("| CPU | enqueuer %.2f, worker %.2f, redis %.2f, ghz %.2f, sink %.2f |\n", e.cpu["enqueuer"], e.cpu["worker"], e.cpu["redis"], e.cpu["load"], e.cpu["sink"])
-	p("\n### Benchmarks next to the code\n\n`go test -run '^$' -bench . -benchtime %s ./codes ./mail`:\n\n```\n%s\n```\n", r.cfg.benchtime, strings.Join(r.goBench, "\n"))
+	p("\n### Benchmarks next to the code\n\n`go test -run '^$' -bench . -benchtime %s ./limits ./mail`:\n\n```\n%s\n```\n", r.cfg.benchtime, strings.Join(r.goBench, "\n"))
 	return b.String()
 }
 
-// targetTable is the targets against this run's figures; held count.
-func (r *report) targetTable() (string, int) {
-	b, held := "| target | want | measured | |\n|---|---|---|---|\n", 0
+// targetTable is the targets against this run's figures.
+func (r *report) targetTable() string {
+	b := "| target | want | measured | |\n|---|---|---|---|\n"
 	for _, t := range r.targets() {
 		b += fmt.Sprintf("| %s | %s | %s | %s |\n", t.what, t.want, t.measured, map[bool]string{true: "holds", false: "**missed**"}[t.holds])
-		held += map[bool]int{true: 1}[t.holds]
 	}
-	return b, held
-}
-
-// readme is README.md's generated block: the machine and the targets.
-func (r *report) readme() string {
-	table, held := r.targetTable()
-	ceil, c := r.single.run("ceiling", r.cfg.high), r.cluster.run("ceiling", r.cfg.high)
-	return fmt.Sprintf("From the last run (%s; %s; the load generators, Redis and both binaries share those %d cores), %d of %d targets hold:\n\n%s"+
-		"\nOn a 3-master Redis Cluster on the same cores: the ceiling at %d callers %.0f/s (%.2f × the single node's), the worker drain %.0f mails/s (%.2f ×).\n",
-		r.date.Format(time.DateOnly), r.machine, runtime.NumCPU(), held, len(r.targets()), table,
-		r.cfg.high, c.okRate(), c.okRate()/ceil.okRate(), r.cluster.drain.rate, r.cluster.drain.rate/r.single.drain.rate)
+	return b
 }
 
 // counts formats a count map in key order: "[OK:81041]".
