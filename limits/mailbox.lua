@@ -10,6 +10,7 @@
 -- Reply: {'ok'}, or a refusal {'suppressed', ms left (-1: no expiry)},
 -- {'cooldown', ms left}, {'address', ms until the oldest send leaves the
 -- window}
+-- Runs after count.lua.
 local now, nonce, cooldown = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local cap, width = tonumber(ARGV[4]), tonumber(ARGV[5])
 local s = redis.call('PTTL', KEYS[1])
@@ -20,21 +21,7 @@ if cooldown > 0 and not redis.call('SET', KEYS[2], nonce, 'NX', 'PX', cooldown) 
   redis.call('SET', KEYS[2], nonce, 'PX', cooldown) -- a cooldown without expiry is no cooldown
 end
 if cap > 0 then
-  -- The sends of the last window: members scored by their time. Those
-  -- older than the window are dropped when there are any.
-  local since = now - width
-  local sends = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local n, oldest, stale = 0, nil, false
-  for i = 2, #sends, 2 do
-    local at = tonumber(sends[i])
-    if at > since then
-      n = n + 1
-      oldest = oldest or at
-    else
-      stale = true
-    end
-  end
-  if stale then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', since) end
+  local n, oldest = count(KEYS[3], now - width)
   if n >= cap then
     if cooldown > 0 then redis.call('DEL', KEYS[2]) end
     return {'address', math.max(oldest + width - now, 1)}

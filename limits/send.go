@@ -26,6 +26,8 @@ var (
 	unmailboxSrc string
 	//go:embed window.lua
 	windowSrc string
+	//go:embed count.lua
+	countSrc string
 	//go:embed unwindow.lua
 	unwindowSrc string
 	//go:embed minutes.lua
@@ -75,7 +77,7 @@ var parts = []part{
 		keys: func(_ *Config, s *send) []string {
 			return []string{delivery.SuppressKey(s.mailbox), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
 		},
-		check: redis.NewScript(mailboxSrc),
+		check: redis.NewScript(countSrc + mailboxSrc),
 		args: func(c *Config, s *send) []any {
 			return []any{s.now.UnixMilli(), s.nonce, c.Cooldown.Milliseconds(), c.AddressPerHour, Window.Milliseconds()}
 		},
@@ -115,7 +117,7 @@ var parts = []part{
 }
 
 // window is the rolling window of a client's sends or verifies.
-var window = redis.NewScript(windowSrc)
+var window = redis.NewScript(countSrc + windowSrc)
 
 func flag(b bool) string {
 	if b {

@@ -8,20 +8,9 @@
 -- ms, ARGV[5] the limit's name
 -- Reply: {'ok'}, or a refusal {name, ms until the oldest request leaves the
 -- window}
+-- Runs after count.lua.
 local now, cap, width = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local since = now - width
-local seen = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local n, oldest, stale = 0, nil, false
-for i = 2, #seen, 2 do
-  local at = tonumber(seen[i])
-  if at > since then
-    n = n + 1
-    oldest = oldest or at
-  else
-    stale = true
-  end
-end
-if stale then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since) end
+local n, oldest = count(KEYS[1], now - width)
 if n >= cap then return {ARGV[5], math.max(oldest + width - now, 1)} end
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], width)
