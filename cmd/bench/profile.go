@@ -63,13 +63,17 @@ func (e *env) profile(ctx context.Context, when bool, p *proc, name string) func
 	}
 }
 
+// fetchTimeout bounds one fetch: longer than any run a profile samples.
+const fetchTimeout = 5 * time.Minute
+
 // fetch writes what url answers into the file path.
 func fetch(ctx context.Context, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// The profile takes as long as the run it samples; the context bounds it.
+	resp, err := (&http.Client{Timeout: fetchTimeout}).Do(req)
 	if err != nil {
 		return err
 	}
