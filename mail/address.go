@@ -3,6 +3,7 @@ package mail
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	netmail "net/mail"
 	"strings"
 	"unicode"
@@ -81,3 +82,11 @@ func MaskAddress(s string) string {
 	_, size := utf8.DecodeRuneInString(s)
 	return s[:size] + "***" + s[at:]
 }
+
+// Masked is an address that logs as MaskAddress has it: a slog.LogValuer,
+// so that a line that is not logged (a debug line at info level) does not
+// check and mask the address at all.
+type Masked string
+
+// LogValue is MaskAddress of m.
+func (m Masked) LogValue() slog.Value { return slog.StringValue(MaskAddress(string(m))) }

@@ -1,9 +1,11 @@
 package mail_test
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/mail"
@@ -86,4 +88,14 @@ func TestMaskAddress(t *testing.T) {
 			require.Equal(t, tt.want, mail.MaskAddress(tt.in))
 		})
 	}
+}
+
+// Masked logs as MaskAddress has it, the full address never.
+func TestMaskedLogsMasked(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "email", mail.Masked("someone@example.com"), "bad", mail.Masked("no at sign"))
+	assert.Contains(t, b.String(), `"email":"s***@example.com"`)
+	assert.Contains(t, b.String(), `"bad":"***"`)
+	assert.NotContains(t, b.String(), "someone")
 }

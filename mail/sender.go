@@ -338,21 +338,21 @@ func (s *Sender) Send(ctx context.Context, m Message) error {
 	defer cancel()
 
 	start := time.Now()
-	log := s.log.With(slog.String("to", MaskAddress(m.To)))
+	to := slog.Any("to", Masked(m.To)) // masked only on a line that is logged
 
 	c, reused, err := s.get(ctx)
 	if err != nil {
-		log.DebugContext(ctx, "smtp connect failed", slog.Any("error", err))
+		s.log.DebugContext(ctx, "smtp connect failed", to, slog.Any("error", err))
 		return err
 	}
 	atMail, err := s.deliver(ctx, c, m.To, msg)
 	if err != nil && reused && atMail && isDeadConn(err) && ctx.Err() == nil {
 		// The server closed the idle connection (restart, idle timeout):
 		// nothing was sent yet, so one retry on a fresh connection is safe.
-		log.DebugContext(ctx, "pooled smtp connection was dead, retrying on a new one", slog.Any("error", err))
+		s.log.DebugContext(ctx, "pooled smtp connection was dead, retrying on a new one", to, slog.Any("error", err))
 		c.close()
 		if c, err = s.dial(ctx); err != nil {
-			log.DebugContext(ctx, "smtp connect failed", slog.Any("error", err))
+			s.log.DebugContext(ctx, "smtp connect failed", to, slog.Any("error", err))
 			return err
 		}
 		reused = false
@@ -360,12 +360,12 @@ func (s *Sender) Send(ctx context.Context, m Message) error {
 	}
 	if err != nil {
 		c.close()
-		log.DebugContext(ctx, "mail send failed",
+		s.log.DebugContext(ctx, "mail send failed", to,
 			slog.Bool("reused_conn", reused), slog.Duration("elapsed", time.Since(start)), slog.Any("error", err))
 		return err
 	}
 	s.put(c)
-	log.DebugContext(ctx, "mail sent",
+	s.log.DebugContext(ctx, "mail sent", to,
 		slog.Bool("reused_conn", reused), slog.Bool("tls", c.tls), slog.Duration("elapsed", time.Since(start)))
 	return nil
 }

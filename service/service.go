@@ -170,7 +170,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	sent := Sent{ExpiresIn: issued.ExpiresIn, Created: issued.Created, ResendAfter: issued.ResendAfter, Coalesced: issued.Coalesced}
 	if issued.Coalesced {
-		s.logger.DebugContext(ctx, "send coalesced with the one in its cooldown", "email", mail.MaskAddress(email))
+		s.logger.DebugContext(ctx, "send coalesced with the one in its cooldown", "email", mail.Masked(email))
 		return sent, nil
 	}
 	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
@@ -194,7 +194,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		}
 		return Sent{}, fmt.Errorf("%w: enqueue: %w", ErrUnavailable, err)
 	}
-	s.logger.DebugContext(ctx, "send enqueued", "email", mail.MaskAddress(email), "created", issued.Created)
+	s.logger.DebugContext(ctx, "send enqueued", "email", mail.Masked(email), "created", issued.Created)
 	return sent, nil
 }
 
