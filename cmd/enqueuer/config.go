@@ -18,41 +18,41 @@ import (
 type Config struct {
 	platform.Common
 
-	HTTPAddr  string `env:"HTTP_ADDR" default:":8080"`
-	AdminAddr string `env:"ADMIN_ADDR" default:"127.0.0.1:8081"`
-	GRPCAddr  string `env:"GRPC_ADDR" default:":50051"`
+	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":8080"`
+	AdminAddr string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
+	GRPCAddr  string `envconfig:"GRPC_ADDR" default:":50051"`
 	// RequestTimeout bounds every HTTP request, and every gRPC call whose
 	// client set no deadline.
-	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT" default:"5s"`
+	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"5s"`
 	// Length is the digits of a new code (codes.Config.Length).
-	Length int `env:"CODE_LENGTH" default:"6"`
+	Length int `envconfig:"CODE_LENGTH" default:"6"`
 	// MaxAttempts is how many wrong codes invalidate the live code
 	// (codes.Config.MaxAttempts).
-	MaxAttempts int `env:"VERIFY_MAX_ATTEMPTS" default:"5"`
+	MaxAttempts int `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
 	// Limits are the send and verify limits.
-	Limits Limits
+	Limits
 	// TrustedProxies are the proxies whose forwarding headers and metadata
 	// are believed (package clientip).
-	TrustedProxies TrustedProxies `env:"TRUSTED_PROXIES"`
+	TrustedProxies TrustedProxies `envconfig:"TRUSTED_PROXIES"`
 	// MaxConnections bounds the connections open at once on each public
 	// listener (HTTP_ADDR and GRPC_ADDR).
-	MaxConnections int `env:"MAX_CONNECTIONS" default:"1024"`
+	MaxConnections int `envconfig:"MAX_CONNECTIONS" default:"1024"`
 
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_AUTH is set. /metrics, /healthz
 	// and /readyz stay open for scrapers and probes.
-	DashboardReadOnly bool `env:"DASHBOARD_READONLY" default:"false"`
+	DashboardReadOnly bool `envconfig:"DASHBOARD_READONLY" default:"false"`
 }
 
 // Limits are limits.Config read from the environment: the same names, each
 // with its variable (the mailbox identity is Common's).
 type Limits struct {
-	Cooldown              time.Duration `env:"RESEND_COOLDOWN" default:"60s"`
-	AddressPerHour        int           `env:"ADDRESS_SENDS_PER_HOUR" default:"5"`
-	ClientPerHour         int           `env:"CLIENT_SENDS_PER_HOUR" default:"30"`
-	DomainPerMinute       int           `env:"DOMAIN_SENDS_PER_MINUTE" default:"0"`
-	GlobalPerMinute       int           `env:"GLOBAL_SENDS_PER_MINUTE" default:"0"`
-	ClientVerifiesPerHour int           `env:"CLIENT_VERIFIES_PER_HOUR" default:"60"`
+	Cooldown              time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
+	AddressPerHour        int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
+	ClientPerHour         int           `envconfig:"CLIENT_SENDS_PER_HOUR" default:"30"`
+	DomainPerMinute       int           `envconfig:"DOMAIN_SENDS_PER_MINUTE" default:"0"`
+	GlobalPerMinute       int           `envconfig:"GLOBAL_SENDS_PER_MINUTE" default:"0"`
+	ClientVerifiesPerHour int           `envconfig:"CLIENT_VERIFIES_PER_HOUR" default:"60"`
 }
 
 // TrustedProxies are TRUSTED_PROXIES, parsed.

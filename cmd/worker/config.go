@@ -16,32 +16,32 @@ type Config struct {
 	// when ADMIN_ADDR is not loopback and DASHBOARD_AUTH is not set.
 	platform.Common
 
-	AdminAddr   string `env:"ADMIN_ADDR" default:"127.0.0.1:8082"`
-	Concurrency int    `env:"WORKER_CONCURRENCY" default:"20"`
+	AdminAddr   string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8082"`
+	Concurrency int    `envconfig:"WORKER_CONCURRENCY" default:"20"`
 
 	// Server is the SMTP server of SMTP_URL.
-	Server SMTPServer `env:"SMTP_URL" default:"smtp://localhost:1025"`
+	Server SMTPServer `envconfig:"SMTP_URL" default:"smtp://localhost:1025"`
 	// From and ReplyTo are mail.SMTPConfig's.
-	From    string `env:"MAIL_FROM" default:"no-reply@localhost"`
-	ReplyTo string `env:"MAIL_REPLY_TO"`
+	From    string `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
+	ReplyTo string `envconfig:"MAIL_REPLY_TO"`
 	// Templates say what the mails say: see docs/templates.
-	Templates Templates
+	Templates
 
 	// SuppressFor is how long an address whose mail server refused a mail
 	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
-	SuppressFor time.Duration `env:"SUPPRESS_FOR" default:"24h"`
+	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
 
 	// SMTP is the sender's configuration, templates loaded: Server, From,
 	// ReplyTo and Templates, ready.
-	SMTP mail.SMTPConfig
+	SMTP mail.SMTPConfig `ignored:"true"`
 }
 
 // Templates are mail.TemplateConfig read from the environment: the same
 // fields, each with its variable.
 type Templates struct {
-	Dir     string `env:"MAIL_TEMPLATES_DIR"`
-	AppName string `env:"APP_NAME"`
-	LinkURL string `env:"MAIL_LINK_URL"`
+	Dir     string `envconfig:"MAIL_TEMPLATES_DIR"`
+	AppName string `envconfig:"APP_NAME"`
+	LinkURL string `envconfig:"MAIL_LINK_URL"`
 }
 
 // SMTPServer is SMTP_URL, parsed (mail.ParseSMTPURL): the server, its

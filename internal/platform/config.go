@@ -20,52 +20,52 @@ import (
 
 // Common is the configuration both binaries share; each binary's Config
 // embeds it, so both read the same variables with the same defaults. Its
-// fields without an env tag are ready values that Resolve builds from the
+// fields tagged ignored are ready values that Resolve builds from the
 // variables, once.
 type Common struct {
-	RedisMode string `env:"REDIS_MODE" default:"single"`
-	RedisURL  Secret `env:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	RedisMode string `envconfig:"REDIS_MODE" default:"single"`
+	RedisURL  Secret `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0"`
 	// Redis is REDIS_MODE and REDIS_URL, parsed.
-	Redis Redis
+	Redis Redis `ignored:"true"`
 
-	LogLevel LogLevel `env:"LOG_LEVEL" default:"info"`
+	LogLevel LogLevel `envconfig:"LOG_LEVEL" default:"info"`
 	// KeyPrefix starts the code key (codes.Config.KeyPrefix).
-	KeyPrefix string `env:"CODE_KEY_PREFIX" default:"code_"`
+	KeyPrefix string `envconfig:"CODE_KEY_PREFIX" default:"code_"`
 	// TTL is the lifetime of a code: the enqueuer gives it to new codes of
 	// a purpose without its own, the worker states it in the mail of a
 	// code whose key has no expiry.
-	TTL time.Duration `env:"CODE_TTL" default:"10m"`
+	TTL time.Duration `envconfig:"CODE_TTL" default:"10m"`
 	// Purposes are the purposes a code may be asked for besides the
 	// default one (codes.ID), each with its own lifetime or zero for TTL.
-	Purposes        Purposes      `env:"PURPOSES" default:"register,login,reset_password,change_email"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"25s"`
+	Purposes        Purposes      `envconfig:"PURPOSES" default:"register,login,reset_password,change_email"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s"`
 
 	// The secret of sealed codes, and the one before it during a rotation:
 	// CODE_SECRET as text or CODE_SECRET_FILE as files. Either one set
 	// seals the codes (Seal); neither keeps them plain, as the old gateway
 	// reads them.
-	CodeSecret     CodeSecret     `env:"CODE_SECRET"`
-	CodeSecretFile CodeSecretFile `env:"CODE_SECRET_FILE"`
+	CodeSecret     CodeSecret     `envconfig:"CODE_SECRET"`
+	CodeSecretFile CodeSecretFile `envconfig:"CODE_SECRET_FILE"`
 	// Seal is the codes.Seal of CODE_SECRET or CODE_SECRET_FILE; nil keeps
 	// codes plain.
-	Seal *codes.Seal
+	Seal *codes.Seal `ignored:"true"`
 
 	// TagSeparators start a tag in a local part ("+" makes user+tag@x one
 	// mailbox with user@x); empty turns tags off. The enqueuer's limits
 	// and both binaries' suppression list key on the mailbox (Identity).
-	TagSeparators string `env:"ADDRESS_TAG_SEPARATORS" default:"+"`
+	TagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
 	// QueueShards spreads the send tasks over this many queues (mail-0,
 	// mail-1, ...), which Redis Cluster keeps on different slots; 1 is the
 	// one queue "mail". Both binaries must agree.
-	QueueShards int `env:"QUEUE_SHARDS" default:"1"`
+	QueueShards int `envconfig:"QUEUE_SHARDS" default:"1"`
 
 	// DashboardAuth guards the admin server's dashboard and pprof with
 	// basic auth when set.
-	DashboardAuth Credentials `env:"DASHBOARD_AUTH"`
+	DashboardAuth Credentials `envconfig:"DASHBOARD_AUTH"`
 	// DashboardHosts are the names, besides the host of ADMIN_ADDR,
 	// "localhost" and IP addresses, that the dashboard and pprof answer to
 	// in the Host header (see Hosts).
-	DashboardHosts HostNames `env:"DASHBOARD_HOSTS"`
+	DashboardHosts HostNames `envconfig:"DASHBOARD_HOSTS"`
 }
 
 // Resolve checks the rules of c's variables that the codes and mail

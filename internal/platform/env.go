@@ -2,62 +2,88 @@ package platform
 
 import (
 	"errors"
-	"fmt"
-	"os"
 	"reflect"
-	"strconv"
-	"time"
+	"strings"
+
+	"github.com/kelseyhightower/envconfig"
 
 	"github.com/verifyq/verifyq/internal/field"
 )
 
-// Decoder is a configuration type that parses its own variable: Load calls
-// Decode with the variable's value (or its default), once. Its error says
-// what is wrong without repeating the value, which may hold a password; it
-// may join several problems, each reported on its own line under the
-// variable.
-type Decoder interface {
-	Decode(value string) error
-}
+// Decoder is a configuration type that parses its own variable:
+// envconfig calls Decode with the variable's value (or its default), once.
+// Its error says what is wrong without repeating the value, which may hold
+// a password; it may join several problems, each reported on its own line
+// under the variable.
+type Decoder = envconfig.Decoder
 
-// Tags of a configuration field: `env:"NAME"` is the variable it is read
-// from, `default:"VALUE"` the value when the variable is not set. A struct
-// field without an env tag (an embedded Common, a group of variables) is
-// looked into; a field without a tag that is not a struct is a ready value,
-// built by the configuration's Resolve.
+// Tags of a configuration field, envconfig's: `envconfig:"NAME"` is the
+// variable it is read from, `default:"VALUE"` the value when the variable
+// is not set. A struct field without a tag (an embedded Common, an
+// embedded group of variables) is looked into; a ready value, built by the
+// configuration's Resolve, is tagged `ignored:"true"`.
 const (
-	envTag     = "env"
+	envTag     = "envconfig"
 	defaultTag = "default"
+	ignoredTag = "ignored"
 )
 
-var (
-	decoderType  = reflect.TypeFor[Decoder]()
-	durationType = reflect.TypeFor[time.Duration]()
-)
+var decoderType = reflect.TypeFor[Decoder]()
 
 // decode sets every variable field of the struct v points to from the
-// environment. A variable that does not parse is reported and keeps its
-// default, so that the rules across variables judge the others alone.
-func decode(v any) []error {
-	var errs []error
+// environment, with envconfig, one variable at a time so that every
+// variable that does not parse is reported, not only the first. It
+// returns the problems, each under its variable and without its value
+// (strconv's errors repeat it; a Decoder's never do), and the names of
+// the variables that did not parse.
+func decode(v any) (errs []error, failed map[string]bool) {
 	for f, name := range variables(reflect.ValueOf(v).Elem()) {
-		def, hasDef := f.tag.Lookup(defaultTag)
-		value, set := os.LookupEnv(name)
-		if !set && !hasDef {
+		one := reflect.New(reflect.StructOf([]reflect.StructField{{Name: "V", Type: f.value.Type(), Tag: f.tag}}))
+		err := envconfig.Process("", one.Interface())
+		if err == nil {
+			f.value.Set(one.Elem().Field(0))
 			continue
 		}
-		if !set {
-			value = def
+		if failed == nil {
+			failed = map[string]bool{}
 		}
-		if err := decodeValue(f.value, value); err != nil {
-			errs = append(errs, named(name, err)...)
-			f.value.SetZero()
-			if set && hasDef {
-				_ = decodeValue(f.value, def)
+		failed[name] = true
+		var pe *envconfig.ParseError
+		switch {
+		case !errors.As(err, &pe):
+			errs = append(errs, &field.Error{Field: name, Err: err})
+		case f.value.Addr().Type().Implements(decoderType):
+			errs = append(errs, named(name, pe.Err)...)
+			// The default stands in, so that the rules that read the
+			// ready value judge the other variables alone.
+			if def, ok := f.tag.Lookup(defaultTag); ok {
+				_ = f.value.Addr().Interface().(Decoder).Decode(def)
 			}
+		default:
+			errs = append(errs, &field.Error{Field: name, Err: errors.New(kind(pe.TypeName))})
 		}
 	}
-	return errs
+	return errs, failed
+}
+
+// speaksOf reports whether err is about one of the variables in names: it
+// starts with "NAME:".
+func speaksOf(err error, names map[string]bool) bool {
+	name, _, ok := strings.Cut(err.Error(), ":")
+	return ok && names[name]
+}
+
+// kind says in words what a variable of envconfig's type name wants.
+func kind(typeName string) string {
+	switch typeName {
+	case "time.Duration":
+		return "not a duration (e.g. 90s, 10m, 24h)"
+	case "bool":
+		return "want true or false"
+	case "int":
+		return "not an integer"
+	}
+	return "not a valid " + typeName
 }
 
 // fieldOf is one variable field found by variables.
@@ -76,6 +102,7 @@ func variables(s reflect.Value) func(yield func(fieldOf, string) bool) {
 				sf, v := s.Type().Field(i), s.Field(i)
 				name, ok := sf.Tag.Lookup(envTag)
 				switch {
+				case sf.Tag.Get(ignoredTag) == "true":
 				case ok:
 					if !yield(fieldOf{v, sf.Tag}, name) {
 						return false
@@ -108,39 +135,6 @@ type Variable struct {
 	Name       string
 	Default    string
 	HasDefault bool
-}
-
-// decodeValue parses s into v: with v's Decode, or as a string, bool, int
-// or time.Duration. Its errors never repeat s.
-func decodeValue(v reflect.Value, s string) error {
-	if d, ok := v.Addr().Interface().(Decoder); ok {
-		return d.Decode(s)
-	}
-	switch {
-	case v.Type() == durationType:
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return errors.New("not a duration (e.g. 90s, 10m, 24h)")
-		}
-		v.SetInt(int64(d))
-	case v.Kind() == reflect.String:
-		v.SetString(s)
-	case v.Kind() == reflect.Bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return errors.New("want true or false")
-		}
-		v.SetBool(b)
-	case v.Kind() == reflect.Int:
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return errors.New("not an integer")
-		}
-		v.SetInt(int64(n))
-	default:
-		panic(fmt.Sprintf("platform: no decoding of a %s", v.Type()))
-	}
-	return nil
 }
 
 // named returns each problem joined in err on its own, under the variable

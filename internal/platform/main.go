@@ -13,7 +13,7 @@ import (
 )
 
 // Config is what Load and Main need of a binary's configuration, a struct
-// that embeds Common: its fields with an env tag are the variables, and
+// that embeds Common: its fields with an envconfig tag are the variables, and
 // Resolve checks the rules across them (calling Common.Resolve) and builds
 // the ready values, once.
 type Config interface {
@@ -31,9 +31,15 @@ func Load[C any, P interface {
 	Config
 }]() (C, error) {
 	var cfg C
-	errs := decode(&cfg)
+	errs, failed := decode(&cfg)
 	errs = append(errs, retiredSet(P(&cfg).common().Purposes)...)
-	errs = append(errs, P(&cfg).Resolve())
+	// A variable that did not parse is reported once: the rules, which
+	// judged its zero value, do not speak of it again.
+	for _, err := range leaves(P(&cfg).Resolve()) {
+		if err != nil && !speaksOf(err, failed) {
+			errs = append(errs, err)
+		}
+	}
 	return cfg, errors.Join(errs...)
 }
 

@@ -24,7 +24,7 @@ import (
 // testConfig is a binary's configuration as the commands write theirs.
 type testConfig struct {
 	platform.Common
-	AdminAddr string `env:"ADMIN_ADDR" default:"127.0.0.1:1"`
+	AdminAddr string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:1"`
 }
 
 func (c *testConfig) Resolve() error { return c.Common.Resolve() }
