@@ -105,9 +105,15 @@ func (n *node) start() error {
 			return fmt.Errorf("%s %s exited at start; its log ends:\n%s", n.role, n.addr(), tail)
 		default:
 		}
-		err := ping(n.addr())
-		if err == nil {
+		own, err := answers(n.addr(), cmd.Process.Pid)
+		if err == nil && own {
 			return nil
+		}
+		if err == nil {
+			// Another process took the port first and answers in the
+			// node's place; the node itself exits, unable to bind it.
+			n.killLocked()
+			return fmt.Errorf("%s %s: another server answers on its port: %w", n.role, n.addr(), errPortTaken)
 		}
 		if time.Now().After(deadline) {
 			n.killLocked()
@@ -131,6 +137,23 @@ func ping(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	return c.Ping(ctx).Err()
+}
+
+// answers reports whether the server answering on addr is the process
+// pid: a server that took the port first would answer PING as well.
+func answers(addr string, pid int) (bool, error) {
+	if err := ping(addr); err != nil {
+		return false, err
+	}
+	c := probe(addr)
+	defer func() { _ = c.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(info, "process_id:"+strconv.Itoa(pid)+"\r\n"), nil
 }
 
 // kill ends the process with SIGKILL, as a crash would, and waits for it.

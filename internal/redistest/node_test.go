@@ -27,6 +27,27 @@ func TestNodeStartOnATakenPort(t *testing.T) {
 	assert.False(t, n.running())
 }
 
+// A port another redis-server took first is taken, although that server
+// answers PING in the node's place: the node checks that the server that
+// answers is its own process.
+func TestNodeStartOnAPortAnotherRedisHolds(t *testing.T) {
+	t.Parallel()
+	ports, err := freePorts(1)
+	require.NoError(t, err)
+	other := &node{role: "redis-server", port: ports[0], dir: t.TempDir()}
+	other.args = dataArgs(other, false)
+	require.NoError(t, other.start())
+	t.Cleanup(other.kill)
+
+	n := &node{role: "redis-server", port: ports[0], dir: t.TempDir()}
+	n.args = dataArgs(n, false)
+	err = n.start()
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, errPortTaken), "%v", err)
+	assert.False(t, n.running())
+	assert.True(t, other.running(), "the other server is left alone")
+}
+
 // A redis-server that exits at start fails at once with its log quoted.
 func TestNodeStartWithABadArgument(t *testing.T) {
 	t.Parallel()
