@@ -90,6 +90,7 @@ func kind(typeName string) string {
 type fieldOf struct {
 	value reflect.Value
 	tag   reflect.StructTag
+	name  string // the Go field's name
 }
 
 // variables yields each variable field of the struct s, in order, with the
@@ -104,7 +105,7 @@ func variables(s reflect.Value) func(yield func(fieldOf, string) bool) {
 				switch {
 				case sf.Tag.Get(ignoredTag) == "true":
 				case ok:
-					if !yield(fieldOf{v, sf.Tag}, name) {
+					if !yield(fieldOf{v, sf.Tag, sf.Name}, name) {
 						return false
 					}
 				case sf.Type.Kind() == reflect.Struct && sf.IsExported() && !reflect.PointerTo(sf.Type).Implements(decoderType):
@@ -174,17 +175,8 @@ func Name(err error, cfg any) error {
 		return nil
 	}
 	vars := map[string]string{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			sf := t.Field(i)
-			if name, ok := sf.Tag.Lookup(envTag); ok {
-				vars[sf.Name] = name
-			} else if sf.Type.Kind() == reflect.Struct && sf.IsExported() {
-				walk(sf.Type)
-			}
-		}
+	for f, name := range variables(reflect.Indirect(reflect.ValueOf(cfg))) {
+		vars[f.name] = name
 	}
-	walk(reflect.Indirect(reflect.ValueOf(cfg)).Type())
 	return field.Rename(err, vars)
 }
