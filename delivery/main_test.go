@@ -6,13 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 )
@@ -36,11 +35,8 @@ type stack struct {
 func newStack(t *testing.T, lc limits.Config) (*stack, redis.UniversalClient) {
 	t.Helper()
 	rdb := redistest.Shared(t).UniversalClient(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength})
-	require.NoError(t, err)
-	l, err := limits.New(rdb, lc, store)
-	require.NoError(t, err)
-	return &stack{Store: store, Records: delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb)), limiter: l}, rdb
+	p := servicetest.NewParts(t, rdb, codes.Config{}, lc)
+	return &stack{Store: p.Store, Records: p.Records, limiter: p.Limiter}, rdb
 }
 
 // GetOrCreate is a send.

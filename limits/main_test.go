@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
 )
 
@@ -33,20 +33,8 @@ type stack struct {
 func newStack(t testing.TB, cc codes.Config, lc limits.Config) (*stack, redis.UniversalClient) {
 	t.Helper()
 	rdb := redistest.Shared(t).UniversalClient(t)
-	if cc.KeyPrefix == "" {
-		cc.KeyPrefix = codes.DefaultKeyPrefix
-	}
-	if cc.TTL == 0 {
-		cc.TTL = codes.DefaultTTL
-	}
-	if cc.Length == 0 {
-		cc.Length = codes.DefaultLength
-	}
-	store, err := codes.NewStore(rdb, cc)
-	require.NoError(t, err)
-	l, err := limits.New(rdb, lc, store)
-	require.NoError(t, err)
-	return &stack{Store: store, Limiter: l, records: delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))}, rdb
+	p := servicetest.NewParts(t, rdb, cc, lc)
+	return &stack{Store: p.Store, Limiter: p.Limiter, records: p.Records}, rdb
 }
 
 // GetOrCreate is a send: Admit.

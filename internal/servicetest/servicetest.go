@@ -41,6 +41,34 @@ type Env struct {
 // Discard is a logger that writes nothing.
 var Discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// Parts are the code store, its limits and its delivery records on one
+// Redis, wired as the enqueuer wires them.
+type Parts struct {
+	Store   *codes.Store
+	Limiter *limits.Limiter
+	Records *delivery.Records
+}
+
+// NewParts returns the Parts on rdb with cc (its zero KeyPrefix, TTL and
+// Length are codes' defaults) and the limits lc.
+func NewParts(t testing.TB, rdb redis.UniversalClient, cc codes.Config, lc limits.Config) Parts {
+	t.Helper()
+	if cc.KeyPrefix == "" {
+		cc.KeyPrefix = codes.DefaultKeyPrefix
+	}
+	if cc.TTL == 0 {
+		cc.TTL = codes.DefaultTTL
+	}
+	if cc.Length == 0 {
+		cc.Length = codes.DefaultLength
+	}
+	store, err := codes.NewStore(rdb, cc)
+	require.NoError(t, err)
+	limiter, err := limits.New(rdb, lc, store)
+	require.NoError(t, err)
+	return Parts{Store: store, Limiter: limiter, Records: delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))}
+}
+
 // New starts a Redis deployment of the mode VERIFYQ_TEST_REDIS_MODE names
 // (redistest.StartMode) for the test and returns the service on it, with
 // codes as verifyq makes them by default (with maxAttempts wrong codes
@@ -49,14 +77,10 @@ func New(t testing.TB, l limits.Config, maxAttempts int) *Env {
 	t.Helper()
 	d := redistest.StartMode(t)
 	rdb := d.UniversalClient(t)
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, MaxAttempts: maxAttempts})
-	require.NoError(t, err)
-	limiter, err := limits.New(rdb, l, store)
-	require.NoError(t, err)
-	records := delivery.NewRecords(rdb, store.Keys, asynq.NewInspectorFromRedisClient(rdb))
+	p := NewParts(t, rdb, codes.Config{MaxAttempts: maxAttempts}, l)
 	srv, _ := d.(*redistest.Server)
 	return &Env{Deployment: d, Redis: srv, RDB: rdb,
-		Service: service.New(store, limiter, records, asynq.NewClientFromRedisClient(rdb), Discard)}
+		Service: service.New(p.Store, p.Limiter, p.Records, asynq.NewClientFromRedisClient(rdb), Discard)}
 }
 
 // SingleOnly skips a test that needs the single deployment (it stops and
