@@ -1,11 +1,16 @@
 package mail
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	netmail "net/mail"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -41,23 +46,108 @@ type Message struct {
 }
 
 // Compose builds the verification mail for m with the embedded templates,
-// without an app name, a link or a Reply-To; see Templates.Compose.
-func Compose(from string, m Message) (*gomail.Message, error) {
-	return DefaultTemplates().Compose(from, "", m)
+// without an app name, a link or a Reply-To; see Templates.ComposeMail.
+func Compose(from string, m Message) (*Composed, error) {
+	return DefaultTemplates().ComposeMail(from, "", m)
 }
 
-// Compose builds the verification mail for m from t's templates for
+// Composed is one composed verification mail, built with gomail. Its
+// WriteTo writes it as it is sent in DATA, the header fields in a fixed
+// order (see ComposeMail).
+type Composed struct {
+	msg *gomail.Message
+}
+
+// headerOrder is the order of the header fields of every mail; gomail
+// writes them from a map, in an order that changes from one write to the
+// next. A field missing from a mail (Reply-To) is skipped.
+var headerOrder = []string{
+	"From", "To", "Subject", "Date", "Message-ID", "Mime-Version",
+	"Content-Language", "Auto-Submitted", "Reply-To", "Content-Type",
+}
+
+// WriteTo writes the mail to w: gomail's message with its header fields
+// put in headerOrder. Each write has a new MIME boundary.
+func (c *Composed) WriteTo(w io.Writer) (int64, error) {
+	var buf bytes.Buffer
+	if _, err := c.msg.WriteTo(&buf); err != nil {
+		return 0, fmt.Errorf("mail: write: %w", err)
+	}
+	head, body, ok := bytes.Cut(buf.Bytes(), []byte("\r\n\r\n"))
+	if !ok {
+		return 0, errors.New("mail: write: no end of header")
+	}
+	fields := headerFields(head)
+	slices.SortStableFunc(fields, func(a, b []byte) int { return headerRank(a) - headerRank(b) })
+	out := make([]byte, 0, buf.Len())
+	for _, f := range fields {
+		out = append(append(out, f...), "\r\n"...)
+	}
+	out = append(append(out, "\r\n"...), body...)
+	n, err := w.Write(out)
+	return int64(n), err
+}
+
+// headerFields splits a header block into its fields, each with its folded
+// continuation lines and without the final CRLF.
+func headerFields(head []byte) [][]byte {
+	var fields [][]byte
+	for len(head) > 0 {
+		end := 0
+		for {
+			i := bytes.Index(head[end:], []byte("\r\n"))
+			if i < 0 {
+				end = len(head)
+				break
+			}
+			end += i
+			if end+2 >= len(head) || (head[end+2] != ' ' && head[end+2] != '\t') {
+				break
+			}
+			end += 2 // a continuation line
+		}
+		fields = append(fields, head[:end])
+		head = head[min(end+2, len(head)):]
+	}
+	return fields
+}
+
+// headerRank is the place of field's name in headerOrder; a field not in it
+// goes last.
+func headerRank(field []byte) int {
+	name, _, _ := bytes.Cut(field, []byte(":"))
+	for i, h := range headerOrder {
+		if strings.EqualFold(string(name), h) {
+			return i
+		}
+	}
+	return len(headerOrder)
+}
+
+// Compose is ComposeMail's mail as gomail wrote it, with its header fields
+// in no fixed order; it is what the Sender sends for now.
+func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, error) {
+	c, err := t.ComposeMail(from, replyTo, m)
+	if err != nil {
+		return nil, err
+	}
+	return c.msg, nil
+}
+
+// ComposeMail builds the verification mail for m from t's templates for
 // m.Purpose and m.Locale, sent from from (a bare address or "Name
 // <address>") with an optional Reply-To, replyTo (the same forms; "" for
 // none). The result is multipart/alternative with a text/plain and a
 // text/html part, both stating the code and the lifetime in whole minutes,
-// rounded up, and the link when t has one. Headers are From, To, Subject,
-// Date, Message-ID, Mime-Version, Auto-Submitted and, when set, Reply-To;
-// the code and the link are never put in a header.
+// rounded up, and the link when t has one; each part is quoted-printable
+// or, when that is shorter (Chinese text), base64. The header fields are,
+// in this order, From, To, Subject, Date, Message-ID, Mime-Version,
+// Content-Language (m's locale), Auto-Submitted, Reply-To when set, and
+// Content-Type; the code and the link are never put in a header.
 //
 // Errors wrap ErrInvalidAddress (From, Reply-To or To), ErrUnknownLocale or
 // ErrInvalidMessage.
-func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, error) {
+func (t *Templates) ComposeMail(from, replyTo string, m Message) (*Composed, error) {
 	sender, err := parseFrom(from)
 	if err != nil {
 		return nil, fmt.Errorf("mail: from: %w", err)
@@ -105,14 +195,75 @@ func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, e
 		g.SetAddressHeader("Reply-To", reply.Address, reply.Name)
 	}
 	g.SetAddressHeader("To", ASCIIDomain(m.To), "")
-	g.SetHeader("Subject", subject)
+	g.SetHeader("Subject", encodeSubject(subject))
 	g.SetDateHeader("Date", time.Now())
 	g.SetHeader("Message-ID", msgID)
+	g.SetHeader("Content-Language", string(loc))
 	g.SetHeader("Auto-Submitted", "auto-generated")
-	g.SetBody("text/plain", text)
-	g.AddAlternative("text/html", html)
-	return g, nil
+	text, html = canonicalLines(text), canonicalLines(html)
+	g.SetBody("text/plain", text, gomail.SetPartEncoding(partEncoding(text)))
+	g.AddAlternative("text/html", html, gomail.SetPartEncoding(partEncoding(html)))
+	return &Composed{msg: g}, nil
 }
+
+// encodeSubject returns the subject as RFC 2047 encoded words, Q or B
+// encoding, whichever is shorter; printable ASCII stays as it is.
+func encodeSubject(s string) string {
+	q := mime.QEncoding.Encode("UTF-8", s)
+	if b := mime.BEncoding.Encode("UTF-8", s); len(b) < len(q) {
+		return b
+	}
+	return q
+}
+
+// canonicalLines ends every line of a rendered part with CRLF, as a text
+// part is sent (RFC 2045, 6.8); the quoted-printable writer would do the
+// same, base64 keeps what it is given.
+func canonicalLines(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.ReplaceAll(s, "\r", "\n")
+	return strings.ReplaceAll(s, "\n", "\r\n")
+}
+
+// qpLineLen is the longest encoded line of quoted-printable before its soft
+// line break "=" (RFC 2045, 6.7: 76 characters in all).
+const qpLineLen = 75
+
+// partEncoding returns the shorter transfer encoding of body, a part with
+// CRLF line ends: quoted-printable, where printable ASCII stays as it is,
+// or base64, where every 3 bytes take 4 whatever they are. It counts the
+// encoded length of both without encoding.
+func partEncoding(body string) gomail.Encoding {
+	qp, line := 0, 0
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c == '\r' && i+1 < len(body) && body[i+1] == '\n' {
+			qp, line = qp+2, 0
+			i++
+			continue
+		}
+		n := 1
+		if c == '=' || c > '~' || (c < ' ' && c != '\t') {
+			n = 3 // =XX
+		}
+		if line+n > qpLineLen {
+			qp, line = qp+3, 0 // =CRLF
+		}
+		qp, line = qp+n, line+n
+	}
+	b64 := base64.StdEncoding.EncodedLen(len(body))
+	b64 += (b64 + maxBase64Line - 1) / maxBase64Line * 2 // CRLF after each line
+	if b64 < qp {
+		return gomail.Base64
+	}
+	return gomail.QuotedPrintable
+}
+
+// maxBase64Line is the length of a line of base64 (RFC 2045, 6.8).
+const maxBase64Line = 76
 
 // parseFrom parses a sender given as a bare address or "Name <address>".
 func parseFrom(from string) (*netmail.Address, error) {

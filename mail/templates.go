@@ -48,6 +48,11 @@ type TemplateData struct {
 	// Subject is the rendered subject line, for the text and HTML parts;
 	// empty while the subject itself renders.
 	Subject string
+	// Phrases is the wording of the mail's purpose in its locale:
+	// {{.CodeName}}, {{.Action}} and {{.Button}}. A purpose without
+	// wording of its own (one added with PURPOSES) has the default
+	// purpose's.
+	Phrases
 }
 
 // Bounds on the template configuration and on what the templates render.
@@ -367,9 +372,12 @@ func localeList() string {
 
 // build picks the three templates of every purpose and locale, from dir
 // first and then from emb (see TemplateConfig.Dir), and checks them with
-// sample data.
+// sample data, for every purpose with templates or wording of its own.
 func build(dir, emb map[string]*parsed, appName, linkURL string) (*Templates, error) {
-	purposes := []string{""}
+	var purposes []string
+	for p := range purposePhrases {
+		purposes = append(purposes, p)
+	}
 	for _, layer := range []map[string]*parsed{dir, emb} {
 		for name := range layer {
 			if p, _, ok := strings.Cut(name, "/"); ok && !slices.Contains(purposes, p) {
@@ -453,6 +461,7 @@ func (t *Templates) data(purpose string, loc Locale, email, code string, minutes
 	return TemplateData{
 		Code: code, Minutes: minutes, AppName: t.appName, Purpose: purpose,
 		Locale: string(loc), Link: t.link(email, code), ReplyTo: replyTo,
+		Phrases: phrasesFor(purpose, loc),
 	}
 }
 

@@ -72,7 +72,7 @@ func TestAppNameInSubjectAndBothParts(t *testing.T) {
 	}{
 		{mail.LocaleZhCN, "ACME 验证码", "您的 ACME 验证码为 739164，请在 10 分钟内完成验证。",
 			`您的 ACME 验证码为 <strong style="font-size:24px;letter-spacing:4px;">739164</strong>`},
-		{mail.LocaleEN, "Your ACME verification code", "Your ACME verification code is 739164. It expires in 10 minutes.",
+		{mail.LocaleEN, "Your ACME verification code", "Your ACME verification code is 739164. Enter it within 10 minutes to verify your email address.",
 			`Your ACME verification code is <strong style="font-size:24px;letter-spacing:4px;">739164</strong>`},
 	}
 	for _, tt := range tests {
@@ -149,11 +149,15 @@ func TestTemplatesDirPerPurpose(t *testing.T) {
 	})
 	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
 	tests := []struct {
-		purpose, subject, text string
+		purpose, subject, text, html string
 	}{
-		{"", "ACME code", "Your ACME verification code is 739164."},
-		{"change_email", "Confirm your new ACME address (change_email)", "Confirmation code: 739164\n"},
-		{"login", "ACME code", "Your ACME verification code is 739164."}, // no templates of its own
+		{"", "ACME code", "Your ACME verification code is 739164.", "Your ACME verification code is"},
+		{"change_email", "Confirm your new ACME address (change_email)", "Confirmation code: 739164\n", "Your ACME email change code is"},
+		// No templates of its own: the directory's subject, the embedded
+		// text and HTML, with the wording of its purpose.
+		{"login", "ACME code", "Your ACME sign-in code is 739164.", "Your ACME sign-in code is"},
+		// A purpose added with PURPOSES: the default purpose's wording.
+		{"unsubscribe", "ACME code", "Your ACME verification code is 739164.", "Your ACME verification code is"},
 	}
 	for _, tt := range tests {
 		m := testMessage()
@@ -163,7 +167,7 @@ func TestTemplatesDirPerPurpose(t *testing.T) {
 		msg := parse(t, g)
 		assert.Equal(t, tt.subject, msg.Subject, tt.purpose)
 		assert.Contains(t, strings.ReplaceAll(msg.Text, "\r\n", "\n"), tt.text, tt.purpose)
-		assert.Contains(t, msg.HTML, "Your ACME verification code is", "the embedded HTML for %q", tt.purpose)
+		assert.Contains(t, msg.HTML, tt.html, "the embedded HTML for %q", tt.purpose)
 	}
 
 	m := testMessage()
