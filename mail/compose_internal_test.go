@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"mime/quotedprintable"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +151,26 @@ func TestHeaderFields(t *testing.T) {
 		got = append(got, string(f))
 	}
 	assert.Equal(t, []string{"A: 1", "Content-Type: multipart/alternative;\r\n boundary=x", "B: 2\r\n\tmore"}, got)
+}
+
+// The table of phrases in docs/templates/README.md is this one.
+func TestPhrasesDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "templates", "README.md"))
+	require.NoError(t, err)
+	rows := 0
+	for purpose, byLocale := range purposePhrases {
+		name := "default"
+		if purpose != "" {
+			name = "`" + purpose + "`"
+		}
+		en, zh := byLocale[LocaleEN], byLocale[LocaleZhCN]
+		row := "| " + name + " | " + en.CodeName + " / " + zh.CodeName + " | " + en.Action + " / " + zh.Action +
+			" | " + en.Button + " / " + zh.Button + " |"
+		assert.Contains(t, string(doc), row+"\n")
+		rows++
+	}
+	// No other purpose's row.
+	table := regexp.MustCompile("(?m)^\\| (default|`[a-z0-9_]+`) \\| ").FindAllString(string(doc), -1)
+	assert.Len(t, table, rows, "%q", table)
 }

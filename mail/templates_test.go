@@ -405,3 +405,26 @@ func TestDocsTemplatesExample(t *testing.T) {
 	assert.Contains(t, msg.HTML, "ACME")
 	assert.Contains(t, msg.HTML, "code=739164")
 }
+
+// The example's templates serve every purpose with its phrases.
+func TestDocsTemplatesExamplePurposes(t *testing.T) {
+	t.Parallel()
+	tpl, err := mail.LoadTemplates(mail.TemplateConfig{Dir: filepath.Join("..", "docs", "templates"), AppName: "ACME",
+		LinkURL: "https://app.example.com/verify?email={email}&code={code}"})
+	require.NoError(t, err)
+	for purpose, want := range map[string][2]string{
+		"":               {"ACME: Verify your email address", "Enter this code to verify your email address:"},
+		"reset_password": {"ACME: Reset your password", "Enter this code to reset your password:"},
+		"login":          {"ACME: Sign in", "Enter this code to sign in:"},
+	} {
+		m := testMessage()
+		m.Purpose = purpose
+		g, err := tpl.ComposeMail(testFrom, "", m)
+		require.NoError(t, err)
+		msg := parse(t, g)
+		assert.Equal(t, want[0], msg.Subject, purpose)
+		assert.Contains(t, msg.Text, want[1], purpose)
+		assert.Contains(t, msg.HTML, want[1], purpose)
+		assert.Contains(t, msg.HTML, ">"+strings.TrimPrefix(want[0], "ACME: ")+"</a>", purpose)
+	}
+}
