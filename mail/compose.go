@@ -39,9 +39,9 @@ type Message struct {
 	// ExpiresIn is the code's remaining lifetime; it must be positive. The
 	// mail states it in whole minutes, rounded up.
 	ExpiresIn time.Duration
-	// Purpose is what the code is for (see codes.ValidatePurpose); it picks the
-	// templates of that purpose when there are any. Empty is the default
-	// purpose.
+	// Purpose is what the code is for (see codes.ValidatePurpose); it picks
+	// the wording of that purpose (TemplateData.Phrases) and its templates
+	// when there are any. Empty is the default purpose.
 	Purpose string
 }
 
@@ -55,7 +55,8 @@ func Compose(from string, m Message) (*Composed, error) {
 // WriteTo writes it as it is sent in DATA, the header fields in a fixed
 // order (see ComposeMail).
 type Composed struct {
-	msg *gomail.Message
+	msg  *gomail.Message
+	size int // about the size written, to size the buffer once
 }
 
 // headerOrder is the order of the header fields of every mail; gomail
@@ -70,6 +71,7 @@ var headerOrder = []string{
 // put in headerOrder. Each write has a new MIME boundary.
 func (c *Composed) WriteTo(w io.Writer) (int64, error) {
 	var buf bytes.Buffer
+	buf.Grow(c.size)
 	if _, err := c.msg.WriteTo(&buf); err != nil {
 		return 0, fmt.Errorf("mail: write: %w", err)
 	}
@@ -79,13 +81,17 @@ func (c *Composed) WriteTo(w io.Writer) (int64, error) {
 	}
 	fields := headerFields(head)
 	slices.SortStableFunc(fields, func(a, b []byte) int { return headerRank(a) - headerRank(b) })
-	out := make([]byte, 0, buf.Len())
+	header := make([]byte, 0, len(head)+4)
 	for _, f := range fields {
-		out = append(append(out, f...), "\r\n"...)
+		header = append(append(header, f...), "\r\n"...)
 	}
-	out = append(append(out, "\r\n"...), body...)
-	n, err := w.Write(out)
-	return int64(n), err
+	header = append(header, "\r\n"...)
+	n, err := w.Write(header)
+	if err != nil {
+		return int64(n), err
+	}
+	m, err := w.Write(body)
+	return int64(n + m), err
 }
 
 // headerFields splits a header block into its fields, each with its folded
@@ -203,7 +209,9 @@ func (t *Templates) ComposeMail(from, replyTo string, m Message) (*Composed, err
 	text, html = canonicalLines(text), canonicalLines(html)
 	g.SetBody("text/plain", text, gomail.SetPartEncoding(partEncoding(text)))
 	g.AddAlternative("text/html", html, gomail.SetPartEncoding(partEncoding(html)))
-	return &Composed{msg: g}, nil
+	// Each part takes at most about 4/3 of its size once encoded (base64,
+	// or quoted-printable when shorter); the header about 1 KiB.
+	return &Composed{msg: g, size: (len(text)+len(html))*3/2 + 1024}, nil
 }
 
 // encodeSubject returns the subject as RFC 2047 encoded words, Q or B
