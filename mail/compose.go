@@ -130,8 +130,10 @@ func headerRank(field []byte) int {
 	return len(headerOrder)
 }
 
-// Compose is ComposeMail's mail as gomail wrote it, with its header fields
-// in no fixed order; it is what the Sender sends for now.
+// Compose returns ComposeMail's mail as a bare *gomail.Message, whose
+// WriteTo puts the header fields in no fixed order (gomail writes them from
+// a map). The Sender sends it until it takes a *Composed; write a
+// *Composed everywhere else.
 func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, error) {
 	c, err := t.ComposeMail(from, replyTo, m)
 	if err != nil {
