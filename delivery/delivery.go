@@ -1,7 +1,7 @@
 // Package delivery keeps the record of each code's mail and the
 // suppression list: what became of a send (queued, sending, retrying,
 // sent, undeliverable, expired), the classes of SMTP failures it records,
-// and the mailboxes refused new sends after a permanent failure.
+// and the addresses refused new sends after a permanent failure.
 //
 // verifyq's status hash (codes.Keys.StatusKey, in the code's slot) is the
 // source of the state, the attempts, the last failure's class and reply

@@ -2,10 +2,11 @@ package delivery_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
@@ -109,7 +110,8 @@ func TestDeliveryStatus(t *testing.T) {
 }
 
 // A permanent failure makes the status undeliverable; on the suppression
-// list, the mailbox (any spelling) is refused new sends until lifted.
+// list, that exact address (its domain in any case, for every purpose) is
+// refused new sends until lifted, and no other spelling of its mailbox is.
 func TestSuppression(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -121,7 +123,8 @@ func TestSuppression(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Begin(ctx, codes.ID{Email: "Gone+x@example.com"}, "t1", codes.DefaultTTL)
 	require.NoError(t, err)
-	perm := fmt.Errorf("send: %w", &mail.SMTPError{Code: 550, Msg: "5.1.1 no such user"})
+	perm := fmt.Errorf("send: %w", &mail.SMTPError{Code: 550,
+		Msg: "5.1.1 <Gone+x@example.com>: Recipient address rejected: User unknown"})
 	require.NoError(t, s.Failed(ctx, codes.ID{Email: "Gone+x@example.com"}, perm))
 	st, err := s.Status(ctx, codes.ID{Email: "Gone+x@example.com"}, now)
 	require.NoError(t, err)
@@ -129,34 +132,182 @@ func TestSuppression(t *testing.T) {
 	assert.Equal(t, 550, st.Reply)
 	assert.Equal(t, delivery.FailurePermanent, st.LastFailure)
 
-	require.NoError(t, sup.Add(ctx, "Gone+x@example.com", 550, time.Hour, now))
-	_, err = s.GetOrCreate(ctx, limits.Request{Email: "gone@example.com"})
-	var se *delivery.SuppressedError
-	require.ErrorAs(t, err, &se)
-	assert.ErrorIs(t, err, delivery.ErrSuppressed)
-	assert.Greater(t, se.For, 59*time.Minute)
-
-	list, err := sup.List(ctx, 100)
-	require.NoError(t, err)
-	require.Len(t, list, 1)
-	assert.Equal(t, "G***@example.com", list[0].Masked, "only masked")
-	assert.Equal(t, 550, list[0].Reply)
-	assert.Equal(t, delivery.MailboxID("gone@example.com"), list[0].ID)
-	keys := redistest.Keys(ctx, t, rdb, delivery.SuppressPrefix+"*")
-	for _, k := range keys {
-		v, _ := rdb.Get(ctx, k).Result()
-		assert.NotContains(t, k+v, "Gone+x@example.com", "no full address in the list")
-		assert.NotContains(t, k+v, "gone@example.com")
+	require.NoError(t, sup.Add(ctx, delivery.Entry{
+		Email: "Gone+x@example.com", Reason: delivery.ReasonRecipientRefused,
+		Reply: delivery.ReplyCode(perm), Enhanced: delivery.EnhancedCode(perm), Diagnostic: delivery.ReplyText(perm),
+		Added: now, For: time.Hour,
+	}))
+	for _, req := range []limits.Request{
+		{Email: "Gone+x@example.com"}, {Email: "Gone+x@EXAMPLE.COM"}, {Email: "Gone+x@example.com", Purpose: "login"},
+	} {
+		_, err = s.GetOrCreate(ctx, req)
+		var se *delivery.SuppressedError
+		require.ErrorAs(t, err, &se, "%+v", req)
+		assert.ErrorIs(t, err, delivery.ErrSuppressed)
+		assert.Greater(t, se.For, 59*time.Minute)
+	}
+	for _, other := range []string{"gone@example.com", "Gone@example.com", "gone+x@example.com", "Gone+y@example.com"} {
+		_, err = s.GetOrCreate(ctx, limits.Request{Email: other})
+		assert.NoError(t, err, "%s: another spelling of the mailbox is not suppressed", other)
 	}
 
-	lifted, err := sup.Lift(ctx, "GONE@example.com")
+	list, more, err := sup.List(ctx, delivery.Filter{}, 100)
+	require.NoError(t, err)
+	assert.False(t, more)
+	require.Len(t, list, 1)
+	e := list[0]
+	assert.Equal(t, delivery.MailboxID("gone@example.com")+":"+delivery.AddressID("Gone+x@example.com"), e.ID)
+	assert.Equal(t, "G***@example.com", e.Masked, "only masked")
+	assert.Equal(t, delivery.ReasonRecipientRefused, e.Reason)
+	assert.Equal(t, 550, e.Reply)
+	assert.Equal(t, "5.1.1", e.Enhanced)
+	assert.Equal(t, "<G***@example.com>: Recipient address rejected: User unknown", e.Diagnostic)
+	assert.True(t, e.Added.Equal(now), "added %s, want %s", e.Added, now)
+	assert.True(t, e.Expires.Equal(now.Add(time.Hour)))
+	assert.Greater(t, e.ExpiresIn, 59*time.Minute)
+	keys := redistest.Keys(ctx, t, rdb, delivery.SuppressPrefix+"*")
+	require.Len(t, keys, 1)
+	v, err := rdb.Get(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	for _, clear := range []string{"Gone+x", "gone@", "Gone@", "gone+x"} {
+		assert.NotContains(t, keys[0]+v, clear, "no address in clear in the list")
+	}
+
+	lifted, err := sup.Lift(ctx, "gone+x@example.com")
+	require.NoError(t, err)
+	assert.False(t, lifted, "another spelling lifts nothing")
+	lifted, err = sup.Lift(ctx, "Gone+x@EXAMPLE.com")
 	require.NoError(t, err)
 	assert.True(t, lifted)
-	_, err = s.GetOrCreate(ctx, limits.Request{Email: "gone@example.com"})
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "Gone+x@example.com"})
 	require.NoError(t, err, "lifted: sends go through")
-	lifted, err = sup.LiftID(ctx, list[0].ID)
+	lifted, err = sup.LiftID(ctx, e.ID)
 	require.NoError(t, err)
 	assert.False(t, lifted, "nothing left to lift")
 	_, err = sup.Lift(ctx, "not an address@")
-	assert.True(t, errors.Is(err, mail.ErrInvalidAddress))
+	assert.ErrorIs(t, err, mail.ErrInvalidAddress)
+	for _, id := range []string{"", "x", delivery.MailboxID("a@b.c"), e.ID + "0", strings.ToUpper(e.ID)} {
+		_, err = sup.LiftID(ctx, id)
+		assert.ErrorIs(t, err, delivery.ErrInvalidSuppression, "%q", id)
+	}
+}
+
+// Add refuses an entry it could not list truthfully.
+func TestSuppressionAddRefusesBadEntries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, rdb := newStack(t, limits.Config{})
+	sup := delivery.NewSuppressions(rdb, plusTags)
+	good := delivery.Entry{Email: "a@example.com", Reason: delivery.ReasonRecipientRefused, Reply: 550,
+		Enhanced: "5.1.1", Added: time.Now(), For: time.Hour}
+	for name, change := range map[string]func(*delivery.Entry){
+		"address":   func(e *delivery.Entry) { e.Email = "nope" },
+		"reason":    func(e *delivery.Entry) { e.Reason = "spam" },
+		"no reason": func(e *delivery.Entry) { e.Reason = "" },
+		"reply":     func(e *delivery.Entry) { e.Reply = 999 },
+		"enhanced":  func(e *delivery.Entry) { e.Enhanced = "5.1" },
+		"lasting":   func(e *delivery.Entry) { e.For = 0 },
+	} {
+		e := good
+		change(&e)
+		assert.ErrorIs(t, sup.Add(ctx, e), delivery.ErrInvalidSuppression, name)
+	}
+	assert.Empty(t, redistest.Keys(ctx, t, rdb, delivery.SuppressPrefix+"*"))
+	require.NoError(t, sup.Add(ctx, good))
+}
+
+// After an incident (a wrong SMTP password refused every mail with a 5xx),
+// ops list the entries of its window by reason and lift them all, a batch
+// at a time on every primary; entries outside the window or of another
+// reason stay.
+func TestSuppressionLiftWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, limits.Config{Identity: plusTags})
+	sup := delivery.NewSuppressions(rdb, plusTags)
+	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	end := start.Add(time.Hour)
+	add := func(email string, reason delivery.Reason, at time.Time) {
+		t.Helper()
+		require.NoError(t, sup.Add(ctx, delivery.Entry{Email: email, Reason: reason, Reply: 535, Added: at, For: time.Hour}))
+	}
+	const incident = 2*delivery.ScanBatch + 37 // more than a batch on any node
+	for i := range incident {
+		add(fmt.Sprintf("user%d@example.com", i), delivery.ReasonRecipientRefused, start.Add(time.Duration(i)*time.Second))
+	}
+	add("before@example.com", delivery.ReasonRecipientRefused, start.Add(-time.Nanosecond))
+	add("at-end@example.com", delivery.ReasonRecipientRefused, end)
+	add("bounced@example.com", delivery.ReasonBounced, start.Add(time.Minute))
+
+	window := delivery.Filter{Reason: delivery.ReasonRecipientRefused, AddedAfter: start, AddedBefore: end}
+	list, more, err := sup.List(ctx, window, 10)
+	require.NoError(t, err)
+	assert.True(t, more, "more than the limit matched")
+	assert.Len(t, list, 10)
+	list, more, err = sup.List(ctx, window, 1000)
+	require.NoError(t, err)
+	assert.False(t, more)
+	assert.Len(t, list, incident)
+	for i := 1; i < len(list); i++ {
+		assert.False(t, list[i].Added.Before(list[i-1].Added), "oldest first")
+	}
+	bounced, _, err := sup.List(ctx, delivery.Filter{Reason: delivery.ReasonBounced}, 1000)
+	require.NoError(t, err)
+	require.Len(t, bounced, 1)
+	assert.Equal(t, "b***@example.com", bounced[0].Masked)
+
+	for name, f := range map[string]delivery.Filter{
+		"no window": {Reason: delivery.ReasonRecipientRefused},
+		"no end":    {AddedAfter: start},
+		"no start":  {AddedBefore: end},
+		"reversed":  {AddedAfter: end, AddedBefore: start},
+		"empty":     {AddedAfter: start, AddedBefore: start},
+		"reason":    {Reason: "spam", AddedAfter: start, AddedBefore: end},
+	} {
+		n, err := sup.LiftAdded(ctx, f)
+		assert.ErrorIs(t, err, delivery.ErrInvalidSuppression, name)
+		assert.Zero(t, n, name)
+	}
+	_, _, err = sup.List(ctx, delivery.Filter{AddedAfter: end, AddedBefore: start}, 10)
+	assert.ErrorIs(t, err, delivery.ErrInvalidSuppression)
+
+	n, err := sup.LiftAdded(ctx, window)
+	require.NoError(t, err)
+	assert.Equal(t, incident, n)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "user7@example.com"})
+	require.NoError(t, err, "lifted: sends go through")
+	left, _, err := sup.List(ctx, delivery.Filter{}, 1000)
+	require.NoError(t, err)
+	var masked []string
+	for _, e := range left {
+		masked = append(masked, e.Masked)
+	}
+	assert.ElementsMatch(t, []string{"b***@example.com", "a***@example.com", "b***@example.com"}, masked)
+	n, err = sup.LiftAdded(ctx, window)
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing left in the window")
+}
+
+// A reply text is kept on one line, bounded, with every address masked.
+func TestDiagnostic(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", delivery.MaxDiagnostic)
+	for in, want := range map[string]string{
+		"5.1.1 <alice+x@example.com>: Recipient address rejected": "<a***@example.com>: Recipient address rejected",
+		"User unknown": "User unknown",
+		"5.7.8 Authentication credentials invalid":        "Authentication credentials invalid",
+		"RCPT TO:<Bob@Example.com> refused":               "RCPT TO:<B***@Example.com> refused",
+		"mailbox bob@example.com, carol@example.org full": "mailbox b***@example.com, c***@example.org full",
+		"to=bob@@example.com\r\nline two":                 "*** line two",
+		"a@b <not an address@x>":                          "a***@b <not an a***@x>",
+		"\x00hidden\u200bzero\xff":                        "hidden zero?",
+		long:                                              long[:delivery.MaxDiagnostic],
+		long + "x":                                        long[:delivery.MaxDiagnostic],
+		"x" + long:                                        ("x" + long)[:delivery.MaxDiagnostic-1],
+	} {
+		got := delivery.Diagnostic(in)
+		assert.Equal(t, want, got, "%q", in)
+		assert.LessOrEqual(t, len(got), delivery.MaxDiagnostic)
+		assert.True(t, utf8.ValidString(got))
+	}
 }

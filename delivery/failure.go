@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 
 	"github.com/verifyq/verifyq/mail"
 )
@@ -43,4 +44,21 @@ func ReplyCode(err error) int {
 		return se.Code
 	}
 	return 0
+}
+
+// EnhancedCode returns the RFC 3463 status code at the start of err's SMTP
+// reply text (e.g. "5.1.1"), or "" when err is no reply or its text has
+// none.
+func EnhancedCode(err error) string {
+	return strings.TrimSpace(enhancedCodeRE.FindString(ReplyText(err)))
+}
+
+// ReplyText returns err's SMTP reply text, or "" when err is not a reply.
+// It can echo addresses: keep it only as Diagnostic has it.
+func ReplyText(err error) string {
+	var se *mail.SMTPError
+	if errors.As(err, &se) {
+		return se.Msg
+	}
+	return ""
 }

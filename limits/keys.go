@@ -9,12 +9,14 @@ import (
 // each key names by its hash tag (the part in braces):
 //
 //   - a mailbox's slot, tag m:<mailbox id>: its cooldown per purpose, its
-//     hour of sends and its suppression (delivery.SuppressKey);
+//     hour of sends and the suppressions of its exact addresses
+//     (delivery.SuppressKey);
 //   - a client's slot, tag c:<client>: its hours of sends and of verifies;
 //   - the rate slot, tag rate: the minute counters of each domain and of
 //     all sends.
 //
-// A mailbox is named by a hash (delivery.MailboxID), never by its address.
+// A mailbox is named by a hash (delivery.MailboxID), an exact address too
+// (delivery.AddressID), never by the address.
 // The code's slot is package codes'.
 
 // CooldownKey holds a mailbox's resend cooldown for purpose: each purpose

@@ -88,8 +88,8 @@ type Config struct {
 	// per rolling hour, so that one client cannot spread guesses over many
 	// addresses.
 	ClientVerifiesPerHour int
-	// Identity says which addresses are one mailbox for the limits and
-	// the suppression list.
+	// Identity says which addresses are one mailbox for the limits (and
+	// whose slot holds an address's suppression).
 	Identity mail.Identity
 }
 

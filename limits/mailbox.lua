@@ -1,10 +1,11 @@
--- mailbox: the mailbox's part of a send. Check the suppression, the
--- resend cooldown and the rolling hour of sends of a mailbox and, when all
--- pass, record the send in the cooldown and the hour. Happy path of a new
+-- mailbox: the mailbox's part of a send. Check the suppression of the
+-- exact address, the resend cooldown and the rolling hour of sends of a
+-- mailbox and, when all pass, record the send in the cooldown and the hour. Happy path of a new
 -- mailbox: PTTL, SET, ZRANGE, ZADD, PEXPIRE.
 --
--- KEYS[1] suppression, KEYS[2] cooldown (of the send's purpose), KEYS[3]
--- hour of sends (all in the mailbox's slot, tag m:<mailbox id>)
+-- KEYS[1] suppression of the exact address, KEYS[2] cooldown (of the
+-- send's purpose), KEYS[3] hour of sends (all in the mailbox's slot, tag
+-- m:<mailbox id>)
 -- ARGV[1] now ms, ARGV[2] the send's nonce, ARGV[3] cooldown ms (0 off),
 -- ARGV[4] cap of the hour (0 off), ARGV[5] window ms
 -- Reply: {'ok'}, or a refusal {'suppressed', ms left (-1: no expiry)},

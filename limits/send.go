@@ -36,7 +36,7 @@ var (
 	unminutesSrc string
 )
 
-// suppressed is the refusal of a suppressed mailbox, beside the limits'
+// suppressed is the refusal of a suppressed address, beside the limits'
 // names.
 const suppressed = "suppressed"
 
@@ -46,6 +46,7 @@ type send struct {
 	now     time.Time
 	nonce   string // names the send in the windows and the cooldown
 	mailbox string // delivery.MailboxID of the address's mailbox
+	address string // delivery.AddressID of the exact address
 }
 
 // A part is the share of a send that one Redis Cluster slot decides: a
@@ -75,7 +76,7 @@ var parts = []part{
 		refuses: []string{suppressed, Cooldown, Address},
 		on:      func(*Config, *send) bool { return true },
 		keys: func(_ *Config, s *send) []string {
-			return []string{delivery.SuppressKey(s.mailbox), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
+			return []string{delivery.SuppressKey(s.mailbox, s.address), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
 		},
 		check: redis.NewScript(countSrc + mailboxSrc),
 		args: func(c *Config, s *send) []any {
@@ -206,10 +207,11 @@ func (a Admission) Undo(ctx context.Context) error {
 // Admit checks the suppression list and the send limits for req and issues
 // its code (codes.Store.Issue), in one round trip: one script per slot,
 // the parts that are on and the issue last, in one pipeline. A suppressed
-// mailbox returns a *delivery.SuppressedError, a refused send an *Error;
-// either leaves the limits and the code as they were (a second round trip
-// undoes what the parts that admitted it recorded). An admitted send marks
-// the delivery status queued.
+// address (that exact address: delivery.SuppressKey) returns a
+// *delivery.SuppressedError, a refused send an *Error; either leaves the
+// limits and the code as they were (a second round trip undoes what the
+// parts that admitted it recorded). An admitted send marks the delivery
+// status queued.
 func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	now := l.Now()
 	issue, err := l.codes.Issue(codes.ID{Purpose: req.Purpose, Email: req.Email}, now)
@@ -220,7 +222,8 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	if err != nil {
 		return Admission{}, fmt.Errorf("admit send: %w", err)
 	}
-	s := &send{req: req, now: now, nonce: nonce, mailbox: delivery.MailboxID(l.cfg.Identity.Mailbox(req.Email))}
+	s := &send{req: req, now: now, nonce: nonce,
+		mailbox: delivery.MailboxID(l.cfg.Identity.Mailbox(req.Email)), address: delivery.AddressID(req.Email)}
 	var on []*part
 	var calls, undos []script.Call
 	for i := range parts {

@@ -40,6 +40,15 @@ func (id Identity) Mailbox(s string) string {
 	return local + "@" + Domain(s)
 }
 
+// Exact returns s, a valid address, as one exact address: the local part
+// byte for byte as sent (case and tag kept), "@", and the domain as Domain
+// has it. Two spellings of one mailbox that differ in the local part are
+// two exact addresses; "Alice@Example.COM" and "Alice@example.com" are one.
+func Exact(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	return s[:at] + "@" + Domain(s)
+}
+
 // Domain returns the domain of s, a valid address, as a lower-case A-label
 // (punycode): the form mail is sent to and limits count by.
 func Domain(s string) string {

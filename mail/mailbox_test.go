@@ -38,6 +38,21 @@ func TestMailbox(t *testing.T) {
 	assert.Equal(t, "Kim+x@xn--bcher-kva.de", mail.ASCIIDomain("Kim+x@bücher.de"), "the local part as sent")
 }
 
+// The exact address keeps the local part as sent and folds the domain only.
+func TestExact(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"Alice+x@Example.COM": "Alice+x@example.com",
+		"alice@example.com":   "alice@example.com",
+		"Kim@BÜCHER.de":       "Kim@xn--bcher-kva.de",
+		"张三@example.com":      "张三@example.com",
+	} {
+		require.NoError(t, mail.ValidateAddress(in), in)
+		assert.Equal(t, want, mail.Exact(in), in)
+	}
+	assert.NotEqual(t, mail.Exact("alice@example.com"), mail.Exact("Alice@example.com"), "the local part is exact")
+}
+
 // Characters that disguise a mailbox or hide on the wire are refused, and
 // the error never echoes them.
 func TestValidateAddressRefusesDisguises(t *testing.T) {

@@ -128,7 +128,7 @@ var (
 	RateLimited = &Outcome{Name: "rate_limited", HTTPStatus: http.StatusTooManyRequests, GRPCCode: codes.ResourceExhausted,
 		Reason: "RATE_LIMITED", Legacy: LegacyRateLimited, Metric: MetricRateLimited, Level: slog.LevelInfo,
 		Message: "too many requests", Err: service.ErrRateLimited}
-	// Undeliverable: the mailbox is on the suppression list, after its
+	// Undeliverable: the address is on the suppression list, after its
 	// mail server refused a mail for good; nothing is mailed.
 	Undeliverable = &Outcome{Name: "undeliverable", HTTPStatus: http.StatusUnprocessableEntity, GRPCCode: codes.FailedPrecondition,
 		Reason: "UNDELIVERABLE", Legacy: LegacyUndeliverable, Metric: MetricUndeliverable, Level: slog.LevelInfo,

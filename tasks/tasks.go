@@ -131,7 +131,7 @@ type Deliveries interface {
 // Suppressor puts an address whose mail server refused a mail for good on
 // the suppression list (delivery.Suppressions).
 type Suppressor interface {
-	Add(ctx context.Context, email string, reply int, d time.Duration, now time.Time) error
+	Add(ctx context.Context, e delivery.Entry) error
 }
 
 // Mailer sends one verification mail (mail.Sender).
@@ -320,7 +320,12 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
 		if reply := delivery.ReplyCode(err); reply >= 500 && h.cfg.Suppressor != nil && h.cfg.SuppressFor > 0 {
-			if serr := h.cfg.Suppressor.Add(ctx, email, reply, h.cfg.SuppressFor, h.cfg.Now()); serr != nil {
+			entry := delivery.Entry{
+				Email: email, Reason: delivery.ReasonRecipientRefused,
+				Reply: reply, Enhanced: delivery.EnhancedCode(err), Diagnostic: delivery.ReplyText(err),
+				Added: h.cfg.Now(), For: h.cfg.SuppressFor,
+			}
+			if serr := h.cfg.Suppressor.Add(ctx, entry); serr != nil {
 				log.WarnContext(ctx, "could not suppress the address", "err", serr)
 			} else {
 				log.InfoContext(ctx, "address suppressed", "reply", reply, "for", h.cfg.SuppressFor.String())

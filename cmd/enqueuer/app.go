@@ -29,7 +29,8 @@ import (
 // ADMIN_ADDR.
 const DashboardPath = "/monitoring/"
 
-// SuppressionsPath serves the suppression list on ADMIN_ADDR (list, lift).
+// SuppressionsPath serves the suppression list on ADMIN_ADDR (list, lift;
+// lifting refused with DASHBOARD_READONLY).
 const SuppressionsPath = "/suppressions"
 
 // App is the running enqueuer: the public HTTP API, the gRPC server and the
@@ -117,7 +118,9 @@ func (a *App) adminMux() *http.ServeMux {
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))
-	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(delivery.NewSuppressions(a.rdb, a.cfg.Identity()))))
+	suppressions := delivery.NewSuppressions(a.rdb, a.cfg.Identity())
+	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(suppressions,
+		httpapi.SuppressionsConfig{ReadOnly: a.cfg.DashboardReadOnly})))
 	platform.MountPprof(mux, guard)
 	return mux
 }

@@ -123,18 +123,20 @@ func TestSuppressionsEndpoint(t *testing.T) {
 	s := startApp(t, func(c *Config) { c.DashboardAuth = platform.Credentials{User: "ops", Password: "s3cret"} })
 	ctx := context.Background()
 	sup := delivery.NewSuppressions(s.redis.Client(t), mail.Identity{TagSeparators: "+"})
-	require.NoError(t, sup.Add(ctx, "bounce@example.com", 550, time.Hour, time.Now()))
+	require.NoError(t, sup.Add(ctx, delivery.Entry{Email: "bounce@example.com", Reason: delivery.ReasonRecipientRefused,
+		Reply: 550, Enhanced: "5.1.1", Added: time.Now(), For: time.Hour}))
 
-	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"Bounce+1@example.com"}`))
+	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"bounce@EXAMPLE.com"}`))
 	require.NoError(t, err)
 	_ = res.Body.Close()
-	assert.Equal(t, http.StatusUnprocessableEntity, res.StatusCode, "suppressed, any spelling")
+	assert.Equal(t, http.StatusUnprocessableEntity, res.StatusCode, "suppressed, the domain in any case")
 
 	admin := "http://" + s.app.AdminAddr() + "/suppressions"
-	status, body := get(t, admin, "ops", "s3cret")
+	status, body := get(t, admin+"?reason=recipient_refused", "ops", "s3cret")
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, body, `"address":"b***@example.com"`)
 	assert.Contains(t, body, `"reply":550`)
+	assert.Contains(t, body, `"enhanced_code":"5.1.1"`)
 	assert.NotContains(t, body, "bounce@example.com", "masked")
 
 	del := func(query string) int {
@@ -147,7 +149,41 @@ func TestSuppressionsEndpoint(t *testing.T) {
 		return res.StatusCode
 	}
 	assert.Equal(t, http.StatusBadRequest, del("email=nope"))
-	assert.Equal(t, http.StatusOK, del("email=BOUNCE@example.com"))
+	assert.Equal(t, http.StatusBadRequest, del(""), "no accidental wipe")
+	assert.Equal(t, http.StatusNotFound, del("email=Bounce@example.com"), "another spelling")
+	assert.Equal(t, http.StatusOK, del("email=bounce@Example.com"))
 	assert.Equal(t, http.StatusNotFound, del("email=bounce@example.com"), "already lifted")
 	sendCode(t, s.app, "bounce@example.com")
+}
+
+// With DASHBOARD_READONLY the suppression list can be read, not lifted.
+func TestSuppressionsReadOnly(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, func(c *Config) { c.DashboardReadOnly = true })
+	ctx := context.Background()
+	sup := delivery.NewSuppressions(s.redis.Client(t), mail.Identity{})
+	require.NoError(t, sup.Add(ctx, delivery.Entry{Email: "ro@example.com", Reason: delivery.ReasonRecipientRefused,
+		Reply: 550, Added: time.Now(), For: time.Hour}))
+	admin := "http://" + s.app.AdminAddr() + "/suppressions"
+	status, body := get(t, admin)
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, `"address":"r***@example.com"`)
+
+	for _, query := range []string{"email=ro@example.com", "added_after=2000-01-01T00:00:00Z&added_before=2100-01-01T00:00:00Z"} {
+		req, err := http.NewRequest(http.MethodDelete, admin+"?"+query, nil)
+		require.NoError(t, err)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		var got struct {
+			Error struct{ Code, Message string }
+		}
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&got))
+		_ = res.Body.Close()
+		assert.Equal(t, http.StatusForbidden, res.StatusCode, query)
+		assert.Equal(t, "read_only", got.Error.Code)
+		assert.Contains(t, got.Error.Message, "DASHBOARD_READONLY")
+	}
+	lifted, err := sup.Lift(ctx, "ro@example.com")
+	require.NoError(t, err)
+	assert.True(t, lifted, "the entry is still there")
 }

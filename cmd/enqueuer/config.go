@@ -41,6 +41,8 @@ type Config struct {
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_AUTH is set. /metrics, /healthz
 	// and /readyz stay open for scrapers and probes.
+	//
+	// DashboardReadOnly makes the dashboard and /suppressions look-only.
 	DashboardReadOnly bool `envconfig:"DASHBOARD_READONLY" default:"false"`
 }
 
