@@ -49,9 +49,9 @@ type Status struct {
 	// NextAttemptIn is when the next attempt is due, while retrying, as
 	// asynq has it scheduled.
 	NextAttemptIn time.Duration
-	// LastFailure is the class of the last failed attempt (Failure*),
-	// while retrying or undeliverable.
-	LastFailure string
+	// LastFailure is the class of the last failed attempt, while retrying
+	// or undeliverable.
+	LastFailure Class
 	// Reply is the SMTP reply code of the last failure (e.g. 451, 550), or
 	// 0; never the server's text.
 	Reply int
@@ -112,7 +112,7 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 		h[k] = v
 	}
 	ms, _ := res[1].(int64)
-	st := Status{State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: h["failure"]}
+	st := Status{State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"])}
 	if ms, _ := strconv.ParseInt(h["sent_at"], 10, 64); ms > 0 {
 		st.SentAt = time.UnixMilli(ms)
 	}
@@ -204,17 +204,18 @@ func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, at time.
 // Retrying records a failed attempt that asynq will retry (when: see
 // Status).
 func (r *Records) Retrying(ctx context.Context, id codes.ID, failure error) error {
-	return r.record(ctx, id, "state", StateRetrying, "failure", FailureOf(failure), "reply", replyField(failure))
+	return r.record(ctx, id, "state", StateRetrying, "failure", string(ClassOf(failure)), "reply", replyField(failure))
 }
 
 // Failed records a failed attempt after which the task is given up: the
-// status says undeliverable for a permanent failure, else keeps its state.
+// status says undeliverable when the failure's class is (Handling), else
+// keeps its state.
 func (r *Records) Failed(ctx context.Context, id codes.ID, failure error) error {
-	class := FailureOf(failure)
-	if class != FailurePermanent {
-		return r.record(ctx, id, "failure", class, "reply", replyField(failure))
+	class := ClassOf(failure)
+	if !class.Handling().Undeliverable {
+		return r.record(ctx, id, "failure", string(class), "reply", replyField(failure))
 	}
-	return r.record(ctx, id, "state", StateUndeliverable, "failure", class, "reply", replyField(failure))
+	return r.record(ctx, id, "state", StateUndeliverable, "failure", string(class), "reply", replyField(failure))
 }
 
 func (r *Records) record(ctx context.Context, id codes.ID, args ...any) error {

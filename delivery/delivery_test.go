@@ -17,6 +17,7 @@ import (
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 )
 
 // The status follows a code from its send to its mail: queued by the send
@@ -52,14 +53,14 @@ func TestDeliveryStatus(t *testing.T) {
 	_, err = asynq.NewClientFromRedisClient(rdb).EnqueueContext(ctx, asynq.NewTask("code:send", nil),
 		asynq.TaskID("task-1"), asynq.Queue(testQueue), asynq.ProcessAt(now.Add(3*time.Second)))
 	require.NoError(t, err)
-	temp := fmt.Errorf("send: %w", &mail.SMTPError{Code: 451, Msg: "4.7.1 greylisted, user d@example.com"})
+	temp := fmt.Errorf("send: %w", &relay.Error{Stage: relay.StageRcpt, Code: 450, Enhanced: "4.2.0", Text: "greylisted, user d@example.com"})
 	require.NoError(t, s.Retrying(ctx, codes.ID{Email: "d@example.com"}, temp))
 	st = status("d@example.com")
 	assert.Equal(t, delivery.StateRetrying, st.State)
 	assert.Equal(t, 1, st.Attempts)
 	assert.Equal(t, 3*time.Second, st.NextAttemptIn)
-	assert.Equal(t, delivery.FailureTemporary, st.LastFailure)
-	assert.Equal(t, 451, st.Reply)
+	assert.Equal(t, delivery.RecipientDeferred, st.LastFailure)
+	assert.Equal(t, 450, st.Reply)
 	raw, err := rdb.HGetAll(ctx, s.StatusKey(codes.ID{Email: "d@example.com"})).Result()
 	require.NoError(t, err)
 	assert.Equal(t, "task-1", raw["task"])
@@ -123,18 +124,19 @@ func TestSuppression(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Begin(ctx, codes.ID{Email: "Gone+x@example.com"}, "t1", codes.DefaultTTL)
 	require.NoError(t, err)
-	perm := fmt.Errorf("send: %w", &mail.SMTPError{Code: 550,
-		Msg: "5.1.1 <Gone+x@example.com>: Recipient address rejected: User unknown"})
+	refused := &relay.Error{Stage: relay.StageRcpt, Code: 550, Enhanced: "5.1.1",
+		Text: "<Gone+x@example.com>: Recipient address rejected: User unknown"}
+	perm := fmt.Errorf("send: %w", refused)
 	require.NoError(t, s.Failed(ctx, codes.ID{Email: "Gone+x@example.com"}, perm))
 	st, err := s.Status(ctx, codes.ID{Email: "Gone+x@example.com"}, now)
 	require.NoError(t, err)
 	assert.Equal(t, delivery.StateUndeliverable, st.State)
 	assert.Equal(t, 550, st.Reply)
-	assert.Equal(t, delivery.FailurePermanent, st.LastFailure)
+	assert.Equal(t, delivery.RecipientRefused, st.LastFailure)
 
 	require.NoError(t, sup.Add(ctx, delivery.Entry{
 		Email: "Gone+x@example.com", Reason: delivery.ReasonRecipientRefused,
-		Reply: delivery.ReplyCode(perm), Enhanced: delivery.EnhancedCode(perm), Diagnostic: delivery.ReplyText(perm),
+		Reply: refused.Code, Enhanced: refused.Enhanced, Diagnostic: refused.Text,
 		Added: now, For: time.Hour,
 	}))
 	for _, req := range []limits.Request{

@@ -56,7 +56,7 @@ func TestUndeliverableEndToEnd(t *testing.T) {
 		return st["state"] == "undeliverable"
 	}, 10*time.Second, 50*time.Millisecond)
 	assert.EqualValues(t, 550, st["reply"])
-	assert.Equal(t, "permanent", st["last_failure"])
+	assert.Equal(t, "recipient_refused", st["last_failure"])
 	s.smtp.ClearFault()
 
 	status, body = s.post(t, "/v1/codes", map[string]string{"email": "dead@example.com"})

@@ -109,7 +109,7 @@ func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusReque
 		State:         deliveryStates[st.State],
 		Attempts:      int32(min(st.Attempts, math.MaxInt32)), //nolint:gosec // G115: bounded just here
 		NextAttemptIn: outcome.Seconds(st.NextAttemptIn),
-		LastFailure:   st.LastFailure,
+		LastFailure:   string(st.LastFailure),
 		Reply:         int32(min(st.Reply, 999)), //nolint:gosec // G115: an SMTP reply code is three digits
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
 	}

@@ -263,7 +263,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		State:         st.State,
 		Attempts:      st.Attempts,
 		NextAttemptIn: outcome.Seconds(st.NextAttemptIn),
-		LastFailure:   st.LastFailure,
+		LastFailure:   string(st.LastFailure),
 		Reply:         st.Reply,
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
 	}

@@ -46,14 +46,14 @@ type Message struct {
 }
 
 // Compose builds the verification mail for m with the embedded templates,
-// without an app name, a link or a Reply-To; see Templates.ComposeMail.
+// without an app name, a link or a Reply-To; see Templates.Compose.
 func Compose(from string, m Message) (*Composed, error) {
-	return DefaultTemplates().ComposeMail(from, "", m)
+	return DefaultTemplates().Compose(from, "", m)
 }
 
 // Composed is one composed verification mail, built with gomail. Its
 // WriteTo writes it as it is sent in DATA, the header fields in a fixed
-// order (see ComposeMail).
+// order (see Compose).
 type Composed struct {
 	msg  *gomail.Message
 	size int // about the size written, to size the buffer once
@@ -130,19 +130,7 @@ func headerRank(field []byte) int {
 	return len(headerOrder)
 }
 
-// Compose returns ComposeMail's mail as a bare *gomail.Message, whose
-// WriteTo puts the header fields in no fixed order (gomail writes them from
-// a map). The Sender sends it until it takes a *Composed; write a
-// *Composed everywhere else.
-func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, error) {
-	c, err := t.ComposeMail(from, replyTo, m)
-	if err != nil {
-		return nil, err
-	}
-	return c.msg, nil
-}
-
-// ComposeMail builds the verification mail for m from t's templates for
+// Compose builds the verification mail for m from t's templates for
 // m.Purpose and m.Locale, sent from from (a bare address or "Name
 // <address>") with an optional Reply-To, replyTo (the same forms; "" for
 // none). The result is multipart/alternative with a text/plain and a
@@ -155,7 +143,7 @@ func (t *Templates) Compose(from, replyTo string, m Message) (*gomail.Message, e
 //
 // Errors wrap ErrInvalidAddress (From, Reply-To or To), ErrUnknownLocale or
 // ErrInvalidMessage.
-func (t *Templates) ComposeMail(from, replyTo string, m Message) (*Composed, error) {
+func (t *Templates) Compose(from, replyTo string, m Message) (*Composed, error) {
 	sender, err := parseFrom(from)
 	if err != nil {
 		return nil, fmt.Errorf("mail: from: %w", err)

@@ -114,7 +114,7 @@ func TestComposeDecodesToRendered(t *testing.T) {
 	for _, loc := range locales {
 		for purpose := range purposePhrases {
 			m := Message{To: "user@example.com", Locale: loc, Code: "482916", ExpiresIn: 10 * time.Minute, Purpose: purpose}
-			c, err := tpl.ComposeMail("no-reply@verifyq.test", "", m)
+			c, err := tpl.Compose("no-reply@verifyq.test", "", m)
 			require.NoError(t, err)
 			var buf bytes.Buffer
 			_, err = c.WriteTo(&buf)

@@ -71,7 +71,7 @@ func TestComposeGoldenPurposes(t *testing.T) {
 			name := "purposes/" + file + "." + string(loc)
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				g, err := tpl.ComposeMail(testFrom, "", mail.Message{To: "user@example.com", Locale: loc,
+				g, err := tpl.Compose(testFrom, "", mail.Message{To: "user@example.com", Locale: loc,
 					Code: "482916", ExpiresIn: 10 * time.Minute, Purpose: purpose})
 				require.NoError(t, err)
 				checkGolden(t, name, parse(t, g))

@@ -133,3 +133,12 @@ func (id Identity) Validate() error {
 	}
 	return nil
 }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}

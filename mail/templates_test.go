@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,16 +48,16 @@ func loadTemplates(t *testing.T, c mail.TemplateConfig) *mail.Templates {
 	return tpl
 }
 
-// sendOne sends m with a Sender set up by mod against a fresh SMTP server
-// and returns the mail as received.
-func sendOne(t *testing.T, mod func(*mail.SMTPConfig), m mail.Message) smtptest.Message {
+// composeOne composes m as a writes it and returns the mail as a server
+// would receive it.
+func composeOne(t *testing.T, a mail.Author, m mail.Message) smtptest.Message {
 	t.Helper()
-	srv := smtptest.Start(t)
-	s := newSender(t, srv, mod, nil)
-	require.NoError(t, s.Send(t.Context(), m))
-	msgs := srv.WaitMessages(t, 1, 5*time.Second)
-	require.Len(t, msgs, 1)
-	return msgs[0]
+	c, err := a.Compose(m)
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	_, err = c.WriteTo(&buf)
+	require.NoError(t, err)
+	return smtptest.ParseMessage(buf.Bytes())
 }
 
 func TestAppNameInSubjectAndBothParts(t *testing.T) {
@@ -80,7 +79,7 @@ func TestAppNameInSubjectAndBothParts(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
 			m.Locale = tt.locale
-			got := sendOne(t, func(c *mail.SMTPConfig) { c.Templates = tpl }, m)
+			got := composeOne(t, mail.Author{From: testFrom, Templates: tpl}, m)
 			assert.Equal(t, tt.subject, got.Subject)
 			assert.Contains(t, got.Text, tt.text)
 			assert.Contains(t, got.HTML, tt.html)
@@ -127,16 +126,16 @@ func TestTemplatesDirOverridesOneTemplate(t *testing.T) {
 		"README.md":    "not a template",
 	})
 	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
-	cfg := func(c *mail.SMTPConfig) { c.Templates = tpl }
+	author := mail.Author{From: testFrom, Templates: tpl}
 
-	en := sendOne(t, cfg, testMessage())
+	en := composeOne(t, author, testMessage())
 	assert.Equal(t, "<p>ACME custom: <b>739164</b>, 10 min, en</p>", en.HTML, "the directory's en HTML template")
 	assert.Contains(t, en.Text, "Your ACME verification code is 739164.", "the embedded en text template")
 	assert.Equal(t, "Your ACME verification code", en.Subject, "the embedded en subject template")
 
 	m := testMessage()
 	m.Locale = mail.LocaleZhCN
-	zh := sendOne(t, cfg, m)
+	zh := composeOne(t, author, m)
 	assert.Contains(t, zh.HTML, "您的 ACME 验证码为", "the embedded zh-CN HTML template")
 }
 
@@ -289,7 +288,7 @@ func TestLinkInBothParts(t *testing.T) {
 			m := testMessage()
 			m.Locale = loc
 			m.To = "a+b@example.com"
-			got := sendOne(t, func(c *mail.SMTPConfig) { c.Templates = tpl }, m)
+			got := composeOne(t, mail.Author{From: testFrom, Templates: tpl}, m)
 			assert.Contains(t, got.Text, "\r\nhttps://app.example.com/verify?email=a%2Bb%40example.com&code=739164\r\n")
 			assert.Contains(t, got.HTML, `<a href="https://app.example.com/verify?email=a%2Bb%40example.com&amp;code=739164"`)
 			for k, vs := range got.Header {
@@ -352,7 +351,7 @@ func TestReplyTo(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
 			m.Locale = loc
-			got := sendOne(t, func(c *mail.SMTPConfig) { c.ReplyTo = "ACME Support <support@acme.test>" }, m)
+			got := composeOne(t, mail.Author{From: testFrom, ReplyTo: "ACME Support <support@acme.test>"}, m)
 			assert.Equal(t, `"ACME Support" <support@acme.test>`, got.Header.Get("Reply-To"))
 			// The mail no longer asks not to reply.
 			for _, part := range []string{got.Text, got.HTML} {
@@ -365,7 +364,7 @@ func TestReplyTo(t *testing.T) {
 	assert.Empty(t, none.Header.Get("Reply-To"))
 	assert.Contains(t, none.Text, "please do not reply")
 
-	err := mail.SMTPConfig{Host: "localhost", Port: 25, From: testFrom, ReplyTo: "support@acme.test\r\nBcc: evil@example.net"}.Validate()
+	err := mail.Author{From: testFrom, ReplyTo: "support@acme.test\r\nBcc: evil@example.net"}.Validate()
 	require.ErrorIs(t, err, mail.ErrInvalidAddress)
 	var fe *field.Error
 	require.ErrorAs(t, err, &fe)
@@ -419,7 +418,7 @@ func TestDocsTemplatesExamplePurposes(t *testing.T) {
 	} {
 		m := testMessage()
 		m.Purpose = purpose
-		g, err := tpl.ComposeMail(testFrom, "", m)
+		g, err := tpl.Compose(testFrom, "", m)
 		require.NoError(t, err)
 		msg := parse(t, g)
 		assert.Equal(t, want[0], msg.Subject, purpose)

@@ -10,19 +10,28 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/relay"
 )
 
-// Breaker thresholds. A worker's breaker opens on BreakerUnreachable
-// connection failures in a row (refused, dropped, timed out: see
-// mail.IsUnreachable), or on BreakerTempReplies 4xx replies in a row within
-// BreakerTempWindow; any mail accepted in between starts the count again.
-// While open it probes the SMTP server every BreakerProbeInterval.
+// Breaker thresholds. A worker's breaker opens at once when the relay
+// refuses verifyq's mail as such (delivery.RelayRefused: a wrong password,
+// a sender or quota refusal, a TLS failure), on BreakerUnreachable
+// connection failures in a row (refused, dropped, timed out), or on
+// BreakerTempReplies temporary replies of the relay in a row within
+// BreakerTempWindow (delivery.RelayDeferred); any mail accepted in between
+// starts the count again. What the relay says of one recipient or one
+// message (refused, greylisted) or of its pace (throttled) does not count.
+// While open it probes the relay every BreakerProbeInterval at first, then
+// twice as long after each failed probe or trial, up to
+// BreakerMaxProbeInterval: a relay that refuses verifyq's configuration is
+// not asked every second for hours.
 const (
-	BreakerUnreachable   = 3
-	BreakerTempReplies   = 5
-	BreakerTempWindow    = 10 * time.Second
-	BreakerProbeInterval = time.Second
+	BreakerUnreachable      = 3
+	BreakerTempReplies      = 5
+	BreakerTempWindow       = 10 * time.Second
+	BreakerProbeInterval    = time.Second
+	BreakerMaxProbeInterval = 30 * time.Second
 )
 
 // ErrSMTPUnavailable is returned by a send that the breaker held back and
@@ -124,8 +133,10 @@ type Breaker struct {
 	tempReplies int       // 4xx replies in a row ...
 	tempSince   time.Time // ... since this time
 	openedAt    time.Time
-	trial       uint64    // id of the current trial send, 0 for none
-	trialUntil  time.Time // when the current trial send is given up
+	interval    time.Duration // between probes, while open
+	reason      string        // why it opened last
+	trial       uint64        // id of the current trial send, 0 for none
+	trialUntil  time.Time     // when the current trial send is given up
 	nextTrial   uint64
 }
 
@@ -148,6 +159,17 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 		cfg.OnChange(BreakerClosed)
 	}
 	return b, nil
+}
+
+// Ready returns nil while the breaker is closed, else an error that says
+// the relay fails and why the breaker opened (the worker's /readyz).
+func (b *Breaker) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == BreakerClosed {
+		return nil
+	}
+	return fmt.Errorf("smtp relay failing: breaker %s for %s (%s)", b.state, b.now().Sub(b.openedAt).Round(time.Second), b.reason)
 }
 
 // State returns the current state.
@@ -240,12 +262,18 @@ func (b *Breaker) Report(ctx context.Context, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
-	switch {
-	case err == nil:
-		// A mail got through: the server works, whatever the state.
+	if err == nil {
+		// A mail got through: the relay works, whatever the state.
 		b.unreachable, b.tempReplies = 0, 0
 		b.closeLocked()
-	case mail.IsTemporaryReply(err):
+		return
+	}
+	how := delivery.ClassOf(err).Handling()
+	replied := relay.ReplyError(err) != nil
+	switch {
+	case how.HoldAtOnce:
+		b.openLocked("the relay refuses verifyq's mail", err)
+	case how.RelayWide && replied:
 		if b.tempReplies == 0 || now.Sub(b.tempSince) > BreakerTempWindow {
 			b.tempReplies, b.tempSince = 0, now
 		}
@@ -253,19 +281,28 @@ func (b *Breaker) Report(ctx context.Context, err error) {
 		if b.state == BreakerHalfOpen || (b.state == BreakerClosed && b.tempReplies >= BreakerTempReplies) {
 			b.openLocked(fmt.Sprintf("%d temporary replies within %s", b.tempReplies, now.Sub(b.tempSince).Round(time.Millisecond)), err)
 		}
-	case mail.IsUnreachable(err):
+	case how.RelayWide:
 		b.unreachable++
 		if b.state == BreakerHalfOpen || (b.state == BreakerClosed && b.unreachable >= BreakerUnreachable) {
 			b.openLocked(fmt.Sprintf("%d connection failures in a row", b.unreachable), err)
 		}
-	case mail.IsPermanent(err):
-		var se *mail.SMTPError
-		if errors.As(err, &se) {
-			// The server answered: it is up, though this mail is refused.
-			b.unreachable = 0
-			b.closeLocked()
-		}
+	case replied:
+		// The relay answered for this recipient or this message: it is up.
+		b.unreachable = 0
+		b.closeLocked()
 	}
+}
+
+// nextProbe is the wait before the next probe after err, a failed probe or
+// trial (first: the breaker just opened): twice the last while the relay
+// refuses verifyq's mail as such, up to BreakerMaxProbeInterval, else
+// BreakerProbeInterval, so that a relay back from an outage is seen within
+// a second.
+func nextProbe(last time.Duration, first bool, err error) time.Duration {
+	if first || err == nil || !delivery.ClassOf(err).Handling().HoldAtOnce {
+		return BreakerProbeInterval
+	}
+	return min(2*last, BreakerMaxProbeInterval)
 }
 
 // openLocked opens the breaker and starts probing.
@@ -275,9 +312,11 @@ func (b *Breaker) openLocked(reason string, err error) {
 		b.openedAt = b.now()
 	}
 	b.trial = 0
+	b.interval = nextProbe(b.interval, from == BreakerClosed, err)
+	b.reason = fmt.Sprintf("%s: %v", reason, err)
 	b.setLocked(BreakerOpen)
-	b.log.Warn("SMTP server unusable: breaker open, sends wait while it is probed every second",
-		"reason", reason, "from", string(from), "err", err)
+	b.log.Warn("SMTP relay unusable: breaker open, sends wait while it is probed",
+		"reason", reason, "from", string(from), "probe_every", b.interval.String(), "err", err)
 	if !b.probing && !b.shut {
 		b.probing = true
 		b.wg.Add(1)
@@ -321,7 +360,9 @@ func (b *Breaker) broadcastLocked() {
 // and the retry tasks are run.
 func (b *Breaker) probe() {
 	defer b.wg.Done()
-	t := time.NewTimer(BreakerProbeInterval)
+	b.mu.Lock()
+	t := time.NewTimer(b.interval)
+	b.mu.Unlock()
 	defer t.Stop()
 	for {
 		select {
@@ -354,11 +395,13 @@ func (b *Breaker) probe() {
 			b.resume()
 			return
 		}
+		b.interval = nextProbe(b.interval, false, err)
+		next := b.interval
 		b.mu.Unlock()
 		if err != nil {
-			b.log.Debug("SMTP probe failed", "err", err)
+			b.log.Debug("SMTP probe failed", "err", err, "next_in", next.String())
 		}
-		t.Reset(BreakerProbeInterval)
+		t.Reset(next)
 	}
 }
 

@@ -14,8 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/logtest"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -68,7 +70,9 @@ func newBreakerEnv(t *testing.T) *breakerEnv {
 // send sends one mail through the real sender and reports the result.
 func (be *breakerEnv) send(t *testing.T) error {
 	t.Helper()
-	err := be.sender.Send(t.Context(), mail.Message{To: "b@example.com", Locale: mail.LocaleEN, Code: "123456", ExpiresIn: time.Minute})
+	msg, err := mail.Compose("no-reply@verifyq.test", mail.Message{To: "b@example.com", Locale: mail.LocaleEN, Code: "123456", ExpiresIn: time.Minute})
+	require.NoError(t, err)
+	err = be.sender.Send(t.Context(), relay.Envelope{From: "no-reply@verifyq.test", To: "b@example.com"}, msg)
 	be.b.Report(t.Context(), err)
 	return err
 }
@@ -119,7 +123,7 @@ func TestBreakerOutageAndRecovery(t *testing.T) {
 	for i := range tasks.BreakerUnreachable {
 		assert.Equal(t, tasks.BreakerClosed, be.b.State(), "after %d failures", i)
 		err := be.send(t)
-		require.True(t, mail.IsUnreachable(err), "%v", err)
+		require.Equal(t, delivery.RelayDeferred, delivery.ClassOf(err), "%v", err)
 	}
 	assert.Equal(t, tasks.BreakerOpen, be.b.State())
 
@@ -168,9 +172,9 @@ func TestBreakerOutageAndRecovery(t *testing.T) {
 		"and again when it closes")
 	assert.Equal(t, 2, be.smtp.Count())
 	for msg, level := range map[string]string{
-		"SMTP server unusable: breaker open, sends wait while it is probed every second": "WARN",
-		"SMTP server answers a probe: breaker half-open, one trial send goes first":      "INFO",
-		"SMTP server back: breaker closed, sends resume":                                 "INFO",
+		"SMTP relay unusable: breaker open, sends wait while it is probed":          "WARN",
+		"SMTP server answers a probe: breaker half-open, one trial send goes first": "INFO",
+		"SMTP server back: breaker closed, sends resume":                            "INFO",
 	} {
 		lines := be.logs.Matching(t, msg)
 		if assert.Len(t, lines, 1, msg) {
@@ -186,7 +190,7 @@ func TestBreakerTemporaryReplies(t *testing.T) {
 	be := newBreakerEnv(t)
 	now := time.Now()
 	tasks.SetBreakerClock(be.b, func() time.Time { return now })
-	reply := fmt.Errorf("mail: DATA: %w", &mail.SMTPError{Code: 451})
+	reply := fmt.Errorf("send mail: %w", &relay.Error{Stage: relay.StageData, Code: 451, Enhanced: "4.3.0"})
 	ctx := t.Context()
 
 	for range tasks.BreakerTempReplies - 1 {
@@ -203,7 +207,7 @@ func TestBreakerTemporaryReplies(t *testing.T) {
 	}
 	assert.Equal(t, tasks.BreakerClosed, be.b.State())
 	// A 5xx, a refused message, is not a temporary reply.
-	be.b.Report(ctx, &mail.SMTPError{Code: 550})
+	be.b.Report(ctx, &relay.Error{Stage: relay.StageRcpt, Code: 550, Enhanced: "5.1.1"})
 	be.b.Report(ctx, fmt.Errorf("x: %w", mail.ErrInvalidAddress))
 	assert.Equal(t, tasks.BreakerClosed, be.b.State())
 	be.b.Report(ctx, reply)
@@ -231,7 +235,7 @@ func TestBreakerTrial(t *testing.T) {
 	require.NoError(t, r.err)
 
 	third := wait(ctx, be.b)
-	be.b.Report(ctx, &mail.SMTPError{Code: 451})
+	be.b.Report(ctx, &relay.Error{Stage: relay.StageData, Code: 451, Enhanced: "4.3.0"})
 	r.done()
 	assert.Equal(t, tasks.BreakerOpen, be.b.State(), "a failed trial opens the breaker again")
 	blocked(t, third, 300*time.Millisecond)

@@ -60,7 +60,7 @@ func TestHandlerRecordsStatus(t *testing.T) {
 	st := e.status(t, "s@example.com")
 	assert.Equal(t, delivery.StateRetrying, st.State)
 	assert.Equal(t, 1, st.Attempts)
-	assert.Equal(t, delivery.FailureTemporary, st.LastFailure)
+	assert.Equal(t, delivery.RelayDeferred, st.LastFailure)
 	assert.Equal(t, 451, st.Reply)
 	assert.InDelta(t, time.Until(retry.NextProcessAt).Seconds(), st.NextAttemptIn.Seconds(), 1.5,
 		"the time asynq will run it")

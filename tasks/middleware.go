@@ -2,11 +2,12 @@ package tasks
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	"github.com/hibiken/asynq"
 
-	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 )
 
 // The worker's asynq middleware, around the send-code handler in this
@@ -98,8 +99,8 @@ type watchedMailer struct {
 	gate Gate
 }
 
-func (m watchedMailer) Send(ctx context.Context, msg mail.Message) error {
-	err := m.Mailer.Send(ctx, msg)
+func (m watchedMailer) Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) error {
+	err := m.Mailer.Send(ctx, env, msg)
 	m.gate.Report(ctx, err)
 	return err
 }

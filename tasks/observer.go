@@ -1,6 +1,10 @@
 package tasks
 
-import "time"
+import (
+	"time"
+
+	"github.com/verifyq/verifyq/delivery"
+)
 
 // Outcome is what became of one attempt to send a code. The set is fixed:
 // metrics use it as a label value.
@@ -37,6 +41,9 @@ type SendResult struct {
 	SMTP time.Duration
 	// SMTPErr is true when SMTP was tried and did not accept the mail.
 	SMTPErr bool
+	// Failure is the class of the failure, when the mail was not accepted
+	// (or could not be composed).
+	Failure delivery.Class
 	// SinceRequest is the time from the request (the payload's
 	// RequestedAt) to the SMTP server accepting the mail; set only for
 	// OutcomeSent.

@@ -2,8 +2,6 @@ package tasks_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,14 +27,8 @@ func TestSendCodeHandlerPurpose(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "reset_password", "en.subject.tmpl"), []byte("Reset your password"), 0o600))
 	tpl, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir})
 	require.NoError(t, err)
-	sender, err := mail.NewSender(mail.SMTPConfig{
-		Host: e.smtp.Host(), Port: e.smtp.Port(), TLS: mail.TLSNone,
-		From: "no-reply@verifyq.test", Timeout: 500 * time.Millisecond, Templates: tpl,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sender.Close() })
 	h := e.handler(t, func(c *tasks.HandlerConfig) {
-		c.Mailer, c.PurposeTTL = sender, map[string]time.Duration{"reset_password": 15 * time.Minute}
+		c.Author.Templates, c.PurposeTTL = tpl, map[string]time.Duration{"reset_password": 15 * time.Minute}
 	})
 
 	def, err := e.store.GetOrCreate(ctx, codes.ID{Email: "p@example.com"})

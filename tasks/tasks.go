@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 )
 
 // TypeSendCode is the task type: mail the live code to an address.
@@ -134,15 +136,15 @@ type Suppressor interface {
 	Add(ctx context.Context, e delivery.Entry) error
 }
 
-// Mailer sends one verification mail (mail.Sender).
+// Mailer hands one composed mail to the SMTP relay (relay.Client).
 type Mailer interface {
-	Send(ctx context.Context, m mail.Message) error
+	Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) error
 }
 
 var (
 	_ Deliveries = (*delivery.Records)(nil)
 	_ Suppressor = (*delivery.Suppressions)(nil)
-	_ Mailer     = (*mail.Sender)(nil)
+	_ Mailer     = (*relay.Client)(nil)
 )
 
 // MarkTimeout bounds the background retries of recording a sent mail when
@@ -151,11 +153,13 @@ var (
 // recoverer), so the re-run finds the record and sends nothing.
 const MarkTimeout = 3 * time.Minute
 
-// HandlerConfig is what a SendCodeHandler needs. Deliveries, Mailer, TTL
-// and Logger are required.
+// HandlerConfig is what a SendCodeHandler needs. Deliveries, Author.From,
+// Mailer, TTL and Logger are required.
 type HandlerConfig struct {
 	// Deliveries reads the code to mail and records each attempt.
 	Deliveries Deliveries
+	// Author writes the mail.
+	Author mail.Author
 	// Mailer sends the mail. To let a Breaker watch the sends, give the
 	// handler the breaker's view of the mailer (Breaker.Watch).
 	Mailer Mailer
@@ -194,6 +198,9 @@ type SendCodeHandler struct {
 func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 	if cfg.Deliveries == nil || cfg.Mailer == nil || cfg.Logger == nil {
 		return nil, errors.New("tasks: a send-code handler needs deliveries, a mailer and a logger")
+	}
+	if err := cfg.Author.Validate(); err != nil {
+		return nil, err
 	}
 	if err := codes.ValidateTTL(cfg.TTL); err != nil {
 		return nil, err
@@ -264,8 +271,12 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		left = ttl
 	}
 
+	msg, err := h.cfg.Author.Compose(mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
+	if err != nil {
+		return h.failed(ctx, log, id, err, res)
+	}
 	start := h.cfg.Now()
-	err = h.cfg.Mailer.Send(ctx, mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
+	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.cfg.Author.EnvelopeFrom(), To: p.Email}, msg)
 	accepted := h.cfg.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
@@ -313,22 +324,29 @@ func (h *SendCodeHandler) codeOf(p SendCodePayload, id codes.ID, live string) (s
 // the suppression list) and returns the task's error. The records are best
 // effort: the error stands whatever happens to them.
 func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes.ID, err error, res *SendResult) error {
-	email := id.Email
-	if delivery.FailureOf(err) == delivery.FailurePermanent {
+	class := delivery.ClassOf(err)
+	how := class.Handling()
+	res.Failure = class
+	if class == delivery.RelayRefused {
+		// verifyq's configuration or the relay's policy: nobody's fault
+		// but the operator's, and every send fails alike until it is fixed.
+		log.ErrorContext(ctx, "the SMTP relay refuses verifyq's mail: check SMTP_URL, MAIL_FROM and the relay's account; sends wait and are retried",
+			relayFields(err)...)
+	}
+	if how.Undeliverable {
 		res.Outcome = OutcomeFailed
 		if rerr := h.cfg.Deliveries.Failed(ctx, id, err); rerr != nil {
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
-		if reply := delivery.ReplyCode(err); reply >= 500 && h.cfg.Suppressor != nil && h.cfg.SuppressFor > 0 {
-			entry := delivery.Entry{
-				Email: email, Reason: delivery.ReasonRecipientRefused,
-				Reply: reply, Enhanced: delivery.EnhancedCode(err), Diagnostic: delivery.ReplyText(err),
-				Added: h.cfg.Now(), For: h.cfg.SuppressFor,
+		if how.Suppress && h.cfg.Suppressor != nil && h.cfg.SuppressFor > 0 {
+			entry := delivery.Entry{Email: id.Email, Reason: delivery.ReasonRecipientRefused, Added: h.cfg.Now(), For: h.cfg.SuppressFor}
+			if e := relay.ReplyError(err); e != nil {
+				entry.Reply, entry.Enhanced, entry.Diagnostic = e.Code, e.Enhanced, e.Text
 			}
 			if serr := h.cfg.Suppressor.Add(ctx, entry); serr != nil {
 				log.WarnContext(ctx, "could not suppress the address", "err", serr)
 			} else {
-				log.InfoContext(ctx, "address suppressed", "reply", reply, "for", h.cfg.SuppressFor.String())
+				log.InfoContext(ctx, "address suppressed", "reply", delivery.ReplyCode(err), "for", h.cfg.SuppressFor.String())
 			}
 		}
 		return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
@@ -345,11 +363,20 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	return fmt.Errorf("send mail: %w", err)
 }
 
-// markSent records that the task's mail was accepted, so that a re-run of
-// the task sends nothing. When Redis does not take it at once (a restart, a
-// failover), it keeps trying in the background, detached from the task and
-// bounded by MarkTimeout: the task's acknowledgement is likely lost too,
-// and the re-run that follows must find the record.
+// relayFields are the log fields of a failed send: its class, the stage,
+// the reply and its text, masked (relay.Error.Diagnostic).
+func relayFields(err error) []any {
+	fields := []any{"class", string(delivery.ClassOf(err)), "err", err}
+	var e *relay.Error
+	if errors.As(err, &e) {
+		fields = append(fields, "stage", string(e.Stage))
+		if e.Replied() {
+			fields = append(fields, "reply", e.Code, "enhanced", e.Enhanced, "diagnostic", delivery.Diagnostic(e.Text))
+		}
+	}
+	return fields
+}
+
 func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, at time.Time) {
 	if err := h.cfg.Deliveries.Sent(ctx, id, taskID, at); err == nil {
 		return
@@ -413,6 +440,14 @@ const (
 	RetryCap  = time.Minute
 )
 
+// Retry delays of a send whose recipient's server said "not now"
+// (delivery.RecipientDeferred): greylisting takes the same mail only after
+// one to five minutes.
+const (
+	RecipientRetryBase = time.Minute
+	RecipientRetryCap  = 5 * time.Minute
+)
+
 // RetryDelay is the asynq.RetryDelayFunc of the worker. It never schedules a
 // retry past the task's deadline (the code's expiry). The delivery status
 // reads the time it picks back from asynq (delivery.Records.Status). A task
@@ -422,13 +457,17 @@ func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 	if errors.Is(err, ErrSMTPUnavailable) {
 		n = 0
 	}
-	return retryDelay(n, t, time.Now(), rand.Float64)
+	return retryDelay(n, err, t, time.Now(), rand.Float64)
 }
 
-func retryDelay(n int, t *asynq.Task, now time.Time, random func() float64) time.Duration {
-	d := RetryCap
+func retryDelay(n int, err error, t *asynq.Task, now time.Time, random func() float64) time.Duration {
+	base, ceiling := RetryBase, RetryCap
+	if delivery.ClassOf(err).Handling().Retry == delivery.RetryRecipient {
+		base, ceiling = RecipientRetryBase, RecipientRetryCap
+	}
+	d := ceiling
 	if n < 10 {
-		d = min(RetryBase<<n, RetryCap)
+		d = min(base<<n, ceiling)
 	}
 	// Half fixed, half random: spreads retries of an outage without ever
 	// retrying at once.

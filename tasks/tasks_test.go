@@ -19,6 +19,7 @@ import (
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -31,7 +32,7 @@ type env struct {
 	cfg     tasks.HandlerConfig // the handler's, as newEnv made it
 	h       asynq.Handler       // the handler of cfg, without middleware
 	logs    *bytes.Buffer
-	sender  *mail.Sender
+	sender  *relay.Client
 }
 
 // codeTTL is the handler's configured code lifetime, on purpose not the
@@ -55,9 +56,8 @@ func newEnvOn(t *testing.T, rs redistest.Deployment) *env {
 	smtpSrv := smtptest.Start(t)
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sender, err := mail.NewSender(mail.SMTPConfig{
-		Host: smtpSrv.Host(), Port: smtpSrv.Port(), TLS: mail.TLSNone,
-		From: "no-reply@verifyq.test", Timeout: 500 * time.Millisecond,
+	sender, err := relay.NewClient(relay.Config{
+		Host: smtpSrv.Host(), Port: smtpSrv.Port(), TLS: relay.TLSNone, Timeout: 500 * time.Millisecond,
 	}, logger)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sender.Close() })
@@ -65,7 +65,7 @@ func newEnvOn(t *testing.T, rs redistest.Deployment) *env {
 	// records, with CODE_TTL (here codeTTL) for a key without expiry.
 	records := newRecords(t, rdb)
 	e := &env{redis: rs, rdb: rdb, store: store, records: records, smtp: smtpSrv, logs: &logs, sender: sender,
-		cfg: tasks.HandlerConfig{Deliveries: records, Mailer: sender, TTL: codeTTL, Logger: logger}}
+		cfg: tasks.HandlerConfig{Deliveries: records, Author: mail.Author{From: "no-reply@verifyq.test"}, Mailer: sender, TTL: codeTTL, Logger: logger}}
 	e.h = e.handler(t, nil)
 	return e
 }
@@ -229,15 +229,32 @@ func TestRetryDelay(t *testing.T) {
 		{7, 30 * time.Second, time.Minute},  // capped
 		{40, 30 * time.Second, time.Minute}, // no overflow
 	}
+	relayDown := &relay.Error{Stage: relay.StageConnect, Err: errors.New("connection refused")}
 	for _, tt := range tests {
-		assert.Equal(t, tt.lo, tasks.RetryDelayAt(tt.n, task, now, lo), "n=%d lowest", tt.n)
-		assert.Equal(t, tt.hi, tasks.RetryDelayAt(tt.n, task, now, hi), "n=%d highest", tt.n)
+		assert.Equal(t, tt.lo, tasks.RetryDelayAt(tt.n, relayDown, task, now, lo), "n=%d lowest", tt.n)
+		assert.Equal(t, tt.hi, tasks.RetryDelayAt(tt.n, relayDown, task, now, hi), "n=%d highest", tt.n)
+	}
+
+	// A greylisted recipient is tried again after minutes, not seconds.
+	greylisted := fmt.Errorf("send mail: %w", &relay.Error{Stage: relay.StageRcpt, Code: 450, Enhanced: "4.2.0"})
+	for _, tt := range []struct {
+		n      int
+		lo, hi time.Duration
+	}{
+		{0, 30 * time.Second, time.Minute},
+		{1, time.Minute, 2 * time.Minute},
+		{2, 2 * time.Minute, 4 * time.Minute},
+		{3, 150 * time.Second, 5 * time.Minute}, // capped
+	} {
+		assert.Equal(t, tt.lo, tasks.RetryDelayAt(tt.n, greylisted, task, now, lo), "greylisted n=%d lowest", tt.n)
+		assert.Equal(t, tt.hi, tasks.RetryDelayAt(tt.n, greylisted, task, now, hi), "greylisted n=%d highest", tt.n)
 	}
 
 	// Never past the deadline.
 	late := now.Add(10*time.Minute - 3*time.Second)
-	assert.Equal(t, 3*time.Second, tasks.RetryDelayAt(8, task, late, hi))
-	assert.Equal(t, time.Duration(0), tasks.RetryDelayAt(8, task, now.Add(time.Hour), hi))
+	assert.Equal(t, 3*time.Second, tasks.RetryDelayAt(8, relayDown, task, late, hi))
+	assert.Equal(t, 3*time.Second, tasks.RetryDelayAt(0, greylisted, task, late, hi))
+	assert.Equal(t, time.Duration(0), tasks.RetryDelayAt(8, relayDown, task, now.Add(time.Hour), hi))
 }
 
 func TestQueueShards(t *testing.T) {

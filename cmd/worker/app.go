@@ -16,7 +16,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
-	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -26,7 +26,7 @@ type App struct {
 	cfg      Config
 	logger   *slog.Logger
 	rdb      redis.UniversalClient
-	sender   *mail.Sender
+	sender   *relay.Client
 	breaker  *tasks.Breaker
 	server   *asynq.Server
 	mux      *asynq.ServeMux
@@ -41,7 +41,7 @@ type App struct {
 
 // NewApp wires the worker from cfg. It does not start yet.
 func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	sender, err := mail.NewSender(cfg.SMTP, logger)
+	sender, err := relay.NewClient(cfg.SMTP, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +77,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	}
 	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
 		Deliveries:  delivery.NewRecords(rdb, keys, insp),
+		Author:      cfg.Author,
 		Mailer:      breaker.Watch(sender),
 		TTL:         cfg.TTL,
 		PurposeTTL:  cfg.Purposes,
@@ -135,7 +136,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 // DASHBOARD_HOSTS, and basic auth when DASHBOARD_AUTH is set); without
 // credentials pprof is served only on a loopback ADMIN_ADDR.
 func (a *App) adminMux() *http.ServeMux {
-	mux := platform.AdminMux(a.rdb)
+	mux := platform.AdminMux(a.rdb, a.breaker.Ready)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	if a.cfg.DashboardAuth.Set() || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true

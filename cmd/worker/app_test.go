@@ -37,7 +37,7 @@ func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
 			RedisURL:  platform.Secret(rs.URL()), KeyPrefix: "code_",
 			TTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, QueueShards: 1,
 		},
-		AdminAddr: "127.0.0.1:0", Concurrency: 2, Server: smtpServer(t, "smtp://127.0.0.1:1?tls=none&timeout=1s"),
+		AdminAddr: "127.0.0.1:0", Concurrency: 2, MaxConns: 2, Server: smtpServer(t, "smtp://127.0.0.1:1?tls=none&timeout=1s"),
 		From: "no-reply@verifyq.test",
 	}
 	if tweak != nil {

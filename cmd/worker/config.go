@@ -7,6 +7,7 @@ import (
 
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 )
 
 // Config is the worker's whole configuration, read from the environment
@@ -19,9 +20,13 @@ type Config struct {
 	AdminAddr   string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8082"`
 	Concurrency int    `envconfig:"WORKER_CONCURRENCY" default:"20"`
 
-	// Server is the SMTP server of SMTP_URL.
+	// Server is the SMTP relay of SMTP_URL.
 	Server SMTPServer `envconfig:"SMTP_URL" default:"smtp://localhost:1025"`
-	// From and ReplyTo are mail.SMTPConfig's.
+	// HelloName and MaxConns are relay.Config's; HelloName empty is the
+	// host's fully qualified name (relay.DefaultHelloName).
+	HelloName string `envconfig:"SMTP_HELO_NAME"`
+	MaxConns  int    `envconfig:"SMTP_MAX_CONNECTIONS" default:"10"`
+	// From and ReplyTo are mail.Author's.
 	From    string `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
 	ReplyTo string `envconfig:"MAIL_REPLY_TO"`
 	// Templates say what the mails say: see docs/templates.
@@ -31,9 +36,11 @@ type Config struct {
 	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
 	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
 
-	// SMTP is the sender's configuration, templates loaded: Server, From,
-	// ReplyTo and Templates, ready.
-	SMTP mail.SMTPConfig `ignored:"true"`
+	// SMTP is the relay client's configuration, ready: Server, HelloName
+	// (resolved), MaxConns and the CA file's certificates.
+	SMTP relay.Config `ignored:"true"`
+	// Author writes the mails: From, ReplyTo and the templates, loaded.
+	Author mail.Author `ignored:"true"`
 }
 
 // Templates are mail.TemplateConfig read from the environment: the same
@@ -44,24 +51,24 @@ type Templates struct {
 	LinkURL string `envconfig:"MAIL_LINK_URL"`
 }
 
-// SMTPServer is SMTP_URL, parsed (mail.ParseSMTPURL): the server, its
-// credentials, TLS mode and timeout. %v prints it without the password
-// (mail.SMTPConfig.String).
-type SMTPServer struct{ mail.SMTPConfig }
+// SMTPServer is SMTP_URL, parsed (relay.ParseURL): the relay, its
+// credentials, TLS mode, timeout, CA file and certificate name. %v prints
+// it without the password (relay.Config.String).
+type SMTPServer struct{ relay.Config }
 
 // DefaultSMTPTimeout bounds a send when SMTP_URL sets no timeout.
 const DefaultSMTPTimeout = 10 * time.Second
 
 // Decode parses SMTP_URL.
 func (s *SMTPServer) Decode(u string) error {
-	cfg, err := mail.ParseSMTPURL(u)
+	cfg, err := relay.ParseURL(u)
 	if err != nil {
 		return err
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultSMTPTimeout
 	}
-	s.SMTPConfig = cfg
+	s.Config = cfg
 	return nil
 }
 
@@ -82,11 +89,23 @@ func (c *Config) Resolve() error {
 	}
 	templates, err := mail.LoadTemplates(mail.TemplateConfig(c.Templates))
 	errs = append(errs, platform.Name(err, c))
-	smtp := c.Server.SMTPConfig
-	smtp.From, smtp.ReplyTo, smtp.Templates = c.From, c.ReplyTo, templates
-	// One idle connection per worker slot: a busy worker reuses its
-	// connections instead of dialling per mail.
-	smtp.MaxIdle = c.Concurrency
+	c.Author = mail.Author{From: c.From, ReplyTo: c.ReplyTo, Templates: templates}
+	errs = append(errs, platform.Name(c.Author.Validate(), c))
+	smtp := c.Server.Config
+	smtp.HelloName, smtp.MaxConns = c.HelloName, c.MaxConns
+	if smtp.HelloName == "" {
+		smtp.HelloName = relay.DefaultHelloName()
+	}
+	if smtp.MaxConns < 1 {
+		errs = append(errs, fmt.Errorf("SMTP_MAX_CONNECTIONS: %d must be at least 1", smtp.MaxConns))
+	}
+	if smtp.CAFile != "" {
+		pool, err := relay.LoadCAFile(smtp.CAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SMTP_URL: %w", err))
+		}
+		smtp.RootCAs = pool
+	}
 	errs = append(errs, platform.Name(smtp.Validate(), c))
 	c.SMTP = smtp
 	return errors.Join(errs...)

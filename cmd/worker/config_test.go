@@ -13,15 +13,16 @@ import (
 	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/relay"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
 	assert.Equal(t, platform.RedisSingle, cfg.Redis.Mode(), "ready")
-	require.NotNil(t, cfg.SMTP.Templates, "ready")
+	require.NotNil(t, cfg.Author.Templates, "ready")
 	smtp := cfg.SMTP
-	cfg.Redis, cfg.SMTP = platform.Redis{}, mail.SMTPConfig{}
+	cfg.Redis, cfg.SMTP, cfg.Author = platform.Redis{}, relay.Config{}, mail.Author{}
 	assert.Equal(t, Config{
 		Common: platform.Common{
 			RedisMode:       "single",
@@ -38,17 +39,17 @@ func TestLoadConfigDefaults(t *testing.T) {
 		},
 		AdminAddr:   "127.0.0.1:8082",
 		Concurrency: 20,
-		Server: SMTPServer{mail.SMTPConfig{
-			Host: "localhost", Port: 1025, TLS: mail.TLSAuto, Timeout: 10 * time.Second,
+		Server: SMTPServer{relay.Config{
+			Host: "localhost", Port: 1025, TLS: relay.TLSAuto, Timeout: 10 * time.Second,
 		}},
+		MaxConns:    10,
 		From:        "no-reply@localhost",
 		SuppressFor: 24 * time.Hour,
 	}, cfg)
-	smtp.Templates = nil
-	assert.Equal(t, mail.SMTPConfig{
-		Host: "localhost", Port: 1025, TLS: mail.TLSAuto, Timeout: 10 * time.Second,
-		From: "no-reply@localhost", MaxIdle: 20,
-	}, smtp, "the sender's configuration, ready")
+	assert.Equal(t, relay.Config{
+		Host: "localhost", Port: 1025, TLS: relay.TLSAuto, Timeout: 10 * time.Second,
+		HelloName: relay.DefaultHelloName(), MaxConns: 10,
+	}, smtp, "the relay client's configuration, ready")
 }
 
 // SMTP_URL carries the server, the credentials (URL-decoded), the TLS mode
@@ -56,14 +57,15 @@ func TestLoadConfigDefaults(t *testing.T) {
 func TestLoadConfigSMTPURL(t *testing.T) {
 	t.Setenv("SMTP_URL", "smtps://mailer%40acme.test:p%40ss%3Aw0rd@smtp.acme.test?timeout=30s")
 	t.Setenv("MAIL_FROM", "ACME <no-reply@acme.test>")
+	t.Setenv("SMTP_HELO_NAME", "mailer.acme.test")
+	t.Setenv("SMTP_MAX_CONNECTIONS", "3")
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
-	smtp := cfg.SMTP
-	smtp.Templates = nil
-	assert.Equal(t, mail.SMTPConfig{
-		Host: "smtp.acme.test", Port: 465, Username: "mailer@acme.test", Password: "p@ss:w0rd", TLS: mail.TLSImplicit,
-		Timeout: 30 * time.Second, From: "ACME <no-reply@acme.test>", MaxIdle: 20,
-	}, smtp)
+	assert.Equal(t, relay.Config{
+		Host: "smtp.acme.test", Port: 465, Username: "mailer@acme.test", Password: "p@ss:w0rd", TLS: relay.TLSImplicit,
+		Timeout: 30 * time.Second, HelloName: "mailer.acme.test", MaxConns: 3,
+	}, cfg.SMTP)
+	assert.Equal(t, "no-reply@acme.test", cfg.Author.EnvelopeFrom())
 	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
 	assert.NotContains(t, printed, "p@ss")
 	assert.Contains(t, fmt.Sprint(cfg.Server), "smtp mailer@acme.test:[redacted]@smtp.acme.test:465 tls=tls timeout=30s")
@@ -165,4 +167,32 @@ func TestLoadConfigCodeTTL(t *testing.T) {
 // default, and none it does not read.
 func TestConfigurationReference(t *testing.T) {
 	configtest.Check(t, "../../docs/CONFIGURATION.md", "worker", Config{})
+}
+
+// EHLO localhost to a relay that is not on loopback makes spam filters
+// score the mail (HELO_LOCALHOST): the worker refuses to start so, and
+// refuses a connection cap out of bounds and a CA file it cannot read.
+func TestLoadConfigRelayManners(t *testing.T) {
+	t.Setenv("SMTP_URL", "smtp://smtp.acme.test:587?ca_file=/nonexistent/ca.pem")
+	t.Setenv("SMTP_HELO_NAME", "localhost")
+	t.Setenv("SMTP_MAX_CONNECTIONS", "0")
+	_, err := platform.Load[Config]()
+	require.Error(t, err)
+	for _, want := range []string{
+		`SMTP_HELO_NAME: "localhost" names no host to a relay that is not on loopback`,
+		"SMTP_MAX_CONNECTIONS: 0 must be at least 1",
+		"SMTP_URL: ca_file: stat /nonexistent/ca.pem: no such file or directory",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+
+	t.Setenv("SMTP_URL", "smtp://127.0.0.1:2525")
+	t.Setenv("SMTP_MAX_CONNECTIONS", "1")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err, "localhost is fine for a relay on loopback")
+	assert.Equal(t, "localhost", cfg.SMTP.HelloName)
+
+	t.Setenv("SMTP_HELO_NAME", "bad name!")
+	_, err = platform.Load[Config]()
+	require.ErrorContains(t, err, "SMTP_HELO_NAME: not a domain name")
 }

@@ -39,7 +39,7 @@ func TestWorkerMailsBrandedTemplates(t *testing.T) {
 			RedisMode: "single", RedisURL: platform.Secret(rs.URL()), LogLevel: platform.LogLevel(slog.LevelDebug), KeyPrefix: "code_",
 			TTL: 10 * time.Minute, ShutdownTimeout: 5 * time.Second, QueueShards: 1,
 		},
-		AdminAddr: "127.0.0.1:0", Concurrency: 2, Server: smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=5s", net.JoinHostPort(srv.Host(), strconv.Itoa(srv.Port())))),
+		AdminAddr: "127.0.0.1:0", Concurrency: 2, MaxConns: 2, Server: smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=5s", net.JoinHostPort(srv.Host(), strconv.Itoa(srv.Port())))),
 		From: "ACME <no-reply@acme.test>", ReplyTo: "support@acme.test",
 		Templates: Templates{AppName: "ACME", Dir: dir, LinkURL: "https://app.acme.test/verify?email={email}&code={code}"},
 	}

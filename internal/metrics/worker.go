@@ -3,6 +3,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -15,6 +16,7 @@ type Worker struct {
 	inFlight prometheus.Gauge
 	brkOpen  prometheus.Gauge
 	brkTrips prometheus.Counter
+	failures *prometheus.CounterVec
 }
 
 var _ tasks.Observer = (*Worker)(nil)
@@ -56,10 +58,20 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Name:      "smtp_breaker_opened_total",
 			Help:      "Times this worker's SMTP breaker opened (a failed trial send opens it again).",
 		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "smtp_failures_total",
+			Help: "Failed sends by class (delivery.Class): recipient_refused, message_refused, needs_smtputf8, " +
+				"relay_refused (verifyq's configuration or the relay's policy: alert on it), recipient_deferred, " +
+				"relay_deferred, throttled.",
+		}, []string{"class"}),
 	}
-	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips)
+	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures)
 	for _, o := range tasks.Outcomes {
 		m.sends.WithLabelValues(string(o))
+	}
+	for _, c := range delivery.Classes {
+		m.failures.WithLabelValues(string(c))
 	}
 	return m
 }
@@ -71,6 +83,9 @@ func (m *Worker) SendStarted() { m.inFlight.Inc() }
 func (m *Worker) SendFinished(r tasks.SendResult) {
 	m.inFlight.Dec()
 	m.sends.WithLabelValues(string(r.Outcome)).Inc()
+	if r.Failure != "" {
+		m.failures.WithLabelValues(string(r.Failure)).Inc()
+	}
 	if r.SMTP > 0 {
 		result := "ok"
 		if r.SMTPErr {

@@ -116,8 +116,9 @@ type Pinger interface {
 }
 
 // AdminMux returns the admin endpoints: /healthz (the process is up) and
-// /readyz (Redis answers, else 503).
-func AdminMux(rdb Pinger) *http.ServeMux {
+// /readyz (Redis answers and every check returns nil, else 503 with what
+// failed: the worker's check says when its SMTP relay fails).
+func AdminMux(rdb Pinger, checks ...func() error) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -131,6 +132,13 @@ func AdminMux(rdb Pinger) *http.ServeMux {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, "redis unreachable\n")
 			return
+		}
+		for _, check := range checks {
+			if err := check(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, err.Error()+"\n")
+				return
+			}
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})

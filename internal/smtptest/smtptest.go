@@ -8,10 +8,11 @@
 // run-time fault injection (SetFault) and per-message latency (SetLatency).
 //
 // Optional features are enabled with options: WithAuth for AUTH PLAIN,
-// WithTLS for STARTTLS, WithImplicitTLS for implicit TLS and
-// WithEnvelopeOnly for load runs. Both TLS options
+// WithTLS for STARTTLS, WithImplicitTLS for implicit TLS, WithEnvelopeOnly
+// for load runs, WithMaxConnections to cap the connections open at once
+// and WithCommands to record the commands clients send. Both TLS options
 // use a self-signed certificate generated in memory for 127.0.0.1, ::1 and
-// localhost; clients trust it through RootCAs.
+// localhost; clients trust it through RootCAs (or CertificatePEM).
 //
 // A typical test:
 //
@@ -54,6 +55,8 @@ type config struct {
 	implicit     bool
 	envelopeOnly bool
 	smtputf8     bool
+	maxConns     int  // WithMaxConnections; 0 means no cap
+	commands     bool // WithCommands
 }
 
 // WithAuth makes the server offer AUTH PLAIN and require a successful
@@ -105,6 +108,7 @@ type Server struct {
 	port    int
 
 	connections atomic.Int64
+	peak        atomic.Int64 // PeakConnections
 
 	mu      sync.Mutex
 	cur     *run // nil while stopped
@@ -114,6 +118,8 @@ type Server struct {
 	latency time.Duration
 	msgs    []Message
 	msgCh   chan struct{} // closed (and replaced) when a message is recorded
+	cmds    [][]string    // WithCommands: the command lines of each connection
+	cmdCh   chan struct{} // closed (and replaced) when a command line is recorded
 }
 
 // run is one listening period of the server, between a listen and a Stop.
@@ -145,6 +151,7 @@ func New(opts ...Option) (*Server, error) {
 	s := &Server{
 		release: make(chan struct{}),
 		msgCh:   make(chan struct{}),
+		cmdCh:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(&s.cfg)
@@ -386,8 +393,19 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			return nil, net.ErrClosed
 		}
+		if most := l.s.cfg.maxConns; most > 0 && len(l.conns) >= most {
+			l.mu.Unlock()
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(c, line(errTooMany))
+			_ = c.Close()
+			continue
+		}
 		l.conns[tc] = struct{}{}
+		l.s.notePeak(len(l.conns))
 		l.mu.Unlock()
+		if l.s.cfg.commands && !l.s.cfg.implicit {
+			tc.rec = l.s.newTranscript()
+		}
 		return tc, nil
 	}
 }
@@ -420,13 +438,25 @@ type trackedConn struct {
 	net.Conn
 	l    *trackingListener
 	hold <-chan struct{}
+	rec  *transcript // WithCommands; nil when not recorded
 
 	holdOnce  sync.Once
 	closeOnce sync.Once
 	closing   chan struct{}
 }
 
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.rec != nil {
+		c.rec.read(p[:n])
+	}
+	return n, err
+}
+
 func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.rec != nil {
+		c.rec.wrote(p)
+	}
 	if c.hold != nil {
 		var err error
 		c.holdOnce.Do(func() {
