@@ -10,7 +10,8 @@ import (
 // layout is where one instance keeps its files, all under dir.
 type layout struct {
 	dir   string // the instance's own directory, traversable by everyone
-	conf  string // config_directory: main.cf, master.cf, maps, certificates, SASL
+	conf  string // config_directory: main.cf, master.cf, maps, certificates
+	sasl  string // smtpd.conf and sasldb2 of Cyrus SASL
 	queue string // queue_directory
 	data  string // data_directory, owned by the postfix user
 	mail  string // virtual_mailbox_base: one Maildir per mailbox
@@ -19,7 +20,7 @@ type layout struct {
 
 func newLayout(dir string) layout {
 	return layout{
-		dir: dir, conf: dir + "/conf", queue: dir + "/queue", data: dir + "/data",
+		dir: dir, conf: dir + "/conf", sasl: dir + "/conf/sasl", queue: dir + "/queue", data: dir + "/data",
 		mail: dir + "/mail", log: dir + "/maillog",
 	}
 }
@@ -91,7 +92,9 @@ func mainCF(l layout, o Options, certs certFiles, saslOn bool) string {
 			"smtpd_sasl_auth_enable = yes",
 			"smtpd_sasl_type = cyrus",
 			"smtpd_sasl_path = smtpd",
-			"cyrus_sasl_config_path = "+l.conf,
+			// Debian's Postfix reads smtpd.conf from config_directory/sasl
+			// whatever cyrus_sasl_config_path says; set it there too.
+			"cyrus_sasl_config_path = "+l.sasl,
 			"smtpd_sasl_local_domain = "+o.Domain,
 			"smtpd_sasl_security_options = noanonymous",
 			"smtpd_sasl_tls_security_options = noanonymous",

@@ -71,9 +71,12 @@ type Options struct {
 	NoSMTPUTF8 bool
 
 	// Transports routes mail for other domains: domain to a Postfix
-	// transport such as "smtp:[127.0.0.1]:2525" (relay to a local port)
-	// or "error:5.1.1 no such user" (Postfix bounces it to the sender).
-	// Each domain is also a relay domain, so mail for it is accepted.
+	// transport such as "smtp:[127.0.0.1]:2525" (relay to a local port,
+	// say an smtptest server). Each domain is also a relay domain, so mail
+	// for it is accepted from anyone; when the next hop refuses it, Postfix
+	// bounces it to the sender (a DSN into the sender's Maildir when the
+	// sender is a mailbox of Domain). An "error:" transport makes smtpd
+	// refuse the recipient at RCPT instead.
 	Transports map[string]string
 	// Extra lines are appended to main.cf, for anything the options above
 	// do not cover; a later line wins over an earlier one in Postfix.

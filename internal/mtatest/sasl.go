@@ -7,18 +7,21 @@ import (
 	"strings"
 )
 
-// writeSASL configures Cyrus SASL for smtpd (smtpd.conf in
-// cyrus_sasl_config_path) with PLAIN and LOGIN checked against a sasldb of
-// users, which the postfix user (smtpd's) can read.
+// writeSASL configures Cyrus SASL for smtpd (smtpd.conf in the sasl
+// directory, see layout.sasl) with PLAIN and LOGIN checked against a
+// sasldb of users, which the postfix user (smtpd's) can read.
 func writeSASL(l layout, o Options, owner account) error {
-	db := l.conf + "/sasldb2"
+	db := l.sasl + "/sasldb2"
 	conf := strings.Join([]string{
 		"pwcheck_method: auxprop",
 		"auxprop_plugin: sasldb",
 		"mech_list: PLAIN LOGIN",
 		"sasldb_path: " + db,
 	}, "\n") + "\n"
-	if err := os.WriteFile(l.conf+"/smtpd.conf", []byte(conf), 0o644); err != nil { //nolint:gosec // G306: smtpd reads it as the postfix user
+	if err := os.Mkdir(l.sasl, 0o755); err != nil { //nolint:gosec // G301: smtpd reads it as the postfix user
+		return err
+	}
+	if err := os.WriteFile(l.sasl+"/smtpd.conf", []byte(conf), 0o644); err != nil { //nolint:gosec // G306: smtpd reads it as the postfix user
 		return fmt.Errorf("mtatest: write smtpd.conf: %w", err)
 	}
 	for login, password := range o.Users {

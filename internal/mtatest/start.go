@@ -74,7 +74,10 @@ func start(t testing.TB, opts Options) (*Postfix, error) {
 	}
 	var startErr error
 	for range startAttempts {
-		if startErr = p.startOnFreePorts(); startErr == nil {
+		if err := p.writeConfig(); err != nil {
+			return nil, err
+		}
+		if startErr = p.startPostfix(); startErr == nil {
 			break
 		}
 		if !strings.Contains(p.logTail(), "Address already in use") {
@@ -91,7 +94,8 @@ func start(t testing.TB, opts Options) (*Postfix, error) {
 	return p, nil
 }
 
-// prepare writes everything but main.cf and master.cf, which name the ports.
+// prepare writes the instance's directories, certificates, maps and SASL
+// users.
 func (p *Postfix) prepare(pf account) error {
 	l := p.files
 	if err := os.Chmod(l.dir, 0o755); err != nil { //nolint:gosec // G302: the postfix and delivery users traverse it
@@ -113,6 +117,10 @@ func (p *Postfix) prepare(pf account) error {
 	if p.certs, err = writeCerts(l.conf); err != nil {
 		return err
 	}
+	// postmap and saslpasswd2 read main.cf.
+	if err := p.writeConfig(); err != nil {
+		return err
+	}
 	for name, entries := range mapEntries(p.opts) {
 		if err := writeMap(l, name, entries); err != nil {
 			return err
@@ -124,10 +132,9 @@ func (p *Postfix) prepare(pf account) error {
 	return nil
 }
 
-// startOnFreePorts chooses two free ports, writes main.cf and master.cf
-// for them and starts Postfix; postfix start returns when the master has
-// bound them or failed.
-func (p *Postfix) startOnFreePorts() error {
+// writeConfig chooses two free ports and writes main.cf and master.cf for
+// them.
+func (p *Postfix) writeConfig() error {
 	ports, err := freePorts(2)
 	if err != nil {
 		return err
@@ -137,9 +144,13 @@ func (p *Postfix) startOnFreePorts() error {
 	if err := os.WriteFile(l.conf+"/main.cf", []byte(mainCF(l, p.opts, p.certs, len(p.opts.Users) > 0)), 0o644); err != nil { //nolint:gosec // G306: Postfix's daemons read it
 		return err
 	}
-	if err := os.WriteFile(l.conf+"/master.cf", []byte(masterCF(p.submission, p.smtps)), 0o644); err != nil { //nolint:gosec // G306: as main.cf
-		return err
-	}
+	return os.WriteFile(l.conf+"/master.cf", []byte(masterCF(p.submission, p.smtps)), 0o644) //nolint:gosec // G306: as main.cf
+}
+
+// startPostfix starts Postfix, which returns when the master has bound
+// the ports or failed, and reads the master's pid.
+func (p *Postfix) startPostfix() error {
+	l := p.files
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	if err := run(ctx, "postfix", "-c", l.conf, "start"); err != nil {
