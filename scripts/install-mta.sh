@@ -12,12 +12,12 @@ say() { printf '==> install-mta: %s\n' "$*"; }
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
+# Debian's packages, checked by dpkg's own record, so a half-removed one is
+# installed again.
 missing=""
-command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing="$missing postfix"
-[ -x /usr/sbin/saslpasswd2 ] || missing="$missing sasl2-bin"
-[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 ||
-	missing="$missing libsasl2-modules"
-command -v spamassassin >/dev/null 2>&1 || missing="$missing spamassassin"
+for pkg in postfix sasl2-bin libsasl2-modules spamassassin; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"
+done
 
 if [ -n "$missing" ]; then
 	say "installing with apt-get:$missing"
