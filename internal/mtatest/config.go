@@ -130,7 +130,10 @@ func senderRestrictions(o Options, hash func(string) string) []string {
 		r = append(r, "reject_sender_login_mismatch")
 	}
 	if len(o.OverQuota) > 0 {
-		r = append(r, "check_sasl_access "+hash(mapQuota), "check_sender_access "+hash(mapQuota))
+		if len(o.Users) > 0 {
+			r = append(r, "check_sasl_access "+hash(mapQuota))
+		}
+		r = append(r, "check_sender_access "+hash(mapQuota))
 	}
 	if o.AuthRequired {
 		r = append(r, "permit_sasl_authenticated", "reject")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,6 +54,7 @@ func start(t testing.TB, opts Options) (*Postfix, error) {
 	if _, err := lookCommand("postfix"); err != nil {
 		return nil, err
 	}
+	reapOrphans()
 	pf, err := lookupAccount("postfix")
 	if err != nil {
 		return nil, err
@@ -68,6 +70,9 @@ func start(t testing.TB, opts Options) (*Postfix, error) {
 			t.Errorf("mtatest: remove %s: %v", dir, err)
 		}
 	})
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil { //nolint:gosec // G306: a pid
+		return nil, err
+	}
 	p := &Postfix{opts: opts, files: newLayout(dir)}
 	if err := p.prepare(pf); err != nil {
 		return nil, err
@@ -156,12 +161,9 @@ func (p *Postfix) startPostfix() error {
 	if err := run(ctx, "postfix", "-c", l.conf, "start"); err != nil {
 		return fmt.Errorf("%w\nlog tail:\n%s", err, p.logTail())
 	}
-	pid, err := os.ReadFile(l.queue + "/pid/master.pid")
-	if err != nil {
-		return err
-	}
-	if p.masterPID, err = strconv.Atoi(strings.TrimSpace(string(pid))); err != nil {
-		return fmt.Errorf("mtatest: master.pid %q: %w", pid, err)
+	var err error
+	if p.masterPID, err = readPID(l); err != nil {
+		return fmt.Errorf("mtatest: the master's pid: %w", err)
 	}
 	return nil
 }
