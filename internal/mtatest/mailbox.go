@@ -22,8 +22,9 @@ type Mail struct {
 	Raw     []byte // as delivered, with Postfix's Return-Path, Delivered-To and Received
 }
 
-// Mails returns every message delivered so far to every mailbox, taken by
-// WaitMail or not, mailbox by mailbox, each in delivery order.
+// Mails returns every message delivered so far to every mailbox, mailbox
+// by mailbox: those taken by WaitMail, then the others, each group in
+// delivery order.
 func (p *Postfix) Mails(t testing.TB) []Mail {
 	t.Helper()
 	var all []Mail
