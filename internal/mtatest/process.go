@@ -46,7 +46,7 @@ func probe(addr string, implicitTLS bool, conf *tls.Config, deadline time.Time) 
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return err
 	}

@@ -146,10 +146,23 @@ func (p *Postfix) writeConfig() error {
 	}
 	p.submission, p.smtps = ports[0], ports[1]
 	l := p.files
-	if err := os.WriteFile(l.conf+"/main.cf", []byte(mainCF(l, p.opts, p.certs, len(p.opts.Users) > 0)), 0o644); err != nil { //nolint:gosec // G306: Postfix's daemons read it
-		return err
+	for name, text := range map[string]string{
+		"main.cf":   mainCF(l, p.opts, p.certs, len(p.opts.Users) > 0),
+		"master.cf": masterCF(p.submission, p.smtps),
+	} {
+		path := l.conf + "/" + name
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil { //nolint:gosec // G306: Postfix's daemons read it
+			return err
+		}
+		// Every Postfix command rereads a main.cf changed in the last
+		// second or two, 300 ms apart, in case an editor is still writing
+		// it: dated in the past, it is read once.
+		past := time.Now().Add(-time.Minute)
+		if err := os.Chtimes(path, past, past); err != nil {
+			return err
+		}
 	}
-	return os.WriteFile(l.conf+"/master.cf", []byte(masterCF(p.submission, p.smtps)), 0o644) //nolint:gosec // G306: as main.cf
+	return nil
 }
 
 // startPostfix starts Postfix, which returns when the master has bound
@@ -209,7 +222,7 @@ func freePorts(n int) ([]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer l.Close()
+		defer func() { _ = l.Close() }()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
