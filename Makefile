@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-faults test-modes test-browser screenshots fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-faults test-modes test-mta test-browser screenshots fuzz lint tools proto proto-check clean
 
 FUZZTIME ?= 10s
 
@@ -50,6 +50,14 @@ test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis 
 		echo "==> VERIFYQ_TEST_REDIS_MODE=$$mode"; \
 		VERIFYQ_TEST_REDIS_MODE=$$mode $(GO) test -race -short -count=1 $(MODE_PKGS); \
 	done
+
+# The tests tagged mta start real Postfix instances (internal/mtatest), as
+# root; scripts/install-mta.sh installs Postfix, Cyrus SASL and SpamAssassin
+# from Debian's packages first (quick when they are present). -p 1: one
+# package at a time, since each test starts its own Postfix.
+test-mta: ## install Postfix, Cyrus SASL and SpamAssassin (apt-get), then the tests with the mta tag: a real Postfix per test (root)
+	bash scripts/install-mta.sh
+	$(GO) test -tags mta -count=1 -p 1 ./...
 
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in tmp-screenshots/ (ignored)
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
