@@ -55,9 +55,11 @@ test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis 
 # root; scripts/install-mta.sh installs Postfix, Cyrus SASL and SpamAssassin
 # from Debian's packages first (quick when they are present). -p 1: one
 # package at a time, since each test starts its own Postfix.
-test-mta: ## install Postfix, Cyrus SASL and SpamAssassin (apt-get), then the tests with the mta tag: a real Postfix per test (root)
+# Every test under the mta build tag is named TestMTA...; the others run in
+# make test already.
+test-mta: ## install Postfix, Cyrus SASL and SpamAssassin (apt-get), then the TestMTA tests (mta tag): a real Postfix per test (root)
 	bash scripts/install-mta.sh
-	$(GO) test -tags mta -count=1 -p 1 ./...
+	$(GO) test -tags mta -count=1 -p 1 -run '^TestMTA' ./...
 
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in tmp-screenshots/ (ignored)
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e

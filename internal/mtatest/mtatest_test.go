@@ -17,7 +17,7 @@ import (
 	"github.com/verifyq/verifyq/internal/smtptest"
 )
 
-func TestDeliversInEveryMode(t *testing.T) {
+func TestMTADeliversInEveryMode(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{})
 	assert.Equal(t, mtatest.DefaultDomain, p.Domain())
@@ -35,7 +35,7 @@ func TestDeliversInEveryMode(t *testing.T) {
 	cleanLog(t, p)
 }
 
-func TestUnknownRecipientAndNoPlusAddressing(t *testing.T) {
+func TestMTAUnknownRecipientAndNoPlusAddressing(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{Mailboxes: []string{"alice"}})
 	for _, rcpt := range []string{"alice+x@" + p.Domain(), "bob@" + p.Domain()} {
@@ -47,7 +47,7 @@ func TestUnknownRecipientAndNoPlusAddressing(t *testing.T) {
 	}
 }
 
-func TestAuthPlainAndLoginOnlyUnderTLS(t *testing.T) {
+func TestMTAAuthPlainAndLoginOnlyUnderTLS(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{Users: map[string]string{"alice@example.test": "s3cret pass", "carol": "pw"}})
 
@@ -80,7 +80,7 @@ func TestAuthPlainAndLoginOnlyUnderTLS(t *testing.T) {
 	p.WaitLog(t, "sasl_username=carol", wait)
 }
 
-func TestPlaintextAuth(t *testing.T) {
+func TestMTAPlaintextAuth(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{Users: map[string]string{"alice@example.test": "pw"}, PlaintextAuth: true})
 	c := dial(t, p, plain)
@@ -90,7 +90,7 @@ func TestPlaintextAuth(t *testing.T) {
 	require.NoError(t, c.Quit())
 }
 
-func TestAuthRequired(t *testing.T) {
+func TestMTAAuthRequired(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{Users: map[string]string{"alice@example.test": "pw"}, AuthRequired: true})
 	c := dial(t, p, starttls)
@@ -105,7 +105,7 @@ func TestAuthRequired(t *testing.T) {
 	p.WaitMail(t, "bob", wait)
 }
 
-func TestSenderNotOwnedByUser(t *testing.T) {
+func TestMTASenderNotOwnedByUser(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{
 		Users:        map[string]string{"alice@example.test": "pw", "bob@example.test": "pw"},
@@ -121,7 +121,7 @@ func TestSenderNotOwnedByUser(t *testing.T) {
 	p.WaitMail(t, "alice", wait)
 }
 
-func TestDailyQuotaExceeded(t *testing.T) {
+func TestMTADailyQuotaExceeded(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{
 		Users:     map[string]string{"alice@example.test": "pw", "bob@example.test": "pw"},
@@ -145,7 +145,7 @@ func TestDailyQuotaExceeded(t *testing.T) {
 	require.NoError(t, c.Quit())
 }
 
-func TestGreylistedThenDelivered(t *testing.T) {
+func TestMTAGreylistedThenDelivered(t *testing.T) {
 	t.Parallel()
 	p := mtatest.Start(t, mtatest.Options{Greylisted: []string{"bob@example.test"}})
 	c := dial(t, p, plain)
@@ -169,7 +169,7 @@ func TestGreylistedThenDelivered(t *testing.T) {
 	require.NoError(t, c.Quit())
 }
 
-func TestConnectionCap(t *testing.T) {
+func TestMTAConnectionCap(t *testing.T) {
 	t.Parallel()
 	const limit = 2
 	p := mtatest.Start(t, mtatest.Options{MaxConnections: limit})
@@ -190,7 +190,7 @@ func TestConnectionCap(t *testing.T) {
 	assert.Contains(t, got, "too many connections")
 }
 
-func TestMessageSizeLimit(t *testing.T) {
+func TestMTAMessageSizeLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 4096
 	p := mtatest.Start(t, mtatest.Options{MessageSizeLimit: limit})
@@ -203,7 +203,7 @@ func TestMessageSizeLimit(t *testing.T) {
 	assert.True(t, strings.HasPrefix(got, "552 5.3.4 "), got)
 }
 
-func TestSMTPUTF8(t *testing.T) {
+func TestMTASMTPUTF8(t *testing.T) {
 	t.Parallel()
 	for _, off := range []bool{false, true} {
 		p := mtatest.Start(t, mtatest.Options{NoSMTPUTF8: off})
@@ -214,7 +214,7 @@ func TestSMTPUTF8(t *testing.T) {
 	}
 }
 
-func TestTransportsRelayAndBounce(t *testing.T) {
+func TestMTATransportsRelayAndBounce(t *testing.T) {
 	t.Parallel()
 	next := smtptest.Start(t)
 	refusing := smtptest.Start(t)
@@ -239,7 +239,7 @@ func TestTransportsRelayAndBounce(t *testing.T) {
 	assert.Contains(t, dsn, "Return-Path: <>", "a DSN has the null sender")
 }
 
-func TestSpamScore(t *testing.T) {
+func TestMTASpamScore(t *testing.T) {
 	t.Parallel()
 	score, rules := mtatest.SpamScore(t, []byte(message("alice@example.test", "bob@example.test", "Your verification code")))
 	assert.Less(t, score, 5.0, rules)
