@@ -257,21 +257,21 @@ func TestMTAWrongPassword(t *testing.T) {
 }
 
 // A refused recipient leaves the session in step: the next mail goes on the
-// same connection.
+// same connection, still authenticated (the relay requires it), although
+// go-smtp says EHLO again after RSET.
 func TestMTAUnknownUserKeepsConnection(t *testing.T) {
 	t.Parallel()
-	p := startMTA(t, mtatest.Options{})
-	cfg := mtaConfig(t, p)
-	cfg.Username, cfg.Password = "", ""
-	c := mtaClient(t, cfg, nil)
+	p := startMTA(t, mtatest.Options{Users: map[string]string{mtaLogin: testPass}, AuthRequired: true})
+	c := mtaClient(t, mtaConfig(t, p), nil)
 	requireFailure(t, mtaSendTo(t, c, "alice+x@"+p.Domain(), testCode), relay.StageRcpt, 550, "5.1.1", delivery.RecipientRefused)
 	require.NoError(t, mtaSendTo(t, c, p.Address("alice"), testCode))
 	p.WaitMail(t, "alice", mtaWait)
 	got := sessions(t, p, c)
 	require.Len(t, got, 1, "one connection")
 	assert.Equal(t, 3, countLog(p, connectLine), "the harness's two probes and the client's one connection")
-	assert.Contains(t, got[0], " mail=2 rcpt=1/2 data=1 rset=1 quit=1 ")
+	assert.Contains(t, got[0], " auth=1 mail=2 rcpt=1/2 data=1 rset=1 quit=1 ")
 	assert.Zero(t, countLog(p, "lost connection after RCPT"))
+	t.Logf("%s", got[0])
 }
 
 func TestMTASenderNotOwned(t *testing.T) {
