@@ -485,7 +485,8 @@ func TestMTAConnectionCap(t *testing.T) {
 		var logs string
 		over, p, logs = run(t, relayCap, 2*relayCap)
 		refused := countLog(p, "Connection concurrency limit exceeded")
-		t.Logf("421 at the greeting: %d in Postfix's log; the client warned %d times", refused, strings.Count(logs, "relay refused a connection at its greeting"))
+		t.Logf("421 at the greeting: %d refusals in Postfix's log (%d lines with %q); the client warned %d times",
+			refused, countLog(p, tooManyLines), tooManyLines, strings.Count(logs, "relay refused a connection at its greeting"))
 		assert.Positive(t, refused, "10 connections to a relay that takes 5")
 	})
 	t.Run("Uncapped", func(t *testing.T) {
@@ -521,21 +522,26 @@ func waitMails(t *testing.T, p *mtatest.Postfix, n int) {
 var postfixClient = regexp.MustCompile(`\((?:unknown|localhost) \[127\.0\.0\.1\]\)`)
 
 // asFirstExternalHop rewrites the client part of Postfix's Received field
-// of raw into an external host's: 203.0.113.7 (a documentation address)
-// whose reverse DNS names it mail.verifyq.test. SpamAssassin trusts
-// loopback: a message that came from 127.0.0.1 has no external relay, and
-// no HELO rule (they look at the first external one) can fire. verifyq's
-// host is the first external hop of a real mail, seen by the relay's
-// Received field just like this, with verifyq's EHLO name after "from".
-// The reverse DNS name is what a well-set-up sending host has; Postfix's
-// "unknown" here is the harness's (no lookups), not verifyq's.
+// of raw into an external host's: 198.18.0.7, whose reverse DNS names it
+// mail.verifyq.test. SpamAssassin trusts loopback: a message that came
+// from 127.0.0.1 has no external relay, and no HELO rule (they look at the
+// first external one) can fire. verifyq's host is the first external hop
+// of a real mail, seen by the relay's Received field just like this, with
+// verifyq's EHLO name after "from".
+//
+// The address is from the range reserved for network tests (RFC 2544),
+// not a documentation one (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24):
+// SpamAssassin's RCVD_ILLEGAL_IP adds 1.3 for those, since no real mail
+// comes from them. The reverse DNS name is what a well-set-up sending host
+// has; Postfix's "unknown" is the harness's (no lookups), not verifyq's,
+// and RDNS_NONE would add 2.4 for it.
 func asFirstExternalHop(t *testing.T, raw []byte) []byte {
 	t.Helper()
 	loc := postfixClient.FindIndex(raw)
 	require.NotNil(t, loc, "Postfix's Received field: %s", received(t, raw))
 	require.Contains(t, string(raw[:loc[0]]), "Received: from ", "the client part is in the first Received field")
 	out := append([]byte{}, raw[:loc[0]]...)
-	out = append(out, "(mail.verifyq.test [203.0.113.7])"...)
+	out = append(out, "(mail.verifyq.test [198.18.0.7])"...)
 	return append(out, raw[loc[1]:]...)
 }
 
@@ -565,15 +571,47 @@ func TestMTASpamScore(t *testing.T) {
 		for _, purpose := range append([]string{""}, codes.DefaultPurposes...) {
 			raw := deliver(fqdn, mail.Message{Locale: locale, Purpose: purpose})
 			score, rules := mtatest.SpamScore(t, raw)
-			t.Logf("%s %q: %.1f %s", locale, purpose, score, rules)
+			t.Logf("%s %q: %.3f %s", locale, purpose, score, rules)
 			assert.Less(t, score, 2.0, "%s %q: %s", locale, purpose, rules)
-			assert.Contains(t, received(t, raw), "from mail.verifyq.test (mail.verifyq.test [203.0.113.7])")
+			assert.Contains(t, received(t, raw), "from mail.verifyq.test (mail.verifyq.test [198.18.0.7])")
 		}
 	}
 
 	raw := deliver(client("localhost"), mail.Message{Locale: mail.LocaleEN})
 	score, rules := mtatest.SpamScore(t, raw)
-	t.Logf("control, EHLO localhost: %.1f %s", score, rules)
+	t.Logf("control, EHLO localhost: %.3f %s", score, rules)
 	assert.GreaterOrEqual(t, score, 2.0, rules)
 	assert.Contains(t, rules, "HELO_LOCALHOST")
+}
+
+func TestMTAZZScratchIdleRace(t *testing.T) {
+	p := startMTA(t, mtatest.Options{MaxConnections: 5})
+	cfg := mtaConfig(t, p)
+	cfg.Username, cfg.Password = "", ""
+	cfg.MaxConns = 5
+	cfg.IdleTimeout = 300 * time.Millisecond
+	c := mtaClient(t, cfg, nil)
+	fails := 0
+	for round := range 20 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for range 5 {
+			wg.Go(func() {
+				if err := mtaSendTo(t, c, p.Address("alice"), testCode); err != nil {
+					mu.Lock()
+					fails++
+					mu.Unlock()
+					t.Logf("round %d: %v class %s", round, err, delivery.ClassOf(err))
+				}
+			})
+		}
+		wg.Wait()
+		time.Sleep(400 * time.Millisecond)
+		if err := mtaSendTo(t, c, p.Address("alice"), testCode); err != nil {
+			fails++
+			t.Logf("round %d single: %v class %s", round, err, delivery.ClassOf(err))
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	t.Logf("fails %d, refusals %d", fails, countLog(p, "Connection concurrency limit exceeded"))
 }

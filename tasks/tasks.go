@@ -349,7 +349,7 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 				log.InfoContext(ctx, "address suppressed", "reply", delivery.ReplyCode(err), "for", h.cfg.SuppressFor.String())
 			}
 		}
-		return fmt.Errorf("send mail: %w: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("send mail: %s: %w: %w", class, err, asynq.SkipRetry)
 	}
 	var rerr error
 	if isLastAttempt(ctx, err) {
@@ -360,7 +360,9 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 	}
-	return fmt.Errorf("send mail: %w", err)
+	// The class leads the error that asynq keeps as the task's last error,
+	// which the dashboard shows: "send mail: relay_refused: smtp auth: ...".
+	return fmt.Errorf("send mail: %s: %w", class, err)
 }
 
 // relayFields are the log fields of a failed send: its class, the stage,

@@ -155,12 +155,15 @@ func TestSendCodeHandlerErrors(t *testing.T) {
 		name      string
 		fault     smtptest.Fault
 		skipRetry bool
+		class     delivery.Class
 	}{
-		{"550 is permanent", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: [3]int{5, 1, 1}}, true},
-		{"554 at data is permanent", smtptest.Fault{Stage: smtptest.StageData, Code: 554}, true},
-		{"451 is retried", smtptest.Fault{Stage: smtptest.StageData, Code: 451}, false},
-		{"421 is retried", smtptest.Fault{Stage: smtptest.StageMail, Code: 421}, false},
-		{"a hung server times out and is retried", smtptest.Fault{Stage: smtptest.StageData, Hang: true}, false},
+		{"550 5.1.1 at RCPT is permanent", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: [3]int{5, 1, 1}}, true, delivery.RecipientRefused},
+		{"554 at data is permanent", smtptest.Fault{Stage: smtptest.StageData, Code: 554}, true, delivery.MessageRefused},
+		{"530 5.7.0 at MAIL FROM is retried", smtptest.Fault{Stage: smtptest.StageMail, Code: 530, EnhancedCode: [3]int{5, 7, 0}}, false, delivery.RelayRefused},
+		{"450 at RCPT is retried", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 450, EnhancedCode: [3]int{4, 2, 0}}, false, delivery.RecipientDeferred},
+		{"451 is retried", smtptest.Fault{Stage: smtptest.StageData, Code: 451}, false, delivery.RelayDeferred},
+		{"421 is retried", smtptest.Fault{Stage: smtptest.StageMail, Code: 421}, false, delivery.RelayDeferred},
+		{"a hung server times out and is retried", smtptest.Fault{Stage: smtptest.StageData, Hang: true}, false, delivery.RelayDeferred},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +176,7 @@ func TestSendCodeHandlerErrors(t *testing.T) {
 			err = e.h.ProcessTask(ctx, e.task(t, "f@example.com", ""))
 			require.Error(t, err)
 			assert.Equal(t, tt.skipRetry, errors.Is(err, asynq.SkipRetry), "%v", err)
+			assert.Contains(t, err.Error(), "send mail: "+string(tt.class)+": ", "the task's last error, as the dashboard shows it, leads with the class")
 			e.smtp.ClearFault()
 		})
 	}

@@ -287,7 +287,9 @@ func checkout(ctx context.Context, ref, bin string) (build, error) {
 // with conc slots: one SMTP_URL, or the separate variables of older trees,
 // never both.
 func (b build) workerEnv(sink *smtptest.Server, conc int) map[string]string {
-	env := map[string]string{"WORKER_CONCURRENCY": strconv.Itoa(conc)}
+	// As many connections as slots: the sink, unlike a provider's relay,
+	// caps none (a build that predates SMTP_MAX_CONNECTIONS ignores it).
+	env := map[string]string{"WORKER_CONCURRENCY": strconv.Itoa(conc), "SMTP_MAX_CONNECTIONS": strconv.Itoa(conc)}
 	if b.smtpURL {
 		env["SMTP_URL"] = "smtp://" + net.JoinHostPort(sink.Host(), strconv.Itoa(sink.Port())) + "?tls=none"
 	} else {
