@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 // statusOf reads GET /v1/codes/status.
 func (s *stack) statusOf(t *testing.T, email string) map[string]any {
 	t.Helper()
-	res, err := http.Get("http://" + s.api + "/v1/codes/status?email=" + email)
+	res, err := http.Get("http://" + s.api + "/v1/codes/status?email=" + url.QueryEscape(email))
 	require.NoError(t, err)
 	defer res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode)

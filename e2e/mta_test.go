@@ -63,25 +63,13 @@ func (s *stack) restartWorker(t *testing.T, change map[string]string) {
 	waitReady(t, s.wrkAdmin)
 }
 
-// statusOfAddress is the delivery status of email (any characters).
-func (s *stack) statusOfAddress(t *testing.T, email string) map[string]any {
-	t.Helper()
-	res, err := http.Get("http://" + s.api + "/v1/codes/status?email=" + url.QueryEscape(email))
-	require.NoError(t, err)
-	defer res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode)
-	var m map[string]any
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&m))
-	return m
-}
-
 // waitState waits until email's status is state with last_failure failure
 // ("" for any) and returns it.
 func (s *stack) waitState(t *testing.T, email, state, failure string) map[string]any {
 	t.Helper()
 	var st map[string]any
 	require.Eventually(t, func() bool {
-		st = s.statusOfAddress(t, email)
+		st = s.statusOf(t, email)
 		return st["state"] == state && (failure == "" || st["last_failure"] == failure)
 	}, 20*time.Second, 50*time.Millisecond, "%s: want %s %s, last %v", email, state, failure, st)
 	return st
