@@ -131,6 +131,9 @@ func (cfg Config) Validate() error {
 	if cfg.IdleTimeout < 0 {
 		errs = append(errs, field.Errorf("IdleTimeout", "%s is negative", cfg.IdleTimeout))
 	}
+	if cfg.CAFile != "" && cfg.RootCAs == nil {
+		errs = append(errs, field.Errorf("CAFile", "set but not loaded: fill RootCAs with LoadCAFile"))
+	}
 	return errors.Join(errs...)
 }
 

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -161,6 +162,10 @@ func TestParseURL(t *testing.T) {
 		got, err := relay.ParseURL(tt.in)
 		require.NoError(t, err, tt.in)
 		assert.Equal(t, tt.want, got, tt.in)
+		if got.CAFile != "" {
+			require.ErrorContains(t, got.Validate(), "CAFile: set but not loaded", "a CA file is loaded before use")
+			got.RootCAs = x509.NewCertPool()
+		}
 		assert.NoError(t, got.Validate(), tt.in)
 	}
 

@@ -144,20 +144,20 @@ func (p *pool) drop(s *session, polite bool) {
 	p.endLocked(s, polite && !s.poisoned)
 }
 
-// endLocked frees s's slot and ends it: in the background while the pool
-// is open (close waits for those), else at once, so that nothing is left
-// behind a closed pool.
+// endLocked ends s. Closed at once (impolite, or the pool closed, so that
+// nothing is left behind a closed pool), its slot frees at once; ended
+// with QUIT in the background, its slot frees only when the relay has
+// answered, since until then the relay counts the connection against its
+// own cap (close waits for those).
 func (p *pool) endLocked(s *session, polite bool) {
-	p.open--
-	p.signalLocked()
-	if !polite {
-		_ = s.g.Conn.Close()
-		return
-	}
-	if p.closed {
-		// Sends still in flight after close end their own sessions.
-		_ = s.g.Conn.SetDeadline(time.Now().Add(quitTimeout))
-		_, _ = s.g.Conn.Write([]byte("QUIT\r\n"))
+	if !polite || p.closed {
+		p.open--
+		p.signalLocked()
+		if polite {
+			// Sends still in flight after close end their own sessions.
+			_ = s.g.Conn.SetDeadline(time.Now().Add(quitTimeout))
+			_, _ = s.g.Conn.Write([]byte("QUIT\r\n"))
+		}
 		_ = s.g.Conn.Close()
 		return
 	}
@@ -165,6 +165,10 @@ func (p *pool) endLocked(s *session, polite bool) {
 	go func() {
 		defer p.quitting.Done()
 		s.quit(quitTimeout)
+		p.mu.Lock()
+		p.open--
+		p.signalLocked()
+		p.mu.Unlock()
 	}()
 }
 
