@@ -14,7 +14,7 @@ VEGETA  := $(BIN)/vegeta
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-faults test-modes test-mta test-browser screenshots fuzz lint tools proto proto-check clean
+.PHONY: help build run smoke test test-faults test-modes test-mta test-browser screenshots fuzz lint tools proto proto-check clean bench
 
 FUZZTIME ?= 10s
 
