@@ -1,7 +1,6 @@
 package tasks_test
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ func TestSendCodeHandlerSealed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	seal, err := codes.NewSeal(bytes.Repeat([]byte{7}, 32), nil)
+	seal, err := codes.NewSeal([]byte("a test secret of 32 bytes, 01234"), nil)
 	require.NoError(t, err)
 	store, err := codes.NewStore(e.rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6, Seal: seal})
 	require.NoError(t, err)
