@@ -273,8 +273,8 @@ func TestCodeSecret(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "},                  //nolint:gosec // G101: a made-up, too short secret
-		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": goodFile}, "CODE_SECRET: set only one"}, //nolint:gosec // G101: a made-up secret
+		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "}, //nolint:gosec // G101: a made-up, too short secret
+		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": goodFile}, "CODE_SECRET: set only one"},
 		"missing file":   {map[string]string{"CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE: the secret: cannot open the file"},
 		"bad previous":   {map[string]string{"CODE_SECRET": hexSecret + ",hunter2!hunter2"}, "CODE_SECRET: the previous secret: neither hex nor base64"},
 		"three":          {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret + "," + hexSecret}, "CODE_SECRET: want the secret"},
