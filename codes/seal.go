@@ -1,6 +1,7 @@
 package codes
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -19,6 +20,19 @@ const MinSecretLen = 32
 
 // MaxSecretLen bounds a secret, in bytes.
 const MaxSecretLen = 1024
+
+// ValidateSecret checks that secret is fit to seal codes: MinSecretLen to
+// MaxSecretLen bytes, and not one byte repeated (all zeros, "aaaa...": a
+// placeholder, not a random secret). Its errors never hold the secret.
+func ValidateSecret(secret []byte) error {
+	if len(secret) < MinSecretLen || len(secret) > MaxSecretLen {
+		return fmt.Errorf("%d bytes, want %d to %d random bytes (e.g. openssl rand -hex 32)", len(secret), MinSecretLen, MaxSecretLen)
+	}
+	if bytes.Count(secret, secret[:1]) == len(secret) {
+		return errors.New("one byte repeated, not a random secret (e.g. openssl rand -hex 32)")
+	}
+	return nil
+}
 
 // ErrSealed is returned for a sealed code that no key opens: it was sealed
 // under a secret that is neither the current nor the previous one, or it
@@ -45,8 +59,8 @@ type sealKey struct {
 }
 
 // NewSeal returns the Seal of secret, and of previous (nil: none) for
-// codes sealed before a rotation. Each must be MinSecretLen to MaxSecretLen
-// bytes. Errors never hold a secret.
+// codes sealed before a rotation. Each must pass ValidateSecret. Errors
+// never hold a secret.
 func NewSeal(secret, previous []byte) (*Seal, error) {
 	cur, err := newSealKey(secret)
 	if err != nil {
@@ -67,8 +81,8 @@ func NewSeal(secret, previous []byte) (*Seal, error) {
 }
 
 func newSealKey(secret []byte) (sealKey, error) {
-	if len(secret) < MinSecretLen || len(secret) > MaxSecretLen {
-		return sealKey{}, fmt.Errorf("%d bytes, want %d to %d", len(secret), MinSecretLen, MaxSecretLen)
+	if err := ValidateSecret(secret); err != nil {
+		return sealKey{}, err
 	}
 	derive := func(info string) []byte {
 		k, err := hkdf.Key(sha256.New, secret, nil, info, 32)
@@ -171,8 +185,8 @@ func (s *Seal) Decrypt(id ID, sealed string) (string, error) {
 }
 
 // ParseSecret decodes a secret given as text (CODE_SECRET): hex, or base64
-// (standard or URL alphabet, padded or not), of MinSecretLen to
-// MaxSecretLen bytes. Its errors never repeat the text.
+// (standard or URL alphabet, padded or not), of bytes that pass
+// ValidateSecret. Its errors never repeat the text.
 func ParseSecret(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if len(s) > 4*MaxSecretLen {
@@ -192,8 +206,8 @@ func ParseSecret(s string) ([]byte, error) {
 			return nil, errors.New("neither hex nor base64")
 		}
 	}
-	if len(b) < MinSecretLen || len(b) > MaxSecretLen {
-		return nil, fmt.Errorf("%d bytes, want %d to %d (e.g. openssl rand -hex 32)", len(b), MinSecretLen, MaxSecretLen)
+	if err := ValidateSecret(b); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"strings"
@@ -16,7 +17,11 @@ import (
 	"github.com/verifyq/verifyq/codes"
 )
 
-func secret(b byte) []byte { return bytes.Repeat([]byte{b}, codes.MinSecretLen) }
+// secret returns a test secret of MinSecretLen bytes, one for each b.
+func secret(b byte) []byte {
+	s := sha256.Sum256([]byte{b})
+	return s[:]
+}
 
 func newSeal(t *testing.T, cur, prev []byte) *codes.Seal {
 	t.Helper()
@@ -97,6 +102,22 @@ func TestSealInputs(t *testing.T) {
 	assert.Error(t, err, "previous equal to current")
 	_, err = codes.NewSeal(secret(1), []byte("short"))
 	assert.Error(t, err)
+	// A placeholder, not a random secret: one byte repeated, as the
+	// current or the previous secret, raw or as text.
+	for _, weak := range [][]byte{make([]byte, codes.MinSecretLen), bytes.Repeat([]byte("a"), 64), bytes.Repeat([]byte{0xff}, codes.MaxSecretLen)} {
+		_, err := codes.NewSeal(weak, nil)
+		require.ErrorContains(t, err, "one byte repeated")
+		_, err = codes.NewSeal(secret(1), weak)
+		require.ErrorContains(t, err, "previous secret: one byte repeated")
+		assert.ErrorContains(t, codes.ValidateSecret(weak), "one byte repeated")
+		for _, text := range []string{hex.EncodeToString(weak), base64.StdEncoding.EncodeToString(weak)} {
+			_, err := codes.ParseSecret(text)
+			require.ErrorContains(t, err, "one byte repeated")
+			assert.NotContains(t, err.Error(), text[:16], "the secret is not echoed")
+		}
+	}
+	assert.NoError(t, codes.ValidateSecret(append(make([]byte, codes.MinSecretLen-1), 1)), "one byte apart is enough for the rule")
+	assert.ErrorContains(t, codes.ValidateSecret(nil), "0 bytes")
 
 	raw := make([]byte, 32)
 	_, _ = rand.Read(raw)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
 )
@@ -45,6 +46,13 @@ const (
 	// replies outside RCPT). The send is retried in seconds; the relay
 	// client keeps to fewer connections.
 	Throttled Class = "throttled"
+	// Undecryptable: not the relay's, verifyq's own: the task's code is
+	// sealed under a secret this worker does not hold (CODE_SECRET
+	// rotated on the enqueuer before the worker, or a worker without
+	// one). Undeliverable at once; nobody is suppressed; logged as an
+	// error. The archived task is mailed when re-run on a worker that
+	// holds the secret, while its code lives.
+	Undecryptable Class = "undecryptable"
 )
 
 // Handling is what verifyq does after a failure of a class.
@@ -81,10 +89,11 @@ var handling = map[Class]Handling{
 	RecipientDeferred: {Retry: RetryRecipient},
 	RelayDeferred:     {RelayWide: true, Retry: RetryRelay},
 	Throttled:         {Retry: RetryRelay},
+	Undecryptable:     {Undeliverable: true},
 }
 
 // Classes lists every Class, for metrics that pre-create their series.
-var Classes = []Class{RecipientRefused, MessageRefused, NeedsSMTPUTF8, RelayRefused, RecipientDeferred, RelayDeferred, Throttled}
+var Classes = []Class{RecipientRefused, MessageRefused, NeedsSMTPUTF8, RelayRefused, RecipientDeferred, RelayDeferred, Throttled, Undecryptable}
 
 // Handling returns what verifyq does after a failure of class c.
 func (c Class) Handling() Handling { return handling[c] }
@@ -169,8 +178,9 @@ func (r rule) matches(e *relay.Error) bool {
 // ClassOf classifies err, a failed send: a server's reply by replyRules;
 // a message no server can take (an invalid address or message) as
 // MessageRefused; the relay's missing SMTPUTF8 as NeedsSMTPUTF8; a TLS
-// failure or a missing STARTTLS or AUTH as RelayRefused; anything else (a
-// refused, dropped or timed-out connection) as RelayDeferred.
+// failure or a missing STARTTLS or AUTH as RelayRefused; a sealed code no
+// secret of the worker opens (codes.ErrSealed) as Undecryptable; anything
+// else (a refused, dropped or timed-out connection) as RelayDeferred.
 func ClassOf(err error) Class {
 	if e := relay.ReplyError(err); e != nil {
 		for _, r := range replyRules {
@@ -184,6 +194,8 @@ func ClassOf(err error) Class {
 		return RelayDeferred
 	}
 	switch {
+	case errors.Is(err, codes.ErrSealed):
+		return Undecryptable
 	case errors.Is(err, mail.ErrInvalidAddress), errors.Is(err, mail.ErrInvalidMessage), errors.Is(err, mail.ErrUnknownLocale):
 		return MessageRefused
 	case errors.Is(err, relay.ErrNeedsSMTPUTF8):

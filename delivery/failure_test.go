@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
@@ -91,6 +92,8 @@ func TestClassOf(t *testing.T) {
 		{"421 at greeting without an enhanced code", reply(relay.StageGreeting, 421, ""), delivery.Throttled},
 		{"rate limited at MAIL", reply(relay.StageMail, 450, "4.7.1"), delivery.Throttled},
 		{"421 4.7.0 at DATA", reply(relay.StageData, 421, "4.7.0"), delivery.Throttled},
+		// verifyq's own: a sealed code no secret of the worker opens.
+		{"sealed under another secret", fmt.Errorf("open code: %w", codes.ErrSealed), delivery.Undecryptable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,6 +116,7 @@ func TestHandling(t *testing.T) {
 		assert.Equal(t, h.Undeliverable, h.Retry == delivery.RetryNone, "%s: undeliverable exactly when not retried", c)
 	}
 	assert.Equal(t, delivery.RetryRecipient, delivery.RecipientDeferred.Handling().Retry)
+	assert.True(t, delivery.Undecryptable.Handling().Undeliverable, "no retry of this worker opens the code")
 }
 
 func TestReplyCode(t *testing.T) {

@@ -26,8 +26,8 @@ var tenDigits = regexp.MustCompile(`\b\d{10}\b`)
 // verifies.
 func TestSealedCodesEndToEnd(t *testing.T) {
 	t.Parallel()
-	oldSecret := strings.Repeat("5a", 32)
-	newSecret := strings.Repeat("c3", 32)
+	oldSecret := "5a5b5c5d" + strings.Repeat("5a", 28)
+	newSecret := "c3c4c5c6" + strings.Repeat("c3", 28)
 	s := startStack(t, map[string]string{
 		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0",
 	})

@@ -1,7 +1,6 @@
 package limits_test
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ func newSeal(t *testing.T, secret []byte) *codes.Seal {
 func TestSealedResendReplacesTheCode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	seal := newSeal(t, bytes.Repeat([]byte{1}, codes.MinSecretLen))
+	seal := newSeal(t, []byte("a test secret of 32 bytes, 01234"))
 	s, rdb := newStack(t, codes.Config{Seal: seal, MaxAttempts: 5}, limits.Config{})
 	id := codes.ID{Email: "a@example.com"}
 

@@ -164,8 +164,9 @@ func DefaultTemplates() *Templates { return embedded }
 // LoadTemplates parses c.Dir's templates over the embedded set and checks
 // every purpose and locale: each template parses and renders with sample
 // data (with c's app name and link), the subject renders to one non-empty
-// line of at most MaxSubjectLen characters without the code, and the text
-// and the HTML part show the code. It reports every problem at once, each a *field.Error
+// line of at most MaxSubjectLen characters without the code and the same
+// for another code (nothing made from the code is in it), and the text and
+// the HTML part show the code. It reports every problem at once, each a *field.Error
 // named AppName, LinkURL or Dir; a Dir error names the file, and the line
 // when the template parser or executor gives one.
 func LoadTemplates(c TemplateConfig) (*Templates, error) {
@@ -416,13 +417,16 @@ func build(dir, emb map[string]*parsed, appName, linkURL string) (*Templates, er
 }
 
 // samples are the data every template is tried with at start: two codes
-// and lifetimes, without and with a Reply-To.
+// and lifetimes, without and with a Reply-To. Each has a twin code of the
+// same length that differs from it in every digit: the subject rendered
+// with the twin (and all else equal) must be the same, or the subject
+// tells something of the code.
 var samples = []struct {
-	code, email, replyTo string
-	minutes              int64
+	code, twin, email, replyTo string
+	minutes                    int64
 }{
-	{"402718", "user@example.com", "", 10},
-	{"975361", "user+tag@example.com", "support@example.com", 1},
+	{"402718", "659043", "user@example.com", "", 10},
+	{"975361", "120894", "user+tag@example.com", "support@example.com", 1},
 }
 
 // check renders every purpose and locale with the samples. Each problem is
@@ -436,10 +440,17 @@ func (t *Templates) check(purposes []string) error {
 			for _, s := range samples {
 				d := t.data(purpose, loc, s.email, s.code, s.minutes, s.replyTo)
 				subject, text, html, err := t.render(set, d)
+				var twin string
+				if err == nil {
+					twin, err = t.subject(set, t.data(purpose, loc, s.email, s.twin, s.minutes, s.replyTo))
+				}
 				if err == nil {
 					switch {
 					case strings.Contains(subject, s.code):
 						err = fmt.Errorf("%s: the subject shows the code: keep it out of the headers", set.subject.file)
+					case twin != subject:
+						err = fmt.Errorf("%s: the subject changes with the code (it shows part of the code, "+
+							"or something made from it such as the link): keep the code out of the headers", set.subject.file)
 					case !strings.Contains(text, s.code):
 						err = fmt.Errorf("%s: the text does not show the code ({{.Code}})", set.text.file)
 					case !strings.Contains(html, s.code):
@@ -485,18 +496,8 @@ func (t *Templates) lookup(purpose string, loc Locale) *templateSet {
 // render renders the subject, then the text and HTML parts with
 // d.Subject set. Errors name the template file.
 func (t *Templates) render(set *templateSet, d TemplateData) (subject, text, html string, err error) {
-	d.Subject = ""
-	if subject, err = execute(set.subject, d); err != nil {
+	if subject, err = t.subject(set, d); err != nil {
 		return "", "", "", err
-	}
-	subject = strings.TrimSpace(subject)
-	switch {
-	case subject == "":
-		return "", "", "", fmt.Errorf("%s: the subject is empty", set.subject.file)
-	case strings.ContainsFunc(subject, badInLine):
-		return "", "", "", fmt.Errorf("%s: the subject must be one line without control characters", set.subject.file)
-	case utf8.RuneCountInString(subject) > MaxSubjectLen:
-		return "", "", "", fmt.Errorf("%s: the subject is longer than %d characters", set.subject.file, MaxSubjectLen)
 	}
 	d.Subject = subject
 	if text, err = execute(set.text, d); err != nil {
@@ -506,6 +507,27 @@ func (t *Templates) render(set *templateSet, d TemplateData) (subject, text, htm
 		return "", "", "", err
 	}
 	return subject, text, html, nil
+}
+
+// subject renders the subject of set for d: one non-empty line of at most
+// MaxSubjectLen characters, surrounding white space trimmed. Errors name
+// the template file.
+func (t *Templates) subject(set *templateSet, d TemplateData) (string, error) {
+	d.Subject = ""
+	subject, err := execute(set.subject, d)
+	if err != nil {
+		return "", err
+	}
+	subject = strings.TrimSpace(subject)
+	switch {
+	case subject == "":
+		return "", fmt.Errorf("%s: the subject is empty", set.subject.file)
+	case strings.ContainsFunc(subject, badInLine):
+		return "", fmt.Errorf("%s: the subject must be one line without control characters", set.subject.file)
+	case utf8.RuneCountInString(subject) > MaxSubjectLen:
+		return "", fmt.Errorf("%s: the subject is longer than %d characters", set.subject.file, MaxSubjectLen)
+	}
+	return subject, nil
 }
 
 // execute runs one template into at most maxPartSize bytes.

@@ -246,6 +246,49 @@ func TestLoadTemplatesNamesTheBadFile(t *testing.T) {
 	}
 }
 
+// A subject that changes with the code tells something of it, in a header
+// every mail server and client logs and shows: refused at start, whatever
+// part of the code it shows. What does not depend on the code's digits
+// (its length) is fine.
+func TestLoadTemplatesRefusesSubjectThatChangesWithTheCode(t *testing.T) {
+	t.Parallel()
+	const link = "https://app.example.com/v?c={code}"
+	for name, subject := range map[string]string{
+		"first five digits": "Your code starts {{slice .Code 0 5}}",
+		"last digit":        "Code ending in {{slice .Code 5}}",
+		"one digit, as is":  "{{index .Code 0}} is the first",
+		"printf precision":  `Code {{printf "%.3s" .Code}}...`,
+		"a branch on it":    `{{if eq (slice .Code 0 1) "4"}}Your code{{else}}Your new code{{end}}`,
+		"part of the link":  "Open {{slice .Link 0 30}}",
+		"the code in hex":   `Ref {{printf "%x" .Code}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := writeFiles(t, map[string]string{"en.subject.tmpl": subject})
+			_, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir, LinkURL: link})
+			require.Error(t, err)
+			t.Log(err)
+			assert.Contains(t, err.Error(), filepath.Join(dir, "en.subject.tmpl"))
+			assert.Contains(t, err.Error(), "the subject changes with the code")
+			for _, digits := range []string{"402", "659", "975", "120", "718", "043", "361", "894"} {
+				assert.NotContains(t, strings.ReplaceAll(err.Error(), dir, ""), digits, "no code, not even the samples, in the error")
+			}
+		})
+	}
+	for name, subject := range map[string]string{
+		"its length":        "Your {{len .Code}}-digit code",
+		"the app and words": "{{.AppName}}: {{.CodeName}} ({{.Minutes}} min)",
+		"nothing of it":     `{{if .Code}}Your code{{end}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := writeFiles(t, map[string]string{"en.subject.tmpl": subject})
+			_, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir, AppName: "ACME", LinkURL: link})
+			require.NoError(t, err)
+		})
+	}
+}
+
 func TestLoadTemplatesReportsEveryProblem(t *testing.T) {
 	t.Parallel()
 	dir := writeFiles(t, map[string]string{

@@ -256,9 +256,12 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	code, err := h.codeOf(p, id, at.Live.Code)
 	if err != nil {
-		res.Outcome = OutcomeFailed
-		log.ErrorContext(ctx, "cannot mail the task's code", "err", err)
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		// Only a sealed code that no secret of this worker opens: the
+		// configuration's fault, said loudly, recorded as undecryptable.
+		log.ErrorContext(ctx, "the task's code is sealed under a CODE_SECRET this worker does not hold: "+
+			"give the worker the new secret first (CODE_SECRET=new,old), then the enqueuer; "+
+			"re-run the archived tasks once it holds it", "class", string(delivery.ClassOf(err)), "err", err)
+		return h.failed(ctx, log, id, err, res)
 	}
 	if code == "" {
 		log.InfoContext(ctx, "code replaced by a later send, nothing to mail")
@@ -295,7 +298,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 }
 
 // errNoSeal: a sealed code came, and the worker has no secret to open it.
-var errNoSeal = errors.New("the task's code is sealed and this worker has no CODE_SECRET")
+var errNoSeal = fmt.Errorf("%w: this worker has no CODE_SECRET", codes.ErrSealed)
 
 // codeOf returns the code to mail for the live value live: live itself for a
 // plain task; for a sealed one the code the payload carries, opened, when

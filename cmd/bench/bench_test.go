@@ -168,7 +168,7 @@ func TestWorkerEnv(t *testing.T) {
 		t.Errorf("without SMTP_URL: %v", old)
 	}
 	cur := build{smtpURL: true}.workerEnv(sink, 20)
-	if cur["SMTP_URL"] != "smtp://"+net.JoinHostPort(sink.Host(), port)+"?tls=none" || len(cur) != 2 {
+	if cur["SMTP_URL"] != "smtp://"+net.JoinHostPort(sink.Host(), port)+"?tls=none" || cur["SMTP_MAX_CONNECTIONS"] != "20" || len(cur) != 3 {
 		t.Errorf("with SMTP_URL: %v (no SMTP_HOST and the like)", cur)
 	}
 }

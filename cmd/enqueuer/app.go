@@ -110,11 +110,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 // only to a Host of ADMIN_ADDR or DASHBOARD_HOSTS, and with basic auth when
 // DASHBOARD_AUTH is set. The dashboard takes state changes (POST,
 // DELETE) only from its own pages (platform.SameOrigin): a form on another
-// site can POST. The suppression list changes only by DELETE, which a page
+// site can POST. Every state-changing request that passes the guard is an
+// audit record (platform.Audit); with DASHBOARD_READONLY none changes
+// anything: asynqmon refuses its writes, /suppressions its DELETE, and
+// pprof only reads. The suppression list changes only by DELETE, which a page
 // on another site cannot send without a CORS preflight, never granted here.
 // Config refuses a non-loopback ADMIN_ADDR without DASHBOARD_AUTH.
 func (a *App) adminMux() *http.ServeMux {
-	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth.User, a.cfg.DashboardAuth.Password)
+	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth, a.logger)
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))

@@ -61,7 +61,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 func TestLoadConfigReadyValues(t *testing.T) {
 	t.Setenv("PURPOSES", "register,reset_password:15m")
 	t.Setenv("CODE_TTL", "5m")
-	t.Setenv("CODE_SECRET", strings.Repeat("ab", 32))
+	t.Setenv("CODE_SECRET", "0123456789abcdef"+strings.Repeat("ab", 24))
 	t.Setenv("RESEND_COOLDOWN", "0")
 	t.Setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")
 	cfg, err := platform.Load[Config]()

@@ -140,7 +140,7 @@ func (a *App) adminMux() *http.ServeMux {
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	if a.cfg.DashboardAuth.Set() || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true
-		platform.MountPprof(mux, platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth.User, a.cfg.DashboardAuth.Password))
+		platform.MountPprof(mux, platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth, a.logger))
 	}
 	return mux
 }

@@ -63,7 +63,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Name:      "smtp_failures_total",
 			Help: "Failed sends by class (delivery.Class): recipient_refused, message_refused, needs_smtputf8, " +
 				"relay_refused (verifyq's configuration or the relay's policy: alert on it), recipient_deferred, " +
-				"relay_deferred, throttled.",
+				"relay_deferred, throttled, undecryptable (a task sealed under a CODE_SECRET the worker does not hold: alert on it).",
 		}, []string{"class"}),
 	}
 	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures)

@@ -240,7 +240,7 @@ type CodeSecretFile struct{ CodeSecret }
 func (s *CodeSecretFile) Decode(files string) error { return s.decode(files, readSecretFile) }
 
 // readSecretFile reads a secret file: its bytes, one trailing newline
-// dropped.
+// dropped, checked by codes.ValidateSecret.
 func readSecretFile(name string) ([]byte, error) {
 	f, err := os.Open(name) //nolint:gosec // G304: the operator names the file on purpose
 	if err != nil {
@@ -256,6 +256,9 @@ func readSecretFile(name string) ([]byte, error) {
 	}
 	b = bytes.TrimSuffix(b, []byte("\n"))
 	b = bytes.TrimSuffix(b, []byte("\r"))
+	if err := codes.ValidateSecret(b); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 

@@ -3,10 +3,13 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/verifyq/verifyq/mail"
 )
 
 // Hosts is the set of names the admin server answers to in the Host header
@@ -130,17 +133,23 @@ func CheckHost(hosts Hosts, next http.Handler) http.Handler {
 // on another site cannot ride on cached basic-auth credentials.
 func SameOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
-		default:
-			if !isSameOrigin(r) {
-				http.Error(w, "cross-origin request refused: send Origin of this server or Sec-Fetch-Site: same-origin",
-					http.StatusForbidden)
-				return
-			}
+		if ChangesState(r.Method) && !isSameOrigin(r) {
+			http.Error(w, "cross-origin request refused: send Origin of this server or Sec-Fetch-Site: same-origin",
+				http.StatusForbidden)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// ChangesState reports whether a request of method may change state: any
+// method but GET, HEAD and OPTIONS.
+func ChangesState(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
 }
 
 func isSameOrigin(r *http.Request) bool {
@@ -160,15 +169,103 @@ func isSameOrigin(r *http.Request) bool {
 }
 
 // AdminGuard returns what guards the admin server's endpoints for people
-// (the dashboard, pprof), outermost first: the Host check (CheckHost) and
-// basic auth when password is set. A handler that takes state-changing
-// requests a browser can send from another site (a form POST) adds
-// SameOrigin inside it.
-func AdminGuard(hosts Hosts, user, password string) func(http.Handler) http.Handler {
+// (the dashboard, the suppression list, pprof), outermost first: the Host
+// check (CheckHost), basic auth when auth is set, and the audit record of
+// every request that may change state (Audit), by auth's user or
+// "anonymous". A handler that takes state-changing requests a browser can
+// send from another site (a form POST) adds SameOrigin inside it.
+func AdminGuard(hosts Hosts, auth Credentials, logger *slog.Logger) func(http.Handler) http.Handler {
+	user := Anonymous
+	if auth.Set() {
+		user = auth.User
+	}
 	return func(h http.Handler) http.Handler {
-		if password != "" {
-			h = BasicAuth(user, password, "verifyq admin", h)
+		h = Audit(logger, user, h)
+		if auth.Set() {
+			h = BasicAuth(auth.User, auth.Password, "verifyq admin", h)
 		}
 		return CheckHost(hosts, h)
 	}
+}
+
+// Anonymous is the user of an audit record when the admin server asks no
+// credentials (a loopback ADMIN_ADDR without DASHBOARD_AUTH).
+const Anonymous = "anonymous"
+
+// AuditMessage is the message of every audit record.
+const AuditMessage = "admin action"
+
+// Audit logs, once it is answered, every request to next that may change
+// state (ChangesState), an INFO line AuditMessage with audit=true: who
+// (user, the one BasicAuth let through, or Anonymous), the method, the path,
+// the query (when there is one) with every name and value that holds an "@"
+// masked as an address, the source address and the status of the reply. It
+// never logs a header or the body, so never a password. Requests that only
+// read are not logged.
+func Audit(logger *slog.Logger, user string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ChangesState(r.Method) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		attrs := []slog.Attr{slog.Bool("audit", true), slog.String("user", user), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path)}
+		if q := r.URL.Query(); len(q) > 0 {
+			attrs = append(attrs, slog.Any("query", maskQuery(q)))
+		}
+		attrs = append(attrs, slog.String("remote", r.RemoteAddr), slog.Int("status", sw.Status()))
+		logger.LogAttrs(r.Context(), slog.LevelInfo, AuditMessage, attrs...)
+	})
+}
+
+// maskQuery returns q with every name and value that holds an "@" masked
+// (mail.MaskAddress): an audit record names the address a suppression was
+// lifted for as every log line does.
+func maskQuery(q url.Values) url.Values {
+	mask := func(s string) string {
+		if strings.Contains(s, "@") {
+			return mail.MaskAddress(s)
+		}
+		return s
+	}
+	out := make(url.Values, len(q))
+	for k, vs := range q {
+		for _, v := range vs {
+			out.Add(mask(k), mask(v))
+		}
+	}
+	return out
+}
+
+// statusWriter remembers the status of a reply.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Status is the reply's status: 200 when the handler wrote nothing.
+func (w *statusWriter) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/internal/logtest"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -107,4 +108,77 @@ func TestCheckHost(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		assert.Equal(t, want, rec.Code, host)
 	}
+}
+
+// Every request that may change state, and only such, leaves one audit
+// record once answered: who (DASHBOARD_AUTH's user, or anonymous without
+// credentials), the method, the path, the query with addresses masked, the
+// source and the status. A request refused by the Host check or basic auth
+// reached no admin handler and is not an action; no password and no full
+// address is ever logged.
+func TestAdminGuardAudits(t *testing.T) {
+	t.Parallel()
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/silent":
+		case "/refused":
+			http.Error(w, "read-only", http.StatusForbidden)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	hosts := platform.AdminHosts("127.0.0.1:8081", nil)
+	do := func(h http.Handler, method, target string, auth ...string) int {
+		req := httptest.NewRequest(method, target, nil)
+		req.Host = "127.0.0.1:8081"
+		req.RemoteAddr = "192.0.2.7:40000"
+		if len(auth) == 2 {
+			req.SetBasicAuth(auth[0], auth[1])
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+
+	logger, logs := logtest.New(t)
+	guarded := platform.AdminGuard(hosts, platform.Credentials{User: "ops", Password: "s3cret-pw"}, logger)(handler)
+	assert.Equal(t, http.StatusNoContent, do(guarded, http.MethodPost, "/monitoring/api/queues/mail:pause", "ops", "s3cret-pw"))
+	assert.Equal(t, http.StatusOK, do(guarded, http.MethodDelete, "/silent?email=Bob.Smith@example.com&x=1", "ops", "s3cret-pw"))
+	assert.Equal(t, http.StatusForbidden, do(guarded, http.MethodDelete, "/refused", "ops", "s3cret-pw"))
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
+		do(guarded, m, "/monitoring/api/queues", "ops", "s3cret-pw")
+	}
+	assert.Equal(t, http.StatusUnauthorized, do(guarded, http.MethodPost, "/monitoring/api/queues/mail:pause", "ops", "wrong-pw"))
+	recs := logs.Matching(t, platform.AuditMessage)
+	require.Len(t, recs, 3, "one record per state-changing request that got through: %s", logs.String())
+	assert.Equal(t, map[string]any{"level": "INFO", "msg": "admin action", "audit": true, "user": "ops", "method": "POST",
+		"path": "/monitoring/api/queues/mail:pause", "remote": "192.0.2.7:40000", "status": 204.0}, without(recs[0], "time"))
+	assert.Equal(t, map[string]any{"email": []any{"B***@example.com"}, "x": []any{"1"}}, recs[1]["query"])
+	assert.Equal(t, 200.0, recs[1]["status"], "a handler that writes nothing answers 200")
+	assert.Equal(t, 403.0, recs[2]["status"])
+	assert.NotContains(t, logs.String(), "s3cret-pw")
+	assert.NotContains(t, logs.String(), "wrong-pw")
+	assert.NotContains(t, logs.String(), "Bob.Smith")
+
+	logger, logs = logtest.New(t)
+	open := platform.AdminGuard(hosts, platform.Credentials{}, logger)(handler)
+	assert.Equal(t, http.StatusNoContent, do(open, http.MethodDelete, "/suppressions?id=abc"))
+	assert.Equal(t, http.StatusNoContent, do(open, http.MethodPost, "/x", "forged", "claim"), "no credentials asked")
+	recs = logs.Matching(t, platform.AuditMessage)
+	require.Len(t, recs, 2)
+	for _, r := range recs {
+		assert.Equal(t, platform.Anonymous, r["user"], "without DASHBOARD_AUTH nobody is named, whatever a request claims")
+	}
+}
+
+// without returns m without keys.
+func without(m map[string]any, keys ...string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	for _, k := range keys {
+		delete(out, k)
+	}
+	return out
 }

@@ -241,7 +241,7 @@ func TestCodeSecret(t *testing.T) {
 		assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "0001020304", "never printed")
 	})
 	t.Run("rotation", func(t *testing.T) {
-		previous := strings.Repeat("ab", 32)
+		previous := "abababab" + strings.Repeat("cd", 28)
 		t.Setenv("CODE_SECRET", previous)
 		old, err := platform.Load[testConfig]()
 		require.NoError(t, err)
@@ -258,25 +258,33 @@ func TestCodeSecret(t *testing.T) {
 	t.Run("files", func(t *testing.T) {
 		dir := t.TempDir()
 		current, previous := filepath.Join(dir, "current"), filepath.Join(dir, "previous")
-		require.NoError(t, os.WriteFile(current, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
-		require.NoError(t, os.WriteFile(previous, []byte(strings.Repeat("p", 32)), 0o600))
+		require.NoError(t, os.WriteFile(current, []byte("the current secret, 32 bytes long\n"), 0o600))
+		require.NoError(t, os.WriteFile(previous, []byte("the previous secret: 32 bytes .."), 0o600))
 		t.Setenv("CODE_SECRET_FILE", current+","+previous)
 		cfg, err := platform.Load[testConfig]()
 		require.NoError(t, err)
 		require.NotNil(t, cfg.Seal)
 	})
+	dir := t.TempDir()
+	weakFile, goodFile := filepath.Join(dir, "weak"), filepath.Join(dir, "good")
+	require.NoError(t, os.WriteFile(weakFile, make([]byte, 64), 0o600))
+	require.NoError(t, os.WriteFile(goodFile, []byte("the current secret, 32 bytes long\n"), 0o600))
 	for name, tc := range map[string]struct {
 		env  map[string]string
 		want string
 	}{
-		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "},                     //nolint:gosec // G101: a made-up, too short secret
-		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET: set only one"}, //nolint:gosec // G101: a made-up secret
+		"short secret":   {map[string]string{"CODE_SECRET": "c2VjcmV0LXNlY3JldA=="}, "CODE_SECRET: the secret: "}, //nolint:gosec // G101: a made-up, too short secret
+		"both":           {map[string]string{"CODE_SECRET": hexSecret, "CODE_SECRET_FILE": goodFile}, "CODE_SECRET: set only one"},
 		"missing file":   {map[string]string{"CODE_SECRET_FILE": "/nonexistent/secret"}, "CODE_SECRET_FILE: the secret: cannot open the file"},
 		"bad previous":   {map[string]string{"CODE_SECRET": hexSecret + ",hunter2!hunter2"}, "CODE_SECRET: the previous secret: neither hex nor base64"},
 		"three":          {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret + "," + hexSecret}, "CODE_SECRET: want the secret"},
 		"same previous":  {map[string]string{"CODE_SECRET": hexSecret + "," + hexSecret}, "CODE_SECRET:"},
 		"short file":     {map[string]string{"CODE_SECRET_FILE": "/dev/null"}, "CODE_SECRET_FILE:"}, //nolint:gosec // G101: no secret
 		"empty previous": {map[string]string{"CODE_SECRET": hexSecret + ","}, "CODE_SECRET: the previous secret:"},
+		"all zero":       {map[string]string{"CODE_SECRET": strings.Repeat("00", 32)}, "CODE_SECRET: the secret: one byte repeated"},
+		"weak previous":  {map[string]string{"CODE_SECRET": hexSecret + "," + strings.Repeat("00", 32)}, "CODE_SECRET: the previous secret: one byte repeated"},
+		"weak file":      {map[string]string{"CODE_SECRET_FILE": weakFile}, "CODE_SECRET_FILE: the secret: one byte repeated"},
+		"weak prev file": {map[string]string{"CODE_SECRET_FILE": goodFile + "," + weakFile}, "CODE_SECRET_FILE: the previous secret: one byte repeated"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for k, v := range tc.env {
