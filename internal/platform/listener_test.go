@@ -1,11 +1,11 @@
 package platform_test
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,24 +64,34 @@ func hold(t *testing.T, lim platform.ConnLimits) *held {
 
 // dial connects from the loopback address from (Linux routes all of
 // 127/8 to the loopback interface, so each is a source of its own).
-func (h *held) dial(t *testing.T, from string) net.Conn {
-	t.Helper()
+func (h *held) dial(from string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	c, err := d.Dial("tcp", h.addr)
-	require.NoError(t, err, "the kernel completes the handshake either way")
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return d.Dial("tcp", h.addr)
 }
 
-// served reports whether the listener accepted c (its greeting came) or
-// closed it (a reset or end of file). The deadline only keeps a broken
+// try connects from the loopback address from and reports whether the
+// listener accepted the connection (its greeting came) or reset it (at
+// once: even before the dial returned). The deadline only keeps a broken
 // listener from hanging the test.
+func (h *held) try(t *testing.T, from string) bool {
+	t.Helper()
+	c, err := h.dial(from)
+	if err != nil {
+		require.ErrorIs(t, err, syscall.ECONNRESET)
+		return false
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return served(t, c)
+}
+
+// served reports whether the listener accepted c or reset it.
 func served(t *testing.T, c net.Conn) bool {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-	b := make([]byte, 1)
-	_, err := c.Read(b)
-	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "neither served nor closed")
+	_, err := c.Read(make([]byte, 1))
+	if err != nil {
+		require.ErrorIs(t, err, syscall.ECONNRESET, "reset, not timed out or ended")
+	}
 	return err == nil
 }
 
@@ -109,24 +119,23 @@ func (h *held) refusals() []netip.Prefix {
 func TestLimitListenerPerSource(t *testing.T) {
 	t.Parallel()
 	h := hold(t, platform.ConnLimits{Max: 8, PerSource: 2})
-	first := h.dial(t, "127.0.0.1")
-	require.True(t, served(t, first))
+	require.True(t, h.try(t, "127.0.0.1"))
 	firstSrv := h.next(t)
-	require.True(t, served(t, h.dial(t, "127.0.0.1")))
+	require.True(t, h.try(t, "127.0.0.1"))
 	h.next(t)
 
-	assert.False(t, served(t, h.dial(t, "127.0.0.1")), "past the source's share")
-	assert.False(t, served(t, h.dial(t, "127.0.0.1")), "and again")
+	assert.False(t, h.try(t, "127.0.0.1"), "past the source's share")
+	assert.False(t, h.try(t, "127.0.0.1"), "and again")
 	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("127.0.0.1/32")}, h.refusals())
 
 	for range 2 {
-		assert.True(t, served(t, h.dial(t, "127.0.0.2")), "another source is served")
+		assert.True(t, h.try(t, "127.0.0.2"), "another source is served")
 		h.next(t)
 	}
-	assert.False(t, served(t, h.dial(t, "127.0.0.2")), "the other source's share is its own")
+	assert.False(t, h.try(t, "127.0.0.2"), "the other source's share is its own")
 
 	require.NoError(t, firstSrv.Close())
-	assert.True(t, served(t, h.dial(t, "127.0.0.1")), "a closed connection gives its place back")
+	assert.True(t, h.try(t, "127.0.0.1"), "a closed connection gives its place back")
 }
 
 // A refused connection takes no slot of Max: with every slot but one
@@ -135,12 +144,12 @@ func TestLimitListenerRefusedTakesNoSlot(t *testing.T) {
 	t.Parallel()
 	h := hold(t, platform.ConnLimits{Max: 3, PerSource: 2})
 	for range 2 {
-		require.True(t, served(t, h.dial(t, "127.0.0.1")))
+		require.True(t, h.try(t, "127.0.0.1"))
 	}
 	for range 10 {
-		require.False(t, served(t, h.dial(t, "127.0.0.1")))
+		require.False(t, h.try(t, "127.0.0.1"))
 	}
-	assert.True(t, served(t, h.dial(t, "127.0.0.3")), "the last slot")
+	assert.True(t, h.try(t, "127.0.0.3"), "the last slot")
 	assert.Len(t, h.refusals(), 10)
 }
 
@@ -150,15 +159,17 @@ func TestLimitListenerMax(t *testing.T) {
 	t.Parallel()
 	h := hold(t, platform.ConnLimits{Max: 2})
 	for range 2 {
-		require.True(t, served(t, h.dial(t, "127.0.0.1")))
+		require.True(t, h.try(t, "127.0.0.1"))
 	}
 	first := h.next(t)
 	h.next(t)
-	waiting := h.dial(t, "127.0.0.1")
+	waiting, err := h.dial("127.0.0.1")
+	require.NoError(t, err, "the kernel completes the handshake")
+	t.Cleanup(func() { _ = waiting.Close() })
 	// Not served yet (a listener that did not wait would greet it at once;
 	// a slow machine can only make this pass, never fail).
 	require.NoError(t, waiting.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
-	_, err := waiting.Read(make([]byte, 1))
+	_, err = waiting.Read(make([]byte, 1))
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "waits for a slot")
 
 	require.NoError(t, first.Close())
@@ -172,10 +183,10 @@ func TestLimitListenerExempt(t *testing.T) {
 	proxy := netip.MustParseAddr("127.0.0.4")
 	h := hold(t, platform.ConnLimits{Max: 8, PerSource: 1, Exempt: func(a netip.Addr) bool { return a == proxy }})
 	for range 4 {
-		assert.True(t, served(t, h.dial(t, "127.0.0.4")), "the proxy")
+		assert.True(t, h.try(t, "127.0.0.4"), "the proxy")
 	}
-	assert.True(t, served(t, h.dial(t, "127.0.0.5")))
-	assert.False(t, served(t, h.dial(t, "127.0.0.5")), "another peer keeps its share")
+	assert.True(t, h.try(t, "127.0.0.5"))
+	assert.False(t, h.try(t, "127.0.0.5"), "another peer keeps its share")
 }
 
 func TestSource(t *testing.T) {
