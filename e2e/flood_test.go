@@ -48,7 +48,7 @@ func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.D
 	for range 32 {
 		wg.Go(func() {
 			for i := range next {
-				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%floodSources))}}
+				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%floodSources))}} //nolint:gosec // G115: 1..floodSources
 				c, err := d.Dial("tcp", addr)
 				if err != nil {
 					continue // the accept queue is full: flooded all the same
