@@ -22,10 +22,11 @@ import (
 	"github.com/verifyq/verifyq/internal/redistest"
 )
 
-// flood opens n connections to addr, writes hello on each, and reports
+// flood opens n connections to addr from floodSources loopback addresses
+// in turn, writes hello on each, and reports
 // how many got a reply (at least want bytes) within wait: the connections
 // the server accepted. Connections past the server's cap wait in its accept
-// queue and get none. All are opened before any reply is awaited, so that
+// queue and get none; those past their source's share are reset. All are opened before any reply is awaited, so that
 // the flood takes less time than the server's idle timeouts. Every
 // connection stays open until end is called or the test ends.
 func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.Duration) (replied int, end func()) {
@@ -34,7 +35,7 @@ func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.D
 		mu   sync.Mutex
 		open []net.Conn
 		wg   sync.WaitGroup
-		next = make(chan struct{})
+		next = make(chan int)
 	)
 	end = func() {
 		mu.Lock()
@@ -46,8 +47,9 @@ func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.D
 	t.Cleanup(end)
 	for range 32 {
 		wg.Go(func() {
-			for range next {
-				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			for i := range next {
+				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%floodSources))}} //nolint:gosec // G115: 1..floodSources
+				c, err := d.Dial("tcp", addr)
 				if err != nil {
 					continue // the accept queue is full: flooded all the same
 				}
@@ -58,8 +60,8 @@ func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.D
 			}
 		})
 	}
-	for range n {
-		next <- struct{}{}
+	for i := range n {
+		next <- i
 	}
 	close(next)
 	wg.Wait()
@@ -79,6 +81,12 @@ func flood(t *testing.T, addr string, n int, hello []byte, want int, wait time.D
 	t.Logf("%s: %d connections open, %d answered", addr, len(open), got.Load())
 	return int(got.Load()), end
 }
+
+// floodSources are the addresses a flood comes from (127.0.1.1 to
+// 127.0.1.32; Linux routes all of 127/8 to the loopback interface): enough
+// that their shares (MAX_CONNECTIONS_PER_SOURCE) add up to more than the
+// cap.
+const floodSources = 32
 
 // procStatus returns a field of /proc/<pid>/status in kB (VmRSS, VmHWM).
 func procStatus(t *testing.T, pid int, field string) int {
@@ -106,7 +114,8 @@ func openFiles(t *testing.T, pid int) int {
 	return len(fds)
 }
 
-// Each public listener holds at most MAX_CONNECTIONS connections, so a flood of idle connections, more
+// Each public listener holds at most MAX_CONNECTIONS connections, so a flood of idle connections
+// from many sources, more
 // than the process has file descriptors, leaves descriptors for the admin
 // server: /healthz and /readyz answer within 1 s, memory stays small, and
 // the API serves again once the flood is gone.

@@ -42,7 +42,9 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 	modeOnly(t, redistest.ModeSentinel)
 	t.Parallel()
 	sen := redistest.StartSentinel(t) // its own: the test kills its primary
-	s := startStackOn(t, sen, noLimits)
+	// Up to 250 requests in flight (5 s each at 50 a second) from one
+	// gateway: bounded by MAX_CONNECTIONS alone.
+	s := startStackOn(t, sen, behindGateway(noLimits))
 
 	const (
 		interval = 20 * time.Millisecond // 50 requests a second

@@ -23,8 +23,12 @@ const (
 	// DefaultMaxWatchesPerConn bounds them on one connection.
 	DefaultMaxWatchesPerConn = 8
 	// DefaultMaxConnectionIdle closes a connection with no call open for
-	// this long (a GOAWAY; clients reconnect on their next call).
-	DefaultMaxConnectionIdle = 5 * time.Minute
+	// this long (a GOAWAY; clients reconnect on their next call), so that
+	// idle connections hold a listener's slots for seconds, not minutes.
+	// 30 s is twice HTTP's IdleTimeout and three of the client pings the
+	// server allows (every 10 s): a client calling at least twice a
+	// minute keeps its connection.
+	DefaultMaxConnectionIdle = 30 * time.Second
 	// DefaultMaxConnectionAge closes every connection after this long
 	// (with some jitter), so that none is held forever.
 	DefaultMaxConnectionAge = 30 * time.Minute

@@ -137,6 +137,8 @@ func TestConnectionsIdleOrOldAreClosed(t *testing.T) {
 	t.Parallel()
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
+		assert.LessOrEqual(t, grpcapi.DefaultMaxConnectionIdle, time.Minute,
+			"by default tens of seconds: idle connections hold a listener's slots briefly")
 		conn := serve(t, grpcapi.New(servicetest.Fake{}, discard, grpcapi.Config{
 			Limits: grpcapi.Limits{MaxConnectionIdle: 200 * time.Millisecond},
 		}))

@@ -338,7 +338,10 @@ func (e *env) start(ctx context.Context, name, logName string, env map[string]st
 
 // startEnqueuer starts an enqueuer with its defaults but the addresses (in env).
 func (e *env) startEnqueuer(ctx context.Context, logName string) (*proc, error) {
-	return e.start(ctx, "enqueuer", logName, map[string]string{"GRPC_ADDR": freeAddr(), "HTTP_ADDR": freeAddr()})
+	// The load generators are one source standing for many clients: their
+	// 64 HTTP callers would fill the default share of one source exactly.
+	return e.start(ctx, "enqueuer", logName, map[string]string{"GRPC_ADDR": freeAddr(), "HTTP_ADDR": freeAddr(),
+		"MAX_CONNECTIONS_PER_SOURCE": "0"})
 }
 
 // startWorker starts a worker against the sink with conc slots.

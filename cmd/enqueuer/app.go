@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/net/netutil"
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
@@ -136,7 +136,9 @@ const fdReserve = 256
 // Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
 // background. Each public listener accepts at most MAX_CONNECTIONS
 // connections at once; further ones wait in the kernel's accept queue
-// until one closes. ADMIN_ADDR has no such bound, so
+// until one closes. Of those, one source holds at most
+// MAX_CONNECTIONS_PER_SOURCE (Config.PerSource); its next one is closed at
+// once (connListener). ADMIN_ADDR has no such bound, so
 // it keeps answering while they are full, as long as the file descriptor
 // limit leaves room: Open warns when it does not.
 func (a *App) Open(ctx context.Context) error {
@@ -144,12 +146,12 @@ func (a *App) Open(ctx context.Context) error {
 	if a.httpLn, err = platform.Listen(ctx, "HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
 		return err
 	}
-	a.httpLn = netutil.LimitListener(a.httpLn, a.cfg.MaxConnections)
+	a.httpLn = a.connListener(a.httpLn, "http")
 	if a.grpcLn, err = platform.Listen(ctx, "GRPC_ADDR", a.cfg.GRPCAddr); err != nil {
 		_ = a.httpLn.Close()
 		return err
 	}
-	a.grpcLn = netutil.LimitListener(a.grpcLn, a.cfg.MaxConnections)
+	a.grpcLn = a.connListener(a.grpcLn, "grpc")
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		_ = a.httpLn.Close()
 		_ = a.grpcLn.Close()
@@ -161,7 +163,7 @@ func (a *App) Open(ctx context.Context) error {
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
 		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardAuth.Set(), "dashboard_readonly", a.cfg.DashboardReadOnly,
-		"max_connections", a.cfg.MaxConnections)
+		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource())
 	need := uint64(2*a.cfg.MaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Resolve
 	if limit, ok := platform.OpenFileLimit(); ok && limit < need {
 		a.logger.Warn("the open file limit is below the connection caps and a reserve: under a connection flood "+
@@ -169,6 +171,25 @@ func (a *App) Open(ctx context.Context) error {
 			"open_file_limit", limit, "max_connections", a.cfg.MaxConnections, "listeners", 2, "reserve", fdReserve)
 	}
 	return nil
+}
+
+// connListener bounds ln, the public listener name ("http", "grpc"), by
+// MAX_CONNECTIONS and MAX_CONNECTIONS_PER_SOURCE. The source is the peer's
+// address, never a forwarding header; the trusted proxies, whose
+// connections carry many clients, are bounded by MAX_CONNECTIONS alone. A
+// connection refused is counted and logged at debug level.
+func (a *App) connListener(ln net.Listener, name string) net.Listener {
+	perSource := a.cfg.PerSource()
+	return platform.LimitListener(ln, platform.ConnLimits{
+		Max:       a.cfg.MaxConnections,
+		PerSource: perSource,
+		Exempt:    clientip.Trusted(a.cfg.TrustedProxies).Contains,
+		Refused: func(src netip.Prefix) {
+			a.Metrics.ConnectionRefused(name)
+			a.logger.Debug("connection closed: its source holds its share of the listener",
+				"listener", name, "source", src.String(), "max_connections_per_source", perSource)
+		},
+	})
 }
 
 func (a *App) serve(srv *http.Server, ln net.Listener) {

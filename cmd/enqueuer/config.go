@@ -37,6 +37,10 @@ type Config struct {
 	// MaxConnections bounds the connections open at once on each public
 	// listener (HTTP_ADDR and GRPC_ADDR).
 	MaxConnections int `envconfig:"MAX_CONNECTIONS" default:"1024"`
+	// MaxConnectionsPerSource bounds those of one source (an IPv4
+	// address, an IPv6 /64) on each; nil (unset) is a sixteenth of
+	// MaxConnections, 0 no bound (see PerSource).
+	MaxConnectionsPerSource *int `envconfig:"MAX_CONNECTIONS_PER_SOURCE"`
 
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_AUTH is set. /metrics, /healthz
@@ -91,6 +95,8 @@ func (c *Config) Resolve() error {
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > maxConnections {
 		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS: %d is outside 1..%d", c.MaxConnections, maxConnections))
+	} else if n := c.MaxConnectionsPerSource; n != nil && (*n < 0 || *n > c.MaxConnections) {
+		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS_PER_SOURCE: %d is outside 0..MAX_CONNECTIONS (%d)", *n, c.MaxConnections))
 	}
 	lc := c.limits()
 	lc.Identity = mail.Identity{} // Common's, checked with it
@@ -101,6 +107,23 @@ func (c *Config) Resolve() error {
 // maxConnections is the largest MAX_CONNECTIONS: more than any process's
 // file descriptors.
 const maxConnections = 1 << 20
+
+// SourceShare is the share of MAX_CONNECTIONS one source may hold when
+// MAX_CONNECTIONS_PER_SOURCE is unset: a sixteenth, 64 of the default
+// 1024. A client needs 16 addresses (IPv6: /64s) to fill a listener, and
+// one backend host still gets far more connections than it has calls in
+// flight.
+const SourceShare = 16
+
+// PerSource is the connections one source may hold on each public
+// listener (platform.ConnLimits.PerSource): MAX_CONNECTIONS_PER_SOURCE,
+// or SourceShare's share of MAX_CONNECTIONS, at least 1; 0 is no bound.
+func (c *Config) PerSource() int {
+	if c.MaxConnectionsPerSource != nil {
+		return *c.MaxConnectionsPerSource
+	}
+	return max(1, c.MaxConnections/SourceShare)
+}
 
 // codes is the codes.Config of c's ready values.
 func (c *Config) codes() codes.Config {

@@ -80,6 +80,44 @@ func TestLoadConfigReadyValues(t *testing.T) {
 	assert.Equal(t, []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, s)
 }
 
+// MAX_CONNECTIONS_PER_SOURCE: unset, a sixteenth of MAX_CONNECTIONS (at
+// least 1); 0 turns it off; above MAX_CONNECTIONS or not a number, refused.
+func TestLoadConfigConnectionsPerSource(t *testing.T) {
+	for _, tt := range []struct {
+		name, max, perSource string // "-": unset
+		want                 int
+		err                  string
+	}{
+		{"default", "-", "-", 64, ""},
+		{"a sixteenth", "100", "-", 6, ""},
+		{"at least one", "10", "-", 1, ""},
+		{"set", "-", "8", 8, ""},
+		{"off", "-", "0", 0, ""},
+		{"all", "50", "50", 50, ""},
+		{"above the total", "50", "51", 0, "MAX_CONNECTIONS_PER_SOURCE: 51 is outside 0..MAX_CONNECTIONS (50)"},
+		{"negative", "-", "-1", 0, "MAX_CONNECTIONS_PER_SOURCE: -1 is outside 0..MAX_CONNECTIONS (1024)"},
+		{"not a number", "-", "1/16", 0, "MAX_CONNECTIONS_PER_SOURCE: not an integer"},
+		{"empty", "-", "", 0, "MAX_CONNECTIONS_PER_SOURCE: not an integer"},
+		{"with a bad total", "0", "8", 0, "MAX_CONNECTIONS: 0 is outside 1..1048576"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for name, v := range map[string]string{"MAX_CONNECTIONS": tt.max, "MAX_CONNECTIONS_PER_SOURCE": tt.perSource} {
+				if v != "-" {
+					t.Setenv(name, v)
+				}
+			}
+			cfg, err := platform.Load[Config]()
+			if tt.err != "" {
+				require.Error(t, err)
+				assert.Equal(t, tt.err, err.Error(), "one problem, under its variable")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, cfg.PerSource())
+		})
+	}
+}
+
 func TestLoadConfigAdminAddrNeedsPasswordOffLoopback(t *testing.T) {
 	for _, addr := range []string{":8081", "0.0.0.0:8081", "10.1.2.3:8081"} {
 		t.Run(addr, func(t *testing.T) {

@@ -23,6 +23,7 @@ type Enqueuer struct {
 	codes         *prometheus.CounterVec
 	limited       *prometheus.CounterVec
 	enqueueErrors prometheus.Counter
+	connRefused   *prometheus.CounterVec
 	outcomes      map[string]bool // the known values of the outcome label
 }
 
@@ -58,12 +59,17 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 			Name:      "enqueue_errors_total",
 			Help:      "Send-code tasks that could not be put on the queue (the request failed as unavailable).",
 		}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "connections_refused_total",
+			Help:      "Connections closed on accept because their source held its share (MAX_CONNECTIONS_PER_SOURCE), by listener (http, grpc).",
+		}, []string{"listener"}),
 	}
 	m.outcomes = map[string]bool{}
 	for _, label := range outcome.Metrics() {
 		m.outcomes[label] = true
 	}
-	reg.MustRegister(m.requests, m.duration, m.codes, m.limited, m.enqueueErrors)
+	reg.MustRegister(m.requests, m.duration, m.codes, m.limited, m.enqueueErrors, m.connRefused)
 	if insp != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
 	}
@@ -73,7 +79,16 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 	for _, l := range limits.Names {
 		m.limited.WithLabelValues(l)
 	}
+	for _, l := range []string{"http", "grpc"} {
+		m.connRefused.WithLabelValues(l)
+	}
 	return m
+}
+
+// ConnectionRefused counts a connection that listener ("http", "grpc")
+// closed because its source held its share.
+func (m *Enqueuer) ConnectionRefused(listener string) {
+	m.connRefused.WithLabelValues(listener).Inc()
 }
 
 // ObserveRequest records one answered request: api is "http" or "grpc",

@@ -85,6 +85,9 @@ func TestEnqueuerMetrics(t *testing.T) {
 	// The gRPC edge records into the same metric.
 	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", outcome.MetricRateLimited, time.Millisecond)
 	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", "made-up", time.Millisecond)
+	// A connection refused on the gRPC listener; the HTTP listener's
+	// series is there at zero.
+	m.ConnectionRefused("grpc")
 
 	scrape := httptest.NewServer(metrics.Handler(reg))
 	t.Cleanup(scrape.Close)
@@ -106,6 +109,8 @@ func TestEnqueuerMetrics(t *testing.T) {
 		{"verifyq_rate_limited_total", map[string]string{"limit": "cooldown"}, 1},
 		{"verifyq_rate_limited_total", map[string]string{"limit": "client"}, 0},
 		{"verifyq_enqueue_errors_total", nil, 1},
+		{"verifyq_connections_refused_total", map[string]string{"listener": "grpc"}, 1},
+		{"verifyq_connections_refused_total", map[string]string{"listener": "http"}, 0},
 		{"asynq_queue_size", map[string]string{"queue": tasks.Queue}, 2},
 		{"asynq_tasks_enqueued_total", map[string]string{"queue": tasks.Queue, "state": "pending"}, 2},
 		{"asynq_queue_latency_seconds", map[string]string{"queue": tasks.Queue}, -1},

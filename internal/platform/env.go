@@ -80,7 +80,7 @@ func kind(typeName string) string {
 		return "not a duration (e.g. 90s, 10m, 24h)"
 	case "bool":
 		return "want true or false"
-	case "int":
+	case "int", "*int":
 		return "not an integer"
 	}
 	return "not a valid " + typeName
