@@ -145,7 +145,7 @@ func TestParseBounds(t *testing.T) {
 
 func TestBearerKey(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{
+	for in, want := range map[string]string{ //nolint:gosec // G101: made-up keys
 		"Bearer vq_abc":    "vq_abc",
 		"bearer vq_abc":    "vq_abc",
 		"BEARER  vq_abc ":  "vq_abc",

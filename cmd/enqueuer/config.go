@@ -139,7 +139,7 @@ func (c *Config) resolveAuth() []error {
 	c.Keys = nil
 	if c.APIKeysFile != "" {
 		keys, err := auth.LoadFile(c.APIKeysFile)
-		if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // the problems joined, one per line
+		if j, ok := err.(interface{ Unwrap() []error }); ok { // the problems joined, one per line
 			for _, e := range j.Unwrap() {
 				errs = append(errs, fmt.Errorf("API_KEYS_FILE: %w", e))
 			}
