@@ -3,7 +3,9 @@
 # The default CMD is the enqueuer.
 #
 #   docker build -t verifyq .
-#   docker run --rm -e REDIS_URL=redis://host:6379/0 -p 8080:8080 verifyq
+#   docker run --rm verifyq /usr/local/bin/enqueuer -new-key gateway send,verify   # a key and its line
+#   docker run --rm -e REDIS_URL=redis://host:6379/0 -e HTTP_ADDR=:8080 -e API_KEYS_FILE=/keys \
+#     -v "$PWD/api-keys:/keys:ro" -p 8080:8080 verifyq
 #   docker run --rm -e REDIS_URL=... -e SMTP_URL=... verifyq /usr/local/bin/worker
 
 # Match the go line of go.mod (go 1.26.x).

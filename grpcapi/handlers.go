@@ -3,11 +3,9 @@ package grpcapi
 import (
 	"context"
 	"math"
-	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
@@ -74,18 +72,12 @@ func fail(ctx context.Context, err error) error {
 // from the metadata x-forwarded-for, else x-client-ip, when the peer is a
 // trusted proxy.
 func (s *Server) clientOf(ctx context.Context) string {
-	var peerAddr netip.Addr
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
-			peerAddr = ap.Addr()
-		}
-	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	hops := md.Get("x-forwarded-for")
 	if len(hops) == 0 {
 		hops = md.Get("x-client-ip")
 	}
-	return s.cfg.TrustedProxies.Client(peerAddr, hops)
+	return s.cfg.TrustedProxies.Client(peerAddr(ctx), hops)
 }
 
 // deliveryStates maps delivery's states to the proto's.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -48,6 +49,12 @@ type stack struct {
 // PING of that Redis, checked every 100 ms.
 func start(t *testing.T, l limits.Config, maxAttempts int) *stack {
 	t.Helper()
+	return startWith(t, l, maxAttempts, nil)
+}
+
+// startWith is start with guard admitting the callers.
+func startWith(t *testing.T, l limits.Config, maxAttempts int, guard *auth.Guard) *stack {
+	t.Helper()
 	s := &stack{Env: servicetest.New(t, l, maxAttempts)}
 	logger, logs := logtest.New(t)
 	s.logs = logs
@@ -61,6 +68,7 @@ func start(t *testing.T, l limits.Config, maxAttempts int) *stack {
 		Metrics:       m,
 		// The test is the gateway: its metadata names the end user.
 		TrustedProxies: trust(t, "127.0.0.1"),
+		Guard:          guard,
 	})
 	s.conn = serve(t, srv)
 	return s

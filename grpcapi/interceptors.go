@@ -21,6 +21,7 @@ import (
 // context.
 type exchange struct {
 	outcome *outcome.Outcome
+	caller  string
 	err     error
 }
 
@@ -41,7 +42,8 @@ func note(ctx context.Context, o *outcome.Outcome, err error) *outcome.Outcome {
 }
 
 // observe logs one line per unary call (method, status, outcome, the
-// masked address, the legacy error number on the old service, duration)
+// caller's name, the masked address, the legacy error number on the old
+// service, duration)
 // and records the calls of the code services in obs with api "grpc". The
 // outcome is the one the handler recorded; a call that never reached one
 // (a panic, a deadline in the framework) gets it from its status. It reads
@@ -64,6 +66,9 @@ func observe(logger *slog.Logger, obs RequestObserver) grpc.UnaryServerIntercept
 			slog.String("outcome", o.Name),
 			slog.Int64("ms", d.Milliseconds()),
 		}
+		if x.caller != "" {
+			attrs = append(attrs, slog.String("caller", x.caller))
+		}
 		if r, ok := req.(interface{ GetEmail() string }); ok {
 			attrs = append(attrs, slog.String("email", mail.MaskAddress(r.GetEmail())))
 		}
@@ -79,7 +84,7 @@ func observe(logger *slog.Logger, obs RequestObserver) grpc.UnaryServerIntercept
 				level = slog.LevelDebug // health checks and reflection
 			}
 		} else if obs != nil {
-			obs.ObserveRequest("grpc", info.FullMethod, o.Metric, d)
+			obs.ObserveRequest("grpc", info.FullMethod, x.caller, o.Metric, d)
 		}
 		logger.LogAttrs(ctx, level, "grpc call", attrs...)
 		return resp, err

@@ -6,6 +6,9 @@
 //   - grpc.health.v1.Health, whose status follows Redis readiness;
 //   - server reflection, so grpcurl works without the .proto files.
 //
+// Every call of the two code services is admitted by the auth Guard first:
+// v1 calls by their authorization metadata and the method's scope, the old
+// service's by its key or else its peer's network (LEGACY_CALLERS).
 // Every reply's legacy number, status code, reason and message come from
 // the outcome table (package outcome), as on the HTTP edge. Every unary call
 // runs under panic recovery, a deadline for callers that set none (as the
@@ -29,6 +32,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
@@ -72,12 +76,15 @@ type Config struct {
 	TrustedProxies clientip.Trusted
 	// Limits bound the streams and connections clients hold open.
 	Limits Limits
+	// Guard admits the callers of the code services; nil admits everyone
+	// (auth.Anonymous).
+	Guard *auth.Guard
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same
 // observer the HTTP edge reports to.
 type RequestObserver interface {
-	ObserveRequest(api, route, outcome string, d time.Duration)
+	ObserveRequest(api, route, caller, outcome string, d time.Duration)
 }
 
 // Server is the gRPC server of the enqueuer.
@@ -173,6 +180,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 			observe(logger, cfg.Metrics),
 			recoverUnary(logger),
 			defaultDeadline(cfg.CallTimeout),
+			s.admit,
 		),
 		grpc.ChainStreamInterceptor(
 			s.boundWatches,

@@ -52,13 +52,13 @@ func TestEveryRequestIsLoggedAndObserved(t *testing.T) {
 	postTo(t, srv.URL+"/v1/codes", `{"email":"Alice.Smith@example.com"}`)
 
 	assert.Equal(t, []servicetest.Observed{
-		{API: "http", Route: "/v1/codes", Outcome: "ok"},
+		{API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "ok"},
+		{API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "invalid"},
+		{API: "http", Route: "/v1/codes/verify", Caller: "anonymous", Outcome: "not_found"},
+		{API: "http", Route: "other", Outcome: "invalid"}, // no route, no caller check
 		{API: "http", Route: "/v1/codes", Outcome: "invalid"},
-		{API: "http", Route: "/v1/codes/verify", Outcome: "not_found"},
-		{API: "http", Route: "other", Outcome: "invalid"},
-		{API: "http", Route: "/v1/codes", Outcome: "invalid"},
-		{API: "http", Route: "/v1/codes/verify", Outcome: "ok"},
-		{API: "http", Route: "/v1/codes", Outcome: "unavailable"},
+		{API: "http", Route: "/v1/codes/verify", Caller: "anonymous", Outcome: "ok"},
+		{API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "unavailable"},
 	}, obs.All())
 
 	lines := logs.Matching(t, "http request")
@@ -125,7 +125,7 @@ func TestClientGoneIsCanceled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 
 	require.Eventually(t, func() bool { return len(obs.All()) == 1 }, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, servicetest.Observed{API: "http", Route: "/v1/codes", Outcome: "canceled"}, obs.All()[0])
+	assert.Equal(t, servicetest.Observed{API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "canceled"}, obs.All()[0])
 	lines := logs.Matching(t, "http request")
 	require.Len(t, lines, 1)
 	assert.Equal(t, "canceled", lines[0]["outcome"])
@@ -175,5 +175,5 @@ func TestPanicIsJSON500(t *testing.T) {
 	require.Len(t, panics, 2)
 	assert.Equal(t, "ERROR", panics[0]["level"])
 	assert.Contains(t, panics[0]["stack"], "httpapi_test.TestPanicIsJSON500")
-	assert.Equal(t, []servicetest.Observed{{API: "http", Route: "/v1/codes", Outcome: "error"}, {API: "http", Route: "/v1/codes", Outcome: "error"}}, obs.All())
+	assert.Equal(t, []servicetest.Observed{{API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "error"}, {API: "http", Route: "/v1/codes", Caller: "anonymous", Outcome: "error"}}, obs.All())
 }

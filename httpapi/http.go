@@ -1,8 +1,10 @@
 // Package httpapi is verifyq's HTTP edge: JSON requests in, JSON replies out.
 // Every reply's status, error code and message come from the outcome table
-// (package outcome), as on the gRPC edge. Every request runs under panic
-// recovery and a deadline, and ends in one log line (address masked, never
-// the code) and one observation of the request metrics.
+// (package outcome), as on the gRPC edge. Every API request is admitted by
+// the auth Guard (its Authorization: Bearer key and the route's scope)
+// before anything else is read, runs under panic recovery and a deadline,
+// and ends in one log line (the caller's name, the address masked, never
+// the key or the code) and one observation of the request metrics.
 package httpapi
 
 import (
@@ -22,6 +24,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
@@ -48,7 +51,7 @@ var _ Service = (*service.Service)(nil)
 // RequestObserver records one answered request (metrics.Enqueuer), the same
 // observer the gRPC edge reports to.
 type RequestObserver interface {
-	ObserveRequest(api, route, outcome string, d time.Duration)
+	ObserveRequest(api, route, caller, outcome string, d time.Duration)
 }
 
 // Routes are the values of the route label and the log's path: the API's
@@ -70,6 +73,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Metrics, when set, records every request.
 	Metrics RequestObserver
+	// Guard admits the callers; nil admits everyone (auth.Anonymous).
+	Guard *auth.Guard
 }
 
 // Handler serves the public HTTP API.
@@ -106,6 +111,7 @@ func NewHandler(svc Service, logger *slog.Logger, cfg Config) *Handler {
 // and metrics; it travels in the request's context.
 type exchange struct {
 	outcome *outcome.Outcome
+	caller  string
 	email   string
 	err     error
 }
@@ -158,6 +164,9 @@ func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Durati
 		slog.String("outcome", o.Name),
 		slog.Int64("ms", d.Milliseconds()),
 	}
+	if x.caller != "" {
+		attrs = append(attrs, slog.String("caller", x.caller))
+	}
 	if x.email != "" {
 		attrs = append(attrs, slog.String("email", mail.MaskAddress(x.email)))
 	}
@@ -166,7 +175,7 @@ func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Durati
 	}
 	h.logger.LogAttrs(r.Context(), o.Level, "http request", attrs...)
 	if h.cfg.Metrics != nil {
-		h.cfg.Metrics.ObserveRequest("http", route(r), o.Metric, d)
+		h.cfg.Metrics.ObserveRequest("http", route(r), x.caller, o.Metric, d)
 	}
 }
 
@@ -187,7 +196,7 @@ type sendResponse struct {
 
 func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 	var req sendRequest
-	if !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale, "purpose": &req.Purpose}) {
+	if !h.admit(w, r, auth.Send) || !decode(w, r, map[string]*string{"email": &req.Email, "locale": &req.Locale, "purpose": &req.Purpose}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
@@ -213,7 +222,7 @@ type verifyResponse struct {
 
 func (h *Handler) verifyCode(w http.ResponseWriter, r *http.Request) {
 	var req verifyRequest
-	if !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code, "purpose": &req.Purpose}) {
+	if !h.admit(w, r, auth.Verify) || !decode(w, r, map[string]*string{"email": &req.Email, "code": &req.Code, "purpose": &req.Purpose}) {
 		return
 	}
 	exchangeOf(r).email = req.Email
@@ -240,6 +249,9 @@ type statusResponse struct {
 // of the mail of the address's code. The address is required, the purpose
 // optional, each given at most once, and nothing else.
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	if !h.admit(w, r, auth.Status) {
+		return
+	}
 	q := r.URL.Query()
 	_, hasPurpose := q["purpose"]
 	want := 1
@@ -271,6 +283,29 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		res.SentAt = st.SentAt.UTC().Format(time.RFC3339Nano)
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// admit asks the Guard whether the request's caller may do what needs
+// scope, and notes the caller for the log line and the metrics. On a
+// refusal it writes the reply (401 with a Bearer challenge, 403, or 429 for
+// status reads) and returns false: nothing of the request has been read,
+// and the service does not run. More than one Authorization header is no
+// key.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, scope auth.Scope) bool {
+	var authorization string
+	if vs := r.Header.Values("Authorization"); len(vs) == 1 {
+		authorization = vs[0]
+	}
+	caller, err := h.cfg.Guard.Admit(authorization, scope)
+	exchangeOf(r).caller = caller.Name
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="verifyq"`)
+	}
+	replyErr(w, r, err)
+	return false
 }
 
 // decode reads the body, at most MaxBodyBytes of application/json, as one

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/service"
 )
 
@@ -51,6 +52,11 @@ type Outcome struct {
 	HTTPOnly bool
 	// LegacyOnly marks outcomes only the old message.VarifyService has.
 	LegacyOnly bool
+	// Access marks the outcomes of the caller check (package auth), which
+	// each edge makes before the service runs. The old
+	// message.VarifyService answers them with their gRPC status, not in
+	// band: Legacy is unused.
+	Access bool
 }
 
 // Numbers of message.GetVarifyRsp.error. 0, 1 and 2 are the old service's
@@ -77,6 +83,8 @@ const (
 	MetricCanceled      = "canceled"
 	MetricDeadline      = "deadline_exceeded"
 	MetricUnavailable   = "unavailable"
+	MetricUnauth        = "unauthenticated"
+	MetricDenied        = "permission_denied"
 	MetricError         = "error"
 )
 
@@ -92,6 +100,18 @@ var (
 	// any other answer; HTTP and v1 callers get RateLimited instead.
 	Coalesced = &Outcome{Name: "coalesced", GRPCCode: codes.OK, LegacyOnly: true,
 		Legacy: LegacySuccess, Metric: MetricCoalesced, Level: slog.LevelInfo}
+
+	// Unauthenticated: no API key, or one not in API_KEYS_FILE. Nothing
+	// is stored or mailed.
+	Unauthenticated = &Outcome{Name: "unauthenticated", HTTPStatus: http.StatusUnauthorized, GRPCCode: codes.Unauthenticated,
+		Reason: "UNAUTHENTICATED", Access: true, Metric: MetricUnauth, Level: slog.LevelInfo,
+		Message: "a valid API key is required (Authorization: Bearer <key>)", Err: auth.ErrUnauthenticated}
+	// PermissionDenied: the key lacks the request's scope; its
+	// *auth.ScopeError names the scope. It says nothing of the request's
+	// address: the service has not run.
+	PermissionDenied = &Outcome{Name: "permission_denied", HTTPStatus: http.StatusForbidden, GRPCCode: codes.PermissionDenied,
+		Reason: "PERMISSION_DENIED", Access: true, Metric: MetricDenied, Level: slog.LevelInfo,
+		Message: "this API key may not make this request", Err: auth.ErrPermissionDenied}
 
 	Canceled = &Outcome{Name: "canceled", HTTPStatus: StatusClientClosed, GRPCCode: codes.Canceled,
 		Legacy: LegacyException, Metric: MetricCanceled, Level: slog.LevelInfo,
@@ -167,7 +187,7 @@ const StatusClientClosed = 499
 
 // all is the table, in the order Of tries it.
 var all = []*Outcome{
-	OK, Coalesced, Canceled, DeadlineExceeded,
+	OK, Coalesced, Unauthenticated, PermissionDenied, Canceled, DeadlineExceeded,
 	InvalidEmail, InvalidLocale, InvalidPurpose, InvalidCode, NotFound, Mismatch, AttemptsExhausted, RateLimited, Undeliverable,
 	Unavailable, Internal,
 	InvalidJSON, InvalidQuery, BodyTooLarge, UnsupportedMediaType, MethodNotAllowed, NoRoute,
@@ -225,12 +245,16 @@ type DetailError struct{ Detail string }
 func (e *DetailError) Error() string { return e.Detail }
 
 // Text is the message the caller reads for err: Message, plus the detail of
-// a *DetailError, and for a rate limit which limit refused and when to
-// retry.
+// a *DetailError, the scope an API key lacks, and for a rate limit which
+// limit refused and when to retry.
 func (o *Outcome) Text(err error) string {
 	var detail *DetailError
 	if errors.As(err, &detail) {
 		return o.Message + ": " + detail.Detail
+	}
+	var scope *auth.ScopeError
+	if errors.As(err, &scope) && o == PermissionDenied {
+		return o.Message + ": " + scope.Error()
 	}
 	if limit, retry, ok := RateLimit(err); ok && o == RateLimited {
 		return fmt.Sprintf("%s (%s limit); retry in %d s", o.Message, limit, Seconds(retry))

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/verifyq/verifyq/auth"
+	vqcodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
@@ -49,6 +53,8 @@ func errorFor(o *outcome.Outcome) error {
 		return errors.New("template: a bug")
 	case outcome.Canceled, outcome.DeadlineExceeded:
 		return fmt.Errorf("%w: %w", service.ErrUnavailable, o.Err)
+	case outcome.PermissionDenied:
+		return &auth.ScopeError{Scope: auth.Status}
 	}
 	return fmt.Errorf("wrapped: %w", o.Err)
 }
@@ -85,7 +91,13 @@ func TestTableIsConsistent(t *testing.T) {
 		}
 		if !o.HTTPOnly && o != outcome.OK {
 			assert.NotEqual(t, codes.OK, o.GRPCCode, o.Name)
+		}
+		if !o.HTTPOnly && !o.Access && o != outcome.OK {
 			assert.NotEqual(t, outcome.LegacySuccess, o.Legacy, o.Name)
+		}
+		if o.Access {
+			assert.Zero(t, o.Legacy, "%s: answered by its status on the old service", o.Name)
+			assert.NotEmpty(t, o.Reason, o.Name)
 		}
 	}
 	// The old service's numbers never change.
@@ -105,6 +117,7 @@ type edges struct {
 	obs     *servicetest.Observer
 	logs    *logtest.Buffer
 	grpcSrv *grpcapi.Server
+	calls   atomic.Int64 // calls of the service
 }
 
 func (e *edges) fail(err error) {
@@ -113,7 +126,7 @@ func (e *edges) fail(err error) {
 	e.err = err
 }
 
-func startEdges(t *testing.T) *edges {
+func startEdges(t *testing.T, guard *auth.Guard) *edges {
 	t.Helper()
 	e := &edges{obs: &servicetest.Observer{}}
 	current := func() error {
@@ -123,16 +136,21 @@ func startEdges(t *testing.T) *edges {
 	}
 	fake := servicetest.Fake{
 		Send: func(context.Context, service.SendRequest) (service.Sent, error) {
+			e.calls.Add(1)
 			return service.Sent{ExpiresIn: time.Minute}, current()
 		},
-		Verify: func(context.Context, service.VerifyRequest) error { return current() },
+		Verify: func(context.Context, service.VerifyRequest) error { e.calls.Add(1); return current() },
+		StatusOf: func(context.Context, vqcodes.ID) (delivery.Status, error) {
+			e.calls.Add(1)
+			return delivery.Status{State: delivery.StateSent}, current()
+		},
 	}
 	logger, logs := logtest.New(t)
 	e.logs = logs
-	e.http = httptest.NewServer(httpapi.NewHandler(fake, logger, httpapi.Config{Metrics: e.obs}))
+	e.http = httptest.NewServer(httpapi.NewHandler(fake, logger, httpapi.Config{Metrics: e.obs, Guard: guard}))
 	t.Cleanup(e.http.Close)
 
-	e.grpcSrv = grpcapi.New(fake, logger, grpcapi.Config{Metrics: e.obs})
+	e.grpcSrv = grpcapi.New(fake, logger, grpcapi.Config{Metrics: e.obs, Guard: guard})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go func() { _ = e.grpcSrv.Serve(ln) }()
@@ -182,11 +200,11 @@ func reasonOf(st *status.Status) string {
 // legacy number; the metric label; the log line's outcome and level.
 func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 	t.Parallel()
-	e := startEdges(t)
+	e := startEdges(t, nil)
 	ctx := context.Background()
 	for _, o := range outcome.All() {
-		if o.HTTPOnly || o.LegacyOnly {
-			continue // TestHTTPTransportOutcomes; grpcapi's TestGRPCLegacyResendIsCoalesced
+		if o.HTTPOnly || o.LegacyOnly || o.Access {
+			continue // TestHTTPTransportOutcomes; grpcapi's TestGRPCLegacyResendIsCoalesced; TestAccessOutcomesOnEveryEdge
 		}
 		err := errorFor(o)
 		e.fail(err)
@@ -245,10 +263,128 @@ func TestEveryEdgeAnswersAsTheTableSays(t *testing.T) {
 	}
 }
 
+// The outcomes of the caller check, on every edge, from the requests that
+// cause them: the table's status, reason and message, the caller's name in
+// the metrics and the log line (never the key), and the service never
+// called.
+func TestAccessOutcomesOnEveryEdge(t *testing.T) {
+	t.Parallel()
+	key, line, err := auth.NewKey("gateway", "send,verify")
+	require.NoError(t, err)
+	keys, err := auth.Parse(strings.NewReader(line))
+	require.NoError(t, err)
+	e := startEdges(t, auth.New(auth.Config{Keys: keys})) // no LEGACY_CALLERS
+	ctx := context.Background()
+	withKey := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+	wrongKey := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer vq_not-a-key")
+
+	tests := []struct {
+		o      *outcome.Outcome
+		caller string
+		http   func() *http.Response
+		grpc   func() error
+	}{
+		{outcome.Unauthenticated, "", func() *http.Response {
+			return e.do(t, http.MethodPost, "/v1/codes", "", `{"email":"a@example.com"}`)
+		}, func() error {
+			_, err := e.v1.SendCode(ctx, &verifyqv1.SendCodeRequest{Email: "a@example.com"})
+			return err
+		}},
+		{outcome.Unauthenticated, "", func() *http.Response {
+			return e.do(t, http.MethodPost, "/v1/codes/verify", "Bearer vq_not-a-key", `{"email":"a@example.com","code":"1"}`)
+		}, func() error {
+			_, err := e.v1.VerifyCode(wrongKey, &verifyqv1.VerifyCodeRequest{Email: "a@example.com", Code: "1"})
+			return err
+		}},
+		{outcome.Unauthenticated, "", func() *http.Response {
+			return e.do(t, http.MethodGet, "/v1/codes/status?email=a@example.com", key, "") // no scheme
+		}, func() error {
+			_, err := e.legacy.GetVarifyCode(ctx, &messagepb.GetVarifyReq{Email: "a@example.com"})
+			return err
+		}},
+		{outcome.PermissionDenied, "gateway", func() *http.Response {
+			return e.do(t, http.MethodGet, "/v1/codes/status?email=a@example.com", "Bearer "+key, "")
+		}, func() error {
+			_, err := e.v1.GetStatus(withKey, &verifyqv1.GetStatusRequest{Email: "a@example.com"})
+			return err
+		}},
+	}
+	for i, tt := range tests {
+		res := tt.http()
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&body))
+		_ = res.Body.Close()
+		want := tt.o.Text(errorFor(tt.o))
+		assert.Equal(t, tt.o.HTTPStatus, res.StatusCode, "%d", i)
+		assert.Equal(t, map[string]any{"error": map[string]any{"code": tt.o.Name, "message": want}}, body, "%d", i)
+		if tt.o == outcome.Unauthenticated {
+			assert.Equal(t, `Bearer realm="verifyq"`, res.Header.Get("WWW-Authenticate"))
+		}
+		assert.Equal(t, servicetest.Observed{API: "http", Route: res.Request.URL.Path, Caller: tt.caller, Outcome: tt.o.Metric}, e.obs.Take(t), "%d", i)
+		line := e.lastLine(t, "http request")
+		assert.Equal(t, tt.o.Name, line["outcome"])
+		assert.Equal(t, tt.o.Level.String(), line["level"])
+		assertCaller(t, tt.caller, line)
+
+		st := status.Convert(tt.grpc())
+		assert.Equal(t, tt.o.GRPCCode, st.Code(), "%d", i)
+		assert.Equal(t, want, st.Message(), "%d", i)
+		assert.Equal(t, tt.o.Reason, reasonOf(st), "%d", i)
+		obs := e.obs.Take(t)
+		assert.Equal(t, tt.caller, obs.Caller, "%d", i)
+		assert.Equal(t, tt.o.Metric, obs.Outcome, "%d", i)
+		line = e.lastLine(t, "grpc call")
+		assert.Equal(t, tt.o.Name, line["outcome"])
+		assertCaller(t, tt.caller, line)
+	}
+	assert.Zero(t, e.calls.Load(), "the service never ran")
+	assert.NotContains(t, e.logs.String(), key, "never the key")
+	assert.NotContains(t, e.logs.String(), "vq_not-a-key", "never the key")
+
+	// With the key and its scope, as before.
+	res := e.do(t, http.MethodPost, "/v1/codes", "Bearer "+key, `{"email":"a@example.com"}`)
+	_ = res.Body.Close()
+	assert.Equal(t, http.StatusAccepted, res.StatusCode)
+	assert.Equal(t, servicetest.Observed{API: "http", Route: "/v1/codes", Caller: "gateway", Outcome: outcome.MetricOK}, e.obs.Take(t))
+	assertCaller(t, "gateway", e.lastLine(t, "http request"))
+	_, err = e.v1.VerifyCode(withKey, &verifyqv1.VerifyCodeRequest{Email: "a@example.com", Code: "1"})
+	require.NoError(t, err)
+	assert.Equal(t, "gateway", e.obs.Take(t).Caller)
+	rsp, err := e.legacy.GetVarifyCode(withKey, &messagepb.GetVarifyReq{Email: "a@example.com"})
+	require.NoError(t, err, "the old service takes a key too")
+	assert.Equal(t, outcome.LegacySuccess, rsp.GetError())
+	assert.Equal(t, int64(3), e.calls.Load())
+}
+
+func assertCaller(t *testing.T, want string, line map[string]any) {
+	t.Helper()
+	if want == "" {
+		assert.NotContains(t, line, "caller")
+		return
+	}
+	assert.Equal(t, want, line["caller"])
+}
+
+// do sends a request with an Authorization value (none when empty).
+func (e *edges) do(t *testing.T, method, path, authorization, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, e.http.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	return res
+}
+
 // The HTTP edge's own outcomes, from the requests that cause them.
 func TestHTTPTransportOutcomes(t *testing.T) {
 	t.Parallel()
-	e := startEdges(t)
+	e := startEdges(t, nil)
 	tests := []struct {
 		o                         *outcome.Outcome
 		method, path, ctype, body string
@@ -313,6 +449,9 @@ func TestAPIDocListsEveryOutcome(t *testing.T) {
 		if !o.HTTPOnly && !o.LegacyOnly {
 			wantCode = strings.ToUpper(upperSnake.ReplaceAllString(o.GRPCCode.String(), "${1}_${2}"))
 			wantLegacy = strconv.Itoa(int(o.Legacy))
+		}
+		if o.Access {
+			wantLegacy = "status " + wantCode
 		}
 		assert.Equal(t, wantCode, cell(cols[2]), o.Name)
 		assert.Equal(t, o.Reason, cell(cols[3]), o.Name)

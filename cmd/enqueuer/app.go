@@ -81,6 +81,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		ReadOnly:         cfg.DashboardReadOnly,
 	})
 
+	guard := cfg.guard()
 	a := &App{
 		cfg:       cfg,
 		logger:    logger,
@@ -92,12 +93,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
 			RequestTimeout: cfg.RequestTimeout,
 			Metrics:        m,
+			Guard:          guard,
 		}), logger),
 		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
 			CallTimeout:    cfg.RequestTimeout,
 			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			Metrics:        m,
 			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
+			Guard:          guard,
 		}),
 		done: make(chan error, 3),
 	}
@@ -163,7 +166,12 @@ func (a *App) Open(ctx context.Context) error {
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
 		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardAuth.Set(), "dashboard_readonly", a.cfg.DashboardReadOnly,
-		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource())
+		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource(), "callers", a.cfg.Keys.Len())
+	if a.cfg.Unauthenticated() {
+		a.logger.Warn("serving every caller without an API key on an address other hosts can reach "+
+			"(ALLOW_UNAUTHENTICATED=true): anyone who reaches it can ask for codes, verify them and read their status; "+
+			"set API_KEYS_FILE", "http_addr", a.cfg.HTTPAddr, "grpc_addr", a.cfg.GRPCAddr)
+	}
 	need := uint64(2*a.cfg.MaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Resolve
 	if limit, ok := platform.OpenFileLimit(); ok && limit < need {
 		a.logger.Warn("the open file limit is below the connection caps and a reserve: under a connection flood "+

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/platform"
@@ -18,9 +19,12 @@ import (
 type Config struct {
 	platform.Common
 
-	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":8080"`
+	// HTTPAddr and GRPCAddr are the public listeners: loopback by default.
+	// Without API_KEYS_FILE, Resolve refuses others unless
+	// ALLOW_UNAUTHENTICATED is true.
+	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
 	AdminAddr string `envconfig:"ADMIN_ADDR" default:"127.0.0.1:8081"`
-	GRPCAddr  string `envconfig:"GRPC_ADDR" default:":50051"`
+	GRPCAddr  string `envconfig:"GRPC_ADDR" default:"127.0.0.1:50051"`
 	// RequestTimeout bounds every HTTP request, and every gRPC call whose
 	// client set no deadline.
 	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"5s"`
@@ -41,6 +45,21 @@ type Config struct {
 	// address, an IPv6 /64) on each; nil (unset) is a sixteenth of
 	// MaxConnections, 0 no bound (see PerSource).
 	MaxConnectionsPerSource *int `envconfig:"MAX_CONNECTIONS_PER_SOURCE"`
+
+	// APIKeysFile names the callers' key file (package auth), read once
+	// at start; unset, no caller needs a key.
+	APIKeysFile string `envconfig:"API_KEYS_FILE"`
+	// Keys are API_KEYS_FILE's callers; nil without it.
+	Keys *auth.Keys `ignored:"true"`
+	// LegacyCallers are the networks whose calls to the old
+	// message.VarifyService need no key.
+	LegacyCallers LegacyCallers `envconfig:"LEGACY_CALLERS" default:"127.0.0.0/8,::1"`
+	// AllowUnauthenticated lets the enqueuer listen beyond loopback
+	// without API_KEYS_FILE.
+	AllowUnauthenticated bool `envconfig:"ALLOW_UNAUTHENTICATED" default:"false"`
+	// StatusReadsPerMinute bounds each caller's status reads
+	// (auth.Config.StatusReadsPerMinute).
+	StatusReadsPerMinute int `envconfig:"STATUS_READS_PER_MINUTE" default:"600"`
 
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_AUTH is set. /metrics, /healthz
@@ -74,6 +93,19 @@ func (p *TrustedProxies) Decode(s string) error {
 	return nil
 }
 
+// LegacyCallers are LEGACY_CALLERS, parsed.
+type LegacyCallers clientip.Trusted
+
+// Decode parses LEGACY_CALLERS: comma-separated CIDRs or addresses.
+func (l *LegacyCallers) Decode(s string) error {
+	t, err := clientip.ParseTrusted(strings.Split(s, ","))
+	if err != nil {
+		return err
+	}
+	*l = LegacyCallers(t)
+	return nil
+}
+
 // Resolve checks c's rules across variables and those the codes package
 // owns, each problem naming its variable, and builds Common's ready values.
 func (c *Config) Resolve() error {
@@ -98,10 +130,62 @@ func (c *Config) Resolve() error {
 	} else if n := c.MaxConnectionsPerSource; n != nil && (*n < 0 || *n > c.MaxConnections) {
 		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS_PER_SOURCE: %d is outside 0..MAX_CONNECTIONS (%d)", *n, c.MaxConnections))
 	}
+	errs = append(errs, c.resolveAuth()...)
 	lc := c.limits()
 	lc.Identity = mail.Identity{} // Common's, checked with it
 	errs = append(errs, platform.Name(errors.Join(codes.ValidateLength(c.Length), codes.ValidateMaxAttempts(c.MaxAttempts), lc.Validate()), c))
 	return errors.Join(errs...)
+}
+
+// resolveAuth reads API_KEYS_FILE, each of its problems on its own line
+// under the variable, and refuses public listeners that anyone could call
+// without a key.
+func (c *Config) resolveAuth() []error {
+	var errs []error
+	c.Keys = nil
+	if c.APIKeysFile != "" {
+		keys, err := auth.LoadFile(c.APIKeysFile)
+		if j, ok := err.(interface{ Unwrap() []error }); ok { // the problems joined, one per line
+			for _, e := range j.Unwrap() {
+				errs = append(errs, fmt.Errorf("API_KEYS_FILE: %w", e))
+			}
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("API_KEYS_FILE: %w", err))
+		}
+		c.Keys = keys
+	}
+	if c.StatusReadsPerMinute < 0 {
+		errs = append(errs, errors.New("STATUS_READS_PER_MINUTE: must not be negative"))
+	}
+	switch {
+	case c.APIKeysFile != "" && c.AllowUnauthenticated:
+		errs = append(errs, errors.New("ALLOW_UNAUTHENTICATED: true contradicts API_KEYS_FILE, with which every call needs a key: unset one"))
+	case c.APIKeysFile == "" && !c.AllowUnauthenticated:
+		for _, l := range []struct{ name, addr string }{{"HTTP_ADDR", c.HTTPAddr}, {"GRPC_ADDR", c.GRPCAddr}} {
+			if l.addr != "" && !platform.IsLoopback(l.addr) {
+				errs = append(errs, fmt.Errorf("%s: %s is reachable from other hosts, and without API_KEYS_FILE anyone there "+
+					"could ask for codes: set API_KEYS_FILE, listen on a loopback address (127.0.0.1), "+
+					"or set ALLOW_UNAUTHENTICATED=true", l.name, l.addr))
+			}
+		}
+	}
+	return errs
+}
+
+// Unauthenticated reports whether the enqueuer serves every caller without
+// a key on an address other hosts can reach (ALLOW_UNAUTHENTICATED), which
+// Open warns of.
+func (c *Config) Unauthenticated() bool {
+	return c.Keys.Len() == 0 && (!platform.IsLoopback(c.HTTPAddr) || !platform.IsLoopback(c.GRPCAddr))
+}
+
+// guard is the auth.Guard of c.
+func (c *Config) guard() *auth.Guard {
+	return auth.New(auth.Config{
+		Keys:                 c.Keys,
+		LegacyCallers:        clientip.Trusted(c.LegacyCallers),
+		StatusReadsPerMinute: c.StatusReadsPerMinute,
+	})
 }
 
 // maxConnections is the largest MAX_CONNECTIONS: more than any process's

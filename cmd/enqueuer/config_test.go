@@ -2,12 +2,16 @@ package main
 
 import (
 	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
@@ -33,9 +37,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 			QueueShards: 1,
 		},
-		HTTPAddr:       ":8080",
+		HTTPAddr:       "127.0.0.1:8080",
 		AdminAddr:      "127.0.0.1:8081",
-		GRPCAddr:       ":50051",
+		GRPCAddr:       "127.0.0.1:50051",
 		RequestTimeout: 5 * time.Second,
 		Length:         6,
 
@@ -48,6 +52,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxAttempts: 5,
 
 		MaxConnections: 1024,
+
+		LegacyCallers:        LegacyCallers{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		StatusReadsPerMinute: auth.DefaultStatusReadsPerMinute,
 	}, cfg)
 	assert.Len(t, cfg.Purposes, len(codes.DefaultPurposes), "codes' default purposes")
 	lc := cfg.limits()
@@ -173,6 +180,9 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("QUEUE_SHARDS", "0")
 	t.Setenv("SHUTDOWN_TIMEOUT", "forever")
 	t.Setenv("DASHBOARD_READONLY", "maybe")
+	t.Setenv("LEGACY_CALLERS", "127.0.0.0/8,loopback")
+	t.Setenv("STATUS_READS_PER_MINUTE", "-1")
+	t.Setenv("API_KEYS_FILE", filepath.Join(t.TempDir(), "missing"))
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -203,6 +213,9 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"QUEUE_SHARDS: 0 is outside",
 		"SHUTDOWN_TIMEOUT: not a duration",
 		"DASHBOARD_READONLY: want true or false",
+		`LEGACY_CALLERS: "loopback" is not a CIDR`,
+		"STATUS_READS_PER_MINUTE: must not be negative",
+		"API_KEYS_FILE: open ",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
@@ -253,8 +266,106 @@ func TestLoadConfigRetiredVariables(t *testing.T) {
 	}
 }
 
+// Without API_KEYS_FILE the enqueuer listens on loopback only, unless
+// ALLOW_UNAUTHENTICATED says otherwise; with it, every call needs a key.
+func TestLoadConfigSecureByDefault(t *testing.T) {
+	_, line, err := auth.NewKey("gateway", "send,verify")
+	require.NoError(t, err)
+	keysFile := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(keysFile, []byte("# callers\n"+line+"\n"), 0o600))
+
+	for _, tt := range []struct{ http, grpc string }{
+		{":8080", "127.0.0.1:50051"}, {"127.0.0.1:8080", "0.0.0.0:50051"}, {"192.0.2.2:8080", "[::]:50051"},
+	} {
+		t.Run(tt.http+" "+tt.grpc, func(t *testing.T) {
+			t.Setenv("HTTP_ADDR", tt.http)
+			t.Setenv("GRPC_ADDR", tt.grpc)
+			_, err := platform.Load[Config]()
+			require.Error(t, err)
+			for _, l := range []struct{ name, addr string }{{"HTTP_ADDR", tt.http}, {"GRPC_ADDR", tt.grpc}} {
+				if platform.IsLoopback(l.addr) {
+					assert.NotContains(t, err.Error(), l.name)
+					continue
+				}
+				assert.Contains(t, err.Error(), l.name+": "+l.addr+" is reachable from other hosts")
+			}
+			assert.Contains(t, err.Error(), "set API_KEYS_FILE")
+			assert.Contains(t, err.Error(), "ALLOW_UNAUTHENTICATED=true")
+			assertEveryLineNamesAVariable(t, err)
+
+			t.Setenv("ALLOW_UNAUTHENTICATED", "true")
+			cfg, err := platform.Load[Config]()
+			require.NoError(t, err)
+			assert.True(t, cfg.Unauthenticated(), "warned of at start")
+			assert.True(t, cfg.guard().Open())
+
+			t.Setenv("API_KEYS_FILE", keysFile)
+			_, err = platform.Load[Config]()
+			assert.ErrorContains(t, err, "ALLOW_UNAUTHENTICATED: true contradicts API_KEYS_FILE")
+
+			t.Setenv("ALLOW_UNAUTHENTICATED", "false")
+			cfg, err = platform.Load[Config]()
+			require.NoError(t, err)
+			assert.Equal(t, []string{"gateway"}, cfg.Keys.Names())
+			assert.False(t, cfg.Unauthenticated())
+			assert.False(t, cfg.guard().Open())
+		})
+	}
+	t.Run("loopback", func(t *testing.T) {
+		cfg, err := platform.Load[Config]()
+		require.NoError(t, err)
+		assert.False(t, cfg.Unauthenticated())
+		assert.True(t, cfg.guard().Open(), "as before: no key needed")
+	})
+}
+
+// Every bad line of API_KEYS_FILE is reported under the variable, with
+// its number, never with its hash.
+func TestLoadConfigBadKeysFile(t *testing.T) {
+	_, line, err := auth.NewKey("gateway", "send")
+	require.NoError(t, err)
+	hash := line[strings.LastIndex(line, ":")+1:]
+	keysFile := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(keysFile, []byte(line+"\n"+line+"\nx admin sha256:"+hash+"\n"), 0o600))
+	t.Setenv("API_KEYS_FILE", keysFile)
+	_, err = platform.Load[Config]()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `API_KEYS_FILE: line 2: the name "gateway" is also on line 1`)
+	assert.Contains(t, err.Error(), `API_KEYS_FILE: line 3: unknown scope "admin"`)
+	assert.NotContains(t, err.Error(), hash)
+	assertEveryLineNamesAVariable(t, err)
+}
+
 // docs/CONFIGURATION.md lists every variable of the enqueuer with its
 // default, and none it does not read.
 func TestConfigurationReference(t *testing.T) {
 	configtest.Check(t, "../../docs/CONFIGURATION.md", "enqueuer", Config{})
+}
+
+// -new-key prints a key and the line that admits it.
+func TestNewKeyCommand(t *testing.T) {
+	var out, errOut strings.Builder
+	require.Equal(t, 0, newKey([]string{"gateway", "send,verify"}, &out, &errOut), errOut.String())
+	var key, line string
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		switch {
+		case strings.HasPrefix(l, "#"):
+		case key == "":
+			key = l
+		default:
+			line = l
+		}
+	}
+	keys, err := auth.Parse(strings.NewReader(line))
+	require.NoError(t, err)
+	c, err := keys.Authenticate(key)
+	require.NoError(t, err)
+	assert.Equal(t, "gateway", c.Name)
+	assert.NotContains(t, line, key)
+
+	for _, args := range [][]string{nil, {"gateway"}, {"gateway", "admin"}, {"a b", "send"}, {"x", "send", "more"}} {
+		errOut.Reset()
+		assert.Equal(t, 2, newKey(args, &out, &errOut), "%q", args)
+		assert.NotEmpty(t, errOut.String())
+	}
 }

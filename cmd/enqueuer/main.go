@@ -4,14 +4,22 @@
 // With -healthcheck it instead asks the running enqueuer's admin server
 // (ADMIN_ADDR) whether it is ready and exits 0 or 1: a container health
 // check for images without a shell.
+//
+// With -new-key NAME SCOPES (as its first argument) it makes an API key
+// for a caller and prints the key and the line to add to API_KEYS_FILE;
+// it reads no configuration and starts nothing.
 package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
 
 	"google.golang.org/grpc/grpclog"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -22,7 +30,29 @@ var binary = platform.Binary[Config]{
 	Serve:     serve,
 }
 
-func main() { platform.Main(binary) }
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "-new-key" || os.Args[1] == "--new-key") {
+		os.Exit(newKey(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	platform.Main(binary)
+}
+
+// newKey is -new-key NAME SCOPES: it prints a new key and its key file
+// line, and returns the exit status (2 for bad arguments).
+func newKey(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 {
+		_, _ = fmt.Fprintln(stderr, "usage: enqueuer -new-key NAME SCOPES   (SCOPES: a comma-separated set of send, verify, status)")
+		return 2
+	}
+	key, line, err := auth.NewKey(args[0], args[1])
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "enqueuer: -new-key: %v\n", err)
+		return 2
+	}
+	_, _ = fmt.Fprintf(stdout, "# The key, for the caller only (it is not stored; a lost key is replaced, not recovered):\n"+
+		"%s\n# The line to add to API_KEYS_FILE (read at start: restart the enqueuer):\n%s\n", key, line)
+	return 0
+}
 
 // serve runs the enqueuer until ctx ends, then lets requests in flight
 // finish within SHUTDOWN_TIMEOUT.

@@ -19,10 +19,14 @@ import (
 
 // MaxVariables bounds the variables of both binaries together: 36 once
 // SMTP took one URL, and the relay's connection cap and EHLO name, which
-// are not the URL's (they are about verifyq, not about the relay), and
-// the share of the public listeners one source may hold, which is a
-// number of its own (its default follows MAX_CONNECTIONS).
-const MaxVariables = 39
+// are not the URL's (they are about verifyq, not about the relay); the
+// share of the public listeners one source may hold, which is a number of
+// its own (its default follows MAX_CONNECTIONS); then the caller check's
+// four, each its own decision: who may call (API_KEYS_FILE), the explicit
+// consent to serve strangers without a key (ALLOW_UNAUTHENTICATED), the
+// networks of the old keyless gateway (LEGACY_CALLERS) and each caller's
+// status reads (STATUS_READS_PER_MINUTE).
+const MaxVariables = 43
 
 // Row is one row of the reference's table of variables.
 type Row struct {

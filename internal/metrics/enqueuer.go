@@ -36,8 +36,8 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace,
 			Name:      "requests_total",
-			Help:      "Requests answered, by API (http, grpc), route and outcome.",
-		}, []string{"api", "route", "outcome"}),
+			Help:      "Requests answered, by API (http, grpc), route, caller (the API key's name in API_KEYS_FILE; anonymous without keys; legacy for the old service's keyless callers; empty when no caller was admitted) and outcome.",
+		}, []string{"api", "route", "caller", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace,
 			Name:      "request_duration_seconds",
@@ -92,13 +92,16 @@ func (m *Enqueuer) ConnectionRefused(listener string) {
 }
 
 // ObserveRequest records one answered request: api is "http" or "grpc",
-// route a fixed name of the endpoint or method, label an outcome's Metric
-// (anything else is recorded as outcome.MetricError). Both edges call it.
-func (m *Enqueuer) ObserveRequest(api, route, label string, d time.Duration) {
+// route a fixed name of the endpoint or method, caller the admitted
+// caller's name (auth.Caller.Name: a name of the key file, so the label's
+// values are bounded by it) or "", label an outcome's Metric (anything else
+// is recorded as outcome.MetricError). Both edges call it. The duration
+// histogram has no caller label, to keep its series few.
+func (m *Enqueuer) ObserveRequest(api, route, caller, label string, d time.Duration) {
 	if !m.outcomes[label] {
 		label = outcome.MetricError
 	}
-	m.requests.WithLabelValues(api, route, label).Inc()
+	m.requests.WithLabelValues(api, route, caller, label).Inc()
 	m.duration.WithLabelValues(api, route, label).Observe(d.Seconds())
 }
 

@@ -83,8 +83,8 @@ func TestEnqueuerMetrics(t *testing.T) {
 	require.ErrorIs(t, err, service.ErrRateLimited)
 
 	// The gRPC edge records into the same metric.
-	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", outcome.MetricRateLimited, time.Millisecond)
-	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", "made-up", time.Millisecond)
+	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", "legacy", outcome.MetricRateLimited, time.Millisecond)
+	m.ObserveRequest("grpc", "/message.VarifyService/GetVarifyCode", "legacy", "made-up", time.Millisecond)
 	// A connection refused on the gRPC listener; the HTTP listener's
 	// series is there at zero.
 	m.ConnectionRefused("grpc")
@@ -98,10 +98,10 @@ func TestEnqueuerMetrics(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"verifyq_requests_total", map[string]string{"api": "http", "route": "/v1/codes", "outcome": "ok"}, 2},
+		{"verifyq_requests_total", map[string]string{"api": "http", "route": "/v1/codes", "caller": "anonymous", "outcome": "ok"}, 2},
 		{"verifyq_requests_total", map[string]string{"api": "http", "route": "/v1/codes/verify", "outcome": "mismatch"}, 1},
 		{"verifyq_requests_total", map[string]string{"api": "http", "route": "other", "outcome": "invalid"}, 1},
-		{"verifyq_requests_total", map[string]string{"api": "grpc", "outcome": "rate_limited"}, 1},
+		{"verifyq_requests_total", map[string]string{"api": "grpc", "caller": "legacy", "outcome": "rate_limited"}, 1},
 		{"verifyq_requests_total", map[string]string{"api": "grpc", "outcome": "error"}, 1},
 		{"verifyq_request_duration_seconds", map[string]string{"api": "http", "route": "/v1/codes", "outcome": "ok"}, 2},
 		{"verifyq_codes_issued_total", map[string]string{"result": "created"}, 1},
@@ -174,7 +174,7 @@ func TestWorkerMetrics(t *testing.T) {
 func TestRegistriesAreIndependent(t *testing.T) {
 	t.Parallel()
 	a, b := metrics.NewRegistry(), metrics.NewRegistry()
-	metrics.NewEnqueuer(a, nil).ObserveRequest("http", httpapi.RouteSend, outcome.MetricOK, time.Millisecond)
+	metrics.NewEnqueuer(a, nil).ObserveRequest("http", httpapi.RouteSend, "anonymous", outcome.MetricOK, time.Millisecond)
 	metrics.NewEnqueuer(b, nil)
 	fa, err := a.Gather()
 	require.NoError(t, err)

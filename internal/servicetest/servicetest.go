@@ -166,7 +166,7 @@ func (f Fake) Status(ctx context.Context, id codes.ID) (delivery.Status, error) 
 }
 
 // Observed is one request an edge reported to an Observer.
-type Observed struct{ API, Route, Outcome string }
+type Observed struct{ API, Route, Caller, Outcome string }
 
 // Observer is a hand-written request observer (what metrics.Enqueuer is to
 // the edges) that keeps what it is told. It is safe for concurrent use.
@@ -177,13 +177,13 @@ type Observer struct {
 
 // ObserveRequest records one request; a request without a duration is a
 // bug in the edge, and fails loudly.
-func (o *Observer) ObserveRequest(api, route, outcome string, d time.Duration) {
+func (o *Observer) ObserveRequest(api, route, caller, outcome string, d time.Duration) {
 	if d <= 0 {
 		panic("servicetest: a request observed without a duration")
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.seen = append(o.seen, Observed{api, route, outcome})
+	o.seen = append(o.seen, Observed{api, route, caller, outcome})
 }
 
 // All returns every request observed so far.

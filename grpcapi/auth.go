@@ -1,0 +1,74 @@
+package grpcapi
+
+import (
+	"context"
+	"net/netip"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/verifyq/verifyq/auth"
+	messagepb "github.com/verifyq/verifyq/proto/message"
+	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+)
+
+// Scopes are the scope each verifyq.v1 method needs; a test checks that
+// every method of the service has one.
+var Scopes = map[string]auth.Scope{
+	verifyqv1.CodeService_SendCode_FullMethodName:   auth.Send,
+	verifyqv1.CodeService_VerifyCode_FullMethodName: auth.Verify,
+	verifyqv1.CodeService_GetStatus_FullMethodName:  auth.Status,
+}
+
+// admit asks the Guard whether a call of the code services may run, before
+// its handler (and so the service) does: a verifyq.v1 call by its
+// authorization metadata ("Bearer <key>") and the method's scope; an old
+// message.VarifyService call by its key if it sends one, else by its peer's
+// address (LEGACY_CALLERS; the peer as the connection says, never
+// forwarded metadata). A refused call ends with the outcome's status
+// (UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED for status
+// reads), also on the old service. Health and reflection are not asked.
+// The caller's name goes to the call's log line and metrics.
+func (s *Server) admit(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	var (
+		caller auth.Caller
+		err    error
+	)
+	switch scope, ok := Scopes[info.FullMethod]; {
+	case info.FullMethod == messagepb.VarifyService_GetVarifyCode_FullMethodName:
+		caller, err = s.cfg.Guard.AdmitLegacy(authorization(ctx), peerAddr(ctx))
+	case ok:
+		caller, err = s.cfg.Guard.Admit(authorization(ctx), scope)
+	default:
+		return handler(ctx, req)
+	}
+	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok {
+		x.caller = caller.Name
+	}
+	if err != nil {
+		return nil, fail(ctx, err)
+	}
+	return handler(ctx, req)
+}
+
+// authorization is the call's one authorization metadata value, or "" when
+// it has none or several.
+func authorization(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if vs := md.Get("authorization"); len(vs) == 1 {
+		return vs[0]
+	}
+	return ""
+}
+
+// peerAddr is the address of the call's peer, the zero Addr when it is not
+// an IP address (a Unix socket).
+func peerAddr(ctx context.Context) netip.Addr {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+			return ap.Addr()
+		}
+	}
+	return netip.Addr{}
+}
