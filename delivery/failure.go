@@ -43,8 +43,10 @@ const (
 	// timed-out connection). The breaker counts it.
 	RelayDeferred Class = "relay_deferred"
 	// Throttled: too many connections or too fast (421 4.7.x, 4.7.x rate
-	// replies outside RCPT). The send is retried in seconds; the relay
-	// client keeps to fewer connections.
+	// replies outside RCPT). The relay client keeps to fewer connections
+	// (a 421 at the greeting while others are open never fails a send);
+	// otherwise it counts as the relay's temporary replies do, so that a
+	// relay that asks every mail to slow down holds the sends.
 	Throttled Class = "throttled"
 	// Undecryptable: not the relay's, verifyq's own: the task's code is
 	// sealed under a secret this worker does not hold (CODE_SECRET
@@ -88,7 +90,7 @@ var handling = map[Class]Handling{
 	RelayRefused:      {RelayWide: true, HoldAtOnce: true, Retry: RetryRelay},
 	RecipientDeferred: {Retry: RetryRecipient},
 	RelayDeferred:     {RelayWide: true, Retry: RetryRelay},
-	Throttled:         {Retry: RetryRelay},
+	Throttled:         {RelayWide: true, Retry: RetryRelay},
 	Undecryptable:     {Undeliverable: true},
 }
 

@@ -111,7 +111,7 @@ func TestHandling(t *testing.T) {
 	for _, c := range delivery.Classes {
 		h := c.Handling()
 		assert.Equal(t, c == delivery.RecipientRefused, h.Suppress, "%s suppress", c)
-		assert.Equal(t, c == delivery.RelayRefused || c == delivery.RelayDeferred, h.RelayWide, "%s relay-wide", c)
+		assert.Equal(t, c == delivery.RelayRefused || c == delivery.RelayDeferred || c == delivery.Throttled, h.RelayWide, "%s relay-wide", c)
 		assert.Equal(t, c == delivery.RelayRefused, h.HoldAtOnce, "%s hold at once", c)
 		assert.Equal(t, h.Undeliverable, h.Retry == delivery.RetryNone, "%s: undeliverable exactly when not retried", c)
 	}
