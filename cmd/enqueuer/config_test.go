@@ -41,6 +41,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 		Limits: Limits{
 			Cooldown:              time.Minute,
+			Gap:                   10 * time.Second,
 			AddressPerHour:        5,
 			ClientPerHour:         30,
 			ClientVerifiesPerHour: 60,
@@ -117,6 +118,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("LOG_LEVEL", "loud")
 	t.Setenv("CODE_KEY_PREFIX", "")
 	t.Setenv("RESEND_COOLDOWN", "-1s")
+	t.Setenv("MAILBOX_GAP", "2h")
 	t.Setenv("ADDRESS_SENDS_PER_HOUR", "-1")
 	t.Setenv("CLIENT_SENDS_PER_HOUR", "-1")
 	t.Setenv("VERIFY_MAX_ATTEMPTS", "-1")
@@ -144,6 +146,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"LOG_LEVEL",
 		"CODE_KEY_PREFIX: must not be empty",
 		"RESEND_COOLDOWN: must not be negative",
+		"MAILBOX_GAP: must be at most 1h0m0s",
 		"ADDRESS_SENDS_PER_HOUR: must not be negative",
 		"CLIENT_SENDS_PER_HOUR: must not be negative",
 		"VERIFY_MAX_ATTEMPTS: must not be negative",
