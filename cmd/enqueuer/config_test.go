@@ -12,6 +12,7 @@ import (
 	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/mail"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -30,6 +31,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			ShutdownTimeout: 25 * time.Second,
 
 			TagSeparators: "+",
+			MailboxRules:  platform.MailboxRules(defaultRules(t)),
 
 			QueueShards: 1,
 		},
@@ -222,4 +224,13 @@ func TestLoadConfigRetiredVariables(t *testing.T) {
 // default, and none it does not read.
 func TestConfigurationReference(t *testing.T) {
 	configtest.Check(t, "../../docs/CONFIGURATION.md", "enqueuer", Config{})
+}
+
+// defaultRules are mail.DefaultMailboxRules, parsed: MAILBOX_RULES' default
+// is mail's table.
+func defaultRules(t *testing.T) mail.MailboxRules {
+	t.Helper()
+	r, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
+	require.NoError(t, err)
+	return r
 }
