@@ -33,7 +33,7 @@ type Config struct {
 	Limits
 	// TrustedProxies are the proxies whose forwarding headers and metadata
 	// are believed (package clientip).
-	TrustedProxies TrustedProxies `envconfig:"TRUSTED_PROXIES"`
+	TrustedProxies TrustedProxies `envconfig:"TRUSTED_PROXIES" default:"127.0.0.0/8,::1"`
 	// MaxConnections bounds the connections open at once on each public
 	// listener (HTTP_ADDR and GRPC_ADDR).
 	MaxConnections int `envconfig:"MAX_CONNECTIONS" default:"1024"`

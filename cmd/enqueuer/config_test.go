@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
@@ -51,6 +52,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxAttempts: 5,
 
 		MaxConnections: 1024,
+		TrustedProxies: defaultTrusted(t),
 	}, cfg)
 	assert.Len(t, cfg.Purposes, len(codes.DefaultPurposes), "codes' default purposes")
 	lc := cfg.limits()
@@ -233,4 +235,21 @@ func defaultRules(t *testing.T) mail.MailboxRules {
 	r, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
 	require.NoError(t, err)
 	return r
+}
+
+// defaultTrusted is clientip.DefaultTrusted, parsed: TRUSTED_PROXIES'
+// default is clientip's.
+func defaultTrusted(t *testing.T) TrustedProxies {
+	t.Helper()
+	p, err := clientip.ParseTrusted(strings.Split(clientip.DefaultTrusted, ","))
+	require.NoError(t, err)
+	return TrustedProxies(p)
+}
+
+// TRUSTED_PROXIES set but empty trusts nobody: every peer is a client.
+func TestTrustedProxiesEmpty(t *testing.T) {
+	t.Setenv("TRUSTED_PROXIES", "")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Empty(t, cfg.TrustedProxies)
 }
