@@ -29,7 +29,7 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	oldSecret := strings.Repeat("5a", 32)
 	newSecret := strings.Repeat("c3", 32)
 	s := startStack(t, map[string]string{
-		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0",
+		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0",
 	})
 	ctx := context.Background()
 	raw, err := hex.DecodeString(oldSecret)
