@@ -72,7 +72,7 @@ func fail(ctx context.Context, err error) error {
 
 // clientOf returns the end user's address as clientip's rule believes it:
 // from the metadata x-forwarded-for, else x-client-ip, when the peer is a
-// trusted proxy.
+// trusted proxy; else the peer itself.
 func (s *Server) clientOf(ctx context.Context) string {
 	var peerAddr netip.Addr
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
