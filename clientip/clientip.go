@@ -1,10 +1,16 @@
 // Package clientip decides who the end user behind a request is, the one
-// rule both edges follow: forwarding headers (HTTP X-Forwarded-For, gRPC
-// x-forwarded-for or x-client-ip metadata) are believed only from a peer in
-// the trusted proxies, and then only up to the rightmost hop that is not a
-// trusted proxy itself. Without trusted proxies nothing a caller sends is
-// believed and there is no end user: the peer is a gateway, and is never
-// limited as if it were one user.
+// rule both edges follow: the client is the forwarded address when the
+// peer is a trusted proxy, else the peer itself.
+//
+// Forwarding headers (HTTP X-Forwarded-For, gRPC x-forwarded-for or
+// x-client-ip metadata) are believed only from a peer in the trusted
+// proxies, and then only up to the rightmost hop that is not a trusted
+// proxy itself. A caller that is no trusted proxy is the client, whatever
+// it sends: a stranger calling directly is limited by its own address. A
+// trusted proxy that names nobody is the gateway asking on its own
+// account (the old gateway sends no forwarding metadata): it is no end
+// user, and has no per-client limit. DefaultTrusted trusts loopback, where
+// a gateway on the same host calls from.
 package clientip
 
 import (
@@ -15,6 +21,10 @@ import (
 
 // Trusted is the set of proxies whose forwarding headers are believed.
 type Trusted []netip.Prefix
+
+// DefaultTrusted are the trusted proxies unless configured
+// (TRUSTED_PROXIES): loopback, IPv4 and IPv6.
+const DefaultTrusted = "127.0.0.0/8,::1"
 
 // ParseTrusted parses a list of CIDRs or single addresses (TRUSTED_PROXIES).
 // Empty entries are skipped. The error names the entry, never anything else.
@@ -52,22 +62,29 @@ func (t Trusted) Contains(addr netip.Addr) bool {
 // Client returns the end user's address for a request from peer that
 // carries the forwarding chain hops (each element one header value, which
 // may hold a comma-separated list, oldest hop first), or "" when there is
-// none to believe.
+// no end user: a trusted proxy that names nobody, or a peer that is no IP
+// address (a Unix socket, an in-process pipe: no network caller).
 //
-// The chain is read from the right: each entry was written by the hop to
-// its right, starting with peer. The first entry that is not a trusted
-// proxy is the client. An entry that is not an address (nor an address with
-// a port) is not skipped: the request counts against the trusted hop that
-// wrote it. A chain of trusted proxies only names its oldest one.
+// A peer that is no trusted proxy is the client; its hops are ignored.
+// From a trusted proxy the chain is read from the right: each entry was
+// written by the hop to its right, starting with peer. The first entry
+// that is not a trusted proxy is the client. An entry that is not an
+// address (nor an address with a port) is not skipped: the request counts
+// against the trusted hop that wrote it. A chain of trusted proxies only
+// names its oldest one.
 func (t Trusted) Client(peer netip.Addr, hops []string) string {
-	if len(t) == 0 || !t.Contains(peer) {
+	peer = peer.Unmap().WithZone("")
+	if !peer.IsValid() {
 		return ""
+	}
+	if !t.Contains(peer) {
+		return peer.String()
 	}
 	var entries []string
 	for _, h := range hops {
 		entries = append(entries, strings.Split(h, ",")...)
 	}
-	writer := peer.Unmap()
+	writer := peer
 	for i := len(entries) - 1; i >= 0; i-- {
 		addr, ok := ParseHop(entries[i])
 		if !ok {

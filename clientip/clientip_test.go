@@ -2,6 +2,7 @@ package clientip_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -34,13 +35,22 @@ func TestClient(t *testing.T) {
 		{"garbage behind a proxy", gateway, []string{"1.2.3.4, bogus, 10.1.1.1"}, "10.1.1.1"},
 		{"empty entry", gateway, []string{""}, "127.0.0.1"},
 		{"only trusted hops: the oldest", gateway, []string{"10.2.2.2, 10.1.1.1"}, "10.2.2.2"},
-		{"untrusted peer is not believed", stranger, []string{"1.2.3.4"}, ""},
+		{"untrusted peer is the client", stranger, []string{"1.2.3.4"}, "198.51.100.1"},
+		{"untrusted peer without a chain", stranger, nil, "198.51.100.1"},
+		{"mapped untrusted peer", netip.MustParseAddr("::ffff:198.51.100.1"), nil, "198.51.100.1"},
+		{"no peer address", netip.Addr{}, []string{"1.2.3.4"}, ""},
 		{"mapped trusted peer", netip.MustParseAddr("::ffff:127.0.0.1"), []string{"1.2.3.4"}, "1.2.3.4"},
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, trusted.Client(tt.peer, tt.hops), tt.name)
 	}
-	assert.Empty(t, clientip.Trusted(nil).Client(gateway, []string{"1.2.3.4"}), "nothing trusted, nothing believed")
+	assert.Equal(t, "127.0.0.1", clientip.Trusted(nil).Client(gateway, []string{"1.2.3.4"}),
+		"nothing trusted, nothing believed: every peer is a client")
+	def, err := clientip.ParseTrusted(strings.Split(clientip.DefaultTrusted, ","))
+	require.NoError(t, err)
+	assert.Empty(t, def.Client(netip.MustParseAddr("::1"), nil), "by default a gateway on loopback is no client")
+	assert.Equal(t, "1.2.3.4", def.Client(gateway, []string{"1.2.3.4"}), "and is believed")
+	assert.Equal(t, "198.51.100.1", def.Client(stranger, []string{"1.2.3.4"}), "a stranger is limited as itself")
 }
 
 func TestParseTrusted(t *testing.T) {

@@ -49,7 +49,7 @@ func (s *stack) legacyFrom(t *testing.T, email, forwardedFor string) int32 {
 // Kelvin-sign look-alike of kim@ is refused and uses none of kim's limits.
 func TestMailboxLimitsEndToEnd(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "0", "ADDRESS_SENDS_PER_HOUR": "5"})
+	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0", "ADDRESS_SENDS_PER_HOUR": "5"})
 	admitted := 0
 	for i := 1; i <= 20; i++ {
 		email := fmt.Sprintf("victim+%d@example.com", i)
@@ -85,11 +85,12 @@ func TestMailboxLimitsEndToEnd(t *testing.T) {
 
 // One client-identity rule on both edges: with the gateway trusted, its
 // forwarded address is the client on HTTP and gRPC alike, with or without
-// a port; without TRUSTED_PROXIES, spoofed metadata names nobody.
+// a port; from a caller that is no trusted proxy, spoofed metadata is not
+// believed: the caller is the client, by its own address.
 func TestClientIdentityEndToEnd(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, map[string]string{
-		"TRUSTED_PROXIES": "127.0.0.1/32", "CLIENT_SENDS_PER_HOUR": "3", "RESEND_COOLDOWN": "0",
+		"TRUSTED_PROXIES": "127.0.0.1/32", "CLIENT_SENDS_PER_HOUR": "3", "RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0",
 	})
 	assert.Equal(t, http.StatusAccepted, s.postFrom(t, "a@example.com", "1.2.3.4"))
 	assert.Equal(t, int32(0), s.legacyFrom(t, "b@example.com", "1.2.3.4:5555"))
@@ -98,12 +99,17 @@ func TestClientIdentityEndToEnd(t *testing.T) {
 	assert.Equal(t, int32(4), s.legacyFrom(t, "d@example.com", "1.2.3.4:6666"), "the 4th send, gRPC")
 	assert.Equal(t, int32(0), s.legacyFrom(t, "d@example.com", "5.6.7.8"), "another client")
 
-	open := startStack(t, map[string]string{"CLIENT_SENDS_PER_HOUR": "1", "RESEND_COOLDOWN": "0"})
+	direct := startStack(t, map[string]string{"TRUSTED_PROXIES": "", "CLIENT_SENDS_PER_HOUR": "1", "RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0"})
 	for i := range 5 {
-		assert.Equal(t, int32(0), open.legacyFrom(t, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("10.0.0.%d", i)))
+		want := int32(4)
+		if i == 0 {
+			want = 0
+		}
+		assert.Equal(t, want, direct.legacyFrom(t, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("10.0.0.%d", i)))
 	}
-	keys := redistest.Keys(context.Background(), t, open.redis.UniversalClient(t), "verifyq:{c:*")
-	assert.Empty(t, keys, "no TRUSTED_PROXIES: no per-client bucket from what a caller claims")
+	assert.Equal(t, http.StatusTooManyRequests, direct.postFrom(t, "v@example.com", "10.0.0.9"), "HTTP alike")
+	keys := redistest.Keys(context.Background(), t, direct.redis.UniversalClient(t), "verifyq:{c:*")
+	assert.Equal(t, []string{"verifyq:{c:127.0.0.1}:sends"}, keys, "one bucket, the peer's: nothing from what a caller claims")
 }
 
 // A failed enqueue costs the user nothing. The enqueuer's Redis user may not
@@ -149,7 +155,7 @@ func TestFailedEnqueueCostsNothing(t *testing.T) {
 // (The cooldown is 3 s here, the resend after 1 s, for the test's speed.)
 func TestLegacyResendEndToEnd(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "3s"})
+	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "3s", "MAILBOX_GAP": "0"})
 	start := time.Now()
 	require.Equal(t, int32(0), s.legacyFrom(t, "old@example.com", ""))
 	s.smtp.WaitMessages(t, 1, 10*time.Second)

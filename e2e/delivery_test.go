@@ -41,7 +41,7 @@ func (s *stack) statusOf(t *testing.T, email string) map[string]any {
 // the suppression lets a send through.
 func TestUndeliverableEndToEnd(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "0"})
+	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0"})
 	status, body := s.post(t, "/v1/codes", map[string]string{"email": "ok@example.com"})
 	require.Equal(t, http.StatusAccepted, status, body)
 	assert.Contains(t, []any{"queued", "sending", "sent"}, s.statusOf(t, "ok@example.com")["state"])

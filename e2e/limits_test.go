@@ -18,7 +18,7 @@ import (
 
 func TestResendCooldownEndToEnd(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "2s"})
+	s := startStack(t, map[string]string{"RESEND_COOLDOWN": "2s", "MAILBOX_GAP": "0"})
 	const email = "cool@example.com"
 
 	status, body := s.post(t, "/v1/codes", map[string]string{"email": email})

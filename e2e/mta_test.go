@@ -39,7 +39,7 @@ func relayURL(p *mtatest.Postfix, login string) string {
 // second send to one mailbox off.
 func startOnPostfix(t *testing.T, wrkEnv map[string]string) *stack {
 	t.Helper()
-	extra := map[string]string{"RESEND_COOLDOWN": "0", "ADDRESS_SENDS_PER_HOUR": "0", "SMTP_HELO_NAME": "mail.verifyq.test"}
+	extra := map[string]string{"RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0", "ADDRESS_SENDS_PER_HOUR": "0", "SMTP_HELO_NAME": "mail.verifyq.test"}
 	for k, v := range wrkEnv {
 		extra[k] = v
 	}

@@ -29,7 +29,7 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	oldSecret := "5a5b5c5d" + strings.Repeat("5a", 28)
 	newSecret := "c3c4c5c6" + strings.Repeat("c3", 28)
 	s := startStack(t, map[string]string{
-		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0",
+		"CODE_SECRET": oldSecret, "CODE_LENGTH": longCodes, "RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0",
 	})
 	ctx := context.Background()
 	raw, err := hex.DecodeString(oldSecret)

@@ -217,7 +217,7 @@ func TestFaultSMTP451Burst20s(t *testing.T) {
 func TestFaultWorkerSIGKILL(t *testing.T) {
 	slowFault(t)
 	s := startStack(t, map[string]string{
-		"RESEND_COOLDOWN": "0", "ADDRESS_SENDS_PER_HOUR": "0", "CLIENT_SENDS_PER_HOUR": "0",
+		"RESEND_COOLDOWN": "0", "MAILBOX_GAP": "0", "ADDRESS_SENDS_PER_HOUR": "0", "CLIENT_SENDS_PER_HOUR": "0",
 		smtpTimeout: "20s",
 	})
 	s.smtp.SetLatency(5 * time.Second)

@@ -70,7 +70,7 @@ func fail(ctx context.Context, err error) error {
 
 // clientOf returns the end user's address as clientip's rule believes it:
 // from the metadata x-forwarded-for, else x-client-ip, when the peer is a
-// trusted proxy.
+// trusted proxy; else the peer itself.
 func (s *Server) clientOf(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
 	hops := md.Get("x-forwarded-for")

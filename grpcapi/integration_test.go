@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verifyq/verifyq/auth"
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -49,11 +50,24 @@ type stack struct {
 // PING of that Redis, checked every 100 ms.
 func start(t *testing.T, l limits.Config, maxAttempts int) *stack {
 	t.Helper()
-	return startWith(t, l, maxAttempts, nil)
+	// The test is the gateway: its metadata names the end user.
+	return startOn(t, l, maxAttempts, nil, trust(t, "127.0.0.1"))
 }
 
 // startWith is start with guard admitting the callers.
 func startWith(t *testing.T, l limits.Config, maxAttempts int, guard *auth.Guard) *stack {
+	t.Helper()
+	return startOn(t, l, maxAttempts, guard, trust(t, "127.0.0.1"))
+}
+
+// startTrusting is start with trusted as TRUSTED_PROXIES.
+func startTrusting(t *testing.T, l limits.Config, maxAttempts int, trusted clientip.Trusted) *stack {
+	t.Helper()
+	return startOn(t, l, maxAttempts, nil, trusted)
+}
+
+// startOn is start with guard and trusted.
+func startOn(t *testing.T, l limits.Config, maxAttempts int, guard *auth.Guard, trusted clientip.Trusted) *stack {
 	t.Helper()
 	s := &stack{Env: servicetest.New(t, l, maxAttempts)}
 	logger, logs := logtest.New(t)
@@ -63,11 +77,10 @@ func startWith(t *testing.T, l limits.Config, maxAttempts int, guard *auth.Guard
 	s.metrics = httptest.NewServer(metrics.Handler(reg))
 	t.Cleanup(s.metrics.Close)
 	srv := grpcapi.New(m.Service(s.Service), logger, grpcapi.Config{
-		Ready:         func(ctx context.Context) error { return s.RDB.Ping(ctx).Err() },
-		ReadyInterval: 100 * time.Millisecond,
-		Metrics:       m,
-		// The test is the gateway: its metadata names the end user.
-		TrustedProxies: trust(t, "127.0.0.1"),
+		Ready:          func(ctx context.Context) error { return s.RDB.Ping(ctx).Err() },
+		ReadyInterval:  100 * time.Millisecond,
+		Metrics:        m,
+		TrustedProxies: trusted,
 		Guard:          guard,
 	})
 	s.conn = serve(t, srv)
@@ -288,6 +301,55 @@ func TestGRPCResendCooldown(t *testing.T) {
 	assert.Greater(t, delay, 50*time.Second)
 	assert.LessOrEqual(t, delay, time.Minute)
 	assert.Equal(t, 1, s.pending(t), "refused sends enqueue nothing")
+}
+
+// A caller that is no trusted proxy is the client itself, on both
+// services: its own address gets the per-client limits, and metadata it
+// sends changes nothing. So with TRUSTED_PROXIES elsewhere and with nothing
+// trusted.
+func TestGRPCDirectCallerIsLimitedByItsPeer(t *testing.T) {
+	t.Parallel()
+	for name, trusted := range map[string]clientip.Trusted{
+		"TRUSTED_PROXIES elsewhere": trust(t, "10.0.0.0/8"),
+		"nothing trusted":           nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := startTrusting(t, limits.Config{ClientPerHour: 2, ClientVerifiesPerHour: 1}, 0, trusted)
+			spoof := metadata.AppendToOutgoingContext(context.Background(), "x-forwarded-for", "203.0.113.9",
+				"x-client-ip", "203.0.113.10")
+			_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "one@example.com"})
+			require.NoError(t, err)
+			assert.Equal(t, int32(0), s.legacy(t, "two@example.com").Error)
+			_, err = s.v1().SendCode(spoof, &verifyqv1.SendCodeRequest{Email: "three@example.com"})
+			_, limit := limitDetails(t, err)
+			assert.Equal(t, "client", limit, "the peer's own cap; the metadata is not believed")
+			assert.Equal(t, int32(4), s.legacy(t, "four@example.com").Error, "the old service: rate limited, in band")
+
+			_, err = s.v1().VerifyCode(spoof, &verifyqv1.VerifyCodeRequest{Email: "one@example.com", Code: "000000"})
+			require.NotEqual(t, codes.ResourceExhausted, status.Code(err))
+			_, err = s.v1().VerifyCode(spoof, &verifyqv1.VerifyCodeRequest{Email: "one@example.com", Code: "000000"})
+			_, limit = limitDetails(t, err)
+			assert.Equal(t, "client_verify", limit)
+		})
+	}
+}
+
+// When the cooldown and the hourly cap both refuse, the v1 RetryInfo and
+// the limit are the cap's (about an hour), not the cooldown's; the old
+// service, inside the cooldown with the code live, still coalesces.
+func TestGRPCRetryAfterIsTheLongestLimit(t *testing.T) {
+	t.Parallel()
+	s := start(t, limits.Config{Cooldown: time.Minute, AddressPerHour: 1}, 0)
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "both@example.com"})
+	require.NoError(t, err)
+	_, err = s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "both@example.com"})
+	delay, limit := limitDetails(t, err)
+	assert.Equal(t, "address", limit)
+	assert.Greater(t, delay, time.Minute, "more than the cooldown")
+	assert.LessOrEqual(t, delay, time.Hour)
+	assert.Equal(t, int32(0), s.legacy(t, "both@example.com").Error, "coalesced: the code is on its way")
+	assert.Equal(t, 1, s.pending(t), "one mail")
 }
 
 // The per-client cap counts the end user named in the metadata; without one

@@ -141,17 +141,18 @@ func TestClientOf(t *testing.T) {
 		md      metadata.MD
 		want    string
 	}{
-		"none":                      {trusted, gateway, nil, ""},
-		"forwarded, rightmost":      {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "198.51.100.1"},
-		"forwarded, past a proxy":   {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1"), "203.0.113.7"},
-		"forwarded wins":            {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
-		"client ip":                 {trusted, gateway, metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
-		"with port":                 {trusted, gateway, metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
-		"v4 with port":              {trusted, gateway, metadata.Pairs("x-forwarded-for", "1.2.3.4:5555"), "1.2.3.4"},
-		"mapped v4":                 {trusted, gateway, metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
-		"garbage counts the sender": {trusted, gateway, metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "127.0.0.1"},
-		"untrusted peer":            {trusted, stranger, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
-		"nothing trusted":           {nil, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7"), ""},
+		"none":                         {trusted, gateway, nil, ""},
+		"forwarded, rightmost":         {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1", "x-forwarded-for", "198.51.100.1"), "198.51.100.1"},
+		"forwarded, past a proxy":      {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7, 10.0.0.1"), "203.0.113.7"},
+		"forwarded wins":               {trusted, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7", "x-client-ip", "198.51.100.1"), "203.0.113.7"},
+		"client ip":                    {trusted, gateway, metadata.Pairs("x-client-ip", "2001:db8::1"), "2001:db8::1"},
+		"with port":                    {trusted, gateway, metadata.Pairs("x-client-ip", "[2001:db8::1]:443"), "2001:db8::1"},
+		"v4 with port":                 {trusted, gateway, metadata.Pairs("x-forwarded-for", "1.2.3.4:5555"), "1.2.3.4"},
+		"mapped v4":                    {trusted, gateway, metadata.Pairs("x-client-ip", "::ffff:192.0.2.1"), "192.0.2.1"},
+		"garbage counts the sender":    {trusted, gateway, metadata.Pairs("x-forwarded-for", "unknown", "x-client-ip", "192.0.2.9"), "127.0.0.1"},
+		"untrusted peer is the client": {trusted, stranger, metadata.Pairs("x-forwarded-for", "203.0.113.7"), "198.51.100.99"},
+		"nothing trusted":              {nil, gateway, metadata.Pairs("x-forwarded-for", "203.0.113.7"), "127.0.0.1"},
+		"no IP peer":                   {trusted, &net.UnixAddr{Name: "/tmp/s", Net: "unix"}, metadata.Pairs("x-client-ip", "203.0.113.7"), ""},
 	}
 	for name, tt := range tests {
 		s := &Server{cfg: Config{TrustedProxies: tt.trusted}}

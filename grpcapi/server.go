@@ -72,7 +72,7 @@ type Config struct {
 	// Metrics, when set, records every call of the two code services.
 	Metrics RequestObserver
 	// TrustedProxies are the peers whose x-forwarded-for and x-client-ip
-	// metadata is believed; without any, no call names an end user.
+	// metadata is believed; any other peer is the end user itself.
 	TrustedProxies clientip.Trusted
 	// Limits bound the streams and connections clients hold open.
 	Limits Limits

@@ -66,7 +66,8 @@ const (
 
 // Config configures a Handler.
 type Config struct {
-	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	// TrustedProxies are the peers whose X-Forwarded-For is believed; any
+	// other peer is the end user itself.
 	TrustedProxies clientip.Trusted
 	// RequestTimeout bounds every request. Zero means
 	// DefaultRequestTimeout.

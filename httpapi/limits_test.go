@@ -69,20 +69,64 @@ func TestClientCapFollowsTrustedForwardedFor(t *testing.T) {
 	}
 }
 
-func TestForwardedForFromUntrustedPeerIsIgnored(t *testing.T) {
+// A caller that is no trusted proxy is the client itself: it gets the
+// per-client limits by its own address, and a forwarding header it sends
+// changes nothing. So with TRUSTED_PROXIES set to the gateway's network
+// and with nothing trusted.
+func TestDirectCallerIsLimitedByItsPeer(t *testing.T) {
 	t.Parallel()
-	e := newLimitedEnv(t, limits.Config{ClientPerHour: 1}, 0, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
-	for i := range 3 {
-		status, _, _ := e.post(t, "/v1/codes", fmt.Sprintf(`{"email":"x%d@example.com"}`, i))
-		assert.Equal(t, http.StatusAccepted, status)
+	for name, trusted := range map[string][]netip.Prefix{
+		"TRUSTED_PROXIES elsewhere": {netip.MustParsePrefix("10.0.0.0/8")},
+		"nothing trusted":           nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newLimitedEnv(t, limits.Config{ClientPerHour: 2, ClientVerifiesPerHour: 2}, 0, trusted)
+			call := func(path, body, xff string) (int, http.Header) {
+				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				if xff != "" {
+					req.Header.Set("X-Forwarded-For", xff)
+				}
+				status, _, h := do(t, req)
+				return status, h
+			}
+			for i := range 2 {
+				status, _ := call("/v1/codes", fmt.Sprintf(`{"email":"x%d@example.com"}`, i), "")
+				assert.Equal(t, http.StatusAccepted, status)
+			}
+			for i, xff := range []string{"", "203.0.113.5", "198.51.100.1, 203.0.113.6"} {
+				status, h := call("/v1/codes", fmt.Sprintf(`{"email":"y%d@example.com"}`, i), xff)
+				assert.Equal(t, http.StatusTooManyRequests, status, "the peer's own cap, header %q", xff)
+				assert.NotEmpty(t, h.Get("Retry-After"))
+			}
+			for range 2 {
+				status, _ := call("/v1/codes/verify", `{"email":"x0@example.com","code":"000000"}`, "")
+				assert.NotEqual(t, http.StatusTooManyRequests, status)
+			}
+			status, _ := call("/v1/codes/verify", `{"email":"x0@example.com","code":"000000"}`, "203.0.113.7")
+			assert.Equal(t, http.StatusTooManyRequests, status, "verifies too")
+			n, err := e.rdb.ZCard(context.Background(), limits.ClientKey("127.0.0.1")).Result()
+			require.NoError(t, err)
+			assert.EqualValues(t, 2, n, "counted under the peer's address")
+		})
 	}
-	for i := range 3 {
-		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(fmt.Sprintf(`{"email":"y%d@example.com"}`, i)))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Forwarded-For", "203.0.113.5")
-		status, _, _ := do(t, req)
-		assert.Equal(t, http.StatusAccepted, status, "a spoofed header from an untrusted peer means nothing")
-	}
+}
+
+// When the cooldown and the hourly cap both refuse, Retry-After is the
+// cap's wait (about an hour), not the cooldown's.
+func TestRetryAfterIsTheLongestLimit(t *testing.T) {
+	t.Parallel()
+	e := newLimitedEnv(t, limits.Config{Cooldown: time.Minute, AddressPerHour: 1}, 0, nil)
+	status, _, _ := e.post(t, "/v1/codes", `{"email":"both@example.com"}`)
+	require.Equal(t, http.StatusAccepted, status)
+	status, body, h := e.post(t, "/v1/codes", `{"email":"both@example.com"}`)
+	require.Equal(t, http.StatusTooManyRequests, status)
+	assert.Equal(t, "rate_limited", errCode(body))
+	secs, err := strconv.Atoi(h.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.Greater(t, secs, 60, "more than the cooldown")
+	assert.LessOrEqual(t, secs, 3600)
 }
 
 func TestVerifyAttemptLimit(t *testing.T) {

@@ -1,7 +1,7 @@
-// Package limits admits sends and verifies: the resend cooldown, the caps
-// per mailbox, client, domain and minute, and the suppression list's
-// refusal, checked in one pipeline with the code's issue, and an Admission
-// that can take a send back.
+// Package limits admits sends and verifies: the resend cooldown, the gap
+// between two mails to one mailbox, the caps per mailbox, client, domain
+// and minute, and the suppression list's refusal, checked in one pipeline
+// with the code's issue, and an Admission that can take a send back.
 //
 // Each limit lives in the Redis Cluster slot of what it counts (see keys.go),
 // and the send step is one script per slot: the parts (send.go), declared
@@ -24,6 +24,7 @@ var ErrRateLimited = errors.New("rate limited")
 // Names of the limits, as Error.Limit reports them.
 const (
 	Cooldown     = "cooldown"      // Config.Cooldown
+	Gap          = "gap"           // Config.Gap
 	Address      = "address"       // Config.AddressPerHour
 	Client       = "client"        // Config.ClientPerHour
 	Domain       = "domain"        // Config.DomainPerMinute
@@ -32,7 +33,7 @@ const (
 )
 
 // Names lists every limit name.
-var Names = []string{Cooldown, Address, Client, Domain, Global, ClientVerify}
+var Names = []string{Cooldown, Gap, Address, Client, Domain, Global, ClientVerify}
 
 // Error says a send or a verify was refused by a limit and when to try
 // again.
@@ -52,7 +53,10 @@ func (e *Error) Is(target error) bool { return target == ErrRateLimited }
 
 // Defaults of Config.
 const (
-	DefaultCooldown       = time.Minute
+	DefaultCooldown = time.Minute
+	// DefaultGap lets one mail through to a mailbox at a time, whatever
+	// the purposes asked for.
+	DefaultGap            = 10 * time.Second
 	DefaultAddressPerHour = 5
 	DefaultClientPerHour  = 30
 	// DefaultClientVerifiesPerHour is generous for one user and tight for
@@ -70,8 +74,12 @@ const MinuteWindow = time.Minute
 // Config bounds how often codes are mailed and guessed. A zero limit is
 // off.
 type Config struct {
-	// Cooldown is the least time between two sends to one address.
+	// Cooldown is the least time between two sends of one purpose to one
+	// mailbox.
 	Cooldown time.Duration
+	// Gap is the least time between two sends to one mailbox, whatever
+	// their purposes; at most Window.
+	Gap time.Duration
 	// AddressPerHour caps sends to one address per rolling hour. The
 	// address is compared case-insensitively, so case variants share it.
 	AddressPerHour int
@@ -97,14 +105,15 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Cooldown:              DefaultCooldown,
+		Gap:                   DefaultGap,
 		AddressPerHour:        DefaultAddressPerHour,
 		ClientPerHour:         DefaultClientPerHour,
 		ClientVerifiesPerHour: DefaultClientVerifiesPerHour,
 	}
 }
 
-// Validate reports every negative limit, each a *field.Error named after
-// its field, and the Identity's problems.
+// Validate reports every negative limit and a Gap longer than Window,
+// each a *field.Error named after its field, and the Identity's problems.
 func (c Config) Validate() error {
 	var errs []error
 	for _, f := range []struct {
@@ -112,6 +121,7 @@ func (c Config) Validate() error {
 		negative bool
 	}{
 		{"Cooldown", c.Cooldown < 0},
+		{"Gap", c.Gap < 0},
 		{"AddressPerHour", c.AddressPerHour < 0},
 		{"ClientPerHour", c.ClientPerHour < 0},
 		{"DomainPerMinute", c.DomainPerMinute < 0},
@@ -121,6 +131,9 @@ func (c Config) Validate() error {
 		if f.negative {
 			errs = append(errs, field.Errorf(f.name, "must not be negative (0 turns the limit off)"))
 		}
+	}
+	if c.Gap > Window {
+		errs = append(errs, field.Errorf("Gap", "must be at most %s", Window))
 	}
 	return errors.Join(append(errs, c.Identity.Validate())...)
 }

@@ -51,9 +51,10 @@ type send struct {
 
 // A part is the share of a send that one Redis Cluster slot decides: a
 // script that checks and, when it admits, records; the script that takes
-// that record back; and the refusals it may reply ({name, ms}: name is
+// that record back; and the refusals it may reply: {'ok'}, or pairs
+// {name, ms, name, ms...}, one for each of its limits that refuses (name
 // one of Names or "suppressed", ms the Retry-After or the suppression's
-// time left).
+// time left). A part that refuses records nothing.
 type part struct {
 	slot    string   // the hash tag of the part's slot, for the reader
 	refuses []string // the refusals its check may reply
@@ -67,20 +68,29 @@ type part struct {
 	undoArgs func(c *Config, s *send) []any
 }
 
-// parts are the parts of a send before the code's issue, in the order
-// their refusals take precedence. A new limit is an entry here (or a
-// check more in the script of its slot).
+// parts are the parts of a send before the code's issue. A suppression
+// takes precedence over every limit; among the limits that refuse, the
+// one with the longest wait is the refusal, so that its Retry-After is
+// when a send can pass (the first in this order on a tie). A new limit is
+// an entry here (or a check more in the script of its slot).
 var parts = []part{
 	{
 		slot:    "m:<mailbox>",
-		refuses: []string{suppressed, Cooldown, Address},
+		refuses: []string{suppressed, Cooldown, Gap, Address},
 		on:      func(*Config, *send) bool { return true },
 		keys: func(_ *Config, s *send) []string {
 			return []string{delivery.SuppressKey(s.mailbox, s.address), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
 		},
 		check: redis.NewScript(countSrc + mailboxSrc),
 		args: func(c *Config, s *send) []any {
-			return []any{s.now.UnixMilli(), s.nonce, c.Cooldown.Milliseconds(), c.AddressPerHour, Window.Milliseconds()}
+			// Without the cap the hour of sends keeps only the gap's last
+			// send: it holds no more than the gap needs.
+			width := Window
+			if c.AddressPerHour == 0 {
+				width = c.Gap
+			}
+			return []any{s.now.UnixMilli(), s.nonce, c.Cooldown.Milliseconds(), c.AddressPerHour, width.Milliseconds(),
+				c.Gap.Milliseconds()}
 		},
 		undo:     redis.NewScript(unmailboxSrc),
 		undoArgs: func(_ *Config, s *send) []any { return []any{s.nonce} },
@@ -251,41 +261,70 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		return Admission{}, err
 	}
 
-	// The first part that refused decides; the parts that admitted are
-	// taken back, the issue too.
-	var refusal []any
+	// A suppression decides, else the limit with the longest wait; the
+	// parts that admitted are taken back, the issue too.
+	var refusal *refused
+	cooldown := false
 	var admitted []script.Call
 	for i, r := range replies[:len(on)] {
-		switch {
-		case r[0] == "ok":
+		if len(r) == 1 && r[0] == "ok" {
 			admitted = append(admitted, undos[i])
-		case !slices.Contains(on[i].refuses, fmt.Sprint(r[0])) || len(r) < 2:
+			continue
+		}
+		if len(r) == 0 || len(r)%2 != 0 {
 			return Admission{}, fmt.Errorf("admit send: part %s replied %v", on[i].slot, r)
-		case refusal == nil:
-			refusal = r
+		}
+		for j := 0; j < len(r); j += 2 {
+			name, _ := r[j].(string)
+			ms, ok := r[j+1].(int64)
+			if !slices.Contains(on[i].refuses, name) || !ok {
+				return Admission{}, fmt.Errorf("admit send: part %s replied %v", on[i].slot, r)
+			}
+			cooldown = cooldown || name == Cooldown
+			if refusal.yields(name, ms) {
+				refusal = &refused{name: name, wait: time.Duration(ms) * time.Millisecond}
+			}
 		}
 	}
 	admitted = append(admitted, unissue)
 	if refusal == nil {
 		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, rdb: l.rdb, undo: admitted}, nil
 	}
-	name, _ := refusal[0].(string)
-	ms, _ := refusal[1].(int64)
-	d := time.Duration(ms) * time.Millisecond
 	_, uerr := script.Run(ctx, l.rdb, admitted...)
-	if name == Cooldown && req.Coalesce && !issued.Created {
+	if cooldown && refusal.name != suppressed && req.Coalesce && !issued.Created {
 		// The code is on its way: what the other parts recorded is taken
 		// back, and the live code's lifetime is the answer.
-		return Admission{Issued: codes.Issued{ExpiresIn: issued.ExpiresIn}, ResendAfter: d, Coalesced: true}, nil
+		return Admission{Issued: codes.Issued{ExpiresIn: issued.ExpiresIn}, ResendAfter: refusal.wait, Coalesced: true}, nil
 	}
-	var refused error = &Error{Limit: name, RetryAfter: d}
-	if name == suppressed {
-		refused = &delivery.SuppressedError{For: d}
+	var err2 error = &Error{Limit: refusal.name, RetryAfter: refusal.wait}
+	if refusal.name == suppressed {
+		err2 = &delivery.SuppressedError{For: refusal.wait}
 	}
 	if uerr != nil {
-		refused = errors.Join(refused, fmt.Errorf("undo a refused send: %w", uerr))
+		err2 = errors.Join(err2, fmt.Errorf("undo a refused send: %w", uerr))
 	}
-	return Admission{}, refused
+	return Admission{}, err2
+}
+
+// refused is the refusal of a send so far: a limit's name (or
+// "suppressed") and its wait.
+type refused struct {
+	name string
+	wait time.Duration
+}
+
+// yields reports whether r (nil: none yet) gives way to the refusal name
+// that waits ms: a suppression over any limit, else the longer wait.
+func (r *refused) yields(name string, ms int64) bool {
+	switch {
+	case r == nil:
+		return true
+	case r.name == suppressed:
+		return false
+	case name == suppressed:
+		return true
+	}
+	return time.Duration(ms)*time.Millisecond > r.wait
 }
 
 // AdmitVerify counts a verify request of client (empty: none, no cap)

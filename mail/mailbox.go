@@ -1,6 +1,10 @@
 package mail
 
 import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -18,26 +22,140 @@ const DefaultTagSeparators = "+"
 // (UTS #46 with the IDNA2008 rules browsers and mail servers use).
 var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false))
 
+// DefaultMailboxRules are the rules providers document for their
+// mailboxes, in ParseMailboxRules' syntax: Gmail ignores dots in the
+// local part ("j.doe" and "jdoe" are one mailbox; Google's help "Dots
+// don't matter in Gmail addresses",
+// https://support.google.com/mail/answer/7436150), and googlemail.com is
+// gmail.com under its older name, the same accounts.
+const DefaultMailboxRules = "gmail.com:dots,googlemail.com=gmail.com"
+
+// maxMailboxRules bounds the entries of a MailboxRules.
+const maxMailboxRules = 256
+
+// MailboxRule is what a provider documents about the mailboxes of one
+// domain.
+type MailboxRule struct {
+	// Alias, when set, is the domain whose mailboxes these are: the
+	// address is that domain's, under that domain's rule.
+	Alias string
+	// Dots says that dots in the local part are not part of the mailbox.
+	Dots bool
+}
+
+// MailboxRules are the providers' rules by domain (a lower-case A-label).
+type MailboxRules map[string]MailboxRule
+
+// ParseMailboxRules parses comma-separated entries, each "domain:dots"
+// (dots in the domain's local parts are ignored) or "alias=domain" (the
+// alias's addresses are domain's mailboxes, under domain's rule), e.g.
+// DefaultMailboxRules. Domains are folded as Domain folds them; empty
+// entries are skipped. At most 256 entries; a domain listed twice, an
+// alias of an alias, an unknown rule or a name that is no domain is an
+// error naming the entry.
+func ParseMailboxRules(s string) (MailboxRules, error) {
+	out := MailboxRules{}
+	var errs []error
+	n := 0
+	for _, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if n++; n > maxMailboxRules {
+			return nil, fmt.Errorf("more than %d entries", maxMailboxRules)
+		}
+		var name string
+		var rule MailboxRule
+		alias, target, isAlias := strings.Cut(entry, "=")
+		if isAlias {
+			name, rule.Alias = alias, target
+		} else if domain, what, ok := strings.Cut(entry, ":"); ok && what == "dots" {
+			name, rule.Dots = domain, true
+		} else {
+			errs = append(errs, fmt.Errorf("%q is neither domain:dots nor alias=domain", entry))
+			continue
+		}
+		d, err := ruleDomain(name)
+		if err == nil && isAlias {
+			rule.Alias, err = ruleDomain(rule.Alias)
+		}
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%q: %w", entry, err))
+		case rule.Alias == d:
+			errs = append(errs, fmt.Errorf("%q: a domain is not an alias of itself", entry))
+		default:
+			if _, dup := out[d]; dup {
+				errs = append(errs, fmt.Errorf("%s is listed twice", d))
+			}
+			out[d] = rule
+		}
+	}
+	for d, r := range out {
+		if r.Alias != "" && out[r.Alias].Alias != "" {
+			errs = append(errs, fmt.Errorf("%s: an alias of %s, itself an alias", d, r.Alias))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ruleDomain folds a domain of a rule as Domain does, and checks it.
+func ruleDomain(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if strings.ContainsAny(s, "@[]") || !strings.Contains(s, ".") || ValidateAddress("x@"+s) != nil {
+		return "", errors.New("not a domain name")
+	}
+	return Domain("x@" + s), nil
+}
+
+// String returns rs in ParseMailboxRules' syntax, sorted.
+func (rs MailboxRules) String() string {
+	var out []string
+	for _, d := range slices.Sorted(maps.Keys(rs)) {
+		if rs[d].Alias != "" {
+			out = append(out, d+"="+rs[d].Alias)
+		} else if rs[d].Dots {
+			out = append(out, d+":dots")
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 // Identity derives the identity of a mailbox from an address, for the
 // limits: every spelling of one mailbox (case, tag, Unicode or A-label
-// domain) has one identity.
+// domain, and what its provider's rule folds) has one identity.
 type Identity struct {
 	// TagSeparators are the characters that start a tag in a local part;
 	// empty means tags are part of the mailbox.
 	TagSeparators string
+	// Rules are the providers' rules (DefaultMailboxRules); nil is none.
+	Rules MailboxRules
 }
 
 // Mailbox returns the identity of the mailbox s delivers to: the local
 // part in lower case (ASCII letters only; other characters as they are),
-// without its tag, "@", and the domain as a lower-case A-label. s must have
-// passed ValidateAddress; the result's domain is Domain(s).
+// without its tag, "@", and the domain as a lower-case A-label; then the
+// domain's rule, if it has one: an alias becomes its domain, and a domain
+// that ignores dots loses those of the local part. s must have passed
+// ValidateAddress.
 func (id Identity) Mailbox(s string) string {
 	at := strings.LastIndexByte(s, '@')
 	local := asciiLower(s[:at])
 	if i := strings.IndexAny(local, id.TagSeparators); i > 0 && id.TagSeparators != "" {
 		local = local[:i]
 	}
-	return local + "@" + Domain(s)
+	domain := Domain(s)
+	if r := id.Rules[domain]; r.Alias != "" {
+		domain = r.Alias
+	}
+	if id.Rules[domain].Dots {
+		local = strings.ReplaceAll(local, ".", "")
+	}
+	return local + "@" + domain
 }
 
 // Exact returns s, a valid address, as one exact address: the local part

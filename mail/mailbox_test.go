@@ -1,6 +1,7 @@
 package mail_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,6 +13,9 @@ import (
 func TestMailbox(t *testing.T) {
 	t.Parallel()
 	plus := mail.Identity{TagSeparators: mail.DefaultTagSeparators}
+	rules, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
+	require.NoError(t, err)
+	google := mail.Identity{TagSeparators: mail.DefaultTagSeparators, Rules: rules}
 	tests := []struct {
 		id       mail.Identity
 		in, want string
@@ -29,6 +33,12 @@ func TestMailbox(t *testing.T) {
 		{plus, "kim@example\uFF0Ecom", "kim@example.com"}, // IDNA maps a fullwidth dot
 		{mail.Identity{}, "victim+1@example.com", "victim+1@example.com"},
 		{mail.Identity{TagSeparators: "+-"}, "victim-1@example.com", "victim@example.com"},
+		{google, "J.Doe+x@gmail.com", "jdoe@gmail.com"},
+		{google, "j.d.o.e@GoogleMail.com", "jdoe@gmail.com"},
+		{google, "jdoe@googlemail.com", "jdoe@gmail.com"},
+		{google, "j.doe@example.com", "j.doe@example.com"}, // no rule: dots count
+		{google, "j.doe@mail.gmail.com", "j.doe@mail.gmail.com"},
+		{plus, "j.doe@gmail.com", "j.doe@gmail.com"}, // no rules at all
 	}
 	for _, tt := range tests {
 		require.NoError(t, mail.ValidateAddress(tt.in), tt.in)
@@ -36,6 +46,39 @@ func TestMailbox(t *testing.T) {
 	}
 	assert.Equal(t, "kim@xn--bcher-kva.de", mail.ASCIIDomain("kim@Bücher.de"))
 	assert.Equal(t, "Kim+x@xn--bcher-kva.de", mail.ASCIIDomain("Kim+x@bücher.de"), "the local part as sent")
+}
+
+func TestParseMailboxRules(t *testing.T) {
+	t.Parallel()
+	rules, err := mail.ParseMailboxRules(" Gmail.com:dots, googlemail.com=GMAIL.com ,,fastmail.example:dots,bücher.de=gmail.com")
+	require.NoError(t, err)
+	assert.Equal(t, mail.MailboxRules{
+		"gmail.com":        {Dots: true},
+		"googlemail.com":   {Alias: "gmail.com"},
+		"fastmail.example": {Dots: true},
+		"xn--bcher-kva.de": {Alias: "gmail.com"},
+	}, rules)
+	assert.Equal(t, "fastmail.example:dots,gmail.com:dots,googlemail.com=gmail.com,xn--bcher-kva.de=gmail.com", rules.String())
+	none, err := mail.ParseMailboxRules("")
+	require.NoError(t, err)
+	assert.Empty(t, none, "empty: no rules")
+
+	for in, want := range map[string]string{
+		"gmail.com":                               `"gmail.com" is neither domain:dots nor alias=domain`,
+		"gmail.com:tags":                          `"gmail.com:tags" is neither`,
+		"gmail.com:dots,GMAIL.com:dots":           "gmail.com is listed twice",
+		"a.example=b.example,b.example=c.example": "a.example: an alias of b.example, itself an alias",
+		"gmail.com=gmail.com":                     "not an alias of itself",
+		"localhost:dots":                          `"localhost:dots": not a domain name`,
+		"x@y.example:dots":                        "not a domain name",
+		"a.example=":                              `"a.example=": not a domain name`,
+	} {
+		_, err := mail.ParseMailboxRules(in)
+		require.Error(t, err, in)
+		assert.Contains(t, err.Error(), want, in)
+	}
+	_, err = mail.ParseMailboxRules(strings.Repeat("a.example:dots,", 257))
+	assert.ErrorContains(t, err, "more than 256 entries")
 }
 
 // The exact address keeps the local part as sent and folds the domain only.

@@ -129,11 +129,11 @@ func TestRoundTripsPerRequest(t *testing.T) {
 		return out
 	}
 
-	// Limits as in production, except that the cooldown is off in store so
-	// that a repeat send re-mails; limited keeps the cooldown, to count a
-	// refused send.
+	// Limits as in production, except that the cooldown and the gap are
+	// off in store so that a repeat send re-mails; limited keeps them, to
+	// count a refused send.
 	noCooldown := limits.Default()
-	noCooldown.Cooldown = 0
+	noCooldown.Cooldown, noCooldown.Gap = 0, 0
 	defaults := codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength,
 		MaxAttempts: codes.DefaultMaxAttempts}
 	st := newStack(t, rdb, defaults, noCooldown)
@@ -206,7 +206,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			require.NoError(t, err)
 			require.False(t, sent.Created)
 		}},
-		{"send refused by the cooldown (and its undo)", 2, func(t *testing.T) {
+		{"send refused by the cooldown and the gap (and its undo)", 2, func(t *testing.T) {
 			_, err := limited.SendCode(ctx, service.SendRequest{Email: "cool@example.com", Client: "203.0.113.6"})
 			require.NoError(t, err)
 			hook.take() // counted above: the step is the refused one

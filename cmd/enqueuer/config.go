@@ -37,7 +37,7 @@ type Config struct {
 	Limits
 	// TrustedProxies are the proxies whose forwarding headers and metadata
 	// are believed (package clientip).
-	TrustedProxies TrustedProxies `envconfig:"TRUSTED_PROXIES"`
+	TrustedProxies TrustedProxies `envconfig:"TRUSTED_PROXIES" default:"127.0.0.0/8,::1"`
 	// MaxConnections bounds the connections open at once on each public
 	// listener (HTTP_ADDR and GRPC_ADDR).
 	MaxConnections int `envconfig:"MAX_CONNECTIONS" default:"1024"`
@@ -73,6 +73,7 @@ type Config struct {
 // with its variable (the mailbox identity is Common's).
 type Limits struct {
 	Cooldown              time.Duration `envconfig:"RESEND_COOLDOWN" default:"60s"`
+	Gap                   time.Duration `envconfig:"MAILBOX_GAP" default:"10s"`
 	AddressPerHour        int           `envconfig:"ADDRESS_SENDS_PER_HOUR" default:"5"`
 	ClientPerHour         int           `envconfig:"CLIENT_SENDS_PER_HOUR" default:"30"`
 	DomainPerMinute       int           `envconfig:"DOMAIN_SENDS_PER_MINUTE" default:"0"`
@@ -225,6 +226,7 @@ func (c *Config) codes() codes.Config {
 func (c *Config) limits() limits.Config {
 	return limits.Config{
 		Cooldown:              c.Limits.Cooldown,
+		Gap:                   c.Limits.Gap,
 		AddressPerHour:        c.Limits.AddressPerHour,
 		ClientPerHour:         c.Limits.ClientPerHour,
 		DomainPerMinute:       c.Limits.DomainPerMinute,

@@ -12,10 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/verifyq/verifyq/auth"
+	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/internal/configtest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/mail"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -34,6 +36,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			ShutdownTimeout: 25 * time.Second,
 
 			TagSeparators: "+",
+			MailboxRules:  platform.MailboxRules(defaultRules(t)),
 
 			QueueShards: 1,
 		},
@@ -45,6 +48,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 		Limits: Limits{
 			Cooldown:              time.Minute,
+			Gap:                   10 * time.Second,
 			AddressPerHour:        5,
 			ClientPerHour:         30,
 			ClientVerifiesPerHour: 60,
@@ -55,6 +59,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 		LegacyCallers:        LegacyCallers{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		StatusReadsPerMinute: auth.DefaultStatusReadsPerMinute,
+		TrustedProxies:       defaultTrusted(t),
 	}, cfg)
 	assert.Len(t, cfg.Purposes, len(codes.DefaultPurposes), "codes' default purposes")
 	lc := cfg.limits()
@@ -162,6 +167,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("LOG_LEVEL", "loud")
 	t.Setenv("CODE_KEY_PREFIX", "")
 	t.Setenv("RESEND_COOLDOWN", "-1s")
+	t.Setenv("MAILBOX_GAP", "2h")
 	t.Setenv("ADDRESS_SENDS_PER_HOUR", "-1")
 	t.Setenv("CLIENT_SENDS_PER_HOUR", "-1")
 	t.Setenv("VERIFY_MAX_ATTEMPTS", "-1")
@@ -192,6 +198,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"LOG_LEVEL",
 		"CODE_KEY_PREFIX: must not be empty",
 		"RESEND_COOLDOWN: must not be negative",
+		"MAILBOX_GAP: must be at most 1h0m0s",
 		"ADDRESS_SENDS_PER_HOUR: must not be negative",
 		"CLIENT_SENDS_PER_HOUR: must not be negative",
 		"VERIFY_MAX_ATTEMPTS: must not be negative",
@@ -368,4 +375,30 @@ func TestNewKeyCommand(t *testing.T) {
 		assert.Equal(t, 2, newKey(args, &out, &errOut), "%q", args)
 		assert.NotEmpty(t, errOut.String())
 	}
+}
+
+// defaultRules are mail.DefaultMailboxRules, parsed: MAILBOX_RULES' default
+// is mail's table.
+func defaultRules(t *testing.T) mail.MailboxRules {
+	t.Helper()
+	r, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
+	require.NoError(t, err)
+	return r
+}
+
+// defaultTrusted is clientip.DefaultTrusted, parsed: TRUSTED_PROXIES'
+// default is clientip's.
+func defaultTrusted(t *testing.T) TrustedProxies {
+	t.Helper()
+	p, err := clientip.ParseTrusted(strings.Split(clientip.DefaultTrusted, ","))
+	require.NoError(t, err)
+	return TrustedProxies(p)
+}
+
+// TRUSTED_PROXIES set but empty trusts nobody: every peer is a client.
+func TestTrustedProxiesEmpty(t *testing.T) {
+	t.Setenv("TRUSTED_PROXIES", "")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Empty(t, cfg.TrustedProxies)
 }

@@ -34,6 +34,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			ShutdownTimeout: 25 * time.Second,
 
 			TagSeparators: "+",
+			MailboxRules:  platform.MailboxRules(defaultRules(t)),
 
 			QueueShards: 1,
 		},
@@ -195,4 +196,13 @@ func TestLoadConfigRelayManners(t *testing.T) {
 	t.Setenv("SMTP_HELO_NAME", "bad name!")
 	_, err = platform.Load[Config]()
 	require.ErrorContains(t, err, "SMTP_HELO_NAME: not a domain name")
+}
+
+// defaultRules are mail.DefaultMailboxRules, parsed: MAILBOX_RULES' default
+// is mail's table.
+func defaultRules(t *testing.T) mail.MailboxRules {
+	t.Helper()
+	r, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
+	require.NoError(t, err)
+	return r
 }

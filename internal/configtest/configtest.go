@@ -21,12 +21,15 @@ import (
 // SMTP took one URL, and the relay's connection cap and EHLO name, which
 // are not the URL's (they are about verifyq, not about the relay); the
 // share of the public listeners one source may hold, which is a number of
-// its own (its default follows MAX_CONNECTIONS); then the caller check's
-// four, each its own decision: who may call (API_KEYS_FILE), the explicit
+// its own (its default follows MAX_CONNECTIONS); the caller check's four,
+// each its own decision: who may call (API_KEYS_FILE), the explicit
 // consent to serve strangers without a key (ALLOW_UNAUTHENTICATED), the
 // networks of the old keyless gateway (LEGACY_CALLERS) and each caller's
-// status reads (STATUS_READS_PER_MINUTE).
-const MaxVariables = 43
+// status reads (STATUS_READS_PER_MINUTE); MAILBOX_GAP, a limit of its own
+// across purposes (the cooldown is per purpose); and MAILBOX_RULES, the
+// providers' table of the mailbox identity, which no other variable's
+// value reads naturally as.
+const MaxVariables = 45
 
 // Row is one row of the reference's table of variables.
 type Row struct {

@@ -54,6 +54,9 @@ type Common struct {
 	// mailbox with user@x); empty turns tags off. The enqueuer's limits
 	// and both binaries' suppression list key on the mailbox (Identity).
 	TagSeparators string `envconfig:"ADDRESS_TAG_SEPARATORS" default:"+"`
+	// MailboxRules are the providers' rules of the mailbox identity
+	// (mail.ParseMailboxRules; mail.DefaultMailboxRules).
+	MailboxRules MailboxRules `envconfig:"MAILBOX_RULES" default:"gmail.com:dots,googlemail.com=gmail.com"`
 	// QueueShards spreads the send tasks over this many queues (mail-0,
 	// mail-1, ...), which Redis Cluster keeps on different slots; 1 is the
 	// one queue "mail". Both binaries must agree.
@@ -113,8 +116,24 @@ func (c *Common) seal() (*codes.Seal, error) {
 // common is how Load reaches the Common a binary's Config embeds.
 func (c *Common) common() *Common { return c }
 
-// Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS.
-func (c *Common) Identity() mail.Identity { return mail.Identity{TagSeparators: c.TagSeparators} }
+// Identity is the mailbox identity of ADDRESS_TAG_SEPARATORS and
+// MAILBOX_RULES.
+func (c *Common) Identity() mail.Identity {
+	return mail.Identity{TagSeparators: c.TagSeparators, Rules: mail.MailboxRules(c.MailboxRules)}
+}
+
+// MailboxRules are MAILBOX_RULES, parsed.
+type MailboxRules mail.MailboxRules
+
+// Decode parses MAILBOX_RULES (mail.ParseMailboxRules).
+func (r *MailboxRules) Decode(s string) error {
+	rules, err := mail.ParseMailboxRules(s)
+	if err != nil {
+		return err
+	}
+	*r = MailboxRules(rules)
+	return nil
+}
 
 // AdminHosts returns the names the admin server on adminAddr answers to:
 // its host, and DASHBOARD_HOSTS.
