@@ -177,8 +177,6 @@ func (c *Config) resolveTLS() []error {
 	}
 	if c.LegacyGRPCAddr == "" {
 		errs = append(errs, errors.New("LEGACY_GRPC_ADDR: must not be empty when TLS_CERT_FILE is set"))
-	} else if c.LegacyGRPCAddr == c.GRPCAddr {
-		errs = append(errs, errors.New("LEGACY_GRPC_ADDR: must differ from GRPC_ADDR, which speaks TLS"))
 	}
 	return errs
 }
