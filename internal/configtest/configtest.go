@@ -25,8 +25,11 @@ import (
 // four, each its own decision: who may call (API_KEYS_FILE), the explicit
 // consent to serve strangers without a key (ALLOW_UNAUTHENTICATED), the
 // networks of the old keyless gateway (LEGACY_CALLERS) and each caller's
-// status reads (STATUS_READS_PER_MINUTE).
-const MaxVariables = 43
+// status reads (STATUS_READS_PER_MINUTE); then TLS's four: the
+// certificate and its key (two files, as every TLS server takes them),
+// the client CA of mTLS, and the plaintext listener the old gateway needs
+// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds.
+const MaxVariables = 47
 
 // Row is one row of the reference's table of variables.
 type Row struct {
