@@ -210,7 +210,7 @@ func TestAppOverTLS(t *testing.T) {
 	old.MaxVersion = tls.VersionTLS11
 	_, err = s.post(old, s.key, "old@example.com")
 	assert.Error(t, err, "TLS 1.1 refused")
-	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"plain@example.com"}`)) //nolint:gosec // G107: the test's own server
+	res, err := http.Post("http://"+s.app.HTTPAddr()+"/v1/codes", "application/json", strings.NewReader(`{"email":"plain@example.com"}`))
 	if err == nil {
 		_ = res.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, res.StatusCode, "plain HTTP to a TLS port")
