@@ -215,8 +215,8 @@ func (c *Config) resolveAuth() []error {
 		errs = append(errs, errors.New("STATUS_READS_PER_MINUTE: must not be negative"))
 	}
 	if n := c.Keys.CertCallers(); n > 0 && c.TLSClientCAFile == "" {
-		errs = append(errs, fmt.Errorf("API_KEYS_FILE: %d certificate callers (%s), and without TLS_CLIENT_CA_FILE "+
-			"no client certificate is asked for: set it, or remove their lines", n, auth.CertField))
+		errs = append(errs, fmt.Errorf("API_KEYS_FILE: %d lines of certificate callers (%q in place of a hash), and without "+
+			"TLS_CLIENT_CA_FILE no client certificate is asked for: set it, or remove those lines", n, auth.CertField))
 	}
 	// Without keys every listener is keyless but for the handshake of a
 	// client CA, which the plaintext old-gateway listener has not.

@@ -424,7 +424,7 @@ func TestLoadConfigTLS(t *testing.T) {
 
 	t.Setenv("TLS_CLIENT_CA_FILE", "")
 	_, err = platform.Load[Config]()
-	assert.ErrorContains(t, err, "API_KEYS_FILE: 1 certificate callers (cert), and without TLS_CLIENT_CA_FILE")
+	assert.ErrorContains(t, err, `API_KEYS_FILE: 1 lines of certificate callers ("cert" in place of a hash), and without TLS_CLIENT_CA_FILE`)
 	t.Setenv("TLS_CLIENT_CA_FILE", caFile)
 	t.Setenv("TLS_CERT_FILE", "")
 	t.Setenv("TLS_KEY_FILE", "")
