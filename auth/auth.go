@@ -16,6 +16,15 @@
 // with a letter or a digit, and unique; scopes are a comma-separated set
 // of send, verify and status; the hash is "sha256:" and the lowercase hex
 // SHA-256 of the key, unique. NewKey makes a key and its line.
+//
+// A caller that presents a client certificate instead of a key (mTLS,
+// TLS_CLIENT_CA_FILE) has the word "cert" in place of the hash:
+//
+//	billing  send,status         cert
+//
+// Such a caller is the verified client certificate whose name (CertName:
+// its Subject CommonName, or its first DNS name when that is empty) is
+// the line's name; it has no key.
 package auth
 
 import (
@@ -24,6 +33,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -111,6 +121,10 @@ const (
 // HashPrefix starts the hash field of a key file line.
 const HashPrefix = "sha256:"
 
+// CertField is the third field of a certificate caller's line, in place
+// of a hash.
+const CertField = "cert"
+
 // KeyPrefix starts every key NewKey makes, so that a leaked key is easy to
 // recognise (secret scanners, logs).
 const KeyPrefix = "vq_"
@@ -120,6 +134,8 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 type entry struct {
 	caller Caller
 	hash   [sha256.Size]byte
+	// cert marks a certificate caller: it has no hash.
+	cert bool
 }
 
 // Keys are the callers of a key file. The zero value has none.
@@ -144,6 +160,19 @@ func (k *Keys) Names() []string {
 		}
 	}
 	return out
+}
+
+// CertCallers is the number of certificate callers.
+func (k *Keys) CertCallers() int {
+	n := 0
+	if k != nil {
+		for _, e := range k.entries {
+			if e.cert {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // LoadFile reads the key file at path (Parse). The errors name the file.
@@ -192,7 +221,7 @@ func Parse(r io.Reader) (*Keys, error) {
 			errs = append(errs, fmt.Errorf("line %d: the name %q is also on line %d", n, e.caller.Name, first))
 			continue
 		}
-		if first, dup := hashes[e.hash]; dup {
+		if first, dup := hashes[e.hash]; dup && !e.cert {
 			errs = append(errs, fmt.Errorf("line %d: the same key as line %d", n, first))
 			continue
 		}
@@ -200,7 +229,10 @@ func Parse(r io.Reader) (*Keys, error) {
 			errs = append(errs, fmt.Errorf("line %d: more than %d callers", n, MaxCallers))
 			break
 		}
-		names[e.caller.Name], hashes[e.hash] = n, n
+		names[e.caller.Name] = n
+		if !e.cert {
+			hashes[e.hash] = n
+		}
 		keys.entries = append(keys.entries, e)
 	}
 	if err := sc.Err(); err != nil {
@@ -215,12 +247,12 @@ func Parse(r io.Reader) (*Keys, error) {
 	return keys, nil
 }
 
-// parseLine reads "name scopes sha256:hex". Its errors never quote the
-// hash field.
+// parseLine reads "name scopes sha256:hex" or "name scopes cert". Its
+// errors never quote the hash field.
 func parseLine(line string) (entry, error) {
 	fields := strings.Fields(line)
 	if len(fields) != 3 {
-		return entry{}, fmt.Errorf("want 3 fields (name, scopes, %s<hex>), got %d", HashPrefix, len(fields))
+		return entry{}, fmt.Errorf("want 3 fields (name, scopes, %s<hex> or %s), got %d", HashPrefix, CertField, len(fields))
 	}
 	name, scopes, hash := fields[0], fields[1], fields[2]
 	e := entry{caller: Caller{Name: name}}
@@ -234,8 +266,10 @@ func parseLine(line string) (entry, error) {
 	}
 	hexHash, ok := strings.CutPrefix(hash, HashPrefix)
 	raw, herr := hex.DecodeString(hexHash)
-	if !ok || herr != nil || len(raw) != sha256.Size || hexHash != strings.ToLower(hexHash) {
-		errs = append(errs, fmt.Errorf("the hash must be %s and 64 lowercase hex digits", HashPrefix))
+	if hash == CertField {
+		e.cert = true
+	} else if !ok || herr != nil || len(raw) != sha256.Size || hexHash != strings.ToLower(hexHash) {
+		errs = append(errs, fmt.Errorf("the hash must be %s and 64 lowercase hex digits (or %s for a certificate caller)", HashPrefix, CertField))
 	} else {
 		copy(e.hash[:], raw)
 	}
@@ -317,7 +351,7 @@ func (k *Keys) Authenticate(key string) (Caller, error) {
 	sum := sha256.Sum256([]byte(key))
 	found := -1
 	for i := range k.entries {
-		if subtle.ConstantTimeCompare(sum[:], k.entries[i].hash[:]) == 1 {
+		if subtle.ConstantTimeCompare(sum[:], k.entries[i].hash[:]) == 1 && !k.entries[i].cert {
 			found = i
 		}
 	}
@@ -325,6 +359,36 @@ func (k *Keys) Authenticate(key string) (Caller, error) {
 		return Caller{}, ErrUnauthenticated
 	}
 	return k.entries[found].caller, nil
+}
+
+// Certificate returns the certificate caller named name (CertName of a
+// verified client certificate), or ErrUnauthenticated when no certificate
+// caller has that name: a key caller's name is not enough.
+func (k *Keys) Certificate(name string) (Caller, error) {
+	if k != nil && name != "" {
+		for _, e := range k.entries {
+			if e.cert && e.caller.Name == name {
+				return e.caller, nil
+			}
+		}
+	}
+	return Caller{}, ErrUnauthenticated
+}
+
+// CertName is the caller name of a client certificate: its Subject
+// CommonName, or its first DNS name (subject alternative name) when the
+// CommonName is empty; "" when it has neither.
+func CertName(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	if cert.Subject.CommonName != "" {
+		return cert.Subject.CommonName
+	}
+	if len(cert.DNSNames) > 0 {
+		return cert.DNSNames[0]
+	}
+	return ""
 }
 
 // BearerKey returns the key of an Authorization value "Bearer <key>" (the

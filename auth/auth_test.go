@@ -1,6 +1,8 @@
 package auth_test
 
 import (
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -202,7 +204,7 @@ func TestGuardAdmit(t *testing.T) {
 		c, err := open.Admit("", auth.Status)
 		require.NoError(t, err)
 		assert.Equal(t, auth.Anonymous, c.Name)
-		c, err = open.AdmitLegacy("", netip.MustParseAddr("192.0.2.1"))
+		c, err = open.AdmitLegacy("", "", netip.MustParseAddr("192.0.2.1"))
 		require.NoError(t, err)
 		assert.Equal(t, auth.Anonymous, c.Name)
 	}
@@ -217,24 +219,24 @@ func TestGuardAdmitLegacy(t *testing.T) {
 	g := guardOf(t, auth.Config{LegacyCallers: loopback}, sendLine, verifyLine)
 
 	for _, peer := range []string{"127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"} {
-		c, err := g.AdmitLegacy("", netip.MustParseAddr(peer))
+		c, err := g.AdmitLegacy("", "", netip.MustParseAddr(peer))
 		require.NoError(t, err, peer)
 		assert.Equal(t, auth.Legacy, c.Name, peer)
 	}
 	for _, peer := range []string{"192.0.2.1", "10.0.0.1", "::2", "fe80::1"} {
-		_, err := g.AdmitLegacy("", netip.MustParseAddr(peer))
+		_, err := g.AdmitLegacy("", "", netip.MustParseAddr(peer))
 		assert.ErrorIs(t, err, auth.ErrUnauthenticated, peer)
 	}
-	_, err = g.AdmitLegacy("", netip.Addr{})
+	_, err = g.AdmitLegacy("", "", netip.Addr{})
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "no peer address")
 
 	// A key is checked wherever the call comes from.
-	c, err := g.AdmitLegacy("Bearer "+sendKey, netip.MustParseAddr("192.0.2.1"))
+	c, err := g.AdmitLegacy("Bearer "+sendKey, "", netip.MustParseAddr("192.0.2.1"))
 	require.NoError(t, err)
 	assert.Equal(t, "gateway", c.Name)
-	_, err = g.AdmitLegacy("Bearer "+verifyKey, netip.MustParseAddr("192.0.2.1"))
+	_, err = g.AdmitLegacy("Bearer "+verifyKey, "", netip.MustParseAddr("192.0.2.1"))
 	assert.ErrorIs(t, err, auth.ErrPermissionDenied)
-	_, err = g.AdmitLegacy("Bearer vq_wrong", netip.MustParseAddr("127.0.0.1"))
+	_, err = g.AdmitLegacy("Bearer vq_wrong", "", netip.MustParseAddr("127.0.0.1"))
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a wrong key is wrong on loopback too")
 }
 
@@ -284,4 +286,45 @@ func TestGuardStatusReadsPerCaller(t *testing.T) {
 		_, err = off.Admit("", auth.Status)
 		require.NoError(t, err)
 	}
+}
+
+// A "cert" line is a caller by client certificate: its name admits it
+// without a key, with its scopes; a key caller's name does not, nor does a
+// certificate name not in the file; a key, when sent, decides.
+func TestCertificateCallers(t *testing.T) {
+	key, line := newKey(t, "gateway", "send")
+	keys, err := auth.Parse(strings.NewReader(line + "\nbilling  verify,status  cert\nops.example.com send cert\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 2, keys.CertCallers())
+	g := auth.New(auth.Config{Keys: keys})
+
+	c, err := g.AdmitPeer("", "billing", auth.Verify)
+	require.NoError(t, err)
+	assert.Equal(t, auth.Caller{Name: "billing", Scopes: []auth.Scope{auth.Verify, auth.Status}}, c)
+	c, err = g.AdmitPeer("", "billing", auth.Send)
+	assert.ErrorIs(t, err, auth.ErrPermissionDenied)
+	assert.Equal(t, "billing", c.Name)
+	_, err = g.AdmitPeer("", "gateway", auth.Send)
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a key caller's name is no certificate caller")
+	_, err = g.AdmitPeer("", "stranger", auth.Send)
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated)
+	c, err = g.AdmitPeer("Bearer "+key, "stranger", auth.Send)
+	require.NoError(t, err)
+	assert.Equal(t, "gateway", c.Name, "the key decides")
+	_, err = g.AdmitPeer("Bearer vq_wrong", "billing", auth.Verify)
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a wrong key is not saved by a certificate")
+	_, err = keys.Authenticate("cert")
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated)
+	c, err = g.AdmitLegacy("", "ops.example.com", netip.MustParseAddr("192.0.2.1"))
+	require.NoError(t, err)
+	assert.Equal(t, "ops.example.com", c.Name)
+
+	_, err = auth.Parse(strings.NewReader("billing send cert\nbilling verify cert\n"))
+	assert.ErrorContains(t, err, `line 2: the name "billing" is also on line 1`)
+	_, err = auth.Parse(strings.NewReader("billing send CERT\n"))
+	assert.ErrorContains(t, err, "or cert for a certificate caller")
+
+	assert.Equal(t, "billing", auth.CertName(&x509.Certificate{Subject: pkix.Name{CommonName: "billing"}, DNSNames: []string{"b.example"}}))
+	assert.Equal(t, "b.example", auth.CertName(&x509.Certificate{DNSNames: []string{"b.example", "c.example"}}))
+	assert.Empty(t, auth.CertName(&x509.Certificate{}))
 }

@@ -67,10 +67,24 @@ var anonymous = Caller{Name: Anonymous, Scopes: Scopes}
 // reads. The caller is returned with every error but ErrUnauthenticated, so
 // that the request's log line can name it.
 func (g *Guard) Admit(authorization string, scope Scope) (Caller, error) {
+	return g.AdmitPeer(authorization, "", scope)
+}
+
+// AdmitPeer is Admit for a request that may come with a verified client
+// certificate, certName its name (CertName; "" without one). A request
+// that sends a key is its key's caller, whatever its certificate; one
+// without a key is the certificate caller of that name (a "cert" line of
+// the key file), or ErrUnauthenticated.
+func (g *Guard) AdmitPeer(authorization, certName string, scope Scope) (Caller, error) {
 	c := anonymous
 	if !g.Open() {
 		var err error
-		if c, err = g.cfg.Keys.Authenticate(BearerKey(authorization)); err != nil {
+		if authorization == "" && certName != "" {
+			c, err = g.cfg.Keys.Certificate(certName)
+		} else {
+			c, err = g.cfg.Keys.Authenticate(BearerKey(authorization))
+		}
+		if err != nil {
 			return Caller{}, err
 		}
 		if !c.Can(scope) {
@@ -88,15 +102,17 @@ func (g *Guard) Admit(authorization string, scope Scope) (Caller, error) {
 // AdmitLegacy returns the caller of a call to the old
 // message.VarifyService, which asks for a send, from peer with the
 // Authorization value authorization (usually none: the old gateway sends no
-// metadata). A call with a key is admitted as Admit admits a send; one
-// without a key only from LEGACY_CALLERS, as Legacy; any other is
-// ErrUnauthenticated. An open Guard admits every call.
-func (g *Guard) AdmitLegacy(authorization string, peer netip.Addr) (Caller, error) {
+// metadata) and certName the name of its verified client certificate (""
+// without one). A call with a key or a certificate is admitted as
+// AdmitPeer admits a send; one without either only from LEGACY_CALLERS, as
+// Legacy; any other is ErrUnauthenticated. An open Guard admits every
+// call.
+func (g *Guard) AdmitLegacy(authorization, certName string, peer netip.Addr) (Caller, error) {
 	switch {
 	case g.Open():
 		return anonymous, nil
-	case authorization != "":
-		return g.Admit(authorization, Send)
+	case authorization != "" || certName != "":
+		return g.AdmitPeer(authorization, certName, Send)
 	case peer.IsValid() && g.cfg.LegacyCallers.Contains(peer):
 		return Caller{Name: Legacy, Scopes: []Scope{Send}}, nil
 	}

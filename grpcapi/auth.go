@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
@@ -26,7 +27,8 @@ var Scopes = map[string]auth.Scope{
 // authorization metadata ("Bearer <key>") and the method's scope; an old
 // message.VarifyService call by its key if it sends one, else by its peer's
 // address (LEGACY_CALLERS; the peer as the connection says, never
-// forwarded metadata). A refused call ends with the outcome's status
+// forwarded metadata). Over mTLS a call without a key is its verified
+// client certificate's caller (auth.Guard.AdmitPeer). A refused call ends with the outcome's status
 // (UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED for status
 // reads), also on the old service. Health and reflection are not asked.
 // The caller's name goes to the call's log line and metrics.
@@ -37,9 +39,9 @@ func (s *Server) admit(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	)
 	switch scope, ok := Scopes[info.FullMethod]; {
 	case info.FullMethod == messagepb.VarifyService_GetVarifyCode_FullMethodName:
-		caller, err = s.cfg.Guard.AdmitLegacy(authorization(ctx), peerAddr(ctx))
+		caller, err = s.cfg.Guard.AdmitLegacy(authorization(ctx), certName(ctx), peerAddr(ctx))
 	case ok:
-		caller, err = s.cfg.Guard.Admit(authorization(ctx), scope)
+		caller, err = s.cfg.Guard.AdmitPeer(authorization(ctx), certName(ctx), scope)
 	default:
 		return handler(ctx, req)
 	}
@@ -71,4 +73,15 @@ func peerAddr(ctx context.Context) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// certName is the name (auth.CertName) of the call's verified client
+// certificate, "" when the connection is not TLS or has none.
+func certName(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.VerifiedChains) > 0 && len(info.State.VerifiedChains[0]) > 0 {
+			return auth.CertName(info.State.VerifiedChains[0][0])
+		}
+	}
+	return ""
 }

@@ -18,6 +18,7 @@ package grpcapi
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -79,6 +81,14 @@ type Config struct {
 	// Guard admits the callers of the code services; nil admits everyone
 	// (auth.Anonymous).
 	Guard *auth.Guard
+	// TLS, when set, makes the server speak TLS with it (its client
+	// certificates, if it asks for them, name the callers); nil is
+	// plaintext.
+	TLS *tls.Config
+	// LegacyOnly serves the old message.VarifyService alone: no
+	// verifyq.v1, health or reflection (the plaintext LEGACY_GRPC_ADDR
+	// beside TLS listeners).
+	LegacyOnly bool
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same
@@ -146,7 +156,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 		stopping: stopping,
 		stop:     stop,
 	}
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Run calls on goroutines that are kept and keep their grown
@@ -187,11 +197,20 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 			recoverStream(logger),
 			s.endStreamOnStop,
 		),
-	)
+	}
+	if cfg.TLS != nil {
+		// The handshake runs on the accepted connection, within
+		// HandshakeTimeout: a listener's connection cap counts raw TCP
+		// connections.
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	messagepb.RegisterVarifyServiceServer(s.grpc, legacyServer{s: s})
-	verifyqv1.RegisterCodeServiceServer(s.grpc, codeServer{s: s})
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	if !cfg.LegacyOnly {
+		verifyqv1.RegisterCodeServiceServer(s.grpc, codeServer{s: s})
+		healthpb.RegisterHealthServer(s.grpc, s.health)
+		reflection.Register(s.grpc)
+	}
 	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	return s
 }

@@ -291,13 +291,17 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 // refusal it writes the reply (401 with a Bearer challenge, 403, or 429 for
 // status reads) and returns false: nothing of the request has been read,
 // and the service does not run. More than one Authorization header is no
-// key.
+// key. Over mTLS a request without a key is its verified client
+// certificate's caller (auth.Guard.AdmitPeer).
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request, scope auth.Scope) bool {
-	var authorization string
+	var authorization, certName string
 	if vs := r.Header.Values("Authorization"); len(vs) == 1 {
 		authorization = vs[0]
 	}
-	caller, err := h.cfg.Guard.Admit(authorization, scope)
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		certName = auth.CertName(r.TLS.VerifiedChains[0][0])
+	}
+	caller, err := h.cfg.Guard.AdmitPeer(authorization, certName, scope)
 	exchangeOf(r).caller = caller.Name
 	if err == nil {
 		return true

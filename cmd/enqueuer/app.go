@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -49,7 +50,12 @@ type App struct {
 	httpSrv, adminSrv       *http.Server
 	grpcSrv                 *grpcapi.Server
 	httpLn, adminLn, grpcLn net.Listener
-	done                    chan error
+	// tls is the public listeners' TLS (nil: plaintext); with it,
+	// legacySrv serves the old service alone in plaintext on legacyLn.
+	tls       *tls.Config
+	legacySrv *grpcapi.Server
+	legacyLn  net.Listener
+	done      chan error
 }
 
 // NewApp wires the enqueuer from cfg. It does not listen yet.
@@ -81,7 +87,20 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		ReadOnly:         cfg.DashboardReadOnly,
 	})
 
+	tlsConfig, err := cfg.tlsFiles().Config(logger)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	guard := cfg.guard()
+	grpcConfig := grpcapi.Config{
+		CallTimeout:    cfg.RequestTimeout,
+		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Metrics:        m,
+		TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
+		Guard:          guard,
+		TLS:            tlsConfig,
+	}
 	a := &App{
 		cfg:       cfg,
 		logger:    logger,
@@ -95,14 +114,14 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 			Metrics:        m,
 			Guard:          guard,
 		}), logger),
-		grpcSrv: grpcapi.New(svc, logger, grpcapi.Config{
-			CallTimeout:    cfg.RequestTimeout,
-			Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			Metrics:        m,
-			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
-			Guard:          guard,
-		}),
-		done: make(chan error, 3),
+		grpcSrv: grpcapi.New(svc, logger, grpcConfig),
+		tls:     tlsConfig,
+		done:    make(chan error, 4),
+	}
+	if tlsConfig != nil {
+		legacy := grpcConfig
+		legacy.TLS, legacy.LegacyOnly = nil, true
+		a.legacySrv = grpcapi.New(svc, logger, legacy)
 	}
 	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
 	return a, nil
@@ -136,8 +155,10 @@ func (a *App) adminMux() *http.ServeMux {
 // pool and the dashboard's), the listeners, logs.
 const fdReserve = 256
 
-// Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR and serves in the
-// background. Each public listener accepts at most MAX_CONNECTIONS
+// Open listens on HTTP_ADDR, GRPC_ADDR and ADMIN_ADDR, and with TLS on
+// LEGACY_GRPC_ADDR, and serves in the background. With TLS the handshake
+// runs on a connection the caps have admitted: they count TCP
+// connections, handshaken or not. Each public listener accepts at most MAX_CONNECTIONS
 // connections at once; further ones wait in the kernel's accept queue
 // until one closes. Of those, one source holds at most
 // MAX_CONNECTIONS_PER_SOURCE (Config.PerSource); its next one is closed at
@@ -150,21 +171,41 @@ func (a *App) Open(ctx context.Context) error {
 		return err
 	}
 	a.httpLn = a.connListener(a.httpLn, "http")
+	if a.tls != nil {
+		a.httpLn = tls.NewListener(a.httpLn, a.tls)
+	}
 	if a.grpcLn, err = platform.Listen(ctx, "GRPC_ADDR", a.cfg.GRPCAddr); err != nil {
 		_ = a.httpLn.Close()
 		return err
 	}
-	a.grpcLn = a.connListener(a.grpcLn, "grpc")
+	a.grpcLn = a.connListener(a.grpcLn, "grpc") // the gRPC server handshakes (grpcapi.Config.TLS)
+	if a.legacySrv != nil {
+		if a.legacyLn, err = platform.Listen(ctx, "LEGACY_GRPC_ADDR", a.cfg.LegacyGRPCAddr); err != nil {
+			_ = a.httpLn.Close()
+			_ = a.grpcLn.Close()
+			return err
+		}
+		a.legacyLn = a.connListener(a.legacyLn, "grpc_legacy")
+	}
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		_ = a.httpLn.Close()
 		_ = a.grpcLn.Close()
+		if a.legacyLn != nil {
+			_ = a.legacyLn.Close()
+		}
 		return err
 	}
 	go a.serve(a.httpSrv, a.httpLn)
 	go a.serve(a.adminSrv, a.adminLn)
 	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
+	listeners, legacyAddr := 2, ""
+	if a.legacySrv != nil {
+		go func() { a.done <- a.legacySrv.Serve(a.legacyLn) }()
+		listeners, legacyAddr = 3, a.legacyLn.Addr().String()
+	}
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
+		"tls", a.tls != nil, "client_certificates", a.cfg.TLSClientCAFile != "", "legacy_grpc_addr", legacyAddr,
 		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardAuth.Set(), "dashboard_readonly", a.cfg.DashboardReadOnly,
 		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource(), "callers", a.cfg.Keys.Len())
 	if a.cfg.Unauthenticated() {
@@ -172,16 +213,17 @@ func (a *App) Open(ctx context.Context) error {
 			"(ALLOW_UNAUTHENTICATED=true): anyone who reaches it can ask for codes, verify them and read their status; "+
 			"set API_KEYS_FILE", "http_addr", a.cfg.HTTPAddr, "grpc_addr", a.cfg.GRPCAddr)
 	}
-	need := uint64(2*a.cfg.MaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Resolve
+	need := uint64(listeners*a.cfg.MaxConnections + fdReserve) //nolint:gosec // G115: positive, bounded by Resolve
 	if limit, ok := platform.OpenFileLimit(); ok && limit < need {
 		a.logger.Warn("the open file limit is below the connection caps and a reserve: under a connection flood "+
 			"the admin server and Redis may run out of descriptors; raise the limit (ulimit -n) or lower the caps",
-			"open_file_limit", limit, "max_connections", a.cfg.MaxConnections, "listeners", 2, "reserve", fdReserve)
+			"open_file_limit", limit, "max_connections", a.cfg.MaxConnections, "listeners", listeners, "reserve", fdReserve)
 	}
 	return nil
 }
 
-// connListener bounds ln, the public listener name ("http", "grpc"), by
+// connListener bounds ln, the public listener name ("http", "grpc",
+// "grpc_legacy"), by
 // MAX_CONNECTIONS and MAX_CONNECTIONS_PER_SOURCE. The source is the peer's
 // address, never a forwarding header; the trusted proxies, whose
 // connections carry many clients, are bounded by MAX_CONNECTIONS alone. A
@@ -214,6 +256,15 @@ func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 // GRPCAddr is the address the gRPC server listens on.
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
 
+// LegacyGRPCAddr is the address the old service listens on in plaintext
+// beside TLS listeners; "" without TLS.
+func (a *App) LegacyGRPCAddr() string {
+	if a.legacyLn == nil {
+		return ""
+	}
+	return a.legacyLn.Addr().String()
+}
+
 // AdminAddr is the address the admin server listens on.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
@@ -221,8 +272,13 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // and closes the Redis connections.
 func (a *App) Close(ctx context.Context) error {
 	err := a.grpcSrv.Shutdown(ctx)
+	servers := 3
+	if a.legacySrv != nil {
+		err = errors.Join(err, a.legacySrv.Shutdown(ctx))
+		servers++
+	}
 	err = errors.Join(err, a.httpSrv.Shutdown(ctx), a.adminSrv.Shutdown(ctx))
-	for range 3 {
+	for range servers {
 		err = errors.Join(err, <-a.done)
 	}
 	// The asynq client, the inspectors and the dashboard share rdb; closing

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -60,6 +61,20 @@ type Config struct {
 	// StatusReadsPerMinute bounds each caller's status reads
 	// (auth.Config.StatusReadsPerMinute).
 	StatusReadsPerMinute int `envconfig:"STATUS_READS_PER_MINUTE" default:"600"`
+
+	// TLSCertFile and TLSKeyFile, both or neither, make HTTP_ADDR and
+	// GRPC_ADDR speak TLS (1.2 at least) with that certificate and key,
+	// re-read when they change (platform.CertReloader).
+	TLSCertFile string `envconfig:"TLS_CERT_FILE"`
+	TLSKeyFile  string `envconfig:"TLS_KEY_FILE"`
+	// TLSClientCAFile requires a client certificate that its CAs signed
+	// on both TLS listeners (mTLS); a certificate caller of API_KEYS_FILE
+	// is named by it.
+	TLSClientCAFile string `envconfig:"TLS_CLIENT_CA_FILE"`
+	// LegacyGRPCAddr serves the old message.VarifyService alone, in
+	// plaintext, when the public listeners speak TLS (the old gateway
+	// speaks plaintext); unused without TLS, when GRPC_ADDR serves it.
+	LegacyGRPCAddr string `envconfig:"LEGACY_GRPC_ADDR" default:"127.0.0.1:50052"`
 
 	// The queue dashboard at /monitoring/ and pprof on ADMIN_ADDR are
 	// behind basic auth when DASHBOARD_AUTH is set. /metrics, /healthz
@@ -131,12 +146,54 @@ func (c *Config) Resolve() error {
 	} else if n := c.MaxConnectionsPerSource; n != nil && (*n < 0 || *n > c.MaxConnections) {
 		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS_PER_SOURCE: %d is outside 0..MAX_CONNECTIONS (%d)", *n, c.MaxConnections))
 	}
+	errs = append(errs, c.resolveTLS()...)
 	errs = append(errs, c.resolveAuth()...)
 	lc := c.limits()
 	lc.Identity = mail.Identity{} // Common's, checked with it
 	errs = append(errs, platform.Name(errors.Join(codes.ValidateLength(c.Length), codes.ValidateMaxAttempts(c.MaxAttempts), lc.Validate()), c))
 	return errors.Join(errs...)
 }
+
+// resolveTLS checks the TLS files by loading them once (NewApp loads them
+// again, to serve) and LEGACY_GRPC_ADDR when TLS is on.
+func (c *Config) resolveTLS() []error {
+	files := c.tlsFiles()
+	switch {
+	case !files.Enabled():
+		if files.ClientCA != "" {
+			return []error{errors.New("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE")}
+		}
+		return nil
+	case files.Cert == "" || files.Key == "":
+		return []error{errors.New("TLS_CERT_FILE: and TLS_KEY_FILE go together: set both or neither")}
+	}
+	var errs []error
+	if _, err := platform.NewCertReloader(files.Cert, files.Key, slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, fmt.Errorf("TLS_CERT_FILE: %w", err))
+	}
+	if files.ClientCA != "" {
+		if _, err := platform.ClientCAs(files.ClientCA); err != nil {
+			errs = append(errs, fmt.Errorf("TLS_CLIENT_CA_FILE: %w", err))
+		}
+	}
+	if c.LegacyGRPCAddr == "" {
+		errs = append(errs, errors.New("LEGACY_GRPC_ADDR: must not be empty when TLS_CERT_FILE is set"))
+	}
+	return errs
+}
+
+// TLS reports whether the public listeners speak TLS.
+func (c *Config) TLS() bool { return c.tlsFiles().Enabled() }
+
+// tlsFiles are c's TLS files.
+func (c *Config) tlsFiles() platform.TLSFiles {
+	return platform.TLSFiles{Cert: c.TLSCertFile, Key: c.TLSKeyFile, ClientCA: c.TLSClientCAFile}
+}
+
+// authenticated reports whether callers must prove who they are: with
+// API_KEYS_FILE, or with TLS_CLIENT_CA_FILE (no certificate the CA did not
+// sign completes the handshake).
+func (c *Config) authenticated() bool { return c.APIKeysFile != "" || c.TLSClientCAFile != "" }
 
 // resolveAuth reads API_KEYS_FILE, each of its problems on its own line
 // under the variable, and refuses public listeners that anyone could call
@@ -158,11 +215,28 @@ func (c *Config) resolveAuth() []error {
 	if c.StatusReadsPerMinute < 0 {
 		errs = append(errs, errors.New("STATUS_READS_PER_MINUTE: must not be negative"))
 	}
+	if n := c.Keys.CertCallers(); n > 0 && c.TLSClientCAFile == "" {
+		errs = append(errs, fmt.Errorf("API_KEYS_FILE: %d lines of certificate callers (%q in place of a hash), and without "+
+			"TLS_CLIENT_CA_FILE no client certificate is asked for: set it, or remove those lines", n, auth.CertField))
+	}
+	// Without keys every listener is keyless but for the handshake of a
+	// client CA, which the plaintext old-gateway listener has not.
+	type listener struct{ name, addr string }
+	var public []listener
+	if c.APIKeysFile == "" {
+		if c.TLSClientCAFile == "" {
+			public = append(public, listener{"HTTP_ADDR", c.HTTPAddr}, listener{"GRPC_ADDR", c.GRPCAddr})
+		}
+		if c.TLS() {
+			public = append(public, listener{"LEGACY_GRPC_ADDR", c.LegacyGRPCAddr})
+		}
+	}
 	switch {
-	case c.APIKeysFile != "" && c.AllowUnauthenticated:
-		errs = append(errs, errors.New("ALLOW_UNAUTHENTICATED: true contradicts API_KEYS_FILE, with which every call needs a key: unset one"))
-	case c.APIKeysFile == "" && !c.AllowUnauthenticated:
-		for _, l := range []struct{ name, addr string }{{"HTTP_ADDR", c.HTTPAddr}, {"GRPC_ADDR", c.GRPCAddr}} {
+	case c.authenticated() && c.AllowUnauthenticated:
+		errs = append(errs, errors.New("ALLOW_UNAUTHENTICATED: true contradicts API_KEYS_FILE or TLS_CLIENT_CA_FILE, "+
+			"with which every call needs a key or a client certificate: unset one"))
+	case !c.AllowUnauthenticated:
+		for _, l := range public {
 			if l.addr != "" && !platform.IsLoopback(l.addr) {
 				errs = append(errs, fmt.Errorf("%s: %s is reachable from other hosts, and without API_KEYS_FILE anyone there "+
 					"could ask for codes: set API_KEYS_FILE, listen on a loopback address (127.0.0.1), "+
@@ -174,10 +248,17 @@ func (c *Config) resolveAuth() []error {
 }
 
 // Unauthenticated reports whether the enqueuer serves every caller without
-// a key on an address other hosts can reach (ALLOW_UNAUTHENTICATED), which
-// Open warns of.
+// a key or a client certificate on an address other hosts can reach
+// (ALLOW_UNAUTHENTICATED), which Open warns of.
 func (c *Config) Unauthenticated() bool {
-	return c.Keys.Len() == 0 && (!platform.IsLoopback(c.HTTPAddr) || !platform.IsLoopback(c.GRPCAddr))
+	if c.Keys.Len() > 0 {
+		return false
+	}
+	open := c.TLS() && !platform.IsLoopback(c.LegacyGRPCAddr)
+	if c.TLSClientCAFile == "" {
+		open = open || !platform.IsLoopback(c.HTTPAddr) || !platform.IsLoopback(c.GRPCAddr)
+	}
+	return open
 }
 
 // guard is the auth.Guard of c.

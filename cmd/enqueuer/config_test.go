@@ -60,6 +60,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		LegacyCallers:        LegacyCallers{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		StatusReadsPerMinute: auth.DefaultStatusReadsPerMinute,
 		TrustedProxies:       defaultTrusted(t),
+		LegacyGRPCAddr:       "127.0.0.1:50052",
 	}, cfg)
 	assert.Len(t, cfg.Purposes, len(codes.DefaultPurposes), "codes' default purposes")
 	lc := cfg.limits()
@@ -401,4 +402,67 @@ func TestTrustedProxiesEmpty(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
 	assert.Empty(t, cfg.TrustedProxies)
+}
+
+// TLS's variables: the certificate and its key together, both loadable;
+// a client CA only with them, and counting as authentication for
+// listeners other hosts reach; certificate callers only with a client CA;
+// the plaintext LEGACY_GRPC_ADDR keyless only on loopback.
+func TestLoadConfigTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "ca")
+	certFile, keyFile, caFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+	writeServerCert(t, ca, certFile, keyFile)
+	require.NoError(t, os.WriteFile(caFile, ca.pem, 0o600))
+	certKeys := filepath.Join(dir, "keys")
+	require.NoError(t, os.WriteFile(certKeys, []byte("billing send cert\n"), 0o600))
+
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.False(t, cfg.TLS())
+	assert.Equal(t, "127.0.0.1:50052", cfg.LegacyGRPCAddr)
+
+	t.Setenv("TLS_CERT_FILE", certFile)
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "TLS_CERT_FILE: and TLS_KEY_FILE go together")
+	t.Setenv("TLS_KEY_FILE", caFile) // not a key
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "TLS_CERT_FILE: ")
+	t.Setenv("TLS_KEY_FILE", keyFile)
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	assert.True(t, cfg.TLS())
+
+	t.Setenv("HTTP_ADDR", "0.0.0.0:8443")
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "HTTP_ADDR: 0.0.0.0:8443 is reachable from other hosts", "TLS alone authenticates no one")
+	t.Setenv("TLS_CLIENT_CA_FILE", keyFile)
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "TLS_CLIENT_CA_FILE: ")
+	t.Setenv("TLS_CLIENT_CA_FILE", caFile)
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err, "a client CA is authentication")
+	assert.False(t, cfg.Unauthenticated())
+	t.Setenv("LEGACY_GRPC_ADDR", "0.0.0.0:50052")
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "LEGACY_GRPC_ADDR: 0.0.0.0:50052 is reachable from other hosts", "plaintext, no handshake")
+	t.Setenv("API_KEYS_FILE", certKeys)
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err, "keys guard the old service by LEGACY_CALLERS")
+	assert.Equal(t, 1, cfg.Keys.CertCallers())
+	t.Setenv("ALLOW_UNAUTHENTICATED", "true")
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, "ALLOW_UNAUTHENTICATED: true contradicts")
+	t.Setenv("ALLOW_UNAUTHENTICATED", "false")
+
+	t.Setenv("TLS_CLIENT_CA_FILE", "")
+	_, err = platform.Load[Config]()
+	assert.ErrorContains(t, err, `API_KEYS_FILE: 1 lines of certificate callers ("cert" in place of a hash), and without TLS_CLIENT_CA_FILE`)
+	t.Setenv("TLS_CLIENT_CA_FILE", caFile)
+	t.Setenv("TLS_CERT_FILE", "")
+	t.Setenv("TLS_KEY_FILE", "")
+	_, err = platform.Load[Config]()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE")
+	assertEveryLineNamesAVariable(t, err)
 }

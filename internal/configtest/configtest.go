@@ -28,8 +28,11 @@ import (
 // status reads (STATUS_READS_PER_MINUTE); MAILBOX_GAP, a limit of its own
 // across purposes (the cooldown is per purpose); and MAILBOX_RULES, the
 // providers' table of the mailbox identity, which no other variable's
-// value reads naturally as.
-const MaxVariables = 45
+// value reads naturally as; then TLS's four: the
+// certificate and its key (two files, as every TLS server takes them),
+// the client CA of mTLS, and the plaintext listener the old gateway needs
+// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds.
+const MaxVariables = 49
 
 // Row is one row of the reference's table of variables.
 type Row struct {

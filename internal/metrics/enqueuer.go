@@ -79,14 +79,15 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 	for _, l := range limits.Names {
 		m.limited.WithLabelValues(l)
 	}
-	for _, l := range []string{"http", "grpc"} {
+	for _, l := range []string{"http", "grpc", "grpc_legacy"} {
 		m.connRefused.WithLabelValues(l)
 	}
 	return m
 }
 
-// ConnectionRefused counts a connection that listener ("http", "grpc")
-// closed because its source held its share.
+// ConnectionRefused counts a connection that listener ("http", "grpc", or
+// "grpc_legacy" on LEGACY_GRPC_ADDR) closed because its source held its
+// share.
 func (m *Enqueuer) ConnectionRefused(listener string) {
 	m.connRefused.WithLabelValues(listener).Inc()
 }
