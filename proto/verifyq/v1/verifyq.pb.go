@@ -387,8 +387,10 @@ type GetStatusResponse struct {
 	Attempts int32 `protobuf:"varint,2,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Seconds until the next attempt, while retrying.
 	NextAttemptIn int64 `protobuf:"varint,3,opt,name=next_attempt_in,json=nextAttemptIn,proto3" json:"next_attempt_in,omitempty"`
-	// The class of the last failed attempt: "temporary" (a 4xx reply),
-	// "timeout", "connection" or "permanent" (a 5xx reply); empty if none.
+	// The class of the last failed attempt, by what the relay said
+	// (docs/API.md, Delivery status): "recipient_refused",
+	// "message_refused", "needs_smtputf8", "undecryptable", "relay_refused",
+	// "recipient_deferred", "relay_deferred" or "throttled"; empty if none.
 	LastFailure string `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
 	// The SMTP reply code of the last failure (e.g. 451, 550), never the
 	// server's text; 0 if none.
