@@ -2,7 +2,6 @@ package grpcapi_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,29 +14,11 @@ import (
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
+	"github.com/verifyq/verifyq/internal/authtest"
 	"github.com/verifyq/verifyq/internal/grpctest"
 	"github.com/verifyq/verifyq/limits"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 )
-
-// callers makes a Guard of keys for the given "name scopes" pairs, and
-// returns it with each name's key.
-func callers(t *testing.T, cfg auth.Config, pairs ...string) (*auth.Guard, map[string]string) {
-	t.Helper()
-	keyOf := map[string]string{}
-	var lines []string
-	for _, p := range pairs {
-		name, scopes, _ := strings.Cut(p, " ")
-		key, line, err := auth.NewKey(name, scopes)
-		require.NoError(t, err)
-		keyOf[name] = key
-		lines = append(lines, line)
-	}
-	keys, err := auth.Parse(strings.NewReader(strings.Join(lines, "\n")))
-	require.NoError(t, err)
-	cfg.Keys = keys
-	return auth.New(cfg), keyOf
-}
 
 func bearer(key string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
@@ -50,7 +31,7 @@ func TestGRPCCallersAuthenticate(t *testing.T) {
 	t.Parallel()
 	loopback, err := clientip.ParseTrusted([]string{"127.0.0.0/8", "::1"})
 	require.NoError(t, err)
-	guard, key := callers(t, auth.Config{LegacyCallers: loopback}, "gateway send,verify", "desk status")
+	guard, key := authtest.Callers(t, auth.Config{LegacyCallers: loopback}, "gateway send,verify", "desk status")
 	s := startWith(t, limits.Config{}, 0, guard)
 	ctx := context.Background()
 
@@ -98,7 +79,7 @@ func TestGRPCCallersAuthenticate(t *testing.T) {
 // had one, or never asked.
 func TestGRPCStatusWithoutScopeLearnsNothing(t *testing.T) {
 	t.Parallel()
-	guard, key := callers(t, auth.Config{}, "gateway send,verify")
+	guard, key := authtest.Callers(t, auth.Config{}, "gateway send,verify")
 	s := startWith(t, limits.Config{}, 0, guard)
 	_, err := s.v1().SendCode(bearer(key["gateway"]), &verifyqv1.SendCodeRequest{Email: "known@example.com"})
 	require.NoError(t, err)
@@ -120,7 +101,7 @@ func TestGRPCStatusWithoutScopeLearnsNothing(t *testing.T) {
 func TestGRPCStatusReadsPerCaller(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	guard, key := callers(t, auth.Config{StatusReadsPerMinute: 2, Now: func() time.Time { return now }}, "a status", "b status")
+	guard, key := authtest.Callers(t, auth.Config{StatusReadsPerMinute: 2, Now: func() time.Time { return now }}, "a status", "b status")
 	s := startWith(t, limits.Config{}, 0, guard)
 	for range 2 {
 		_, err := s.v1().GetStatus(bearer(key["a"]), &verifyqv1.GetStatusRequest{Email: "x@example.com"})
@@ -142,7 +123,7 @@ func TestGRPCLegacyCallerOutsideTheNetworksIsRefused(t *testing.T) {
 	t.Parallel()
 	elsewhere, err := clientip.ParseTrusted([]string{"192.0.2.0/24"})
 	require.NoError(t, err)
-	guard, _ := callers(t, auth.Config{LegacyCallers: elsewhere}, "gateway send")
+	guard, _ := authtest.Callers(t, auth.Config{LegacyCallers: elsewhere}, "gateway send")
 	s := startWith(t, limits.Config{}, 0, guard)
 	_, err = grpctest.GetVarifyCode(context.Background(), t, s.conn, "far@example.com")
 	assert.Equal(t, codes.Unauthenticated, status.Code(err))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/httpapi"
+	"github.com/verifyq/verifyq/internal/authtest"
 	"github.com/verifyq/verifyq/internal/logtest"
 	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
@@ -23,21 +24,10 @@ import (
 // "name scopes" pairs; it returns each name's key.
 func newAuthEnv(t *testing.T, cfg auth.Config, pairs ...string) (*env, map[string]string, *logtest.Buffer) {
 	t.Helper()
-	keyOf := map[string]string{}
-	var lines []string
-	for _, p := range pairs {
-		name, scopes, _ := strings.Cut(p, " ")
-		key, line, err := auth.NewKey(name, scopes)
-		require.NoError(t, err)
-		keyOf[name] = key
-		lines = append(lines, line)
-	}
-	keys, err := auth.Parse(strings.NewReader(strings.Join(lines, "\n")))
-	require.NoError(t, err)
-	cfg.Keys = keys
+	guard, keyOf := authtest.Callers(t, cfg, pairs...)
 	se := servicetest.New(t, limits.Config{}, 0)
 	logger, logs := logtest.New(t)
-	srv := httptest.NewServer(httpapi.NewHandler(se.Service, logger, httpapi.Config{Guard: auth.New(cfg)}))
+	srv := httptest.NewServer(httpapi.NewHandler(se.Service, logger, httpapi.Config{Guard: guard}))
 	t.Cleanup(srv.Close)
 	return &env{Env: se, srv: srv, rdb: se.RDB, insp: asynq.NewInspectorFromRedisClient(se.RDB)}, keyOf, logs
 }

@@ -182,7 +182,7 @@ func Domain(s string) string {
 // sent.
 func ASCIIDomain(s string) string {
 	at := strings.LastIndexByte(s, '@')
-	if isASCII(s[at+1:]) {
+	if IsASCII(s[at+1:]) {
 		return s
 	}
 	return s[:at] + "@" + Domain(s)
@@ -252,7 +252,10 @@ func (id Identity) Validate() error {
 	return nil
 }
 
-func isASCII(s string) bool {
+// IsASCII reports whether s has no byte outside ASCII: an address whose
+// local part is not needs SMTPUTF8 (its domain goes as an A-label,
+// ASCIIDomain).
+func IsASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			return false

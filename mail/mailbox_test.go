@@ -118,3 +118,11 @@ func TestValidateAddressRefusesDisguises(t *testing.T) {
 		assert.NotContains(t, err.Error(), in, name)
 	}
 }
+
+func TestIsASCII(t *testing.T) {
+	t.Parallel()
+	assert.True(t, mail.IsASCII("alice@example.com"))
+	assert.True(t, mail.IsASCII(""))
+	assert.False(t, mail.IsASCII("张三@example.com"))
+	assert.False(t, mail.IsASCII("kim@bücher.de"))
+}

@@ -20,7 +20,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -103,7 +102,7 @@ func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) error 
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	to := mail.ASCIIDomain(env.To)
-	needUTF8 := !isASCII(to) || !isASCII(env.From)
+	needUTF8 := !mail.IsASCII(to) || !mail.IsASCII(env.From)
 	logTo := slog.Any("to", mail.Masked(env.To)) // masked only on a line that is logged
 	start := time.Now()
 	for fresh := false; ; fresh = true {
@@ -446,13 +445,4 @@ var aLongTimeAgo = time.Unix(1, 0)
 func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }

@@ -258,11 +258,3 @@ func TestAddressLiteral(t *testing.T) {
 		assert.NoError(t, ValidateHelloName(got))
 	}
 }
-
-func TestIsASCII(t *testing.T) {
-	t.Parallel()
-	assert.True(t, isASCII("alice@example.com"))
-	assert.True(t, isASCII(""))
-	assert.False(t, isASCII("张三@example.com"))
-	assert.False(t, isASCII("kim@bücher.de"))
-}

@@ -191,6 +191,7 @@ type HandlerConfig struct {
 // retries the task.
 type SendCodeHandler struct {
 	cfg   HandlerConfig
+	from  string         // the envelope sender, Author.From's address
 	marks sync.WaitGroup // background writes of sent records
 }
 
@@ -208,7 +209,7 @@ func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &SendCodeHandler{cfg: cfg}, nil
+	return &SendCodeHandler{cfg: cfg, from: cfg.Author.EnvelopeFrom()}, nil
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors
@@ -279,7 +280,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		return h.failed(ctx, log, id, err, res)
 	}
 	start := h.cfg.Now()
-	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.cfg.Author.EnvelopeFrom(), To: p.Email}, msg)
+	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.from, To: p.Email}, msg)
 	accepted := h.cfg.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
