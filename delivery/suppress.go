@@ -25,7 +25,7 @@ import (
 )
 
 // DefaultSuppressFor is how long an address whose mail server refused a
-// mail for good (an SMTP 5xx) stays on the suppression list.
+// mail for good (RecipientRefused) stays on the suppression list.
 const DefaultSuppressFor = 24 * time.Hour
 
 // ErrSuppressed is matched by every *SuppressedError.
@@ -109,7 +109,7 @@ type Reason string
 // The reasons, declared once: Reasons lists them.
 const (
 	// ReasonRecipientRefused: the recipient's mail server refused a mail
-	// for good (an SMTP 5xx reply).
+	// for good (RecipientRefused).
 	ReasonRecipientRefused Reason = "recipient_refused"
 	// ReasonBounced: a bounce came back after the mail was accepted.
 	// Nothing records it yet.

@@ -33,7 +33,8 @@ type Config struct {
 	Templates
 
 	// SuppressFor is how long an address whose mail server refused a mail
-	// for good (an SMTP 5xx) is refused new sends; 0 turns it off.
+	// for good (a refused recipient, delivery.RecipientRefused) is refused new
+	// sends; 0 turns it off.
 	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
 
 	// SMTP is the relay client's configuration, ready: Server, HelloName
