@@ -77,7 +77,7 @@ var _ Gate = (*Breaker)(nil)
 // BreakerConfig configures a Breaker.
 type BreakerConfig struct {
 	// Probe checks that the SMTP server can take mail without sending one
-	// ((*mail.Sender).Probe). Required. It must honour ctx.
+	// ((*relay.Client).Probe). Required. It must honour ctx.
 	Probe func(ctx context.Context) error
 	// ProbeTimeout bounds one probe, and a trial send: a trial that has
 	// not reported by then lets another one go. Required.

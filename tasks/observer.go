@@ -18,8 +18,9 @@ const (
 	// 4xx reply, a timeout, Redis unreachable, a shutdown cutting the send
 	// off); the task goes back to the queue.
 	OutcomeRetried Outcome = "retried"
-	// OutcomeFailed: the task is archived without a mail: an SMTP 5xx
-	// reply, a payload that cannot be decoded, or the last retry failed.
+	// OutcomeFailed: the task is archived without a mail: a failure whose
+	// class is undeliverable (delivery.Class.Handling), a payload that
+	// cannot be decoded, or the last retry failed.
 	OutcomeFailed Outcome = "failed"
 	// OutcomeExpired: the code was gone before it could be sent (it expired,
 	// or was used with an earlier mail), so there was nothing to send.

@@ -213,7 +213,7 @@ func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors
-// that retrying cannot fix (a bad payload, an SMTP 5xx reply) wrap
+// that retrying cannot fix (a bad payload, an undeliverable class) wrap
 // asynq.SkipRetry so the task is archived at once. A code that is gone
 // (expired or already used) ends the task without a mail, and so does a
 // task that sent its mail before (at most one mail per task). It tells how
