@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/reconcile"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -17,9 +18,15 @@ type Worker struct {
 	brkOpen  prometheus.Gauge
 	brkTrips prometheus.Counter
 	failures *prometheus.CounterVec
+	requeued *prometheus.CounterVec
+	checked  prometheus.Counter
+	open     prometheus.Gauge
 }
 
-var _ tasks.Observer = (*Worker)(nil)
+var (
+	_ tasks.Observer     = (*Worker)(nil)
+	_ reconcile.Observer = (*Worker)(nil)
+)
 
 // NewWorker registers the worker's metrics on reg.
 func NewWorker(reg prometheus.Registerer) *Worker {
@@ -66,7 +73,27 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 				"relay_deferred, throttled, undecryptable (a task sealed under a CODE_SECRET the worker does not hold: alert on it).",
 		}, []string{"class"}),
 	}
-	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures)
+	m.requeued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconciled_total",
+		Help: "Sends the reconciler queued again, by reason: lost (asynq had no task of the ID their status names: " +
+			"lost in a failover, deleted, or never queued), orphaned (asynq held the task active and no live worker ran it), " +
+			"given_up (not queued again: queued again too many times already; its mail is not sent: alert on it).",
+	}, []string{"reason"})
+	m.checked = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconcile_checked_total",
+		Help:      "Open sends the reconciler looked at, summed over its passes (the passes of this worker).",
+	})
+	m.open = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "reconcile_open_sends",
+		Help:      "Open sends (admitted, their task not ended) the last pass of this worker's reconciler read.",
+	})
+	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures, m.requeued, m.checked, m.open)
+	for _, r := range reconcile.Reasons {
+		m.requeued.WithLabelValues(r)
+	}
 	for _, o := range tasks.Outcomes {
 		m.sends.WithLabelValues(string(o))
 	}
@@ -100,6 +127,15 @@ func (m *Worker) SendFinished(r tasks.SendResult) {
 
 // TaskExpired implements tasks.Observer.
 func (m *Worker) TaskExpired() { m.sends.WithLabelValues(string(tasks.OutcomeExpired)).Inc() }
+
+// Checked implements reconcile.Observer.
+func (m *Worker) Checked(n int) {
+	m.checked.Add(float64(n))
+	m.open.Set(float64(n))
+}
+
+// Reconciled implements reconcile.Observer.
+func (m *Worker) Reconciled(reason string) { m.requeued.WithLabelValues(reason).Inc() }
 
 // BreakerChanged is the tasks.BreakerConfig.OnChange of the worker's
 // breaker.
