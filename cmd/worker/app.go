@@ -16,6 +16,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/reconcile"
 	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -34,6 +35,12 @@ type App struct {
 	adminLn  net.Listener
 	done     chan error
 	pprof    bool
+	// reconciler queues lost sends again (nil: RECONCILE_INTERVAL=0);
+	// stopReconcile ends its loop, reconciled is closed when it has.
+	reconciler    *reconcile.Reconciler
+	queue         *asynq.Client
+	stopReconcile context.CancelFunc
+	reconciled    chan struct{}
 
 	// Registry holds the worker's metrics, served on /metrics.
 	Registry *prometheus.Registry
@@ -75,8 +82,9 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
+	records := delivery.NewRecords(rdb, keys, insp)
 	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
-		Deliveries:  delivery.NewRecords(rdb, keys, insp),
+		Deliveries:  records,
 		Author:      cfg.Author,
 		Mailer:      breaker.Watch(sender),
 		TTL:         cfg.TTL,
@@ -115,17 +123,32 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Logger:            platform.AsynqLogger{L: logger},
 		LogLevel:          asynqLevel(logger),
 	})
+	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closing rdb closes it
+	var reconciler *reconcile.Reconciler
+	if cfg.ReconcileInterval > 0 {
+		reconciler, err = reconcile.New(reconcile.Config{
+			Redis: rdb, Records: records, Tasks: insp, Queue: queue, QueueShards: cfg.QueueShards,
+			TTLOf: cfg.TTLOf, Interval: cfg.ReconcileInterval, Observer: m, Logger: logger,
+		})
+		if err != nil {
+			breaker.Close()
+			_ = rdb.Close()
+			return nil, err
+		}
+	}
 	a := &App{
-		cfg:      cfg,
-		logger:   logger,
-		rdb:      rdb,
-		sender:   sender,
-		breaker:  breaker,
-		server:   server,
-		mux:      mux,
-		handler:  handler,
-		done:     make(chan error, 1),
-		Registry: reg,
+		reconciler: reconciler,
+		queue:      queue,
+		cfg:        cfg,
+		logger:     logger,
+		rdb:        rdb,
+		sender:     sender,
+		breaker:    breaker,
+		server:     server,
+		mux:        mux,
+		handler:    handler,
+		done:       make(chan error, 1),
+		Registry:   reg,
 	}
 	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
 	return a, nil
@@ -162,8 +185,18 @@ func (a *App) Open(ctx context.Context) error {
 		}
 		a.done <- nil
 	}()
+	a.reconciled = make(chan struct{})
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopReconcile = stop
+	go func() {
+		defer close(a.reconciled)
+		if a.reconciler != nil {
+			a.reconciler.Run(rctx)
+		}
+	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof)
+		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof,
+		"reconcile_interval", a.cfg.ReconcileInterval.String())
 	return nil
 }
 
@@ -173,8 +206,13 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
-	// Stop taking tasks first, then let the sends the breaker holds back
+	// Stop the reconciler (a pass in flight ends at its next Redis call),
+	// then stop taking tasks, then let the sends the breaker holds back
 	// go (back to the queue, no retry counted), then wait for the rest.
+	if a.stopReconcile != nil {
+		a.stopReconcile()
+		<-a.reconciled
+	}
 	a.server.Stop()
 	a.breaker.Close()
 	a.server.Shutdown()
