@@ -190,19 +190,14 @@ func New(cfg Config) (*Reconciler, error) {
 	return &Reconciler{cfg: cfg, owner: host + ":" + strconv.Itoa(os.Getpid()) + ":" + tasks.NewTaskID()[:8], Now: time.Now}, nil
 }
 
-// Run runs a pass at once and then every Interval, each when it takes the
-// lock, until ctx ends. A pass that fails is logged; the next one tries
-// again.
+// Run tries a pass (TryPass) at once and then every Interval, until ctx
+// ends. A pass that fails is logged; the next one tries again.
 func (r *Reconciler) Run(ctx context.Context) {
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
 	for {
-		if ok, err := r.lock(ctx); err != nil {
-			r.cfg.Logger.WarnContext(ctx, "reconcile: could not take the lock", "err", err)
-		} else if ok {
-			if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.WarnContext(ctx, "reconcile: pass failed", "err", err)
-			}
+		if _, _, err := r.TryPass(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.WarnContext(ctx, "reconcile: pass failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -212,11 +207,20 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
-// lock takes the lock for most of an interval, so that the next run of
-// any worker, an interval later, finds it free; it is never released, so
-// that the workers' runs are an interval apart.
-func (r *Reconciler) lock(ctx context.Context) (bool, error) {
-	return r.cfg.Redis.SetNX(ctx, LockKey, r.owner, r.cfg.Interval*9/10).Result()
+// TryPass takes the lock and, when it got it, makes a Pass; ran says
+// whether it did. The lock is taken for most of an interval, so that the
+// next run of any worker, an interval later, finds it free; it is never
+// released, so that the workers' passes are an interval apart.
+func (r *Reconciler) TryPass(ctx context.Context) (ran bool, rep Report, err error) {
+	ok, err := r.cfg.Redis.SetNX(ctx, LockKey, r.owner, r.cfg.Interval*9/10).Result()
+	if err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("reconcile: take the lock: %w", err)
+		}
+		return false, Report{}, err
+	}
+	rep, err = r.Pass(ctx)
+	return true, rep, err
 }
 
 // Report is what one pass did.
