@@ -161,17 +161,20 @@ func (c *Config) Resolve() error {
 	return errors.Join(errs...)
 }
 
-// resolveReplicas checks REDIS_MIN_REPLICAS and its timeout: WAIT holds
-// the connection's reply for up to the timeout, so it must end within the
-// client's read timeout.
+// resolveReplicas checks REDIS_MIN_REPLICAS and, when it is on, its
+// timeout: WAIT holds the connection's reply for up to the timeout, so it
+// must end within the client's read timeout.
 func (c *Config) resolveReplicas() []error {
 	var errs []error
 	if c.MinReplicas < 0 || c.MinReplicas > replication.MaxReplicas {
 		errs = append(errs, fmt.Errorf("REDIS_MIN_REPLICAS: %d is outside 0..%d", c.MinReplicas, replication.MaxReplicas))
 	}
+	if c.MinReplicas == 0 {
+		return errs // the timeout is unused
+	}
 	if c.MinReplicasTimeout < time.Millisecond {
 		errs = append(errs, errors.New("REDIS_MIN_REPLICAS_TIMEOUT: must be at least 1ms"))
-	} else if read := c.Redis.ReadTimeout(); c.MinReplicas > 0 && read > 0 && c.MinReplicasTimeout >= read {
+	} else if read := c.Redis.ReadTimeout(); read > 0 && c.MinReplicasTimeout >= read {
 		errs = append(errs, fmt.Errorf("REDIS_MIN_REPLICAS_TIMEOUT: %s is not below the read timeout of REDIS_URL (%s), "+
 			"within which WAIT must answer", c.MinReplicasTimeout, read))
 	}

@@ -31,8 +31,14 @@ import (
 // value reads naturally as; then TLS's four: the
 // certificate and its key (two files, as every TLS server takes them),
 // the client CA of mTLS, and the plaintext listener the old gateway needs
-// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds.
-const MaxVariables = 49
+// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds;
+// then three for sends that survive a failover: how many replicas a send
+// waits for (REDIS_MIN_REPLICAS, off by default, a trade of latency and
+// availability only the operator can make) and for how long
+// (REDIS_MIN_REPLICAS_TIMEOUT, which follows the replicas' distance, not
+// any other setting), and the reconciler's period (RECONCILE_INTERVAL,
+// which tests and operators shorten or turn off).
+const MaxVariables = 52
 
 // Row is one row of the reference's table of variables.
 type Row struct {

@@ -106,12 +106,12 @@ func (r Redis) Client() redis.UniversalClient {
 // -2). A command that blocks on the server (WAIT) must return within it.
 func (r Redis) ReadTimeout() time.Duration {
 	var d time.Duration
-	switch r.mode {
-	case RedisSentinel:
+	switch {
+	case r.failover != nil:
 		d = r.failover.ReadTimeout
-	case RedisCluster:
+	case r.cluster != nil:
 		d = r.cluster.ReadTimeout
-	default:
+	case r.single != nil:
 		d = r.single.ReadTimeout
 	}
 	switch {
