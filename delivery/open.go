@@ -215,11 +215,11 @@ var (
 // place of a task no worker will run. It checks that the status still
 // names send.Task with the attempts seen, and that the code lives
 // (codes.ErrNotFound); it counts the send's requeues, refusing (ErrGivenUp)
-// past max; and it marks the status queued. It returns the code's
+// once there were most; and it marks the status queued. It returns the code's
 // remaining lifetime (-1: no expiry) in ms.
-func (r *Records) Requeue(ctx context.Context, send OpenSend, seen Record, task, queue string, now time.Time, max int) (int64, error) {
+func (r *Records) Requeue(ctx context.Context, send OpenSend, seen Record, task, queue string, now time.Time, most int) (int64, error) {
 	res, err := requeue.Run(ctx, r.rdb, []string{r.keys.Key(send.ID), r.keys.StatusKey(send.ID)},
-		send.Task, seen.Attempts, task, queue, now.UnixMilli(), max).Slice()
+		send.Task, seen.Attempts, task, queue, now.UnixMilli(), most).Slice()
 	if err != nil {
 		return 0, fmt.Errorf("requeue send: %w", err)
 	}

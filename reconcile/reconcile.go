@@ -116,7 +116,7 @@ const LockKey = "verifyq:{reconcile}:lock"
 type Records interface {
 	OpenSends(ctx context.Context, shard int, now time.Time, limit int) ([]delivery.OpenSend, error)
 	Look(ctx context.Context, sends []delivery.OpenSend) ([]delivery.Record, error)
-	Requeue(ctx context.Context, send delivery.OpenSend, seen delivery.Record, task, queue string, now time.Time, max int) (int64, error)
+	Requeue(ctx context.Context, send delivery.OpenSend, seen delivery.Record, task, queue string, now time.Time, most int) (int64, error)
 	MoveOpen(ctx context.Context, old, to delivery.OpenSend, until time.Time) error
 	CloseSends(ctx context.Context, sends ...delivery.OpenSend) error
 }
@@ -271,7 +271,7 @@ func (p *pass) check(ctx context.Context, sends []delivery.OpenSend) error {
 	p.rep.Checked += len(sends)
 	var closed []delivery.OpenSend
 	for i, s := range sends {
-		v, err := p.judge(ctx, s, recs[i])
+		v, err := p.judge(s, recs[i])
 		if err != nil {
 			return err
 		}
@@ -303,7 +303,7 @@ const (
 )
 
 // judge decides what to do with send s whose status is rec.
-func (p *pass) judge(ctx context.Context, s delivery.OpenSend, rec delivery.Record) (verdict, error) {
+func (p *pass) judge(s delivery.OpenSend, rec delivery.Record) (verdict, error) {
 	switch {
 	case rec.State == "" || rec.Left == -2 || rec.Task != s.Task:
 		return closeEntry, nil
