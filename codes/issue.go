@@ -51,7 +51,7 @@ type Send struct {
 	// Task is the ID of the task that will mail the code; it names the
 	// send in the status, and taking the send back checks it. Empty: a
 	// send without a task (GetOrCreate), named by a random nonce, as
-	// older versions named every send; no task is superseded by it.
+	// older versions named every send.
 	Task string
 	// Queue is the task's queue.
 	Queue string

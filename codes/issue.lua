@@ -11,8 +11,7 @@
 -- task ('task'), with the task's queue, the mail's locale and the sealed
 -- code (what a task can be made again from, package reconcile); a send
 -- without a task by a random nonce ('nonce'), as older versions named
--- every send, which makes no task a later one. A field this send has no
--- value for is removed. Happy path of a new code: SET, DEL, HSET,
+-- every send. A field this send has no value for is removed. Happy path of a new code: SET, DEL, HSET,
 -- PEXPIRE.
 --
 -- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)

@@ -1,14 +1,12 @@
 -- begin: start a send attempt of a task. Nothing to do when the task
 -- already sent its mail (a re-run after Redis lost the acknowledgement),
--- when the status names another task (a later send of the code, or the
--- task the reconciler queued in this one's place: that one mails), or
--- when the code is gone (then an existing status says expired); else the
--- status says sending, counts the attempt, names the task and its queue
--- (where asynq keeps the next attempt's time) and when it began, and the
--- code comes back with its remaining lifetime. A status written by an
--- older send step (which kept a nonce and named no task) names whichever
--- task began last, so it supersedes nothing. Happy path: HMGET, GET,
--- PTTL, HSET.
+-- when the reconciler queued another task in its place (it found this one
+-- held active by asynq with no worker on it: that one mails), or when the
+-- code is gone (then an existing status says expired); else the status
+-- says sending, counts the attempt, names the task and its queue (where
+-- asynq keeps the next attempt's time) and when it began, and the code
+-- comes back with its remaining lifetime. Happy path: HMGET, GET, PTTL,
+-- HSET.
 --
 -- KEYS[1] code, KEYS[2] status (both in the code's slot)
 -- ARGV[1] task id ('' none), ARGV[2] task queue, ARGV[3] status lifetime ms
@@ -16,10 +14,10 @@
 -- ARGV[4] now ms
 -- Reply: {'sent'}, {'superseded'}, {'gone'}, or {'live', value, ms left
 -- (-1: no expiry)}
-local st = redis.call('HMGET', KEYS[2], 'sent:' .. ARGV[1], 'state', 'queued_at', 'attempts', 'task', 'nonce')
+local st = redis.call('HMGET', KEYS[2], 'sent:' .. ARGV[1], 'state', 'queued_at', 'attempts', 'replaced:' .. ARGV[1])
 if ARGV[1] ~= '' then
   if st[1] then return {'sent'} end
-  if st[5] and st[5] ~= '' and st[5] ~= ARGV[1] and not st[6] then return {'superseded'} end
+  if st[5] then return {'superseded'} end
 end
 local exists = st[2] or st[3]
 local code = redis.call('GET', KEYS[1])

@@ -177,21 +177,21 @@ type Attempt struct {
 	// Live is the code to mail, unless Done.
 	Live codes.Live
 	// Done is true when there is nothing to mail: the task already sent
-	// its mail (AlreadySent), another task is to mail the code
+	// its mail (AlreadySent), another task mails it in its place
 	// (Superseded), or the code is gone.
 	Done bool
 	// AlreadySent is true when this task's mail was accepted before.
 	AlreadySent bool
-	// Superseded is true when the status names another task: a later
-	// send of the code, or the task the reconciler queued in this one's
-	// place. That one mails the code.
+	// Superseded is true when the reconciler queued another task in this
+	// one's place (Requeue), having found it held active by asynq with no
+	// worker on it. That one mails the code.
 	Superseded bool
 }
 
 // Begin starts an attempt of task (empty ID: no dedup) to mail id's code,
 // in one round trip: it finds whether the task already sent its mail or
-// another task is to mail the code, reads the code, and marks the status
-// sending by task. ttl is the configured lifetime, for a status key that
+// was replaced by another, reads the code, and marks the status sending by
+// task. ttl is the configured lifetime, for a status key that
 // has none yet.
 func (r *Records) Begin(ctx context.Context, id codes.ID, task Task, ttl time.Duration) (Attempt, error) {
 	res, err := begin.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)},

@@ -2,7 +2,9 @@
 -- same task ID again, or a new one in place of a task asynq holds active
 -- and no worker runs), if the status is still as the reconciler read it
 -- and the code lives. It counts the send's requeues, and refuses past
--- the bound. Happy path: HMGET, PTTL, HSET.
+-- the bound. A task replaced by a new one is marked so (replaced:<id>):
+-- should asynq ever run it, begin finds it superseded. Happy path: HMGET,
+-- PTTL, HSET.
 --
 -- KEYS[1] code, KEYS[2] status (both in the code's slot)
 -- ARGV[1] the task the status named when read, ARGV[2] its attempts then
@@ -17,5 +19,7 @@ local left = redis.call('PTTL', KEYS[1])
 if left == -2 then return {'gone'} end
 local n = tonumber(st[4]) or 0
 if n >= tonumber(ARGV[6]) then return {'given_up'} end
-redis.call('HSET', KEYS[2], 'state', 'queued', 'task', ARGV[3], 'queue', ARGV[4], 'requeued', n + 1, 'requeued_at', ARGV[5])
+local set = {'state', 'queued', 'task', ARGV[3], 'queue', ARGV[4], 'requeued', n + 1, 'requeued_at', ARGV[5]}
+if ARGV[3] ~= ARGV[1] then set[#set + 1], set[#set + 2] = 'replaced:' .. ARGV[1], '1' end
+redis.call('HSET', KEYS[2], unpack(set))
 return {'ok', left}

@@ -31,8 +31,9 @@
 //   - asynq holds it active, no live worker runs it (asynq's list of
 //     servers and their tasks), and the send has not moved for
 //     OrphanAfter: it is orphaned; a new task is queued in its place, and
-//     the status names the new one, so that the old one, should asynq ever
-//     run it, finds itself superseded and mails nothing.
+//     the status names the new one and marks the old one replaced, so that
+//     the old one, should asynq ever run it, finds itself superseded and
+//     mails nothing.
 //
 // Queuing a send again is a compare-and-set on its status
 // (delivery.Records.Requeue): nothing is written when a worker or a later

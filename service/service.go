@@ -205,8 +205,9 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	if err != nil {
 		// The request fails: take its admission back, so the client's retry
-		// is let through and mailed. A task already queued then finds the
-		// status naming another task, or no code, and mails nothing.
+		// is let through and mailed. A task already queued (the replicas
+		// fell short) then finds no code to mail, unless the code was a
+		// live one reused: that code is mailed, as it would be again.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
 		defer cancel()
 		if uerr := issued.Undo(uctx); uerr != nil {

@@ -27,9 +27,8 @@ const (
 	OutcomeExpired Outcome = "expired"
 	// OutcomeDuplicate: the task had sent its mail before (the server
 	// accepted it, but Redis lost the task's acknowledgement and the task
-	// ran again), or another task is to mail the code (a later send of
-	// it, or the task the reconciler queued in this one's place), so it
-	// ended without a second mail.
+	// ran again), or the reconciler queued another task in its place, so
+	// it ended without a second mail.
 	OutcomeDuplicate Outcome = "duplicate"
 )
 

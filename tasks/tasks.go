@@ -264,7 +264,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		res.Outcome = OutcomeDuplicate
 		return nil
 	case at.Superseded:
-		log.InfoContext(ctx, "another task is to mail this code (a later send, or the task queued again in this one's place), not mailing")
+		log.InfoContext(ctx, "the reconciler queued another task in this one's place, which mails the code; not mailing")
 		res.Outcome = OutcomeDuplicate
 		return nil
 	case at.Done || (!at.Live.NoExpiry && at.Live.ExpiresIn <= 0):
