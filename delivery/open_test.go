@@ -51,12 +51,17 @@ func TestStatusNamesTheTask(t *testing.T) {
 	assert.Equal(t, testQueue, raw["queue"])
 	assert.Equal(t, "en", raw["locale"])
 	assert.NotContains(t, raw, "nonce")
+
+	// A resend of the code before task-a ran: task-b is the code's now.
+	s.send(t, id.Email, "task-b")
 	a, err := s.Begin(ctx, id, "task-a", codes.DefaultTTL)
 	require.NoError(t, err)
-	require.False(t, a.Done)
-
-	// A resend of the code while task-a sends: task-b is the code's now.
-	s.send(t, id.Email, "task-b")
+	require.False(t, a.Done, "task-a still mails the code")
+	raw, err = rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, "task-b", raw["task"], "task-a does not take task-b's status over")
+	assert.Equal(t, delivery.StateQueued, raw["state"])
+	assert.Equal(t, "1", raw["attempts"], "its attempt counts")
 	require.NoError(t, s.Sent(ctx, id, "task-a", time.Now()))
 	st, err := s.Status(ctx, id, time.Now())
 	require.NoError(t, err)
