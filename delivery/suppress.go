@@ -40,7 +40,7 @@ type SuppressedError struct {
 }
 
 func (e *SuppressedError) Error() string {
-	return fmt.Sprintf("the address is suppressed for %s after a permanent delivery failure", e.For.Round(time.Second))
+	return fmt.Sprintf("the address is suppressed for %s after a permanent delivery failure or a complaint", e.For.Round(time.Second))
 }
 
 // Is makes errors.Is(err, ErrSuppressed) true.
