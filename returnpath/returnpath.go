@@ -22,11 +22,11 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/mail"
 )
 
@@ -110,35 +110,36 @@ type Path struct {
 // secrets (the first signs, all verify; none: no tokens, the address as
 // it is). Each secret must pass codes.ValidateSecret. With secrets the
 // local part must not hold Delimiter and must leave room for the token
-// within the 64 characters of a local part. Errors never hold a secret.
+// within the 64 characters of a local part. Each problem is a
+// *field.Error about "Address" or "Secrets"; none holds a secret.
 func New(address string, secrets ...[]byte) (*Path, error) {
 	if err := mail.ValidateAddress(address); err != nil {
-		return nil, err
+		return nil, &field.Error{Field: "Address", Err: err}
 	}
 	if !mail.IsASCII(address) {
-		return nil, errors.New("not ASCII: the return path is every mail's MAIL FROM, which must need no SMTPUTF8")
+		return nil, field.Errorf("Address", "not ASCII: the return path is every mail's MAIL FROM, which must need no SMTPUTF8")
 	}
 	at := strings.LastIndexByte(address, '@')
 	p := &Path{local: address[:at], domain: mail.Domain(address)}
 	if len(secrets) > MaxSecrets {
-		return nil, fmt.Errorf("%d secrets, want at most %d: the secret and the previous one", len(secrets), MaxSecrets)
+		return nil, field.Errorf("Secrets", "%d secrets, want at most %d: the secret and the previous one", len(secrets), MaxSecrets)
 	}
 	if len(secrets) == 0 {
 		return p, nil
 	}
 	if strings.Contains(p.local, Delimiter) {
-		return nil, fmt.Errorf("the local part holds %q, which starts the token", Delimiter)
+		return nil, field.Errorf("Address", "the local part holds %q, which starts the token", Delimiter)
 	}
 	if most := 64 - len(Delimiter) - TokenLen; len(p.local) > most {
-		return nil, fmt.Errorf("the local part is %d characters; with the token it may have at most %d", len(p.local), most)
+		return nil, field.Errorf("Address", "the local part is %d characters; with the token it may have at most %d", len(p.local), most)
 	}
 	for i, s := range secrets {
+		which := "the secret"
+		if i > 0 {
+			which = "the previous secret"
+		}
 		if err := codes.ValidateSecret(s); err != nil {
-			which := "the secret"
-			if i > 0 {
-				which = "the previous secret"
-			}
-			return nil, fmt.Errorf("%s: %w", which, err)
+			return nil, field.Errorf("Secrets", "%s: %w", which, err)
 		}
 		k, err := hkdf.Key(sha256.New, s, nil, "verifyq return path mac v1", 32)
 		if err != nil { // only for a length HKDF cannot give
@@ -146,7 +147,7 @@ func New(address string, secrets ...[]byte) (*Path, error) {
 		}
 		for _, prev := range p.keys {
 			if hmac.Equal(prev, k) {
-				return nil, errors.New("the previous secret is the same as the secret")
+				return nil, field.Errorf("Secrets", "%s is the same as the secret", which)
 			}
 		}
 		p.keys = append(p.keys, k)

@@ -172,14 +172,14 @@ func TestNew(t *testing.T) {
 	}{
 		{"bounces@example.com", nil, ""},
 		{"bounces+x@example.com", nil, ""},
-		{"bounces+x@example.com", [][]byte{secret}, `holds "+"`},
+		{"bounces+x@example.com", [][]byte{secret}, `Address: the local part holds "+"`},
 		{strings.Repeat("b", 31) + "@example.com", [][]byte{secret}, ""},
 		{strings.Repeat("b", 32) + "@example.com", [][]byte{secret}, "at most 31"},
 		{"Bounces <bounces@example.com>", nil, "not a bare address"},
 		{"bóunces@example.com", nil, "not ASCII"},
 		{"bounces@example.com", [][]byte{[]byte("short")}, "the secret: 5 bytes"},
 		{"bounces@example.com", [][]byte{secret, bytes.Repeat([]byte("a"), 32)}, "the previous secret: one byte repeated"},
-		{"bounces@example.com", [][]byte{secret, secret}, "the same as the secret"},
+		{"bounces@example.com", [][]byte{secret, secret}, "Secrets: the previous secret is the same as the secret"},
 		{"bounces@example.com", [][]byte{secret, previous, other}, "at most 2"},
 	} {
 		p, err := returnpath.New(tt.addr, tt.secrets...)
