@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
-	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/redistest"
