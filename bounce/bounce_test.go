@@ -127,7 +127,7 @@ func (e *env) suppressed(t *testing.T) []delivery.Suppression {
 // rp and its recipient's address replaced by to.
 func sample(t *testing.T, name, rp string, replace ...string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("report", "testdata", name))
+	b, err := os.ReadFile(filepath.Join("report", "testdata", name)) //nolint:gosec // G304: the test names the file
 	require.NoError(t, err)
 	s := strings.ReplaceAll(string(b), "bounces+TOKEN@bounce.test", rp)
 	s = strings.NewReplacer(replace...).Replace(s)

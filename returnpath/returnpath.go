@@ -20,6 +20,7 @@ import (
 	"crypto/sha1" //nolint:gosec // G505: an identifier of the task, not a signature (the MAC is SHA-256)
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -196,8 +197,9 @@ func mac(key, head []byte, purpose, exact string) []byte {
 }
 
 func putHour(b []byte, at time.Time) {
-	h := uint32(max(at.Unix()/3600, 0)) //nolint:gosec // G115: hours since 1970 fit 24 bits until the year 3884
-	b[0], b[1], b[2] = byte(h>>16), byte(h>>8), byte(h)
+	var be [4]byte
+	binary.BigEndian.PutUint32(be[:], uint32(max(at.Unix()/3600, 0))) //nolint:gosec // G115: hours since 1970 fit 24 bits until the year 3884
+	copy(b, be[1:])
 }
 
 func hourOf(b []byte) time.Time {

@@ -184,8 +184,11 @@ func (rep *Report) readPart(part *multipart.Part) (bool, error) {
 			return false, nil
 		}
 		h, err := fields.ReadMIMEHeader()
-		if err != nil && !errors.Is(err, io.EOF) || len(h) == 0 {
-			return false, fmt.Errorf("%w: feedback report: %v", ErrMalformed, err)
+		switch {
+		case err != nil && !errors.Is(err, io.EOF):
+			return false, fmt.Errorf("%w: feedback report: %w", ErrMalformed, err)
+		case len(h) == 0:
+			return false, fmt.Errorf("%w: feedback report: no fields", ErrMalformed)
 		}
 		rep.Feedback = FeedbackFields{
 			Type:     strings.ToLower(firstWord(h.Get("Feedback-Type"))),
@@ -219,7 +222,7 @@ func (rep *Report) readDeliveryStatus(fields *textproto.Reader) error {
 	for range maxBlocks {
 		h, err := fields.ReadMIMEHeader()
 		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: delivery status: %v", ErrMalformed, err)
+			return fmt.Errorf("%w: delivery status: %w", ErrMalformed, err)
 		}
 		if h.Get("Final-Recipient") != "" && len(rep.Recipients) < MaxRecipients {
 			rep.Recipients = append(rep.Recipients, recipient(h))

@@ -17,7 +17,7 @@ import (
 // crlf.
 func read(t *testing.T, name string, crlf bool) (*report.Report, error) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
+	b, err := os.ReadFile(filepath.Join("testdata", name)) //nolint:gosec // G304: the test names the file
 	require.NoError(t, err)
 	if crlf {
 		b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
@@ -165,7 +165,7 @@ func FuzzRead(f *testing.F) {
 	files, err := filepath.Glob(filepath.Join("testdata", "*.eml"))
 	require.NoError(f, err)
 	for _, name := range files {
-		b, err := os.ReadFile(name)
+		b, err := os.ReadFile(name) //nolint:gosec // G304: the seed corpus, testdata's files
 		require.NoError(f, err)
 		f.Add(b)
 	}
