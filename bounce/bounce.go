@@ -376,8 +376,8 @@ func (in *Intake) bounce(ctx context.Context, tokens []string, rep *report.Repor
 	}
 	class := delivery.ClassOfReport(r.Status, r.Reply)
 	entry := delivery.Entry{Reason: delivery.ReasonBounced, Enhanced: r.Status, Diagnostic: r.Diagnostic}
-	if r.Reply >= 400 && r.Reply <= 599 {
-		entry.Reply = r.Reply
+	if r.Status != "" && r.Reply/100 == int(r.Status[0]-'0') {
+		entry.Reply = r.Reply // the quoted reply, when it agrees with the status
 	}
 	return in.record(ctx, m, addrs, delivery.Report{State: delivery.StateBounced, DSN: r.Status, Diagnostic: r.Diagnostic},
 		class.Handling().Suppress, entry, "dsn", r.Status, "class", string(class))

@@ -155,10 +155,11 @@ func TestBounces(t *testing.T) {
 		want       []bounce.Result
 		dsn, diag  string
 		suppressed bool
+		reply      int // in the suppression entry
 	}{
 		{
 			name: "user unknown", file: "postfix-user-unknown.eml", to: "nobody@dest.test",
-			want: []bounce.Result{bounce.ResultBounced}, dsn: "5.1.1", suppressed: true,
+			want: []bounce.Result{bounce.ResultBounced}, dsn: "5.1.1", suppressed: true, reply: 550,
 			diag: "<n***@dest.test>: Recipient address rejected: User unknown in virtual mailbox table",
 		},
 		{
@@ -168,7 +169,7 @@ func TestBounces(t *testing.T) {
 		},
 		{
 			name: "the original recipient as sent, the final one folded", file: "postfix-gmail-multiline.eml", to: "Dave.Gone@webmail.test",
-			want: []bounce.Result{bounce.ResultBounced}, dsn: "5.1.1", suppressed: true,
+			want: []bounce.Result{bounce.ResultBounced}, dsn: "5.1.1", suppressed: true, reply: 550,
 		},
 		{
 			// The token names erin's mail: frank's verdict in the same
@@ -210,6 +211,7 @@ func TestBounces(t *testing.T) {
 			} else if assert.Len(t, list, 1) {
 				assert.Equal(t, delivery.ReasonBounced, list[0].Reason)
 				assert.Equal(t, tt.dsn, list[0].Enhanced)
+				assert.Equal(t, tt.reply, list[0].Reply, "the reply the diagnostic quotes")
 				assert.Equal(t, mail.MaskAddress(tt.to), list[0].Masked)
 				assert.Equal(t, delivery.MailboxID(identity.Mailbox(tt.to))+":"+delivery.AddressID(tt.to), list[0].ID, "that exact address")
 			}
