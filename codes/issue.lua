@@ -7,7 +7,8 @@
 -- (sealed codes, whose plain code nobody can read back to mail again) a
 -- live code's value becomes the new one, keeping its remaining lifetime
 -- and attempts. A new code starts with no wrong attempts and a fresh
--- status; a resent one keeps both. Happy path of a new code: SET, DEL,
+-- status; a resent one keeps both, less what the last send's failure or
+-- bounce said. Happy path of a new code: SET, DEL,
 -- HSET, PEXPIRE.
 --
 -- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)
@@ -32,7 +33,7 @@ if code then
     redis.call('SET', KEYS[1], code, 'KEEPTTL')
   end
   prev = redis.call('HMGET', KEYS[3], 'state', 'nonce')
-  redis.call('HDEL', KEYS[3], 'failure', 'reply')
+  redis.call('HDEL', KEYS[3], 'failure', 'reply', 'dsn', 'diagnostic')
 else
   code = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])

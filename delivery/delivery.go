@@ -1,7 +1,8 @@
 // Package delivery keeps the record of each code's mail and the
 // suppression list: what became of a send (queued, sending, retrying,
-// sent, undeliverable, expired), the classes of SMTP failures it records,
-// and the addresses refused new sends after a permanent failure.
+// sent, undeliverable, expired, and after it was sent bounced or
+// complained of), the classes of SMTP failures it records, and the
+// addresses refused new sends after a permanent failure.
 //
 // verifyq's status hash (codes.Keys.StatusKey, in the code's slot) is the
 // source of the state, the attempts, the last failure's class and reply
@@ -33,7 +34,15 @@ const (
 	StateSent          = "sent"          // the mail server accepted the mail
 	StateUndeliverable = "undeliverable" // the mail server refused it for good
 	StateExpired       = "expired"       // the code expired before it was used
+	StateBounced       = "bounced"       // accepted, then a DSN said it failed
+	StateComplained    = "complained"    // the recipient reported it as spam
 )
+
+// final reports whether state is an end that a gone code does not turn
+// into expired: what the status says stays true.
+func final(state string) bool {
+	return state == StateUndeliverable || state == StateBounced || state == StateComplained
+}
 
 // StatusLinger is how long a delivery status outlives its code
 // (codes.StatusLinger).
@@ -57,6 +66,12 @@ type Status struct {
 	Reply int
 	// SentAt is when the mail server accepted the mail.
 	SentAt time.Time
+	// DSN is the status code (RFC 3463) of the delivery status
+	// notification of a bounced mail, e.g. "5.1.1"; "" when none.
+	DSN string
+	// Diagnostic is the bounce's diagnostic, masked and bounded
+	// (Diagnostic); "" when none.
+	Diagnostic string
 	// ExpiresIn is the code's remaining lifetime; zero when it is gone.
 	ExpiresIn time.Duration
 }
@@ -88,10 +103,13 @@ var (
 	beginSrc string
 	//go:embed record.lua
 	recordSrc string
+	//go:embed report.lua
+	reportSrc string
 
 	readStatus = redis.NewScript(statusSrc)
 	begin      = redis.NewScript(beginSrc)
 	record     = redis.NewScript(recordSrc)
+	report     = redis.NewScript(reportSrc)
 )
 
 // Status reads the delivery status of id's code in one round trip, and
@@ -112,7 +130,10 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 		h[k] = v
 	}
 	ms, _ := res[1].(int64)
-	st := Status{State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"])}
+	st := Status{
+		State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"]),
+		DSN: h["dsn"], Diagnostic: h["diagnostic"],
+	}
 	if ms, _ := strconv.ParseInt(h["sent_at"], 10, 64); ms > 0 {
 		st.SentAt = time.UnixMilli(ms)
 	}
@@ -126,7 +147,7 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 		st.ExpiresIn = time.Duration(ms) * time.Millisecond
 	case ms == -1: // a key without expiry: alive
 	default: // the code is gone
-		if st.State != "" && st.State != StateUndeliverable {
+		if st.State != "" && !final(st.State) {
 			st.State = StateExpired
 		}
 	}
@@ -216,6 +237,37 @@ func (r *Records) Failed(ctx context.Context, id codes.ID, failure error) error 
 		return r.record(ctx, id, "failure", string(class), "reply", replyField(failure))
 	}
 	return r.record(ctx, id, "state", StateUndeliverable, "failure", string(class), "reply", replyField(failure))
+}
+
+// Report is what came back about a mail after it was sent: a bounce (a
+// delivery status notification that says it failed) or a complaint (a
+// feedback report).
+type Report struct {
+	// State is StateBounced or StateComplained.
+	State string
+	// DSN is the notification's status code, e.g. "5.1.1" ("": none).
+	DSN string
+	// Diagnostic is its diagnostic text; Reported keeps it as Diagnostic
+	// has it.
+	Diagnostic string
+}
+
+// Reported records rep in the status of id's code, if the status still
+// follows the send sendID names (returnpath.SendID of its task) and
+// reports whether it did: a status that is gone, or that a later send
+// took over, is left as it is.
+func (r *Records) Reported(ctx context.Context, id codes.ID, sendID string, rep Report) (bool, error) {
+	if rep.State != StateBounced && rep.State != StateComplained {
+		return false, fmt.Errorf("record report: %q is not a state of a report", rep.State)
+	}
+	if rep.DSN != "" && !enhancedCodeRE.MatchString(rep.DSN) {
+		return false, fmt.Errorf("record report: %q is no enhanced status code", rep.DSN)
+	}
+	n, err := report.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, sendID, rep.State, rep.DSN, Diagnostic(rep.Diagnostic)).Int()
+	if err != nil {
+		return false, fmt.Errorf("record report: %w", err)
+	}
+	return n == 1, nil
 }
 
 func (r *Records) record(ctx context.Context, id codes.ID, args ...any) error {

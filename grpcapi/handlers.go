@@ -89,6 +89,8 @@ var deliveryStates = map[string]verifyqv1.DeliveryState{
 	delivery.StateSent:          verifyqv1.DeliveryState_DELIVERY_STATE_SENT,
 	delivery.StateUndeliverable: verifyqv1.DeliveryState_DELIVERY_STATE_UNDELIVERABLE,
 	delivery.StateExpired:       verifyqv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+	delivery.StateBounced:       verifyqv1.DeliveryState_DELIVERY_STATE_BOUNCED,
+	delivery.StateComplained:    verifyqv1.DeliveryState_DELIVERY_STATE_COMPLAINED,
 }
 
 func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusRequest) (*verifyqv1.GetStatusResponse, error) {
@@ -104,6 +106,8 @@ func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusReque
 		LastFailure:   string(st.LastFailure),
 		Reply:         int32(min(st.Reply, 999)), //nolint:gosec // G115: an SMTP reply code is three digits
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+		DsnStatus:     st.DSN,
+		Diagnostic:    st.Diagnostic,
 	}
 	if !st.SentAt.IsZero() {
 		rsp.SentAtUnixMs = st.SentAt.UnixMilli()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
+	vqcodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -521,6 +522,20 @@ func TestGRPCGetStatus(t *testing.T) {
 	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED, st.GetState())
 	assert.InDelta(t, 600, st.GetExpiresIn(), 2)
 	assert.NotContains(t, st.String(), s.Code(t, "g@example.com"))
+
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, "task-1", delivery.Report{
+		State: delivery.StateBounced, DSN: "5.4.4", Diagnostic: "Host or domain name not found",
+	})
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_BOUNCED, st.GetState())
+	assert.Equal(t, "5.4.4", st.GetDsnStatus())
+	assert.Equal(t, "Host or domain name not found", st.GetDiagnostic())
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, "task-1", delivery.Report{State: delivery.StateComplained})
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_COMPLAINED, st.GetState())
+	assert.Empty(t, st.GetDsnStatus())
 
 	_, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "nope"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))

@@ -244,6 +244,8 @@ type statusResponse struct {
 	Reply         int    `json:"reply,omitempty"`
 	SentAt        string `json:"sent_at,omitempty"`
 	ExpiresIn     int64  `json:"expires_in"`
+	DSNStatus     string `json:"dsn_status,omitempty"`
+	Diagnostic    string `json:"diagnostic,omitempty"`
 }
 
 // status answers GET /v1/codes/status?email=...[&purpose=...]: what became
@@ -279,6 +281,8 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		LastFailure:   string(st.LastFailure),
 		Reply:         st.Reply,
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+		DSNStatus:     st.DSN,
+		Diagnostic:    st.Diagnostic,
 	}
 	if !st.SentAt.IsZero() {
 		res.SentAt = st.SentAt.UTC().Format(time.RFC3339Nano)

@@ -29,6 +29,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
+	"github.com/verifyq/verifyq/returnpath"
 )
 
 // TypeSendCode is the task type: mail the live code to an address.
@@ -160,6 +161,10 @@ type HandlerConfig struct {
 	Deliveries Deliveries
 	// Author writes the mail.
 	Author mail.Author
+	// ReturnPath, when set, is the envelope sender (MAIL_RETURN_PATH):
+	// with secrets, a VERP address that names each send (Path.For); nil
+	// is Author.From's address.
+	ReturnPath *returnpath.Path
 	// Mailer sends the mail. To let a Breaker watch the sends, give the
 	// handler the breaker's view of the mailer (Breaker.Watch).
 	Mailer Mailer
@@ -191,7 +196,7 @@ type HandlerConfig struct {
 // retries the task.
 type SendCodeHandler struct {
 	cfg   HandlerConfig
-	from  string         // the envelope sender, Author.From's address
+	from  string         // the envelope sender without ReturnPath: Author.From's address
 	marks sync.WaitGroup // background writes of sent records
 }
 
@@ -280,7 +285,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		return h.failed(ctx, log, id, err, res)
 	}
 	start := h.cfg.Now()
-	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.from, To: p.Email}, msg)
+	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.returnPath(taskID, p, start), To: p.Email}, msg)
 	accepted := h.cfg.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
@@ -296,6 +301,15 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+// returnPath is the envelope sender of task taskID's mail of p sent at
+// at: computed here, no round trip.
+func (h *SendCodeHandler) returnPath(taskID string, p SendCodePayload, at time.Time) string {
+	if h.cfg.ReturnPath == nil {
+		return h.from
+	}
+	return h.cfg.ReturnPath.For(returnpath.Send{Task: taskID, Purpose: p.Purpose, Email: p.Email}, at)
 }
 
 // errNoSeal: a sealed code came, and the worker has no secret to open it.

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
@@ -20,7 +23,8 @@ import (
 	"github.com/verifyq/verifyq/tasks"
 )
 
-// App is the running worker: the asynq server and the admin server.
+// App is the running worker: the asynq server, the admin server and,
+// with BOUNCE_ADDR, the bounce intake.
 type App struct {
 	handler  *tasks.SendCodeHandler
 	cfg      Config
@@ -34,6 +38,10 @@ type App struct {
 	adminLn  net.Listener
 	done     chan error
 	pprof    bool
+
+	intake     *bounce.Intake // nil without BOUNCE_ADDR
+	bounceLn   net.Listener
+	bounceDone chan error
 
 	// Registry holds the worker's metrics, served on /metrics.
 	Registry *prometheus.Registry
@@ -75,14 +83,17 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
+	records := delivery.NewRecords(rdb, keys, insp)
+	suppressions := delivery.NewSuppressions(rdb, cfg.Identity())
 	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
-		Deliveries:  delivery.NewRecords(rdb, keys, insp),
+		Deliveries:  records,
 		Author:      cfg.Author,
+		ReturnPath:  cfg.ReturnPath,
 		Mailer:      breaker.Watch(sender),
 		TTL:         cfg.TTL,
 		PurposeTTL:  cfg.Purposes,
 		Seal:        cfg.Seal,
-		Suppressor:  delivery.NewSuppressions(rdb, cfg.Identity()),
+		Suppressor:  suppressions,
 		SuppressFor: cfg.SuppressFor,
 		Logger:      logger,
 	})
@@ -90,6 +101,24 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		breaker.Close()
 		_ = rdb.Close()
 		return nil, err
+	}
+	var intake *bounce.Intake
+	if cfg.BounceAddr != "" {
+		intake, err = bounce.New(bounce.Config{
+			Path:        cfg.ReturnPath,
+			Purposes:    slices.Collect(maps.Keys(cfg.Purposes)),
+			Records:     records,
+			Suppressor:  suppressions,
+			SuppressFor: cfg.SuppressFor,
+			Observer:    m,
+			Hostname:    cfg.SMTP.HelloName,
+			Logger:      logger,
+		})
+		if err != nil {
+			breaker.Close()
+			_ = rdb.Close()
+			return nil, err
+		}
 	}
 	mux := asynq.NewServeMux()
 	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
@@ -126,6 +155,9 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		handler:  handler,
 		done:     make(chan error, 1),
 		Registry: reg,
+
+		intake:     intake,
+		bounceDone: make(chan error, 1),
 	}
 	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
 	return a, nil
@@ -145,15 +177,31 @@ func (a *App) adminMux() *http.ServeMux {
 	return mux
 }
 
-// Open listens on ADMIN_ADDR and starts processing tasks.
+// Open listens on ADMIN_ADDR (and BOUNCE_ADDR) and starts processing
+// tasks.
 func (a *App) Open(ctx context.Context) error {
 	var err error
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		return err
 	}
+	if a.intake != nil {
+		ln, err := platform.Listen(ctx, "BOUNCE_ADDR", a.cfg.BounceAddr)
+		if err != nil {
+			_ = a.adminLn.Close()
+			return err
+		}
+		a.bounceLn = platform.LimitListener(ln, platform.ConnLimits{Max: bounce.MaxConnections, PerSource: bounce.MaxPerSource})
+	}
 	if err := a.server.Start(a.mux); err != nil {
 		_ = a.adminLn.Close()
+		if a.bounceLn != nil {
+			_ = a.bounceLn.Close()
+		}
 		return err
+	}
+	if a.intake != nil {
+		go func() { a.bounceDone <- a.intake.Serve(a.bounceLn) }()
+		a.logger.Info("bounce intake listening", "bounce_addr", a.bounceLn.Addr().String(), "return_path", a.cfg.ReturnPath.String())
 	}
 	go func() {
 		if err := a.adminSrv.Serve(a.adminLn); !errors.Is(err, http.ErrServerClosed) {
@@ -170,6 +218,14 @@ func (a *App) Open(ctx context.Context) error {
 // AdminAddr is the address the admin server listens on.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
+// BounceAddr is the address the bounce intake listens on; "" without one.
+func (a *App) BounceAddr() string {
+	if a.bounceLn == nil {
+		return ""
+	}
+	return a.bounceLn.Addr().String()
+}
+
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
@@ -181,6 +237,11 @@ func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
+	// Reports being recorded finish before Redis closes; an MTA sends
+	// again whatever the intake had not taken.
+	if a.intake != nil {
+		err = errors.Join(err, a.intake.Shutdown(ctx), <-a.bounceDone)
+	}
 	// Sent mails whose record Redis has not taken yet: try until the
 	// shutdown deadline, so that a re-run does not mail again.
 	if werr := a.handler.Wait(ctx); werr != nil {

@@ -3,11 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
+	"github.com/verifyq/verifyq/returnpath"
 )
 
 // Config is the worker's whole configuration, read from the environment
@@ -29,6 +32,15 @@ type Config struct {
 	// From and ReplyTo are mail.Author's.
 	From    string `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
 	ReplyTo string `envconfig:"MAIL_REPLY_TO"`
+	// ReturnPathAddress is the envelope sender, apart from MAIL_FROM;
+	// empty is MAIL_FROM's address.
+	ReturnPathAddress string `envconfig:"MAIL_RETURN_PATH"`
+	// BounceSecret signs the return path's tokens (VERP); it needs
+	// MAIL_RETURN_PATH.
+	BounceSecret platform.RotatedSecret `envconfig:"BOUNCE_SECRET"`
+	// BounceAddr is where the bounce intake listens; empty: no intake. It
+	// needs MAIL_RETURN_PATH and BOUNCE_SECRET.
+	BounceAddr string `envconfig:"BOUNCE_ADDR"`
 	// Templates say what the mails say: see docs/templates.
 	Templates
 
@@ -42,6 +54,9 @@ type Config struct {
 	SMTP relay.Config `ignored:"true"`
 	// Author writes the mails: From, ReplyTo and the templates, loaded.
 	Author mail.Author `ignored:"true"`
+	// ReturnPath is MAIL_RETURN_PATH signed with BOUNCE_SECRET; nil when
+	// MAIL_RETURN_PATH is empty.
+	ReturnPath *returnpath.Path `ignored:"true"`
 }
 
 // Templates are mail.TemplateConfig read from the environment: the same
@@ -109,5 +124,30 @@ func (c *Config) Resolve() error {
 	}
 	errs = append(errs, platform.Name(smtp.Validate(), c))
 	c.SMTP = smtp
+	errs = append(errs, c.resolveReturnPath())
+	return errors.Join(errs...)
+}
+
+// resolveReturnPath builds ReturnPath, and checks that the bounce intake
+// has a signed one to match bounces by.
+func (c *Config) resolveReturnPath() error {
+	secrets := c.BounceSecret.Secrets()
+	var errs []error
+	switch {
+	case c.ReturnPathAddress != "":
+		p, err := returnpath.New(c.ReturnPathAddress, secrets...)
+		c.ReturnPath = p
+		errs = append(errs, field.Rename(err, map[string]string{"Address": "MAIL_RETURN_PATH", "Secrets": "BOUNCE_SECRET"}))
+	case len(secrets) > 0:
+		errs = append(errs, errors.New("BOUNCE_SECRET: set MAIL_RETURN_PATH too: its local part carries the signed token"))
+	}
+	if c.BounceAddr != "" {
+		if _, _, err := net.SplitHostPort(c.BounceAddr); err != nil {
+			errs = append(errs, fmt.Errorf("BOUNCE_ADDR: want host:port, e.g. :2525 (%w)", err))
+		}
+		if c.ReturnPathAddress == "" || len(secrets) == 0 {
+			errs = append(errs, errors.New("BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET: it matches each bounce by the token of the return path"))
+		}
+	}
 	return errors.Join(errs...)
 }

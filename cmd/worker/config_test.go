@@ -206,3 +206,58 @@ func defaultRules(t *testing.T) mail.MailboxRules {
 	require.NoError(t, err)
 	return r
 }
+
+// MAIL_RETURN_PATH sets the envelope sender apart from MAIL_FROM; with
+// BOUNCE_SECRET it is VERP; BOUNCE_ADDR needs both. Secrets are never
+// printed.
+func TestLoadConfigReturnPath(t *testing.T) {
+	const secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	const previous = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Nil(t, cfg.ReturnPath, "none: MAIL_FROM's address")
+
+	t.Setenv("MAIL_RETURN_PATH", "bounces@bounce.example.com")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	require.NotNil(t, cfg.ReturnPath)
+	assert.False(t, cfg.ReturnPath.Signed())
+	assert.Equal(t, "bounces@bounce.example.com", cfg.ReturnPath.String())
+
+	t.Setenv("BOUNCE_SECRET", secret+","+previous)
+	t.Setenv("BOUNCE_ADDR", ":2525")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	assert.True(t, cfg.ReturnPath.Signed())
+	assert.Equal(t, ":2525", cfg.BounceAddr)
+	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
+	assert.NotContains(t, printed, secret)
+	assert.NotContains(t, printed, previous)
+
+	for _, tt := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"BOUNCE_SECRET": "hunter2"}, []string{"BOUNCE_SECRET: the secret: 5 bytes"}},
+		{map[string]string{"BOUNCE_SECRET": secret + "," + secret}, []string{"BOUNCE_SECRET: the previous secret is the same as the secret"}},
+		{map[string]string{"MAIL_RETURN_PATH": "bounces+x@bounce.example.com"}, []string{`MAIL_RETURN_PATH: the local part holds "+"`}},
+		{map[string]string{"MAIL_RETURN_PATH": "Bounces <bounces@bounce.example.com>"}, []string{"MAIL_RETURN_PATH: invalid email address"}},
+		{map[string]string{"MAIL_RETURN_PATH": ""}, []string{"BOUNCE_SECRET: set MAIL_RETURN_PATH too", "BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET"}},
+		{map[string]string{"BOUNCE_SECRET": ""}, []string{"BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET"}},
+		{map[string]string{"BOUNCE_ADDR": "2525"}, []string{"BOUNCE_ADDR: want host:port"}},
+	} {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		_, err := platform.Load[Config]()
+		require.Error(t, err, "%v", tt.env)
+		for _, want := range tt.want {
+			assert.Contains(t, err.Error(), want, "%v", tt.env)
+		}
+		assert.NotContains(t, err.Error(), secret)
+		assert.NotContains(t, err.Error(), "hunter2")
+		t.Setenv("MAIL_RETURN_PATH", "bounces@bounce.example.com")
+		t.Setenv("BOUNCE_SECRET", secret+","+previous)
+		t.Setenv("BOUNCE_ADDR", ":2525")
+	}
+}

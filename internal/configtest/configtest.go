@@ -31,8 +31,15 @@ import (
 // value reads naturally as; then TLS's four: the
 // certificate and its key (two files, as every TLS server takes them),
 // the client CA of mTLS, and the plaintext listener the old gateway needs
-// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds.
-const MaxVariables = 49
+// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds;
+// then the bounces' three: the return path (MAIL_RETURN_PATH), an address
+// apart from MAIL_FROM that no other variable holds; its secret
+// (BOUNCE_SECRET), a secret of its own that a rotation of CODE_SECRET must
+// not touch (its tokens live 7 days, codes minutes) and that a worker
+// without sealed codes needs all the same; and the intake's listener
+// (BOUNCE_ADDR), an address no other variable holds, its bounds fixed
+// (bounce.MaxMessageBytes and the others), not variables.
+const MaxVariables = 52
 
 // Row is one row of the reference's table of variables.
 type Row struct {

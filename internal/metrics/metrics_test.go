@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
@@ -143,6 +144,9 @@ func TestWorkerMetrics(t *testing.T) {
 		tasks.BreakerOpen, tasks.BreakerHalfOpen} {
 		m.BreakerChanged(st)
 	}
+	m.BounceHandled(bounce.ResultBounced)
+	m.BounceHandled(bounce.ResultForged)
+	m.BounceHandled(bounce.ResultForged)
 
 	scrape := httptest.NewServer(metrics.Handler(reg))
 	t.Cleanup(scrape.Close)
@@ -162,6 +166,9 @@ func TestWorkerMetrics(t *testing.T) {
 		{"verifyq_delivery_latency_seconds", nil, 1},
 		{"verifyq_smtp_breaker_open", nil, 1},
 		{"verifyq_smtp_breaker_opened_total", nil, 2},
+		{"verifyq_bounces_total", map[string]string{"result": "bounced"}, 1},
+		{"verifyq_bounces_total", map[string]string{"result": "forged"}, 2},
+		{"verifyq_bounces_total", map[string]string{"result": "complained"}, 0},
 	} {
 		v, ok := f.Value(tt.name, tt.labels)
 		if assert.True(t, ok, "%s%v present", tt.name, tt.labels) {

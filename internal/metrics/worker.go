@@ -3,6 +3,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -17,9 +18,13 @@ type Worker struct {
 	brkOpen  prometheus.Gauge
 	brkTrips prometheus.Counter
 	failures *prometheus.CounterVec
+	bounces  *prometheus.CounterVec
 }
 
-var _ tasks.Observer = (*Worker)(nil)
+var (
+	_ tasks.Observer  = (*Worker)(nil)
+	_ bounce.Observer = (*Worker)(nil)
+)
 
 // NewWorker registers the worker's metrics on reg.
 func NewWorker(reg prometheus.Registerer) *Worker {
@@ -65,16 +70,30 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 				"relay_refused (verifyq's configuration or the relay's policy: alert on it), recipient_deferred, " +
 				"relay_deferred, throttled, undecryptable (a task sealed under a CODE_SECRET the worker does not hold: alert on it).",
 		}, []string{"class"}),
+		bounces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace,
+			Name:      "bounces_total",
+			Help: "Reports the bounce intake took, by result (bounce.Result): bounced, complained (recorded in the send's status), " +
+				"stale (genuine, but the status is gone or a later send's), delayed, other (nothing to act on), " +
+				"forged, expired, unmatched (no token, or no address to check it with), malformed (no report), " +
+				"too_large (refused with 552), error (Redis failed; refused with 451, the MTA sends it again).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures)
+	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures, m.bounces)
 	for _, o := range tasks.Outcomes {
 		m.sends.WithLabelValues(string(o))
 	}
 	for _, c := range delivery.Classes {
 		m.failures.WithLabelValues(string(c))
 	}
+	for _, r := range bounce.Results {
+		m.bounces.WithLabelValues(string(r))
+	}
 	return m
 }
+
+// BounceHandled implements bounce.Observer.
+func (m *Worker) BounceHandled(r bounce.Result) { m.bounces.WithLabelValues(string(r)).Inc() }
 
 // SendStarted implements tasks.Observer.
 func (m *Worker) SendStarted() { m.inFlight.Inc() }

@@ -22,6 +22,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/returnpath"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -105,6 +106,23 @@ func (e *Env) Code(t testing.TB, email string) string {
 	code, err := e.RDB.Get(context.Background(), "code_"+email).Result()
 	require.NoError(t, err, "a live code for the address")
 	return code
+}
+
+// Reported sends id's code as task (a worker begins it and the mail
+// server accepts it), then records rep, a bounce or a complaint about that
+// mail, as the bounce intake does.
+func (e *Env) Reported(t testing.TB, id codes.ID, task string, rep delivery.Report) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
+	require.NoError(t, err)
+	records := delivery.NewRecords(e.RDB, keys, asynq.NewInspectorFromRedisClient(e.RDB))
+	_, err = records.Begin(ctx, id, delivery.Task{ID: task, Queue: tasks.Queue}, codes.DefaultTTL)
+	require.NoError(t, err)
+	require.NoError(t, records.Sent(ctx, id, task, time.Now()))
+	ok, err := records.Reported(ctx, id, returnpath.SendID(task), rep)
+	require.NoError(t, err)
+	require.True(t, ok, "the status follows the send")
 }
 
 // Pending returns the payloads of the tasks waiting in the mail queue.
