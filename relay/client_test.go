@@ -153,8 +153,8 @@ func TestSendReplyErrors(t *testing.T) {
 		{"RCPT 451", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451, EnhancedCode: [3]int{4, 7, 1}}, relay.StageRcpt, "4.7.1", "Injected temporary failure", true},
 		{"MAIL 550", smtptest.Fault{Stage: smtptest.StageMail, Code: 550}, relay.StageMail, "5.0.0", "Injected permanent failure", true},
 		{"MAIL 451", smtptest.Fault{Stage: smtptest.StageMail, Code: 451}, relay.StageMail, "4.0.0", "Injected temporary failure", true},
-		{"DATA 554", smtptest.Fault{Stage: smtptest.StageData, Code: 554, Message: "content " + testCode + " rejected"}, relay.StageData, "5.0.0", "content " + testCode + " rejected", true},
-		{"DATA 452", smtptest.Fault{Stage: smtptest.StageData, Code: 452}, relay.StageData, "4.0.0", "Injected temporary failure", true},
+		{"DATA 554", smtptest.Fault{Stage: smtptest.StageData, Code: 554, Message: "content " + testCode + " rejected"}, relay.StageDataEnd, "5.0.0", "content " + testCode + " rejected", true},
+		{"DATA 452", smtptest.Fault{Stage: smtptest.StageData, Code: 452}, relay.StageDataEnd, "4.0.0", "Injected temporary failure", true},
 		{"greeting 421", smtptest.Fault{Stage: smtptest.StageConnect, Code: 421}, relay.StageGreeting, "4.0.0", "Injected temporary failure", false},
 		{"greeting 554", smtptest.Fault{Stage: smtptest.StageConnect, Code: 554, EnhancedCode: [3]int{5, 7, 1}}, relay.StageGreeting, "5.7.1", "Injected permanent failure", false},
 	}
@@ -200,7 +200,7 @@ func TestSendHungServerTimesOut(t *testing.T) {
 		{smtptest.StageConnect, relay.StageGreeting},
 		{smtptest.StageMail, relay.StageMail},
 		{smtptest.StageRcpt, relay.StageRcpt},
-		{smtptest.StageData, relay.StageData},
+		{smtptest.StageData, relay.StageDataEnd},
 	} {
 		t.Run(tt.stage.String(), func(t *testing.T) {
 			t.Parallel()
@@ -368,7 +368,7 @@ func TestSendNeverRetriesAfterData(t *testing.T) {
 
 	srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 421, Times: 1})
 	e := relayError(t, sendTo(t, c, testTo))
-	require.Equal(t, relay.StageData, e.Stage)
+	require.Equal(t, relay.StageDataEnd, e.Stage)
 	require.Equal(t, 421, e.Code)
 	require.Equal(t, 1, srv.Connections())
 	require.Equal(t, 1, srv.Count())
@@ -890,4 +890,59 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// NotAccepted holds for every failure that proves the relay did not take
+// the mail, and not for a timeout after the final dot: the server may have
+// taken the mail then, as this one does once the hang ends.
+func TestNotAccepted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, srv *smtptest.Server)
+		auth  string // the client's password, when the server wants AUTH
+		stage relay.Stage
+		want  bool
+	}{
+		{"refused connection", func(t *testing.T, srv *smtptest.Server) { require.NoError(t, srv.Stop()) }, "", relay.StageConnect, true},
+		{"no greeting", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageConnect, Hang: true}) }, "", relay.StageGreeting, true},
+		{"wrong password", nil, "wrong-" + testPass, relay.StageAuth, true},
+		{"MAIL unanswered", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageMail, Hang: true}) }, "", relay.StageMail, true},
+		{"RCPT 451", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451}) }, "", relay.StageRcpt, true},
+		{"451 after the dot", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451}) }, "", relay.StageDataEnd, true},
+		{"no reply after the dot", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true}) }, "", relay.StageDataEnd, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var opts []smtptest.Option
+			if tt.auth != "" {
+				opts = append(opts, smtptest.WithAuth(testUser, testPass))
+			}
+			srv := smtptest.Start(t, opts...)
+			c := newClient(t, srv, func(c *relay.Config) {
+				c.Timeout = 300 * time.Millisecond
+				if tt.auth != "" {
+					c.Username, c.Password = testUser, tt.auth
+				}
+			}, nil)
+			if tt.setup != nil {
+				tt.setup(t, srv)
+			}
+			err := sendTo(t, c, testTo)
+			require.Error(t, err)
+			assert.Equal(t, tt.stage, relay.StageOf(err), "%v", err)
+			assert.Equal(t, tt.want, relay.NotAccepted(err), "%v", err)
+			if tt.stage != relay.StageConnect {
+				srv.ClearFault()
+			}
+			if tt.want {
+				assert.Zero(t, srv.Count(), "nothing taken")
+			} else {
+				srv.WaitMessages(t, 1, waitMessages) // taken late: a second relay would have made a copy
+			}
+		})
+	}
+	assert.False(t, relay.NotAccepted(errors.New("no stage")))
+	assert.False(t, relay.NotAccepted(nil))
 }
