@@ -905,12 +905,22 @@ func TestNotAccepted(t *testing.T) {
 		want  bool
 	}{
 		{"refused connection", func(t *testing.T, srv *smtptest.Server) { require.NoError(t, srv.Stop()) }, "", relay.StageConnect, true},
-		{"no greeting", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageConnect, Hang: true}) }, "", relay.StageGreeting, true},
+		{"no greeting", func(_ *testing.T, srv *smtptest.Server) {
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageConnect, Hang: true})
+		}, "", relay.StageGreeting, true},
 		{"wrong password", nil, "wrong-" + testPass, relay.StageAuth, true},
-		{"MAIL unanswered", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageMail, Hang: true}) }, "", relay.StageMail, true},
-		{"RCPT 451", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451}) }, "", relay.StageRcpt, true},
-		{"451 after the dot", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451}) }, "", relay.StageDataEnd, true},
-		{"no reply after the dot", func(_ *testing.T, srv *smtptest.Server) { srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true}) }, "", relay.StageDataEnd, false},
+		{"MAIL unanswered", func(_ *testing.T, srv *smtptest.Server) {
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageMail, Hang: true})
+		}, "", relay.StageMail, true},
+		{"RCPT 451", func(_ *testing.T, srv *smtptest.Server) {
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451})
+		}, "", relay.StageRcpt, true},
+		{"451 after the dot", func(_ *testing.T, srv *smtptest.Server) {
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
+		}, "", relay.StageDataEnd, true},
+		{"no reply after the dot", func(_ *testing.T, srv *smtptest.Server) {
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true})
+		}, "", relay.StageDataEnd, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
