@@ -899,28 +899,19 @@ func TestNotAccepted(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		setup func(t *testing.T, srv *smtptest.Server)
-		auth  string // the client's password, when the server wants AUTH
+		stop  bool            // the server is down
+		fault *smtptest.Fault // else this fault
+		auth  string          // else the client's wrong password
 		stage relay.Stage
 		want  bool
 	}{
-		{"refused connection", func(t *testing.T, srv *smtptest.Server) { require.NoError(t, srv.Stop()) }, "", relay.StageConnect, true},
-		{"no greeting", func(_ *testing.T, srv *smtptest.Server) {
-			srv.SetFault(smtptest.Fault{Stage: smtptest.StageConnect, Hang: true})
-		}, "", relay.StageGreeting, true},
-		{"wrong password", nil, "wrong-" + testPass, relay.StageAuth, true},
-		{"MAIL unanswered", func(_ *testing.T, srv *smtptest.Server) {
-			srv.SetFault(smtptest.Fault{Stage: smtptest.StageMail, Hang: true})
-		}, "", relay.StageMail, true},
-		{"RCPT 451", func(_ *testing.T, srv *smtptest.Server) {
-			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451})
-		}, "", relay.StageRcpt, true},
-		{"451 after the dot", func(_ *testing.T, srv *smtptest.Server) {
-			srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
-		}, "", relay.StageDataEnd, true},
-		{"no reply after the dot", func(_ *testing.T, srv *smtptest.Server) {
-			srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true})
-		}, "", relay.StageDataEnd, false},
+		{name: "refused connection", stop: true, stage: relay.StageConnect, want: true},
+		{name: "no greeting", fault: &smtptest.Fault{Stage: smtptest.StageConnect, Hang: true}, stage: relay.StageGreeting, want: true},
+		{name: "wrong password", auth: "wrong-" + testPass, stage: relay.StageAuth, want: true},
+		{name: "MAIL unanswered", fault: &smtptest.Fault{Stage: smtptest.StageMail, Hang: true}, stage: relay.StageMail, want: true},
+		{name: "RCPT 451", fault: &smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451}, stage: relay.StageRcpt, want: true},
+		{name: "451 after the dot", fault: &smtptest.Fault{Stage: smtptest.StageData, Code: 451}, stage: relay.StageDataEnd, want: true},
+		{name: "no reply after the dot", fault: &smtptest.Fault{Stage: smtptest.StageData, Hang: true}, stage: relay.StageDataEnd, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -936,16 +927,17 @@ func TestNotAccepted(t *testing.T) {
 					c.Username, c.Password = testUser, tt.auth
 				}
 			}, nil)
-			if tt.setup != nil {
-				tt.setup(t, srv)
+			switch {
+			case tt.stop:
+				require.NoError(t, srv.Stop())
+			case tt.fault != nil:
+				srv.SetFault(*tt.fault)
 			}
 			err := sendTo(t, c, testTo)
 			require.Error(t, err)
 			assert.Equal(t, tt.stage, relay.StageOf(err), "%v", err)
 			assert.Equal(t, tt.want, relay.NotAccepted(err), "%v", err)
-			if tt.stage != relay.StageConnect {
-				srv.ClearFault()
-			}
+			srv.ClearFault()
 			if tt.want {
 				assert.Zero(t, srv.Count(), "nothing taken")
 			} else {
