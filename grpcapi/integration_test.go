@@ -24,6 +24,7 @@ import (
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
+	vcodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -521,6 +522,19 @@ func TestGRPCGetStatus(t *testing.T) {
 	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED, st.GetState())
 	assert.InDelta(t, 600, st.GetExpiresIn(), 2)
 	assert.NotContains(t, st.String(), s.Code(t, "g@example.com"))
+	assert.Empty(t, st.GetRelay())
+	assert.Zero(t, st.GetSentAfterMs())
+
+	// What a worker records when the primary relay takes the mail.
+	sentAt := time.Now()
+	require.NoError(t, s.Records.Sent(ctx, vcodes.ID{Email: "g@example.com"}, "task-1",
+		delivery.Acceptance{At: sentAt, Relay: "primary", SinceRequest: 240 * time.Millisecond}))
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_SENT, st.GetState())
+	assert.Equal(t, sentAt.UnixMilli(), st.GetSentAtUnixMs())
+	assert.Equal(t, "primary", st.GetRelay())
+	assert.Equal(t, int64(240), st.GetSentAfterMs())
 
 	_, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "nope"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))

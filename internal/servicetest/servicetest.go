@@ -36,6 +36,9 @@ type Env struct {
 	Redis   *redistest.Server
 	RDB     redis.UniversalClient
 	Service *service.Service
+	// Records are the service's delivery records: a test writes what a
+	// worker would (Records.Sent).
+	Records *delivery.Records
 }
 
 // Discard is a logger that writes nothing.
@@ -79,7 +82,7 @@ func New(t testing.TB, l limits.Config, maxAttempts int) *Env {
 	rdb := d.UniversalClient(t)
 	p := NewParts(t, rdb, codes.Config{MaxAttempts: maxAttempts}, l)
 	srv, _ := d.(*redistest.Server)
-	return &Env{Deployment: d, Redis: srv, RDB: rdb,
+	return &Env{Deployment: d, Redis: srv, RDB: rdb, Records: p.Records,
 		Service: service.New(p.Store, p.Limiter, p.Records, asynq.NewClientFromRedisClient(rdb), Discard)}
 }
 

@@ -398,7 +398,13 @@ type GetStatusResponse struct {
 	// When the mail server accepted the mail, in Unix milliseconds; 0 if not.
 	SentAtUnixMs int64 `protobuf:"varint,6,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"`
 	// Seconds the code has left; 0 when it is gone.
-	ExpiresIn     int64 `protobuf:"varint,7,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	ExpiresIn int64 `protobuf:"varint,7,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	// The relay that accepted the mail: "primary" (SMTP_URL) or "fallback"
+	// (SMTP_FALLBACK_URL); empty if none did yet.
+	Relay string `protobuf:"bytes,8,opt,name=relay,proto3" json:"relay,omitempty"`
+	// Milliseconds from the send request to the relay accepting the mail
+	// (queue wait, retries and SMTP); 0 if not sent, or not known.
+	SentAfterMs   int64 `protobuf:"varint,9,opt,name=sent_after_ms,json=sentAfterMs,proto3" json:"sent_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,6 +488,20 @@ func (x *GetStatusResponse) GetExpiresIn() int64 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetSentAfterMs() int64 {
+	if x != nil {
+		return x.SentAfterMs
+	}
+	return 0
+}
+
 var File_verifyq_v1_verifyq_proto protoreflect.FileDescriptor
 
 const file_verifyq_v1_verifyq_proto_rawDesc = "" +
@@ -504,7 +524,7 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\bverified\x18\x01 \x01(\bR\bverified\"B\n" +
 	"\x10GetStatusRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x87\x02\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\xc1\x02\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.verifyq.v1.DeliveryStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12&\n" +
@@ -513,7 +533,9 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\x05reply\x18\x05 \x01(\x05R\x05reply\x12%\n" +
 	"\x0fsent_at_unix_ms\x18\x06 \x01(\x03R\fsentAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"expires_in\x18\a \x01(\x03R\texpiresIn*\xf3\x01\n" +
+	"expires_in\x18\a \x01(\x03R\texpiresIn\x12\x14\n" +
+	"\x05relay\x18\b \x01(\tR\x05relay\x12\"\n" +
+	"\rsent_after_ms\x18\t \x01(\x03R\vsentAfterMs*\xf3\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DELIVERY_STATE_NONE\x10\x01\x12\x19\n" +
