@@ -147,15 +147,17 @@ func (c *Config) relayConfig(server relay.Config, variable string) (relay.Config
 	if cfg.HelloName == "" {
 		cfg.HelloName = relay.DefaultHelloName()
 	}
+	check := cfg
 	if cfg.CAFile != "" {
 		pool, err := relay.LoadCAFile(cfg.CAFile)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", variable, err))
+			check.CAFile = "" // said above
 		}
-		cfg.RootCAs = pool
+		cfg.RootCAs, check.RootCAs = pool, pool
 	}
-	if err := platform.Name(cfg.Validate(), c); err != nil {
-		errs = append(errs, err)
+	if err, ok := platform.Name(check.Validate(), c).(interface{ Unwrap() []error }); ok {
+		errs = append(errs, err.Unwrap()...)
 	}
 	return cfg, errs
 }

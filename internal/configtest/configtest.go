@@ -31,8 +31,11 @@ import (
 // value reads naturally as; then TLS's four: the
 // certificate and its key (two files, as every TLS server takes them),
 // the client CA of mTLS, and the plaintext listener the old gateway needs
-// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds.
-const MaxVariables = 49
+// beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds;
+// and SMTP_FALLBACK_URL, a second relay: another server with its own
+// credentials, TLS and timeout, which SMTP_URL cannot hold as one URL,
+// while the EHLO name and the connection cap, about verifyq, serve both.
+const MaxVariables = 50
 
 // Row is one row of the reference's table of variables.
 type Row struct {
