@@ -218,8 +218,10 @@ func (r *Relays) Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) 
 		if next < 0 {
 			return err
 		}
-		loggerOf(ctx, r.log).WarnContext(ctx, "the "+rl.Name+" relay did not take the mail: sending it through the "+r.list[next].Name+" relay",
-			append([]any{"relay", rl.Name, "next", r.list[next].Name}, relayFields(err)...)...)
+		log := loggerOf(ctx, r.log).With("relay", rl.Name)
+		logRelayRefused(ctx, log, err)
+		log.WarnContext(ctx, "the "+rl.Name+" relay did not take the mail: sending it through the "+r.list[next].Name+" relay",
+			append([]any{"next", r.list[next].Name}, relayFields(err)...)...)
 		i, release, before = next, done, err
 	}
 }

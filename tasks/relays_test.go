@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -235,6 +236,16 @@ func TestRelaysFailOverOnlyWhatTheRelayDidNotTake(t *testing.T) {
 			assert.Equal(t, tt.tries, relaysOf(res))
 			assert.Equal(t, tt.failure, res.Tries[0].Failure)
 			assert.Equal(t, tt.breakerB, re.primaryB.State())
+			refusals := 0
+			for _, line := range re.lines.Lines(t) {
+				if strings.HasPrefix(line["msg"].(string), "the SMTP relay refuses verifyq's mail") {
+					refusals++
+					assert.Equal(t, "ERROR", line["level"])
+					assert.Equal(t, tasks.RelayPrimary, line["relay"])
+				}
+			}
+			assert.Equal(t, btoi(tt.failure == delivery.RelayRefused), refusals,
+				"the primary refusing verifyq's mail is an error, also when the fallback took it")
 			if tt.sent {
 				require.NoError(t, err)
 				assert.Equal(t, tasks.RelayFallback, re.status(t, email).Relay)

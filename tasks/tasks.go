@@ -337,12 +337,7 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	if res.Relay != "" {
 		log = log.With("relay", res.Relay)
 	}
-	if class == delivery.RelayRefused {
-		// verifyq's configuration or the relay's policy: nobody's fault
-		// but the operator's, and every send fails alike until it is fixed.
-		log.ErrorContext(ctx, "the SMTP relay refuses verifyq's mail: check its URL (SMTP_URL, SMTP_FALLBACK_URL), MAIL_FROM and the relay's account; sends wait and are retried",
-			relayFields(err)...)
-	}
+	logRelayRefused(ctx, log, err)
 	if how.Undeliverable {
 		res.Outcome = OutcomeFailed
 		if rerr := h.cfg.Deliveries.Failed(ctx, id, err); rerr != nil {
@@ -373,6 +368,19 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	// The class leads the error that asynq keeps as the task's last error,
 	// which the dashboard shows: "send mail: relay_refused: smtp auth: ...".
 	return fmt.Errorf("send mail: %s: %w", class, err)
+}
+
+// logRelayRefused logs err, a failed send, as an error when the relay
+// refuses verifyq's mail as such (delivery.RelayRefused): verifyq's
+// configuration or the relay's policy, nobody's fault but the operator's,
+// and every send to that relay fails alike until it is fixed; also when
+// another relay then took the mail.
+func logRelayRefused(ctx context.Context, log *slog.Logger, err error) {
+	if delivery.ClassOf(err) != delivery.RelayRefused {
+		return
+	}
+	log.ErrorContext(ctx, "the SMTP relay refuses verifyq's mail: check its URL (SMTP_URL, SMTP_FALLBACK_URL), MAIL_FROM and the relay's account; sends wait for it or go through the other relay",
+		relayFields(err)...)
 }
 
 // relayFields are the log fields of a failed send: its class, the stage,
