@@ -114,7 +114,8 @@ type BreakerConfig struct {
 // deadline (the code's expiry) passes, or, at shutdown, with
 // ErrSMTPUnavailable, which asynq does not count as a failure.
 //
-// Each worker process has its own breaker and probes on its own. A Breaker
+// Each worker process has its own breaker per relay (Relays routes the
+// sends by their states) and probes on its own. A Breaker
 // is safe for concurrent use.
 type Breaker struct {
 	cfg BreakerConfig
