@@ -209,7 +209,9 @@ func (r *Relays) Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) 
 		res.Tries = append(res.Tries, try)
 		err = fmt.Errorf("%s relay: %w", rl.Name, err)
 		if before != nil {
-			err = fmt.Errorf("%w (after %v)", err, before)
+			// The earlier relay's failure is the text's only: what the
+			// attempt's failure means (its class) is the last relay's.
+			err = fmt.Errorf("%w (after %v)", err, before) //nolint:errorlint // text only, on purpose (above)
 		}
 		if ctx.Err() != nil || !try.Failure.Handling().RelayWide || !relay.NotAccepted(err) {
 			return err

@@ -82,8 +82,8 @@ func newRelaysEnv(t *testing.T, primaryPass string) *relaysEnv {
 }
 
 // send issues a code for email and runs one attempt of its task, returning
-// the attempt's error and result.
-func (re *relaysEnv) send(t *testing.T, email string) (error, tasks.SendResult) {
+// the attempt's result and error.
+func (re *relaysEnv) send(t *testing.T, email string) (tasks.SendResult, error) {
 	t.Helper()
 	_, err := re.store.GetOrCreate(t.Context(), codes.ID{Email: email})
 	require.NoError(t, err)
@@ -95,7 +95,7 @@ func (re *relaysEnv) send(t *testing.T, email string) (error, tasks.SendResult) 
 	err = re.h.ProcessTask(t.Context(), task)
 	_, results, _ := re.rec.snapshot()
 	require.Len(t, results, len(before)+1)
-	return err, results[len(results)-1]
+	return results[len(results)-1], err
 }
 
 // requestedBefore is how long before its attempt each send of relaysEnv
@@ -130,7 +130,7 @@ func relaysOf(res tasks.SendResult) []string {
 func TestRelaysFailOverWhileThePrimaryIsDown(t *testing.T) {
 	t.Parallel()
 	re := newRelaysEnv(t, "")
-	err, res := re.send(t, "first@example.com")
+	res, err := re.send(t, "first@example.com")
 	require.NoError(t, err)
 	assert.Equal(t, []string{tasks.RelayPrimary}, relaysOf(res))
 	line, err := re.relays.Ready()
@@ -142,7 +142,7 @@ func TestRelaysFailOverWhileThePrimaryIsDown(t *testing.T) {
 	for i := range tasks.BreakerUnreachable + 3 {
 		email := fmt.Sprintf("down%d@example.com", i)
 		addrs = append(addrs, email)
-		err, res := re.send(t, email)
+		res, err := re.send(t, email)
 		require.NoError(t, err, "the fallback took it in the same attempt")
 		assert.Equal(t, tasks.OutcomeSent, res.Outcome)
 		assert.Equal(t, tasks.RelayFallback, res.Relay)
@@ -171,7 +171,7 @@ func TestRelaysFailOverWhileThePrimaryIsDown(t *testing.T) {
 	require.Eventually(t, func() bool {
 		email := fmt.Sprintf("back%d@example.com", len(addrs))
 		addrs = append(addrs, email)
-		err, res := re.send(t, email)
+		res, err := re.send(t, email)
 		require.NoError(t, err)
 		if res.Relay == tasks.RelayPrimary {
 			back = email
@@ -180,7 +180,7 @@ func TestRelaysFailOverWhileThePrimaryIsDown(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "the sends go back to the primary")
 	assert.Equal(t, tasks.BreakerClosed, re.primaryB.State(), "the trial was accepted")
 	assert.Equal(t, tasks.RelayPrimary, re.status(t, back).Relay)
-	err, res = re.send(t, "after@example.com")
+	res, err = re.send(t, "after@example.com")
 	require.NoError(t, err)
 	assert.Equal(t, []string{tasks.RelayPrimary}, relaysOf(res))
 	assert.Len(t, re.lines.Matching(t, "sends go through the primary relay again"), 1)
@@ -232,7 +232,7 @@ func TestRelaysFailOverOnlyWhatTheRelayDidNotTake(t *testing.T) {
 				re.primary.SetFault(*tt.fault)
 			}
 			const email = "one@example.com"
-			err, res := re.send(t, email)
+			res, err := re.send(t, email)
 			assert.Equal(t, tt.tries, relaysOf(res))
 			assert.Equal(t, tt.failure, res.Tries[0].Failure)
 			assert.Equal(t, tt.breakerB, re.primaryB.State())
@@ -281,7 +281,7 @@ func TestRelaysHoldWhileEveryRelayFails(t *testing.T) {
 	require.NoError(t, re.primary.Stop())
 	require.NoError(t, re.fallback.Stop())
 	for i := range tasks.BreakerUnreachable {
-		err, res := re.send(t, fmt.Sprintf("lost%d@example.com", i))
+		res, err := re.send(t, fmt.Sprintf("lost%d@example.com", i))
 		require.Error(t, err)
 		assert.Equal(t, []string{tasks.RelayPrimary, tasks.RelayFallback}, relaysOf(res))
 		assert.Contains(t, err.Error(), "fallback relay: smtp connect: ")
