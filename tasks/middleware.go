@@ -13,11 +13,12 @@ import (
 // The worker's asynq middleware, around the send-code handler in this
 // order (the first is outermost):
 //
-//	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(metrics))
+//	mux.Use(tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(metrics))
 //
 // Logging gives every line of a task its fields; Hold keeps a task waiting
-// while the SMTP server is unusable, before it reads the code; Observe
-// tells the metrics how each attempt that went ahead ended.
+// while no SMTP relay can take mail, before it reads the code, and notes
+// the relay it goes to; Observe tells the metrics how each attempt that
+// went ahead ended.
 
 type ctxKey int
 
