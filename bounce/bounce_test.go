@@ -105,7 +105,7 @@ func (e *env) send(t *testing.T, id codes.ID, task string) string {
 	require.NoError(t, err)
 	_, err = e.parts.Records.Begin(ctx, id, delivery.Task{ID: task, Queue: "bounce-test"}, codes.DefaultTTL)
 	require.NoError(t, err)
-	require.NoError(t, e.parts.Records.Sent(ctx, id, task, e.now))
+	require.NoError(t, e.parts.Records.Sent(ctx, id, task, delivery.Acceptance{At: e.now}))
 	return e.path.For(returnpath.Send{Task: task, Purpose: id.Purpose, Email: id.Email}, e.now)
 }
 

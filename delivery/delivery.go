@@ -72,6 +72,12 @@ type Status struct {
 	// Diagnostic is the bounce's diagnostic, masked and bounded
 	// (Diagnostic); "" when none.
 	Diagnostic string
+	// Relay names the relay that accepted it ("primary" or "fallback",
+	// tasks.RelayPrimary and tasks.RelayFallback); empty before.
+	Relay string
+	// SentAfter is the time from the send request to the relay accepting
+	// the mail (queue wait, retries and SMTP); zero when not known.
+	SentAfter time.Duration
 	// ExpiresIn is the code's remaining lifetime; zero when it is gone.
 	ExpiresIn time.Duration
 }
@@ -136,6 +142,10 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 	}
 	if ms, _ := strconv.ParseInt(h["sent_at"], 10, 64); ms > 0 {
 		st.SentAt = time.UnixMilli(ms)
+	}
+	st.Relay = h["relay"]
+	if ms, err := strconv.ParseInt(h["sent_after_ms"], 10, 64); err == nil && ms >= 0 {
+		st.SentAfter = time.Duration(ms) * time.Millisecond
 	}
 	if st.State == StateRetrying && h["task"] != "" {
 		if st.NextAttemptIn, err = r.nextAttemptIn(h["queue"], h["task"], now); err != nil {
@@ -212,10 +222,27 @@ func (r *Records) Begin(ctx context.Context, id codes.ID, task Task, ttl time.Du
 	return Attempt{Live: codes.LiveOf(code, left)}, nil
 }
 
-// Sent records that the mail server accepted task taskID's mail at at: the
-// status says sent, and a re-run of the task will not mail again.
-func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error {
-	args := []any{"state", StateSent, "sent_at", at.UnixMilli(), "failure", "", "reply", ""}
+// Acceptance is a relay taking a mail: when, which relay, and how long
+// after the send request.
+type Acceptance struct {
+	At time.Time
+	// Relay names the relay (Status.Relay); empty for none known.
+	Relay string
+	// SinceRequest is the time from the send request to At; zero when not
+	// known (a task queued without its request time).
+	SinceRequest time.Duration
+}
+
+// Sent records that a relay accepted task taskID's mail as a says, in the
+// one script of every record: the status says sent, by which relay and
+// how long after the request, and a re-run of the task will not mail
+// again.
+func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, a Acceptance) error {
+	after := ""
+	if a.SinceRequest > 0 {
+		after = strconv.FormatInt(a.SinceRequest.Milliseconds(), 10)
+	}
+	args := []any{"state", StateSent, "sent_at", a.At.UnixMilli(), "relay", a.Relay, "sent_after_ms", after, "failure", "", "reply", ""}
 	if taskID != "" {
 		args = append(args, "sent:"+taskID, "1")
 	}

@@ -41,7 +41,7 @@ func TestReported(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Begin(ctx, id, "task-1", codes.DefaultTTL)
 	require.NoError(t, err)
-	require.NoError(t, s.Sent(ctx, id, "task-1", time.Now()))
+	require.NoError(t, s.Sent(ctx, id, "task-1", delivery.Acceptance{At: time.Now()}))
 
 	ok, err = s.Reported(ctx, id, returnpath.SendID("task-0"), bounce)
 	require.NoError(t, err)

@@ -112,5 +112,6 @@ func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusReque
 	if !st.SentAt.IsZero() {
 		rsp.SentAtUnixMs = st.SentAt.UnixMilli()
 	}
+	rsp.Relay, rsp.SentAfterMs = st.Relay, st.SentAfter.Milliseconds()
 	return rsp, nil
 }

@@ -294,6 +294,16 @@ func TestStatus(t *testing.T) {
 	assert.Equal(t, "5.1.1", body["dsn_status"])
 	assert.Equal(t, "<s***@example.com>: Recipient address rejected: User unknown", body["diagnostic"])
 	assert.NotEmpty(t, body["sent_at"], "it was sent before it bounced")
+	// What a worker records when the fallback relay takes the mail.
+	sentAt := time.Now().Truncate(time.Millisecond)
+	require.NoError(t, e.Records.Sent(t.Context(), codes.ID{Email: "st@example.com"}, "task-1",
+		delivery.Acceptance{At: sentAt, Relay: "fallback", SinceRequest: 1500 * time.Millisecond}))
+	status, body = e.get(t, "/v1/codes/status?email=st@example.com")
+	require.Equal(t, http.StatusOK, status, body)
+	assert.Equal(t, "sent", body["state"])
+	assert.Equal(t, sentAt.UTC().Format(time.RFC3339Nano), body["sent_at"])
+	assert.Equal(t, "fallback", body["relay"])
+	assert.Equal(t, float64(1500), body["sent_after_ms"])
 
 	for _, q := range []string{"", "?email=a@example.com&email=b@example.com", "?email=a@example.com&x=1", "?mail=a@example.com"} {
 		status, body = e.get(t, "/v1/codes/status"+q)

@@ -30,8 +30,8 @@ type App struct {
 	cfg      Config
 	logger   *slog.Logger
 	rdb      redis.UniversalClient
-	sender   *relay.Client
-	breaker  *tasks.Breaker
+	clients  []*relay.Client // one per relay
+	relays   *tasks.Relays
 	server   *asynq.Server
 	mux      *asynq.ServeMux
 	adminSrv *http.Server
@@ -48,39 +48,69 @@ type App struct {
 }
 
 // NewApp wires the worker from cfg. It does not start yet.
-func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	sender, err := relay.NewClient(cfg.SMTP, logger)
-	if err != nil {
-		return nil, err
-	}
+func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 	rdb := cfg.Redis.Client()
+	var clients []*relay.Client
+	var list []tasks.Relay
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, r := range list {
+			r.Breaker.Close()
+		}
+		for _, c := range clients {
+			_ = c.Close()
+		}
+		_ = rdb.Close()
+	}()
 	keys, err := codes.NewKeys(cfg.KeyPrefix)
 	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
-	m := metrics.NewWorker(reg)
+	configs := []namedRelay{{tasks.RelayPrimary, cfg.SMTP}}
+	if cfg.FallbackSMTP != nil {
+		configs = append(configs, namedRelay{tasks.RelayFallback, *cfg.FallbackSMTP})
+	}
+	names := make([]string, len(configs))
+	for i, c := range configs {
+		names[i] = c.name
+	}
+	m := metrics.NewWorker(reg, names...)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
-		Probe:        sender.Probe,
-		ProbeTimeout: sender.Timeout(),
-		Resume: func() (int, error) {
-			total := 0
-			for _, q := range tasks.Queues(cfg.QueueShards) {
-				n, err := insp.RunAllRetryTasks(q)
-				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-					return total, err
-				}
-				total += n
+	resume := func() (int, error) {
+		total := 0
+		for _, q := range tasks.Queues(cfg.QueueShards) {
+			n, err := insp.RunAllRetryTasks(q)
+			if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+				return total, err
 			}
-			return total, nil
-		},
-		OnChange: m.BreakerChanged,
-		Logger:   logger,
-	})
+			total += n
+		}
+		return total, nil
+	}
+	for _, c := range configs {
+		rlog := logger.With("relay", c.name)
+		client, err := relay.NewClient(c.cfg, rlog)
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, client)
+		breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
+			Probe:        client.Probe,
+			ProbeTimeout: client.Timeout(),
+			Resume:       resume,
+			OnChange:     m.BreakerChanged(c.name),
+			Logger:       rlog,
+		})
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, tasks.Relay{Name: c.name, Mailer: client, Breaker: breaker})
+	}
+	relays, err := tasks.NewRelays(logger, list...)
 	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
 	records := delivery.NewRecords(rdb, keys, insp)
@@ -89,7 +119,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Deliveries:  records,
 		Author:      cfg.Author,
 		ReturnPath:  cfg.ReturnPath,
-		Mailer:      breaker.Watch(sender),
+		Mailer:      relays,
 		TTL:         cfg.TTL,
 		PurposeTTL:  cfg.Purposes,
 		Seal:        cfg.Seal,
@@ -98,8 +128,6 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Logger:      logger,
 	})
 	if err != nil {
-		breaker.Close()
-		_ = rdb.Close()
 		return nil, err
 	}
 	var intake *bounce.Intake
@@ -115,13 +143,11 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 			Logger:      logger,
 		})
 		if err != nil {
-			breaker.Close()
-			_ = rdb.Close()
 			return nil, err
 		}
 	}
 	mux := asynq.NewServeMux()
-	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
+	mux.Use(tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -144,12 +170,12 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Logger:            platform.AsynqLogger{L: logger},
 		LogLevel:          asynqLevel(logger),
 	})
-	a := &App{
+	a = &App{
 		cfg:      cfg,
 		logger:   logger,
 		rdb:      rdb,
-		sender:   sender,
-		breaker:  breaker,
+		clients:  clients,
+		relays:   relays,
 		server:   server,
 		mux:      mux,
 		handler:  handler,
@@ -168,7 +194,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 // DASHBOARD_HOSTS, and basic auth when DASHBOARD_AUTH is set); without
 // credentials pprof is served only on a loopback ADMIN_ADDR.
 func (a *App) adminMux() *http.ServeMux {
-	mux := platform.AdminMux(a.rdb, a.breaker.Ready)
+	mux := platform.AdminMux(a.rdb, a.relays.Ready)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	if a.cfg.DashboardAuth.Set() || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true
@@ -229,10 +255,10 @@ func (a *App) BounceAddr() string {
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
-	// Stop taking tasks first, then let the sends the breaker holds back
+	// Stop taking tasks first, then let the sends the breakers hold back
 	// go (back to the queue, no retry counted), then wait for the rest.
 	a.server.Stop()
-	a.breaker.Close()
+	a.relays.Close()
 	a.server.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
@@ -247,9 +273,19 @@ func (a *App) Close() error {
 	if werr := a.handler.Wait(ctx); werr != nil {
 		a.logger.Warn("shutdown before every sent mail was recorded", "err", werr)
 	}
-	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
+	err = errors.Join(err, <-a.done)
+	for _, c := range a.clients {
+		err = errors.Join(err, c.Close())
+	}
+	err = errors.Join(err, a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err
+}
+
+// namedRelay is one relay's client configuration and its name.
+type namedRelay struct {
+	name string
+	cfg  relay.Config
 }
 
 // pollInterval is asynq's TaskCheckInterval: an idle worker looks at the

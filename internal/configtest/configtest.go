@@ -38,8 +38,11 @@ import (
 // not touch (its tokens live 7 days, codes minutes) and that a worker
 // without sealed codes needs all the same; and the intake's listener
 // (BOUNCE_ADDR), an address no other variable holds, its bounds fixed
-// (bounce.MaxMessageBytes and the others), not variables.
-const MaxVariables = 52
+// (bounce.MaxMessageBytes and the others), not variables;
+// and SMTP_FALLBACK_URL, a second relay: another server with its own
+// credentials, TLS and timeout, which SMTP_URL cannot hold as one URL,
+// while the EHLO name and the connection cap, about verifyq, serve both.
+const MaxVariables = 53
 
 // Row is one row of the reference's table of variables.
 type Row struct {

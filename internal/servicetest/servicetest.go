@@ -37,6 +37,9 @@ type Env struct {
 	Redis   *redistest.Server
 	RDB     redis.UniversalClient
 	Service *service.Service
+	// Records are the service's delivery records: a test writes what a
+	// worker would (Records.Sent).
+	Records *delivery.Records
 }
 
 // Discard is a logger that writes nothing.
@@ -80,7 +83,7 @@ func New(t testing.TB, l limits.Config, maxAttempts int) *Env {
 	rdb := d.UniversalClient(t)
 	p := NewParts(t, rdb, codes.Config{MaxAttempts: maxAttempts}, l)
 	srv, _ := d.(*redistest.Server)
-	return &Env{Deployment: d, Redis: srv, RDB: rdb,
+	return &Env{Deployment: d, Redis: srv, RDB: rdb, Records: p.Records,
 		Service: service.New(p.Store, p.Limiter, p.Records, asynq.NewClientFromRedisClient(rdb), Discard)}
 }
 
@@ -119,7 +122,7 @@ func (e *Env) Reported(t testing.TB, id codes.ID, task string, rep delivery.Repo
 	records := delivery.NewRecords(e.RDB, keys, asynq.NewInspectorFromRedisClient(e.RDB))
 	_, err = records.Begin(ctx, id, delivery.Task{ID: task, Queue: tasks.Queue}, codes.DefaultTTL)
 	require.NoError(t, err)
-	require.NoError(t, records.Sent(ctx, id, task, time.Now()))
+	require.NoError(t, records.Sent(ctx, id, task, delivery.Acceptance{At: time.Now()}))
 	ok, err := records.Reported(ctx, id, returnpath.SendID(task), rep)
 	require.NoError(t, err)
 	require.True(t, ok, "the status follows the send")

@@ -415,7 +415,13 @@ type GetStatusResponse struct {
 	DsnStatus string `protobuf:"bytes,8,opt,name=dsn_status,json=dsnStatus,proto3" json:"dsn_status,omitempty"`
 	// The bounce's diagnostic: on one line, every word with an "@" masked,
 	// at most 160 bytes; empty if none.
-	Diagnostic    string `protobuf:"bytes,9,opt,name=diagnostic,proto3" json:"diagnostic,omitempty"`
+	Diagnostic string `protobuf:"bytes,9,opt,name=diagnostic,proto3" json:"diagnostic,omitempty"`
+	// The relay that accepted the mail: "primary" (SMTP_URL) or "fallback"
+	// (SMTP_FALLBACK_URL); empty if none did yet.
+	Relay string `protobuf:"bytes,10,opt,name=relay,proto3" json:"relay,omitempty"`
+	// Milliseconds from the send request to the relay accepting the mail
+	// (queue wait, retries and SMTP); 0 if not sent, or not known.
+	SentAfterMs   int64 `protobuf:"varint,11,opt,name=sent_after_ms,json=sentAfterMs,proto3" json:"sent_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +519,20 @@ func (x *GetStatusResponse) GetDiagnostic() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetSentAfterMs() int64 {
+	if x != nil {
+		return x.SentAfterMs
+	}
+	return 0
+}
+
 var File_verifyq_v1_verifyq_proto protoreflect.FileDescriptor
 
 const file_verifyq_v1_verifyq_proto_rawDesc = "" +
@@ -535,7 +555,7 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\bverified\x18\x01 \x01(\bR\bverified\"B\n" +
 	"\x10GetStatusRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\"\xc6\x02\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x80\x03\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.verifyq.v1.DeliveryStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12&\n" +
@@ -549,7 +569,10 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"dsn_status\x18\b \x01(\tR\tdsnStatus\x12\x1e\n" +
 	"\n" +
 	"diagnostic\x18\t \x01(\tR\n" +
-	"diagnostic*\xae\x02\n" +
+	"diagnostic\x12\x14\n" +
+	"\x05relay\x18\n" +
+	" \x01(\tR\x05relay\x12\"\n" +
+	"\rsent_after_ms\x18\v \x01(\x03R\vsentAfterMs*\xae\x02\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DELIVERY_STATE_NONE\x10\x01\x12\x19\n" +
