@@ -11,6 +11,7 @@ BIN     := bin
 MAILPIT := $(BIN)/mailpit
 GHZ     := $(BIN)/ghz
 VEGETA  := $(BIN)/vegeta
+BENCHSTAT := $(BIN)/benchstat
 LINTER  := $(BIN)/golangci-lint
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
@@ -90,13 +91,16 @@ lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, go
 $(LINTER): tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-tools: $(MAILPIT) $(GHZ) $(VEGETA) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators), pinned in tools/go.mod
+tools: $(MAILPIT) $(GHZ) $(VEGETA) $(BENCHSTAT) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators) and bin/benchstat, pinned in tools/go.mod
 
 $(MAILPIT): tools/go.mod tools/go.sum tools/build-mailpit.sh
 	bash tools/build-mailpit.sh $@
 
 $(GHZ) $(VEGETA) &: tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ github.com/bojand/ghz/cmd/ghz github.com/tsenart/vegeta/v12
+
+$(BENCHSTAT): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ golang.org/x/perf/cmd/benchstat
 
 proto: ## regenerate proto/ Go code (protoc from Debian's protobuf-compiler, plugins pinned in tools/go.mod)
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
