@@ -92,7 +92,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	mux := asynq.NewServeMux()
-	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
+	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
