@@ -74,6 +74,7 @@ screenshots: $(MAILPIT) ## test-browser, refreshing the committed screenshots in
 fuzz: ## run every fuzz target for FUZZTIME (100000 inputs, some seconds) each, seed corpora in testdata/fuzz
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
+	$(GO) test -run '^$$' -fuzz '^FuzzIsPlainAddress$$' -fuzztime $(FUZZTIME) ./mail
 
 # BASELINE: a git ref built in a temporary worktree and measured in ROUNDS
 # rounds alternating with the tree's build; PROFILE: a directory for CPU
