@@ -2,6 +2,7 @@ package grpcapi_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -71,8 +72,9 @@ func BenchmarkSendCode(b *testing.B) {
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-served
+		if err := errors.Join(srv.Shutdown(ctx), <-served); err != nil {
+			b.Error(err)
+		}
 	})
 	conn := grpctest.Dial(b, ln.Addr().String())
 	legacy, v1 := messagepb.NewVarifyServiceClient(conn), verifyqv1.NewCodeServiceClient(conn)

@@ -32,9 +32,9 @@ const (
 // task on a new goroutine, whose stack starts small and doubles as the
 // send goes deeper (the payload's JSON, go-redis, the mail's Date), each
 // time copying every frame above; growing it first copies only the few
-// frames of the middleware. In a CPU profile of a worker draining 20000
-// mails the handler's stack copies were about 3 % of the samples, and the
-// payload's decoding (where the first one fell) halved.
+// frames of the middleware. In CPU profiles of a worker draining 20000
+// mails the handler's stack copies fell from 4.4 % of the samples to 1.1 %
+// (this one copy).
 func ReserveStack(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		reserveStack()
@@ -46,20 +46,19 @@ func ReserveStack(next asynq.Handler) asynq.Handler {
 // KiB, which a send did not outgrow in the profile.
 const stackReserve = 16 << 10
 
-// reserveIndex and reserveSink keep the compiler from dropping the frame.
-var (
-	reserveIndex int
-	reserveSink  byte
-)
-
 // reserveStack takes a frame of stackReserve bytes, which makes the
 // runtime grow the goroutine's stack to hold it.
 //
 //go:noinline
 func reserveStack() {
 	var frame [stackReserve]byte
-	reserveSink = frame[reserveIndex]
+	keep(&frame)
 }
+
+// keep takes the frame's address, so that the compiler keeps the frame.
+//
+//go:noinline
+func keep(*[stackReserve]byte) {}
 
 // Logging puts a logger with the task's ID, queue and retry count into the
 // task's context, which the handler logs through.
