@@ -11,6 +11,7 @@ BIN     := bin
 MAILPIT := $(BIN)/mailpit
 GHZ     := $(BIN)/ghz
 VEGETA  := $(BIN)/vegeta
+BENCHSTAT := $(BIN)/benchstat
 LINTER  := $(BIN)/golangci-lint
 HELM    := $(BIN)/helm
 BUF     := $(BIN)/buf
@@ -78,6 +79,7 @@ fuzz: ## run every fuzz target for FUZZTIME (100000 inputs, some seconds) each, 
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bounce/report
+	$(GO) test -run '^$$' -fuzz '^FuzzIsPlainAddress$$' -fuzztime $(FUZZTIME) ./mail
 
 # BASELINE: a git ref built in a temporary worktree and measured in ROUNDS
 # rounds alternating with the tree's build; PROFILE: a directory for CPU
@@ -122,13 +124,16 @@ $(DOCKERFILE_UTILS): tools/npm/package.json tools/npm/package-lock.json
 	npm ci --prefix tools/npm --no-audit --no-fund
 	touch $@
 
-tools: $(MAILPIT) $(GHZ) $(VEGETA) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators), pinned in tools/go.mod
+tools: $(MAILPIT) $(GHZ) $(VEGETA) $(BENCHSTAT) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators) and bin/benchstat, pinned in tools/go.mod
 
 $(MAILPIT): tools/go.mod tools/go.sum tools/build-mailpit.sh
 	bash tools/build-mailpit.sh $@
 
 $(GHZ) $(VEGETA) &: tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ github.com/bojand/ghz/cmd/ghz github.com/tsenart/vegeta/v12
+
+$(BENCHSTAT): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ golang.org/x/perf/cmd/benchstat
 
 proto: ## regenerate proto/ Go code (protoc from Debian's protobuf-compiler, plugins pinned in tools/go.mod)
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc

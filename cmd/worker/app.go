@@ -147,7 +147,7 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 		}
 	}
 	mux := asynq.NewServeMux()
-	mux.Use(tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
+	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
