@@ -11,7 +11,12 @@ BIN     := bin
 MAILPIT := $(BIN)/mailpit
 GHZ     := $(BIN)/ghz
 VEGETA  := $(BIN)/vegeta
+BENCHSTAT := $(BIN)/benchstat
 LINTER  := $(BIN)/golangci-lint
+HELM    := $(BIN)/helm
+BUF     := $(BIN)/buf
+# dockerfile-utils (pinned in tools/npm/package-lock.json) checks the Dockerfile.
+DOCKERFILE_UTILS := tools/npm/node_modules/.bin/dockerfile-utils
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
 .PHONY: help build run smoke test test-faults test-modes test-mta test-browser screenshots fuzz lint tools proto proto-check clean bench
@@ -73,6 +78,8 @@ screenshots: $(MAILPIT) ## test-browser, refreshing the committed screenshots in
 fuzz: ## run every fuzz target for FUZZTIME (100000 inputs, some seconds) each, seed corpora in testdata/fuzz
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateAddress$$' -fuzztime $(FUZZTIME) ./mail
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bounce/report
+	$(GO) test -run '^$$' -fuzz '^FuzzIsPlainAddress$$' -fuzztime $(FUZZTIME) ./mail
 
 # BASELINE: a git ref built in a temporary worktree and measured in ROUNDS
 # rounds alternating with the tree's build; PROFILE: a directory for CPU
@@ -83,20 +90,50 @@ bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis
 	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -work tmp-bench \
 		$(if $(BASELINE),-baseline $(BASELINE) -rounds $(ROUNDS)) $(if $(PROFILE),-profile $(PROFILE))
 
-lint: $(LINTER) ## golangci-lint (pinned in tools/go.mod) with .golangci.yml, gofmt included
+# buf breaking compares the protos with the commit that first committed them
+# (edf55a2): the old gateway's message.proto may never change on the wire, and
+# verifyq.v1 only grows. A clone needs that commit (git clone has it; a
+# shallow clone does not).
+BUF_AGAINST := .git\#ref=edf55a2ded2390b02c59fb883f191d9d29af3ab8,subdir=proto
+HELM_EXAMPLES := $(wildcard deploy/helm/examples/*.yaml)
+
+lint: $(LINTER) $(BUF) $(HELM) $(DOCKERFILE_UTILS) ## golangci-lint (gofmt included), buf lint and breaking, helm lint and template of each values example, the Dockerfile and docker-compose.yml checked
 	$(LINTER) run ./...
+	$(BUF) lint
+	$(BUF) breaking --against '$(BUF_AGAINST)'
+	$(DOCKERFILE_UTILS) lint Dockerfile
+	@command -v docker-compose >/dev/null || { echo 'docker-compose is missing: apt-get install docker-compose (.ci/run does)' >&2; exit 1; }
+	docker-compose -f docker-compose.yml config --quiet
+	set -e; for f in $(HELM_EXAMPLES); do \
+		echo "==> helm lint and template with $$f"; \
+		$(HELM) lint --strict --quiet deploy/helm/verifyq -f $$f; \
+		$(HELM) template verifyq deploy/helm/verifyq -f $$f >/dev/null; \
+	done
 
 # Rebuilt only when tools/go.mod or tools/go.sum (the pin) changes.
 $(LINTER): tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-tools: $(MAILPIT) $(GHZ) $(VEGETA) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators), pinned in tools/go.mod
+$(HELM): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ helm.sh/helm/v4/cmd/helm
+
+$(BUF): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ github.com/bufbuild/buf/cmd/buf
+
+$(DOCKERFILE_UTILS): tools/npm/package.json tools/npm/package-lock.json
+	npm ci --prefix tools/npm --no-audit --no-fund
+	touch $@
+
+tools: $(MAILPIT) $(GHZ) $(VEGETA) $(BENCHSTAT) ## build bin/mailpit (dev mail catcher), bin/ghz and bin/vegeta (load generators) and bin/benchstat, pinned in tools/go.mod
 
 $(MAILPIT): tools/go.mod tools/go.sum tools/build-mailpit.sh
 	bash tools/build-mailpit.sh $@
 
 $(GHZ) $(VEGETA) &: tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ github.com/bojand/ghz/cmd/ghz github.com/tsenart/vegeta/v12
+
+$(BENCHSTAT): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o $(CURDIR)/$@ golang.org/x/perf/cmd/benchstat
 
 proto: ## regenerate proto/ Go code (protoc from Debian's protobuf-compiler, plugins pinned in tools/go.mod)
 	$(GO) build -C tools -o $(CURDIR)/$(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -111,6 +148,6 @@ proto-check: proto ## fail when the committed generated code is stale
 	@git diff --exit-code -- proto || { echo 'proto/: generated code is stale: run make proto and commit' >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto >&2; echo 'proto/: uncommitted generated files: run make proto and commit' >&2; exit 1; }
 
-clean: ## remove bin/ (binaries, mailpit and its npm build copy), tmp-run/, tmp-bench/, tmp-screenshots/ and coverage files
-	rm -rf $(BIN) tmp-run tmp-bench tmp-screenshots
+clean: ## remove bin/ (binaries, mailpit and its npm build copy), tools/npm/node_modules, tmp-run/, tmp-bench/, tmp-screenshots/ and coverage files
+	rm -rf $(BIN) tools/npm/node_modules tmp-run tmp-bench tmp-screenshots
 	rm -f coverage.* *.coverprofile

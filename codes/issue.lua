@@ -7,11 +7,12 @@
 -- (sealed codes, whose plain code nobody can read back to mail again) a
 -- live code's value becomes the new one, keeping its remaining lifetime
 -- and attempts. A new code starts with no wrong attempts and a fresh
--- status; a resent one keeps both. The status names the send: by its
--- task ('task'), with the task's queue, the mail's locale and the sealed
--- code (what a task can be made again from, package reconcile); a send
--- without a task by a random nonce ('nonce'), as older versions named
--- every send. A field this send has no value for is removed. Happy path of a new code: SET, DEL, HSET,
+-- status; a resent one keeps both, less what the last send's failure or
+-- bounce said. The status names the send: by its task ('task'), with the
+-- task's queue, the mail's locale and the sealed code (what a task can be
+-- made again from, package reconcile); a send without a task by a random
+-- nonce ('nonce'), as older versions named every send. A field this send
+-- has no value for is removed. Happy path of a new code: SET, DEL, HSET,
 -- PEXPIRE.
 --
 -- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)
@@ -28,8 +29,8 @@ local ttl = tonumber(ARGV[2])
 local code = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl, 'GET')
 local left, created, replaced, prev = ttl, 1, '', {}
 local set = {'state', 'queued', ARGV[3], ARGV[4], 'queued_at', ARGV[5]}
-local unset = {'failure', 'reply'}
-unset[3] = ARGV[3] == 'task' and 'nonce' or 'task'
+local unset = {'failure', 'reply', 'dsn', 'diagnostic'}
+unset[5] = ARGV[3] == 'task' and 'nonce' or 'task'
 for i, name in ipairs({'queue', 'locale', 'sealed'}) do
   local v = ARGV[7 + i]
   if v == '' then

@@ -1,7 +1,8 @@
 // Package delivery keeps the record of each code's mail and the
 // suppression list: what became of a send (queued, sending, retrying,
-// sent, undeliverable, expired), the classes of SMTP failures it records,
-// and the addresses refused new sends after a permanent failure.
+// sent, undeliverable, expired, and after it was sent bounced or
+// complained of), the classes of SMTP failures it records, and the
+// addresses refused new sends after a permanent failure.
 //
 // verifyq's status hash (codes.Keys.StatusKey, in the code's slot) is the
 // source of the state, the attempts, the last failure's class and reply
@@ -36,7 +37,15 @@ const (
 	StateSent          = "sent"          // the mail server accepted the mail
 	StateUndeliverable = "undeliverable" // the mail server refused it for good
 	StateExpired       = "expired"       // the code expired before it was used
+	StateBounced       = "bounced"       // accepted, then a DSN said it failed
+	StateComplained    = "complained"    // the recipient reported it as spam
 )
+
+// final reports whether state is an end that a gone code does not turn
+// into expired: what the status says stays true.
+func final(state string) bool {
+	return state == StateUndeliverable || state == StateBounced || state == StateComplained
+}
 
 // StatusLinger is how long a delivery status outlives its code
 // (codes.StatusLinger).
@@ -60,6 +69,18 @@ type Status struct {
 	Reply int
 	// SentAt is when the mail server accepted the mail.
 	SentAt time.Time
+	// DSN is the status code (RFC 3463) of the delivery status
+	// notification of a bounced mail, e.g. "5.1.1"; "" when none.
+	DSN string
+	// Diagnostic is the bounce's diagnostic, masked and bounded
+	// (Diagnostic); "" when none.
+	Diagnostic string
+	// Relay names the relay that accepted it ("primary" or "fallback",
+	// tasks.RelayPrimary and tasks.RelayFallback); empty before.
+	Relay string
+	// SentAfter is the time from the send request to the relay accepting
+	// the mail (queue wait, retries and SMTP); zero when not known.
+	SentAfter time.Duration
 	// ExpiresIn is the code's remaining lifetime; zero when it is gone.
 	ExpiresIn time.Duration
 }
@@ -94,12 +115,15 @@ var (
 	beginSrc string
 	//go:embed record.lua
 	recordSrc string
+	//go:embed report.lua
+	reportSrc string
 	//go:embed requeue.lua
 	requeueSrc string
 
 	readStatus = redis.NewScript(statusSrc)
 	begin      = redis.NewScript(beginSrc)
 	record     = redis.NewScript(recordSrc)
+	report     = redis.NewScript(reportSrc)
 	requeue    = redis.NewScript(requeueSrc)
 )
 
@@ -115,9 +139,16 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 	}
 	h := fields(res[0])
 	ms, _ := res[1].(int64)
-	st := Status{State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"])}
+	st := Status{
+		State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"]),
+		DSN: h["dsn"], Diagnostic: h["diagnostic"],
+	}
 	if ms, _ := strconv.ParseInt(h["sent_at"], 10, 64); ms > 0 {
 		st.SentAt = time.UnixMilli(ms)
+	}
+	st.Relay = h["relay"]
+	if ms, err := strconv.ParseInt(h["sent_after_ms"], 10, 64); err == nil && ms >= 0 {
+		st.SentAfter = time.Duration(ms) * time.Millisecond
 	}
 	if st.State == StateRetrying && h["task"] != "" {
 		if st.NextAttemptIn, err = r.nextAttemptIn(h["queue"], h["task"], now); err != nil {
@@ -129,7 +160,7 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 		st.ExpiresIn = time.Duration(ms) * time.Millisecond
 	case ms == -1: // a key without expiry: alive
 	default: // the code is gone
-		if st.State != "" && st.State != StateUndeliverable {
+		if st.State != "" && !final(st.State) {
 			st.State = StateExpired
 		}
 	}
@@ -214,16 +245,33 @@ func (r *Records) Begin(ctx context.Context, id codes.ID, task Task, ttl time.Du
 	return Attempt{Live: codes.LiveOf(code, left)}, nil
 }
 
-// Sent records that the mail server accepted task taskID's mail at at: the
-// status says sent (unless a later send owns it), a re-run of the task
-// will not mail again, and the send leaves the index of open sends; one
-// round trip.
-func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error {
+// Acceptance is a relay taking a mail: when, which relay, and how long
+// after the send request.
+type Acceptance struct {
+	At time.Time
+	// Relay names the relay (Status.Relay); empty for none known.
+	Relay string
+	// SinceRequest is the time from the send request to At; zero when not
+	// known (a task queued without its request time).
+	SinceRequest time.Duration
+}
+
+// Sent records that a relay accepted task taskID's mail as a says, in the
+// one script of every record: the status says sent, by which relay and
+// how long after the request (unless a later send owns the status), a
+// re-run of the task will not mail again, and the send leaves the index
+// of open sends in the same round trip.
+func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, a Acceptance) error {
+	after := ""
+	if a.SinceRequest > 0 {
+		after = strconv.FormatInt(a.SinceRequest.Milliseconds(), 10)
+	}
 	own := ""
 	if taskID != "" {
 		own = "sent:" + taskID
 	}
-	return r.record(ctx, id, taskID, own, true, "state", StateSent, "sent_at", at.UnixMilli(), "failure", "", "reply", "")
+	return r.record(ctx, id, taskID, own, true,
+		"state", StateSent, "sent_at", a.At.UnixMilli(), "relay", a.Relay, "sent_after_ms", after, "failure", "", "reply", "")
 }
 
 // Retrying records a failed attempt of task taskID that asynq will retry
@@ -242,6 +290,37 @@ func (r *Records) Failed(ctx context.Context, id codes.ID, taskID string, failur
 		return r.record(ctx, id, taskID, "", true, "failure", string(class), "reply", replyField(failure))
 	}
 	return r.record(ctx, id, taskID, "", true, "state", StateUndeliverable, "failure", string(class), "reply", replyField(failure))
+}
+
+// Report is what came back about a mail after it was sent: a bounce (a
+// delivery status notification that says it failed) or a complaint (a
+// feedback report).
+type Report struct {
+	// State is StateBounced or StateComplained.
+	State string
+	// DSN is the notification's status code, e.g. "5.1.1" ("": none).
+	DSN string
+	// Diagnostic is its diagnostic text; Reported keeps it as Diagnostic
+	// has it.
+	Diagnostic string
+}
+
+// Reported records rep in the status of id's code, if the status still
+// follows the send sendID names (returnpath.SendID of its task) and
+// reports whether it did: a status that is gone, or that a later send
+// took over, is left as it is.
+func (r *Records) Reported(ctx context.Context, id codes.ID, sendID string, rep Report) (bool, error) {
+	if rep.State != StateBounced && rep.State != StateComplained {
+		return false, fmt.Errorf("record report: %q is not a state of a report", rep.State)
+	}
+	if rep.DSN != "" && !enhancedCodeRE.MatchString(rep.DSN) {
+		return false, fmt.Errorf("record report: %q is no enhanced status code", rep.DSN)
+	}
+	n, err := report.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, sendID, rep.State, rep.DSN, Diagnostic(rep.Diagnostic)).Int()
+	if err != nil {
+		return false, fmt.Errorf("record report: %w", err)
+	}
+	return n == 1, nil
 }
 
 // record writes the end of an attempt of task taskID (record.lua): the

@@ -72,11 +72,14 @@ func TestDeliveryStatus(t *testing.T) {
 	_, err = s.Begin(ctx, codes.ID{Email: "d@example.com"}, "task-1", codes.DefaultTTL)
 	require.NoError(t, err)
 	sentAt := time.UnixMilli(now.UnixMilli())
-	require.NoError(t, s.Sent(ctx, codes.ID{Email: "d@example.com"}, "task-1", sentAt))
+	require.NoError(t, s.Sent(ctx, codes.ID{Email: "d@example.com"}, "task-1",
+		delivery.Acceptance{At: sentAt, Relay: "fallback", SinceRequest: 1234 * time.Millisecond}))
 	st = status("d@example.com")
 	assert.Equal(t, delivery.StateSent, st.State)
 	assert.Equal(t, 2, st.Attempts)
 	assert.True(t, sentAt.Equal(st.SentAt))
+	assert.Equal(t, "fallback", st.Relay, "the relay that took it")
+	assert.Equal(t, 1234*time.Millisecond, st.SentAfter, "request to acceptance")
 	assert.Empty(t, st.LastFailure)
 	assert.Zero(t, st.Reply)
 

@@ -140,6 +140,7 @@ var replyRules = []rule{
 	{stages: rcpt, code: "5xx", enhanced: "5.1.8", class: RelayRefused},        // the sender's domain, bad
 	// Permanent: the recipient.
 	{stages: rcpt, code: "5xx", enhanced: "5.1.", class: RecipientRefused},  // no such user, bad mailbox or domain
+	{stages: rcpt, code: "5xx", enhanced: "5.4.4", class: RecipientRefused}, // no route to the domain: it does not exist
 	{stages: rcpt, code: "5xx", enhanced: "5.2.1", class: RecipientRefused}, // mailbox disabled
 	{stages: rcpt, code: "5xx", enhanced: "5.2.2", class: RecipientDeferred},
 	{stages: rcpt, code: "550", enhanced: "-", class: RecipientRefused}, // mailbox unavailable, said without an enhanced code
@@ -208,6 +209,25 @@ func ClassOf(err error) Class {
 		return RelayRefused // a certificate or handshake failure: configuration
 	}
 	return RelayDeferred
+}
+
+// ClassOfReport classifies a delivery status notification's verdict on
+// one recipient (RFC 3464): status is its Status ("5.1.1"), reply the
+// reply code its Diagnostic-Code quotes (0: none; then 500 or 400 by the
+// status's class). A DSN speaks of one recipient wherever the next hop
+// refused the mail, so it reads as a reply at RCPT, by the same rules as
+// ClassOf: 5.1.x (bar the sender's 5.1.7 and 5.1.8), 5.2.1 and 5.4.4 are
+// the recipient's (RecipientRefused, which suppresses); 5.7.x policy,
+// 5.6.x content, 5.3.4 size and 5.2.2 a full mailbox are not.
+// A status that is no enhanced status code is MessageRefused.
+func ClassOfReport(status string, reply int) Class {
+	if !enhancedCodeRE.MatchString(status) {
+		return MessageRefused
+	}
+	if class := int(status[0] - '0'); reply/100 != class {
+		reply = class * 100
+	}
+	return ClassOf(&relay.Error{Stage: relay.StageRcpt, Code: reply, Enhanced: status})
 }
 
 // ReplyCode returns the SMTP reply code of err (e.g. 550), or 0 when err is

@@ -36,6 +36,7 @@ func TestClassOf(t *testing.T) {
 		{"bad recipient address syntax", reply(relay.StageRcpt, 553, "5.1.3"), delivery.RecipientRefused},
 		{"recipient address has null MX", reply(relay.StageRcpt, 556, "5.1.10"), delivery.RecipientRefused},
 		{"mailbox disabled", reply(relay.StageRcpt, 550, "5.2.1"), delivery.RecipientRefused},
+		{"no route to a domain that does not exist", reply(relay.StageRcpt, 554, "5.4.4"), delivery.RecipientRefused},
 		{"550 at RCPT without an enhanced code", reply(relay.StageRcpt, 550, ""), delivery.RecipientRefused},
 		{"551 at RCPT without an enhanced code", reply(relay.StageRcpt, 551, ""), delivery.RecipientRefused},
 		{"553 at RCPT without an enhanced code", reply(relay.StageRcpt, 553, ""), delivery.RecipientRefused},
@@ -63,7 +64,7 @@ func TestClassOf(t *testing.T) {
 		{"message too big at MAIL FROM (SIZE)", reply(relay.StageRcpt, 552, "5.3.4"), delivery.MessageRefused},
 		{"552 without an enhanced code", reply(relay.StageData, 552, ""), delivery.MessageRefused},
 		{"content refused", reply(relay.StageData, 550, "5.6.0"), delivery.MessageRefused},
-		{"other 5xx at RCPT", reply(relay.StageRcpt, 554, "5.4.4"), delivery.MessageRefused},
+		{"other 5xx at RCPT", reply(relay.StageRcpt, 554, "5.4.6"), delivery.MessageRefused},
 		{"other 5xx at DATA", reply(relay.StageData, 554, "5.0.0"), delivery.MessageRefused},
 		{"invalid address", fmt.Errorf("compose: %w", mail.ErrInvalidAddress), delivery.MessageRefused},
 		{"invalid message", fmt.Errorf("compose: %w", mail.ErrInvalidMessage), delivery.MessageRefused},
@@ -117,6 +118,43 @@ func TestHandling(t *testing.T) {
 	}
 	assert.Equal(t, delivery.RetryRecipient, delivery.RecipientDeferred.Handling().Retry)
 	assert.True(t, delivery.Undecryptable.Handling().Undeliverable, "no retry of this worker opens the code")
+}
+
+// TestClassOfReport reads the Status of a DSN's recipient, and the reply
+// its Diagnostic-Code quotes, by the same table: only the recipient's own
+// failures suppress.
+func TestClassOfReport(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status string
+		reply  int
+		want   delivery.Class
+	}{
+		{"5.1.1", 550, delivery.RecipientRefused}, // Postfix: User unknown
+		{"5.1.1", 0, delivery.RecipientRefused},   // no reply quoted (X-Postfix; ...)
+		{"5.1.10", 556, delivery.RecipientRefused},
+		{"5.2.1", 550, delivery.RecipientRefused},
+		{"5.4.4", 0, delivery.RecipientRefused}, // Postfix: Host or domain name not found
+		{"5.1.7", 550, delivery.RelayRefused},   // the sender's address: ours, not the recipient's
+		{"5.7.1", 554, delivery.RelayRefused},   // policy: spam, SPF, DMARC
+		{"5.7.26", 550, delivery.RelayRefused},  // Gmail: unauthenticated sender
+		{"5.6.0", 554, delivery.MessageRefused},
+		{"5.6.7", 553, delivery.NeedsSMTPUTF8},
+		{"5.3.4", 552, delivery.MessageRefused},
+		{"5.2.2", 552, delivery.RecipientDeferred}, // a full mailbox
+		{"5.4.7", 0, delivery.MessageRefused},      // delivery time expired
+		{"5.0.0", 550, delivery.MessageRefused},
+		{"4.4.1", 0, delivery.RecipientDeferred},  // given up after retries: not the recipient's for good
+		{"5.1.1", 450, delivery.RecipientRefused}, // a quoted reply of another class is not believed
+		{"", 550, delivery.MessageRefused},
+		{"5.1", 550, delivery.MessageRefused},
+		{"x.1.1", 550, delivery.MessageRefused},
+	}
+	for _, tt := range tests {
+		got := delivery.ClassOfReport(tt.status, tt.reply)
+		assert.Equal(t, tt.want, got, "%s %d", tt.status, tt.reply)
+		assert.Equal(t, tt.want == delivery.RecipientRefused, got.Handling().Suppress, "%s %d suppresses", tt.status, tt.reply)
+	}
 }
 
 func TestReplyCode(t *testing.T) {

@@ -62,7 +62,7 @@ func TestStatusNamesTheTask(t *testing.T) {
 	assert.Equal(t, "task-b", raw["task"], "task-a does not take task-b's status over")
 	assert.Equal(t, delivery.StateQueued, raw["state"])
 	assert.Equal(t, "1", raw["attempts"], "its attempt counts")
-	require.NoError(t, s.Sent(ctx, id, "task-a", time.Now()))
+	require.NoError(t, s.Sent(ctx, id, "task-a", delivery.Acceptance{At: time.Now()}))
 	st, err := s.Status(ctx, id, time.Now())
 	require.NoError(t, err)
 	assert.Equal(t, delivery.StateQueued, st.State, "task-a's end does not end task-b's send")
@@ -72,7 +72,7 @@ func TestStatusNamesTheTask(t *testing.T) {
 	b, err := s.Begin(ctx, id, "task-b", codes.DefaultTTL)
 	require.NoError(t, err)
 	assert.False(t, b.Done, "task-b mails")
-	require.NoError(t, s.Sent(ctx, id, "task-b", time.Now()))
+	require.NoError(t, s.Sent(ctx, id, "task-b", delivery.Acceptance{At: time.Now()}))
 	st, err = s.Status(ctx, id, time.Now())
 	require.NoError(t, err)
 	assert.Equal(t, delivery.StateSent, st.State)
@@ -115,7 +115,7 @@ func TestIndexOfOpenSends(t *testing.T) {
 		{Task: "t3", ID: codes.ID{Email: "o3@example.com"}},
 	}, s.open(t), "the refused send is not open")
 
-	require.NoError(t, s.Sent(ctx, codes.ID{Email: "o1@example.com"}, "t1", time.Now()))
+	require.NoError(t, s.Sent(ctx, codes.ID{Email: "o1@example.com"}, "t1", delivery.Acceptance{At: time.Now()}))
 	require.NoError(t, s.Retrying(ctx, codes.ID{Email: "o2@example.com"}, "t2", errors.New("451")))
 	require.NoError(t, s.Failed(ctx, codes.ID{Email: "o3@example.com"}, "t3", errors.New("550")))
 	assert.Equal(t, []delivery.OpenSend{{Task: "t2", ID: codes.ID{Email: "o2@example.com"}}}, s.open(t),

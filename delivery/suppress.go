@@ -25,7 +25,8 @@ import (
 )
 
 // DefaultSuppressFor is how long an address whose mail server refused a
-// mail for good (RecipientRefused) stays on the suppression list.
+// mail for good (RecipientRefused), bounced it so, or whose recipient
+// complained of it, stays on the suppression list.
 const DefaultSuppressFor = 24 * time.Hour
 
 // ErrSuppressed is matched by every *SuppressedError.
@@ -39,7 +40,7 @@ type SuppressedError struct {
 }
 
 func (e *SuppressedError) Error() string {
-	return fmt.Sprintf("the address is suppressed for %s after a permanent delivery failure", e.For.Round(time.Second))
+	return fmt.Sprintf("the address is suppressed for %s after a permanent delivery failure or a complaint", e.For.Round(time.Second))
 }
 
 // Is makes errors.Is(err, ErrSuppressed) true.
@@ -111,11 +112,12 @@ const (
 	// ReasonRecipientRefused: the recipient's mail server refused a mail
 	// for good (RecipientRefused).
 	ReasonRecipientRefused Reason = "recipient_refused"
-	// ReasonBounced: a bounce came back after the mail was accepted.
-	// Nothing records it yet.
+	// ReasonBounced: the mail was accepted, then a delivery status
+	// notification came back that says the recipient failed for good
+	// (ClassOfReport is RecipientRefused); the entry keeps its status code.
 	ReasonBounced Reason = "bounced"
-	// ReasonComplaint: the recipient marked a mail as spam. Nothing
-	// records it yet.
+	// ReasonComplaint: the recipient reported a mail as spam (a feedback
+	// report).
 	ReasonComplaint Reason = "complaint"
 )
 

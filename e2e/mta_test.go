@@ -100,7 +100,7 @@ func (s *stack) workerReady(t *testing.T) (int, string) {
 }
 
 // workerMetric is the value of a metric line of the worker, e.g.
-// `verifyq_smtp_breaker_opened_total`.
+// `verifyq_smtp_breaker_opened_total{relay="primary"}`.
 func (s *stack) workerMetric(t *testing.T, series string) float64 {
 	t.Helper()
 	res, err := http.Get("http://" + s.wrkAdmin + "/metrics")
@@ -290,7 +290,7 @@ func TestMTAGreylistingHoldsNobodyElse(t *testing.T) {
 	during := sinceRequest("bob")
 	t.Logf("request to Maildir: %s before greylisting, %s with %d recipients greylisted", before, during, len(grey))
 
-	assert.Zero(t, s.workerMetric(t, "verifyq_smtp_breaker_opened_total"), "greylisting opens no breaker")
+	assert.Zero(t, s.workerMetric(t, `verifyq_smtp_breaker_opened_total{relay="primary"}`), "greylisting opens no breaker")
 	code, body := s.workerReady(t)
 	assert.Equal(t, http.StatusOK, code, body)
 	assert.Empty(t, s.suppressed(t))

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"net"
 	"net/netip"
 
 	"google.golang.org/grpc"
@@ -57,8 +58,8 @@ func (s *Server) admit(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 // authorization is the call's one authorization metadata value, or "" when
 // it has none or several.
 func authorization(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if vs := md.Get("authorization"); len(vs) == 1 {
+	// The one key, not a copy of all the call's metadata.
+	if vs := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vs) == 1 {
 		return vs[0]
 	}
 	return ""
@@ -67,10 +68,17 @@ func authorization(ctx context.Context) string {
 // peerAddr is the address of the call's peer, the zero Addr when it is not
 // an IP address (a Unix socket).
 func peerAddr(ctx context.Context) netip.Addr {
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
-			return ap.Addr()
-		}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return netip.Addr{}
+	}
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok && tcp.Zone == "" {
+		// What parsing its String gives (an IPv4 address in its 4-byte
+		// form), without formatting and parsing it.
+		return tcp.AddrPort().Addr().Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+		return ap.Addr()
 	}
 	return netip.Addr{}
 }

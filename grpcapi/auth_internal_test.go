@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -105,4 +106,28 @@ func TestEveryV1MethodHasAScope(t *testing.T) {
 		assert.Contains(t, Scopes, full)
 	}
 	assert.Len(t, Scopes, len(verifyqv1.CodeService_ServiceDesc.Methods)+len(verifyqv1.CodeService_ServiceDesc.Streams))
+}
+
+// peerAddr reads a TCP peer's address as parsing its String would, an
+// IPv4 address in its 4-byte form however the connection holds it.
+func TestPeerAddr(t *testing.T) {
+	t.Parallel()
+	for _, a := range []net.Addr{
+		&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 50051}, // 16-byte form
+		&net.TCPAddr{IP: net.ParseIP("192.0.2.7").To4(), Port: 1},
+		&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1},
+		&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 443},
+		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 443, Zone: "eth0"},
+		&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 0},
+		&net.UnixAddr{Name: "/run/verifyq.sock", Net: "unix"},
+	} {
+		ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: a})
+		want, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			assert.False(t, peerAddr(ctx).IsValid(), "%s", a)
+			continue
+		}
+		assert.Equal(t, want.Addr(), peerAddr(ctx), "%s", a)
+	}
+	assert.False(t, peerAddr(context.Background()).IsValid())
 }

@@ -72,10 +72,10 @@ func fail(ctx context.Context, err error) error {
 // from the metadata x-forwarded-for, else x-client-ip, when the peer is a
 // trusted proxy; else the peer itself.
 func (s *Server) clientOf(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	hops := md.Get("x-forwarded-for")
+	// The two keys, not a copy of all the call's metadata.
+	hops := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for")
 	if len(hops) == 0 {
-		hops = md.Get("x-client-ip")
+		hops = metadata.ValueFromIncomingContext(ctx, "x-client-ip")
 	}
 	return s.cfg.TrustedProxies.Client(peerAddr(ctx), hops)
 }
@@ -89,6 +89,8 @@ var deliveryStates = map[string]verifyqv1.DeliveryState{
 	delivery.StateSent:          verifyqv1.DeliveryState_DELIVERY_STATE_SENT,
 	delivery.StateUndeliverable: verifyqv1.DeliveryState_DELIVERY_STATE_UNDELIVERABLE,
 	delivery.StateExpired:       verifyqv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+	delivery.StateBounced:       verifyqv1.DeliveryState_DELIVERY_STATE_BOUNCED,
+	delivery.StateComplained:    verifyqv1.DeliveryState_DELIVERY_STATE_COMPLAINED,
 }
 
 func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusRequest) (*verifyqv1.GetStatusResponse, error) {
@@ -104,9 +106,12 @@ func (c codeServer) GetStatus(ctx context.Context, req *verifyqv1.GetStatusReque
 		LastFailure:   string(st.LastFailure),
 		Reply:         int32(min(st.Reply, 999)), //nolint:gosec // G115: an SMTP reply code is three digits
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+		DsnStatus:     st.DSN,
+		Diagnostic:    st.Diagnostic,
 	}
 	if !st.SentAt.IsZero() {
 		rsp.SentAtUnixMs = st.SentAt.UnixMilli()
 	}
+	rsp.Relay, rsp.SentAfterMs = st.Relay, st.SentAfter.Milliseconds()
 	return rsp, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
+	vqcodes "github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
@@ -521,6 +522,33 @@ func TestGRPCGetStatus(t *testing.T) {
 	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_QUEUED, st.GetState())
 	assert.InDelta(t, 600, st.GetExpiresIn(), 2)
 	assert.NotContains(t, st.String(), s.Code(t, "g@example.com"))
+	assert.Empty(t, st.GetRelay())
+	assert.Zero(t, st.GetSentAfterMs())
+
+	// What a worker records when the primary relay takes the mail.
+	sentAt := time.Now()
+	require.NoError(t, s.Records.Sent(ctx, vqcodes.ID{Email: "g@example.com"}, s.Task(t, vqcodes.ID{Email: "g@example.com"}),
+		delivery.Acceptance{At: sentAt, Relay: "primary", SinceRequest: 240 * time.Millisecond}))
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_SENT, st.GetState())
+	assert.Equal(t, sentAt.UnixMilli(), st.GetSentAtUnixMs())
+	assert.Equal(t, "primary", st.GetRelay())
+	assert.Equal(t, int64(240), st.GetSentAfterMs())
+
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, delivery.Report{
+		State: delivery.StateBounced, DSN: "5.4.4", Diagnostic: "Host or domain name not found",
+	})
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_BOUNCED, st.GetState())
+	assert.Equal(t, "5.4.4", st.GetDsnStatus())
+	assert.Equal(t, "Host or domain name not found", st.GetDiagnostic())
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, delivery.Report{State: delivery.StateComplained})
+	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_COMPLAINED, st.GetState())
+	assert.Empty(t, st.GetDsnStatus())
 
 	_, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "nope"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))

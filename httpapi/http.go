@@ -243,7 +243,11 @@ type statusResponse struct {
 	LastFailure   string `json:"last_failure,omitempty"`
 	Reply         int    `json:"reply,omitempty"`
 	SentAt        string `json:"sent_at,omitempty"`
+	Relay         string `json:"relay,omitempty"`
+	SentAfterMs   int64  `json:"sent_after_ms,omitempty"`
 	ExpiresIn     int64  `json:"expires_in"`
+	DSNStatus     string `json:"dsn_status,omitempty"`
+	Diagnostic    string `json:"diagnostic,omitempty"`
 }
 
 // status answers GET /v1/codes/status?email=...[&purpose=...]: what became
@@ -278,7 +282,11 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		NextAttemptIn: outcome.Seconds(st.NextAttemptIn),
 		LastFailure:   string(st.LastFailure),
 		Reply:         st.Reply,
+		Relay:         st.Relay,
+		SentAfterMs:   st.SentAfter.Milliseconds(),
 		ExpiresIn:     int64(st.ExpiresIn / time.Second),
+		DSNStatus:     st.DSN,
+		Diagnostic:    st.Diagnostic,
 	}
 	if !st.SentAt.IsZero() {
 		res.SentAt = st.SentAt.UTC().Format(time.RFC3339Nano)

@@ -35,6 +35,69 @@ func invalidAddress(reason string) error {
 //
 // Errors wrap ErrInvalidAddress with a short reason; they never echo s.
 func ValidateAddress(s string) error {
+	if isPlainAddress(s) {
+		return nil // what validateAddress says of it, without parsing
+	}
+	return validateAddress(s)
+}
+
+// isPlainAddress reports whether s is an address of the common kind that
+// passes every check of validateAddress: a dot-atom local part of ASCII
+// letters, digits and "._+-", up to maxLocalPartLen bytes, and a domain of
+// labels of 1 to 63 ASCII letters, digits and hyphens that neither start
+// nor end with a hyphen nor hold two in a row, maxAddressLen bytes in all.
+// False says nothing: such an address is checked in full. (A fuzz test
+// holds every address it accepts to validateAddress.)
+func isPlainAddress(s string) bool {
+	if len(s) > maxAddressLen {
+		return false
+	}
+	at := strings.IndexByte(s, '@')
+	if at < 1 || at > maxLocalPartLen || at == len(s)-1 {
+		return false
+	}
+	prev := byte('.') // a local part and a label may not start with "." or "-"
+	for i := 0; i < at; i++ {
+		c := s[i]
+		switch {
+		case isAlnum(c), c == '_' || c == '+' || c == '-':
+		case c == '.' && prev != '.':
+		default:
+			return false
+		}
+		prev = c
+	}
+	if prev == '.' {
+		return false
+	}
+	label := 0
+	prev = '.'
+	for i := at + 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case isAlnum(c):
+			label++
+		case c == '-' && prev != '.' && prev != '-':
+			label++
+		case c == '.' && prev != '.' && prev != '-':
+			label = 0
+		default:
+			return false
+		}
+		if label > 63 {
+			return false
+		}
+		prev = c
+	}
+	return prev != '.' && prev != '-'
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validateAddress is ValidateAddress's every check.
+func validateAddress(s string) error {
 	switch {
 	case s == "":
 		return invalidAddress("empty")

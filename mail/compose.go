@@ -51,10 +51,12 @@ func Compose(from string, m Message) (*Composed, error) {
 	return DefaultTemplates().Compose(from, "", m)
 }
 
-// Composed is one composed verification mail, built with gomail. Its
-// WriteTo writes it as it is sent in DATA, the header fields in a fixed
-// order (see Compose).
+// Composed is one composed verification mail. Its WriteTo writes it as it
+// is sent in DATA, the header fields in a fixed order (see Compose).
 type Composed struct {
+	// raw is the whole mail, when it was made from prepared parts
+	// (prepare); otherwise msg is, built with gomail.
+	raw  []byte
 	msg  *gomail.Message
 	size int // about the size written, to size the buffer once
 }
@@ -67,9 +69,14 @@ var headerOrder = []string{
 	"Content-Language", "Auto-Submitted", "Reply-To", "Content-Type",
 }
 
-// WriteTo writes the mail to w: gomail's message with its header fields
-// put in headerOrder. Each write has a new MIME boundary.
+// WriteTo writes the mail to w: its prepared bytes, or gomail's message
+// with its header fields put in headerOrder (each such write has a new
+// MIME boundary).
 func (c *Composed) WriteTo(w io.Writer) (int64, error) {
+	if c.raw != nil {
+		n, err := w.Write(c.raw)
+		return int64(n), err
+	}
 	var buf bytes.Buffer
 	buf.Grow(c.size)
 	if _, err := c.msg.WriteTo(&buf); err != nil {
@@ -144,15 +151,9 @@ func headerRank(field []byte) int {
 // Errors wrap ErrInvalidAddress (From, Reply-To or To), ErrUnknownLocale or
 // ErrInvalidMessage.
 func (t *Templates) Compose(from, replyTo string, m Message) (*Composed, error) {
-	sender, err := parseFrom(from)
+	s, err := t.sender(from, replyTo)
 	if err != nil {
-		return nil, fmt.Errorf("mail: from: %w", err)
-	}
-	var reply *netmail.Address
-	if replyTo != "" {
-		if reply, err = parseFrom(replyTo); err != nil {
-			return nil, fmt.Errorf("mail: reply-to: %w", err)
-		}
+		return nil, err
 	}
 	if err := ValidateAddress(m.To); err != nil {
 		return nil, fmt.Errorf("mail: recipient: %w", err)
@@ -170,29 +171,37 @@ func (t *Templates) Compose(from, replyTo string, m Message) (*Composed, error) 
 	if err := codes.ValidatePurpose(m.Purpose); err != nil {
 		return nil, fmt.Errorf("mail: %w: purpose: %w", ErrInvalidMessage, err)
 	}
-
-	var replyAddr string
-	if reply != nil {
-		replyAddr = reply.Address
+	minutes := minutesUp(m.ExpiresIn)
+	if p := t.prepared(s, m.Purpose, loc, minutes); p.fits(m.To, m.Code) {
+		return p.compose(m.To, m.Code)
 	}
-	data := t.data(m.Purpose, loc, m.To, m.Code, minutesUp(m.ExpiresIn), replyAddr)
-	subject, text, html, err := t.render(t.lookup(m.Purpose, loc), data)
-	if err != nil {
-		return nil, fmt.Errorf("mail: render: %w", err)
-	}
-	msgID, err := messageID(sender.Address)
+	msgID, err := messageID(s.from.Address)
 	if err != nil {
 		return nil, err
 	}
+	return t.renderMail(s, m.To, m.Code, m.Purpose, loc, minutes, time.Now(), msgID)
+}
 
-	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
-	g.SetAddressHeader("From", sender.Address, sender.Name)
-	if reply != nil {
-		g.SetAddressHeader("Reply-To", reply.Address, reply.Name)
+// renderMail builds the mail with gomail, rendering its templates: every mail
+// whose templates cannot be prepared (see prepare) is built this way.
+func (t *Templates) renderMail(s *sender, to, code, purpose string, loc Locale, minutes int64, date time.Time, msgID string) (*Composed, error) {
+	var replyAddr string
+	if s.reply != nil {
+		replyAddr = s.reply.Address
 	}
-	g.SetAddressHeader("To", ASCIIDomain(m.To), "")
+	data := t.data(purpose, loc, to, code, minutes, replyAddr)
+	subject, text, html, err := t.render(t.lookup(purpose, loc), data)
+	if err != nil {
+		return nil, fmt.Errorf("mail: render: %w", err)
+	}
+	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
+	g.SetAddressHeader("From", s.from.Address, s.from.Name)
+	if s.reply != nil {
+		g.SetAddressHeader("Reply-To", s.reply.Address, s.reply.Name)
+	}
+	g.SetAddressHeader("To", ASCIIDomain(to), "")
 	g.SetHeader("Subject", encodeSubject(subject))
-	g.SetDateHeader("Date", time.Now())
+	g.SetDateHeader("Date", date)
 	g.SetHeader("Message-ID", msgID)
 	g.SetHeader("Content-Language", string(loc))
 	g.SetHeader("Auto-Submitted", "auto-generated")
@@ -234,7 +243,7 @@ const qpLineLen = 75
 // CRLF line ends: quoted-printable, where printable ASCII stays as it is,
 // or base64, where every 3 bytes take 4 whatever they are. It counts the
 // encoded length of both without encoding.
-func partEncoding(body string) gomail.Encoding {
+func partEncoding[T string | []byte](body T) gomail.Encoding {
 	qp, line := 0, 0
 	for i := 0; i < len(body); i++ {
 		c := body[i]

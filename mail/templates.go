@@ -14,7 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	texttemplate "text/template"
+	"text/template/parse"
 	"unicode"
 	"unicode/utf8"
 
@@ -100,6 +103,13 @@ type Templates struct {
 	appName string
 	linkURL string
 	sets    map[setKey]*templateSet
+
+	// The senders parsed and the mails prepared (prepare.go), each up to
+	// its bound (nSenders, nPrepared).
+	senders   sync.Map // senderKey to *sender
+	nSenders  atomic.Int32
+	mails     sync.Map // preparedKey to *prepared, nil for mails rendered
+	nPrepared atomic.Int32
 }
 
 type setKey struct {
@@ -110,6 +120,8 @@ type setKey struct {
 // templateSet holds the three templates of one purpose and locale.
 type templateSet struct {
 	subject, text, html *parsed
+	// splits tells that its mails can be prepared (splittable).
+	splits bool
 }
 
 // parsed is one parsed template file.
@@ -118,6 +130,22 @@ type parsed struct {
 	t    interface {
 		Execute(io.Writer, any) error
 	}
+}
+
+// trees returns the parse trees of p's template and of those it defines.
+func (p *parsed) trees() []*parse.Tree {
+	var trees []*parse.Tree
+	switch t := p.t.(type) {
+	case *texttemplate.Template:
+		for _, d := range t.Templates() {
+			trees = append(trees, d.Tree)
+		}
+	case *htmltemplate.Template:
+		for _, d := range t.Templates() {
+			trees = append(trees, d.Tree)
+		}
+	}
+	return trees
 }
 
 // kinds of template, by file name suffix.
@@ -412,6 +440,10 @@ func build(dir, emb map[string]*parsed, appName, linkURL string) (*Templates, er
 	}
 	if err := t.check(purposes); err != nil {
 		return nil, err
+	}
+	// After check: html/template has added its escapers to the trees.
+	for _, set := range t.sets {
+		set.splits = splittable(set.subject.trees(), false) && splittable(set.text.trees(), true) && splittable(set.html.trees(), true)
 	}
 	return t, nil
 }

@@ -68,7 +68,7 @@ const (
 	LegacyException      int32 = 2 // Exception: any other failure
 	LegacyInvalidAddress int32 = 3 // the address is not a bare address
 	LegacyRateLimited    int32 = 4 // a send limit refused the request
-	LegacyUndeliverable  int32 = 5 // the address's mail server refused a mail for good lately
+	LegacyUndeliverable  int32 = 5 // the address is suppressed: refused or bounced for good, or complained of, lately
 )
 
 // Values of the "outcome" label of the request metrics.
@@ -149,10 +149,11 @@ var (
 		Reason: "RATE_LIMITED", Legacy: LegacyRateLimited, Metric: MetricRateLimited, Level: slog.LevelInfo,
 		Message: "too many requests", Err: service.ErrRateLimited}
 	// Undeliverable: the address is on the suppression list, after its
-	// mail server refused a mail for good; nothing is mailed.
+	// mail server refused or bounced a mail for good, or its recipient
+	// complained of one; nothing is mailed.
 	Undeliverable = &Outcome{Name: "undeliverable", HTTPStatus: http.StatusUnprocessableEntity, GRPCCode: codes.FailedPrecondition,
 		Reason: "UNDELIVERABLE", Legacy: LegacyUndeliverable, Metric: MetricUndeliverable, Level: slog.LevelInfo,
-		Message: "the mail server of this address refused mail for it lately; use another address", Err: service.ErrUndeliverable}
+		Message: "mail to this address was refused, bounced or reported as spam lately; use another address", Err: service.ErrUndeliverable}
 	Unavailable = &Outcome{Name: "unavailable", HTTPStatus: http.StatusServiceUnavailable, GRPCCode: codes.Unavailable,
 		Legacy: LegacyRedisErr, Metric: MetricUnavailable, Level: slog.LevelError,
 		Message: "the service is temporarily unavailable, try again", Err: service.ErrUnavailable}

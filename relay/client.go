@@ -177,8 +177,11 @@ func (c *Client) commands(ctx context.Context, s *session, from, to string, need
 		_ = w.Close()
 		return false, fail(ctx, StageData, err)
 	}
+	// Close sends the final dot and reads the reply: from here on a
+	// failure without a reply leaves open whether the relay took the mail
+	// (NotAccepted).
 	if err := w.Close(); err != nil {
-		return replied(err), fail(ctx, StageData, err)
+		return replied(err), fail(ctx, StageDataEnd, err)
 	}
 	return true, nil
 }

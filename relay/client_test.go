@@ -153,8 +153,8 @@ func TestSendReplyErrors(t *testing.T) {
 		{"RCPT 451", smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451, EnhancedCode: [3]int{4, 7, 1}}, relay.StageRcpt, "4.7.1", "Injected temporary failure", true},
 		{"MAIL 550", smtptest.Fault{Stage: smtptest.StageMail, Code: 550}, relay.StageMail, "5.0.0", "Injected permanent failure", true},
 		{"MAIL 451", smtptest.Fault{Stage: smtptest.StageMail, Code: 451}, relay.StageMail, "4.0.0", "Injected temporary failure", true},
-		{"DATA 554", smtptest.Fault{Stage: smtptest.StageData, Code: 554, Message: "content " + testCode + " rejected"}, relay.StageData, "5.0.0", "content " + testCode + " rejected", true},
-		{"DATA 452", smtptest.Fault{Stage: smtptest.StageData, Code: 452}, relay.StageData, "4.0.0", "Injected temporary failure", true},
+		{"DATA 554", smtptest.Fault{Stage: smtptest.StageData, Code: 554, Message: "content " + testCode + " rejected"}, relay.StageDataEnd, "5.0.0", "content " + testCode + " rejected", true},
+		{"DATA 452", smtptest.Fault{Stage: smtptest.StageData, Code: 452}, relay.StageDataEnd, "4.0.0", "Injected temporary failure", true},
 		{"greeting 421", smtptest.Fault{Stage: smtptest.StageConnect, Code: 421}, relay.StageGreeting, "4.0.0", "Injected temporary failure", false},
 		{"greeting 554", smtptest.Fault{Stage: smtptest.StageConnect, Code: 554, EnhancedCode: [3]int{5, 7, 1}}, relay.StageGreeting, "5.7.1", "Injected permanent failure", false},
 	}
@@ -200,7 +200,7 @@ func TestSendHungServerTimesOut(t *testing.T) {
 		{smtptest.StageConnect, relay.StageGreeting},
 		{smtptest.StageMail, relay.StageMail},
 		{smtptest.StageRcpt, relay.StageRcpt},
-		{smtptest.StageData, relay.StageData},
+		{smtptest.StageData, relay.StageDataEnd},
 	} {
 		t.Run(tt.stage.String(), func(t *testing.T) {
 			t.Parallel()
@@ -368,7 +368,7 @@ func TestSendNeverRetriesAfterData(t *testing.T) {
 
 	srv.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 421, Times: 1})
 	e := relayError(t, sendTo(t, c, testTo))
-	require.Equal(t, relay.StageData, e.Stage)
+	require.Equal(t, relay.StageDataEnd, e.Stage)
 	require.Equal(t, 421, e.Code)
 	require.Equal(t, 1, srv.Connections())
 	require.Equal(t, 1, srv.Count())
@@ -890,4 +890,61 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// NotAccepted holds for every failure that proves the relay did not take
+// the mail, and not for a timeout after the final dot: the server may have
+// taken the mail then, as this one does once the hang ends.
+func TestNotAccepted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		stop  bool            // the server is down
+		fault *smtptest.Fault // else this fault
+		auth  string          // else the client's wrong password
+		stage relay.Stage
+		want  bool
+	}{
+		{name: "refused connection", stop: true, stage: relay.StageConnect, want: true},
+		{name: "no greeting", fault: &smtptest.Fault{Stage: smtptest.StageConnect, Hang: true}, stage: relay.StageGreeting, want: true},
+		{name: "wrong password", auth: "wrong-" + testPass, stage: relay.StageAuth, want: true},
+		{name: "MAIL unanswered", fault: &smtptest.Fault{Stage: smtptest.StageMail, Hang: true}, stage: relay.StageMail, want: true},
+		{name: "RCPT 451", fault: &smtptest.Fault{Stage: smtptest.StageRcpt, Code: 451}, stage: relay.StageRcpt, want: true},
+		{name: "451 after the dot", fault: &smtptest.Fault{Stage: smtptest.StageData, Code: 451}, stage: relay.StageDataEnd, want: true},
+		{name: "no reply after the dot", fault: &smtptest.Fault{Stage: smtptest.StageData, Hang: true}, stage: relay.StageDataEnd, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var opts []smtptest.Option
+			if tt.auth != "" {
+				opts = append(opts, smtptest.WithAuth(testUser, testPass))
+			}
+			srv := smtptest.Start(t, opts...)
+			c := newClient(t, srv, func(c *relay.Config) {
+				c.Timeout = 300 * time.Millisecond
+				if tt.auth != "" {
+					c.Username, c.Password = testUser, tt.auth
+				}
+			}, nil)
+			switch {
+			case tt.stop:
+				require.NoError(t, srv.Stop())
+			case tt.fault != nil:
+				srv.SetFault(*tt.fault)
+			}
+			err := sendTo(t, c, testTo)
+			require.Error(t, err)
+			assert.Equal(t, tt.stage, relay.StageOf(err), "%v", err)
+			assert.Equal(t, tt.want, relay.NotAccepted(err), "%v", err)
+			srv.ClearFault()
+			if tt.want {
+				assert.Zero(t, srv.Count(), "nothing taken")
+			} else {
+				srv.WaitMessages(t, 1, waitMessages) // taken late: a second relay would have made a copy
+			}
+		})
+	}
+	assert.False(t, relay.NotAccepted(errors.New("no stage")))
+	assert.False(t, relay.NotAccepted(nil))
 }

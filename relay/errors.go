@@ -26,7 +26,8 @@ const (
 	StageAuth     Stage = "auth"     // AUTH
 	StageMail     Stage = "mail"     // MAIL FROM
 	StageRcpt     Stage = "rcpt"     // RCPT TO
-	StageData     Stage = "data"     // DATA, the message, and the reply after it
+	StageData     Stage = "data"     // DATA and the message, up to its end
+	StageDataEnd  Stage = "data-end" // the end of the message (the final dot) and the reply to it
 )
 
 // Errors a send can fail with besides a server's reply, each wrapped in an
@@ -94,6 +95,22 @@ func ReplyError(err error) *Error {
 		return e
 	}
 	return nil
+}
+
+// NotAccepted reports whether err, a failed Send, proves that the relay
+// did not take the mail, so that handing it to another relay cannot make a
+// second copy: the relay replied with a refusal (at any stage), or the
+// send failed before the end of the message was sent (connection, TLS,
+// greeting, EHLO, AUTH, MAIL, RCPT, DATA, the message's data cut off).
+// A failure at StageDataEnd without a reply (a timeout or a dropped
+// connection once the final dot may have gone out) proves nothing: the
+// relay may have taken the mail. Nor does an error that is not an *Error.
+func NotAccepted(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Replied() || e.Stage != StageDataEnd
 }
 
 // StageOf returns the stage err failed at, or "" when err is not an *Error.

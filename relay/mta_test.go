@@ -316,7 +316,7 @@ func TestMTASizeLimit(t *testing.T) {
 	cfg := mtaConfig(t, p)
 	cfg.Username, cfg.Password = "", ""
 	c := mtaClient(t, cfg, nil)
-	text := requireFailure(t, mtaSendTo(t, c, p.Address("alice"), testCode), relay.StageData, 552, "5.3.4", delivery.MessageRefused)
+	text := requireFailure(t, mtaSendTo(t, c, p.Address("alice"), testCode), relay.StageDataEnd, 552, "5.3.4", delivery.MessageRefused)
 	t.Logf("552 5.3.4 %s", text)
 	// The session stays in step (RSET): a small message on the same
 	// connection is delivered.

@@ -60,19 +60,20 @@ const (
 	BreakerHalfOpen BreakerState = "half_open"
 )
 
-// Gate holds sends back while the SMTP server is unusable (Breaker). Hold
-// calls Wait before the handler starts a task; the mailer the gate watches
-// (Breaker.Watch) calls Report with the result of each SMTP send.
+// Gate holds sends back while no SMTP relay can take mail: a Breaker for
+// one relay, Relays for several. Hold calls Wait before the handler starts
+// a task.
 type Gate interface {
 	// Wait returns nil when a send may go ahead, and then a done func that
 	// the caller calls when the task ends. It blocks while the gate is
 	// shut, until it opens or ctx ends.
 	Wait(ctx context.Context) (done func(), err error)
-	// Report tells the gate how a send ended; ctx is the task's.
-	Report(ctx context.Context, err error)
 }
 
-var _ Gate = (*Breaker)(nil)
+var (
+	_ Gate = (*Breaker)(nil)
+	_ Gate = (*Relays)(nil)
+)
 
 // BreakerConfig configures a Breaker.
 type BreakerConfig struct {
@@ -113,7 +114,8 @@ type BreakerConfig struct {
 // deadline (the code's expiry) passes, or, at shutdown, with
 // ErrSMTPUnavailable, which asynq does not count as a failure.
 //
-// Each worker process has its own breaker and probes on its own. A Breaker
+// Each worker process has its own breaker per relay (Relays routes the
+// sends by their states) and probes on its own. A Breaker
 // is safe for concurrent use.
 type Breaker struct {
 	cfg BreakerConfig
@@ -193,37 +195,56 @@ func (b *Breaker) Wait(ctx context.Context) (func(), error) {
 		}
 	}()
 	for {
-		b.mu.Lock()
-		if b.shut && b.state != BreakerClosed && !lastAttempt(ctx) {
-			b.mu.Unlock()
-			return nil, fmt.Errorf("send held back at shutdown: %w", ErrSMTPUnavailable)
+		done, held, err := b.take(ctx)
+		if done != nil || err != nil {
+			return done, err
 		}
 		var wake <-chan time.Time
-		switch b.state {
-		case BreakerClosed:
-			b.mu.Unlock()
-			return func() {}, nil
-		case BreakerHalfOpen:
-			now := b.now()
-			if b.trial == 0 || now.After(b.trialUntil) {
-				b.nextTrial++
-				id := b.nextTrial
-				b.trial, b.trialUntil = id, now.Add(b.cfg.ProbeTimeout)
-				b.mu.Unlock()
-				return func() { b.endTrial(id) }, nil
-			}
-			timer = resetTimer(timer, b.trialUntil.Sub(now))
+		if held.trial {
+			timer = resetTimer(timer, held.trialLeft)
 			wake = timer.C
 		}
-		ch := b.changed
-		b.mu.Unlock()
 		select {
-		case <-ch:
+		case <-held.changed:
 		case <-wake:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// held says why a send may not go yet and when to look again: at the
+// breaker's next change (changed closes), or, while another trial send is
+// under way (trial), when it is given up (in trialLeft).
+type held struct {
+	changed   <-chan struct{}
+	trial     bool
+	trialLeft time.Duration
+}
+
+// take is Wait without the wait: a done func when a send may go now
+// (taking the trial while half-open), else when to look again, or
+// ErrSMTPUnavailable after Close (see Wait).
+func (b *Breaker) take(ctx context.Context) (func(), held, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shut && b.state != BreakerClosed && !lastAttempt(ctx) {
+		return nil, held{}, fmt.Errorf("send held back at shutdown: %w", ErrSMTPUnavailable)
+	}
+	switch b.state {
+	case BreakerClosed:
+		return func() {}, held{}, nil
+	case BreakerHalfOpen:
+		now := b.now()
+		if b.trial == 0 || now.After(b.trialUntil) {
+			b.nextTrial++
+			id := b.nextTrial
+			b.trial, b.trialUntil = id, now.Add(b.cfg.ProbeTimeout)
+			return func() { b.endTrial(id) }, held{}, nil
+		}
+		return nil, held{changed: b.changed, trial: true, trialLeft: b.trialUntil.Sub(now)}, nil
+	}
+	return nil, held{changed: b.changed}, nil
 }
 
 func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
@@ -253,7 +274,8 @@ func (b *Breaker) endTrial(id uint64) {
 	}
 }
 
-// Report implements Gate. A send that ended because its task's ctx ended
+// Report tells the breaker how a send through its relay ended; ctx is the
+// task's. A send that ended because its task's ctx ended
 // (shutdown, deadline) says nothing about the server and is ignored.
 func (b *Breaker) Report(ctx context.Context, err error) {
 	if err != nil && ctx.Err() != nil {

@@ -169,7 +169,7 @@ type failingSent struct {
 	calls int
 }
 
-func (f *failingSent) Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error {
+func (f *failingSent) Sent(ctx context.Context, id codes.ID, taskID string, a delivery.Acceptance) error {
 	f.mu.Lock()
 	f.calls++
 	fail := f.calls <= f.fails
@@ -177,7 +177,7 @@ func (f *failingSent) Sent(ctx context.Context, id codes.ID, taskID string, at t
 	if fail {
 		return errors.New("dial tcp 127.0.0.1:6379: connection refused")
 	}
-	return f.Deliveries.Sent(ctx, id, taskID, at)
+	return f.Deliveries.Sent(ctx, id, taskID, a)
 }
 
 // When Redis does not take the record of a sent mail, the handler keeps

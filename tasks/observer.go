@@ -38,11 +38,20 @@ var Outcomes = []Outcome{OutcomeSent, OutcomeRetried, OutcomeFailed, OutcomeExpi
 // SendResult describes one finished attempt of SendCodeHandler.
 type SendResult struct {
 	Outcome Outcome
-	// SMTP is how long the SMTP transaction took; zero when SMTP was not
-	// tried (the code was gone, Redis failed, the payload was bad).
+	// SMTP is how long handing the mail to the relays took (one SMTP
+	// transaction, or two when the attempt failed over); zero when SMTP
+	// was not tried (the code was gone, Redis failed, the payload was bad).
 	SMTP time.Duration
-	// SMTPErr is true when SMTP was tried and did not accept the mail.
+	// SMTPErr is true when SMTP was tried and no relay accepted the mail.
 	SMTPErr bool
+	// Relay names the relay that accepted the mail or, when none did, the
+	// last one tried; empty when SMTP was not tried or the mailer is not
+	// Relays.
+	Relay string
+	// Tries are the SMTP transactions of the attempt, one per relay tried,
+	// in order (Relays fills them in): one, or two when the first relay
+	// did not take the mail and the attempt failed over.
+	Tries []Try
 	// Failure is the class of the failure, when the mail was not accepted
 	// (or could not be composed).
 	Failure delivery.Class
@@ -50,6 +59,17 @@ type SendResult struct {
 	// RequestedAt) to the SMTP server accepting the mail; set only for
 	// OutcomeSent.
 	SinceRequest time.Duration
+}
+
+// Try is one SMTP transaction of an attempt, with one relay.
+type Try struct {
+	// Relay names the relay (RelayPrimary, RelayFallback).
+	Relay string
+	// Took is how long the transaction took.
+	Took time.Duration
+	// Failure is the class of its failure; empty when the relay accepted
+	// the mail.
+	Failure delivery.Class
 }
 
 // Observer is told what the send-code handler does, for metrics. It must be

@@ -31,6 +31,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
+	"github.com/verifyq/verifyq/returnpath"
 )
 
 // TypeSendCode is the task type: mail the live code to an address.
@@ -138,7 +139,7 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 // attempt in the address's delivery status (delivery.Records).
 type Deliveries interface {
 	Begin(ctx context.Context, id codes.ID, task delivery.Task, ttl time.Duration) (delivery.Attempt, error)
-	Sent(ctx context.Context, id codes.ID, taskID string, at time.Time) error
+	Sent(ctx context.Context, id codes.ID, taskID string, a delivery.Acceptance) error
 	Retrying(ctx context.Context, id codes.ID, taskID string, failure error) error
 	Failed(ctx context.Context, id codes.ID, taskID string, failure error) error
 }
@@ -158,6 +159,7 @@ var (
 	_ Deliveries = (*delivery.Records)(nil)
 	_ Suppressor = (*delivery.Suppressions)(nil)
 	_ Mailer     = (*relay.Client)(nil)
+	_ Mailer     = (*Relays)(nil)
 )
 
 // MarkTimeout bounds the background retries of recording a sent mail when
@@ -173,8 +175,13 @@ type HandlerConfig struct {
 	Deliveries Deliveries
 	// Author writes the mail.
 	Author mail.Author
-	// Mailer sends the mail. To let a Breaker watch the sends, give the
-	// handler the breaker's view of the mailer (Breaker.Watch).
+	// ReturnPath, when set, is the envelope sender (MAIL_RETURN_PATH):
+	// with secrets, a VERP address that names each send (Path.For); nil
+	// is Author.From's address.
+	ReturnPath *returnpath.Path
+	// Mailer sends the mail: the worker's Relays (with the same Relays as
+	// the gate of Hold), or one relay's client, which a Breaker may watch
+	// (Breaker.Watch).
 	Mailer Mailer
 	// TTL is the configured lifetime of a code (CODE_TTL, checked with
 	// codes.ValidateTTL): the mail of a code whose key has no expiry
@@ -204,7 +211,7 @@ type HandlerConfig struct {
 // retries the task.
 type SendCodeHandler struct {
 	cfg   HandlerConfig
-	from  string         // the envelope sender, Author.From's address
+	from  string         // the envelope sender without ReturnPath: Author.From's address
 	marks sync.WaitGroup // background writes of sent records
 }
 
@@ -232,7 +239,7 @@ func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 // task that sent its mail before (at most one mail per task). It tells how
 // the attempt ended through the SendResult that Observe put in ctx.
 func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	res := resultOf(ctx)
+	ctx, res := withResult(ctx)
 	p, err := ParseSendCodePayload(t)
 	if err != nil {
 		res.Outcome = OutcomeFailed
@@ -297,7 +304,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		return h.failed(ctx, log, id, taskID, err, res)
 	}
 	start := h.cfg.Now()
-	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.from, To: p.Email}, msg)
+	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.returnPath(taskID, p, start), To: p.Email}, msg)
 	accepted := h.cfg.Now()
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
@@ -308,11 +315,21 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	if !p.RequestedAt.IsZero() {
 		res.SinceRequest = accepted.Sub(p.RequestedAt)
 	}
-	h.markSent(ctx, log, id, taskID, accepted)
+	h.markSent(ctx, log, id, taskID, delivery.Acceptance{At: accepted, Relay: res.Relay, SinceRequest: res.SinceRequest})
 	log.InfoContext(ctx, "code mailed",
+		"relay", res.Relay,
 		"smtp_ms", res.SMTP.Milliseconds(),
 		"since_request_ms", res.SinceRequest.Milliseconds())
 	return nil
+}
+
+// returnPath is the envelope sender of task taskID's mail of p sent at
+// at: computed here, no round trip.
+func (h *SendCodeHandler) returnPath(taskID string, p SendCodePayload, at time.Time) string {
+	if h.cfg.ReturnPath == nil {
+		return h.from
+	}
+	return h.cfg.ReturnPath.For(returnpath.Send{Task: taskID, Purpose: p.Purpose, Email: p.Email}, at)
 }
 
 // errNoSeal: a sealed code came, and the worker has no secret to open it.
@@ -348,12 +365,10 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	class := delivery.ClassOf(err)
 	how := class.Handling()
 	res.Failure = class
-	if class == delivery.RelayRefused {
-		// verifyq's configuration or the relay's policy: nobody's fault
-		// but the operator's, and every send fails alike until it is fixed.
-		log.ErrorContext(ctx, "the SMTP relay refuses verifyq's mail: check SMTP_URL, MAIL_FROM and the relay's account; sends wait and are retried",
-			relayFields(err)...)
+	if res.Relay != "" {
+		log = log.With("relay", res.Relay)
 	}
+	logRelayRefused(ctx, log, err)
 	if how.Undeliverable {
 		res.Outcome = OutcomeFailed
 		if rerr := h.cfg.Deliveries.Failed(ctx, id, taskID, err); rerr != nil {
@@ -386,6 +401,19 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	return fmt.Errorf("send mail: %s: %w", class, err)
 }
 
+// logRelayRefused logs err, a failed send, as an error when the relay
+// refuses verifyq's mail as such (delivery.RelayRefused): verifyq's
+// configuration or the relay's policy, nobody's fault but the operator's,
+// and every send to that relay fails alike until it is fixed; also when
+// another relay then took the mail.
+func logRelayRefused(ctx context.Context, log *slog.Logger, err error) {
+	if delivery.ClassOf(err) != delivery.RelayRefused {
+		return
+	}
+	log.ErrorContext(ctx, "the SMTP relay refuses verifyq's mail: check its URL (SMTP_URL, SMTP_FALLBACK_URL), MAIL_FROM and the relay's account; sends wait for it or go through the other relay",
+		relayFields(err)...)
+}
+
 // relayFields are the log fields of a failed send: its class, the stage,
 // the reply and its text, masked (relay.Error.Diagnostic).
 func relayFields(err error) []any {
@@ -400,8 +428,8 @@ func relayFields(err error) []any {
 	return fields
 }
 
-func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, at time.Time) {
-	if err := h.cfg.Deliveries.Sent(ctx, id, taskID, at); err == nil {
+func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, a delivery.Acceptance) {
+	if err := h.cfg.Deliveries.Sent(ctx, id, taskID, a); err == nil {
 		return
 	}
 	h.marks.Add(1)
@@ -411,7 +439,7 @@ func (h *SendCodeHandler) markSent(ctx context.Context, log *slog.Logger, id cod
 		defer cancel()
 		wait := 100 * time.Millisecond
 		for {
-			err := h.cfg.Deliveries.Sent(ctx, id, taskID, at)
+			err := h.cfg.Deliveries.Sent(ctx, id, taskID, a)
 			if err == nil {
 				log.InfoContext(ctx, "sent mail recorded after Redis came back")
 				return

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
@@ -21,24 +24,29 @@ import (
 	"github.com/verifyq/verifyq/tasks"
 )
 
-// App is the running worker: the asynq server and the admin server.
+// App is the running worker: the asynq server, the admin server and,
+// with BOUNCE_ADDR, the bounce intake.
 type App struct {
 	handler  *tasks.SendCodeHandler
 	cfg      Config
 	logger   *slog.Logger
 	rdb      redis.UniversalClient
-	sender   *relay.Client
-	breaker  *tasks.Breaker
+	clients  []*relay.Client // one per relay
+	relays   *tasks.Relays
 	server   *asynq.Server
 	mux      *asynq.ServeMux
 	adminSrv *http.Server
 	adminLn  net.Listener
 	done     chan error
 	pprof    bool
+
+	intake     *bounce.Intake // nil without BOUNCE_ADDR
+	bounceLn   net.Listener
+	bounceDone chan error
+
 	// reconciler queues lost sends again (nil: RECONCILE_INTERVAL=0);
 	// stopReconcile ends its loop, reconciled is closed when it has.
 	reconciler    *reconcile.Reconciler
-	queue         *asynq.Client
 	stopReconcile context.CancelFunc
 	reconciled    chan struct{}
 
@@ -47,60 +55,117 @@ type App struct {
 }
 
 // NewApp wires the worker from cfg. It does not start yet.
-func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
-	sender, err := relay.NewClient(cfg.SMTP, logger)
-	if err != nil {
-		return nil, err
-	}
+func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 	rdb := cfg.Redis.Client()
+	var clients []*relay.Client
+	var list []tasks.Relay
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, r := range list {
+			r.Breaker.Close()
+		}
+		for _, c := range clients {
+			_ = c.Close()
+		}
+		_ = rdb.Close()
+	}()
 	keys, err := codes.NewKeys(cfg.KeyPrefix)
 	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
-	m := metrics.NewWorker(reg)
+	configs := []namedRelay{{tasks.RelayPrimary, cfg.SMTP}}
+	if cfg.FallbackSMTP != nil {
+		configs = append(configs, namedRelay{tasks.RelayFallback, *cfg.FallbackSMTP})
+	}
+	names := make([]string, len(configs))
+	for i, c := range configs {
+		names[i] = c.name
+	}
+	m := metrics.NewWorker(reg, names...)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
-		Probe:        sender.Probe,
-		ProbeTimeout: sender.Timeout(),
-		Resume: func() (int, error) {
-			total := 0
-			for _, q := range tasks.Queues(cfg.QueueShards) {
-				n, err := insp.RunAllRetryTasks(q)
-				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-					return total, err
-				}
-				total += n
+	resume := func() (int, error) {
+		total := 0
+		for _, q := range tasks.Queues(cfg.QueueShards) {
+			n, err := insp.RunAllRetryTasks(q)
+			if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+				return total, err
 			}
-			return total, nil
-		},
-		OnChange: m.BreakerChanged,
-		Logger:   logger,
-	})
+			total += n
+		}
+		return total, nil
+	}
+	for _, c := range configs {
+		rlog := logger.With("relay", c.name)
+		client, err := relay.NewClient(c.cfg, rlog)
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, client)
+		breaker, err := tasks.NewBreaker(tasks.BreakerConfig{
+			Probe:        client.Probe,
+			ProbeTimeout: client.Timeout(),
+			Resume:       resume,
+			OnChange:     m.BreakerChanged(c.name),
+			Logger:       rlog,
+		})
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, tasks.Relay{Name: c.name, Mailer: client, Breaker: breaker})
+	}
+	relays, err := tasks.NewRelays(logger, list...)
 	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
 	records := delivery.NewRecords(rdb, keys, insp)
+	suppressions := delivery.NewSuppressions(rdb, cfg.Identity())
 	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
 		Deliveries:  records,
 		Author:      cfg.Author,
-		Mailer:      breaker.Watch(sender),
+		ReturnPath:  cfg.ReturnPath,
+		Mailer:      relays,
 		TTL:         cfg.TTL,
 		PurposeTTL:  cfg.Purposes,
 		Seal:        cfg.Seal,
-		Suppressor:  delivery.NewSuppressions(rdb, cfg.Identity()),
+		Suppressor:  suppressions,
 		SuppressFor: cfg.SuppressFor,
 		Logger:      logger,
 	})
 	if err != nil {
-		breaker.Close()
-		_ = rdb.Close()
 		return nil, err
 	}
+	var intake *bounce.Intake
+	if cfg.BounceAddr != "" {
+		intake, err = bounce.New(bounce.Config{
+			Path:        cfg.ReturnPath,
+			Purposes:    slices.Collect(maps.Keys(cfg.Purposes)),
+			Records:     records,
+			Suppressor:  suppressions,
+			SuppressFor: cfg.SuppressFor,
+			Observer:    m,
+			Hostname:    cfg.SMTP.HelloName,
+			Logger:      logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	var reconciler *reconcile.Reconciler
+	if cfg.ReconcileInterval > 0 {
+		reconciler, err = reconcile.New(reconcile.Config{
+			Redis: rdb, Records: records, Tasks: insp,
+			Queue:       asynq.NewClientFromRedisClient(rdb), // shares rdb; closing rdb closes it
+			QueueShards: cfg.QueueShards, TTLOf: cfg.TTLOf, Interval: cfg.ReconcileInterval, Observer: m, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	mux := asynq.NewServeMux()
-	mux.Use(tasks.Logging(logger), tasks.Hold(breaker), tasks.Observe(m))
+	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -123,32 +188,22 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Logger:            platform.AsynqLogger{L: logger},
 		LogLevel:          asynqLevel(logger),
 	})
-	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closing rdb closes it
-	var reconciler *reconcile.Reconciler
-	if cfg.ReconcileInterval > 0 {
-		reconciler, err = reconcile.New(reconcile.Config{
-			Redis: rdb, Records: records, Tasks: insp, Queue: queue, QueueShards: cfg.QueueShards,
-			TTLOf: cfg.TTLOf, Interval: cfg.ReconcileInterval, Observer: m, Logger: logger,
-		})
-		if err != nil {
-			breaker.Close()
-			_ = rdb.Close()
-			return nil, err
-		}
-	}
-	a := &App{
+	a = &App{
+		cfg:      cfg,
+		logger:   logger,
+		rdb:      rdb,
+		clients:  clients,
+		relays:   relays,
+		server:   server,
+		mux:      mux,
+		handler:  handler,
+		done:     make(chan error, 1),
+		Registry: reg,
+
+		intake:     intake,
+		bounceDone: make(chan error, 1),
+
 		reconciler: reconciler,
-		queue:      queue,
-		cfg:        cfg,
-		logger:     logger,
-		rdb:        rdb,
-		sender:     sender,
-		breaker:    breaker,
-		server:     server,
-		mux:        mux,
-		handler:    handler,
-		done:       make(chan error, 1),
-		Registry:   reg,
 	}
 	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
 	return a, nil
@@ -159,7 +214,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 // DASHBOARD_HOSTS, and basic auth when DASHBOARD_AUTH is set); without
 // credentials pprof is served only on a loopback ADMIN_ADDR.
 func (a *App) adminMux() *http.ServeMux {
-	mux := platform.AdminMux(a.rdb, a.breaker.Ready)
+	mux := platform.AdminMux(a.rdb, a.relays.Ready)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
 	if a.cfg.DashboardAuth.Set() || platform.IsLoopback(a.cfg.AdminAddr) {
 		a.pprof = true
@@ -168,15 +223,31 @@ func (a *App) adminMux() *http.ServeMux {
 	return mux
 }
 
-// Open listens on ADMIN_ADDR and starts processing tasks.
+// Open listens on ADMIN_ADDR (and BOUNCE_ADDR) and starts processing
+// tasks.
 func (a *App) Open(ctx context.Context) error {
 	var err error
 	if a.adminLn, err = platform.Listen(ctx, "ADMIN_ADDR", a.cfg.AdminAddr); err != nil {
 		return err
 	}
+	if a.intake != nil {
+		ln, err := platform.Listen(ctx, "BOUNCE_ADDR", a.cfg.BounceAddr)
+		if err != nil {
+			_ = a.adminLn.Close()
+			return err
+		}
+		a.bounceLn = platform.LimitListener(ln, platform.ConnLimits{Max: bounce.MaxConnections, PerSource: bounce.MaxPerSource})
+	}
 	if err := a.server.Start(a.mux); err != nil {
 		_ = a.adminLn.Close()
+		if a.bounceLn != nil {
+			_ = a.bounceLn.Close()
+		}
 		return err
+	}
+	if a.intake != nil {
+		go func() { a.bounceDone <- a.intake.Serve(a.bounceLn) }()
+		a.logger.Info("bounce intake listening", "bounce_addr", a.bounceLn.Addr().String(), "return_path", a.cfg.ReturnPath.String())
 	}
 	go func() {
 		if err := a.adminSrv.Serve(a.adminLn); !errors.Is(err, http.ErrServerClosed) {
@@ -203,30 +274,53 @@ func (a *App) Open(ctx context.Context) error {
 // AdminAddr is the address the admin server listens on.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
+// BounceAddr is the address the bounce intake listens on; "" without one.
+func (a *App) BounceAddr() string {
+	if a.bounceLn == nil {
+		return ""
+	}
+	return a.bounceLn.Addr().String()
+}
+
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
 	// Stop the reconciler (a pass in flight ends at its next Redis call),
-	// then stop taking tasks, then let the sends the breaker holds back
+	// then stop taking tasks, then let the sends the breakers hold back
 	// go (back to the queue, no retry counted), then wait for the rest.
 	if a.stopReconcile != nil {
 		a.stopReconcile()
 		<-a.reconciled
 	}
 	a.server.Stop()
-	a.breaker.Close()
+	a.relays.Close()
 	a.server.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
+	// Reports being recorded finish before Redis closes; an MTA sends
+	// again whatever the intake had not taken.
+	if a.intake != nil {
+		err = errors.Join(err, a.intake.Shutdown(ctx), <-a.bounceDone)
+	}
 	// Sent mails whose record Redis has not taken yet: try until the
 	// shutdown deadline, so that a re-run does not mail again.
 	if werr := a.handler.Wait(ctx); werr != nil {
 		a.logger.Warn("shutdown before every sent mail was recorded", "err", werr)
 	}
-	err = errors.Join(err, <-a.done, a.sender.Close(), a.rdb.Close())
+	err = errors.Join(err, <-a.done)
+	for _, c := range a.clients {
+		err = errors.Join(err, c.Close())
+	}
+	err = errors.Join(err, a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err
+}
+
+// namedRelay is one relay's client configuration and its name.
+type namedRelay struct {
+	name string
+	cfg  relay.Config
 }
 
 // pollInterval is asynq's TaskCheckInterval: an idle worker looks at the

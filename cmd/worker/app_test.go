@@ -18,6 +18,7 @@ import (
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -174,4 +175,85 @@ func TestShutdownWithBreakerOpen(t *testing.T) {
 	for _, r := range retries {
 		assert.LessOrEqual(t, r.Retried, 1, "at most the attempt that opened the breaker counted")
 	}
+}
+
+// The worker with SMTP_FALLBACK_URL, through asynq: with the primary
+// refusing connections every mail goes through the fallback, /readyz says
+// ready and names each relay's state, the metrics count per relay; when
+// the primary is back the mails go to it again. Each address is mailed
+// once, counted at both servers.
+func TestWorkerFallbackRelay(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	primary, fallback := smtptest.Start(t), smtptest.Start(t)
+	require.NoError(t, primary.Stop())
+	app := openApp(t, rs, func(c *Config) {
+		c.Concurrency = 4
+		c.Server = smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", primary.Addr()))
+		c.Fallback = FallbackServer{smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", fallback.Addr()))}
+	})
+	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	client := asynq.NewClientFromRedisClient(rdb)
+	var addrs []string
+	enqueue := func() {
+		t.Helper()
+		email := fmt.Sprintf("u%d@example.com", len(addrs))
+		addrs = append(addrs, email)
+		issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: email})
+		require.NoError(t, err)
+		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
+		require.NoError(t, err)
+		_, err = client.Enqueue(task)
+		require.NoError(t, err)
+	}
+	for range 10 {
+		enqueue()
+	}
+	fallback.WaitMessages(t, 10, 20*time.Second)
+
+	admin := "http://" + app.AdminAddr()
+	res, err := http.Get(admin + "/readyz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode, "the fallback takes mail: ready")
+	assert.Regexp(t, `^ok\nprimary: open \(smtp relay failing: .*\); fallback: closed\n$`, string(body))
+	f := metricstest.Scrape(t, admin+"/metrics")
+	for _, tt := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"verifyq_smtp_breaker_open", map[string]string{"relay": "primary"}, 1},
+		{"verifyq_smtp_breaker_open", map[string]string{"relay": "fallback"}, 0},
+		{"verifyq_smtp_duration_seconds", map[string]string{"relay": "fallback", "result": "ok"}, 10},
+		{"verifyq_delivery_latency_seconds", map[string]string{"relay": "fallback"}, 10},
+		{"verifyq_sends_total", map[string]string{"outcome": "sent"}, 10},
+	} {
+		v, _ := f.Value(tt.name, tt.labels)
+		assert.Equal(t, tt.want, v, "%s%v", tt.name, tt.labels)
+	}
+	v, _ := f.Value("verifyq_smtp_failures_total", map[string]string{"relay": "primary", "class": "relay_deferred"})
+	assert.GreaterOrEqual(t, v, float64(tasks.BreakerUnreachable), "the failures that opened the primary's breaker")
+
+	require.NoError(t, primary.Restart())
+	require.Eventually(t, func() bool {
+		enqueue()
+		return primary.Count() > 0
+	}, 20*time.Second, 250*time.Millisecond, "the mails go back to the primary")
+	require.Eventually(t, func() bool { return primary.Count()+fallback.Count() == len(addrs) }, 10*time.Second, 20*time.Millisecond)
+	for _, email := range addrs {
+		n := 0
+		for _, m := range append(primary.Messages(), fallback.Messages()...) {
+			if m.To[0] == email {
+				n++
+			}
+		}
+		assert.Equal(t, 1, n, "%s: mailed once", email)
+	}
+	v, _ = metricstest.Scrape(t, admin+"/metrics").Value("verifyq_smtp_breaker_open", map[string]string{"relay": "primary"})
+	assert.Zero(t, v, "the primary's breaker closed")
 }

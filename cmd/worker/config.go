@@ -3,11 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"time"
 
+	"github.com/verifyq/verifyq/internal/field"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
+	"github.com/verifyq/verifyq/returnpath"
 )
 
 // Config is the worker's whole configuration, read from the environment
@@ -22,13 +26,27 @@ type Config struct {
 
 	// Server is the SMTP relay of SMTP_URL.
 	Server SMTPServer `envconfig:"SMTP_URL" default:"smtp://localhost:1025"`
-	// HelloName and MaxConns are relay.Config's; HelloName empty is the
-	// host's fully qualified name (relay.DefaultHelloName).
+	// Fallback is the second relay, of SMTP_FALLBACK_URL: the sends go
+	// through it while the first fails (tasks.Relays); none when unset.
+	Fallback FallbackServer `envconfig:"SMTP_FALLBACK_URL"`
+	// HelloName and MaxConns are relay.Config's, for both relays: they
+	// say who verifyq is (the host's name) and how many connections a
+	// worker needs, neither of which depends on the relay. HelloName empty
+	// is the host's fully qualified name (relay.DefaultHelloName).
 	HelloName string `envconfig:"SMTP_HELO_NAME"`
 	MaxConns  int    `envconfig:"SMTP_MAX_CONNECTIONS" default:"10"`
 	// From and ReplyTo are mail.Author's.
 	From    string `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
 	ReplyTo string `envconfig:"MAIL_REPLY_TO"`
+	// ReturnPathAddress is the envelope sender, apart from MAIL_FROM;
+	// empty is MAIL_FROM's address.
+	ReturnPathAddress string `envconfig:"MAIL_RETURN_PATH"`
+	// BounceSecret signs the return path's tokens (VERP); it needs
+	// MAIL_RETURN_PATH.
+	BounceSecret platform.RotatedSecret `envconfig:"BOUNCE_SECRET"`
+	// BounceAddr is where the bounce intake listens; empty: no intake. It
+	// needs MAIL_RETURN_PATH and BOUNCE_SECRET.
+	BounceAddr string `envconfig:"BOUNCE_ADDR"`
 	// Templates say what the mails say: see docs/templates.
 	Templates
 
@@ -45,8 +63,14 @@ type Config struct {
 	// SMTP is the relay client's configuration, ready: Server, HelloName
 	// (resolved), MaxConns and the CA file's certificates.
 	SMTP relay.Config `ignored:"true"`
+	// FallbackSMTP is the fallback relay client's, made as SMTP is; nil
+	// without SMTP_FALLBACK_URL.
+	FallbackSMTP *relay.Config `ignored:"true"`
 	// Author writes the mails: From, ReplyTo and the templates, loaded.
 	Author mail.Author `ignored:"true"`
+	// ReturnPath is MAIL_RETURN_PATH signed with BOUNCE_SECRET; nil when
+	// MAIL_RETURN_PATH is empty.
+	ReturnPath *returnpath.Path `ignored:"true"`
 }
 
 // MinReconcileInterval bounds RECONCILE_INTERVAL from below: each pass
@@ -83,6 +107,21 @@ func (s *SMTPServer) Decode(u string) error {
 	return nil
 }
 
+// FallbackServer is SMTP_FALLBACK_URL: SMTP_URL's form, or empty for no
+// fallback relay.
+type FallbackServer struct{ SMTPServer }
+
+// Decode parses SMTP_FALLBACK_URL; empty leaves it unset.
+func (s *FallbackServer) Decode(u string) error {
+	if u == "" {
+		return nil
+	}
+	return s.SMTPServer.Decode(u)
+}
+
+// Set reports whether SMTP_FALLBACK_URL names a relay.
+func (s FallbackServer) Set() bool { return s.Host != "" }
+
 // Resolve checks c's rules across variables and those the mail package
 // owns, each problem naming its variable, loads the templates and builds
 // SMTP and Common's ready values. A bad template directory is reported
@@ -105,22 +144,73 @@ func (c *Config) Resolve() error {
 	errs = append(errs, platform.Name(err, c))
 	c.Author = mail.Author{From: c.From, ReplyTo: c.ReplyTo, Templates: templates}
 	errs = append(errs, platform.Name(c.Author.Validate(), c))
-	smtp := c.Server.Config
-	smtp.HelloName, smtp.MaxConns = c.HelloName, c.MaxConns
-	if smtp.HelloName == "" {
-		smtp.HelloName = relay.DefaultHelloName()
+	if c.MaxConns < 1 {
+		errs = append(errs, fmt.Errorf("SMTP_MAX_CONNECTIONS: %d must be at least 1", c.MaxConns))
 	}
-	if smtp.MaxConns < 1 {
-		errs = append(errs, fmt.Errorf("SMTP_MAX_CONNECTIONS: %d must be at least 1", smtp.MaxConns))
-	}
-	if smtp.CAFile != "" {
-		pool, err := relay.LoadCAFile(smtp.CAFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("SMTP_URL: %w", err))
+	var smtpErrs []error
+	c.SMTP, smtpErrs = c.relayConfig(c.Server.Config, "SMTP_URL")
+	errs = append(errs, smtpErrs...)
+	if c.Fallback.Set() {
+		fallback, fallbackErrs := c.relayConfig(c.Fallback.Config, "SMTP_FALLBACK_URL")
+		c.FallbackSMTP = &fallback
+		// A rule of the shared variables broken for both relays alike
+		// is said once.
+		for _, err := range fallbackErrs {
+			if !slices.ContainsFunc(smtpErrs, func(e error) bool { return e.Error() == err.Error() }) {
+				errs = append(errs, err)
+			}
 		}
-		smtp.RootCAs = pool
 	}
-	errs = append(errs, platform.Name(smtp.Validate(), c))
-	c.SMTP = smtp
+	errs = append(errs, c.resolveReturnPath())
 	return errors.Join(errs...)
+}
+
+// resolveReturnPath builds ReturnPath, and checks that the bounce intake
+// has a signed one to match bounces by.
+func (c *Config) resolveReturnPath() error {
+	secrets := c.BounceSecret.Secrets()
+	var errs []error
+	switch {
+	case c.ReturnPathAddress != "":
+		p, err := returnpath.New(c.ReturnPathAddress, secrets...)
+		c.ReturnPath = p
+		errs = append(errs, field.Rename(err, map[string]string{"Address": "MAIL_RETURN_PATH", "Secrets": "BOUNCE_SECRET"}))
+	case len(secrets) > 0:
+		errs = append(errs, errors.New("BOUNCE_SECRET: set MAIL_RETURN_PATH too: its local part carries the signed token"))
+	}
+	if c.BounceAddr != "" {
+		if _, _, err := net.SplitHostPort(c.BounceAddr); err != nil {
+			errs = append(errs, fmt.Errorf("BOUNCE_ADDR: want host:port, e.g. :2525 (%w)", err))
+		}
+		if c.ReturnPathAddress == "" || len(secrets) == 0 {
+			errs = append(errs, errors.New("BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET: it matches each bounce by the token of the return path"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// relayConfig makes the relay of server, parsed from variable, ready for
+// its client: SMTP_HELO_NAME (resolved) and SMTP_MAX_CONNECTIONS, which
+// are the same for every relay, and its CA file loaded. It returns every
+// problem, each naming its variable.
+func (c *Config) relayConfig(server relay.Config, variable string) (relay.Config, []error) {
+	var errs []error
+	cfg := server
+	cfg.HelloName, cfg.MaxConns = c.HelloName, max(c.MaxConns, 1)
+	if cfg.HelloName == "" {
+		cfg.HelloName = relay.DefaultHelloName()
+	}
+	check := cfg
+	if cfg.CAFile != "" {
+		pool, err := relay.LoadCAFile(cfg.CAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", variable, err))
+			check.CAFile = "" // said above
+		}
+		cfg.RootCAs, check.RootCAs = pool, pool
+	}
+	if err, ok := platform.Name(check.Validate(), c).(interface{ Unwrap() []error }); ok {
+		errs = append(errs, err.Unwrap()...)
+	}
+	return cfg, errs
 }

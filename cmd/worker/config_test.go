@@ -201,6 +201,67 @@ func TestLoadConfigRelayManners(t *testing.T) {
 	require.ErrorContains(t, err, "SMTP_HELO_NAME: not a domain name")
 }
 
+// SMTP_FALLBACK_URL is a second relay in SMTP_URL's form, made ready as
+// SMTP_URL is, with SMTP_HELO_NAME and SMTP_MAX_CONNECTIONS; unset or
+// empty, there is none.
+func TestLoadConfigFallbackURL(t *testing.T) {
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Nil(t, cfg.FallbackSMTP, "none by default")
+	t.Setenv("SMTP_FALLBACK_URL", "")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Nil(t, cfg.FallbackSMTP, "none when empty")
+
+	t.Setenv("SMTP_URL", "smtp://127.0.0.1:2525?tls=none")
+	t.Setenv("SMTP_FALLBACK_URL", "smtp://apikey:s3cr%40t@smtp.backup.test:587?tls=starttls&timeout=20s")
+	t.Setenv("SMTP_HELO_NAME", "mailer.acme.test")
+	t.Setenv("SMTP_MAX_CONNECTIONS", "4")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	require.NotNil(t, cfg.FallbackSMTP)
+	assert.Equal(t, relay.Config{
+		Host: "smtp.backup.test", Port: 587, Username: "apikey", Password: "s3cr@t", TLS: relay.TLSStartTLS,
+		Timeout: 20 * time.Second, HelloName: "mailer.acme.test", MaxConns: 4,
+	}, *cfg.FallbackSMTP)
+	assert.Equal(t, relay.Config{
+		Host: "127.0.0.1", Port: 2525, TLS: relay.TLSNone,
+		Timeout: DefaultSMTPTimeout, HelloName: "mailer.acme.test", MaxConns: 4,
+	}, cfg.SMTP, "the primary is its own")
+	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "s3cr")
+}
+
+// Every problem of SMTP_FALLBACK_URL is named after it, never repeating
+// it; a rule of the shared variables broken for both relays is said once.
+func TestLoadConfigBadFallbackURL(t *testing.T) {
+	t.Setenv("SMTP_FALLBACK_URL", "smtp://:hunter2@smtp.backup.test:70000?tls=maybe")
+	_, err := platform.Load[Config]()
+	require.Error(t, err)
+	for _, want := range []string{
+		"SMTP_FALLBACK_URL: the port is not in 1..65535",
+		"SMTP_FALLBACK_URL: a password without a user",
+		"SMTP_FALLBACK_URL: tls: want auto, starttls or none",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	assert.NotContains(t, err.Error(), "hunter2")
+	assert.NotContains(t, err.Error(), "backup")
+
+	t.Setenv("SMTP_URL", "smtp://smtp.acme.test:587")
+	t.Setenv("SMTP_FALLBACK_URL", "smtp://smtp.backup.test:587?ca_file=/nonexistent/backup-ca.pem")
+	t.Setenv("SMTP_HELO_NAME", "localhost")
+	_, err = platform.Load[Config]()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "SMTP_FALLBACK_URL: ca_file: stat /nonexistent/backup-ca.pem: no such file or directory")
+	assert.Equal(t, 1, strings.Count(err.Error(), "SMTP_HELO_NAME:"), "said once: %v", err)
+
+	t.Setenv("SMTP_URL", "smtp://127.0.0.1:2525")
+	t.Setenv("SMTP_FALLBACK_URL", "smtp://smtp.backup.test:587")
+	_, err = platform.Load[Config]()
+	require.ErrorContains(t, err, `SMTP_HELO_NAME: "localhost" names no host to a relay that is not on loopback`,
+		"a name fit for a relay on loopback, not for the fallback")
+}
+
 // defaultRules are mail.DefaultMailboxRules, parsed: MAILBOX_RULES' default
 // is mail's table.
 func defaultRules(t *testing.T) mail.MailboxRules {
@@ -208,4 +269,59 @@ func defaultRules(t *testing.T) mail.MailboxRules {
 	r, err := mail.ParseMailboxRules(mail.DefaultMailboxRules)
 	require.NoError(t, err)
 	return r
+}
+
+// MAIL_RETURN_PATH sets the envelope sender apart from MAIL_FROM; with
+// BOUNCE_SECRET it is VERP; BOUNCE_ADDR needs both. Secrets are never
+// printed.
+func TestLoadConfigReturnPath(t *testing.T) {
+	const secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	const previous = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Nil(t, cfg.ReturnPath, "none: MAIL_FROM's address")
+
+	t.Setenv("MAIL_RETURN_PATH", "bounces@bounce.example.com")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	require.NotNil(t, cfg.ReturnPath)
+	assert.False(t, cfg.ReturnPath.Signed())
+	assert.Equal(t, "bounces@bounce.example.com", cfg.ReturnPath.String())
+
+	t.Setenv("BOUNCE_SECRET", secret+","+previous)
+	t.Setenv("BOUNCE_ADDR", ":2525")
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	assert.True(t, cfg.ReturnPath.Signed())
+	assert.Equal(t, ":2525", cfg.BounceAddr)
+	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
+	assert.NotContains(t, printed, secret)
+	assert.NotContains(t, printed, previous)
+
+	for _, tt := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"BOUNCE_SECRET": "hunter2"}, []string{"BOUNCE_SECRET: the secret: 5 bytes"}},
+		{map[string]string{"BOUNCE_SECRET": secret + "," + secret}, []string{"BOUNCE_SECRET: the previous secret is the same as the secret"}},
+		{map[string]string{"MAIL_RETURN_PATH": "bounces+x@bounce.example.com"}, []string{`MAIL_RETURN_PATH: the local part holds "+"`}},
+		{map[string]string{"MAIL_RETURN_PATH": "Bounces <bounces@bounce.example.com>"}, []string{"MAIL_RETURN_PATH: invalid email address"}},
+		{map[string]string{"MAIL_RETURN_PATH": ""}, []string{"BOUNCE_SECRET: set MAIL_RETURN_PATH too", "BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET"}},
+		{map[string]string{"BOUNCE_SECRET": ""}, []string{"BOUNCE_ADDR: the bounce intake needs MAIL_RETURN_PATH and BOUNCE_SECRET"}},
+		{map[string]string{"BOUNCE_ADDR": "2525"}, []string{"BOUNCE_ADDR: want host:port"}},
+	} {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		_, err := platform.Load[Config]()
+		require.Error(t, err, "%v", tt.env)
+		for _, want := range tt.want {
+			assert.Contains(t, err.Error(), want, "%v", tt.env)
+		}
+		assert.NotContains(t, err.Error(), secret)
+		assert.NotContains(t, err.Error(), "hunter2")
+		t.Setenv("MAIL_RETURN_PATH", "bounces@bounce.example.com")
+		t.Setenv("BOUNCE_SECRET", secret+","+previous)
+		t.Setenv("BOUNCE_ADDR", ":2525")
+	}
 }

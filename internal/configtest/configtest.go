@@ -32,13 +32,23 @@ import (
 // certificate and its key (two files, as every TLS server takes them),
 // the client CA of mTLS, and the plaintext listener the old gateway needs
 // beside TLS ones (LEGACY_GRPC_ADDR), an address no other variable holds;
+// then the bounces' three: the return path (MAIL_RETURN_PATH), an address
+// apart from MAIL_FROM that no other variable holds; its secret
+// (BOUNCE_SECRET), a secret of its own that a rotation of CODE_SECRET must
+// not touch (its tokens live 7 days, codes minutes) and that a worker
+// without sealed codes needs all the same; and the intake's listener
+// (BOUNCE_ADDR), an address no other variable holds, its bounds fixed
+// (bounce.MaxMessageBytes and the others), not variables;
+// and SMTP_FALLBACK_URL, a second relay: another server with its own
+// credentials, TLS and timeout, which SMTP_URL cannot hold as one URL,
+// while the EHLO name and the connection cap, about verifyq, serve both;
 // then three for sends that survive a failover: how many replicas a send
 // waits for (REDIS_MIN_REPLICAS, off by default, a trade of latency and
 // availability only the operator can make) and for how long
 // (REDIS_MIN_REPLICAS_TIMEOUT, which follows the replicas' distance, not
 // any other setting), and the reconciler's period (RECONCILE_INTERVAL,
 // which tests and operators shorten or turn off).
-const MaxVariables = 52
+const MaxVariables = 56
 
 // Row is one row of the reference's table of variables.
 type Row struct {

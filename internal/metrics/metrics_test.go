@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/httpapi"
@@ -132,36 +133,64 @@ func TestEnqueuerMetrics(t *testing.T) {
 func TestWorkerMetrics(t *testing.T) {
 	t.Parallel()
 	reg := metrics.NewRegistry()
-	m := metrics.NewWorker(reg)
+	m := metrics.NewWorker(reg, tasks.RelayPrimary, tasks.RelayFallback)
 	m.SendStarted()
 	m.SendStarted()
-	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeSent, SMTP: 20 * time.Millisecond, SinceRequest: 300 * time.Millisecond})
+	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeSent, SMTP: 20 * time.Millisecond, SinceRequest: 300 * time.Millisecond,
+		Relay: tasks.RelayPrimary, Tries: []tasks.Try{{Relay: tasks.RelayPrimary, Took: 20 * time.Millisecond}}})
 	m.SendStarted()
-	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeRetried, SMTP: time.Second, SMTPErr: true})
+	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeRetried, SMTP: time.Second, SMTPErr: true, Failure: delivery.RelayDeferred,
+		Relay: tasks.RelayPrimary, Tries: []tasks.Try{{Relay: tasks.RelayPrimary, Took: time.Second, Failure: delivery.RelayDeferred}}})
+	// The primary refused the password, the fallback took the mail.
+	m.SendStarted()
+	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeSent, SMTP: 50 * time.Millisecond, SinceRequest: 2 * time.Second,
+		Relay: tasks.RelayFallback, Tries: []tasks.Try{
+			{Relay: tasks.RelayPrimary, Took: 10 * time.Millisecond, Failure: delivery.RelayRefused},
+			{Relay: tasks.RelayFallback, Took: 40 * time.Millisecond},
+		}})
+	m.SendStarted()
+	m.SendFinished(tasks.SendResult{Outcome: tasks.OutcomeFailed, Failure: delivery.Undecryptable})
 	m.TaskExpired()
+	primary := m.BreakerChanged(tasks.RelayPrimary)
 	for _, st := range []tasks.BreakerState{tasks.BreakerClosed, tasks.BreakerOpen, tasks.BreakerHalfOpen,
 		tasks.BreakerOpen, tasks.BreakerHalfOpen} {
-		m.BreakerChanged(st)
+		primary(st)
 	}
+	m.BounceHandled(bounce.ResultBounced)
+	m.BounceHandled(bounce.ResultForged)
+	m.BounceHandled(bounce.ResultForged)
+	m.BreakerChanged(tasks.RelayFallback)(tasks.BreakerClosed)
 
 	scrape := httptest.NewServer(metrics.Handler(reg))
 	t.Cleanup(scrape.Close)
 	f := metricstest.Scrape(t, scrape.URL)
+	primaryL, fallbackL := map[string]string{"relay": "primary"}, map[string]string{"relay": "fallback"}
 	for _, tt := range []struct {
 		name   string
 		labels map[string]string
 		want   float64
 	}{
 		{"verifyq_sends_in_flight", nil, 1},
-		{"verifyq_sends_total", map[string]string{"outcome": "sent"}, 1},
+		{"verifyq_sends_total", map[string]string{"outcome": "sent"}, 2},
 		{"verifyq_sends_total", map[string]string{"outcome": "retried"}, 1},
-		{"verifyq_sends_total", map[string]string{"outcome": "failed"}, 0},
+		{"verifyq_sends_total", map[string]string{"outcome": "failed"}, 1},
 		{"verifyq_sends_total", map[string]string{"outcome": "expired"}, 1},
-		{"verifyq_smtp_duration_seconds", map[string]string{"result": "ok"}, 1},
-		{"verifyq_smtp_duration_seconds", map[string]string{"result": "error"}, 1},
-		{"verifyq_delivery_latency_seconds", nil, 1},
-		{"verifyq_smtp_breaker_open", nil, 1},
-		{"verifyq_smtp_breaker_opened_total", nil, 2},
+		{"verifyq_smtp_duration_seconds", map[string]string{"relay": "primary", "result": "ok"}, 1},
+		{"verifyq_smtp_duration_seconds", map[string]string{"relay": "primary", "result": "error"}, 2},
+		{"verifyq_smtp_duration_seconds", map[string]string{"relay": "fallback", "result": "ok"}, 1},
+		{"verifyq_delivery_latency_seconds", primaryL, 1},
+		{"verifyq_delivery_latency_seconds", fallbackL, 1},
+		{"verifyq_smtp_failures_total", map[string]string{"relay": "primary", "class": "relay_deferred"}, 1},
+		{"verifyq_smtp_failures_total", map[string]string{"relay": "primary", "class": "relay_refused"}, 1},
+		{"verifyq_smtp_failures_total", map[string]string{"relay": "fallback", "class": "relay_refused"}, 0},
+		{"verifyq_smtp_failures_total", map[string]string{"relay": "", "class": "undecryptable"}, 1},
+		{"verifyq_smtp_breaker_open", primaryL, 1},
+		{"verifyq_smtp_breaker_opened_total", primaryL, 2},
+		{"verifyq_smtp_breaker_open", fallbackL, 0},
+		{"verifyq_smtp_breaker_opened_total", fallbackL, 0},
+		{"verifyq_bounces_total", map[string]string{"result": "bounced"}, 1},
+		{"verifyq_bounces_total", map[string]string{"result": "forged"}, 2},
+		{"verifyq_bounces_total", map[string]string{"result": "complained"}, 0},
 	} {
 		v, ok := f.Value(tt.name, tt.labels)
 		if assert.True(t, ok, "%s%v present", tt.name, tt.labels) {

@@ -256,6 +256,23 @@ func (CodeSecret) String() string { return "[redacted]" }
 // GoString hides the secret.
 func (CodeSecret) GoString() string { return "[redacted]" }
 
+// RotatedSecret is a secret other than CODE_SECRET read as CODE_SECRET
+// is (BOUNCE_SECRET): "current[,previous]", each secret hex or base64,
+// checked by codes.ParseSecret. %v prints it redacted.
+type RotatedSecret struct{ CodeSecret }
+
+// Secrets returns the secret, then the previous one if set; none when
+// unset.
+func (s RotatedSecret) Secrets() [][]byte {
+	var out [][]byte
+	for _, k := range [][]byte{s.current, s.previous} {
+		if k != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // CodeSecretFile is CODE_SECRET_FILE: "file[,previous file]", each file's
 // bytes a secret (one trailing newline dropped). %v prints it redacted.
 type CodeSecretFile struct{ CodeSecret }

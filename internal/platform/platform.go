@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -115,10 +116,16 @@ type Pinger interface {
 	Ping(ctx context.Context) *redis.StatusCmd
 }
 
+// Check is a readiness check of /readyz: an error when the process is not
+// ready, and, ready or not, a line that says more (the worker's relays and
+// their states), or "".
+type Check func() (string, error)
+
 // AdminMux returns the admin endpoints: /healthz (the process is up) and
 // /readyz (Redis answers and every check returns nil, else 503 with what
-// failed: the worker's check says when its SMTP relay fails).
-func AdminMux(rdb Pinger, checks ...func() error) *http.ServeMux {
+// failed: the worker's check says when no SMTP relay can take mail). A
+// ready reply is "ok", followed by each check's line.
+func AdminMux(rdb Pinger, checks ...Check) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -133,14 +140,19 @@ func AdminMux(rdb Pinger, checks ...func() error) *http.ServeMux {
 			_, _ = io.WriteString(w, "redis unreachable\n")
 			return
 		}
+		var lines []string
 		for _, check := range checks {
-			if err := check(); err != nil {
+			line, err := check()
+			if err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = io.WriteString(w, err.Error()+"\n")
 				return
 			}
+			if line != "" {
+				lines = append(lines, line+"\n")
+			}
 		}
-		_, _ = io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n"+strings.Join(lines, ""))
 	})
 	return mux
 }

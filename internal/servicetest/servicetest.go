@@ -22,6 +22,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/returnpath"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -36,6 +37,9 @@ type Env struct {
 	Redis   *redistest.Server
 	RDB     redis.UniversalClient
 	Service *service.Service
+	// Records are the service's delivery records: a test writes what a
+	// worker would (Records.Sent).
+	Records *delivery.Records
 }
 
 // Discard is a logger that writes nothing.
@@ -79,7 +83,7 @@ func New(t testing.TB, l limits.Config, maxAttempts int) *Env {
 	rdb := d.UniversalClient(t)
 	p := NewParts(t, rdb, codes.Config{MaxAttempts: maxAttempts}, l)
 	srv, _ := d.(*redistest.Server)
-	return &Env{Deployment: d, Redis: srv, RDB: rdb,
+	return &Env{Deployment: d, Redis: srv, RDB: rdb, Records: p.Records,
 		Service: service.New(p.Store, p.Limiter, p.Records, asynq.NewClientFromRedisClient(rdb), Discard)}
 }
 
@@ -105,6 +109,34 @@ func (e *Env) Code(t testing.TB, email string) string {
 	code, err := e.RDB.Get(context.Background(), "code_"+email).Result()
 	require.NoError(t, err, "a live code for the address")
 	return code
+}
+
+// Task is the task the status of id's code names: its latest send's.
+func (e *Env) Task(t testing.TB, id codes.ID) string {
+	t.Helper()
+	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
+	require.NoError(t, err)
+	task, err := e.RDB.HGet(context.Background(), keys.StatusKey(id), "task").Result()
+	require.NoError(t, err, "a status that names a task")
+	return task
+}
+
+// Reported sends id's code by the task its status names (a worker begins
+// it and the mail server accepts it), then records rep, a bounce or a
+// complaint about that mail, as the bounce intake does.
+func (e *Env) Reported(t testing.TB, id codes.ID, rep delivery.Report) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
+	require.NoError(t, err)
+	records := delivery.NewRecords(e.RDB, keys, asynq.NewInspectorFromRedisClient(e.RDB))
+	task := e.Task(t, id)
+	_, err = records.Begin(ctx, id, delivery.Task{ID: task, Queue: tasks.Queue}, codes.DefaultTTL)
+	require.NoError(t, err)
+	require.NoError(t, records.Sent(ctx, id, task, delivery.Acceptance{At: time.Now()}))
+	ok, err := records.Reported(ctx, id, returnpath.SendID(task), rep)
+	require.NoError(t, err)
+	require.True(t, ok, "the status follows the send")
 }
 
 // Pending returns the payloads of the tasks waiting in the mail queue.

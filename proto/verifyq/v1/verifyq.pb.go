@@ -45,6 +45,13 @@ const (
 	DeliveryState_DELIVERY_STATE_UNDELIVERABLE DeliveryState = 6
 	// The code expired before it was used.
 	DeliveryState_DELIVERY_STATE_EXPIRED DeliveryState = 7
+	// The mail server accepted the mail, then a delivery status notification
+	// came back that says it failed (see dsn_status, diagnostic); the
+	// address is suppressed when its recipient failed for good.
+	DeliveryState_DELIVERY_STATE_BOUNCED DeliveryState = 8
+	// The recipient reported the mail as spam (a feedback report); the
+	// address is suppressed.
+	DeliveryState_DELIVERY_STATE_COMPLAINED DeliveryState = 9
 )
 
 // Enum value maps for DeliveryState.
@@ -58,6 +65,8 @@ var (
 		5: "DELIVERY_STATE_SENT",
 		6: "DELIVERY_STATE_UNDELIVERABLE",
 		7: "DELIVERY_STATE_EXPIRED",
+		8: "DELIVERY_STATE_BOUNCED",
+		9: "DELIVERY_STATE_COMPLAINED",
 	}
 	DeliveryState_value = map[string]int32{
 		"DELIVERY_STATE_UNSPECIFIED":   0,
@@ -68,6 +77,8 @@ var (
 		"DELIVERY_STATE_SENT":          5,
 		"DELIVERY_STATE_UNDELIVERABLE": 6,
 		"DELIVERY_STATE_EXPIRED":       7,
+		"DELIVERY_STATE_BOUNCED":       8,
+		"DELIVERY_STATE_COMPLAINED":    9,
 	}
 )
 
@@ -398,7 +409,19 @@ type GetStatusResponse struct {
 	// When the mail server accepted the mail, in Unix milliseconds; 0 if not.
 	SentAtUnixMs int64 `protobuf:"varint,6,opt,name=sent_at_unix_ms,json=sentAtUnixMs,proto3" json:"sent_at_unix_ms,omitempty"`
 	// Seconds the code has left; 0 when it is gone.
-	ExpiresIn     int64 `protobuf:"varint,7,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	ExpiresIn int64 `protobuf:"varint,7,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	// The status code (RFC 3463) of the delivery status notification of a
+	// bounced mail, e.g. "5.1.1"; empty if none.
+	DsnStatus string `protobuf:"bytes,8,opt,name=dsn_status,json=dsnStatus,proto3" json:"dsn_status,omitempty"`
+	// The bounce's diagnostic: on one line, every word with an "@" masked,
+	// at most 160 bytes; empty if none.
+	Diagnostic string `protobuf:"bytes,9,opt,name=diagnostic,proto3" json:"diagnostic,omitempty"`
+	// The relay that accepted the mail: "primary" (SMTP_URL) or "fallback"
+	// (SMTP_FALLBACK_URL); empty if none did yet.
+	Relay string `protobuf:"bytes,10,opt,name=relay,proto3" json:"relay,omitempty"`
+	// Milliseconds from the send request to the relay accepting the mail
+	// (queue wait, retries and SMTP); 0 if not sent, or not known.
+	SentAfterMs   int64 `protobuf:"varint,11,opt,name=sent_after_ms,json=sentAfterMs,proto3" json:"sent_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,6 +505,34 @@ func (x *GetStatusResponse) GetExpiresIn() int64 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetDsnStatus() string {
+	if x != nil {
+		return x.DsnStatus
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetDiagnostic() string {
+	if x != nil {
+		return x.Diagnostic
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetSentAfterMs() int64 {
+	if x != nil {
+		return x.SentAfterMs
+	}
+	return 0
+}
+
 var File_verifyq_v1_verifyq_proto protoreflect.FileDescriptor
 
 const file_verifyq_v1_verifyq_proto_rawDesc = "" +
@@ -504,7 +555,7 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\bverified\x18\x01 \x01(\bR\bverified\"B\n" +
 	"\x10GetStatusRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x87\x02\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x80\x03\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.verifyq.v1.DeliveryStateR\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x12&\n" +
@@ -513,7 +564,15 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\x05reply\x18\x05 \x01(\x05R\x05reply\x12%\n" +
 	"\x0fsent_at_unix_ms\x18\x06 \x01(\x03R\fsentAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"expires_in\x18\a \x01(\x03R\texpiresIn*\xf3\x01\n" +
+	"expires_in\x18\a \x01(\x03R\texpiresIn\x12\x1d\n" +
+	"\n" +
+	"dsn_status\x18\b \x01(\tR\tdsnStatus\x12\x1e\n" +
+	"\n" +
+	"diagnostic\x18\t \x01(\tR\n" +
+	"diagnostic\x12\x14\n" +
+	"\x05relay\x18\n" +
+	" \x01(\tR\x05relay\x12\"\n" +
+	"\rsent_after_ms\x18\v \x01(\x03R\vsentAfterMs*\xae\x02\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DELIVERY_STATE_NONE\x10\x01\x12\x19\n" +
@@ -522,7 +581,9 @@ const file_verifyq_v1_verifyq_proto_rawDesc = "" +
 	"\x17DELIVERY_STATE_RETRYING\x10\x04\x12\x17\n" +
 	"\x13DELIVERY_STATE_SENT\x10\x05\x12 \n" +
 	"\x1cDELIVERY_STATE_UNDELIVERABLE\x10\x06\x12\x1a\n" +
-	"\x16DELIVERY_STATE_EXPIRED\x10\a2\xeb\x01\n" +
+	"\x16DELIVERY_STATE_EXPIRED\x10\a\x12\x1a\n" +
+	"\x16DELIVERY_STATE_BOUNCED\x10\b\x12\x1d\n" +
+	"\x19DELIVERY_STATE_COMPLAINED\x10\t2\xeb\x01\n" +
 	"\vCodeService\x12E\n" +
 	"\bSendCode\x12\x1b.verifyq.v1.SendCodeRequest\x1a\x1c.verifyq.v1.SendCodeResponse\x12K\n" +
 	"\n" +
