@@ -51,7 +51,7 @@ test-faults: ## the slow fault tests: SMTP down 30 s, a 451 burst, worker SIGKIL
 	$(GO) test -race -count=1 -v -run '^TestFault' ./e2e
 
 # The suites that take a Redis deployment of VERIFYQ_TEST_REDIS_MODE's mode.
-MODE_PKGS := ./codes ./limits ./delivery ./tasks ./service ./httpapi ./grpcapi ./e2e
+MODE_PKGS := ./codes ./limits ./delivery ./tasks ./service ./reconcile ./httpapi ./grpcapi ./e2e
 
 test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis Cluster (make test is single mode)
 	set -e; for mode in sentinel cluster; do \

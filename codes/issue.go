@@ -43,6 +43,22 @@ type Issued struct {
 	Created bool
 }
 
+// Send names the send that issues a code, for the code's delivery status:
+// the task that will mail the code, and what a task needs that the code's
+// slot would not hold otherwise, so that a send whose task was lost can be
+// queued again from its status alone (package reconcile).
+type Send struct {
+	// Task is the ID of the task that will mail the code; it names the
+	// send in the status, and taking the send back checks it. Empty: a
+	// send without a task (GetOrCreate), named by a random nonce, as
+	// older versions named every send.
+	Task string
+	// Queue is the task's queue.
+	Queue string
+	// Locale is the mail's language; empty is the default.
+	Locale string
+}
+
 // Issue is one get-or-create of a code, made ready to run as a script call
 // (Call) in a pipeline of other slots' calls; Result reads its reply.
 type Issue struct {
@@ -51,14 +67,14 @@ type Issue struct {
 	fresh  string // the new code
 	value  string // what Redis keeps of it: the code or its MAC
 	sealed string
-	nonce  string
+	owner  [2]string // the status field that names the send, and its value
 	call   script.Call
 }
 
-// Issue prepares the get-or-create of id's code at now: a new code is
-// generated, used only if id has no live code. A purpose that is not
-// configured fails with ErrInvalidPurpose.
-func (s *Store) Issue(id ID, now time.Time) (*Issue, error) {
+// Issue prepares the get-or-create of id's code at now for send: a new
+// code is generated, used only if id has no live code. A purpose that is
+// not configured fails with ErrInvalidPurpose.
+func (s *Store) Issue(id ID, now time.Time, send Send) (*Issue, error) {
 	if err := s.Check(id); err != nil {
 		return nil, err
 	}
@@ -66,11 +82,15 @@ func (s *Store) Issue(id ID, now time.Time) (*Issue, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b [12]byte
-	if _, err := io.ReadFull(s.rand, b[:]); err != nil {
-		return nil, fmt.Errorf("issue code: %w", err)
+	owner := [2]string{"task", send.Task}
+	if send.Task == "" {
+		var b [12]byte
+		if _, err := io.ReadFull(s.rand, b[:]); err != nil {
+			return nil, fmt.Errorf("issue code: %w", err)
+		}
+		owner = [2]string{"nonce", hex.EncodeToString(b[:])}
 	}
-	is := &Issue{id: id, fresh: fresh, value: fresh, nonce: hex.EncodeToString(b[:]),
+	is := &Issue{id: id, fresh: fresh, value: fresh, owner: owner,
 		keys: []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}}
 	replace := "0"
 	if s.cfg.Seal != nil {
@@ -81,9 +101,13 @@ func (s *Store) Issue(id ID, now time.Time) (*Issue, error) {
 		replace = "1"
 	}
 	is.call = script.Call{Script: issueScript, Keys: is.keys, Args: []any{is.value, s.cfg.TTLOf(id.Purpose).Milliseconds(),
-		is.nonce, now.UnixMilli(), StatusLinger.Milliseconds(), replace}}
+		owner[0], owner[1], now.UnixMilli(), StatusLinger.Milliseconds(), replace, send.Queue, send.Locale, is.sealed}}
 	return is, nil
 }
+
+// TTLOf is the lifetime of a new code of purpose (Config.TTLOf): no live
+// code of it lives longer.
+func (s *Store) TTLOf(purpose string) time.Duration { return s.cfg.TTLOf(purpose) }
 
 // Call is the script call of the issue, all of its keys in the code's
 // slot.
@@ -92,7 +116,7 @@ func (is *Issue) Call() script.Call { return is.call }
 // Result reads the issue's reply and returns what was issued and the
 // script call that takes it back (see Store.GetOrCreate).
 func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
-	if len(reply) != 6 {
+	if len(reply) != 11 {
 		return Issued{}, script.Call{}, fmt.Errorf("issue code: unexpected reply of %d values", len(reply))
 	}
 	str := func(i int) string { v, _ := reply[i].(string); return v }
@@ -103,7 +127,7 @@ func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
 		issued.Code = is.fresh // the live value is its MAC
 	}
 	undo := script.Call{Script: unissueScript, Keys: is.keys,
-		Args: []any{is.nonce, created, is.value, str(3), str(4), str(5)}}
+		Args: []any{is.owner[0], is.owner[1], created, is.value, str(3), str(4), str(5), str(6), str(7), str(8), str(9), str(10)}}
 	return issued, undo, nil
 }
 
@@ -115,7 +139,7 @@ func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
 // back. It checks no limit: a send goes through package limits, which runs
 // the same script after its own.
 func (s *Store) GetOrCreate(ctx context.Context, id ID) (Issued, error) {
-	is, err := s.Issue(id, time.Now())
+	is, err := s.Issue(id, time.Now(), Send{})
 	if err != nil {
 		return Issued{}, err
 	}

@@ -1,5 +1,5 @@
 -- issue: get the live code or create one, and mark the delivery status
--- queued by this send.
+-- queued by this send, naming the task that will mail it.
 --
 -- A live code is never extended; a key without expiry (left by an older
 -- writer that crashed between SET and EXPIRE) or with one longer than the
@@ -8,18 +8,37 @@
 -- live code's value becomes the new one, keeping its remaining lifetime
 -- and attempts. A new code starts with no wrong attempts and a fresh
 -- status; a resent one keeps both, less what the last send's failure or
--- bounce said. Happy path of a new code: SET, DEL,
--- HSET, PEXPIRE.
+-- bounce said. The status names the send: by its task ('task'), with the
+-- task's queue, the mail's locale and the sealed code (what a task can be
+-- made again from, package reconcile); a send without a task by a random
+-- nonce ('nonce'), as older versions named every send. A field this send
+-- has no value for is removed. Happy path of a new code: SET, DEL, HSET,
+-- PEXPIRE.
 --
 -- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)
--- ARGV[1] new value, ARGV[2] lifetime ms, ARGV[3] this send's nonce,
--- ARGV[4] now ms, ARGV[5] status linger ms, ARGV[6] replace ('1' or '0')
+-- ARGV[1] new value, ARGV[2] lifetime ms, ARGV[3] the field that names
+-- the send ('task' or 'nonce'), ARGV[4] its value, ARGV[5] now ms,
+-- ARGV[6] status linger ms, ARGV[7] replace ('1' or '0'), ARGV[8] the
+-- task's queue, ARGV[9] locale ('' default), ARGV[10] the sealed code (''
+-- for plain codes)
 -- Reply: {value, ms left, created (1 or 0), value replaced ('' if none),
--- status state before ('' if none), status nonce before ('' if none)}: the
--- last three are what unissue needs to take this send back.
+-- then the status's state, task, nonce, queue, locale, sealed and
+-- queued_at before ('' each if none)}: all but the first three are what
+-- unissue needs to take this send back.
 local ttl = tonumber(ARGV[2])
 local code = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl, 'GET')
 local left, created, replaced, prev = ttl, 1, '', {}
+local set = {'state', 'queued', ARGV[3], ARGV[4], 'queued_at', ARGV[5]}
+local unset = {'failure', 'reply', 'dsn', 'diagnostic'}
+unset[5] = ARGV[3] == 'task' and 'nonce' or 'task'
+for i, name in ipairs({'queue', 'locale', 'sealed'}) do
+  local v = ARGV[7 + i]
+  if v == '' then
+    unset[#unset + 1] = name
+  else
+    set[#set + 1], set[#set + 2] = name, v
+  end
+end
 if code then
   created = 0
   left = redis.call('PTTL', KEYS[1])
@@ -27,17 +46,19 @@ if code then
     redis.call('PEXPIRE', KEYS[1], ttl)
     left = ttl
   end
-  if ARGV[6] == '1' then
+  if ARGV[7] == '1' then
     replaced = code
     code = ARGV[1]
     redis.call('SET', KEYS[1], code, 'KEEPTTL')
   end
-  prev = redis.call('HMGET', KEYS[3], 'state', 'nonce')
-  redis.call('HDEL', KEYS[3], 'failure', 'reply', 'dsn', 'diagnostic')
+  prev = redis.call('HMGET', KEYS[3], 'state', 'task', 'nonce', 'queue', 'locale', 'sealed', 'queued_at')
+  redis.call('HDEL', KEYS[3], unpack(unset))
 else
   code = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
 end
-redis.call('HSET', KEYS[3], 'state', 'queued', 'nonce', ARGV[3], 'queued_at', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], left + tonumber(ARGV[5]))
-return {code, left, created, replaced, prev[1] or '', prev[2] or ''}
+redis.call('HSET', KEYS[3], unpack(set))
+redis.call('PEXPIRE', KEYS[3], left + tonumber(ARGV[6]))
+local reply = {code, left, created, replaced}
+for i = 1, 7 do reply[4 + i] = prev[i] or '' end
+return reply

@@ -6,9 +6,11 @@
 //
 // verifyq's status hash (codes.Keys.StatusKey, in the code's slot) is the
 // source of the state, the attempts, the last failure's class and reply
-// code and the time the mail was sent; asynq is the source of when the
-// next attempt runs: the status names the task and its queue, and Status
-// asks asynq.
+// code and the time the mail was sent, and names the task that is to mail
+// the code (the send step writes it); asynq is the source of when the
+// next attempt runs: Status asks asynq about the task the status names.
+// The index of open sends (open.go) lists the sends whose task has not
+// ended, for the reconciler.
 package delivery
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/internal/script"
 )
 
 // States of a delivery, as Status reports them.
@@ -89,17 +92,20 @@ type Tasks interface {
 
 var _ Tasks = (*asynq.Inspector)(nil)
 
-// Records reads and writes the delivery status of codes.
+// Records reads and writes the delivery status of codes, and the index of
+// open sends.
 type Records struct {
 	rdb   redis.UniversalClient
 	keys  codes.Keys
 	tasks Tasks
+	// Now is the clock of the attempts' start; tests replace it.
+	Now func() time.Time
 }
 
 // NewRecords returns the records of the codes keys names in rdb; tasks
 // answers when a retrying send's next attempt runs.
 func NewRecords(rdb redis.UniversalClient, keys codes.Keys, tasks Tasks) *Records {
-	return &Records{rdb: rdb, keys: keys, tasks: tasks}
+	return &Records{rdb: rdb, keys: keys, tasks: tasks, Now: time.Now}
 }
 
 var (
@@ -111,11 +117,14 @@ var (
 	recordSrc string
 	//go:embed report.lua
 	reportSrc string
+	//go:embed requeue.lua
+	requeueSrc string
 
 	readStatus = redis.NewScript(statusSrc)
 	begin      = redis.NewScript(beginSrc)
 	record     = redis.NewScript(recordSrc)
 	report     = redis.NewScript(reportSrc)
+	requeue    = redis.NewScript(requeueSrc)
 )
 
 // Status reads the delivery status of id's code in one round trip, and
@@ -128,13 +137,7 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 	if len(res) != 2 {
 		return Status{}, fmt.Errorf("read status: unexpected reply of %d values", len(res))
 	}
-	flat, _ := res[0].([]any)
-	h := map[string]string{}
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		v, _ := flat[i+1].(string)
-		h[k] = v
-	}
+	h := fields(res[0])
 	ms, _ := res[1].(int64)
 	st := Status{
 		State: h["state"], Reply: atoi(h["reply"]), Attempts: atoi(h["attempts"]), LastFailure: Class(h["failure"]),
@@ -167,6 +170,18 @@ func (r *Records) Status(ctx context.Context, id codes.ID, now time.Time) (Statu
 	return st, nil
 }
 
+// fields reads a flat field, value list (HGETALL's reply) as a map.
+func fields(reply any) map[string]string {
+	flat, _ := reply.([]any)
+	h := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		h[k] = v
+	}
+	return h
+}
+
 // nextAttemptIn is how long until asynq runs task id of queue again; zero
 // when it is due, running, or no longer asynq's to run.
 func (r *Records) nextAttemptIn(queue, id string, now time.Time) (time.Duration, error) {
@@ -193,25 +208,33 @@ type Attempt struct {
 	// Live is the code to mail, unless Done.
 	Live codes.Live
 	// Done is true when there is nothing to mail: the task already sent
-	// its mail (AlreadySent) or the code is gone.
+	// its mail (AlreadySent), another task mails it in its place
+	// (Superseded), or the code is gone.
 	Done bool
 	// AlreadySent is true when this task's mail was accepted before.
 	AlreadySent bool
+	// Superseded is true when the reconciler queued another task in this
+	// one's place (Requeue), having found it held active by asynq with no
+	// worker on it. That one mails the code.
+	Superseded bool
 }
 
 // Begin starts an attempt of task (empty ID: no dedup) to mail id's code,
-// in one round trip: it finds whether the task already sent its mail,
-// reads the code, and marks the status sending by task. ttl is the
-// configured lifetime, for a status key that has none yet.
+// in one round trip: it finds whether the task already sent its mail or
+// was replaced by another, reads the code, and marks the status sending by
+// task. ttl is the configured lifetime, for a status key that
+// has none yet.
 func (r *Records) Begin(ctx context.Context, id codes.ID, task Task, ttl time.Duration) (Attempt, error) {
 	res, err := begin.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)},
-		task.ID, task.Queue, (ttl + StatusLinger).Milliseconds()).Slice()
+		task.ID, task.Queue, (ttl + StatusLinger).Milliseconds(), r.Now().UnixMilli()).Slice()
 	if err != nil {
 		return Attempt{}, fmt.Errorf("begin send: %w", err)
 	}
 	switch {
 	case len(res) == 1 && res[0] == "sent":
 		return Attempt{Done: true, AlreadySent: true}, nil
+	case len(res) == 1 && res[0] == "superseded":
+		return Attempt{Done: true, Superseded: true}, nil
 	case len(res) == 1:
 		return Attempt{Done: true}, nil
 	case len(res) != 3:
@@ -235,35 +258,38 @@ type Acceptance struct {
 
 // Sent records that a relay accepted task taskID's mail as a says, in the
 // one script of every record: the status says sent, by which relay and
-// how long after the request, and a re-run of the task will not mail
-// again.
+// how long after the request (unless a later send owns the status), a
+// re-run of the task will not mail again, and the send leaves the index
+// of open sends in the same round trip.
 func (r *Records) Sent(ctx context.Context, id codes.ID, taskID string, a Acceptance) error {
 	after := ""
 	if a.SinceRequest > 0 {
 		after = strconv.FormatInt(a.SinceRequest.Milliseconds(), 10)
 	}
-	args := []any{"state", StateSent, "sent_at", a.At.UnixMilli(), "relay", a.Relay, "sent_after_ms", after, "failure", "", "reply", ""}
+	own := ""
 	if taskID != "" {
-		args = append(args, "sent:"+taskID, "1")
+		own = "sent:" + taskID
 	}
-	return r.record(ctx, id, args...)
+	return r.record(ctx, id, taskID, own, true,
+		"state", StateSent, "sent_at", a.At.UnixMilli(), "relay", a.Relay, "sent_after_ms", after, "failure", "", "reply", "")
 }
 
-// Retrying records a failed attempt that asynq will retry (when: see
-// Status).
-func (r *Records) Retrying(ctx context.Context, id codes.ID, failure error) error {
-	return r.record(ctx, id, "state", StateRetrying, "failure", string(ClassOf(failure)), "reply", replyField(failure))
+// Retrying records a failed attempt of task taskID that asynq will retry
+// (when: see Status).
+func (r *Records) Retrying(ctx context.Context, id codes.ID, taskID string, failure error) error {
+	return r.record(ctx, id, taskID, "", false, "state", StateRetrying, "failure", string(ClassOf(failure)), "reply", replyField(failure))
 }
 
-// Failed records a failed attempt after which the task is given up: the
-// status says undeliverable when the failure's class is (Handling), else
-// keeps its state.
-func (r *Records) Failed(ctx context.Context, id codes.ID, failure error) error {
+// Failed records a failed attempt of task taskID after which the task is
+// given up: the status says undeliverable when the failure's class is
+// (Handling), else keeps its state; the send leaves the index of open
+// sends.
+func (r *Records) Failed(ctx context.Context, id codes.ID, taskID string, failure error) error {
 	class := ClassOf(failure)
 	if !class.Handling().Undeliverable {
-		return r.record(ctx, id, "failure", string(class), "reply", replyField(failure))
+		return r.record(ctx, id, taskID, "", true, "failure", string(class), "reply", replyField(failure))
 	}
-	return r.record(ctx, id, "state", StateUndeliverable, "failure", string(class), "reply", replyField(failure))
+	return r.record(ctx, id, taskID, "", true, "state", StateUndeliverable, "failure", string(class), "reply", replyField(failure))
 }
 
 // Report is what came back about a mail after it was sent: a bounce (a
@@ -297,8 +323,16 @@ func (r *Records) Reported(ctx context.Context, id codes.ID, sendID string, rep 
 	return n == 1, nil
 }
 
-func (r *Records) record(ctx context.Context, id codes.ID, args ...any) error {
-	if err := record.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, args...).Err(); err != nil {
+// record writes the end of an attempt of task taskID (record.lua): the
+// task's own field own ("" none) set to 1, and pairs; when the task ends
+// with it, it takes the send out of the index of open sends, in the same
+// pipeline.
+func (r *Records) record(ctx context.Context, id codes.ID, taskID, own string, ends bool, pairs ...any) error {
+	calls := []script.Call{{Script: record, Keys: []string{r.keys.StatusKey(id)}, Args: append([]any{taskID, own, "1"}, pairs...)}}
+	if ends && taskID != "" {
+		calls = append(calls, OpenSend{Task: taskID, ID: id}.Remove())
+	}
+	if _, err := script.Run(ctx, r.rdb, calls...); err != nil {
 		return fmt.Errorf("record delivery status: %w", err)
 	}
 	return nil

@@ -54,7 +54,7 @@ func TestDeliveryStatus(t *testing.T) {
 		asynq.TaskID("task-1"), asynq.Queue(testQueue), asynq.ProcessAt(now.Add(3*time.Second)))
 	require.NoError(t, err)
 	temp := fmt.Errorf("send: %w", &relay.Error{Stage: relay.StageRcpt, Code: 450, Enhanced: "4.2.0", Text: "greylisted, user d@example.com"})
-	require.NoError(t, s.Retrying(ctx, codes.ID{Email: "d@example.com"}, temp))
+	require.NoError(t, s.Retrying(ctx, codes.ID{Email: "d@example.com"}, "task-1", temp))
 	st = status("d@example.com")
 	assert.Equal(t, delivery.StateRetrying, st.State)
 	assert.Equal(t, 1, st.Attempts)
@@ -130,7 +130,7 @@ func TestSuppression(t *testing.T) {
 	refused := &relay.Error{Stage: relay.StageRcpt, Code: 550, Enhanced: "5.1.1",
 		Text: "<Gone+x@example.com>: Recipient address rejected: User unknown"}
 	perm := fmt.Errorf("send: %w", refused)
-	require.NoError(t, s.Failed(ctx, codes.ID{Email: "Gone+x@example.com"}, perm))
+	require.NoError(t, s.Failed(ctx, codes.ID{Email: "Gone+x@example.com"}, "t1", perm))
 	st, err := s.Status(ctx, codes.ID{Email: "Gone+x@example.com"}, now)
 	require.NoError(t, err)
 	assert.Equal(t, delivery.StateUndeliverable, st.State)

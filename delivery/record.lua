@@ -1,18 +1,28 @@
--- record: write how an attempt ended into an existing status (a status
--- that is gone, with its code verified or expired, stays gone). Happy
--- path: EXISTS, HSET, HDEL.
+-- record: write how an attempt of a task ended into an existing status (a
+-- status that is gone, with its code verified or expired, stays gone).
+-- The task's own record (sent:<task>, the dedup of its re-runs) is always
+-- written; the other fields only while the status names the task, or no
+-- task, or was written by an older send step (a nonce, see begin.lua): a
+-- later send of the code owns the status, and an older task's end must
+-- not say it ended. Happy path: HMGET, HSET, HDEL.
 --
 -- KEYS[1] status
--- ARGV field, value pairs; an empty value deletes the field
+-- ARGV[1] the task ('' none: the fields are written whatever the status
+-- names), ARGV[2] the task's own field ('' none), ARGV[3] its value, then
+-- field, value pairs; an empty value deletes the field
 -- Reply: 1 recorded, 0 no status
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local st = redis.call('HMGET', KEYS[1], 'state', 'task', 'nonce')
+if not st[1] then return 0 end
 local set, del = {}, {}
-for i = 1, #ARGV, 2 do
-  if ARGV[i + 1] == '' then
-    del[#del + 1] = ARGV[i]
-  else
-    set[#set + 1] = ARGV[i]
-    set[#set + 1] = ARGV[i + 1]
+if ARGV[2] ~= '' then set[1], set[2] = ARGV[2], ARGV[3] end
+if ARGV[1] == '' or not st[2] or st[2] == '' or st[2] == ARGV[1] or st[3] then
+  for i = 4, #ARGV, 2 do
+    if ARGV[i + 1] == '' then
+      del[#del + 1] = ARGV[i]
+    else
+      set[#set + 1] = ARGV[i]
+      set[#set + 1] = ARGV[i + 1]
+    end
   end
 end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,40 +49,8 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 		interval = 20 * time.Millisecond // 50 requests a second
 		maxSends = 1000                  // the bound of the stream: 20 s
 	)
-	var (
-		mu       sync.Mutex
-		outcomes []outcome
-		wg       sync.WaitGroup
-	)
-	stop, produced := make(chan struct{}), make(chan struct{})
-	client := &http.Client{Timeout: 10 * time.Second}
-	go func() {
-		defer close(produced)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for i := range maxSends {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				o := outcome{email: fmt.Sprintf("failover%04d@example.com", i), sent: time.Now()}
-				res, err := client.Post("http://"+s.api+"/v1/codes", "application/json",
-					strings.NewReader(`{"email":"`+o.email+`"}`))
-				if err == nil {
-					o.status = res.StatusCode
-					_ = res.Body.Close()
-				}
-				o.done = time.Now()
-				mu.Lock()
-				outcomes = append(outcomes, o)
-				mu.Unlock()
-			}()
-		}
-	}()
+	stop := make(chan struct{})
+	load := startLoad(s, "failover", interval, maxSends, stop)
 
 	time.Sleep(time.Second) // a steady stream before the kill
 	killedAt := time.Now()
@@ -95,12 +62,8 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 	t.Logf("killed the primary %s; the sentinels promoted %s after %v", old, promoted, promotedAt.Sub(killedAt).Round(time.Millisecond))
 	time.Sleep(failoverGrace + 2*time.Second) // the grace, then a stretch that must be all 202
 	close(stop)
-	<-produced // no wg.Add after this
-	wg.Wait()
+	outcomes := load.wait()
 
-	mu.Lock()
-	defer mu.Unlock()
-	slices.SortFunc(outcomes, func(a, b outcome) int { return a.sent.Compare(b.sent) })
 	var accepted []string
 	var first503, last503 time.Time // when sent
 	var slowest time.Duration

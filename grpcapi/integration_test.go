@@ -527,7 +527,7 @@ func TestGRPCGetStatus(t *testing.T) {
 
 	// What a worker records when the primary relay takes the mail.
 	sentAt := time.Now()
-	require.NoError(t, s.Records.Sent(ctx, vqcodes.ID{Email: "g@example.com"}, "task-0",
+	require.NoError(t, s.Records.Sent(ctx, vqcodes.ID{Email: "g@example.com"}, s.Task(t, vqcodes.ID{Email: "g@example.com"}),
 		delivery.Acceptance{At: sentAt, Relay: "primary", SinceRequest: 240 * time.Millisecond}))
 	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
 	require.NoError(t, err)
@@ -536,7 +536,7 @@ func TestGRPCGetStatus(t *testing.T) {
 	assert.Equal(t, "primary", st.GetRelay())
 	assert.Equal(t, int64(240), st.GetSentAfterMs())
 
-	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, "task-1", delivery.Report{
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, delivery.Report{
 		State: delivery.StateBounced, DSN: "5.4.4", Diagnostic: "Host or domain name not found",
 	})
 	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
@@ -544,7 +544,7 @@ func TestGRPCGetStatus(t *testing.T) {
 	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_BOUNCED, st.GetState())
 	assert.Equal(t, "5.4.4", st.GetDsnStatus())
 	assert.Equal(t, "Host or domain name not found", st.GetDiagnostic())
-	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, "task-1", delivery.Report{State: delivery.StateComplained})
+	s.Reported(t, vqcodes.ID{Email: "g@example.com"}, delivery.Report{State: delivery.StateComplained})
 	st, err = s.v1().GetStatus(ctx, &verifyqv1.GetStatusRequest{Email: "g@example.com"})
 	require.NoError(t, err)
 	assert.Equal(t, verifyqv1.DeliveryState_DELIVERY_STATE_COMPLAINED, st.GetState())

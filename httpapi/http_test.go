@@ -285,7 +285,7 @@ func TestStatus(t *testing.T) {
 	assert.InDelta(t, 600, body["expires_in"], 2)
 	assert.NotContains(t, fmt.Sprint(body), e.Code(t, "st@example.com"))
 
-	e.Reported(t, codes.ID{Email: "st@example.com"}, "task-1", delivery.Report{
+	e.Reported(t, codes.ID{Email: "st@example.com"}, delivery.Report{
 		State: delivery.StateBounced, DSN: "5.1.1", Diagnostic: "<st@example.com>: Recipient address rejected: User unknown",
 	})
 	status, body = e.get(t, "/v1/codes/status?email=st@example.com")
@@ -296,7 +296,7 @@ func TestStatus(t *testing.T) {
 	assert.NotEmpty(t, body["sent_at"], "it was sent before it bounced")
 	// What a worker records when the fallback relay takes the mail.
 	sentAt := time.Now().Truncate(time.Millisecond)
-	require.NoError(t, e.Records.Sent(t.Context(), codes.ID{Email: "st@example.com"}, "task-1",
+	require.NoError(t, e.Records.Sent(t.Context(), codes.ID{Email: "st@example.com"}, e.Task(t, codes.ID{Email: "st@example.com"}),
 		delivery.Acceptance{At: sentAt, Relay: "fallback", SinceRequest: 1500 * time.Millisecond}))
 	status, body = e.get(t, "/v1/codes/status?email=st@example.com")
 	require.Equal(t, http.StatusOK, status, body)

@@ -180,6 +180,11 @@ type Request struct {
 	// Coalesce asks, inside the cooldown, for an Admission with Coalesced
 	// set instead of a refusal, when there is a live code.
 	Coalesce bool
+	// Send names the task that will mail the code, for its status
+	// (codes.Send). With a task, the send also enters the index of open
+	// sends (delivery.OpenSend) in the same pipeline, until its code is
+	// surely gone.
+	Send codes.Send
 }
 
 // Admission is an admitted send: the code it issued, and what it recorded
@@ -193,6 +198,12 @@ type Admission struct {
 	// already mailed is the answer (Code is empty), and ResendAfter is
 	// what is left of the cooldown.
 	Coalesced bool
+
+	// Keys are a key of each slot where the send's record lives: the
+	// code's and its shard of the index of open sends (none for a
+	// coalesced or refused send). Together with its task, they are what
+	// must outlive a failover for the send to be mailed.
+	Keys []string
 
 	rdb  redis.UniversalClient
 	undo []script.Call
@@ -216,7 +227,9 @@ func (a Admission) Undo(ctx context.Context) error {
 
 // Admit checks the suppression list and the send limits for req and issues
 // its code (codes.Store.Issue), in one round trip: one script per slot,
-// the parts that are on and the issue last, in one pipeline. A suppressed
+// the parts that are on and the issue last, in one pipeline, with the
+// send's entry in the index of open sends after them (a plain ZADD), which
+// a refusal and Undo take out again. A suppressed
 // address (that exact address: delivery.SuppressKey) returns a
 // *delivery.SuppressedError, a refused send an *Error; either leaves the
 // limits and the code as they were (a second round trip undoes what the
@@ -224,7 +237,8 @@ func (a Admission) Undo(ctx context.Context) error {
 // status queued.
 func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	now := l.Now()
-	issue, err := l.codes.Issue(codes.ID{Purpose: req.Purpose, Email: req.Email}, now)
+	id := codes.ID{Purpose: req.Purpose, Email: req.Email}
+	issue, err := l.codes.Issue(id, now, req.Send)
 	if err != nil {
 		return Admission{}, err
 	}
@@ -247,12 +261,20 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		undos = append(undos, script.Call{Script: p.undo, Keys: keys, Args: p.undoArgs(&l.cfg, s)})
 	}
 	calls = append(calls, issue.Call())
+	keys := []string{issue.Call().Keys[0]}
+	var unopen []script.Call
+	if req.Send.Task != "" {
+		open := delivery.OpenSend{Task: req.Send.Task, ID: id}
+		calls = append(calls, open.Add(now.Add(l.codes.TTLOf(req.Purpose))))
+		keys = append(keys, open.Key())
+		unopen = append(unopen, open.Remove())
+	}
 
 	cmds, err := script.Run(ctx, l.rdb, calls...)
 	if err != nil {
 		return Admission{}, fmt.Errorf("admit send: %w", err)
 	}
-	replies, err := script.Replies(cmds)
+	replies, err := script.Replies(cmds[:len(on)+1])
 	if err != nil {
 		return Admission{}, fmt.Errorf("admit send: %w", err)
 	}
@@ -286,9 +308,9 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 			}
 		}
 	}
-	admitted = append(admitted, unissue)
+	admitted = append(append(admitted, unissue), unopen...)
 	if refusal == nil {
-		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, rdb: l.rdb, undo: admitted}, nil
+		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, Keys: keys, rdb: l.rdb, undo: admitted}, nil
 	}
 	_, uerr := script.Run(ctx, l.rdb, admitted...)
 	if cooldown && refusal.name != suppressed && req.Coalesce && !issued.Created {

@@ -71,6 +71,12 @@ type Enqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
+// Replicas waits until a send's writes reached enough replicas
+// (replication.Waiter): keys name the slots the send wrote.
+type Replicas interface {
+	Wait(ctx context.Context, keys ...string) error
+}
+
 var (
 	_ Codes    = (*codes.Store)(nil)
 	_ Limiter  = (*limits.Limiter)(nil)
@@ -96,6 +102,11 @@ type Service struct {
 	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
 	// are spread over, by address; 0 or 1 is the one queue.
 	QueueShards int
+	// Replicas, when set (REDIS_MIN_REPLICAS), is waited for after each
+	// send's writes: a send whose writes did not reach enough replicas in
+	// time fails as unavailable and is taken back, as after a failed
+	// enqueue. Nil answers as soon as the primary has them.
+	Replicas Replicas
 }
 
 // New returns a Service.
@@ -150,7 +161,10 @@ type Sent struct {
 }
 
 // SendCode makes or reuses the code for email and enqueues a task that mails
-// it. It does not wait for the mail.
+// it. It does not wait for the mail. The task's ID is picked first and
+// named in the code's status by the admission, so that a task lost on the
+// way (a crash before the enqueue, a failover) can be made again under
+// the same ID (package reconcile).
 func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	email := req.Email
 	if err := mail.ValidateAddress(email); err != nil {
@@ -161,7 +175,9 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	now := s.Now()
-	issued, err := s.limiter.Admit(ctx, limits.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce})
+	taskID, queue := tasks.NewTaskID(), tasks.QueueFor(email, s.QueueShards)
+	issued, err := s.limiter.Admit(ctx, limits.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce,
+		Send: codes.Send{Task: taskID, Queue: queue, Locale: string(loc)}})
 	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) || errors.Is(err, ErrInvalidPurpose) {
 		return Sent{}, err
 	}
@@ -180,31 +196,52 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		SealedCode:  issued.Sealed,
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
-	}, asynq.Queue(tasks.QueueFor(email, s.QueueShards)))
+	}, asynq.Queue(queue), asynq.TaskID(taskID))
 	if err == nil {
 		err = s.enqueue(ctx, task)
 	}
+	if err == nil && s.Replicas != nil {
+		err = s.replicate(ctx, append(issued.Keys, "{"+queue+"}"))
+	}
 	if err != nil {
 		// The request fails: take its admission back, so the client's retry
-		// is let through and mailed.
+		// is let through and mailed. A task already queued (the replicas
+		// fell short) then finds no code to mail, unless the code was a
+		// live one reused: that code is mailed, as it would be again.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
 		defer cancel()
 		if uerr := issued.Undo(uctx); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
-		return Sent{}, fmt.Errorf("%w: enqueue: %w", ErrUnavailable, err)
+		return Sent{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	s.logger.DebugContext(ctx, "send enqueued", "email", mail.Masked(email), "created", issued.Created)
 	return sent, nil
 }
 
 // enqueue puts task on the queue, detached from the caller's cancellation
-// and bounded by EnqueueTimeout.
+// and bounded by EnqueueTimeout. A task of the same ID on the queue
+// already is this one, queued by the reconciler after a slow enqueue.
 func (s *Service) enqueue(ctx context.Context, task *asynq.Task) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
 	defer cancel()
 	_, err := s.queue.EnqueueContext(ctx, task)
-	return err
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	return nil
+}
+
+// replicate waits until the send's writes to keys (the code's and the
+// index's slots, the queue's) reached the replicas Replicas wants,
+// detached from the caller's cancellation as the enqueue is.
+func (s *Service) replicate(ctx context.Context, keys []string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
+	defer cancel()
+	if err := s.Replicas.Wait(ctx, keys...); err != nil {
+		return fmt.Errorf("replicas: %w", err)
+	}
+	return nil
 }
 
 // VerifyCode checks req.Code for req.Email and consumes it on success.

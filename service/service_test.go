@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/replication"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -185,4 +187,92 @@ func TestFailedEnqueueUndoesTheLimits(t *testing.T) {
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "u@example.com"})
 	require.NoError(t, err)
 	assert.True(t, sent.Created, "a new code: the failed attempt's was taken back")
+}
+
+// replicasFunc is a hand-written fake of the replicas' wait, for fault
+// injection.
+type replicasFunc func(ctx context.Context, keys ...string) error
+
+func (f replicasFunc) Wait(ctx context.Context, keys ...string) error { return f(ctx, keys...) }
+
+// The send's task ID is picked before its admission: the status names the
+// task that is queued, and the index of open sends holds it.
+func TestSendCodeNamesItsTaskInTheStatus(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Shared(t).UniversalClient(t)
+	s := newStack(t, rdb, codes.Config{}, limits.Config{})
+	svc := s.service(asynq.NewClientFromRedisClient(rdb))
+	svc.QueueShards = 4
+	ctx := context.Background()
+	_, err := svc.SendCode(ctx, service.SendRequest{Email: "named@example.com", Locale: "en"})
+	require.NoError(t, err)
+	id := codes.ID{Email: "named@example.com"}
+	raw, err := rdb.HGetAll(ctx, s.store.StatusKey(id)).Result()
+	require.NoError(t, err)
+	queue := tasks.QueueFor(id.Email, 4)
+	assert.Equal(t, queue, raw["queue"])
+	assert.Equal(t, "en", raw["locale"])
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(queue, raw["task"])
+	require.NoError(t, err, "the queued task is the one the status names")
+	assert.Equal(t, asynq.TaskStatePending, info.State)
+	open, err := s.records.OpenSends(ctx, delivery.OpenSend{ID: id}.Shard(), time.Now(), 10)
+	require.NoError(t, err)
+	assert.Equal(t, []delivery.OpenSend{{Task: raw["task"], ID: id}}, open)
+}
+
+// An enqueue that finds its task's ID taken found the task queued (by the
+// reconciler, after a slow enqueue): the send succeeds.
+func TestSendCodeTakesAnIDConflictForSuccess(t *testing.T) {
+	t.Parallel()
+	svc := newStore(t).service(enqueuerFunc(func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+		return nil, fmt.Errorf("%w", asynq.ErrTaskIDConflict)
+	}))
+	_, err := svc.SendCode(context.Background(), service.SendRequest{Email: "conflict@example.com"})
+	require.NoError(t, err)
+}
+
+// With REDIS_MIN_REPLICAS, the replicas' wait runs after the enqueue on
+// the keys of the code's and the index's slots and the queue's; when it
+// falls short the send fails as unavailable and is taken back as a failed
+// enqueue is, and the task it queued mails nothing.
+func TestSendCodeWaitsForReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Shared(t).UniversalClient(t)
+	s := newStack(t, rdb, codes.Config{}, limits.Config{Cooldown: time.Minute})
+	queue := asynq.NewClientFromRedisClient(rdb)
+	var queued []string
+	svc := s.service(enqueuerFunc(func(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+		info, err := queue.EnqueueContext(ctx, task, opts...)
+		if err == nil {
+			queued = append(queued, info.ID)
+		}
+		return info, err
+	}))
+	var keys []string
+	fail := true
+	svc.Replicas = replicasFunc(func(_ context.Context, k ...string) error {
+		require.Len(t, queued, 1, "the wait comes after the enqueue")
+		keys = k
+		if fail {
+			return &replication.TooFewError{Acked: 0, Want: 1, Timeout: 100 * time.Millisecond}
+		}
+		return nil
+	})
+	_, err := svc.SendCode(ctx, service.SendRequest{Email: "few@example.com"})
+	require.ErrorIs(t, err, service.ErrUnavailable)
+	require.ErrorIs(t, err, replication.ErrTooFew)
+	id := codes.ID{Email: "few@example.com"}
+	assert.Equal(t, []string{s.store.Key(id), delivery.OpenSend{ID: id}.Key(), "{" + tasks.Queue + "}"}, keys)
+	n, err := rdb.Exists(ctx, s.store.Key(id)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the code was taken back")
+	at, err := s.records.Begin(ctx, id, delivery.Task{ID: queued[0], Queue: tasks.Queue}, codes.DefaultTTL)
+	require.NoError(t, err)
+	assert.True(t, at.Done, "the task it queued finds no code to mail")
+
+	fail, queued = false, nil
+	sent, err := svc.SendCode(ctx, service.SendRequest{Email: "few@example.com"})
+	require.NoError(t, err, "the retry is admitted: the cooldown was taken back")
+	assert.True(t, sent.Created)
 }

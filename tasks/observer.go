@@ -27,7 +27,8 @@ const (
 	OutcomeExpired Outcome = "expired"
 	// OutcomeDuplicate: the task had sent its mail before (the server
 	// accepted it, but Redis lost the task's acknowledgement and the task
-	// ran again), so it ended without a second mail.
+	// ran again), or the reconciler queued another task in its place, so
+	// it ended without a second mail.
 	OutcomeDuplicate Outcome = "duplicate"
 )
 

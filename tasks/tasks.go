@@ -12,6 +12,8 @@ package tasks
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,6 +68,17 @@ func QueueFor(email string, n int) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(email))
 	return Queue + "-" + strconv.FormatUint(uint64(h.Sum32())%uint64(n), 10)
+}
+
+// NewTaskID returns a new random task ID: 32 hex digits (128 bits from
+// crypto/rand). The enqueuer picks a send's task ID before its admission,
+// so that the code's status names the task from the start (codes.Send)
+// and a task made again for the send (package reconcile) can take the
+// same ID.
+func NewTaskID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 // MaxRetry bounds the retries of one send. With RetryDelay this spans about
@@ -127,8 +140,8 @@ func ParseSendCodePayload(t *asynq.Task) (SendCodePayload, error) {
 type Deliveries interface {
 	Begin(ctx context.Context, id codes.ID, task delivery.Task, ttl time.Duration) (delivery.Attempt, error)
 	Sent(ctx context.Context, id codes.ID, taskID string, a delivery.Acceptance) error
-	Retrying(ctx context.Context, id codes.ID, failure error) error
-	Failed(ctx context.Context, id codes.ID, failure error) error
+	Retrying(ctx context.Context, id codes.ID, taskID string, failure error) error
+	Failed(ctx context.Context, id codes.ID, taskID string, failure error) error
 }
 
 // Suppressor puts an address whose mail server refused a mail for good on
@@ -257,6 +270,10 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		log.InfoContext(ctx, "task sent its mail before, not mailing again")
 		res.Outcome = OutcomeDuplicate
 		return nil
+	case at.Superseded:
+		log.InfoContext(ctx, "the reconciler queued another task in this one's place, which mails the code; not mailing")
+		res.Outcome = OutcomeDuplicate
+		return nil
 	case at.Done || (!at.Live.NoExpiry && at.Live.ExpiresIn <= 0):
 		log.InfoContext(ctx, "code gone before send, nothing to mail")
 		res.Outcome = OutcomeExpired
@@ -269,7 +286,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		log.ErrorContext(ctx, "the task's code is sealed under a CODE_SECRET this worker does not hold: "+
 			"give the worker the new secret first (CODE_SECRET=new,old), then the enqueuer; "+
 			"re-run the archived tasks once it holds it", "class", string(delivery.ClassOf(err)), "err", err)
-		return h.failed(ctx, log, id, err, res)
+		return h.failed(ctx, log, id, taskID, err, res)
 	}
 	if code == "" {
 		log.InfoContext(ctx, "code replaced by a later send, nothing to mail")
@@ -284,7 +301,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 
 	msg, err := h.cfg.Author.Compose(mail.Message{To: p.Email, Purpose: p.Purpose, Locale: locale, Code: code, ExpiresIn: left})
 	if err != nil {
-		return h.failed(ctx, log, id, err, res)
+		return h.failed(ctx, log, id, taskID, err, res)
 	}
 	start := h.cfg.Now()
 	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.returnPath(taskID, p, start), To: p.Email}, msg)
@@ -292,7 +309,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
-		return h.failed(ctx, log, id, err, res)
+		return h.failed(ctx, log, id, taskID, err, res)
 	}
 	res.Outcome = OutcomeSent
 	if !p.RequestedAt.IsZero() {
@@ -344,7 +361,7 @@ func (h *SendCodeHandler) codeOf(p SendCodePayload, id codes.ID, live string) (s
 // failed records a failed send in the status (and, for a permanent one, on
 // the suppression list) and returns the task's error. The records are best
 // effort: the error stands whatever happens to them.
-func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes.ID, err error, res *SendResult) error {
+func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes.ID, taskID string, err error, res *SendResult) error {
 	class := delivery.ClassOf(err)
 	how := class.Handling()
 	res.Failure = class
@@ -354,7 +371,7 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	logRelayRefused(ctx, log, err)
 	if how.Undeliverable {
 		res.Outcome = OutcomeFailed
-		if rerr := h.cfg.Deliveries.Failed(ctx, id, err); rerr != nil {
+		if rerr := h.cfg.Deliveries.Failed(ctx, id, taskID, err); rerr != nil {
 			log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
 		}
 		if how.Suppress && h.cfg.Suppressor != nil && h.cfg.SuppressFor > 0 {
@@ -372,9 +389,9 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	}
 	var rerr error
 	if isLastAttempt(ctx, err) {
-		rerr = h.cfg.Deliveries.Failed(ctx, id, err)
+		rerr = h.cfg.Deliveries.Failed(ctx, id, taskID, err)
 	} else {
-		rerr = h.cfg.Deliveries.Retrying(ctx, id, err)
+		rerr = h.cfg.Deliveries.Retrying(ctx, id, taskID, err)
 	}
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)

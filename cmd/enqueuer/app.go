@@ -22,6 +22,7 @@ import (
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/replication"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -78,6 +79,9 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
 	core := service.New(store, limiter, delivery.NewRecords(rdb, store.Keys, insp), m.Queue(queue), logger)
 	core.QueueShards = cfg.QueueShards
+	if cfg.MinReplicas > 0 {
+		core.Replicas = replication.New(rdb, cfg.MinReplicas, cfg.MinReplicasTimeout)
+	}
 	svc := m.Service(core)
 
 	dashboard := asynqmon.New(asynqmon.Options{
@@ -207,7 +211,8 @@ func (a *App) Open(ctx context.Context) error {
 		"grpc_addr", a.grpcLn.Addr().String(), "admin_addr", a.adminLn.Addr().String(),
 		"tls", a.tls != nil, "client_certificates", a.cfg.TLSClientCAFile != "", "legacy_grpc_addr", legacyAddr,
 		"dashboard", DashboardPath, "dashboard_auth", a.cfg.DashboardAuth.Set(), "dashboard_readonly", a.cfg.DashboardReadOnly,
-		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource(), "callers", a.cfg.Keys.Len())
+		"max_connections", a.cfg.MaxConnections, "max_connections_per_source", a.cfg.PerSource(), "callers", a.cfg.Keys.Len(),
+		"redis_min_replicas", a.cfg.MinReplicas)
 	if a.cfg.Unauthenticated() {
 		a.logger.Warn("serving every caller without an API key on an address other hosts can reach "+
 			"(ALLOW_UNAUTHENTICATED=true): anyone who reaches it can ask for codes, verify them and read their status; "+

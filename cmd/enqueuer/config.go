@@ -13,6 +13,7 @@ import (
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
+	"github.com/verifyq/verifyq/replication"
 )
 
 // Config is the enqueuer's whole configuration, read from the environment
@@ -29,6 +30,11 @@ type Config struct {
 	// RequestTimeout bounds every HTTP request, and every gRPC call whose
 	// client set no deadline.
 	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"5s"`
+	// MinReplicas is how many replicas must hold a send's writes before
+	// it is answered (package replication); 0 answers once the primary
+	// holds them. MinReplicasTimeout bounds the wait.
+	MinReplicas        int           `envconfig:"REDIS_MIN_REPLICAS" default:"0"`
+	MinReplicasTimeout time.Duration `envconfig:"REDIS_MIN_REPLICAS_TIMEOUT" default:"100ms"`
 	// Length is the digits of a new code (codes.Config.Length).
 	Length int `envconfig:"CODE_LENGTH" default:"6"`
 	// MaxAttempts is how many wrong codes invalidate the live code
@@ -141,6 +147,7 @@ func (c *Config) Resolve() error {
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("REQUEST_TIMEOUT: must be positive"))
 	}
+	errs = append(errs, c.resolveReplicas()...)
 	if c.MaxConnections < 1 || c.MaxConnections > maxConnections {
 		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS: %d is outside 1..%d", c.MaxConnections, maxConnections))
 	} else if n := c.MaxConnectionsPerSource; n != nil && (*n < 0 || *n > c.MaxConnections) {
@@ -152,6 +159,26 @@ func (c *Config) Resolve() error {
 	lc.Identity = mail.Identity{} // Common's, checked with it
 	errs = append(errs, platform.Name(errors.Join(codes.ValidateLength(c.Length), codes.ValidateMaxAttempts(c.MaxAttempts), lc.Validate()), c))
 	return errors.Join(errs...)
+}
+
+// resolveReplicas checks REDIS_MIN_REPLICAS and, when it is on, its
+// timeout: WAIT holds the connection's reply for up to the timeout, so it
+// must end within the client's read timeout.
+func (c *Config) resolveReplicas() []error {
+	var errs []error
+	if c.MinReplicas < 0 || c.MinReplicas > replication.MaxReplicas {
+		errs = append(errs, fmt.Errorf("REDIS_MIN_REPLICAS: %d is outside 0..%d", c.MinReplicas, replication.MaxReplicas))
+	}
+	if c.MinReplicas == 0 {
+		return errs // the timeout is unused
+	}
+	if c.MinReplicasTimeout < time.Millisecond {
+		errs = append(errs, errors.New("REDIS_MIN_REPLICAS_TIMEOUT: must be at least 1ms"))
+	} else if read := c.Redis.ReadTimeout(); read > 0 && c.MinReplicasTimeout >= read {
+		errs = append(errs, fmt.Errorf("REDIS_MIN_REPLICAS_TIMEOUT: %s is not below the read timeout of REDIS_URL (%s), "+
+			"within which WAIT must answer", c.MinReplicasTimeout, read))
+	}
+	return errs
 }
 
 // resolveTLS checks the TLS files by loading them once (NewApp loads them

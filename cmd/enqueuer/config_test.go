@@ -40,11 +40,12 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 			QueueShards: 1,
 		},
-		HTTPAddr:       "127.0.0.1:8080",
-		AdminAddr:      "127.0.0.1:8081",
-		GRPCAddr:       "127.0.0.1:50051",
-		RequestTimeout: 5 * time.Second,
-		Length:         6,
+		HTTPAddr:           "127.0.0.1:8080",
+		AdminAddr:          "127.0.0.1:8081",
+		GRPCAddr:           "127.0.0.1:50051",
+		RequestTimeout:     5 * time.Second,
+		MinReplicasTimeout: 100 * time.Millisecond,
+		Length:             6,
 
 		Limits: Limits{
 			Cooldown:              time.Minute,
@@ -190,6 +191,8 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("LEGACY_CALLERS", "127.0.0.0/8,loopback")
 	t.Setenv("STATUS_READS_PER_MINUTE", "-1")
 	t.Setenv("API_KEYS_FILE", filepath.Join(t.TempDir(), "missing"))
+	t.Setenv("REDIS_MIN_REPLICAS", "17")
+	t.Setenv("REDIS_MIN_REPLICAS_TIMEOUT", "0s")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -224,11 +227,29 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		`LEGACY_CALLERS: "loopback" is not a CIDR`,
 		"STATUS_READS_PER_MINUTE: must not be negative",
 		"API_KEYS_FILE: open ",
+		"REDIS_MIN_REPLICAS: 17 is outside 0..16",
+		"REDIS_MIN_REPLICAS_TIMEOUT: must be at least 1ms",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
 	assertEveryLineNamesAVariable(t, err)
 	assert.NotContains(t, err.Error(), "hunter2", "secrets are never printed")
+}
+
+// REDIS_MIN_REPLICAS_TIMEOUT must end before the client's read timeout
+// gives up on WAIT's reply: REDIS_URL's read_timeout, else 2 s.
+func TestLoadConfigMinReplicasTimeout(t *testing.T) {
+	t.Setenv("REDIS_MIN_REPLICAS", "1")
+	t.Setenv("REDIS_MIN_REPLICAS_TIMEOUT", "2s")
+	_, err := platform.Load[Config]()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "REDIS_MIN_REPLICAS_TIMEOUT: 2s is not below the read timeout of REDIS_URL (2s)")
+
+	t.Setenv("REDIS_URL", "redis://127.0.0.1:6379/0?read_timeout=5s")
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Equal(t, 1, cfg.MinReplicas)
+	assert.Equal(t, 2*time.Second, cfg.MinReplicasTimeout)
 }
 
 // assertEveryLineNamesAVariable checks that every problem is reported once,

@@ -19,6 +19,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/reconcile"
 	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -42,6 +43,12 @@ type App struct {
 	intake     *bounce.Intake // nil without BOUNCE_ADDR
 	bounceLn   net.Listener
 	bounceDone chan error
+
+	// reconciler queues lost sends again (nil: RECONCILE_INTERVAL=0);
+	// stopReconcile ends its loop, reconciled is closed when it has.
+	reconciler    *reconcile.Reconciler
+	stopReconcile context.CancelFunc
+	reconciled    chan struct{}
 
 	// Registry holds the worker's metrics, served on /metrics.
 	Registry *prometheus.Registry
@@ -146,6 +153,17 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 			return nil, err
 		}
 	}
+	var reconciler *reconcile.Reconciler
+	if cfg.ReconcileInterval > 0 {
+		reconciler, err = reconcile.New(reconcile.Config{
+			Redis: rdb, Records: records, Tasks: insp,
+			Queue:       asynq.NewClientFromRedisClient(rdb), // shares rdb; closing rdb closes it
+			QueueShards: cfg.QueueShards, TTLOf: cfg.TTLOf, Interval: cfg.ReconcileInterval, Observer: m, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	mux := asynq.NewServeMux()
 	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
 	mux.Handle(tasks.TypeSendCode, handler)
@@ -184,6 +202,8 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 
 		intake:     intake,
 		bounceDone: make(chan error, 1),
+
+		reconciler: reconciler,
 	}
 	a.adminSrv = platform.NewAdminServer(a.adminMux(), logger)
 	return a, nil
@@ -236,8 +256,18 @@ func (a *App) Open(ctx context.Context) error {
 		}
 		a.done <- nil
 	}()
+	a.reconciled = make(chan struct{})
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopReconcile = stop
+	go func() {
+		defer close(a.reconciled)
+		if a.reconciler != nil {
+			a.reconciler.Run(rctx)
+		}
+	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
-		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof)
+		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof,
+		"reconcile_interval", a.cfg.ReconcileInterval.String())
 	return nil
 }
 
@@ -255,8 +285,13 @@ func (a *App) BounceAddr() string {
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
 // flight; asynq puts a send it had to cut off back on the queue.
 func (a *App) Close() error {
-	// Stop taking tasks first, then let the sends the breakers hold back
+	// Stop the reconciler (a pass in flight ends at its next Redis call),
+	// then stop taking tasks, then let the sends the breakers hold back
 	// go (back to the queue, no retry counted), then wait for the rest.
+	if a.stopReconcile != nil {
+		a.stopReconcile()
+		<-a.reconciled
+	}
 	a.server.Stop()
 	a.relays.Close()
 	a.server.Shutdown()

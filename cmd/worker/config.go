@@ -55,6 +55,11 @@ type Config struct {
 	// sends; 0 turns it off.
 	SuppressFor time.Duration `envconfig:"SUPPRESS_FOR" default:"24h"`
 
+	// ReconcileInterval is the time between two passes of the reconciler
+	// (package reconcile), one pass per interval across all workers; 0
+	// turns it off in this worker.
+	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+
 	// SMTP is the relay client's configuration, ready: Server, HelloName
 	// (resolved), MaxConns and the CA file's certificates.
 	SMTP relay.Config `ignored:"true"`
@@ -67,6 +72,11 @@ type Config struct {
 	// MAIL_RETURN_PATH is empty.
 	ReturnPath *returnpath.Path `ignored:"true"`
 }
+
+// MinReconcileInterval bounds RECONCILE_INTERVAL from below: each pass
+// reads every shard of the index of open sends and asks asynq about the
+// sends that stood still.
+const MinReconcileInterval = time.Second
 
 // Templates are mail.TemplateConfig read from the environment: the same
 // fields, each with its variable.
@@ -123,6 +133,9 @@ func (c *Config) Resolve() error {
 	}
 	if c.SuppressFor < 0 {
 		errs = append(errs, errors.New("SUPPRESS_FOR: must not be negative (0 turns suppression off)"))
+	}
+	if c.ReconcileInterval != 0 && c.ReconcileInterval < MinReconcileInterval {
+		errs = append(errs, fmt.Errorf("RECONCILE_INTERVAL: %s is below %s (0 turns the reconciler off)", c.ReconcileInterval, MinReconcileInterval))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %d must be at least 1", c.Concurrency))

@@ -43,9 +43,10 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Server: SMTPServer{relay.Config{
 			Host: "localhost", Port: 1025, TLS: relay.TLSAuto, Timeout: 10 * time.Second,
 		}},
-		MaxConns:    10,
-		From:        "no-reply@localhost",
-		SuppressFor: 24 * time.Hour,
+		MaxConns:          10,
+		From:              "no-reply@localhost",
+		SuppressFor:       24 * time.Hour,
+		ReconcileInterval: 30 * time.Second,
 	}, cfg)
 	assert.Equal(t, relay.Config{
 		Host: "localhost", Port: 1025, TLS: relay.TLSAuto, Timeout: 10 * time.Second,
@@ -96,6 +97,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("APP_NAME", "ACME\r\nBcc: evil@example.net")
 	t.Setenv("MAIL_LINK_URL", "https://app.example.com/verify?email={email}")
 	t.Setenv("MAIL_TEMPLATES_DIR", "/nonexistent/verifyq-templates")
+	t.Setenv("RECONCILE_INTERVAL", "10ms")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -109,6 +111,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"APP_NAME: contains a control or format character",
 		"MAIL_LINK_URL: has no {code} placeholder",
 		"MAIL_TEMPLATES_DIR: stat /nonexistent/verifyq-templates: no such file or directory",
+		"RECONCILE_INTERVAL: 10ms is below 1s (0 turns the reconciler off)",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}

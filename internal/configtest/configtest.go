@@ -41,8 +41,14 @@ import (
 // (bounce.MaxMessageBytes and the others), not variables;
 // and SMTP_FALLBACK_URL, a second relay: another server with its own
 // credentials, TLS and timeout, which SMTP_URL cannot hold as one URL,
-// while the EHLO name and the connection cap, about verifyq, serve both.
-const MaxVariables = 53
+// while the EHLO name and the connection cap, about verifyq, serve both;
+// then three for sends that survive a failover: how many replicas a send
+// waits for (REDIS_MIN_REPLICAS, off by default, a trade of latency and
+// availability only the operator can make) and for how long
+// (REDIS_MIN_REPLICAS_TIMEOUT, which follows the replicas' distance, not
+// any other setting), and the reconciler's period (RECONCILE_INTERVAL,
+// which tests and operators shorten or turn off).
+const MaxVariables = 56
 
 // Row is one row of the reference's table of variables.
 type Row struct {

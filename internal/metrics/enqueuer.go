@@ -171,7 +171,7 @@ type instrumentedQueue struct {
 
 func (q instrumentedQueue) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 	info, err := q.next.EnqueueContext(ctx, task, opts...)
-	if err != nil {
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) { // the task is queued: see service.SendCode
 		q.m.enqueueErrors.Inc()
 	}
 	return info, err

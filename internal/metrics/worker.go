@@ -5,6 +5,7 @@ import (
 
 	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/reconcile"
 	"github.com/verifyq/verifyq/tasks"
 )
 
@@ -19,11 +20,15 @@ type Worker struct {
 	brkTrips *prometheus.CounterVec
 	failures *prometheus.CounterVec
 	bounces  *prometheus.CounterVec
+	requeued *prometheus.CounterVec
+	checked  prometheus.Counter
+	open     prometheus.Gauge
 }
 
 var (
-	_ tasks.Observer  = (*Worker)(nil)
-	_ bounce.Observer = (*Worker)(nil)
+	_ tasks.Observer     = (*Worker)(nil)
+	_ bounce.Observer    = (*Worker)(nil)
+	_ reconcile.Observer = (*Worker)(nil)
 )
 
 // NewWorker registers the worker's metrics on reg, with the series of
@@ -82,7 +87,28 @@ func NewWorker(reg prometheus.Registerer, relays ...string) *Worker {
 				"too_large (refused with 552), error (Redis failed; refused with 451, the MTA sends it again).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures, m.bounces)
+	m.requeued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconciled_total",
+		Help: "Sends the reconciler queued again, by reason: lost (asynq had no task of the ID their status names: " +
+			"lost in a failover, deleted, or never queued), orphaned (asynq held the task active and no live worker ran it), " +
+			"given_up (not queued again: queued again too many times already; its mail is not sent: alert on it).",
+	}, []string{"reason"})
+	m.checked = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconcile_checked_total",
+		Help:      "Open sends the reconciler looked at, summed over its passes (the passes of this worker).",
+	})
+	m.open = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "reconcile_open_sends",
+		Help:      "Open sends (admitted, their task not ended) the last pass of this worker's reconciler read.",
+	})
+	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures, m.bounces,
+		m.requeued, m.checked, m.open)
+	for _, r := range reconcile.Reasons {
+		m.requeued.WithLabelValues(r)
+	}
 	for _, o := range tasks.Outcomes {
 		m.sends.WithLabelValues(string(o))
 	}
@@ -135,6 +161,15 @@ func (m *Worker) SendFinished(r tasks.SendResult) {
 
 // TaskExpired implements tasks.Observer.
 func (m *Worker) TaskExpired() { m.sends.WithLabelValues(string(tasks.OutcomeExpired)).Inc() }
+
+// Checked implements reconcile.Observer.
+func (m *Worker) Checked(n int) {
+	m.checked.Add(float64(n))
+	m.open.Set(float64(n))
+}
+
+// Reconciled implements reconcile.Observer.
+func (m *Worker) Reconciled(reason string) { m.requeued.WithLabelValues(reason).Inc() }
 
 // BreakerChanged returns the tasks.BreakerConfig.OnChange of the breaker
 // of relay.

@@ -113,6 +113,12 @@ func (c *Common) seal() (*codes.Seal, error) {
 	return nil, nil
 }
 
+// TTLOf is the lifetime of purpose's new codes: its own in PURPOSES, else
+// CODE_TTL (codes.Config.TTLOf).
+func (c *Common) TTLOf(purpose string) time.Duration {
+	return codes.Config{TTL: c.TTL, Purposes: c.Purposes}.TTLOf(purpose)
+}
+
 // common is how Load reaches the Common a binary's Config embeds.
 func (c *Common) common() *Common { return c }
 

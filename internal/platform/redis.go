@@ -101,14 +101,40 @@ func (r Redis) Client() redis.UniversalClient {
 	}
 }
 
+// ReadTimeout is how long the client waits for a reply: REDIS_URL's
+// read_timeout, else DefaultTimeout; 0 when the URL turns it off (-1,
+// -2). A command that blocks on the server (WAIT) must return within it.
+func (r Redis) ReadTimeout() time.Duration {
+	var d time.Duration
+	switch {
+	case r.failover != nil:
+		d = r.failover.ReadTimeout
+	case r.cluster != nil:
+		d = r.cluster.ReadTimeout
+	case r.single != nil:
+		d = r.single.ReadTimeout
+	}
+	switch {
+	case d < 0:
+		return 0
+	case d == 0:
+		return DefaultTimeout
+	}
+	return d
+}
+
 // ClusterReloadInterval is how often a cluster client reloads the slot map.
 const ClusterReloadInterval = 3 * time.Second
 
-// setTimeouts gives each unset timeout 2 s.
+// DefaultTimeout is the dial, read and write timeout of a client whose
+// REDIS_URL sets none.
+const DefaultTimeout = 2 * time.Second
+
+// setTimeouts gives each unset timeout DefaultTimeout.
 func setTimeouts(ds ...*time.Duration) {
 	for _, d := range ds {
 		if *d == 0 {
-			*d = 2 * time.Second
+			*d = DefaultTimeout
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -147,6 +148,7 @@ type Option func(*options)
 type options struct {
 	aof      bool
 	replicas int
+	delay    time.Duration
 }
 
 func collect(opts []Option) options {
@@ -161,6 +163,16 @@ func collect(opts []Option) options {
 // written through on every command, so that a kill and a restart lose
 // nothing: a production Redis with AOF restarting.
 func WithAOF() Option { return func(o *options) { o.aof = true } }
+
+// WithReplicationDelay puts a link in front of a Sentinel deployment's
+// first primary that holds the primary's replication stream d before the
+// replica gets it, as a distant or busy replica would lag; everyone else
+// (the sentinels, the clients, the replica's acknowledgements) passes at
+// once. KillPrimary then drops what the link holds, as a crash of the
+// primary's host loses the bytes in flight: the writes of the last d that
+// the primary acknowledged are lost in the failover, unless a client
+// waited for the replica (WAIT). Only StartSentinel reads it.
+func WithReplicationDelay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 
 func yesNo(b bool) string {
 	if b {

@@ -54,6 +54,10 @@ type Sentinel struct {
 	data      []*node // the nodes that hold data: first the primary, then the replica, as started
 	sentinels []*node
 	aof       bool // WithAOF, for Restart
+	// link fronts the first primary (linked) with WithReplicationDelay:
+	// everyone knows that primary by the link's address.
+	link   *link
+	linked *node
 
 	mu     sync.Mutex
 	killed string // the primary KillPrimary killed last
@@ -62,8 +66,9 @@ type Sentinel struct {
 var _ Deployment = (*Sentinel)(nil)
 
 // StartSentinel starts a Sentinel deployment and closes it when the test
-// ends. It reads WithAOF (for the primary and the replica). The test fails
-// if the deployment does not come up; the message quotes the logs.
+// ends. It reads WithAOF (for the primary and the replica) and
+// WithReplicationDelay. The test fails if the deployment does not come up;
+// the message quotes the logs.
 func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	t.Helper()
 	s, err := NewSentinel(opts...)
@@ -99,10 +104,12 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 			s.Close()
 		}
 	}()
-	ports, err := freePorts(2 + SentinelCount)
+	ports, err := freePorts(3 + SentinelCount)
 	if err != nil {
 		return nil, err
 	}
+	linkPort := ports[len(ports)-1]
+	ports = ports[:len(ports)-1]
 	mkdir := func(role string, port int) (*node, error) {
 		n := &node{role: role, port: port, dir: filepath.Join(dir, strconv.Itoa(port))}
 		return n, os.Mkdir(n.dir, 0o700)
@@ -116,7 +123,15 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 	if err != nil {
 		return nil, err
 	}
-	replica.args = append(dataArgs(replica, o.aof), "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))
+	// The primary as everyone knows it: itself, or its link.
+	known := primary.port
+	if o.delay > 0 {
+		if s.link, err = newLink(linkPort, primary.addr(), o.delay); err != nil {
+			return nil, err
+		}
+		s.linked, known = primary, linkPort
+	}
+	replica.args = append(dataArgs(replica, o.aof), "--replicaof", "127.0.0.1", strconv.Itoa(known))
 	s.data = []*node{primary, replica}
 	for _, p := range ports[2:] {
 		n, err := mkdir("sentinel", p)
@@ -128,7 +143,7 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 	for _, n := range s.sentinels {
 		conf := filepath.Join(n.dir, "sentinel.conf")
 		// Sentinel rewrites its configuration file, so each has its own.
-		if err := os.WriteFile(conf, []byte(sentinelConf(n, primary, replica, s.sentinels)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(sentinelConf(n, known, replica, s.sentinels)), 0o600); err != nil {
 			return nil, err
 		}
 		n.args = []string{conf, "--sentinel"}
@@ -144,12 +159,12 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 	return s, nil
 }
 
-// sentinelConf is the configuration file of the sentinel n monitoring
-// primary. It names the replica and the other sentinels as known already, as
-// a sentinel's own rewritten file would, so that the sentinels need not wait
-// for the primary's INFO (every ten seconds) and each other's hello messages
-// (every two) to find them.
-func sentinelConf(n, primary, replica *node, sentinels []*node) string {
+// sentinelConf is the configuration file of the sentinel n monitoring the
+// primary on port primary. It names the replica and the other sentinels as
+// known already, as a sentinel's own rewritten file would, so that the
+// sentinels need not wait for the primary's INFO (every ten seconds) and
+// each other's hello messages (every two) to find them.
+func sentinelConf(n *node, primary int, replica *node, sentinels []*node) string {
 	lines := []string{
 		"port " + strconv.Itoa(n.port),
 		"bind 127.0.0.1",
@@ -160,7 +175,7 @@ func sentinelConf(n, primary, replica *node, sentinels []*node) string {
 		"sentinel myid " + sentinelID(n),
 		"sentinel resolve-hostnames no",
 		"sentinel announce-hostnames no",
-		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMasterName, primary.port, sentinelQuorum),
+		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMasterName, primary, sentinelQuorum),
 		fmt.Sprintf("sentinel down-after-milliseconds %s %d", SentinelMasterName, sentinelDownAfter),
 		fmt.Sprintf("sentinel failover-timeout %s %d", SentinelMasterName, sentinelFailoverTimeout),
 		fmt.Sprintf("sentinel parallel-syncs %s 1", SentinelMasterName),
@@ -251,15 +266,28 @@ func (s *Sentinel) FlushAll(ctx context.Context) error {
 
 // DataAddrs is host:port of the two nodes that hold data, the first
 // primary first. After a failover the roles are swapped; PrimaryAddr says
-// which is the primary now.
+// which is the primary now. With WithReplicationDelay the first primary is
+// known to everyone else by its link's address (LinkAddr); these are the
+// nodes' own.
 func (s *Sentinel) DataAddrs() []string {
 	return []string{s.data[0].addr(), s.data[1].addr()}
+}
+
+// LinkAddr is the address of the link in front of the first primary with
+// WithReplicationDelay, by which the sentinels, the replica and the
+// clients know it; "" without.
+func (s *Sentinel) LinkAddr() string {
+	if s.link == nil {
+		return ""
+	}
+	return s.link.addr()
 }
 
 // KillPrimary ends the current primary (as the sentinels name it) with
 // SIGKILL, as a crash would, and returns its address. The sentinels count
 // it down after a second and promote the replica; WaitFailover waits for
-// that.
+// that. A primary behind a link (WithReplicationDelay) loses its link too,
+// with the bytes the link held for the replica: the crash of its host.
 func (s *Sentinel) KillPrimary() (string, error) {
 	addr, err := s.PrimaryAddr()
 	if err != nil {
@@ -270,6 +298,9 @@ func (s *Sentinel) KillPrimary() (string, error) {
 		return "", err
 	}
 	n.kill()
+	if n == s.linked {
+		s.link.cut()
+	}
 	s.mu.Lock()
 	s.killed = addr
 	s.mu.Unlock()
@@ -337,12 +368,18 @@ func (s *Sentinel) Restart(addr string) error {
 	if err := n.start(); err != nil {
 		return fmt.Errorf("sentinel: %w", err)
 	}
+	if n == s.linked {
+		if err := s.link.open(); err != nil {
+			return fmt.Errorf("sentinel: %w", err)
+		}
+	}
 	return nil
 }
 
+// dataNode is the data node at addr: its own address, or its link's.
 func (s *Sentinel) dataNode(addr string) (*node, error) {
 	for _, n := range s.data {
-		if n.addr() == addr {
+		if s.addrOf(n) == addr || n.addr() == addr {
 			return n, nil
 		}
 	}
@@ -355,6 +392,15 @@ func (s *Sentinel) dataNode(addr string) (*node, error) {
 // sentinels up and a quorum (SENTINEL CKQUORUM). Killed nodes are left out.
 func (s *Sentinel) WaitHealthy(timeout time.Duration) error {
 	return waitFor(timeout, "sentinel deployment healthy", s.healthy, s.logs)
+}
+
+// addrOf is the address by which the sentinels and the other nodes know
+// n: its link's, if it has one.
+func (s *Sentinel) addrOf(n *node) string {
+	if n == s.linked {
+		return s.link.addr()
+	}
+	return n.addr()
 }
 
 func (s *Sentinel) healthy(ctx context.Context) error {
@@ -374,11 +420,11 @@ func (s *Sentinel) healthy(ctx context.Context) error {
 	}
 	var replicas []string
 	for _, n := range s.data {
-		if n.running() && n.addr() != primary {
+		if n.running() && n != pn {
 			if err := replicaOf(ctx, n.addr(), primary); err != nil {
 				return err
 			}
-			replicas = append(replicas, n.addr())
+			replicas = append(replicas, s.addrOf(n))
 		}
 	}
 	for _, n := range s.sentinels {
@@ -410,6 +456,9 @@ func (s *Sentinel) logs() string { return logTails(append(slices.Clone(s.data), 
 
 // Close kills every process and removes the deployment's directory.
 func (s *Sentinel) Close() {
+	if s.link != nil {
+		s.link.cut()
+	}
 	for _, n := range s.sentinels {
 		n.kill()
 	}

@@ -96,3 +96,35 @@ func role(ctx context.Context, t *testing.T, addr string) string {
 	r, _ := v[0].(string)
 	return r
 }
+
+// With a replication delay the replica gets the primary's writes that much
+// later, and a kill loses the writes it had not received: the link drops
+// them with the primary. The clients, the sentinels and the failover work
+// through the link as without it.
+func TestSentinelReplicationDelay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const delay = 500 * time.Millisecond
+	s := redistest.StartSentinel(t, redistest.WithReplicationDelay(delay))
+	rdb := s.Client(t)
+	primary, err := s.PrimaryAddr()
+	require.NoError(t, err)
+	assert.Equal(t, s.LinkAddr(), primary, "everyone knows the primary by its link")
+	replica := nodeClient(t, s.DataAddrs()[1])
+
+	start := time.Now()
+	require.NoError(t, rdb.Set(ctx, "early", "1", 0).Err())
+	assert.Equal(t, redis.Nil, replica.Get(ctx, "early").Err(), "not on the replica yet")
+	require.Eventually(t, func() bool { return replica.Get(ctx, "early").Val() == "1" }, 5*time.Second, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(start), delay, "the replica got it the delay late")
+
+	require.NoError(t, rdb.Set(ctx, "late", "1", 0).Err())
+	_, err = s.KillPrimary()
+	require.NoError(t, err)
+	promoted, err := s.WaitFailover(30 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, s.DataAddrs()[1], promoted)
+	require.Eventually(t, func() bool { return rdb.Set(ctx, "after", "1", 0).Err() == nil }, 10*time.Second, 50*time.Millisecond)
+	assert.Equal(t, "1", rdb.Get(ctx, "early").Val(), "what the replica had survived")
+	assert.Equal(t, redis.Nil, rdb.Get(ctx, "late").Err(), "what it had not was lost with the primary")
+}

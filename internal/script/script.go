@@ -1,6 +1,6 @@
 // Package script runs verifyq's Lua scripts on Redis: a batch of script
 // calls in one pipeline of EVALSHA, loaded and run again where Redis did not
-// know a script.
+// know a script, with plain commands of one key beside them.
 package script
 
 import (
@@ -11,17 +11,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Call is one script with its keys and arguments.
+// Call is one script with its keys and arguments, or, with Script nil, a
+// plain command (Command: its name and arguments) that needs no script of
+// its own, such as one ZADD.
 type Call struct {
-	Script *redis.Script
-	Keys   []string
-	Args   []any
+	Script  *redis.Script
+	Keys    []string
+	Args    []any
+	Command []any
 }
 
 // Run runs calls in one pipeline and returns their replies. A call whose
 // script Redis does not know (after a restart, on a new cluster node) is
 // run again, alone with the others that failed so, once its script is
-// loaded on every node; the calls that did run are not run twice.
+// loaded on every node; the calls that did run, plain commands included,
+// are not run twice.
 func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	todo := make([]int, len(calls))
@@ -31,6 +35,10 @@ func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redi
 	for attempt := 0; ; attempt++ {
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, i := range todo {
+				if calls[i].Script == nil {
+					cmds[i] = p.Do(ctx, calls[i].Command...)
+					continue
+				}
 				cmds[i] = calls[i].Script.EvalSha(ctx, p, calls[i].Keys, calls[i].Args...)
 			}
 			return nil

@@ -30,6 +30,7 @@ func TestRunLoadsUnknownScripts(t *testing.T) {
 
 	cmds, err := script.Run(ctx, rdb,
 		script.Call{Script: known, Keys: []string{"a"}},
+		script.Call{Command: []any{"INCR", "c"}},
 		script.Call{Script: incr, Keys: []string{"b"}})
 	require.NoError(t, err)
 	replies := make([]int64, len(cmds))
@@ -37,8 +38,9 @@ func TestRunLoadsUnknownScripts(t *testing.T) {
 		replies[i], err = c.Int64()
 		require.NoError(t, err)
 	}
-	assert.Equal(t, []int64{1, 1}, replies)
+	assert.Equal(t, []int64{1, 1, 1}, replies)
 	assert.Equal(t, "1", rdb.Get(ctx, "a").Val(), "the call that ran is not run again")
+	assert.Equal(t, "1", rdb.Get(ctx, "c").Val(), "nor the plain command")
 	assert.Equal(t, "1", rdb.Get(ctx, "b").Val())
 }
 

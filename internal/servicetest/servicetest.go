@@ -111,15 +111,26 @@ func (e *Env) Code(t testing.TB, email string) string {
 	return code
 }
 
-// Reported sends id's code as task (a worker begins it and the mail
-// server accepts it), then records rep, a bounce or a complaint about that
-// mail, as the bounce intake does.
-func (e *Env) Reported(t testing.TB, id codes.ID, task string, rep delivery.Report) {
+// Task is the task the status of id's code names: its latest send's.
+func (e *Env) Task(t testing.TB, id codes.ID) string {
+	t.Helper()
+	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
+	require.NoError(t, err)
+	task, err := e.RDB.HGet(context.Background(), keys.StatusKey(id), "task").Result()
+	require.NoError(t, err, "a status that names a task")
+	return task
+}
+
+// Reported sends id's code by the task its status names (a worker begins
+// it and the mail server accepts it), then records rep, a bounce or a
+// complaint about that mail, as the bounce intake does.
+func (e *Env) Reported(t testing.TB, id codes.ID, rep delivery.Report) {
 	t.Helper()
 	ctx := context.Background()
 	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
 	require.NoError(t, err)
 	records := delivery.NewRecords(e.RDB, keys, asynq.NewInspectorFromRedisClient(e.RDB))
+	task := e.Task(t, id)
 	_, err = records.Begin(ctx, id, delivery.Task{ID: task, Queue: tasks.Queue}, codes.DefaultTTL)
 	require.NoError(t, err)
 	require.NoError(t, records.Sent(ctx, id, task, delivery.Acceptance{At: time.Now()}))
