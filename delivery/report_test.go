@@ -93,3 +93,32 @@ func TestReported(t *testing.T) {
 		assert.Error(t, err, "%+v", bad)
 	}
 }
+
+// A quick relay's DSN can be taken before the worker records the
+// acceptance it follows: the record of the sent mail then leaves the
+// report's state as it is (and still writes the task's dedup and the time).
+func TestReportedBeforeSentStays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStack(t, limits.Config{})
+	id := codes.ID{Email: "quick@example.com"}
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: id.Email})
+	require.NoError(t, err)
+	_, err = s.Begin(ctx, id, "task-1", codes.DefaultTTL)
+	require.NoError(t, err)
+	ok, err := s.Reported(ctx, id, returnpath.SendID("task-1"), delivery.Report{State: delivery.StateBounced, DSN: "5.1.1"})
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	require.NoError(t, s.Sent(ctx, id, "task-1", delivery.Acceptance{At: time.Now(), Relay: "primary"}))
+	st, err := s.Status(ctx, id, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, delivery.StateBounced, st.State, "the bounce stays")
+	assert.Equal(t, "5.1.1", st.DSN)
+	assert.Equal(t, "primary", st.Relay)
+	assert.False(t, st.SentAt.IsZero())
+
+	at, err := s.Begin(ctx, id, "task-1", codes.DefaultTTL)
+	require.NoError(t, err)
+	assert.True(t, at.AlreadySent, "a re-run of the task mails nothing")
+}
