@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
 )
 
@@ -37,7 +38,7 @@ func TestResendCooldown(t *testing.T) {
 	assert.Len(t, e.Pending(t), 1, "nothing enqueued for the refused request")
 
 	// Once the cooldown is over: 202, the same code.
-	require.NoError(t, e.rdb.Del(ctx, limits.CooldownKey(delivery.MailboxID("c@example.com"), "")).Err())
+	servicetest.EndCooldowns(ctx, t, e.rdb, delivery.MailboxID("c@example.com"), time.Minute)
 	status, _, _ = e.post(t, "/v1/codes", `{"email":"c@example.com"}`)
 	assert.Equal(t, http.StatusAccepted, status)
 	again, err := e.rdb.Get(ctx, "code_c@example.com").Result()

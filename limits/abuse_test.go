@@ -13,6 +13,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 )
@@ -119,7 +120,7 @@ func TestCoalesce(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
 	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit, "no live code: nothing is on its way")
 
-	require.NoError(t, rdb.Del(ctx, limits.CooldownKey(delivery.MailboxID("old@example.com"), "")).Err())
+	servicetest.EndCooldowns(ctx, t, rdb, delivery.MailboxID("old@example.com"), time.Minute)
 	second, err := s.GetOrCreate(ctx, limits.Request{Email: "old@example.com", Coalesce: true})
 	require.NoError(t, err, "after the cooldown a send is a send")
 	assert.False(t, second.Coalesced)
@@ -233,8 +234,8 @@ func TestRefusedSendLeavesNothing(t *testing.T) {
 	assert.Equal(t, limits.Client, limitErr(t, err).Limit)
 
 	n := exists(ctx, t, rdb, "code_b@example.com", s.StatusKey(codes.ID{Email: "b@example.com"}),
-		limits.CooldownKey(delivery.MailboxID("b@example.com"), ""))
-	assert.Zero(t, n, "no code, status or cooldown for b")
+		limits.AddressKey(delivery.MailboxID("b@example.com")))
+	assert.Zero(t, n, "no code, status or hour of sends (which holds the cooldown) for b")
 	_, err = s.GetOrCreate(ctx, limits.Request{Email: "b@example.com", Client: "198.51.100.2"})
 	require.NoError(t, err, "b's own limits were untouched")
 }

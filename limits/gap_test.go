@@ -115,3 +115,35 @@ func TestRetryAfterIsTheLongestWait(t *testing.T) {
 	assert.Equal(t, limits.Client, le.Limit)
 	assert.Equal(t, time.Hour, le.RetryAfter)
 }
+
+// Without the hourly cap and the gap, the cooldown of each purpose still
+// holds: the hour of sends keeps each send as long as the cooldown, under
+// a name of its purpose.
+func TestCooldownWithoutTheCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cc, _ := purposeConfig()
+	s, rdb := newStack(t, cc, limits.Config{Cooldown: time.Minute})
+	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+
+	_, err := s.GetOrCreate(ctx, limits.Request{Email: "cool@example.com"})
+	require.NoError(t, err)
+	now = now.Add(20 * time.Second)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "cool@example.com"})
+	le := limitErr(t, err)
+	assert.Equal(t, limits.Cooldown, le.Limit)
+	assert.Equal(t, 40*time.Second, le.RetryAfter, "what is left of the cooldown")
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "cool@example.com", Purpose: "register"})
+	require.NoError(t, err, "another purpose has its own cooldown")
+	ttl, err := rdb.PTTL(ctx, limits.AddressKey(delivery.MailboxID("cool@example.com"))).Result()
+	require.NoError(t, err)
+	assert.Positive(t, ttl)
+	assert.LessOrEqual(t, ttl, time.Minute, "kept as long as the cooldown")
+
+	now = now.Add(40 * time.Second)
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "cool@example.com"})
+	require.NoError(t, err, "the cooldown has passed")
+	_, err = s.GetOrCreate(ctx, limits.Request{Email: "cool@example.com", Purpose: "register"})
+	assert.Equal(t, limits.Cooldown, limitErr(t, err).Limit, "register's cooldown runs 20 s more")
+}

@@ -8,9 +8,9 @@ import (
 // Each part of a send touches the keys of one Redis Cluster slot, which
 // each key names by its hash tag (the part in braces):
 //
-//   - a mailbox's slot, tag m:<mailbox id>: its cooldown per purpose, its
-//     hour of sends and the suppressions of its exact addresses
-//     (delivery.SuppressKey);
+//   - a mailbox's slot, tag m:<mailbox id>: its hour of sends (which
+//     holds each purpose's cooldown and the gap too) and the suppressions
+//     of its exact addresses (delivery.SuppressKey);
 //   - a client's slot, tag c:<client>: its hours of sends and of verifies;
 //   - the rate slot, tag rate: the minute counters of each domain and of
 //     all sends.
@@ -19,17 +19,9 @@ import (
 // (delivery.AddressID), never by the address.
 // The code's slot is package codes'.
 
-// CooldownKey holds a mailbox's resend cooldown for purpose: each purpose
-// has its own (the default purpose's key has no suffix), while the hour of
-// sends (AddressKey) is shared by every purpose of the mailbox.
-func CooldownKey(mailboxID, purpose string) string {
-	if purpose == "" {
-		return "verifyq:{m:" + mailboxID + "}:cooldown"
-	}
-	return "verifyq:{m:" + mailboxID + "}:cooldown:" + purpose
-}
-
-// AddressKey holds a mailbox's rolling hour of sends.
+// AddressKey holds a mailbox's rolling hour of sends, each member named by
+// its purpose and nonce and scored by its time: the cap of the hour, the
+// gap since the last send and each purpose's resend cooldown all read it.
 func AddressKey(mailboxID string) string { return "verifyq:{m:" + mailboxID + "}:sends" }
 
 // ClientKey holds a client's rolling hour of sends.

@@ -75,7 +75,7 @@ const MinuteWindow = time.Minute
 // off.
 type Config struct {
 	// Cooldown is the least time between two sends of one purpose to one
-	// mailbox.
+	// mailbox; at most Window.
 	Cooldown time.Duration
 	// Gap is the least time between two sends to one mailbox, whatever
 	// their purposes; at most Window.
@@ -112,7 +112,7 @@ func Default() Config {
 	}
 }
 
-// Validate reports every negative limit and a Gap longer than Window,
+// Validate reports every negative limit, a Gap or Cooldown longer than Window,
 // each a *field.Error named after its field, and the Identity's problems.
 func (c Config) Validate() error {
 	var errs []error
@@ -134,6 +134,9 @@ func (c Config) Validate() error {
 	}
 	if c.Gap > Window {
 		errs = append(errs, field.Errorf("Gap", "must be at most %s", Window))
+	}
+	if c.Cooldown > Window {
+		errs = append(errs, field.Errorf("Cooldown", "must be at most %s", Window))
 	}
 	return errors.Join(append(errs, c.Identity.Validate())...)
 }

@@ -44,10 +44,15 @@ const suppressed = "suppressed"
 type send struct {
 	req     Request
 	now     time.Time
-	nonce   string // names the send in the windows and the cooldown
+	nonce   string // names the send in the windows
 	mailbox string // delivery.MailboxID of the address's mailbox
 	address string // delivery.AddressID of the exact address
 }
+
+// mailboxMember names the send in its mailbox's hour of sends: its purpose
+// and its nonce, so that the hour holds each purpose's cooldown too
+// (mailbox.lua). Purposes are names without a slash (codes.ValidatePurpose).
+func (s *send) mailboxMember() string { return s.req.Purpose + "/" + s.nonce }
 
 // A part is the share of a send that one Redis Cluster slot decides: a
 // script that checks and, when it admits, records; the script that takes
@@ -79,21 +84,21 @@ var parts = []part{
 		refuses: []string{suppressed, Cooldown, Gap, Address},
 		on:      func(*Config, *send) bool { return true },
 		keys: func(_ *Config, s *send) []string {
-			return []string{delivery.SuppressKey(s.mailbox, s.address), CooldownKey(s.mailbox, s.req.Purpose), AddressKey(s.mailbox)}
+			return []string{delivery.SuppressKey(s.mailbox, s.address), AddressKey(s.mailbox)}
 		},
 		check: redis.NewScript(countSrc + mailboxSrc),
 		args: func(c *Config, s *send) []any {
-			// Without the cap the hour of sends keeps only the gap's last
-			// send: it holds no more than the gap needs.
+			// Without the cap the hour of sends keeps only what the gap
+			// and the cooldowns look back on.
 			width := Window
 			if c.AddressPerHour == 0 {
-				width = c.Gap
+				width = max(c.Gap, c.Cooldown)
 			}
-			return []any{s.now.UnixMilli(), s.nonce, c.Cooldown.Milliseconds(), c.AddressPerHour, width.Milliseconds(),
-				c.Gap.Milliseconds()}
+			return []any{s.now.UnixMilli(), s.mailboxMember(), c.Cooldown.Milliseconds(), c.AddressPerHour, width.Milliseconds(),
+				c.Gap.Milliseconds(), s.req.Purpose + "/"}
 		},
 		undo:     redis.NewScript(unmailboxSrc),
-		undoArgs: func(_ *Config, s *send) []any { return []any{s.nonce} },
+		undoArgs: func(_ *Config, s *send) []any { return []any{s.mailboxMember()} },
 	},
 	{
 		slot:    "c:<client>",

@@ -487,3 +487,15 @@ func TestLoadConfigTLS(t *testing.T) {
 	assert.Contains(t, err.Error(), "TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE")
 	assertEveryLineNamesAVariable(t, err)
 }
+
+// The hour of sends holds the resend cooldown, so a cooldown cannot be
+// longer than that hour.
+func TestLoadConfigRefusesACooldownBeyondTheHour(t *testing.T) {
+	t.Setenv("RESEND_COOLDOWN", "61m")
+	_, err := platform.Load[Config]()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "RESEND_COOLDOWN: must be at most 1h0m0s")
+	t.Setenv("RESEND_COOLDOWN", "1h")
+	_, err = platform.Load[Config]()
+	require.NoError(t, err)
+}

@@ -250,3 +250,20 @@ func (o *Observer) Take(t testing.TB) Observed {
 	}, 5*time.Second, 5*time.Millisecond, "a request observed")
 	return last
 }
+
+// EndCooldowns moves every send recorded in the hour of sends of the
+// mailbox named mailboxID (delivery.MailboxID) back by d, as if d had
+// passed for it: its resend cooldowns and gap, which that hour holds
+// (limits.AddressKey), end when d is at least their length, while the
+// sends still count toward the hour's cap.
+func EndCooldowns(ctx context.Context, t testing.TB, rdb redis.Cmdable, mailboxID string, d time.Duration) {
+	t.Helper()
+	key := limits.AddressKey(mailboxID)
+	sends, err := rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, sends, "no sends recorded for the mailbox")
+	for i := range sends {
+		sends[i].Score -= float64(d.Milliseconds())
+	}
+	require.NoError(t, rdb.ZAdd(ctx, key, sends...).Err())
+}
