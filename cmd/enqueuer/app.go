@@ -131,8 +131,10 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// adminMux serves /healthz, /readyz and /metrics openly, to any Host, and
-// the dashboard, the suppression list and pprof behind platform.AdminGuard:
+// adminMux serves /healthz, /readyz, /metrics and the OpenAPI document of
+// the HTTP API (httpapi.OpenAPIPath and OpenAPIJSONPath: the public
+// contract, nothing secret) openly, to any Host, and the dashboard, the
+// suppression list and pprof behind platform.AdminGuard:
 // only to a Host of ADMIN_ADDR or DASHBOARD_HOSTS, and with basic auth when
 // DASHBOARD_AUTH is set. The dashboard takes state changes (POST,
 // DELETE) only from its own pages (platform.SameOrigin): a form on another
@@ -146,6 +148,9 @@ func (a *App) adminMux() *http.ServeMux {
 	guard := platform.AdminGuard(a.cfg.AdminHosts(a.cfg.AdminAddr), a.cfg.DashboardAuth, a.logger)
 	mux := platform.AdminMux(a.rdb)
 	mux.Handle("GET /metrics", metrics.Handler(a.Registry))
+	openAPI := httpapi.NewOpenAPIHandler()
+	mux.Handle("GET "+httpapi.OpenAPIPath, openAPI)
+	mux.Handle("GET "+httpapi.OpenAPIJSONPath, openAPI)
 	mux.Handle(DashboardPath, guard(platform.SameOrigin(a.dashboard)))
 	suppressions := delivery.NewSuppressions(a.rdb, a.cfg.Identity())
 	mux.Handle(SuppressionsPath, guard(httpapi.NewSuppressionsHandler(suppressions,
