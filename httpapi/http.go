@@ -201,7 +201,16 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exchangeOf(r).email = req.Email
-	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Purpose: req.Purpose, Locale: req.Locale, Client: h.client(r)})
+	// A send without a locale is in the language of the end user's
+	// Accept-Language, as the gateway passed it on.
+	accept := strings.Join(r.Header.Values("Accept-Language"), ",")
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Purpose: req.Purpose, Locale: req.Locale,
+		AcceptLanguage: accept, Client: h.client(r)})
+	if errors.Is(err, service.ErrUnknownLocale) && req.Locale == "" && accept != "" {
+		err = errors.Join(err, &outcome.DetailError{Detail: fmt.Sprintf(
+			"the body has none, and the Accept-Language header is not a list of language tags with q-values of at most %d bytes",
+			mail.MaxAcceptLanguageLen)})
+	}
 	if err != nil {
 		replyErr(w, r, err)
 		return
