@@ -9,6 +9,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/outcome"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
@@ -21,11 +22,13 @@ type legacyServer struct {
 	s *Server
 }
 
-// GetVarifyCode sends a code in the default locale. Every outcome is an OK
-// status: the gateway turns any other status into its own RPC-failed error.
-// Code stays empty, as it always did: the gateway would pass it on.
+// GetVarifyCode sends a code in zh-CN, the old service's only language,
+// whatever DEFAULT_LOCALE says. Every outcome is an OK status: the gateway
+// turns any other status into its own RPC-failed error. Code stays empty,
+// as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
-	sent, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Client: l.s.clientOf(ctx), Coalesce: true})
+	sent, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: string(mail.LocaleZhCN),
+		Client: l.s.clientOf(ctx), Coalesce: true})
 	o := record(ctx, err)
 	if err == nil && sent.Coalesced {
 		o = note(ctx, outcome.Coalesced, nil)

@@ -33,6 +33,7 @@ import (
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/mail"
 	messagepb "github.com/verifyq/verifyq/proto/message"
 	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
 	"github.com/verifyq/verifyq/tasks"
@@ -140,11 +141,35 @@ func TestGRPCInvalidAddress(t *testing.T) {
 		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: email})
 		assert.Equal(t, codes.InvalidArgument, status.Code(err), "%q", email)
 	}
-	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "a@example.com", Locale: "fr"})
-	assert.Equal(t, codes.InvalidArgument, status.Code(err), "unknown locale")
+	_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "a@example.com", Locale: "en_GB!"})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "not a language tag")
 
 	assert.Empty(t, s.Keys(t, "code_*"))
 	assert.Zero(t, s.pending(t))
+}
+
+// verifyq.v1 takes a BCP 47 tag and the task carries the locale it
+// matched; the old service mails zh-CN whatever the default is.
+func TestGRPCLocale(t *testing.T) {
+	t.Parallel()
+	s := start(t, limits.Config{}, 0)
+	s.Service.DefaultLocale = mail.LocaleEN // before any call: read by the server's goroutines after
+	for _, tt := range []struct{ email, tag, want string }{
+		{"hk@example.com", "zh-HK", "zh-TW"},
+		{"br@example.com", "pt", "pt-BR"},
+		{"nl@example.com", "nl", "en"},
+		{"none@example.com", "", "en"},
+	} {
+		_, err := s.v1().SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: tt.email, Locale: tt.tag})
+		require.NoError(t, err, tt.tag)
+	}
+	require.Equal(t, grpctest.LegacyReply{Email: "old@example.com"}, s.legacy(t, "old@example.com"))
+	got := map[string]string{}
+	for _, p := range s.Pending(t) {
+		got[p.Email] = p.Locale
+	}
+	assert.Equal(t, map[string]string{"hk@example.com": "zh-TW", "br@example.com": "pt-BR", "nl@example.com": "en",
+		"none@example.com": "en", "old@example.com": "zh-CN"}, got)
 }
 
 // Redis goes away and comes back: error 1 and Unavailable meanwhile, health

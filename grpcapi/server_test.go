@@ -202,8 +202,8 @@ func TestCallsThroughTheServer(t *testing.T) {
 	rsp, err := legacy.GetVarifyCode(ctx, &messagepb.GetVarifyReq{Email: "a@example.com"})
 	require.NoError(t, err)
 	assert.True(t, proto.Equal(&messagepb.GetVarifyRsp{Error: 0, Email: "a@example.com"}, rsp), "%v", rsp)
-	assert.Equal(t, service.SendRequest{Email: "a@example.com", Client: "198.51.100.4", Coalesce: true}, <-got,
-		"the old service has no locale, and coalesces resends")
+	assert.Equal(t, service.SendRequest{Email: "a@example.com", Locale: "zh-CN", Client: "198.51.100.4", Coalesce: true}, <-got,
+		"the old service mails zh-CN, its only language, and coalesces resends")
 
 	// A limit: ResourceExhausted with RetryInfo on v1, error 4 in-band on the old service.
 	_, err = v1.SendCode(context.Background(), &verifyqv1.SendCodeRequest{Email: "limited@example.com"})

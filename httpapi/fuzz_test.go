@@ -25,7 +25,7 @@ func (r *recordingService) SendCode(_ context.Context, req service.SendRequest) 
 	if err := mail.ValidateAddress(req.Email); err != nil {
 		return service.Sent{}, err
 	}
-	if _, err := mail.ParseLocale(req.Locale); err != nil {
+	if _, err := mail.MatchLocale(req.Locale, mail.DefaultLocale); err != nil {
 		return service.Sent{}, err
 	}
 	r.emails = append(r.emails, req.Email)

@@ -201,7 +201,11 @@ func (h *Handler) sendCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exchangeOf(r).email = req.Email
-	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Purpose: req.Purpose, Locale: req.Locale, Client: h.client(r)})
+	// A send without a locale is in the language of the end user's
+	// Accept-Language, as the gateway passed it on.
+	accept := strings.Join(r.Header.Values("Accept-Language"), ",")
+	sent, err := h.svc.SendCode(r.Context(), service.SendRequest{Email: req.Email, Purpose: req.Purpose, Locale: req.Locale,
+		AcceptLanguage: accept, Client: h.client(r)})
 	if err != nil {
 		replyErr(w, r, err)
 		return

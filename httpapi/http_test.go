@@ -109,6 +109,65 @@ func TestSendCode(t *testing.T) {
 	assert.Equal(t, "zh-CN", p.Locale, "default locale")
 }
 
+// The task carries the supported locale the send's language matched: the
+// body's locale, else the Accept-Language header's, else the default.
+func TestSendCodeLocale(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct {
+		name, locale string
+		accept       []string // Accept-Language header lines
+		want         string   // the task's locale, or the error's code
+	}{
+		{"body", "ja", nil, "ja"},
+		{"body tag", "zh-Hant-HK", nil, "zh-TW"},
+		{"body over header", "es-MX", []string{"ja"}, "es"},
+		{"body unknown", "nl", []string{"ja"}, "zh-CN"},
+		{"header", "", []string{"zh-HK"}, "zh-TW"},
+		{"header q-values", "", []string{"fr;q=0.5, de;q=0.9, nl"}, "de"},
+		{"header first preference", "", []string{"zh-HK,zh;q=0.9,en;q=0.8"}, "zh-TW"},
+		{"header lines", "", []string{"nl", "pt-PT;q=0.5"}, "pt-BR"},
+		{"header unknown", "", []string{"nl, uk;q=0.5"}, "zh-CN"},
+		{"header empty", "", []string{""}, "zh-CN"},
+		{"neither", "", nil, "zh-CN"},
+		{"header malformed", "", []string{"en;q=x"}, "zh-CN"},
+		{"header too long", "", []string{strings.Repeat("ja, ", 300)}, "zh-CN"},
+		{"body malformed", "en_GB!", []string{"ja"}, "invalid_locale"},
+		{"body fine, header malformed", "ko", []string{"en;q=x"}, "ko"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			email := fmt.Sprintf("locale%d@example.com", i)
+			body := `{"email":"` + email + `"`
+			if tt.locale != "" {
+				body += `,"locale":"` + tt.locale + `"`
+			}
+			req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes", strings.NewReader(body+"}"))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			for _, a := range tt.accept {
+				req.Header.Add("Accept-Language", a)
+			}
+			status, res, _ := do(t, req)
+			if strings.HasPrefix(tt.want, "invalid_") {
+				require.Equal(t, http.StatusBadRequest, status, res)
+				assert.Equal(t, tt.want, errCode(res))
+				msg := res["error"].(map[string]any)["message"].(string)
+				assert.Contains(t, msg, "BCP 47 language tag")
+				return
+			}
+			require.Equal(t, http.StatusAccepted, status, res)
+			var got string
+			for _, p := range e.Pending(t) {
+				if p.Email == email {
+					got = p.Locale
+				}
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
 func TestSendCodeRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -126,7 +185,9 @@ func TestSendCodeRejectsBadInput(t *testing.T) {
 		{"header injection", `{"email":"a@example.com\r\nBcc: victim@example.com"}`, "invalid_email"},
 		{"list", `{"email":"a@example.com, b@example.com"}`, "invalid_email"},
 		{"too long", `{"email":"` + strings.Repeat("a", 250) + `@example.com"}`, "invalid_email"},
-		{"unknown locale", `{"email":"a@example.com","locale":"fr"}`, "invalid_locale"},
+		{"malformed locale", `{"email":"a@example.com","locale":"en_GB!"}`, "invalid_locale"},
+		{"unregistered language", `{"email":"a@example.com","locale":"xx"}`, "invalid_locale"},
+		{"too long locale", `{"email":"a@example.com","locale":"en-` + strings.Repeat("a-", 40) + `"}`, "invalid_locale"},
 		{"unknown member", `{"email":"a@example.com","admin":"yes"}`, "invalid_json"},
 		{"member of the other route", `{"email":"a@example.com","code":"1"}`, "invalid_json"},
 		{"duplicate member", `{"email":"a@example.com","email":"b@example.com"}`, "invalid_json"},

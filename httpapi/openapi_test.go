@@ -232,6 +232,7 @@ func TestOpenAPIEnumsAndBoundsAreTheCode(t *testing.T) {
 	assert.Equal(t, uint64(delivery.MaxDiagnostic), *schema(t, "Suppression", "diagnostic").MaxLength)
 	assert.Equal(t, uint64(httpapi.MaxSuppressionsListed), *schema(t, "SuppressionList", "suppressions").MaxItems)
 	assert.Equal(t, uint64(codes.MaxPurposeLen), *schema(t, "Purpose").MaxLength)
+	assert.Equal(t, uint64(mail.MaxLocaleLen), *schema(t, "Locale").MaxLength)
 	for _, p := range codes.DefaultPurposes {
 		require.NoError(t, codes.ValidatePurpose(p))
 		assert.NoError(t, schema(t, "Purpose").VisitJSON(p), p)

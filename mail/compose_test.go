@@ -109,7 +109,7 @@ func TestComposeRejects(t *testing.T) {
 		{"To list", testFrom, func(m *mail.Message) { m.To = "user@example.com, evil@example.net" }, mail.ErrInvalidAddress},
 		{"From injection", "no-reply@verifyq.test\r\nBcc: evil@example.net", func(*mail.Message) {}, mail.ErrInvalidAddress},
 		{"From empty", "", func(*mail.Message) {}, mail.ErrInvalidAddress},
-		{"unknown locale", testFrom, func(m *mail.Message) { m.Locale = "fr" }, mail.ErrUnknownLocale},
+		{"unknown locale", testFrom, func(m *mail.Message) { m.Locale = "nl" }, mail.ErrUnknownLocale},
 		{"empty code", testFrom, func(m *mail.Message) { m.Code = "" }, mail.ErrInvalidMessage},
 		{"code with newline", testFrom, func(m *mail.Message) { m.Code = "12\r\n34" }, mail.ErrInvalidMessage},
 		{"code too long", testFrom, func(m *mail.Message) { m.Code = strings.Repeat("1", 65) }, mail.ErrInvalidMessage},

@@ -42,7 +42,7 @@ func checkGolden(t *testing.T, name string, msg smtptest.Message) {
 // locale, for a lifetime of one minute and of ten.
 func TestComposeGolden(t *testing.T) {
 	t.Parallel()
-	for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+	for _, loc := range mail.Locales() {
 		for _, minutes := range []int{1, 10} {
 			name := fmt.Sprintf("%s.%dm", loc, minutes)
 			t.Run(name, func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestComposeGoldenPurposes(t *testing.T) {
 	tpl := loadTemplates(t, mail.TemplateConfig{AppName: "ACME",
 		LinkURL: "https://app.example.com/verify?email={email}&code={code}"})
 	for _, purpose := range append([]string{""}, codes.DefaultPurposes...) {
-		for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+		for _, loc := range mail.Locales() {
 			file := purpose
 			if file == "" {
 				file = "default"

@@ -36,11 +36,15 @@ type TemplateData struct {
 	// Minutes is the code's remaining lifetime in whole minutes, rounded
 	// up, at least 1.
 	Minutes int64
+	// Lifetime is Minutes in words in the mail's locale, the word in the
+	// plural form the number takes: "1 minute", "10 minutes", "10 分钟",
+	// "10分", "1 минуту", "2 минуты", "5 минут".
+	Lifetime string
 	// AppName is the product's name (APP_NAME); empty when unset.
 	AppName string
 	// Purpose is what the code is for; empty is the default purpose.
 	Purpose string
-	// Locale is the mail's locale: "zh-CN" or "en".
+	// Locale is the mail's locale, one of Locales: "zh-CN", "en", "ja" ...
 	Locale string
 	// Link is the verification link, TemplateConfig.LinkURL with the
 	// address and the code filled in; empty when no link is configured.
@@ -154,10 +158,6 @@ const (
 	textSuffix    = ".txt.tmpl"
 	htmlSuffix    = ".html.tmpl"
 )
-
-// locales lists the supported locales: each has the three embedded
-// templates.
-var locales = []Locale{LocaleZhCN, LocaleEN}
 
 //go:embed templates/*.tmpl
 var templateFS embed.FS
@@ -502,7 +502,7 @@ func (t *Templates) check(purposes []string) error {
 // data returns what the templates see for one mail.
 func (t *Templates) data(purpose string, loc Locale, email, code string, minutes int64, replyTo string) TemplateData {
 	return TemplateData{
-		Code: code, Minutes: minutes, AppName: t.appName, Purpose: purpose,
+		Code: code, Minutes: minutes, Lifetime: lifetime(loc, minutes), AppName: t.appName, Purpose: purpose,
 		Locale: string(loc), Link: t.link(email, code), ReplyTo: replyTo,
 		Phrases: phrasesFor(purpose, loc),
 	}

@@ -218,8 +218,8 @@ func TestLoadTemplatesNamesTheBadFile(t *testing.T) {
 			"zh-CN.subject.tmpl", "the subject is empty"},
 		{"long subject", map[string]string{"en.subject.tmpl": strings.Repeat("x", mail.MaxSubjectLen+1)},
 			"en.subject.tmpl", "longer than"},
-		{"unknown locale", map[string]string{"fr.html.tmpl": "{{.Code}}"},
-			"fr.html.tmpl", "unexpected template name"},
+		{"unknown locale", map[string]string{"nl.html.tmpl": "{{.Code}}"},
+			"nl.html.tmpl", "unexpected template name"},
 		{"unknown kind", map[string]string{"en.htm.tmpl": "{{.Code}}"},
 			"en.htm.tmpl", "unexpected template name"},
 		{"bad purpose directory", map[string]string{"Change-Email/en.txt.tmpl": "{{.Code}}"},
@@ -325,7 +325,7 @@ func TestLoadTemplatesBadDir(t *testing.T) {
 func TestLinkInBothParts(t *testing.T) {
 	t.Parallel()
 	tpl := loadTemplates(t, mail.TemplateConfig{LinkURL: "https://app.example.com/verify?email={email}&code={code}"})
-	for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+	for _, loc := range mail.Locales() {
 		t.Run(string(loc), func(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
@@ -387,19 +387,32 @@ func TestLoadTemplatesRejectsBadLinkURL(t *testing.T) {
 	}
 }
 
+// noReply is a piece of each locale's request not to reply.
+var noReply = map[mail.Locale]string{
+	mail.LocaleZhCN: "请勿回复", mail.LocaleZhTW: "請勿直接回覆", mail.LocaleEN: "do not reply",
+	mail.LocaleJA: "送信専用", mail.LocaleKO: "발신 전용", mail.LocaleES: "no lo respondas",
+	mail.LocaleFR: "ne pas y répondre", mail.LocaleDE: "antworten Sie nicht", mail.LocalePtBR: "não responda",
+	mail.LocaleRU: "отвечать на него не нужно",
+}
+
 func TestReplyTo(t *testing.T) {
 	t.Parallel()
-	for _, loc := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+	for _, loc := range mail.Locales() {
 		t.Run(string(loc), func(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
 			m.Locale = loc
 			got := composeOne(t, mail.Author{From: testFrom, ReplyTo: "ACME Support <support@acme.test>"}, m)
 			assert.Equal(t, `"ACME Support" <support@acme.test>`, got.Header.Get("Reply-To"))
-			// The mail no longer asks not to reply.
+			// The mail no longer asks not to reply; without a Reply-To it
+			// does.
+			without := composeOne(t, mail.Author{From: testFrom}, m)
+			require.Contains(t, noReply, loc)
 			for _, part := range []string{got.Text, got.HTML} {
-				assert.NotContains(t, part, "do not reply")
-				assert.NotContains(t, part, "请勿回复")
+				assert.NotContains(t, part, noReply[loc])
+			}
+			for _, part := range []string{without.Text, without.HTML} {
+				assert.Contains(t, part, noReply[loc])
 			}
 		})
 	}

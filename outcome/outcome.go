@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/verifyq/verifyq/auth"
+	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/service"
 )
 
@@ -125,7 +126,8 @@ var (
 		Message: "email must be a bare address such as user@example.com, at most 254 bytes", Err: service.ErrInvalidAddress}
 	InvalidLocale = &Outcome{Name: "invalid_locale", HTTPStatus: http.StatusBadRequest, GRPCCode: codes.InvalidArgument,
 		Reason: "INVALID_LOCALE", Legacy: LegacyException, Metric: MetricInvalid, Level: slog.LevelInfo,
-		Message: `locale must be "zh-CN" or "en"`, Err: service.ErrUnknownLocale}
+		Message: fmt.Sprintf(`locale must be a BCP 47 language tag such as "ja" or "zh-TW", at most %d bytes`, mail.MaxLocaleLen),
+		Err:     service.ErrUnknownLocale}
 	InvalidPurpose = &Outcome{Name: "invalid_purpose", HTTPStatus: http.StatusBadRequest, GRPCCode: codes.InvalidArgument,
 		Reason: "INVALID_PURPOSE", Legacy: LegacyException, Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: "purpose must be empty or one of the configured purposes", Err: service.ErrInvalidPurpose}

@@ -571,7 +571,7 @@ func TestMTASpamScore(t *testing.T) {
 	}
 
 	fqdn := client("mail.verifyq.test")
-	for _, locale := range []mail.Locale{mail.LocaleZhCN, mail.LocaleEN} {
+	for _, locale := range mail.Locales() {
 		for _, purpose := range append([]string{""}, codes.DefaultPurposes...) {
 			raw := deliver(fqdn, mail.Message{Locale: locale, Purpose: purpose})
 			score, rules := mtatest.SpamScore(t, raw)

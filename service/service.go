@@ -102,6 +102,10 @@ type Service struct {
 	// QueueShards is the number of queue shards (QUEUE_SHARDS) the tasks
 	// are spread over, by address; 0 or 1 is the one queue.
 	QueueShards int
+	// DefaultLocale (DEFAULT_LOCALE) is the mail's locale when a send
+	// names none, or names a language no supported locale matches; empty
+	// is mail.DefaultLocale.
+	DefaultLocale mail.Locale
 	// Replicas, when set (REDIS_MIN_REPLICAS), is waited for after each
 	// send's writes: a send whose writes did not reach enough replicas in
 	// time fails as unavailable and is taken back, as after a failed
@@ -121,8 +125,13 @@ type SendRequest struct {
 	// Purpose is what the code is for (codes.ID); empty is the default
 	// purpose, the only one of the old service.
 	Purpose string
-	// Locale picks the mail's language; empty means the default.
+	// Locale picks the mail's language: a BCP 47 language tag, matched to
+	// a supported locale (mail.MatchLocale); empty reads AcceptLanguage.
 	Locale string
+	// AcceptLanguage is an HTTP Accept-Language header, read when Locale
+	// is empty (mail.MatchAcceptLanguage); with neither the mail is in
+	// DefaultLocale.
+	AcceptLanguage string
 	// Client is the end user's IP address as the gateway passed it, for
 	// the per-client limit; empty (or not an IP address) means none.
 	Client string
@@ -170,7 +179,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	if err := mail.ValidateAddress(email); err != nil {
 		return Sent{}, err
 	}
-	loc, err := mail.ParseLocale(req.Locale)
+	loc, err := s.locale(req)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -217,6 +226,20 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	s.logger.DebugContext(ctx, "send enqueued", "email", mail.Masked(email), "created", issued.Created)
 	return sent, nil
+}
+
+// locale returns the supported locale req's mail is written in: the one
+// its Locale tag matches, else its Accept-Language's, else the default.
+// Errors wrap ErrUnknownLocale.
+func (s *Service) locale(req SendRequest) (mail.Locale, error) {
+	def := s.DefaultLocale
+	if def == "" {
+		def = mail.DefaultLocale
+	}
+	if req.Locale == "" && req.AcceptLanguage != "" {
+		return mail.MatchAcceptLanguage(req.AcceptLanguage, def), nil
+	}
+	return mail.MatchLocale(req.Locale, def)
 }
 
 // enqueue puts task on the queue, detached from the caller's cancellation

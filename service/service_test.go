@@ -18,6 +18,7 @@ import (
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/replication"
 	"github.com/verifyq/verifyq/service"
 	"github.com/verifyq/verifyq/tasks"
@@ -105,6 +106,48 @@ func TestSendCodeEnqueueFailure(t *testing.T) {
 	sent, err := svc.SendCode(context.Background(), service.SendRequest{Email: "a@example.com"})
 	require.NoError(t, err)
 	assert.True(t, sent.Created, "the code of the failed attempt was taken back with it")
+}
+
+// The task carries the supported locale the send's language matched: the
+// tag, else the Accept-Language, else DefaultLocale; a malformed tag is
+// refused before anything is stored, a malformed header is the default.
+func TestSendCodeLocale(t *testing.T) {
+	t.Parallel()
+	var got []tasks.SendCodePayload
+	svc := newStore(t).service(enqueuerFunc(func(_ context.Context, task *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+		p, err := tasks.ParseSendCodePayload(task)
+		got = append(got, p)
+		return &asynq.TaskInfo{}, err
+	}))
+	tests := []struct {
+		req  service.SendRequest
+		def  mail.Locale
+		want mail.Locale
+	}{
+		{service.SendRequest{Locale: "ja"}, "", mail.LocaleJA},
+		{service.SendRequest{AcceptLanguage: "zh-HK"}, "", mail.LocaleZhTW},
+		{service.SendRequest{Locale: "en-GB", AcceptLanguage: "zh-HK"}, "", mail.LocaleEN},
+		{service.SendRequest{Locale: "nl"}, "", mail.LocaleZhCN},
+		{service.SendRequest{Locale: "nl"}, mail.LocaleFR, mail.LocaleFR},
+		{service.SendRequest{AcceptLanguage: "nl"}, mail.LocaleRU, mail.LocaleRU},
+		{service.SendRequest{}, mail.LocaleDE, mail.LocaleDE},
+		{service.SendRequest{Locale: "zh-CN"}, mail.LocaleEN, mail.LocaleZhCN}, // as the old gateway's calls
+		{service.SendRequest{AcceptLanguage: "en;q=x"}, mail.LocaleKO, mail.LocaleKO},
+	}
+	for i, tt := range tests {
+		svc.DefaultLocale = tt.def
+		tt.req.Email = fmt.Sprintf("l%d@example.com", i)
+		_, err := svc.SendCode(context.Background(), tt.req)
+		require.NoError(t, err, "%+v", tt.req)
+		require.Len(t, got, i+1)
+		assert.Equal(t, string(tt.want), got[i].Locale, "%+v, default %q", tt.req, tt.def)
+	}
+	for _, req := range []service.SendRequest{{Locale: "en_GB!"}, {Locale: "x", AcceptLanguage: "ja"}} {
+		req.Email = "refused@example.com"
+		_, err := svc.SendCode(context.Background(), req)
+		assert.ErrorIs(t, err, service.ErrUnknownLocale, "%+v", req)
+	}
+	assert.Len(t, got, len(tests), "nothing enqueued for the refused")
 }
 
 func TestServiceErrors(t *testing.T) {

@@ -79,6 +79,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	queue := asynq.NewClientFromRedisClient(rdb) // shares rdb; closed with it
 	core := service.New(store, limiter, delivery.NewRecords(rdb, store.Keys, insp), m.Queue(queue), logger)
 	core.QueueShards = cfg.QueueShards
+	core.DefaultLocale = cfg.Locale
 	if cfg.MinReplicas > 0 {
 		core.Replicas = replication.New(rdb, cfg.MinReplicas, cfg.MinReplicasTimeout)
 	}

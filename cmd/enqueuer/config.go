@@ -40,6 +40,11 @@ type Config struct {
 	// MaxAttempts is how many wrong codes invalidate the live code
 	// (codes.Config.MaxAttempts).
 	MaxAttempts int `envconfig:"VERIFY_MAX_ATTEMPTS" default:"5"`
+	// DefaultLocale names the locale of a send that names no language, or
+	// one no supported locale matches (service.Service.DefaultLocale): one
+	// of mail.Locales. Locale is it, parsed by Resolve.
+	DefaultLocale string      `envconfig:"DEFAULT_LOCALE" default:"zh-CN"`
+	Locale        mail.Locale `ignored:"true"`
 	// Limits are the send and verify limits.
 	Limits
 	// TrustedProxies are the proxies whose forwarding headers and metadata
@@ -148,6 +153,11 @@ func (c *Config) Resolve() error {
 		errs = append(errs, errors.New("REQUEST_TIMEOUT: must be positive"))
 	}
 	errs = append(errs, c.resolveReplicas()...)
+	if loc, err := mail.ParseLocale(c.DefaultLocale); err != nil {
+		errs = append(errs, fmt.Errorf("DEFAULT_LOCALE: not a supported locale: must be one of %s", localeNames()))
+	} else {
+		c.Locale = loc
+	}
 	if c.MaxConnections < 1 || c.MaxConnections > maxConnections {
 		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS: %d is outside 1..%d", c.MaxConnections, maxConnections))
 	} else if n := c.MaxConnectionsPerSource; n != nil && (*n < 0 || *n > c.MaxConnections) {
@@ -159,6 +169,15 @@ func (c *Config) Resolve() error {
 	lc.Identity = mail.Identity{} // Common's, checked with it
 	errs = append(errs, platform.Name(errors.Join(codes.ValidateLength(c.Length), codes.ValidateMaxAttempts(c.MaxAttempts), lc.Validate()), c))
 	return errors.Join(errs...)
+}
+
+// localeNames lists the supported locales for DEFAULT_LOCALE's error.
+func localeNames() string {
+	var names []string
+	for _, l := range mail.Locales() {
+		names = append(names, string(l))
+	}
+	return strings.Join(names, ", ")
 }
 
 // resolveReplicas checks REDIS_MIN_REPLICAS and, when it is on, its

@@ -46,6 +46,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		RequestTimeout:     5 * time.Second,
 		MinReplicasTimeout: 100 * time.Millisecond,
 		Length:             6,
+		DefaultLocale:      "zh-CN",
+		Locale:             mail.LocaleZhCN,
 
 		Limits: Limits{
 			Cooldown:              time.Minute,
@@ -92,6 +94,32 @@ func TestLoadConfigReadyValues(t *testing.T) {
 		s = append(s, p.String())
 	}
 	assert.Equal(t, []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, s)
+}
+
+// DEFAULT_LOCALE names a supported locale, in any case, and is the
+// service's default; a tag that is not one of them (even one the matcher
+// would match) is refused.
+func TestLoadConfigDefaultLocale(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want mail.Locale
+		err  bool
+	}{
+		{"en", mail.LocaleEN, false}, {"zh-TW", mail.LocaleZhTW, false}, {"PT-BR", mail.LocalePtBR, false},
+		{"ru", mail.LocaleRU, false}, {"en-US", "", true}, {"nl", "", true}, {"zh_CN", "", true},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Setenv("DEFAULT_LOCALE", tt.in)
+			cfg, err := platform.Load[Config]()
+			if tt.err {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "DEFAULT_LOCALE: not a supported locale")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, cfg.Locale)
+		})
+	}
 }
 
 // MAX_CONNECTIONS_PER_SOURCE: unset, a sixteenth of MAX_CONNECTIONS (at
@@ -193,6 +221,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	t.Setenv("API_KEYS_FILE", filepath.Join(t.TempDir(), "missing"))
 	t.Setenv("REDIS_MIN_REPLICAS", "17")
 	t.Setenv("REDIS_MIN_REPLICAS_TIMEOUT", "0s")
+	t.Setenv("DEFAULT_LOCALE", "en-GB")
 	_, err := platform.Load[Config]()
 	require.Error(t, err)
 	for _, want := range []string{
@@ -229,6 +258,7 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 		"API_KEYS_FILE: open ",
 		"REDIS_MIN_REPLICAS: 17 is outside 0..16",
 		"REDIS_MIN_REPLICAS_TIMEOUT: must be at least 1ms",
+		"DEFAULT_LOCALE: not a supported locale: must be one of zh-CN, zh-TW, en, ja, ko, es, fr, de, pt-BR, ru",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}

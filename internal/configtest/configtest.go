@@ -47,8 +47,12 @@ import (
 // availability only the operator can make) and for how long
 // (REDIS_MIN_REPLICAS_TIMEOUT, which follows the replicas' distance, not
 // any other setting), and the reconciler's period (RECONCILE_INTERVAL,
-// which tests and operators shorten or turn off).
-const MaxVariables = 56
+// which tests and operators shorten or turn off); then DEFAULT_LOCALE, the
+// language of the mails of callers that name none: an operator's choice
+// about its users (zh-CN for a service in China, en elsewhere) that no
+// other variable implies, the locales themselves being fixed by the
+// embedded templates.
+const MaxVariables = 57
 
 // Row is one row of the reference's table of variables.
 type Row struct {

@@ -114,7 +114,10 @@ type SendCodeRequest struct {
 	// The recipient, a bare address such as "user@example.com". It is used
 	// exactly as sent: no trimming, no case folding.
 	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
-	// The mail's language, "zh-CN" or "en"; empty means "zh-CN".
+	// The mail's language: a BCP 47 language tag such as "ja", "zh-HK" or
+	// "en-GB", matched to a supported locale (zh-CN, zh-TW, en, ja, ko, es,
+	// fr, de, pt-BR, ru); a tag none matches, and empty, mean the server's
+	// DEFAULT_LOCALE.
 	Locale string `protobuf:"bytes,2,opt,name=locale,proto3" json:"locale,omitempty"`
 	// What the code is for, one of the server's PURPOSES (by default
 	// "register", "login", "reset_password", "change_email"); empty is the
