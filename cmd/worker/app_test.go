@@ -221,7 +221,14 @@ func TestWorkerFallbackRelay(t *testing.T) {
 	res.Body.Close()
 	assert.Equal(t, http.StatusOK, res.StatusCode, "the fallback takes mail: ready")
 	assert.Regexp(t, `^ok\nprimary: open \(smtp relay failing: .*\); fallback: closed\n$`, string(body))
-	f := metricstest.Scrape(t, admin+"/metrics")
+	// The relay has a mail once its reply to the message's end is sent; the
+	// worker counts it once it has read that reply: wait for the count.
+	var f metricstest.Families
+	require.Eventually(t, func() bool {
+		f = metricstest.Scrape(t, admin+"/metrics")
+		v, _ := f.Value("verifyq_sends_total", map[string]string{"outcome": "sent"})
+		return v == 10
+	}, 10*time.Second, 20*time.Millisecond, "the worker counts the 10 mails the fallback took")
 	for _, tt := range []struct {
 		name   string
 		labels map[string]string
