@@ -258,7 +258,7 @@ func (s *Service) enqueue(ctx context.Context, p tasks.SendCodePayload, queue, i
 }
 
 // SpanEnqueue is the name of the span of a send's enqueue.
-const SpanEnqueue = tasks.TypeSendCode + " send"
+const SpanEnqueue = "enqueue " + tasks.TypeSendCode
 
 // replicate waits until the send's writes to keys (the code's and the
 // index's slots, the queue's) reached the replicas Replicas wants,

@@ -62,7 +62,7 @@ func Trace(tp trace.TracerProvider) asynq.MiddlewareFunc {
 			id, _ := asynq.GetTaskID(ctx)
 			queue, _ := asynq.GetQueueName(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
-			ctx, span := tracer.Start(traceOf(ctx, t), t.Type()+" process",
+			ctx, span := tracer.Start(traceOf(ctx, t), "process "+t.Type(),
 				trace.WithSpanKind(trace.SpanKindConsumer),
 				trace.WithAttributes(
 					attribute.String("messaging.system", "asynq"),
