@@ -15,7 +15,8 @@ import (
 )
 
 // HTTP returns h with a server span per request (otelhttp), continuing the
-// caller's trace from its traceparent header. The span holds the method,
+// caller's trace from its traceparent header. The span, named by the
+// method and the path, holds the method,
 // the path, the status and the peer, never the query or a header's value:
 // the caller must hand it paths that name no one (httpapi.KnownPaths).
 func HTTP(h http.Handler, tp trace.TracerProvider) http.Handler {
@@ -23,6 +24,7 @@ func HTTP(h http.Handler, tp trace.TracerProvider) http.Handler {
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(Propagator),
 		otelhttp.WithMeterProvider(noop.NewMeterProvider()), // Prometheus counts requests
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 	)
 }
 
