@@ -15,11 +15,12 @@ BENCHSTAT := $(BIN)/benchstat
 LINTER  := $(BIN)/golangci-lint
 HELM    := $(BIN)/helm
 BUF     := $(BIN)/buf
+JAEGER  := $(BIN)/jaeger
 # dockerfile-utils (pinned in tools/npm/package-lock.json) checks the Dockerfile.
 DOCKERFILE_UTILS := tools/npm/node_modules/.bin/dockerfile-utils
 PROTOS  := proto/message/message.proto proto/verifyq/v1/verifyq.proto
 
-.PHONY: help build run smoke test test-faults test-modes test-mta test-browser screenshots fuzz lint tools proto proto-check clean bench
+.PHONY: help build run smoke test test-faults test-modes test-mta test-traces test-browser screenshots fuzz lint tools proto proto-check clean bench
 
 # A count of inputs, not a duration: with a duration, Go's fuzzing
 # coordinator (go1.26) can report its own stop as "context deadline
@@ -68,6 +69,13 @@ test-modes: ## the Redis suites again on a Sentinel set and on a 3-master Redis 
 test-mta: ## install Postfix, Cyrus SASL and SpamAssassin (apt-get), then the TestMTA tests (mta tag): a real Postfix per test (root)
 	bash scripts/install-mta.sh
 	$(GO) test -tags mta -count=1 -p 1 -run '^TestMTA' ./...
+
+# The tests tagged traces start Jaeger (bin/jaeger, pinned in its own
+# module, tools/jaeger) with in-memory storage and both binaries exporting
+# to it, and read the traces back from its query API; every one is named
+# TestTraces....
+test-traces: $(JAEGER) ## the TestTraces tests (traces tag): both binaries export to a real Jaeger, the traces read back; and none without OTEL_*
+	JAEGER_BIN=$(CURDIR)/$(JAEGER) $(GO) test -tags traces -count=1 -v -run '^TestTraces' ./e2e
 
 test-browser: $(MAILPIT) ## headless Chromium: the dashboard and the mailpit inbox, screenshots in tmp-screenshots/ (ignored)
 	$(GO) test -tags browser -count=1 -v -run TestBrowser ./e2e
@@ -119,6 +127,12 @@ $(HELM): tools/go.mod tools/go.sum
 
 $(BUF): tools/go.mod tools/go.sum
 	$(GO) build -C tools -o $(CURDIR)/$@ github.com/bufbuild/buf/cmd/buf
+
+# Jaeger has a module of its own: its otelzap bridge does not build beside
+# the otel log API that the tools of tools/go.mod resolve. Rebuilt only when
+# its pin changes.
+$(JAEGER): tools/jaeger/go.mod tools/jaeger/go.sum
+	$(GO) build -C tools/jaeger -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(DOCKERFILE_UTILS): tools/npm/package.json tools/npm/package-lock.json
 	npm ci --prefix tools/npm --no-audit --no-fund

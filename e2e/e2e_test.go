@@ -169,6 +169,13 @@ func smtpURL(host string, port int, timeout string) string {
 // startStackOn is startStack on the deployment d.
 func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string) *stack {
 	t.Helper()
+	return startStackOwn(t, d, extra, nil, nil)
+}
+
+// startStackOwn is startStackOn with variables of each binary's own besides
+// extra: enqExtra the enqueuer's, wrkExtra the worker's.
+func startStackOwn(t *testing.T, d redistest.Deployment, extra, enqExtra, wrkExtra map[string]string) *stack {
+	t.Helper()
 	s := &stack{redis: d, smtp: smtptest.Start(t)}
 	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_MODE": d.Mode(), "REDIS_URL": d.URL(), "LOG_LEVEL": "debug"}
@@ -191,6 +198,8 @@ func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string)
 			}
 		}
 	}
+	maps.Copy(enqEnv, enqExtra)
+	maps.Copy(wrkEnv, wrkExtra)
 	s.enqEnv, s.wrkEnv = enqEnv, wrkEnv
 	s.enqueuer = start(t, "enqueuer", enqEnv)
 	s.worker = start(t, "worker", wrkEnv)

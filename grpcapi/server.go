@@ -33,6 +33,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/clientip"
@@ -89,6 +90,9 @@ type Config struct {
 	// verifyq.v1, health or reflection (the plaintext LEGACY_GRPC_ADDR
 	// beside TLS listeners).
 	LegacyOnly bool
+	// StatsHandler, when set, sees every call (tracing.GRPC: a span per
+	// call); nil adds none.
+	StatsHandler stats.Handler
 }
 
 // RequestObserver records one answered request (metrics.Enqueuer), the same
@@ -203,6 +207,9 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 		// HandshakeTimeout: a listener's connection cap counts raw TCP
 		// connections.
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	if cfg.StatsHandler != nil {
+		opts = append(opts, grpc.StatsHandler(cfg.StatsHandler))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	messagepb.RegisterVarifyServiceServer(s.grpc, legacyServer{s: s})

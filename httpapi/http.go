@@ -180,6 +180,20 @@ func (h *Handler) finish(r *http.Request, x *exchange, status int, d time.Durati
 	}
 }
 
+// KnownPaths hands next every request whose path is not one of the API's
+// routes with the path "/", which answers the same (outcome.NoRoute), so
+// that next, a tracing wrapper (tracing.HTTP), never records a path a
+// client made up: it could name an address.
+func KnownPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if route(r) == RouteOther && r.URL.Path != "/" {
+			r = r.Clone(r.Context())
+			r.URL.Path, r.URL.RawPath, r.RequestURI = "/", "", "/"
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func route(r *http.Request) string {
 	if p := r.URL.Path; p == RouteSend || p == RouteVerify || p == RouteStatus {
 		return p

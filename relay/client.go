@@ -23,6 +23,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/verifyq/verifyq/mail"
 )
@@ -41,6 +42,7 @@ type Client struct {
 	log      *slog.Logger
 	dialer   net.Dialer
 	pool     *pool
+	tracer   trace.Tracer // nil: no spans
 }
 
 // NewClient validates cfg with Validate, applies defaults and returns a
@@ -80,7 +82,12 @@ func NewClient(cfg Config, logger *slog.Logger) (*Client, error) {
 	}
 	cfg.TLSConfig = tc
 	log := logger.With(slog.String("component", "relay"))
+	var tracer trace.Tracer
+	if cfg.TracerProvider != nil {
+		tracer = cfg.TracerProvider.Tracer(TracerName)
+	}
 	return &Client{
+		tracer:   tracer,
 		cfg:      cfg,
 		addr:     net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		implicit: cfg.TLS == TLSImplicit || (cfg.TLS == TLSAuto && cfg.Port == portSMTPS),
@@ -98,7 +105,16 @@ func NewClient(cfg Config, logger *slog.Logger) (*Client, error) {
 // only when an address needs it.
 //
 // A failure is an *Error naming the stage and the server's reply, if any.
-func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) error {
+//
+// With a TracerProvider, each Send is a client span (SpanSend) naming the
+// relay, with an event per stage of the transaction and, on failure, the
+// stage and the reply's codes (never its text, never an address).
+func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) (err error) {
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.startSpan(ctx)
+		defer func() { endSpan(span, err) }()
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	to := mail.ASCIIDomain(env.To)
@@ -111,6 +127,7 @@ func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) error 
 			c.log.DebugContext(ctx, "smtp connect failed", logTo, slog.Any("error", err))
 			return err
 		}
+		c.connected(ctx, reused, s.tls)
 		inStep, sent, err := c.transaction(ctx, s, env.From, to, needUTF8, msg)
 		if err == nil {
 			c.pool.put(s)
@@ -163,12 +180,15 @@ func (c *Client) commands(ctx context.Context, s *session, from, to string, need
 			s.poisoned = true
 		}
 	}()
+	c.stage(ctx, StageMail)
 	if err := s.c.Mail(from, &smtp.MailOptions{UTF8: needUTF8}); err != nil {
 		return replied(err), fail(ctx, StageMail, err)
 	}
+	c.stage(ctx, StageRcpt)
 	if err := s.c.Rcpt(to, nil); err != nil {
 		return replied(err), fail(ctx, StageRcpt, err)
 	}
+	c.stage(ctx, StageData)
 	w, err := s.c.Data()
 	if err != nil {
 		return replied(err), fail(ctx, StageData, err)
@@ -180,6 +200,7 @@ func (c *Client) commands(ctx context.Context, s *session, from, to string, need
 	// Close sends the final dot and reads the reply: from here on a
 	// failure without a reply leaves open whether the relay took the mail
 	// (NotAccepted).
+	c.stage(ctx, StageDataEnd)
 	if err := w.Close(); err != nil {
 		return replied(err), fail(ctx, StageDataEnd, err)
 	}
@@ -237,6 +258,7 @@ type session struct {
 // dial opens, greets, secures and authenticates a new connection, all
 // within ctx.
 func (c *Client) dial(ctx context.Context) (*session, error) {
+	c.stage(ctx, StageConnect)
 	nc, err := c.dialer.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, fail(ctx, StageConnect, err)

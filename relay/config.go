@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/verifyq/verifyq/internal/field"
 )
 
@@ -97,6 +99,11 @@ type Config struct {
 	// ServerName, when set in Config, take precedence, and MinVersion
 	// defaults to TLS 1.2.
 	TLSConfig *tls.Config
+	// Name names the relay in its spans (verifyq.relay), e.g. "primary".
+	Name string
+	// TracerProvider, when set, makes a span of every Send (see Send); nil
+	// makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate reports every problem with cfg at once, each a *field.Error

@@ -14,6 +14,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
@@ -111,6 +114,9 @@ type Service struct {
 	// time fails as unavailable and is taken back, as after a failed
 	// enqueue. Nil answers as soon as the primary has them.
 	Replicas Replicas
+	// Tracer, when set, makes a span of each enqueue (SpanEnqueue) and
+	// carries its trace to the worker in the task; nil makes none.
+	Tracer trace.Tracer
 }
 
 // New returns a Service.
@@ -198,17 +204,14 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 		s.logger.DebugContext(ctx, "send coalesced with the one in its cooldown", "email", mail.Masked(email))
 		return sent, nil
 	}
-	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{
+	err = s.enqueue(ctx, tasks.SendCodePayload{
 		Email:       email,
 		Purpose:     req.Purpose,
 		Locale:      string(loc),
 		SealedCode:  issued.Sealed,
 		RequestedAt: now,
 		ExpiresAt:   now.Add(issued.ExpiresIn),
-	}, asynq.Queue(queue), asynq.TaskID(taskID))
-	if err == nil {
-		err = s.enqueue(ctx, task)
-	}
+	}, queue, taskID)
 	if err == nil && s.Replicas != nil {
 		err = s.replicate(ctx, append(issued.Keys, "{"+queue+"}"))
 	}
@@ -242,18 +245,43 @@ func (s *Service) locale(req SendRequest) (mail.Locale, error) {
 	return mail.MatchLocale(req.Locale, def)
 }
 
-// enqueue puts task on the queue, detached from the caller's cancellation
-// and bounded by EnqueueTimeout. A task of the same ID on the queue
-// already is this one, queued by the reconciler after a slow enqueue.
-func (s *Service) enqueue(ctx context.Context, task *asynq.Task) error {
+// enqueue puts the task of p on queue under id, detached from the
+// caller's cancellation and bounded by EnqueueTimeout. A task of the same
+// ID on the queue already is this one, queued by the reconciler after a
+// slow enqueue. With a Tracer, the enqueue is a producer span (SpanEnqueue)
+// whose trace the task carries to the worker in its headers.
+func (s *Service) enqueue(ctx context.Context, p tasks.SendCodePayload, queue, id string) (err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), EnqueueTimeout)
 	defer cancel()
-	_, err := s.queue.EnqueueContext(ctx, task)
+	if s.Tracer != nil {
+		var span trace.Span
+		ctx, span = s.Tracer.Start(ctx, SpanEnqueue, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "asynq"),
+				attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.destination.name", queue),
+				attribute.String("messaging.message.id", id),
+			))
+		defer func() {
+			if err != nil {
+				span.SetStatus(otelcodes.Error, "enqueue failed")
+			}
+			span.End()
+		}()
+	}
+	task, err := tasks.NewSendCodeTaskFrom(ctx, p, asynq.Queue(queue), asynq.TaskID(id))
+	if err != nil {
+		return err
+	}
+	_, err = s.queue.EnqueueContext(ctx, task)
 	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("enqueue: %w", err)
 	}
 	return nil
 }
+
+// SpanEnqueue is the name of the span of a send's enqueue.
+const SpanEnqueue = "enqueue " + tasks.TypeSendCode
 
 // replicate waits until the send's writes to keys (the code's and the
 // index's slots, the queue's) reached the replicas Replicas wants,

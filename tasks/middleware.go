@@ -13,10 +13,11 @@ import (
 // The worker's asynq middleware, around the send-code handler in this
 // order (the first is outermost):
 //
-//	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(metrics))
+//	mux.Use(tasks.ReserveStack, tasks.Trace(tp), tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(metrics))
 //
 // ReserveStack gives the task's goroutine the stack a send needs at once;
-// Logging gives every line of a task its fields; Hold keeps a task waiting
+// Trace (only with tracing on) starts the task's span in the request's
+// trace; Logging gives every line of a task its fields; Hold keeps a task waiting
 // while no SMTP relay can take mail, before it reads the code, and notes
 // the relay it goes to; Observe tells the metrics how each attempt that
 // went ahead ended.
@@ -111,7 +112,9 @@ func Hold(gate Gate) asynq.MiddlewareFunc {
 func Observe(obs Observer) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
-			res := &SendResult{Outcome: OutcomeRetried}
+			// The result Trace put in ctx, if it did: it reads it after.
+			ctx, res := withResult(ctx)
+			res.Outcome = OutcomeRetried
 			obs.SendStarted()
 			defer func() {
 				if err != nil && res.Outcome != OutcomeFailed && isLastAttempt(ctx, err) {
@@ -119,7 +122,7 @@ func Observe(obs Observer) asynq.MiddlewareFunc {
 				}
 				obs.SendFinished(*res)
 			}()
-			return next.ProcessTask(context.WithValue(ctx, resultKey, res), t)
+			return next.ProcessTask(ctx, t)
 		})
 	}
 }

@@ -106,6 +106,11 @@ type SendCodePayload struct {
 // deadline at the code's expiry: a mail that cannot arrive in time is
 // pointless. Options (asynq.Queue for a shard) come after these.
 func NewSendCodeTask(p SendCodePayload, opts ...asynq.Option) (*asynq.Task, error) {
+	return newSendCodeTask(p, nil, opts...)
+}
+
+// newSendCodeTask is NewSendCodeTask with headers (nil: none).
+func newSendCodeTask(p SendCodePayload, headers map[string]string, opts ...asynq.Option) (*asynq.Task, error) {
 	if p.Email == "" || p.ExpiresAt.IsZero() {
 		return nil, errors.New("send-code task needs an email and an expiry")
 	}
@@ -113,7 +118,7 @@ func NewSendCodeTask(p SendCodePayload, opts ...asynq.Option) (*asynq.Task, erro
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeSendCode, b, append([]asynq.Option{
+	return asynq.NewTaskWithHeaders(TypeSendCode, b, headers, append([]asynq.Option{
 		asynq.Queue(Queue),
 		asynq.MaxRetry(MaxRetry),
 		asynq.Deadline(p.ExpiresAt),
@@ -542,6 +547,8 @@ func ErrorHandler(logger *slog.Logger, obs Observer) asynq.ErrorHandlerFunc {
 		obs = nopObserver{}
 	}
 	return func(ctx context.Context, t *asynq.Task, err error) {
+		// The lines carry the request's trace ID (tracing.LogHandler).
+		ctx = traceOf(ctx, t)
 		retried, _ := asynq.GetRetryCount(ctx)
 		maxRetry, _ := asynq.GetMaxRetry(ctx)
 		attrs := []any{"type", t.Type(), "retried", retried, "max_retry", maxRetry, "err", err}

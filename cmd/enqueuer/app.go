@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
@@ -21,6 +22,7 @@ import (
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/internal/tracing"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/replication"
 	"github.com/verifyq/verifyq/service"
@@ -59,12 +61,21 @@ type App struct {
 	done      chan error
 }
 
-// NewApp wires the enqueuer from cfg. It does not listen yet.
-func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
+// NewApp wires the enqueuer from cfg. It does not listen yet. With tp
+// (tracing on) the public HTTP and gRPC servers, the Redis calls and the
+// enqueue make spans; nil makes none.
+func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (*App, error) {
 	// One client for everything: codes, the queue, its metrics, the
 	// dashboard and the readiness checks.
 	rdb := cfg.Redis.Client()
-	store, err := codes.NewStore(rdb, cfg.codes())
+	var err error
+	if tp != nil {
+		err = tracing.Redis(rdb, tp)
+	}
+	var store *codes.Store
+	if err == nil {
+		store, err = codes.NewStore(rdb, cfg.codes())
+	}
 	var limiter *limits.Limiter
 	if err == nil {
 		limiter, err = limits.New(rdb, cfg.limits(), store)
@@ -80,6 +91,7 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 	core := service.New(store, limiter, delivery.NewRecords(rdb, store.Keys, insp), m.Queue(queue), logger)
 	core.QueueShards = cfg.QueueShards
 	core.DefaultLocale = cfg.Locale
+	core.Tracer = platform.TracerOf(tp, "github.com/verifyq/verifyq/service")
 	if cfg.MinReplicas > 0 {
 		core.Replicas = replication.New(rdb, cfg.MinReplicas, cfg.MinReplicasTimeout)
 	}
@@ -106,6 +118,16 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		Guard:          guard,
 		TLS:            tlsConfig,
 	}
+	var api http.Handler = httpapi.NewHandler(svc, logger, httpapi.Config{
+		TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
+		RequestTimeout: cfg.RequestTimeout,
+		Metrics:        m,
+		Guard:          guard,
+	})
+	if tp != nil {
+		grpcConfig.StatsHandler = tracing.GRPC(tp)
+		api = httpapi.KnownPaths(tracing.HTTP(api, tp))
+	}
 	a := &App{
 		cfg:       cfg,
 		logger:    logger,
@@ -113,15 +135,10 @@ func NewApp(cfg Config, logger *slog.Logger) (*App, error) {
 		dashboard: dashboard,
 		Registry:  reg,
 		Metrics:   m,
-		httpSrv: platform.NewHTTPServer(httpapi.NewHandler(svc, logger, httpapi.Config{
-			TrustedProxies: clientip.Trusted(cfg.TrustedProxies),
-			RequestTimeout: cfg.RequestTimeout,
-			Metrics:        m,
-			Guard:          guard,
-		}), logger),
-		grpcSrv: grpcapi.New(svc, logger, grpcConfig),
-		tls:     tlsConfig,
-		done:    make(chan error, 4),
+		httpSrv:   platform.NewHTTPServer(api, logger),
+		grpcSrv:   grpcapi.New(svc, logger, grpcConfig),
+		tls:       tlsConfig,
+		done:      make(chan error, 4),
 	}
 	if tlsConfig != nil {
 		legacy := grpcConfig

@@ -17,10 +17,9 @@ import (
 	"log/slog"
 	"os"
 
-	"google.golang.org/grpc/grpclog"
-
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/internal/tracing"
 )
 
 // binary is the enqueuer for platform.Main.
@@ -56,17 +55,30 @@ func newKey(args []string, stdout, stderr io.Writer) int {
 
 // serve runs the enqueuer until ctx ends, then lets requests in flight
 // finish within SHUTDOWN_TIMEOUT.
+// With tracing on (OTEL_*), the spans still queued are exported within
+// what is left of SHUTDOWN_TIMEOUT.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	grpclog.SetLoggerV2(platform.GRPCLogger{L: logger}) // before any other gRPC call
-	app, err := NewApp(cfg, logger)
+	tr, logger, err := platform.StartTracing(ctx, tracing.ServiceEnqueuer, logger) // before any other gRPC call
 	if err != nil {
 		return err
 	}
-	if err := app.Open(ctx); err != nil {
+	shutdown := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	}
+	app, err := NewApp(cfg, logger, tr.Provider())
+	if err == nil {
+		err = app.Open(ctx)
+	}
+	if err != nil {
+		sctx, cancel := shutdown()
+		defer cancel()
+		platform.StopTracing(sctx, tr, logger)
 		return err
 	}
 	<-ctx.Done()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := shutdown()
 	defer cancel()
-	return app.Close(shutdownCtx)
+	err = app.Close(sctx)
+	platform.StopTracing(sctx, tr, logger)
+	return err
 }

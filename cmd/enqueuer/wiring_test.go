@@ -65,7 +65,7 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	require.NoError(t, cfg.Resolve())
 	logger, logs := logtest.New(t)
 	s.logs = logs
-	app, err := NewApp(cfg, logger)
+	app, err := NewApp(cfg, logger, nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
 	t.Cleanup(func() {

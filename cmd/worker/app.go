@@ -13,12 +13,14 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/internal/tracing"
 	"github.com/verifyq/verifyq/reconcile"
 	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
@@ -54,8 +56,10 @@ type App struct {
 	Registry *prometheus.Registry
 }
 
-// NewApp wires the worker from cfg. It does not start yet.
-func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
+// NewApp wires the worker from cfg. It does not start yet. With tp
+// (tracing on) each task, its Redis calls and its SMTP sends make spans,
+// in the trace of the request that queued it; nil makes none.
+func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, err error) {
 	rdb := cfg.Redis.Client()
 	var clients []*relay.Client
 	var list []tasks.Relay
@@ -71,6 +75,11 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 		}
 		_ = rdb.Close()
 	}()
+	if tp != nil {
+		if err := tracing.Redis(rdb, tp); err != nil {
+			return nil, err
+		}
+	}
 	keys, err := codes.NewKeys(cfg.KeyPrefix)
 	if err != nil {
 		return nil, err
@@ -99,6 +108,7 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 	}
 	for _, c := range configs {
 		rlog := logger.With("relay", c.name)
+		c.cfg.Name, c.cfg.TracerProvider = c.name, tp
 		client, err := relay.NewClient(c.cfg, rlog)
 		if err != nil {
 			return nil, err
@@ -165,7 +175,11 @@ func NewApp(cfg Config, logger *slog.Logger) (a *App, err error) {
 		}
 	}
 	mux := asynq.NewServeMux()
-	mux.Use(tasks.ReserveStack, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))
+	chain := []asynq.MiddlewareFunc{tasks.ReserveStack}
+	if tp != nil {
+		chain = append(chain, tasks.Trace(tp))
+	}
+	mux.Use(append(chain, tasks.Logging(logger), tasks.Hold(relays), tasks.Observe(m))...)
 	mux.Handle(tasks.TypeSendCode, handler)
 
 	server := asynq.NewServerFromRedisClient(rdb, asynq.Config{

@@ -45,7 +45,7 @@ func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
 		tweak(&cfg)
 	}
 	require.NoError(t, cfg.Resolve())
-	app, err := NewApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	app, err := NewApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
 	return app

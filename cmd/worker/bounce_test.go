@@ -49,7 +49,7 @@ func TestWorkerBounceIntake(t *testing.T) {
 	}
 	require.NoError(t, cfg.Resolve())
 	logger, logs := logtest.New(t)
-	app, err := NewApp(cfg, logger)
+	app, err := NewApp(cfg, logger, nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
 	t.Cleanup(func() { assert.NoError(t, app.Close()) })

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/internal/tracing"
 )
 
 // binary is the worker for platform.Main.
@@ -24,8 +25,19 @@ func main() { platform.Main(binary) }
 
 // serve runs the worker until ctx ends, then lets sends in flight finish
 // within SHUTDOWN_TIMEOUT.
+// With tracing on (OTEL_*), the spans still queued are exported within
+// SHUTDOWN_TIMEOUT after the sends in flight.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	app, err := NewApp(cfg, logger)
+	tr, logger, err := platform.StartTracing(ctx, tracing.ServiceWorker, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		platform.StopTracing(sctx, tr, logger)
+	}()
+	app, err := NewApp(cfg, logger, tr.Provider())
 	if err != nil {
 		return err
 	}
