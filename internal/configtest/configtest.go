@@ -47,8 +47,13 @@ import (
 // availability only the operator can make) and for how long
 // (REDIS_MIN_REPLICAS_TIMEOUT, which follows the replicas' distance, not
 // any other setting), and the reconciler's period (RECONCILE_INTERVAL,
-// which tests and operators shorten or turn off).
-const MaxVariables = 56
+// which tests and operators shorten or turn off); then the events' two:
+// where they go (WEBHOOK_URLS, endpoints no other variable holds, empty
+// for off) and the secret that signs them (WEBHOOK_SECRET, a secret the
+// receivers hold, rotated on their schedule, not CODE_SECRET's or
+// BOUNCE_SECRET's), their queue, retries, timeouts and concurrency fixed
+// (package events), not variables.
+const MaxVariables = 58
 
 // Row is one row of the reference's table of variables.
 type Row struct {
