@@ -362,7 +362,8 @@ func atoi(s string) int {
 // expired unused, and how long it has left while it lives. Unused means
 // gone while its status still names task and says no wrong code used up
 // its attempts: a verified code's status is deleted with it, and a later
-// send of a new code replaces the status. One round trip.
+// send takes the status over. The time left is reported only while the
+// status names task. One round trip.
 func (r *Records) ExpiredUnused(ctx context.Context, id codes.ID, task string) (string, bool, time.Duration, error) {
 	res, err := readStatus.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)}).Slice()
 	if err != nil {
@@ -374,10 +375,10 @@ func (r *Records) ExpiredUnused(ctx context.Context, id codes.ID, task string) (
 	h := fields(res[0])
 	ms, _ := res[1].(int64)
 	switch {
+	case h["task"] != task, ms == -1, h[codes.ExhaustedField] != "":
+		return h["state"], false, 0, nil
 	case ms > 0:
 		return h["state"], false, time.Duration(ms) * time.Millisecond, nil
-	case ms == -1, h["task"] != task, h[codes.ExhaustedField] != "":
-		return h["state"], false, 0, nil
 	}
 	return h["state"], true, 0, nil
 }
