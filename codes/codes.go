@@ -191,18 +191,18 @@ func (s *Store) verify(ctx context.Context, id ID, code string, named bool) (str
 	if err := s.Check(id); err != nil {
 		return "", err
 	}
-	name := "0"
-	if named {
-		name = "1"
-	}
-	args := []any{s.cfg.MaxAttempts, name, code}
+	args := []any{s.cfg.MaxAttempts, code}
 	if s.cfg.Seal != nil {
-		args = args[:2]
+		args = args[:1]
 		for _, mac := range s.cfg.Seal.MACs(id, code) {
 			args = append(args, mac)
 		}
 	}
-	res, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}, args...).Result()
+	keys := []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}
+	if named {
+		keys = append(keys, keys[2])
+	}
+	res, err := verify.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return "", fmt.Errorf("verify code: %w", err)
 	}

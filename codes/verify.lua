@@ -4,23 +4,24 @@
 -- its status on a match, so a code is used once. A wrong code counts an
 -- attempt; the ARGV[1]th (when above 0) deletes the code and marks its
 -- status exhausted (events' expiry check then knows it was not left to
--- expire). With ARGV[2] '1' (events on) the reply names the send too: the
--- task the status names, read before it is deleted.
+-- expire). Called with a KEYS[4] (events on) the reply names the send too:
+-- the task the status names, read before it is deleted; without it (events
+-- off) the call is the same as before events existed.
 --
--- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)
--- ARGV[1] max attempts (0: no cap), ARGV[2] '1' to name the send, '0' not,
--- ARGV[3..] the candidates
+-- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot),
+-- KEYS[4] the status again, only to have the reply name the send
+-- ARGV[1] max attempts (0: no cap), ARGV[2..] the candidates
 -- Reply: 0 no code, 1 match (consumed), 2 mismatch, 3 mismatch that used up
--- the attempts (the code is deleted); with ARGV[2] '1', {that number, the
+-- the attempts (the code is deleted); with KEYS[4], {that number, the
 -- status's task for 1 and 3 ('' none, and for 0 and 2)}
 local function reply(n, named)
-  if ARGV[2] ~= '1' then return n end
+  if not KEYS[4] then return n end
   return {n, named and redis.call('HGET', KEYS[3], 'task') or ''}
 end
 local code = redis.call('GET', KEYS[1])
 if not code then return reply(0) end
 local match = false
-for j = 3, #ARGV do
+for j = 2, #ARGV do
   local given = ARGV[j]
   local diff = 0
   if #code ~= #given then diff = 1 end
