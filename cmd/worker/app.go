@@ -316,7 +316,7 @@ func (a *App) Open(ctx context.Context) error {
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
 		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof,
-		"reconcile_interval", a.cfg.ReconcileInterval.String())
+		"reconcile_interval", a.cfg.ReconcileInterval.String(), "webhook_endpoints", len(a.cfg.WebhookURLs))
 	return nil
 }
 
