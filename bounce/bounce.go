@@ -30,6 +30,7 @@ import (
 	"github.com/verifyq/verifyq/bounce/report"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/returnpath"
 )
@@ -104,7 +105,14 @@ var Results = []Result{
 // Records records a report in the status of the send it is about
 // (delivery.Records).
 type Records interface {
-	Reported(ctx context.Context, id codes.ID, sendID string, rep delivery.Report) (bool, error)
+	// ReportedTask records rep and names the send's task; "" when the
+	// status is gone or another send's.
+	ReportedTask(ctx context.Context, id codes.ID, sendID string, rep delivery.Report) (string, error)
+}
+
+// Events queues the events of the reports (events.Emitter).
+type Events interface {
+	Emit(ctx context.Context, ev events.Event) error
 }
 
 // Suppressor puts an address on the suppression list
@@ -121,6 +129,7 @@ type Observer interface {
 var (
 	_ Records    = (*delivery.Records)(nil)
 	_ Suppressor = (*delivery.Suppressions)(nil)
+	_ Events     = (*events.Emitter)(nil)
 )
 
 // Config is what an Intake needs. Path (signed), Records and Logger are
@@ -140,6 +149,9 @@ type Config struct {
 	SuppressFor time.Duration
 	// Observer, when set, counts the results.
 	Observer Observer
+	// Events, when set (WEBHOOK_URLS), is told each bounce and complaint
+	// recorded in its send's status (code.bounced, code.complained).
+	Events Events
 	// Hostname is the name of the greeting; empty is the return path's
 	// domain.
 	Hostname string
@@ -408,12 +420,13 @@ func (in *Intake) record(ctx context.Context, m returnpath.Match, addrs []string
 	}
 	recorded := false
 	for _, email := range spellings {
-		ok, err := in.cfg.Records.Reported(ctx, codes.ID{Purpose: m.Purpose, Email: email}, m.SendID, rep)
+		task, err := in.cfg.Records.ReportedTask(ctx, codes.ID{Purpose: m.Purpose, Email: email}, m.SendID, rep)
 		if err != nil {
 			in.log.WarnContext(ctx, "could not record a report: the MTA will try again", "email", mail.Masked(m.Exact), "err", err)
 			return in.count(ResultError), err
 		}
-		if recorded = ok; ok {
+		if recorded = task != ""; recorded {
+			in.emit(ctx, task, codes.ID{Purpose: m.Purpose, Email: email}, rep)
 			break
 		}
 	}
@@ -437,6 +450,20 @@ func (in *Intake) record(ctx context.Context, m returnpath.Match, addrs []string
 		"result", res, "email", mail.Masked(m.Exact), "purpose", m.Purpose, "suppressed", suppressed,
 	}, fields...)...)
 	return in.count(res), nil
+}
+
+// emit queues the event of rep, recorded for task's send of id's code.
+// A report taken again (an MTA sending it twice) has the same webhook-id.
+func (in *Intake) emit(ctx context.Context, task string, id codes.ID, rep delivery.Report) {
+	if in.cfg.Events == nil {
+		return
+	}
+	typ := events.CodeBounced
+	if rep.State == delivery.StateComplained {
+		typ = events.CodeComplained
+	}
+	_ = in.cfg.Events.Emit(ctx, events.Event{Type: typ, Fact: task, At: in.cfg.Now(),
+		Data: events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: task, DSN: rep.DSN}})
 }
 
 // done counts and logs (at debug: anyone can send these) a report that

@@ -328,8 +328,8 @@ func TestPurposeAndSpelling(t *testing.T) {
 // failingRecords fails every record: Redis away.
 type failingRecords struct{}
 
-func (failingRecords) Reported(context.Context, codes.ID, string, delivery.Report) (bool, error) {
-	return false, context.DeadlineExceeded
+func (failingRecords) ReportedTask(context.Context, codes.ID, string, delivery.Report) (string, error) {
+	return "", context.DeadlineExceeded
 }
 
 func TestNewRefuses(t *testing.T) {

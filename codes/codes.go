@@ -172,8 +172,24 @@ var verify = redis.NewScript(verifySrc)
 // configured fails with ErrInvalidPurpose. The per-client verify cap is
 // package limits'.
 func (s *Store) Verify(ctx context.Context, id ID, code string) error {
+	_, err := s.verify(ctx, id, code, false)
+	return err
+}
+
+// VerifyTask is Verify that also names the send whose code it verified or
+// exhausted: the task the code's status named ("" when none, and for any
+// other outcome), for the events that report it. The same round trip.
+func (s *Store) VerifyTask(ctx context.Context, id ID, code string) (string, error) {
+	return s.verify(ctx, id, code, true)
+}
+
+// ExhaustedField is the field of the status (StatusKey) that the verify
+// script sets when a wrong code used up the attempts and deleted the code.
+const ExhaustedField = "exhausted"
+
+func (s *Store) verify(ctx context.Context, id ID, code string, named bool) (string, error) {
 	if err := s.Check(id); err != nil {
-		return err
+		return "", err
 	}
 	args := []any{s.cfg.MaxAttempts, code}
 	if s.cfg.Seal != nil {
@@ -182,19 +198,29 @@ func (s *Store) Verify(ctx context.Context, id ID, code string) error {
 			args = append(args, mac)
 		}
 	}
-	n, err := verify.Run(ctx, s.rdb, []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}, args...).Int64()
+	keys := []string{s.Key(id), s.AttemptsKey(id), s.StatusKey(id)}
+	if named {
+		keys = append(keys, keys[2])
+	}
+	res, err := verify.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
-		return fmt.Errorf("verify code: %w", err)
+		return "", fmt.Errorf("verify code: %w", err)
+	}
+	n, _ := res.(int64)
+	task := ""
+	if pair, ok := res.([]any); ok && len(pair) == 2 {
+		n, _ = pair[0].(int64)
+		task, _ = pair[1].(string)
 	}
 	switch n {
 	case 0:
-		return ErrNotFound
+		return "", ErrNotFound
 	case 1:
-		return nil
+		return task, nil
 	case 3:
-		return ErrAttemptsExhausted
+		return task, ErrAttemptsExhausted
 	default:
-		return ErrMismatch
+		return "", ErrMismatch
 	}
 }
 

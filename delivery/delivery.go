@@ -310,17 +310,24 @@ type Report struct {
 // reports whether it did: a status that is gone, or that a later send
 // took over, is left as it is.
 func (r *Records) Reported(ctx context.Context, id codes.ID, sendID string, rep Report) (bool, error) {
+	task, err := r.ReportedTask(ctx, id, sendID, rep)
+	return task != "", err
+}
+
+// ReportedTask is Reported that names the task of the send it recorded
+// rep for ("" when it did not), for the events.
+func (r *Records) ReportedTask(ctx context.Context, id codes.ID, sendID string, rep Report) (string, error) {
 	if rep.State != StateBounced && rep.State != StateComplained {
-		return false, fmt.Errorf("record report: %q is not a state of a report", rep.State)
+		return "", fmt.Errorf("record report: %q is not a state of a report", rep.State)
 	}
 	if rep.DSN != "" && !enhancedCodeRE.MatchString(rep.DSN) {
-		return false, fmt.Errorf("record report: %q is no enhanced status code", rep.DSN)
+		return "", fmt.Errorf("record report: %q is no enhanced status code", rep.DSN)
 	}
-	n, err := report.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, sendID, rep.State, rep.DSN, Diagnostic(rep.Diagnostic)).Int()
+	task, err := report.Run(ctx, r.rdb, []string{r.keys.StatusKey(id)}, sendID, rep.State, rep.DSN, Diagnostic(rep.Diagnostic)).Text()
 	if err != nil {
-		return false, fmt.Errorf("record report: %w", err)
+		return "", fmt.Errorf("record report: %w", err)
 	}
-	return n == 1, nil
+	return task, nil
 }
 
 // record writes the end of an attempt of task taskID (record.lua): the
@@ -348,4 +355,30 @@ func replyField(err error) string {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// ExpiredUnused reports, for id's code mailed by task (events'
+// expiry check): the delivery state its status holds, whether the code
+// expired unused, and how long it has left while it lives. Unused means
+// gone while its status still names task and says no wrong code used up
+// its attempts: a verified code's status is deleted with it, and a later
+// send takes the status over. The time left is reported only while the
+// status names task. One round trip.
+func (r *Records) ExpiredUnused(ctx context.Context, id codes.ID, task string) (string, bool, time.Duration, error) {
+	res, err := readStatus.Run(ctx, r.rdb, []string{r.keys.Key(id), r.keys.StatusKey(id)}).Slice()
+	if err != nil {
+		return "", false, 0, fmt.Errorf("read status: %w", err)
+	}
+	if len(res) != 2 {
+		return "", false, 0, fmt.Errorf("read status: unexpected reply of %d values", len(res))
+	}
+	h := fields(res[0])
+	ms, _ := res[1].(int64)
+	switch {
+	case h["task"] != task, ms == -1, h[codes.ExhaustedField] != "":
+		return h["state"], false, 0, nil
+	case ms > 0:
+		return h["state"], false, time.Duration(ms) * time.Millisecond, nil
+	}
+	return h["state"], true, 0, nil
 }

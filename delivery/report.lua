@@ -8,9 +8,10 @@
 -- KEYS[1] status
 -- ARGV[1] send id, ARGV[2] state (bounced or complained), ARGV[3] the DSN's
 -- status code ('' none), ARGV[4] the diagnostic, masked ('' none)
--- Reply: 1 recorded, 0 no status or another send's
+-- Reply: the task the status names when recorded, '' when not (no status
+-- or another send's)
 local task = redis.call('HGET', KEYS[1], 'task')
-if not task or string.sub(redis.sha1hex(task), 1, 16) ~= ARGV[1] then return 0 end
+if not task or string.sub(redis.sha1hex(task), 1, 16) ~= ARGV[1] then return '' end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 for i, field in ipairs({'dsn', 'diagnostic'}) do
   if ARGV[i + 2] == '' then
@@ -19,4 +20,4 @@ for i, field in ipairs({'dsn', 'diagnostic'}) do
     redis.call('HSET', KEYS[1], field, ARGV[i + 2])
   end
 end
-return 1
+return task

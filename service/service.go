@@ -20,6 +20,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
@@ -56,6 +57,14 @@ const MaxCodeLength = 64
 type Codes interface {
 	Check(id codes.ID) error
 	Verify(ctx context.Context, id codes.ID, code string) error
+	// VerifyTask is Verify that names the send (its task) it verified
+	// or exhausted, for the events.
+	VerifyTask(ctx context.Context, id codes.ID, code string) (string, error)
+}
+
+// Events queues the events of verifies (events.Emitter).
+type Events interface {
+	Emit(ctx context.Context, ev events.Event) error
 }
 
 // Limiter admits sends, issuing their codes, and verifies (limits.Limiter).
@@ -85,6 +94,7 @@ var (
 	_ Limiter  = (*limits.Limiter)(nil)
 	_ Statuses = (*delivery.Records)(nil)
 	_ Enqueuer = (*asynq.Client)(nil)
+	_ Events   = (*events.Emitter)(nil)
 )
 
 // EnqueueTimeout bounds putting a task on the queue, and undoing the send's
@@ -117,6 +127,10 @@ type Service struct {
 	// Tracer, when set, makes a span of each enqueue (SpanEnqueue) and
 	// carries its trace to the worker in the task; nil makes none.
 	Tracer trace.Tracer
+	// Events, when set (WEBHOOK_URLS), is told each code verified and
+	// each code whose attempts a wrong one used up; nil (events off)
+	// costs the verify nothing.
+	Events Events
 }
 
 // New returns a Service.
@@ -309,7 +323,7 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 		err = s.limiter.AdmitVerify(ctx, ClientID(req.Client))
 	}
 	if err == nil {
-		err = s.codes.Verify(ctx, id, req.Code)
+		err = s.verify(ctx, id, req.Code)
 	}
 	switch {
 	case err == nil, errors.Is(err, codes.ErrNotFound), errors.Is(err, ErrInvalidPurpose), errors.Is(err, codes.ErrMismatch),
@@ -318,6 +332,30 @@ func (s *Service) VerifyCode(ctx context.Context, req VerifyRequest) error {
 	default:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+}
+
+// verify verifies code for id and, with events on, emits what became of
+// it. The event's failure to queue is logged by the emitter and fails
+// nothing: the code is verified (or exhausted) either way.
+func (s *Service) verify(ctx context.Context, id codes.ID, code string) error {
+	if s.Events == nil {
+		return s.codes.Verify(ctx, id, code)
+	}
+	task, err := s.codes.VerifyTask(ctx, id, code)
+	typ := events.CodeVerified
+	switch {
+	case errors.Is(err, codes.ErrAttemptsExhausted):
+		typ = events.CodeAttemptsExhausted
+	case err != nil:
+		return err
+	}
+	fact := task
+	if fact == "" {
+		fact = tasks.NewTaskID() // a send without a task: nothing to derive the id from
+	}
+	_ = s.Events.Emit(ctx, events.Event{Type: typ, Fact: fact, At: s.Now(),
+		Data: events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: task}})
+	return err
 }
 
 // Status is the delivery status of the code id names (delivery.Status):

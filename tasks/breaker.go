@@ -91,9 +91,25 @@ type BreakerConfig struct {
 	// OnChange, when set, is told every state change (metrics). It must
 	// not block.
 	OnChange func(BreakerState)
+	// Notify, when set, is told when the breaker opens from closed and
+	// when it closes again (relay.failing and relay.recovered events). It
+	// runs on a goroutine of its own, which Close waits for: it may take
+	// a Redis round trip.
+	Notify func(Transition)
 	// Logger logs every state change: a warning when the breaker opens,
 	// info otherwise. Nil discards.
 	Logger *slog.Logger
+}
+
+// Transition is a breaker opening from closed, or closing.
+type Transition struct {
+	// Opened is true when the breaker opened, false when it closed.
+	Opened bool
+	// OpenedAt is when it opened (the outage's start), At when this
+	// transition happened.
+	OpenedAt, At time.Time
+	// Err is the failure that opened it; nil when it closed.
+	Err error
 }
 
 // Breaker is a circuit breaker between a worker's tasks and its SMTP
@@ -339,6 +355,9 @@ func (b *Breaker) openLocked(reason string, err error) {
 	b.setLocked(BreakerOpen)
 	b.log.Warn("SMTP relay unusable: breaker open, sends wait while it is probed",
 		"reason", reason, "from", string(from), "probe_every", b.interval.String(), "err", err)
+	if from == BreakerClosed {
+		b.notifyLocked(Transition{Opened: true, OpenedAt: b.openedAt, At: b.openedAt, Err: err})
+	}
 	if !b.probing && !b.shut {
 		b.probing = true
 		b.wg.Add(1)
@@ -355,6 +374,7 @@ func (b *Breaker) closeLocked() {
 	b.setLocked(BreakerClosed)
 	b.log.Info("SMTP server back: breaker closed, sends resume",
 		"open_for", b.now().Sub(b.openedAt).Round(time.Millisecond).String())
+	b.notifyLocked(Transition{OpenedAt: b.openedAt, At: b.now()})
 	if !b.shut {
 		b.wg.Add(1)
 		go func() {
@@ -362,6 +382,19 @@ func (b *Breaker) closeLocked() {
 			b.resume()
 		}()
 	}
+}
+
+// notifyLocked tells cfg.Notify about t on a goroutine of its own, unless
+// the breaker is closing down.
+func (b *Breaker) notifyLocked(t Transition) {
+	if b.cfg.Notify == nil || b.shut {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.cfg.Notify(t)
+	}()
 }
 
 func (b *Breaker) setLocked(s BreakerState) {

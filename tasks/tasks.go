@@ -29,6 +29,7 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/returnpath"
@@ -160,7 +161,15 @@ type Mailer interface {
 	Send(ctx context.Context, env relay.Envelope, msg io.WriterTo) error
 }
 
+// Events queues the send's events and schedules the check of its code's
+// expiry (events.Emitter).
+type Events interface {
+	Emit(ctx context.Context, ev events.Event) error
+	ScheduleExpiry(ctx context.Context, id codes.ID, task string, at time.Time) error
+}
+
 var (
+	_ Events     = (*events.Emitter)(nil)
 	_ Deliveries = (*delivery.Records)(nil)
 	_ Suppressor = (*delivery.Suppressions)(nil)
 	_ Mailer     = (*relay.Client)(nil)
@@ -202,6 +211,10 @@ type HandlerConfig struct {
 	// its mail server refused a mail for good.
 	Suppressor  Suppressor
 	SuppressFor time.Duration
+	// Events, when set (WEBHOOK_URLS), is told each mail sent, each
+	// attempt that failed and each send given up, and schedules the
+	// check of each code's expiry; nil (events off) costs nothing.
+	Events Events
 	// Logger logs each task's lines (Logging adds the task's fields).
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
@@ -274,6 +287,9 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	case at.AlreadySent:
 		log.InfoContext(ctx, "task sent its mail before, not mailing again")
 		res.Outcome = OutcomeDuplicate
+		// Its event again, under the same webhook-id: the run that sent
+		// may have ended before it queued it.
+		h.emit(ctx, events.CodeSent, taskID, events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: taskID, Attempt: attempt(ctx)})
 		return nil
 	case at.Superseded:
 		log.InfoContext(ctx, "the reconciler queued another task in this one's place, which mails the code; not mailing")
@@ -311,6 +327,11 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	start := h.cfg.Now()
 	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.returnPath(taskID, p, start), To: p.Email}, msg)
 	accepted := h.cfg.Now()
+	if h.cfg.Events != nil && !at.Live.NoExpiry {
+		if serr := h.cfg.Events.ScheduleExpiry(ctx, id, taskID, start.Add(left)); serr != nil {
+			log.WarnContext(ctx, "could not schedule the code's expiry check: no code.expired for it", "err", serr)
+		}
+	}
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
@@ -321,6 +342,8 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		res.SinceRequest = accepted.Sub(p.RequestedAt)
 	}
 	h.markSent(ctx, log, id, taskID, delivery.Acceptance{At: accepted, Relay: res.Relay, SinceRequest: res.SinceRequest})
+	h.emit(ctx, events.CodeSent, taskID, events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: taskID, Attempt: attempt(ctx),
+		Relay: res.Relay, SentAfterMS: res.SinceRequest.Milliseconds()})
 	log.InfoContext(ctx, "code mailed",
 		"relay", res.Relay,
 		"smtp_ms", res.SMTP.Milliseconds(),
@@ -390,13 +413,16 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 				log.InfoContext(ctx, "address suppressed", "reply", delivery.ReplyCode(err), "for", h.cfg.SuppressFor.String())
 			}
 		}
+		h.emitFailure(ctx, events.CodeUndeliverable, taskID, id, err, res.Relay)
 		return fmt.Errorf("send mail: %s: %w: %w", class, err, asynq.SkipRetry)
 	}
 	var rerr error
 	if isLastAttempt(ctx, err) {
 		rerr = h.cfg.Deliveries.Failed(ctx, id, taskID, err)
+		h.emitFailure(ctx, events.CodeUndeliverable, taskID, id, err, res.Relay)
 	} else {
 		rerr = h.cfg.Deliveries.Retrying(ctx, id, taskID, err)
+		h.emitFailure(ctx, events.CodeRetrying, taskID+"/"+strconv.Itoa(attempt(ctx)), id, err, res.Relay)
 	}
 	if rerr != nil {
 		log.WarnContext(ctx, "could not record the failure in the status", "err", rerr)
@@ -404,6 +430,38 @@ func (h *SendCodeHandler) failed(ctx context.Context, log *slog.Logger, id codes
 	// The class leads the error that asynq keeps as the task's last error,
 	// which the dashboard shows: "send mail: relay_refused: smtp auth: ...".
 	return fmt.Errorf("send mail: %s: %w", class, err)
+}
+
+// emit queues the event typ of fact with data, when events are on; the
+// emitter logs what it could not queue.
+func (h *SendCodeHandler) emit(ctx context.Context, typ events.Type, fact string, data events.Data) {
+	if h.cfg.Events == nil {
+		return
+	}
+	if fact == "" {
+		fact = NewTaskID() // a task without an ID: nothing to derive the id from
+	}
+	_ = h.cfg.Events.Emit(ctx, events.Event{Type: typ, Fact: fact, At: h.cfg.Now(), Data: data})
+}
+
+// emitFailure emits typ (code.retrying, code.undeliverable) about err, a
+// failed attempt of task's send of id's code through relayName.
+func (h *SendCodeHandler) emitFailure(ctx context.Context, typ events.Type, fact string, id codes.ID, err error, relayName string) {
+	if h.cfg.Events == nil {
+		return
+	}
+	d := events.Data{Email: id.Email, Purpose: id.Purpose, Attempt: attempt(ctx), Failure: string(delivery.ClassOf(err)), Relay: relayName}
+	d.TaskID, _ = asynq.GetTaskID(ctx)
+	if e := relay.ReplyError(err); e != nil {
+		d.Reply, d.Enhanced = e.Code, e.Enhanced
+	}
+	h.emit(ctx, typ, fact, d)
+}
+
+// attempt is the number of the task's attempt, from 1.
+func attempt(ctx context.Context) int {
+	n, _ := asynq.GetRetryCount(ctx)
+	return n + 1
 }
 
 // logRelayRefused logs err, a failed send, as an error when the relay

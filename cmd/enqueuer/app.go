@@ -18,6 +18,7 @@ import (
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/httpapi"
 	"github.com/verifyq/verifyq/internal/metrics"
@@ -94,6 +95,9 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (*App, err
 	core.Tracer = platform.TracerOf(tp, "github.com/verifyq/verifyq/service")
 	if cfg.MinReplicas > 0 {
 		core.Replicas = replication.New(rdb, cfg.MinReplicas, cfg.MinReplicasTimeout)
+	}
+	if len(cfg.WebhookURLs) > 0 {
+		core.Events = events.NewEmitter(queue, cfg.WebhookURLs, m.Events, logger)
 	}
 	svc := m.Service(core)
 

@@ -7,7 +7,9 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -18,6 +20,7 @@ import (
 	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/tracing"
@@ -29,18 +32,22 @@ import (
 // App is the running worker: the asynq server, the admin server and,
 // with BOUNCE_ADDR, the bounce intake.
 type App struct {
-	handler  *tasks.SendCodeHandler
-	cfg      Config
-	logger   *slog.Logger
-	rdb      redis.UniversalClient
-	clients  []*relay.Client // one per relay
-	relays   *tasks.Relays
-	server   *asynq.Server
-	mux      *asynq.ServeMux
-	adminSrv *http.Server
-	adminLn  net.Listener
-	done     chan error
-	pprof    bool
+	handler *tasks.SendCodeHandler
+	cfg     Config
+	logger  *slog.Logger
+	rdb     redis.UniversalClient
+	clients []*relay.Client // one per relay
+	relays  *tasks.Relays
+	server  *asynq.Server
+	mux     *asynq.ServeMux
+	// eventServer delivers the events and runs the expiry checks, from
+	// the events' queue, apart from the mail (nil: WEBHOOK_URLS unset).
+	eventServer *asynq.Server
+	eventMux    *asynq.ServeMux
+	adminSrv    *http.Server
+	adminLn     net.Listener
+	done        chan error
+	pprof       bool
 
 	intake     *bounce.Intake // nil without BOUNCE_ADDR
 	bounceLn   net.Listener
@@ -106,6 +113,10 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 		}
 		return total, nil
 	}
+	var emitter *events.Emitter // nil: events off
+	if len(cfg.WebhookURLs) > 0 {
+		emitter = events.NewEmitter(asynq.NewClientFromRedisClient(rdb), cfg.WebhookURLs, m.Events, logger)
+	}
 	for _, c := range configs {
 		rlog := logger.With("relay", c.name)
 		c.cfg.Name, c.cfg.TracerProvider = c.name, tp
@@ -119,6 +130,7 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 			ProbeTimeout: client.Timeout(),
 			Resume:       resume,
 			OnChange:     m.BreakerChanged(c.name),
+			Notify:       relayNotify(emitter, c.name),
 			Logger:       rlog,
 		})
 		if err != nil {
@@ -132,7 +144,7 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 	}
 	records := delivery.NewRecords(rdb, keys, insp)
 	suppressions := delivery.NewSuppressions(rdb, cfg.Identity())
-	handler, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
+	hcfg := tasks.HandlerConfig{
 		Deliveries:  records,
 		Author:      cfg.Author,
 		ReturnPath:  cfg.ReturnPath,
@@ -143,13 +155,17 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 		Suppressor:  suppressions,
 		SuppressFor: cfg.SuppressFor,
 		Logger:      logger,
-	})
+	}
+	if emitter != nil {
+		hcfg.Events = emitter
+	}
+	handler, err := tasks.NewSendCodeHandler(hcfg)
 	if err != nil {
 		return nil, err
 	}
 	var intake *bounce.Intake
 	if cfg.BounceAddr != "" {
-		intake, err = bounce.New(bounce.Config{
+		bcfg := bounce.Config{
 			Path:        cfg.ReturnPath,
 			Purposes:    slices.Collect(maps.Keys(cfg.Purposes)),
 			Records:     records,
@@ -158,7 +174,11 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 			Observer:    m,
 			Hostname:    cfg.SMTP.HelloName,
 			Logger:      logger,
-		})
+		}
+		if emitter != nil {
+			bcfg.Events = emitter
+		}
+		intake, err = bounce.New(bcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -202,17 +222,36 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 		Logger:            platform.AsynqLogger{L: logger},
 		LogLevel:          asynqLevel(logger),
 	})
+	var eventServer *asynq.Server
+	var eventMux *asynq.ServeMux
+	if emitter != nil {
+		if eventMux, err = newEventMux(cfg, records, emitter, m.Events, logger); err != nil {
+			return nil, err
+		}
+		eventServer = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			// Its own slots: an endpoint that hangs holds at most these,
+			// never one of the mail's (WORKER_CONCURRENCY).
+			Concurrency:     events.DeliverConcurrency,
+			Queues:          map[string]int{events.Queue: 1},
+			RetryDelayFunc:  events.RetryDelay,
+			ShutdownTimeout: cfg.ShutdownTimeout,
+			Logger:          platform.AsynqLogger{L: logger},
+			LogLevel:        asynqLevel(logger),
+		})
+	}
 	a = &App{
-		cfg:      cfg,
-		logger:   logger,
-		rdb:      rdb,
-		clients:  clients,
-		relays:   relays,
-		server:   server,
-		mux:      mux,
-		handler:  handler,
-		done:     make(chan error, 1),
-		Registry: reg,
+		eventServer: eventServer,
+		eventMux:    eventMux,
+		cfg:         cfg,
+		logger:      logger,
+		rdb:         rdb,
+		clients:     clients,
+		relays:      relays,
+		server:      server,
+		mux:         mux,
+		handler:     handler,
+		done:        make(chan error, 1),
+		Registry:    reg,
 
 		intake:     intake,
 		bounceDone: make(chan error, 1),
@@ -259,6 +298,16 @@ func (a *App) Open(ctx context.Context) error {
 		}
 		return err
 	}
+	if a.eventServer != nil {
+		if err := a.eventServer.Start(a.eventMux); err != nil {
+			a.server.Shutdown()
+			_ = a.adminLn.Close()
+			if a.bounceLn != nil {
+				_ = a.bounceLn.Close()
+			}
+			return err
+		}
+	}
 	if a.intake != nil {
 		go func() { a.bounceDone <- a.intake.Serve(a.bounceLn) }()
 		a.logger.Info("bounce intake listening", "bounce_addr", a.bounceLn.Addr().String(), "return_path", a.cfg.ReturnPath.String())
@@ -281,7 +330,7 @@ func (a *App) Open(ctx context.Context) error {
 	}()
 	a.logger.Info("worker started", "admin_addr", a.adminLn.Addr().String(),
 		"concurrency", a.cfg.Concurrency, "queues", tasks.Queues(a.cfg.QueueShards), "pprof", a.pprof,
-		"reconcile_interval", a.cfg.ReconcileInterval.String())
+		"reconcile_interval", a.cfg.ReconcileInterval.String(), "webhook_endpoints", len(a.cfg.WebhookURLs))
 	return nil
 }
 
@@ -309,6 +358,10 @@ func (a *App) Close() error {
 	a.server.Stop()
 	a.relays.Close()
 	a.server.Shutdown()
+	if a.eventServer != nil {
+		// After the mail: its sends' last events are queued by now.
+		a.eventServer.Shutdown()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
@@ -329,6 +382,41 @@ func (a *App) Close() error {
 	err = errors.Join(err, a.rdb.Close())
 	a.logger.Info("worker stopped")
 	return err
+}
+
+// newEventMux routes the events' tasks: deliveries, signed with
+// WEBHOOK_SECRET, and the expiry checks.
+func newEventMux(cfg Config, records *delivery.Records, emitter *events.Emitter, obs events.Observer, logger *slog.Logger) (*asynq.ServeMux, error) {
+	deliverer, err := events.NewDeliverer(cfg.WebhookURLs, cfg.WebhookSecret.Keys(), obs, logger)
+	if err != nil {
+		return nil, err
+	}
+	checker, err := events.NewExpiryChecker(records, emitter, logger)
+	if err != nil {
+		return nil, err
+	}
+	mux := asynq.NewServeMux()
+	mux.Handle(events.TypeDeliver, deliverer)
+	mux.Handle(events.TypeExpiry, checker)
+	return mux, nil
+}
+
+// relayNotify is the breaker's Notify of the relay name: its events, or
+// nil without an emitter.
+func relayNotify(emitter *events.Emitter, name string) func(tasks.Transition) {
+	if emitter == nil {
+		return nil
+	}
+	return tasks.RelayEvents(emitter, name, workerName())
+}
+
+// workerName names this worker process in relay events: host:pid.
+func workerName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return host + ":" + strconv.Itoa(os.Getpid())
 }
 
 // namedRelay is one relay's client configuration and its name.

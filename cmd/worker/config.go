@@ -60,6 +60,10 @@ type Config struct {
 	// turns it off in this worker.
 	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
 
+	// WebhookSecret signs the events' deliveries (with the previous one
+	// during a rotation); it needs WEBHOOK_URLS, which needs it.
+	WebhookSecret platform.WebhookSecret `envconfig:"WEBHOOK_SECRET"`
+
 	// SMTP is the relay client's configuration, ready: Server, HelloName
 	// (resolved), MaxConns and the CA file's certificates.
 	SMTP relay.Config `ignored:"true"`
@@ -162,6 +166,12 @@ func (c *Config) Resolve() error {
 		}
 	}
 	errs = append(errs, c.resolveReturnPath())
+	switch {
+	case len(c.WebhookURLs) > 0 && len(c.WebhookSecret.Keys()) == 0:
+		errs = append(errs, errors.New("WEBHOOK_SECRET: the events to WEBHOOK_URLS are signed: set a secret (whsec_ and 24 to 64 bytes in base64)"))
+	case len(c.WebhookURLs) == 0 && len(c.WebhookSecret.Keys()) > 0:
+		errs = append(errs, errors.New("WEBHOOK_SECRET: set WEBHOOK_URLS too: without endpoints no event is sent"))
+	}
 	return errors.Join(errs...)
 }
 

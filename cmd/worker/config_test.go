@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -323,5 +324,43 @@ func TestLoadConfigReturnPath(t *testing.T) {
 		t.Setenv("MAIL_RETURN_PATH", "bounces@bounce.example.com")
 		t.Setenv("BOUNCE_SECRET", secret+","+previous)
 		t.Setenv("BOUNCE_ADDR", ":2525")
+	}
+}
+
+func TestLoadConfigWebhooks(t *testing.T) {
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	previous := "whsec_" + base64.StdEncoding.EncodeToString([]byte("the-previous-secret-24by"))
+	cfg, err := platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Empty(t, cfg.WebhookURLs, "unset: events off")
+
+	t.Setenv("WEBHOOK_URLS", "https://hooks.example.com/verifyq,http://127.0.0.1:9000/in")
+	t.Setenv("WEBHOOK_SECRET", secret+","+previous)
+	cfg, err = platform.Load[Config]()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://hooks.example.com/verifyq", "http://127.0.0.1:9000/in"}, []string(cfg.WebhookURLs))
+	assert.Len(t, cfg.WebhookSecret.Keys(), 2)
+	printed := fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg)
+	assert.NotContains(t, printed, strings.TrimPrefix(secret, "whsec_"))
+
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET: the events to WEBHOOK_URLS are signed"},
+		{map[string]string{"WEBHOOK_URLS": ""}, "WEBHOOK_SECRET: set WEBHOOK_URLS too"},
+		{map[string]string{"WEBHOOK_URLS": "http://hooks.example.com/"}, "WEBHOOK_URLS"},
+		{map[string]string{"WEBHOOK_SECRET": "hunter2hunter2hunter2hunter2"}, "WEBHOOK_SECRET"},
+	} {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		_, err := platform.Load[Config]()
+		require.Error(t, err, "%v", tt.env)
+		assert.Contains(t, err.Error(), tt.want, "%v", tt.env)
+		assert.NotContains(t, err.Error(), "hunter2")
+		assert.NotContains(t, err.Error(), strings.TrimPrefix(secret, "whsec_"))
+		t.Setenv("WEBHOOK_URLS", "https://hooks.example.com/verifyq")
+		t.Setenv("WEBHOOK_SECRET", secret)
 	}
 }

@@ -51,8 +51,12 @@ import (
 // language of the mails of callers that name none: an operator's choice
 // about its users (zh-CN for a service in China, en elsewhere) that no
 // other variable implies, the locales themselves being fixed by the
-// embedded templates.
-const MaxVariables = 57
+// embedded templates; and the events' two: where they go (WEBHOOK_URLS, endpoints no other variable holds, empty
+// for off) and the secret that signs them (WEBHOOK_SECRET, a secret the
+// receivers hold, rotated on their schedule, not CODE_SECRET's or
+// BOUNCE_SECRET's), their queue, retries, timeouts and concurrency fixed
+// (package events), not variables.
+const MaxVariables = 59
 
 // Row is one row of the reference's table of variables.
 type Row struct {

@@ -25,6 +25,9 @@ type Enqueuer struct {
 	enqueueErrors prometheus.Counter
 	connRefused   *prometheus.CounterVec
 	outcomes      map[string]bool // the known values of the outcome label
+
+	// Events counts the events the enqueuer emitted.
+	Events *Events
 }
 
 // NewEnqueuer registers the enqueuer's metrics on reg. With a non-nil insp it
@@ -69,6 +72,7 @@ func NewEnqueuer(reg prometheus.Registerer, insp *asynq.Inspector) *Enqueuer {
 	for _, label := range outcome.Metrics() {
 		m.outcomes[label] = true
 	}
+	m.Events = newEvents(reg, false)
 	reg.MustRegister(m.requests, m.duration, m.codes, m.limited, m.enqueueErrors, m.connRefused)
 	if insp != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))

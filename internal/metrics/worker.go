@@ -23,6 +23,9 @@ type Worker struct {
 	requeued *prometheus.CounterVec
 	checked  prometheus.Counter
 	open     prometheus.Gauge
+
+	// Events counts the events the worker emitted and delivered.
+	Events *Events
 }
 
 var (
@@ -104,6 +107,7 @@ func NewWorker(reg prometheus.Registerer, relays ...string) *Worker {
 		Name:      "reconcile_open_sends",
 		Help:      "Open sends (admitted, their task not ended) the last pass of this worker's reconciler read.",
 	})
+	m.Events = newEvents(reg, true)
 	reg.MustRegister(m.sends, m.smtp, m.delivery, m.inFlight, m.brkOpen, m.brkTrips, m.failures, m.bounces,
 		m.requeued, m.checked, m.open)
 	for _, r := range reconcile.Reasons {

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/tasks"
 )
@@ -61,6 +62,12 @@ type Common struct {
 	// mail-1, ...), which Redis Cluster keeps on different slots; 1 is the
 	// one queue "mail". Both binaries must agree.
 	QueueShards int `envconfig:"QUEUE_SHARDS" default:"1"`
+
+	// WebhookURLs are the endpoints the events are POSTed to
+	// (events.ParseURLs); none turns events off: nothing is emitted.
+	// The enqueuer queues the verify path's events for them, the workers
+	// the others, and deliver them all.
+	WebhookURLs WebhookURLs `envconfig:"WEBHOOK_URLS"`
 
 	// DashboardAuth guards the admin server's dashboard and pprof with
 	// basic auth when set.
@@ -395,6 +402,43 @@ func (a Credentials) String() string {
 
 // GoString hides the password.
 func (a Credentials) GoString() string { return a.String() }
+
+// WebhookURLs is WEBHOOK_URLS, parsed (events.ParseURLs).
+type WebhookURLs []string
+
+// Decode parses WEBHOOK_URLS.
+func (u *WebhookURLs) Decode(s string) error {
+	urls, err := events.ParseURLs(s)
+	if err != nil {
+		return err
+	}
+	*u = urls
+	return nil
+}
+
+// WebhookSecret is WEBHOOK_SECRET: "whsec_<base64>[,whsec_<previous>]"
+// (events.ParseSecrets). %v prints it redacted.
+type WebhookSecret struct{ keys [][]byte }
+
+// Decode parses WEBHOOK_SECRET; errors never hold a secret.
+func (w *WebhookSecret) Decode(s string) error {
+	keys, err := events.ParseSecrets(s)
+	if err != nil {
+		return err
+	}
+	w.keys = keys
+	return nil
+}
+
+// Keys returns the secret's key, then the previous one's; none when
+// unset.
+func (w WebhookSecret) Keys() [][]byte { return w.keys }
+
+// String hides the secret.
+func (WebhookSecret) String() string { return "[redacted]" }
+
+// GoString hides the secret.
+func (WebhookSecret) GoString() string { return "[redacted]" }
 
 // Secret is a configured secret: %v and %#v print it redacted.
 type Secret string

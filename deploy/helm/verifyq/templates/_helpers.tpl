@@ -62,6 +62,10 @@ mail
   value: {{ .Values.common.queueShards | quote }}
 - name: SHUTDOWN_TIMEOUT
   value: "25s"
+{{- with .Values.common.webhookURLs }}
+- name: WEBHOOK_URLS
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Extra variables of a component, sorted by name. */}}
