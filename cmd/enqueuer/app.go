@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 
 	"github.com/verifyq/verifyq/clientip"
 	"github.com/verifyq/verifyq/codes"
@@ -228,10 +229,10 @@ func (a *App) Open(ctx context.Context) error {
 	}
 	go a.serve(a.httpSrv, a.httpLn)
 	go a.serve(a.adminSrv, a.adminLn)
-	go func() { a.done <- a.grpcSrv.Serve(a.grpcLn) }()
+	go a.serveGRPC(a.grpcSrv, a.grpcLn)
 	listeners, legacyAddr := 2, ""
 	if a.legacySrv != nil {
-		go func() { a.done <- a.legacySrv.Serve(a.legacyLn) }()
+		go a.serveGRPC(a.legacySrv, a.legacyLn)
 		listeners, legacyAddr = 3, a.legacyLn.Addr().String()
 	}
 	a.logger.Info("enqueuer started", "http_addr", a.httpLn.Addr().String(),
@@ -276,6 +277,17 @@ func (a *App) connListener(ln net.Listener, name string) net.Listener {
 
 func (a *App) serve(srv *http.Server, ln net.Listener) {
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		a.done <- err
+		return
+	}
+	a.done <- nil
+}
+
+// serveGRPC serves srv on ln until Close stops it. A Close that came
+// before this goroutine reached Serve makes Serve return ErrServerStopped
+// at once: the stop that Close asked for, not a failure.
+func (a *App) serveGRPC(srv *grpcapi.Server, ln net.Listener) {
+	if err := srv.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
 		a.done <- err
 		return
 	}
