@@ -24,7 +24,7 @@ func TestLifetime(t *testing.T) {
 		{LocaleRU, 1440, "1440 минут"},
 		{LocaleEN, 1, "1 minute"}, {LocaleEN, 2, "2 minutes"}, {LocaleEN, 21, "21 minutes"},
 		{LocaleES, 1, "1 minuto"}, {LocaleES, 10, "10 minutos"},
-		{LocaleFR, 1, "1 minute"}, {LocaleFR, 10, "10 minutes"},
+		{LocaleFR, 1, "1\u00a0minute"}, {LocaleFR, 10, "10\u00a0minutes"},
 		{LocaleDE, 1, "1 Minute"}, {LocaleDE, 10, "10 Minuten"},
 		{LocalePtBR, 1, "1 minuto"}, {LocalePtBR, 10, "10 minutos"},
 		{LocaleZhCN, 1, "1 分钟"}, {LocaleZhCN, 10, "10 分钟"},

@@ -106,7 +106,8 @@ func phrasesFor(purpose string, loc Locale) Phrases {
 
 // minuteWords are the words for minutes in each locale, by CLDR plural
 // category (golang.org/x/text/feature/plural picks the category of a
-// number), and what goes between the number and the word. The forms are
+// number), and what goes between the number and the word (in French a
+// no-break space, which keeps "10 minutes" on one line). The forms are
 // those a duration takes after a number: in Russian the accusative, as in
 // "Код действует 1 минуту / 2 минуты / 5 минут".
 var minuteWords = map[Locale]struct {
@@ -119,7 +120,7 @@ var minuteWords = map[Locale]struct {
 	LocaleJA:   {"", map[plural.Form]string{plural.Other: "分"}},
 	LocaleKO:   {"", map[plural.Form]string{plural.Other: "분"}},
 	LocaleES:   {" ", map[plural.Form]string{plural.One: "minuto", plural.Other: "minutos"}},
-	LocaleFR:   {" ", map[plural.Form]string{plural.One: "minute", plural.Other: "minutes"}},
+	LocaleFR:   {"\u00a0", map[plural.Form]string{plural.One: "minute", plural.Other: "minutes"}},
 	LocaleDE:   {" ", map[plural.Form]string{plural.One: "Minute", plural.Other: "Minuten"}},
 	LocalePtBR: {" ", map[plural.Form]string{plural.One: "minuto", plural.Other: "minutos"}},
 	LocaleRU: {" ", map[plural.Form]string{plural.One: "минуту", plural.Few: "минуты", plural.Many: "минут",

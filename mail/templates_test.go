@@ -390,7 +390,7 @@ func TestLoadTemplatesRejectsBadLinkURL(t *testing.T) {
 // noReply is a piece of each locale's request not to reply.
 var noReply = map[mail.Locale]string{
 	mail.LocaleZhCN: "请勿回复", mail.LocaleZhTW: "請勿直接回覆", mail.LocaleEN: "do not reply",
-	mail.LocaleJA: "送信専用", mail.LocaleKO: "발신 전용", mail.LocaleES: "no lo respondas",
+	mail.LocaleJA: "送信専用", mail.LocaleKO: "발신 전용", mail.LocaleES: "no respondas",
 	mail.LocaleFR: "ne pas y répondre", mail.LocaleDE: "antworten Sie nicht", mail.LocalePtBR: "não responda",
 	mail.LocaleRU: "отвечать на него не нужно",
 }
