@@ -147,6 +147,11 @@ func MatchLocale(s string, def Locale) (Locale, error) {
 	if s == "" {
 		return def, nil
 	}
+	for _, l := range locales { // a supported name, as most callers send: the matcher's answer, without it
+		if s == string(l) {
+			return l, nil
+		}
+	}
 	if len(s) > MaxLocaleLen {
 		return "", fmt.Errorf("%w: longer than %d bytes", ErrUnknownLocale, MaxLocaleLen)
 	}
