@@ -237,6 +237,20 @@ func TestEmitDedupes(t *testing.T) {
 	assert.Nil(t, events.NewEmitter(nil, nil, nil, nil), "no endpoint: no emitter")
 }
 
+// Events with no fact (a send with no task ID) are not taken for one
+// another: each is queued under a webhook-id of its own.
+func TestEmitWithoutAFact(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Shared(t).UniversalClient(t)
+	em := events.NewEmitter(asynq.NewClientFromRedisClient(rdb), []string{"https://a.example/h"}, nil, nil)
+	for range 2 {
+		require.NoError(t, em.Emit(context.Background(), events.Event{Type: events.CodeBounced, Data: events.Data{DSN: "5.1.1"}}))
+	}
+	tasks, err := asynq.NewInspectorFromRedisClient(rdb).ListPendingTasks(events.Queue)
+	require.NoError(t, err)
+	assert.Len(t, tasks, 2, "two events, two webhook-ids")
+}
+
 // A delivery follows no redirect, gives up a request after its timeout,
 // and drops an endpoint that is no longer configured; none of these is
 // delivered.

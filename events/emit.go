@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -91,6 +92,11 @@ const deliverTimeout = RequestTimeout + 5*time.Second
 func (e *Emitter) Emit(ctx context.Context, ev Event) error {
 	if ev.At.IsZero() {
 		ev.At = time.Now()
+	}
+	if ev.Fact == "" {
+		var r [16]byte
+		_, _ = rand.Read(r[:]) // crypto/rand.Read does not fail
+		ev.Fact = "random:" + hex.EncodeToString(r[:])
 	}
 	b, err := ev.Body()
 	if err != nil {

@@ -129,7 +129,9 @@ type Event struct {
 	Type Type
 	// Fact names the fact the event reports, e.g. the send's task ID; the
 	// webhook-id derives from it and Type (ID), so the same fact emitted
-	// again has the same webhook-id. It is not sent.
+	// again has the same webhook-id. It is not sent. Empty (a send with no
+	// task ID, as an older enqueuer queued it): Emit names the event by
+	// a random fact of its own, so that it is not taken for another.
 	Fact string
 	// At is when the fact happened: the body's timestamp.
 	At   time.Time

@@ -349,11 +349,7 @@ func (s *Service) verify(ctx context.Context, id codes.ID, code string) error {
 	case err != nil:
 		return err
 	}
-	fact := task
-	if fact == "" {
-		fact = tasks.NewTaskID() // a send without a task: nothing to derive the id from
-	}
-	_ = s.Events.Emit(ctx, events.Event{Type: typ, Fact: fact, At: s.Now(),
+	_ = s.Events.Emit(ctx, events.Event{Type: typ, Fact: task, At: s.Now(),
 		Data: events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: task}})
 	return err
 }

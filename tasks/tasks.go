@@ -438,9 +438,6 @@ func (h *SendCodeHandler) emit(ctx context.Context, typ events.Type, fact string
 	if h.cfg.Events == nil {
 		return
 	}
-	if fact == "" {
-		fact = NewTaskID() // a task without an ID: nothing to derive the id from
-	}
 	_ = h.cfg.Events.Emit(ctx, events.Event{Type: typ, Fact: fact, At: h.cfg.Now(), Data: data})
 }
 

@@ -93,7 +93,7 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (*App, err
 	core := service.New(store, limiter, delivery.NewRecords(rdb, store.Keys, insp), m.Queue(queue), logger)
 	core.QueueShards = cfg.QueueShards
 	core.DefaultLocale = cfg.Locale
-	core.Tracer = platform.TracerOf(tp, "github.com/verifyq/verifyq/service")
+	core.Tracer = tracing.Tracer(tp, "github.com/verifyq/verifyq/service")
 	if cfg.MinReplicas > 0 {
 		core.Replicas = replication.New(rdb, cfg.MinReplicas, cfg.MinReplicasTimeout)
 	}

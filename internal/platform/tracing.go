@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/verifyq/verifyq/internal/tracing"
@@ -42,12 +41,4 @@ func StopTracing(ctx context.Context, tr *tracing.Tracing, logger *slog.Logger) 
 	if err := tr.Shutdown(ctx); err != nil {
 		logger.Warn("spans lost at shutdown", "err", err)
 	}
-}
-
-// TracerOf is tp's tracer named name, or nil when tp is nil (tracing off).
-func TracerOf(tp trace.TracerProvider, name string) trace.Tracer {
-	if tp == nil {
-		return nil
-	}
-	return tp.Tracer(name)
 }

@@ -82,3 +82,11 @@ func (c childTracer) Start(ctx context.Context, name string, opts ...trace.SpanS
 	}
 	return c.Tracer.Start(ctx, name, opts...)
 }
+
+// Tracer is tp's tracer named name, or nil when tp is nil (tracing off).
+func Tracer(tp trace.TracerProvider, name string) trace.Tracer {
+	if tp == nil {
+		return nil
+	}
+	return tp.Tracer(name)
+}
