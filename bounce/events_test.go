@@ -3,7 +3,6 @@ package bounce_test
 import (
 	"bytes"
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,20 +12,9 @@ import (
 	"github.com/verifyq/verifyq/bounce"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/events"
+	"github.com/verifyq/verifyq/internal/eventstest"
 	"github.com/verifyq/verifyq/internal/logtest"
 )
-
-type emitted struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (e *emitted) Emit(_ context.Context, ev events.Event) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.evs = append(e.evs, ev)
-	return nil
-}
 
 // A bounce recorded in its send's status emits code.bounced with the DSN's
 // status code and the send's task, the same report taken again the same
@@ -34,7 +22,7 @@ func (e *emitted) Emit(_ context.Context, ev events.Event) error {
 func TestReportsEmitEvents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	log := &emitted{}
+	log := &eventstest.Recorder{}
 	logger, _ := logtest.New(t)
 	intake, err := bounce.New(bounce.Config{Path: e.path, Purposes: []string{"login"}, Records: e.parts.Records,
 		Events: log, Logger: logger, Now: func() time.Time { return e.now }})
@@ -56,10 +44,11 @@ func TestReportsEmitEvents(t *testing.T) {
 	assert.Equal(t, []bounce.Result{bounce.ResultForged}, handle(rp, sample(t, "postfix-no-domain.eml", rp)),
 		"a token of another address")
 
-	require.Len(t, log.evs, 3)
-	assert.Equal(t, events.CodeBounced, log.evs[0].Type)
-	assert.Equal(t, events.Data{Email: id.Email, Purpose: "login", TaskID: "task-b", DSN: "5.1.1"}, log.evs[0].Data)
-	assert.Equal(t, log.evs[0].ID(), log.evs[1].ID(), "the same report again: the same webhook-id")
-	assert.Equal(t, events.CodeComplained, log.evs[2].Type)
-	assert.Equal(t, events.Data{Email: grace.Email, TaskID: "task-c"}, log.evs[2].Data)
+	evs := log.Events()
+	require.Len(t, evs, 3)
+	assert.Equal(t, events.CodeBounced, evs[0].Type)
+	assert.Equal(t, events.Data{Email: id.Email, Purpose: "login", TaskID: "task-b", DSN: "5.1.1"}, evs[0].Data)
+	assert.Equal(t, evs[0].ID(), evs[1].ID(), "the same report again: the same webhook-id")
+	assert.Equal(t, events.CodeComplained, evs[2].Type)
+	assert.Equal(t, events.Data{Email: grace.Email, TaskID: "task-c"}, evs[2].Data)
 }

@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -11,23 +10,11 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/events"
+	"github.com/verifyq/verifyq/internal/eventstest"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/limits"
 	"github.com/verifyq/verifyq/service"
 )
-
-// emitted is a service.Events that records what it is told.
-type emitted struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (e *emitted) Emit(_ context.Context, ev events.Event) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.evs = append(e.evs, ev)
-	return nil
-}
 
 // A verified code emits code.verified, a wrong code that uses up the
 // attempts code.attempts_exhausted, each naming the send's task and
@@ -38,7 +25,7 @@ func TestVerifyEmitsEvents(t *testing.T) {
 	rdb := redistest.Shared(t).UniversalClient(t)
 	svc := newStack(t, rdb, codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength, MaxAttempts: 2},
 		limits.Config{}).service(asynq.NewClientFromRedisClient(rdb))
-	log := &emitted{}
+	log := &eventstest.Recorder{}
 	svc.Events = log
 	ctx := context.Background()
 	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
@@ -71,13 +58,14 @@ func TestVerifyEmitsEvents(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "1", exhausted, "the status says the code was exhausted, for the expiry check")
 
-	require.Len(t, log.evs, 2)
-	assert.Equal(t, events.CodeVerified, log.evs[0].Type)
-	assert.Equal(t, events.Data{Email: ok.Email, Purpose: "login", TaskID: okTask}, log.evs[0].Data)
-	assert.Equal(t, okTask, log.evs[0].Fact)
-	assert.Equal(t, events.CodeAttemptsExhausted, log.evs[1].Type)
-	assert.Equal(t, events.Data{Email: bad.Email, TaskID: badTask}, log.evs[1].Data)
-	for _, ev := range log.evs {
+	evs := log.Events()
+	require.Len(t, evs, 2)
+	assert.Equal(t, events.CodeVerified, evs[0].Type)
+	assert.Equal(t, events.Data{Email: ok.Email, Purpose: "login", TaskID: okTask}, evs[0].Data)
+	assert.Equal(t, okTask, evs[0].Fact)
+	assert.Equal(t, events.CodeAttemptsExhausted, evs[1].Type)
+	assert.Equal(t, events.Data{Email: bad.Email, TaskID: badTask}, evs[1].Data)
+	for _, ev := range evs {
 		b, err := ev.Body()
 		require.NoError(t, err)
 		assert.NotContains(t, string(b), code)

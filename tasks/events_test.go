@@ -2,7 +2,6 @@ package tasks_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,48 +12,12 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/events"
+	"github.com/verifyq/verifyq/internal/eventstest"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
 	"github.com/verifyq/verifyq/tasks"
 )
-
-// eventLog is a tasks.Events that records what it is told.
-type eventLog struct {
-	mu      sync.Mutex
-	events  []events.Event
-	expiry  []string // the tasks whose expiry check was scheduled
-	expires []time.Time
-}
-
-func (l *eventLog) Emit(_ context.Context, ev events.Event) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.events = append(l.events, ev)
-	return nil
-}
-
-func (l *eventLog) ScheduleExpiry(_ context.Context, _ codes.ID, task string, at time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.expiry = append(l.expiry, task)
-	l.expires = append(l.expires, at)
-	return nil
-}
-
-func (l *eventLog) list() []events.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]events.Event(nil), l.events...)
-}
-
-func (l *eventLog) types() []events.Type {
-	var out []events.Type
-	for _, e := range l.list() {
-		out = append(out, e.Type)
-	}
-	return out
-}
 
 // Each way an attempt ends emits its event, with the send's data and no
 // code: code.sent, code.retrying (a 4xx), code.undeliverable (a 5xx
@@ -91,15 +54,15 @@ func TestHandlerEmitsEvents(t *testing.T) {
 			if tt.fault != nil {
 				e.smtp.SetFault(*tt.fault)
 			}
-			log := &eventLog{}
+			log := &eventstest.Recorder{}
 			h := e.handler(t, func(c *tasks.HandlerConfig) { c.Events = log })
 			task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: id.Email, Purpose: id.Purpose, RequestedAt: time.Now(),
 				ExpiresAt: time.Now().Add(10 * time.Minute)})
 			require.NoError(t, err)
 			_ = h.ProcessTask(ctx, task)
 
-			assert.Equal(t, tt.want, log.types())
-			for _, ev := range log.list() {
+			assert.Equal(t, tt.want, log.Types())
+			for _, ev := range log.Events() {
 				assert.Equal(t, id.Email, ev.Data.Email)
 				assert.Equal(t, id.Purpose, ev.Data.Purpose)
 				assert.Equal(t, 1, ev.Data.Attempt)
@@ -109,11 +72,12 @@ func TestHandlerEmitsEvents(t *testing.T) {
 				require.NoError(t, err)
 				assert.NotContains(t, string(b), code, "no code in an event")
 			}
+			expiry, expires := log.Scheduled()
 			if tt.noCode {
-				assert.Empty(t, log.expiry, "no expiry check for a code that is gone")
+				assert.Empty(t, expiry, "no expiry check for a code that is gone")
 			} else {
-				assert.Len(t, log.expiry, 1, "the code's expiry check is scheduled")
-				assert.WithinDuration(t, time.Now().Add(10*time.Minute), log.expires[0], 5*time.Second, "at the code's expiry")
+				assert.Len(t, expiry, 1, "the code's expiry check is scheduled")
+				assert.WithinDuration(t, time.Now().Add(10*time.Minute), expires[0], 5*time.Second, "at the code's expiry")
 			}
 		})
 	}
@@ -128,7 +92,7 @@ func TestHandlerEmitsSentAgainUnderTheSameID(t *testing.T) {
 	ctx := context.Background()
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "again@example.com"})
 	require.NoError(t, err)
-	log := &eventLog{}
+	log := &eventstest.Recorder{}
 	h := e.handler(t, func(c *tasks.HandlerConfig) { c.Events = log })
 	client := asynq.NewClientFromRedisClient(e.rdb)
 	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
@@ -139,11 +103,11 @@ func TestHandlerEmitsSentAgainUnderTheSameID(t *testing.T) {
 	for i := range 2 {
 		_, err := client.EnqueueContext(ctx, e.task(t, "again@example.com", ""), asynq.TaskID("task-again"))
 		require.NoError(t, err, "run %d", i)
-		require.Eventually(t, func() bool { return len(log.list()) == i+1 }, 5*time.Second, 20*time.Millisecond)
+		require.Eventually(t, func() bool { return len(log.Events()) == i+1 }, 5*time.Second, 20*time.Millisecond)
 	}
-	evs := log.list()
+	evs := log.Events()
 	assert.Equal(t, 1, e.smtp.Count(), "one mail")
-	assert.Equal(t, []events.Type{events.CodeSent, events.CodeSent}, log.types())
+	assert.Equal(t, []events.Type{events.CodeSent, events.CodeSent}, log.Types())
 	assert.Equal(t, evs[0].ID(), evs[1].ID())
 	assert.Equal(t, "task-again", evs[0].Data.TaskID)
 	assert.Equal(t, "task-again", evs[1].Data.TaskID)
@@ -157,7 +121,7 @@ func TestRetryingEventsDifferByAttempt(t *testing.T) {
 	_, err := e.store.GetOrCreate(ctx, codes.ID{Email: "r2@example.com"})
 	require.NoError(t, err)
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Code: 451})
-	log := &eventLog{}
+	log := &eventstest.Recorder{}
 	h := e.handler(t, func(c *tasks.HandlerConfig) { c.Events = log })
 	client := asynq.NewClientFromRedisClient(e.rdb)
 	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
@@ -169,9 +133,9 @@ func TestRetryingEventsDifferByAttempt(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	_, err = client.EnqueueContext(ctx, e.task(t, "r2@example.com", ""), asynq.TaskID("task-r2"), asynq.MaxRetry(1))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(log.list()) == 2 }, 10*time.Second, 20*time.Millisecond)
-	evs := log.list()
-	assert.Equal(t, []events.Type{events.CodeRetrying, events.CodeUndeliverable}, log.types(),
+	require.Eventually(t, func() bool { return len(log.Events()) == 2 }, 10*time.Second, 20*time.Millisecond)
+	evs := log.Events()
+	assert.Equal(t, []events.Type{events.CodeRetrying, events.CodeUndeliverable}, log.Types(),
 		"the last attempt's failure gives the send up")
 	assert.Equal(t, []int{1, 2}, []int{evs[0].Data.Attempt, evs[1].Data.Attempt})
 	assert.NotEqual(t, evs[0].ID(), evs[1].ID())
@@ -184,7 +148,7 @@ func TestRetryingEventsDifferByAttempt(t *testing.T) {
 func TestBreakerNotifiesRelayEvents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	log := &eventLog{}
+	log := &eventstest.Recorder{}
 	notify := tasks.RelayEvents(log, tasks.RelayPrimary, "host:1")
 	b, err := tasks.NewBreaker(tasks.BreakerConfig{Probe: e.sender.Probe, ProbeTimeout: 500 * time.Millisecond, Notify: notify})
 	require.NoError(t, err)
@@ -194,14 +158,14 @@ func TestBreakerNotifiesRelayEvents(t *testing.T) {
 		b.Report(t.Context(), sendOnce(t, e))
 	}
 	require.Equal(t, tasks.BreakerOpen, b.State())
-	require.Eventually(t, func() bool { return len(log.list()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(log.Events()) == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, e.smtp.Restart())
 	require.Eventually(t, func() bool { return b.State() == tasks.BreakerHalfOpen }, 5*time.Second, 10*time.Millisecond)
 	b.Report(t.Context(), sendOnce(t, e))
-	require.Eventually(t, func() bool { return len(log.list()) == 2 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(log.Events()) == 2 }, 5*time.Second, 10*time.Millisecond)
 
-	evs := log.list()
-	assert.Equal(t, []events.Type{events.RelayFailing, events.RelayRecovered}, log.types())
+	evs := log.Events()
+	assert.Equal(t, []events.Type{events.RelayFailing, events.RelayRecovered}, log.Types())
 	assert.Equal(t, events.Data{Relay: tasks.RelayPrimary, Worker: "host:1", Failure: string(delivery.RelayDeferred)}, evs[0].Data)
 	assert.Equal(t, tasks.RelayPrimary, evs[1].Data.Relay)
 	assert.Positive(t, evs[1].Data.OpenMS)
