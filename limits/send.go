@@ -190,6 +190,10 @@ type Request struct {
 	// sends (delivery.OpenSend) in the same pipeline, until its code is
 	// surely gone.
 	Send codes.Send
+	// At is the request's time, which the status records as queued and
+	// the send's task carries, so that the reconciler queues a lost task
+	// again with the time the task had; zero is the Limiter's clock (Now).
+	At time.Time
 }
 
 // Admission is an admitted send: the code it issued, and what it recorded
@@ -241,7 +245,10 @@ func (a Admission) Undo(ctx context.Context) error {
 // parts that admitted it recorded). An admitted send marks the delivery
 // status queued.
 func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
-	now := l.Now()
+	now := req.At
+	if now.IsZero() {
+		now = l.Now()
+	}
 	id := codes.ID{Purpose: req.Purpose, Email: req.Email}
 	issue, err := l.codes.Issue(id, now, req.Send)
 	if err != nil {

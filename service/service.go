@@ -206,7 +206,7 @@ func (s *Service) SendCode(ctx context.Context, req SendRequest) (Sent, error) {
 	now := s.Now()
 	taskID, queue := tasks.NewTaskID(), tasks.QueueFor(email, s.QueueShards)
 	issued, err := s.limiter.Admit(ctx, limits.Request{Email: email, Purpose: req.Purpose, Client: ClientID(req.Client), Coalesce: req.Coalesce,
-		Send: codes.Send{Task: taskID, Queue: queue, Locale: string(loc)}})
+		Send: codes.Send{Task: taskID, Queue: queue, Locale: string(loc)}, At: now})
 	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUndeliverable) || errors.Is(err, ErrInvalidPurpose) {
 		return Sent{}, err
 	}
