@@ -124,6 +124,9 @@ func TestCompareFigure(t *testing.T) {
 	cfg := defaultConfig
 	base := []phase{phaseOf(cfg, 1000, 6*time.Millisecond, 1000, 18), phaseOf(cfg, 1100, 5*time.Millisecond, 1000, 18), phaseOf(cfg, 900, 5*time.Millisecond, 1000, 18)}
 	tree := []phase{phaseOf(cfg, 1300, 4*time.Millisecond, 1600, 12), phaseOf(cfg, 1400, 4*time.Millisecond, 1400, 12), phaseOf(cfg, 1170, 5*time.Millisecond, 1400, 12)}
+	// The floor answers 2000/s at 3 ms and drains 1450/s: the drain's
+	// 1.5x is beyond it.
+	floor := []phase{phaseOf(cfg, 2000, 3*time.Millisecond, 1450, 0), phaseOf(cfg, 2000, 3*time.Millisecond, 1450, 0), phaseOf(cfg, 2000, 3*time.Millisecond, 1450, 0)}
 	want := map[string]struct {
 		ratio   spread
 		verdict string
@@ -132,11 +135,11 @@ func TestCompareFigure(t *testing.T) {
 		"grpc-v1 at 8 callers, p99 ms":                                   {spread{0.8, 0.6666666666666666, 1}, "holds in the median only"},
 		"Redis commands inside scripts per send":                         {spread{2.0 / 3, 2.0 / 3, 2.0 / 3}, "holds"},
 		"Redis CPU per mail, µs":                                         {spread{2.0 / 3, 2.0 / 3, 2.0 / 3}, ""},
-		"worker drain into a 0 ms sink (WORKER_CONCURRENCY=20), mails/s": {spread{1.4, 1.4, 1.6}, "**missed**"},
+		"worker drain into a 0 ms sink (WORKER_CONCURRENCY=20), mails/s": {spread{1.4, 1.4, 1.6}, "**missed**, beyond the floor"},
 	}
 	seen := 0
 	for _, f := range figures(cfg) {
-		c := compareFigure(f, tree, base)
+		c := compareFigure(f, tree, base, floor)
 		w, ok := want[c.what]
 		if !ok {
 			continue
@@ -149,9 +152,21 @@ func TestCompareFigure(t *testing.T) {
 	if seen != len(want) {
 		t.Fatalf("%d of the %d figures found", seen, len(want))
 	}
+	// The floor's ratio is the floor over the baseline in each round; a
+	// figure without a floor has none.
+	if c := compareFigure(figures(cfg)[1], tree, base, floor); c.floorRatio.med != 2 || c.floorRatio.lo != 2000.0/1100 || c.floorRatio.hi != 2000.0/900 {
+		t.Errorf("%s: floor ratio %v", c.what, c.floorRatio)
+	}
+	if c := compareFigure(figures(cfg)[5], tree, base, floor); c.floor != (spread{}) {
+		t.Errorf("%s: a floor %v", c.what, c.floor)
+	}
+	// Without a floor (none measured) a miss is a miss.
+	if c := compareFigure(figures(cfg)[4], tree, base, nil); c.verdict != "**missed**" {
+		t.Errorf("%s without a floor: %q", c.what, c.verdict)
+	}
 	// A tree still at 18 commands misses the absolute target whatever the ratio.
 	f := figures(cfg)[5]
-	if c := compareFigure(f, base, base); c.what != "Redis commands inside scripts per send" || c.tree.med != 18 || c.verdict != "**missed**" {
+	if c := compareFigure(f, base, base, floor); c.what != "Redis commands inside scripts per send" || c.tree.med != 18 || c.verdict != "**missed**" {
 		t.Fatalf("%s: %v, %q", c.what, c.tree, c.verdict)
 	}
 }
@@ -187,5 +202,23 @@ func TestSlowlogSummary(t *testing.T) {
 `
 	if got != want {
 		t.Fatalf("slowlogSummary =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// CPU per send weighs each front-end run by its sends and leaves the
+// ceiling (whose CPU is the harness's) out; CPU per mail reads the
+// drain's metered time.
+func TestCPUPerRequest(t *testing.T) {
+	ph := phase{runs: []loadRun{
+		{name: "grpc-v1", enqueued: 1000, res: toolResult{elapsed: time.Second}, cpu: map[string]float64{"enqueuer": 0.5}},
+		{name: "grpc-legacy", enqueued: 3000, res: toolResult{elapsed: 2 * time.Second}, cpu: map[string]float64{"enqueuer": 0.25}},
+		{name: "ceiling", enqueued: 1e6, res: toolResult{elapsed: time.Second}, cpu: map[string]float64{"enqueuer": 9}},
+	}, drain: drainRun{delivered: 4000, wall: 2 * time.Second, cpu: map[string]float64{"worker": 0.8}}}
+	// (0.5 s + 0.5 s) / 4000 sends = 250 µs; 1.6 s / 4000 mails = 400 µs.
+	if got := ph.enqueuerCPU(); math.Abs(got-250) > 1e-9 {
+		t.Errorf("enqueuerCPU = %v, want 250", got)
+	}
+	if got := ph.drain.workerCPU(); math.Abs(got-400) > 1e-9 {
+		t.Errorf("workerCPU = %v, want 400", got)
 	}
 }

@@ -169,7 +169,7 @@ func measureAll(ctx context.Context, cfg config) (*report, error) {
 				rep.e2e, err = e.endToEnd(ctx)
 			}
 			if err == nil && cfg.baseline != "" {
-				rep.rounds, err = e.compare(ctx, [2]build{e.build, base}, rep.single.runs)
+				rep.rounds, rep.floors, err = e.compare(ctx, [2]build{e.build, base}, rep.single.runs)
 			}
 		}
 		closeRedis()
@@ -641,6 +641,7 @@ type drainRun struct {
 	retry, archived int64
 	cmds            commands
 	cpu             map[string]float64
+	wall            time.Duration // over which cpu was measured
 	rss             int64
 }
 
@@ -663,10 +664,10 @@ func (e *env) drain(ctx context.Context, s drainSpec) (drainRun, error) {
 		return r, err
 	}
 	defer func() { _ = w.stop() }()
-	meter := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID})
+	meter, metered := cpuMeter(map[string][]int{"worker": {w.pid()}, "sink": {os.Getpid()}, "redis": e.redisPID}), time.Now()
 	profiled := e.profile(ctx, s.latency == 0, w, "drain")
 	e.waitMails(ctx, s.mails)
-	r.cpu = meter()
+	r.cpu, r.wall = meter(), time.Since(metered)
 	msgs, after := e.sink.Messages(), e.counts(ctx)
 	r.delivered, r.conn, r.cmds = len(msgs), e.sink.Connections()-conns, perRequest(before, after, len(msgs))
 	if err := profiled(before, after, len(msgs)); err != nil {

@@ -29,6 +29,7 @@ type report struct {
 	slowDrain       drainRun
 	e2e             e2eRun
 	rounds          [2][]phase // with -baseline: the tree's and the baseline's
+	floors          []phase    // with -baseline: the floor of each round (floor.go)
 }
 
 // share is l's rate as a part of the ceiling's at the same callers.
@@ -77,12 +78,20 @@ func (r *report) benchmarks() string {
 	p("Run of %s (it took %s) on %s.\n\n", r.date.Format(time.DateOnly), r.took, r.machine)
 	if r.cfg.baseline != "" {
 		p("### Against %s\n\n%d rounds, in each the tree's build and then %s's, on the same Redis and sink: the gRPC front ends "+
-			"as below and the 0 ms drain. Each value is the median of the rounds (least–greatest); the ratio is tree / baseline "+
-			"within each round; a target is judged on the median, and holds only in the median when some round missed it.\n\n| figure | this tree | %s | ratio | target | |\n|---|---|---|---|---|---|\n",
-			r.cfg.baseline, r.cfg.rounds, r.cfg.baseline, r.cfg.baseline)
+			"as below and the 0 ms drain; then the floor: the same ghz runs against a grpc-go server that answers at once, and "+
+			"the drain's tasks through an asynq server (%d slots) whose handler returns at once. No build can beat the floor on "+
+			"these cores: a target beyond the floor's ratio to %s cannot hold here. Each value is the median of the rounds "+
+			"(least–greatest); a ratio is to the baseline within each round; a target is judged on the median, and holds only in "+
+			"the median when some round missed it.\n\n| figure | this tree | %s | ratio | floor | floor / %s | target | |\n|---|---|---|---|---|---|---|---|\n",
+			r.cfg.baseline, r.cfg.rounds, r.cfg.baseline, r.cfg.drain.conc, r.cfg.baseline, r.cfg.baseline, r.cfg.baseline)
 		for _, f := range figures(r.cfg) {
-			c := compareFigure(f, r.rounds[0], r.rounds[1])
-			p("| %s | %s | %s | %s | %s | %s |\n", c.what, c.tree.format(c.format), c.base.format(c.format), c.ratio.format("%.2fx"), c.want, c.verdict)
+			c := compareFigure(f, r.rounds[0], r.rounds[1], r.floors)
+			floor, floorRatio := "–", "–"
+			if f.floored {
+				floor, floorRatio = c.floor.format(c.format), c.floorRatio.format("%.2fx")
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", c.what, c.tree.format(c.format), c.base.format(c.format), c.ratio.format("%.2fx"),
+				floor, floorRatio, c.want, c.verdict)
 		}
 		p("\n")
 	}
