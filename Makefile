@@ -94,7 +94,7 @@ fuzz: ## run every fuzz target for FUZZTIME (100000 inputs, some seconds) each, 
 # profiles, Redis commandstats and slow logs of the tree's runs.
 ROUNDS ?= 3
 
-bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis and SMTP sink, into BENCHMARKS.md (~5 min); BASELINE=<ref> [ROUNDS=3] adds ratios to that ref's build (~3 min a round), PROFILE=<dir> saves profiles
+bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis and SMTP sink, into BENCHMARKS.md (~5 min); BASELINE=<ref> [ROUNDS=3] adds ratios to that ref's build and the floor (~4 min a round), PROFILE=<dir> saves profiles
 	$(GO) run ./cmd/bench -ghz $(GHZ) -vegeta $(VEGETA) -out BENCHMARKS.md -work tmp-bench \
 		$(if $(BASELINE),-baseline $(BASELINE) -rounds $(ROUNDS)) $(if $(PROFILE),-profile $(PROFILE))
 
