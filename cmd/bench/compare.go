@@ -30,7 +30,7 @@ func (e *env) compare(ctx context.Context, builds [2]build, ceiling []loadRun) (
 			}
 			out[i] = append(out[i], ph)
 		}
-		e.prefix = fmt.Sprintf("r%d-", r)
+		e.build, e.prefix = builds[0], fmt.Sprintf("r%d-", r) // the tree's enqueuer fills the floor's queue
 		ph, err := e.floor(ctx)
 		if err != nil {
 			return out, floors, err

@@ -87,34 +87,17 @@ func (e *env) floor(ctx context.Context) (ph phase, err error) {
 	return ph, err
 }
 
-// floorDrain queues s.mails tasks and measures how fast an asynq server
-// with s.conc slots on the worker's queues runs a handler that does
-// nothing over them, from the first task to the last.
+// floorDrain fills the queue as for the drain (fill) and measures how fast
+// an asynq server with s.conc slots on the worker's queues runs a handler
+// that does nothing over its tasks, from the first task to the last.
 func (e *env) floorDrain(ctx context.Context, s drainSpec) (drainRun, error) {
 	r := drainRun{drainSpec: s, name: "asynq-drain-noop"}
 	e.reset(0)
-	client := asynq.NewClientFromRedisClient(e.rdb)
-	queues := tasks.Queues(e.shards)
-	var next atomic.Int64
-	errs := make(chan error, 64)
-	for range 64 {
-		go func() {
-			var err error
-			for i := next.Add(1) - 1; i < int64(s.mails) && err == nil; i = next.Add(1) - 1 {
-				_, err = client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeSendCode, nil), asynq.Queue(queues[int(i)%len(queues)]))
-			}
-			errs <- err
-		}()
-	}
-	var err error
-	for range 64 {
-		err = errors.Join(err, <-errs)
-	}
-	if err != nil {
-		return r, fmt.Errorf("filling the queue: %w", err)
+	if err := e.fill(ctx, r.name, s.mails); err != nil {
+		return r, err
 	}
 	prio := map[string]int{}
-	for _, q := range queues {
+	for _, q := range tasks.Queues(e.shards) {
 		prio[q] = 1
 	}
 	var done, first, last atomic.Int64
