@@ -247,7 +247,7 @@ func TestOpenAPIEnumsAndBoundsAreTheCode(t *testing.T) {
 	// The longest address the code takes is the longest the document does.
 	const maxAddress = 254
 	assert.Equal(t, uint64(maxAddress), *schema(t, "Email").MaxLength)
-	domain := strings.Repeat("b", 59) + "." + strings.Repeat("c", 59) + "."
+	domain := strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." // DNS labels of at most 63 bytes
 	domain += strings.Repeat("d", maxAddress-65-len(domain)-4) + ".com"
 	longest := strings.Repeat("a", 64) + "@" + domain
 	require.Len(t, longest, maxAddress)

@@ -27,9 +27,11 @@ func invalidAddress(reason string) error {
 // recipient, such as "user+tag@example.com". It rejects display names, angle
 // brackets, comments, lists, surrounding or inner spaces, CR, LF, NUL and
 // other control characters, invalid UTF-8, Unicode format, separator and
-// private-use characters, non-ASCII characters whose case folding is ASCII,
-// domains that are not valid IDNA, addresses over 254 bytes (also with the
-// domain as an A-label) and local parts over 64 bytes. Single-label domains
+// private-use characters and the other invisible (default-ignorable) ones,
+// non-ASCII characters whose case folding is ASCII, domains that are not
+// valid IDNA or have a label over 63 bytes as an A-label, addresses over
+// 254 bytes (also with the domain as an A-label) and local parts over 64
+// bytes. Single-label domains
 // such as "localhost" are allowed, and so are non-ASCII local parts (sent
 // with SMTPUTF8) and internationalized domains (sent as A-labels).
 //

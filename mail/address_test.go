@@ -13,9 +13,10 @@ import (
 
 func TestValidateAddress(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("a", 64) + "@" + strings.Repeat("b", 186) + ".com" // 255 bytes
+	label := strings.Repeat("b", 63)                                                                     // the longest DNS label
+	long := strings.Repeat("a", 64) + "@" + label + "." + label + "." + strings.Repeat("b", 58) + ".com" // 255 bytes
 	require.Len(t, long, 255)
-	maxAddr := strings.Repeat("a", 64) + "@" + strings.Repeat("b", 185) + ".com" // 254 bytes
+	maxAddr := strings.Repeat("a", 64) + "@" + label + "." + label + "." + strings.Repeat("b", 57) + ".com" // 254 bytes
 	require.Len(t, maxAddr, 254)
 
 	tests := []struct {
@@ -45,6 +46,7 @@ func TestValidateAddress(t *testing.T) {
 		{"tab", "a\t@b.co", false},
 		{"DEL", "a\x7f@b.co", false},
 		{"255 bytes", long, false},
+		{"label of 64 bytes", "a@" + strings.Repeat("b", 64) + ".com", false},
 		{"local part 65 bytes", strings.Repeat("a", 65) + "@b.co", false},
 		{"list", "a@b.co, c@d.co", false},
 		{"two ats", "a@b@c.co", false},

@@ -19,8 +19,10 @@ import (
 const DefaultTagSeparators = "+"
 
 // idnaProfile converts domains to A-labels the way a resolver looks them up
-// (UTS #46 with the IDNA2008 rules browsers and mail servers use).
-var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false))
+// (UTS #46 with the IDNA2008 rules browsers and mail servers use), and
+// refuses a domain whose mapping leaves an empty label or a label or name
+// longer than DNS allows.
+var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false), idna.VerifyDNSLength(true))
 
 // DefaultMailboxRules are the rules providers document for their
 // mailboxes, in ParseMailboxRules' syntax: Gmail ignores dots in the
@@ -201,7 +203,10 @@ func asciiLower(s string) string {
 
 // checkRunes refuses characters that make one mailbox look like another
 // or hide in a log or on the wire: Unicode format characters (zero-width,
-// direction overrides), line and paragraph separators, private-use
+// direction overrides), the other default-ignorable characters (the
+// combining grapheme joiner, variation selectors, Hangul fillers: drawn as
+// nothing, and mapped to nothing in a domain), line and paragraph
+// separators, private-use
 // characters, U+FFFD (what a decoder makes of broken UTF-8), and non-ASCII
 // characters whose case folding yields an ASCII one (the Kelvin sign K
 // folds to k, the long s to s).
@@ -211,8 +216,9 @@ func checkRunes(s string) error {
 			continue
 		}
 		switch {
-		case unicode.Is(unicode.Cf, r):
-			return invalidAddress("contains an invisible format character")
+		case unicode.Is(unicode.Cf, r), unicode.Is(unicode.Variation_Selector, r),
+			unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r):
+			return invalidAddress("contains an invisible character")
 		case unicode.Is(unicode.Zl, r), unicode.Is(unicode.Zp, r):
 			return invalidAddress("contains a line or paragraph separator")
 		case unicode.Is(unicode.Co, r):

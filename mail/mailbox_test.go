@@ -111,6 +111,11 @@ func TestValidateAddressRefusesDisguises(t *testing.T) {
 		"private use":                  "kim\uE000@example.com",
 		"replacement character":        "kim\uFFFD@example.com",
 		"byte order mark":              "\uFEFFkim@example.com",
+		"combining grapheme joiner":    "ki\u034Fm@example.com",
+		"variation selector":           "kim@exa\uFE0Fmple.com",
+		"Hangul filler":                "kim\u3164@example.com",
+		"domain of ignorables only":    "0@\u034F",
+		"empty label after mapping":    "kim@b.\u3002c",
 		"invalid IDN":                  "kim@xn--a.com",
 	} {
 		err := mail.ValidateAddress(in)
