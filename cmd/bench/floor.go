@@ -68,14 +68,11 @@ func (e *env) floor(ctx context.Context) (ph phase, err error) {
 	}
 	for _, callers := range []int{e.cfg.high, e.cfg.low} {
 		for _, name := range compared {
-			load := func(d time.Duration) (toolResult, error) {
-				return e.ghz(ctx, grpcCalls[name], ln.Addr().String(), callers, append([]string{"-z", d.String(), "--duration-stop", "wait"}, data...)...)
-			}
-			if _, err := load(e.cfg.warmup); err != nil {
+			if _, err := e.ghzFor(ctx, name, ln.Addr().String(), callers, e.cfg.warmup, data); err != nil {
 				return ph, err
 			}
 			r := loadRun{name: name, callers: callers}
-			if r.res, err = load(e.cfg.duration); err != nil {
+			if r.res, err = e.ghzFor(ctx, name, ln.Addr().String(), callers, e.cfg.duration, data); err != nil {
 				return ph, err
 			}
 			r.enqueued = r.res.statuses["OK"]

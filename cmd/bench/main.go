@@ -593,7 +593,7 @@ func (e *env) frontEnd(ctx context.Context, ph *phase, names []string) (err erro
 				if err != nil {
 					return toolResult{}, err
 				}
-				return e.ghz(ctx, grpcCalls[name], enq.env["GRPC_ADDR"], callers, append([]string{"-z", d.String(), "--duration-stop", "wait"}, data...)...)
+				return e.ghzFor(ctx, name, enq.env["GRPC_ADDR"], callers, d, data)
 			}
 			tag := fmt.Sprintf("%s%s-%d-%d", e.prefix, name, callers, time.Now().Unix())
 			if _, err := load(tag+"w", e.cfg.warmup); err != nil { // warm-up, not counted
@@ -797,6 +797,13 @@ func sentAt(email string) (time.Time, bool) {
 	local, _, _ := strings.Cut(email, "@")
 	ns, err := strconv.ParseInt(local[strings.LastIndexByte(local, '-')+1:], 10, 64)
 	return time.Unix(0, ns), err == nil
+}
+
+// ghzFor runs ghz for d against the compared front end name at addr, with
+// callers calls in flight and the requests of data (ghzMessages), and
+// waits for the calls in flight at the end.
+func (e *env) ghzFor(ctx context.Context, name, addr string, callers int, d time.Duration, data []string) (toolResult, error) {
+	return e.ghz(ctx, grpcCalls[name], addr, callers, append([]string{"-z", d.String(), "--duration-stop", "wait"}, data...)...)
 }
 
 // ghzMessages writes n requests, each for a new address, for ghz to send
