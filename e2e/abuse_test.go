@@ -132,8 +132,7 @@ func TestFailedEnqueueCostsNothing(t *testing.T) {
 	}
 	env["REDIS_URL"] = gate
 	s.enqueuer.stop(t)
-	s.enqueuer = start(t, "enqueuer", env)
-	waitReady(t, s.enqAdmin)
+	s.startEnqueuer(t, env)
 
 	status, body := s.post(t, "/v1/codes", map[string]string{"email": "retry@example.com"})
 	require.Equal(t, http.StatusServiceUnavailable, status, body)

@@ -130,34 +130,29 @@ func startMailpit(t *testing.T) mailpit {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("mailpit not found at %s: make bin/mailpit, or set MAILPIT", bin)
 	}
-	smtpAddr, ui := freeAddr(t), freeAddr(t)
+	var smtpAddr, ui string
+	p, err := retryBind(t, "mailpit", func(int) (*proc, error) {
+		smtpAddr, ui = freeAddr(t), freeAddr(t)
+		cmd := exec.Command(bin,
+			"--smtp", smtpAddr, "--listen", ui, "--database", filepath.Join(t.TempDir(), "mailpit.db"),
+			"--disable-version-check", "--smtp-disable-rdns", "--block-remote-css-and-fonts", "--quiet",
+			// Any other recipient gets 550: a task to archive.
+			"--smtp-allowed-recipients", `^browser\.test@`)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		p := run(t, cmd)
+		return p, p.waitHTTP("http://"+ui+"/readyz", 15*time.Second)
+	})
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("mailpit logs:\n%s", p.logs.String())
+		}
+	})
+	require.NoError(t, err, "mailpit ready")
 	_, port, _ := strings.Cut(smtpAddr, ":")
 	smtpPort, err := strconv.Atoi(port)
 	require.NoError(t, err)
-	cmd := exec.Command(bin,
-		"--smtp", smtpAddr, "--listen", ui, "--database", filepath.Join(t.TempDir(), "mailpit.db"),
-		"--disable-version-check", "--smtp-disable-rdns", "--block-remote-css-and-fonts", "--quiet",
-		// Any other recipient gets 550: a task to archive.
-		"--smtp-allowed-recipients", `^browser\.test@`)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("mailpit logs:\n%s", logs.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		res, err := http.Get("http://" + ui + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	}, 15*time.Second, 50*time.Millisecond, "mailpit ready")
 	res, err := http.Get("http://" + ui + "/dist/app.js")
 	require.NoError(t, err)
 	res.Body.Close()
@@ -193,20 +188,17 @@ func TestBrowserDashboardAndInbox(t *testing.T) {
 	browser := findChromium(t)
 	mp := startMailpit(t)
 	rs := redistest.Start(t)
-	api, enqAdmin, wrkAdmin := freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_URL": rs.URL(), "DASHBOARD_AUTH": "ops:s3cret"}
-	enqEnv := map[string]string{"HTTP_ADDR": api, "ADMIN_ADDR": enqAdmin}
+	enqEnv := map[string]string{}
 	wrkEnv := map[string]string{
-		"ADMIN_ADDR": wrkAdmin, "SMTP_URL": smtpURL("127.0.0.1", mp.smtpPort, "10s"),
-		"MAIL_FROM": "verifyq <no-reply@verifyq.test>",
+		"SMTP_URL": smtpURL("127.0.0.1", mp.smtpPort, "10s"), "MAIL_FROM": "verifyq <no-reply@verifyq.test>",
 	}
 	for k, v := range common {
 		enqEnv[k], wrkEnv[k] = v, v
 	}
-	start(t, "enqueuer", enqEnv)
+	enq := start(t, "enqueuer", enqEnv)
 	start(t, "worker", wrkEnv)
-	waitReady(t, enqAdmin)
-	waitReady(t, wrkAdmin)
+	api, enqAdmin := enq.env["HTTP_ADDR"], enq.env["ADMIN_ADDR"]
 
 	const email, rejected = "browser.test@example.com", "rejected.user@example.com"
 	for _, to := range []string{rejected, email} {

@@ -164,6 +164,6 @@ func TestQueueShardsEndToEnd(t *testing.T) {
 		require.NoError(t, err, q)
 		assert.Positive(t, info.Pending, "tasks on %s", q)
 	}
-	s.worker = start(t, "worker", s.wrkEnv)
+	s.startWorker(t, s.wrkEnv)
 	s.smtp.WaitMessages(t, 30, 20*time.Second)
 }

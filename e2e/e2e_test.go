@@ -68,46 +68,154 @@ func (s *syncBuffer) String() string {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
+	cmd *exec.Cmd
+	// env is the environment a binary runs with, the addresses start
+	// chose included.
+	env  map[string]string
 	logs *syncBuffer
-	done chan error
+	// exited is closed once the process has exited; err is then its exit.
+	exited chan struct{}
+	err    error
 }
 
-// start runs a binary with env and stops it with SIGTERM when the test
-// ends, failing the test unless it exits 0.
+// listenVars are the variables of each binary's listening addresses.
+var listenVars = map[string][]string{
+	"enqueuer": {"HTTP_ADDR", "GRPC_ADDR", "ADMIN_ADDR"},
+	"worker":   {"ADMIN_ADDR"},
+}
+
+// bindAttempts bounds how many times retryBind launches a process.
+const bindAttempts = 3
+
+// start runs a binary with env, waits until its ADMIN_ADDR answers ready,
+// and stops it with SIGTERM when the test ends, failing the test unless it
+// exits 0. Each listening address env leaves empty is a free loopback port,
+// chosen again by retryBind when another process binds it first. The
+// addresses it listens on are in the proc's env.
 func start(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	p := &proc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	require.NoError(t, cmd.Start())
-	go func() { p.done <- cmd.Wait() }()
+	env = maps.Clone(env)
+	p, err := retryBind(t, name, func(attempt int) (*proc, error) {
+		for _, v := range listenVars[name] {
+			if attempt > 1 || env[v] == "" {
+				env[v] = freeAddr(t)
+			}
+		}
+		cmd := exec.Command(filepath.Join(binDir, name))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		p := run(t, cmd)
+		p.env = maps.Clone(env)
+		return p, p.waitHTTP("http://"+env["ADMIN_ADDR"]+"/readyz", 15*time.Second)
+	})
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", name, p.logs.String())
 		}
 	})
+	require.NoError(t, err, name)
 	return p
 }
 
+// retryBind calls launch, which chooses free loopback ports for a process,
+// starts it and waits until it serves, up to bindAttempts times while the
+// process exits because a port was taken. A port is free only when it is
+// chosen: a parallel test's Redis, or an outgoing connection's ephemeral
+// port, may bind it before the process does. It returns the last process
+// launched and its error.
+func retryBind(t *testing.T, name string, launch func(attempt int) (*proc, error)) (*proc, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p, err := launch(attempt)
+		if err == nil || attempt == bindAttempts || !p.bindFailed() {
+			return p, err
+		}
+		t.Logf("%s: a port chosen for it was taken before it bound it; choosing again: %s", name, p.logs.String())
+	}
+}
+
+// run starts cmd with its output in the proc's logs.
+func run(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	require.NoError(t, cmd.Start())
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p
+}
+
+// waitHTTP waits until a GET of url answers 200; it fails if the process
+// exits first or url does not answer so within timeout.
+func (p *proc) waitHTTP(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if res, err := http.Get(url); err == nil { //nolint:gosec // G107: a loopback URL the test chose
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited before %s answered: %w", url, p.err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer 200 in %v", url, timeout)
+		}
+	}
+}
+
+// bindFailed reports whether the process exited because an address it was
+// to listen on was taken.
+func (p *proc) bindFailed() bool {
+	select {
+	case <-p.exited:
+		return strings.Contains(p.logs.String(), "address already in use")
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM unless the process has exited, and checks that it
+// exits 0.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.exited:
 		return
+	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.done:
-		assert.NoError(t, err, "%s exits 0 on SIGTERM", filepath.Base(p.cmd.Path))
+	case <-p.exited:
+		assert.NoError(t, p.err, "%s exits 0 on SIGTERM", filepath.Base(p.cmd.Path))
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
 		t.Errorf("%s did not stop on SIGTERM", filepath.Base(p.cmd.Path))
 	}
+}
+
+// start chooses again when a port chosen for a binary is taken before the
+// binary binds it: here the HTTP_ADDR given is held by the test.
+func TestStartChoosesAgainWhenAPortIsTaken(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	d := redistest.Shared(t)
+	p := start(t, "enqueuer", map[string]string{"REDIS_MODE": d.Mode(), "REDIS_URL": d.URL(), "HTTP_ADDR": taken.Addr().String()})
+	assert.NotEqual(t, taken.Addr().String(), p.env["HTTP_ADDR"])
+	res, err := http.Get("http://" + p.env["HTTP_ADDR"] + "/v1/codes/status?email=a@example.com")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode, "served on the address chosen again")
 }
 
 func freeAddr(t *testing.T) string {
@@ -116,18 +224,6 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitReady(t *testing.T, addr string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	}, 15*time.Second, 50*time.Millisecond, "ready at %s", addr)
 }
 
 type stack struct {
@@ -177,16 +273,16 @@ func startStackOn(t *testing.T, d redistest.Deployment, extra map[string]string)
 func startStackOwn(t *testing.T, d redistest.Deployment, extra, enqExtra, wrkExtra map[string]string) *stack {
 	t.Helper()
 	s := &stack{redis: d, smtp: smtptest.Start(t)}
-	s.api, s.grpc, s.enqAdmin, s.wrkAdmin = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	common := map[string]string{"REDIS_MODE": d.Mode(), "REDIS_URL": d.URL(), "LOG_LEVEL": "debug"}
-	enqEnv := map[string]string{"HTTP_ADDR": s.api, "GRPC_ADDR": s.grpc, "ADMIN_ADDR": s.enqAdmin}
+	enqEnv := map[string]string{}
 	timeout := "1s"
 	if d, ok := extra[smtpTimeout]; ok {
 		timeout = d
 	}
 	wrkEnv := map[string]string{
-		"ADMIN_ADDR": s.wrkAdmin, "SMTP_URL": smtpURL(s.smtp.Host(), s.smtp.Port(), timeout),
-		"MAIL_FROM": "verifyq <no-reply@verifyq.test>", "WORKER_CONCURRENCY": "10",
+		"SMTP_URL":           smtpURL(s.smtp.Host(), s.smtp.Port(), timeout),
+		"MAIL_FROM":          "verifyq <no-reply@verifyq.test>",
+		"WORKER_CONCURRENCY": "10",
 	}
 	for _, m := range []map[string]string{enqEnv, wrkEnv} {
 		for k, v := range common {
@@ -200,12 +296,26 @@ func startStackOwn(t *testing.T, d redistest.Deployment, extra, enqExtra, wrkExt
 	}
 	maps.Copy(enqEnv, enqExtra)
 	maps.Copy(wrkEnv, wrkExtra)
-	s.enqEnv, s.wrkEnv = enqEnv, wrkEnv
-	s.enqueuer = start(t, "enqueuer", enqEnv)
-	s.worker = start(t, "worker", wrkEnv)
-	waitReady(t, s.enqAdmin)
-	waitReady(t, s.wrkAdmin)
+	s.startEnqueuer(t, enqEnv)
+	s.startWorker(t, wrkEnv)
 	return s
+}
+
+// startEnqueuer starts the stack's enqueuer with env, on the addresses env
+// names or on free ones, and keeps its environment and addresses.
+func (s *stack) startEnqueuer(t *testing.T, env map[string]string) {
+	t.Helper()
+	s.enqueuer = start(t, "enqueuer", env)
+	s.enqEnv = s.enqueuer.env
+	s.api, s.grpc, s.enqAdmin = s.enqEnv["HTTP_ADDR"], s.enqEnv["GRPC_ADDR"], s.enqEnv["ADMIN_ADDR"]
+}
+
+// startWorker starts the stack's worker with env, as startEnqueuer does.
+func (s *stack) startWorker(t *testing.T, env map[string]string) {
+	t.Helper()
+	s.worker = start(t, "worker", env)
+	s.wrkEnv = s.worker.env
+	s.wrkAdmin = s.wrkEnv["ADMIN_ADDR"]
 }
 
 // server is the stack's Redis in single mode; a test that calls it calls

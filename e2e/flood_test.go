@@ -129,16 +129,12 @@ func TestConnectionFloodLeavesAdminAnswering(t *testing.T) {
 		maxRSS   = 200 << 10 // kB
 	)
 	rds := redistest.Start(t)
-	api, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	p := start(t, "enqueuer", map[string]string{
-		"REDIS_URL": rds.URL(), "HTTP_ADDR": api, "GRPC_ADDR": grpcAddr, "ADMIN_ADDR": admin,
-		"MAX_CONNECTIONS": strconv.Itoa(connCap),
-	})
+	p := start(t, "enqueuer", map[string]string{"REDIS_URL": rds.URL(), "MAX_CONNECTIONS": strconv.Itoa(connCap)})
+	api, grpcAddr, admin := p.env["HTTP_ADDR"], p.env["GRPC_ADDR"], p.env["ADMIN_ADDR"]
 	pid := p.cmd.Process.Pid
-	// ulimit -n 512 for the enqueuer alone (soft and hard, so the Go
-	// runtime cannot raise it at start).
+	// ulimit -n 512 for the running enqueuer alone (soft and hard, so
+	// nothing can raise it again).
 	require.NoError(t, unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: fdLimit, Max: fdLimit}, nil))
-	waitReady(t, admin)
 	var lim unix.Rlimit
 	require.NoError(t, unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim))
 	require.Equal(t, uint64(fdLimit), lim.Cur)

@@ -109,8 +109,8 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 	// Both binaries kept running, and every accepted request is mailed once.
 	for _, p := range []*proc{s.enqueuer, s.worker} {
 		select {
-		case err := <-p.done:
-			t.Fatalf("%s exited during the failover: %v", p.cmd.Path, err)
+		case <-p.exited:
+			t.Fatalf("%s exited during the failover: %v", p.cmd.Path, p.err)
 		default:
 		}
 	}

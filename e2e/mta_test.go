@@ -58,9 +58,7 @@ func (s *stack) restartWorker(t *testing.T, change map[string]string) {
 	for k, v := range change {
 		env[k] = v
 	}
-	s.wrkEnv = env
-	s.worker = start(t, "worker", env)
-	waitReady(t, s.wrkAdmin)
+	s.startWorker(t, env)
 }
 
 // waitState waits until email's status is state with last_failure failure

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"regexp"
 	"strings"
@@ -85,22 +86,19 @@ func TestSealedCodesEndToEnd(t *testing.T) {
 	assert.Equal(t, http.StatusGone, status, body)
 
 	// A restart with a new secret, the old one as previous.
-	s.enqueuer.stop(t)
-	env := map[string]string{}
-	for k, v := range s.enqEnv {
-		env[k] = v
-	}
+	old := s.enqueuer
+	old.stop(t)
+	env := maps.Clone(s.enqEnv)
 	env["CODE_SECRET"] = newSecret + "," + oldSecret
-	enq := start(t, "enqueuer", env)
-	waitReady(t, s.enqAdmin)
+	s.startEnqueuer(t, env)
 	status, body = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code, "purpose": "reset_password"})
 	assert.Equal(t, http.StatusOK, status, body)
 	status, body = s.post(t, "/v1/codes/verify", map[string]string{"email": email, "code": code, "purpose": "reset_password"})
 	assert.Equal(t, http.StatusGone, status, body, "used once")
 
-	enq.stop(t)
+	s.enqueuer.stop(t)
 	s.worker.stop(t)
-	for _, pr := range []*proc{s.enqueuer, enq, s.worker} {
+	for _, pr := range []*proc{old, s.enqueuer, s.worker} {
 		logs := pr.logs.String()
 		for _, secret := range []string{code, deadCode, oldSecret, newSecret} {
 			assert.NotContains(t, logs, secret, "no code or secret in the logs")

@@ -55,8 +55,33 @@ type jaeger struct {
 // stops it when the test ends.
 func startJaeger(t *testing.T) jaeger {
 	t.Helper()
-	j := jaeger{otlpGRPC: freeAddr(t), otlpHTTP: freeAddr(t), query: freeAddr(t)}
-	cfg := fmt.Sprintf(`service:
+	var j jaeger
+	p, err := retryBind(t, "jaeger", func(int) (*proc, error) {
+		j = jaeger{otlpGRPC: freeAddr(t), otlpHTTP: freeAddr(t), query: freeAddr(t)}
+		cfg := fmt.Sprintf(jaegerConfig, j.query, freeAddr(t), j.otlpGRPC, j.otlpHTTP)
+		path := filepath.Join(t.TempDir(), "jaeger.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+		cmd := exec.Command(jaegerBin(t), "--config", path)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+		p := run(t, cmd)
+		return p, p.waitHTTP("http://"+j.query+"/api/services", 60*time.Second)
+	})
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if <-p.exited; p.err == nil {
+			t.Log("jaeger exited before it was killed")
+		}
+		if t.Failed() {
+			t.Logf("jaeger logs:\n%s", p.logs.String())
+		}
+	})
+	require.NoError(t, err, "Jaeger's query API answers")
+	return j
+}
+
+// jaegerConfig is Jaeger's configuration, with the addresses of its query
+// API (HTTP, gRPC) and its OTLP receivers (gRPC, HTTP) to fill in.
+const jaegerConfig = `service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
     traces:
@@ -94,41 +119,7 @@ processors:
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
-`, j.query, freeAddr(t), j.otlpGRPC, j.otlpHTTP)
-	path := filepath.Join(t.TempDir(), "jaeger.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
-	cmd := exec.Command(jaegerBin(t), "--config", path)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		if err := <-done; err == nil {
-			t.Log("jaeger exited before it was killed")
-		}
-		if t.Failed() {
-			t.Logf("jaeger logs:\n%s", logs.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("jaeger exited: %v\n%s", err, logs.String())
-		default:
-		}
-		res, err := http.Get("http://" + j.query + "/api/services")
-		if err != nil {
-			return false
-		}
-		_ = res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	}, 60*time.Second, 100*time.Millisecond, "Jaeger's query API answers")
-	return j
-}
+`
 
 // jaegerTrace is a trace as Jaeger's query API (/api/traces/{id}) gives it.
 type jaegerTrace struct {

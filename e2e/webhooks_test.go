@@ -22,7 +22,7 @@ var (
 	hookOldSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("e2e-previous-secret-24by"))
 )
 
-// hookReceiver is an endpoint on a fixed loopback address that verifies
+// hookReceiver is an endpoint on a loopback address of its own that verifies
 // every delivery with the Standard Webhooks reference library and can go
 // down (its port closed) and come back.
 type hookReceiver struct {
@@ -41,7 +41,7 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 	t.Helper()
 	wh, err := standardwebhooks.NewWebhook(secret)
 	require.NoError(t, err)
-	r := &hookReceiver{t: t, addr: freeAddr(t), wh: wh, counts: map[string]int{}, bodies: map[string][]byte{}}
+	r := &hookReceiver{t: t, addr: "127.0.0.1:0", wh: wh, counts: map[string]int{}, bodies: map[string][]byte{}}
 	r.up()
 	t.Cleanup(r.down)
 	return r
@@ -49,10 +49,13 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 
 func (r *hookReceiver) url() string { return "http://" + r.addr + "/hooks/verifyq" }
 
+// up listens on the receiver's address: at first a port the system
+// chooses, then the same again.
 func (r *hookReceiver) up() {
 	r.t.Helper()
 	ln, err := net.Listen("tcp", r.addr)
 	require.NoError(r.t, err)
+	r.addr = ln.Addr().String()
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(r.serve)}
 	r.mu.Lock()
 	r.srv = srv
