@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,32 @@ import (
 	"github.com/verifyq/verifyq/internal/smtptest"
 )
 
+// fixedAddr returns a free loopback address whose port is below the
+// system's ephemeral range (ip_local_port_range), for a port that must be
+// known before the process that binds it starts.
+func fixedAddr(t *testing.T) string {
+	t.Helper()
+	low := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const first = 10000
+	require.Greater(t, low, first+1000, "the ephemeral range starts at %d, too low for a fixed port", low)
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(first+rand.IntN(low-first))) //nolint:gosec // G404: a test port, no secret
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatalf("no free port from %d to %d", first, low-1)
+	return ""
+}
+
 // bounceSecret is the tests' BOUNCE_SECRET.
 const bounceSecret = "8f3c2a1b0e9d8c7b6a5f4e3d2c1b0a998877665544332211ffeeddccbbaa0011" //nolint:gosec // G101: the test's own secret
 
@@ -30,7 +57,11 @@ const bounceSecret = "8f3c2a1b0e9d8c7b6a5f4e3d2c1b0a998877665544332211ffeeddccbb
 // refusal. A forged DSN sent straight to the intake changes nothing and is
 // counted.
 func TestMTABounces(t *testing.T) {
-	intake := freeAddr(t)
+	// Postfix's transport map names the intake's port before the worker
+	// binds it, so start cannot choose it again: a port below the
+	// ephemeral range, which no other test's port and no outgoing
+	// connection takes.
+	intake := fixedAddr(t)
 	_, intakePort, err := net.SplitHostPort(intake)
 	require.NoError(t, err)
 	hop := func(f smtptest.Fault) string {
