@@ -142,13 +142,7 @@ func startMailpit(t *testing.T) mailpit {
 		p := run(t, cmd)
 		return p, p.waitHTTP("http://"+ui+"/readyz", 15*time.Second)
 	})
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("mailpit logs:\n%s", p.logs.String())
-		}
-	})
+	p.killAtEnd(t, "mailpit")
 	require.NoError(t, err, "mailpit ready")
 	_, port, _ := strings.Cut(smtpAddr, ":")
 	smtpPort, err := strconv.Atoi(port)

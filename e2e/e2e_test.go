@@ -89,9 +89,10 @@ const bindAttempts = 3
 
 // start runs a binary with env, waits until its ADMIN_ADDR answers ready,
 // and stops it with SIGTERM when the test ends, failing the test unless it
-// exits 0. Each listening address env leaves empty is a free loopback port,
-// chosen again by retryBind when another process binds it first. The
-// addresses it listens on are in the proc's env.
+// exits 0. Each listening address env leaves empty is a free loopback port;
+// when another process binds one of its ports first, retryBind starts it
+// again with every listening address chosen anew. The addresses it listens
+// on are in the proc's env.
 func start(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
 	env = maps.Clone(env)
@@ -181,6 +182,22 @@ func (p *proc) bindFailed() bool {
 	default:
 		return false
 	}
+}
+
+// killAtEnd kills a tool the tests run (Jaeger, mailpit) when the test
+// ends, says so when it had exited by itself, and logs its output when the
+// test failed.
+func (p *proc) killAtEnd(t *testing.T, name string) {
+	t.Helper()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if <-p.exited; p.err == nil {
+			t.Logf("%s exited before it was killed", name)
+		}
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, p.logs.String())
+		}
+	})
 }
 
 // stop sends SIGTERM unless the process has exited, and checks that it

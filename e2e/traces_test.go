@@ -66,15 +66,7 @@ func startJaeger(t *testing.T) jaeger {
 		p := run(t, cmd)
 		return p, p.waitHTTP("http://"+j.query+"/api/services", 60*time.Second)
 	})
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		if <-p.exited; p.err == nil {
-			t.Log("jaeger exited before it was killed")
-		}
-		if t.Failed() {
-			t.Logf("jaeger logs:\n%s", p.logs.String())
-		}
-	})
+	p.killAtEnd(t, "jaeger")
 	require.NoError(t, err, "Jaeger's query API answers")
 	return j
 }

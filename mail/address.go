@@ -31,9 +31,9 @@ func invalidAddress(reason string) error {
 // non-ASCII characters whose case folding is ASCII, domains that are not
 // valid IDNA or have a label over 63 bytes as an A-label, addresses over
 // 254 bytes (also with the domain as an A-label) and local parts over 64
-// bytes. Single-label domains
-// such as "localhost" are allowed, and so are non-ASCII local parts (sent
-// with SMTPUTF8) and internationalized domains (sent as A-labels).
+// bytes. Single-label domains such as "localhost" are allowed, and so are
+// non-ASCII local parts (sent with SMTPUTF8) and internationalized domains
+// (sent as A-labels).
 //
 // Errors wrap ErrInvalidAddress with a short reason; they never echo s.
 func ValidateAddress(s string) error {

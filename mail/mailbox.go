@@ -206,10 +206,9 @@ func asciiLower(s string) string {
 // direction overrides), the other default-ignorable characters (the
 // combining grapheme joiner, variation selectors, Hangul fillers: drawn as
 // nothing, and mapped to nothing in a domain), line and paragraph
-// separators, private-use
-// characters, U+FFFD (what a decoder makes of broken UTF-8), and non-ASCII
-// characters whose case folding yields an ASCII one (the Kelvin sign K
-// folds to k, the long s to s).
+// separators, private-use characters, U+FFFD (what a decoder makes of
+// broken UTF-8), and non-ASCII characters whose case folding yields an
+// ASCII one (the Kelvin sign K folds to k, the long s to s).
 func checkRunes(s string) error {
 	for _, r := range s {
 		if r < utf8.RuneSelf {
