@@ -146,9 +146,10 @@ func dataArgs(n *node, aof bool) []string {
 type Option func(*options)
 
 type options struct {
-	aof      bool
-	replicas int
-	delay    time.Duration
+	aof       bool
+	replicas  int
+	delay     time.Duration
+	downAfter time.Duration
 }
 
 func collect(opts []Option) options {
@@ -173,6 +174,13 @@ func WithAOF() Option { return func(o *options) { o.aof = true } }
 // the primary acknowledged are lost in the failover, unless a client
 // waited for the replica (WAIT). Only StartSentinel reads it.
 func WithReplicationDelay(d time.Duration) Option { return func(o *options) { o.delay = d } }
+
+// WithDownAfter sets a Sentinel deployment's down-after-milliseconds to d
+// (a second without it): how long a primary must be silent before the
+// sentinels count it down and fail over. A longer one makes a failover
+// slower to begin and one the test did not cause (a primary that a busy
+// machine stalls for a moment) less likely. Only StartSentinel reads it.
+func WithDownAfter(d time.Duration) Option { return func(o *options) { o.downAfter = d } }
 
 func yesNo(b bool) string {
 	if b {

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,10 +29,10 @@ const SentinelCount = 3
 
 const (
 	sentinelQuorum = 2
-	// sentinelDownAfter is the sentinels' down-after-milliseconds: how long
-	// the primary may be silent before it counts as down. Small, so failover
-	// tests are quick.
-	sentinelDownAfter = 1000
+	// sentinelDownAfter is the sentinels' down-after-milliseconds unless
+	// WithDownAfter says otherwise: how long the primary may be silent
+	// before it counts as down. Small, so failover tests are quick.
+	sentinelDownAfter = time.Second
 	// sentinelFailoverTimeout is the sentinels' failover-timeout in
 	// milliseconds; a failover attempt that lost its leader election is
 	// retried after twice this.
@@ -66,9 +67,9 @@ type Sentinel struct {
 var _ Deployment = (*Sentinel)(nil)
 
 // StartSentinel starts a Sentinel deployment and closes it when the test
-// ends. It reads WithAOF (for the primary and the replica) and
-// WithReplicationDelay. The test fails if the deployment does not come up;
-// the message quotes the logs.
+// ends. It reads WithAOF (for the primary and the replica),
+// WithReplicationDelay and WithDownAfter. The test fails if the deployment
+// does not come up; the message quotes the logs.
 func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	t.Helper()
 	s, err := NewSentinel(opts...)
@@ -133,6 +134,7 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 	}
 	replica.args = append(dataArgs(replica, o.aof), "--replicaof", "127.0.0.1", strconv.Itoa(known))
 	s.data = []*node{primary, replica}
+	downAfter := cmp.Or(o.downAfter, sentinelDownAfter)
 	for _, p := range ports[2:] {
 		n, err := mkdir("sentinel", p)
 		if err != nil {
@@ -143,7 +145,7 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 	for _, n := range s.sentinels {
 		conf := filepath.Join(n.dir, "sentinel.conf")
 		// Sentinel rewrites its configuration file, so each has its own.
-		if err := os.WriteFile(conf, []byte(sentinelConf(n, known, replica, s.sentinels)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(sentinelConf(n, known, replica, s.sentinels, downAfter)), 0o600); err != nil {
 			return nil, err
 		}
 		n.args = []string{conf, "--sentinel"}
@@ -160,11 +162,12 @@ func bootSentinel(o options) (_ *Sentinel, err error) {
 }
 
 // sentinelConf is the configuration file of the sentinel n monitoring the
-// primary on port primary. It names the replica and the other sentinels as
-// known already, as a sentinel's own rewritten file would, so that the
-// sentinels need not wait for the primary's INFO (every ten seconds) and
-// each other's hello messages (every two) to find them.
-func sentinelConf(n *node, primary int, replica *node, sentinels []*node) string {
+// primary on port primary, counting it down after downAfter. It names the
+// replica and the other sentinels as known already, as a sentinel's own
+// rewritten file would, so that the sentinels need not wait for the
+// primary's INFO (every ten seconds) and each other's hello messages
+// (every two) to find them.
+func sentinelConf(n *node, primary int, replica *node, sentinels []*node, downAfter time.Duration) string {
 	lines := []string{
 		"port " + strconv.Itoa(n.port),
 		"bind 127.0.0.1",
@@ -176,7 +179,7 @@ func sentinelConf(n *node, primary int, replica *node, sentinels []*node) string
 		"sentinel resolve-hostnames no",
 		"sentinel announce-hostnames no",
 		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMasterName, primary, sentinelQuorum),
-		fmt.Sprintf("sentinel down-after-milliseconds %s %d", SentinelMasterName, sentinelDownAfter),
+		fmt.Sprintf("sentinel down-after-milliseconds %s %d", SentinelMasterName, downAfter.Milliseconds()),
 		fmt.Sprintf("sentinel failover-timeout %s %d", SentinelMasterName, sentinelFailoverTimeout),
 		fmt.Sprintf("sentinel parallel-syncs %s 1", SentinelMasterName),
 		fmt.Sprintf("sentinel known-replica %s 127.0.0.1 %d", SentinelMasterName, replica.port),
@@ -285,9 +288,10 @@ func (s *Sentinel) LinkAddr() string {
 
 // KillPrimary ends the current primary (as the sentinels name it) with
 // SIGKILL, as a crash would, and returns its address. The sentinels count
-// it down after a second and promote the replica; WaitFailover waits for
-// that. A primary behind a link (WithReplicationDelay) loses its link too,
-// with the bytes the link held for the replica: the crash of its host.
+// it down after down-after (a second unless WithDownAfter) and promote the
+// replica; WaitFailover waits for that. A primary behind a link
+// (WithReplicationDelay) loses its link too, with the bytes the link held
+// for the replica: the crash of its host.
 func (s *Sentinel) KillPrimary() (string, error) {
 	addr, err := s.PrimaryAddr()
 	if err != nil {
@@ -566,4 +570,48 @@ func acceptsWrites(ctx context.Context, addr string) error {
 		return fmt.Errorf("%s takes no write: %w", addr, err)
 	}
 	return nil
+}
+
+// FailoverLog is what the first sentinel logged about the primaries since
+// the start, in order: each one counted down (+sdown and +odown master),
+// each failover's end (+failover-end) and each change of primary
+// (+switch-master, naming the old and the new). A test can tell one
+// failover from two by its +switch-master lines, and the lines before a
+// second one say when it began.
+func (s *Sentinel) FailoverLog() ([]string, error) {
+	n := s.sentinels[0]
+	b, err := os.ReadFile(n.logPath())
+	if err != nil {
+		return nil, fmt.Errorf("sentinel %s: %w", n.addr(), err)
+	}
+	var lines []string
+	for line := range strings.Lines(string(b)) {
+		for _, ev := range failoverEvents {
+			if strings.Contains(line, ev) {
+				lines = append(lines, strings.TrimSpace(line))
+				break
+			}
+		}
+	}
+	return lines, nil
+}
+
+// failoverEvents are the sentinel log events FailoverLog keeps.
+var failoverEvents = []string{"+sdown master ", "+odown master ", "+failover-end ", switchEvent + " "}
+
+// switchEvent begins the part of a sentinel's log line that announces a
+// change of primary.
+const switchEvent = "+switch-master"
+
+// Switches is the changes of primary in log (from FailoverLog), each as
+// "+switch-master <master name> <old host> <old port> <new host> <new
+// port>": one for each failover.
+func Switches(log []string) []string {
+	var out []string
+	for _, l := range log {
+		if _, sw, ok := strings.Cut(l, switchEvent); ok {
+			out = append(out, switchEvent+sw)
+		}
+	}
+	return out
 }

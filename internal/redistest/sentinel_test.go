@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,7 @@ func TestSentinelFailoverToReplica(t *testing.T) {
 	assert.Equal(t, "1", rdb.Get(ctx, "before").Val(), "what was written before survived")
 	direct := nodeClient(t, primary)
 	assert.Equal(t, "2", direct.Get(ctx, "after").Val(), "the write landed on the promoted replica")
+	assert.Equal(t, []string{switchLine(old, primary)}, switches(t, s), "one failover, from the killed primary to the replica")
 
 	require.NoError(t, s.Restart(old))
 	require.NoError(t, s.WaitHealthy(30*time.Second))
@@ -127,4 +129,38 @@ func TestSentinelReplicationDelay(t *testing.T) {
 	require.Eventually(t, func() bool { return rdb.Set(ctx, "after", "1", 0).Err() == nil }, 10*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "1", rdb.Get(ctx, "early").Val(), "what the replica had survived")
 	assert.Equal(t, redis.Nil, rdb.Get(ctx, "late").Err(), "what it had not was lost with the primary")
+}
+
+// switches is the changes of primary s's sentinels logged.
+func switches(t *testing.T, s *redistest.Sentinel) []string {
+	t.Helper()
+	log, err := s.FailoverLog()
+	require.NoError(t, err)
+	return redistest.Switches(log)
+}
+
+// switchLine is how a sentinel logs the change of primary from one
+// address to another.
+func switchLine(from, to string) string {
+	return strings.Join([]string{"+switch-master", redistest.SentinelMasterName,
+		strings.Replace(from, ":", " ", 1), strings.Replace(to, ":", " ", 1)}, " ")
+}
+
+func TestSentinelWithDownAfter(t *testing.T) {
+	for _, c := range []struct {
+		opts []redistest.Option
+		want string
+	}{
+		{nil, "1000"},
+		{[]redistest.Option{redistest.WithDownAfter(3 * time.Second)}, "3000"},
+	} {
+		s := redistest.StartSentinel(t, c.opts...)
+		for _, addr := range s.SentinelAddrs() {
+			sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+			m, err := sc.Master(context.Background(), redistest.SentinelMasterName).Result()
+			_ = sc.Close()
+			require.NoError(t, err)
+			assert.Equal(t, c.want, m["down-after-milliseconds"], "sentinel %s", addr)
+		}
+	}
 }
