@@ -139,10 +139,11 @@ const (
 	smtpLatency     = 100 * time.Millisecond
 	killConcurrency = "4"
 	// killDownAfter is the sentinels' down-after: the test measures one
-	// failover, and with the harness's 1 s a busy machine once stalled the
-	// newly promoted primary long enough for a second one, back to the
-	// restarted old primary (its writes until the clients followed were
-	// lost in the resync). Production sets several seconds too.
+	// failover. With the harness's 1 s, which is also the sentinels' ping
+	// period, one PING of the newly promoted primary not answered within
+	// its second started a second failover once, back to the restarted old
+	// primary (its writes until the clients followed were lost in the
+	// resync); with 3 s three pings in a row must go unanswered.
 	killDownAfter = 3 * time.Second
 )
 

@@ -177,9 +177,10 @@ func WithReplicationDelay(d time.Duration) Option { return func(o *options) { o.
 
 // WithDownAfter sets a Sentinel deployment's down-after-milliseconds to d
 // (a second without it): how long a primary must be silent before the
-// sentinels count it down and fail over. A longer one makes a failover
-// slower to begin and one the test did not cause (a primary that a busy
-// machine stalls for a moment) less likely. Only StartSentinel reads it.
+// sentinels count it down and fail over. The sentinels ping every second
+// (or every down-after, if shorter), so with a second one late reply is
+// enough; a longer one makes a failover slower to begin and one the test
+// did not cause less likely. Only StartSentinel reads it.
 func WithDownAfter(d time.Duration) Option { return func(o *options) { o.downAfter = d } }
 
 func yesNo(b bool) string {
