@@ -180,7 +180,9 @@ func WithReplicationDelay(d time.Duration) Option { return func(o *options) { o.
 // sentinels count it down and fail over. The sentinels ping every second
 // (or every down-after, if shorter), so with a second one late reply is
 // enough; a longer one makes a failover slower to begin and one the test
-// did not cause less likely. Only StartSentinel reads it.
+// did not cause less likely. A test that restarts the killed primary
+// (Restart) should use several seconds: a second failover would make the
+// restarted node the primary again. Only StartSentinel reads it.
 func WithDownAfter(d time.Duration) Option { return func(o *options) { o.downAfter = d } }
 
 func yesNo(b bool) string {

@@ -15,11 +15,13 @@ import (
 
 // The primary is killed: the sentinels promote the replica, the failover
 // client writes on it with what was written before, and the old primary
-// comes back as the new primary's replica.
+// comes back as the new primary's replica. The sentinels wait 3 s, not 1:
+// with the old primary back, a second failover would make it the primary
+// again (see WithDownAfter).
 func TestSentinelFailoverToReplica(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := redistest.StartSentinel(t)
+	s := redistest.StartSentinel(t, redistest.WithDownAfter(3*time.Second))
 	rdb := s.Client(t)
 
 	old, err := s.PrimaryAddr()
@@ -55,6 +57,7 @@ func TestSentinelFailoverToReplica(t *testing.T) {
 	require.NoError(t, s.Restart(old))
 	require.NoError(t, s.WaitHealthy(30*time.Second))
 	assert.Equal(t, "slave", role(ctx, t, old), "the old primary is a replica now")
+	assert.Len(t, switches(t, s), 1, "and stays one")
 	assert.Eventually(t, func() bool { return nodeClient(t, old).Get(ctx, "after").Val() == "2" },
 		10*time.Second, 50*time.Millisecond, "and it copied the new primary")
 }
