@@ -281,7 +281,14 @@ func TestMTAGreylistingHoldsNobodyElse(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, status, body)
 	}
 	for _, email := range greyAddrs {
-		st := s.waitState(t, email, "retrying", "recipient_deferred")
+		// The worker records the failed attempt before asynq schedules the
+		// next one, whose time the status reads from asynq: wait for it.
+		var st map[string]any
+		require.Eventually(t, func() bool {
+			st = s.statusOf(t, email)
+			_, scheduled := st["next_attempt_in"]
+			return st["state"] == "retrying" && st["last_failure"] == "recipient_deferred" && scheduled
+		}, 20*time.Second, 50*time.Millisecond, "%s: want retrying, recipient_deferred, a next attempt; last %v", email, st)
 		assert.EqualValues(t, 450, st["reply"])
 		assert.Greater(t, st["next_attempt_in"], 20.0, "greylisting is tried again after minutes, not seconds")
 	}

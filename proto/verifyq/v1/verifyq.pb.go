@@ -399,7 +399,9 @@ type GetStatusResponse struct {
 	State DeliveryState          `protobuf:"varint,1,opt,name=state,proto3,enum=verifyq.v1.DeliveryState" json:"state,omitempty"`
 	// Send attempts so far.
 	Attempts int32 `protobuf:"varint,2,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	// Seconds until the next attempt, while retrying.
+	// Seconds until the next attempt, while retrying; 0 when it is due, and
+	// for the moment between a failed attempt's end and the queue's
+	// scheduling of the next.
 	NextAttemptIn int64 `protobuf:"varint,3,opt,name=next_attempt_in,json=nextAttemptIn,proto3" json:"next_attempt_in,omitempty"`
 	// The class of the last failed attempt, by what the relay said
 	// (docs/API.md, Delivery status): "recipient_refused",
