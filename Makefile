@@ -48,7 +48,7 @@ test: ## go vet and every test but the slow fault tests (-short), with the race 
 
 # The tests that -short skips: each is named TestFault... and skips itself
 # only under -short (e2e/slowfaults_test.go), so this target runs them all.
-test-faults: ## the slow fault tests: SMTP down 30 s, a 451 burst, worker SIGKILL, a webhook receiver down 1 min, with the figures
+test-faults: ## the slow fault tests: a Redis restart, SMTP down 30 s, a 451 burst, worker SIGKILL, a webhook receiver down 1 min, a Sentinel primary killed under load, with the figures
 	$(GO) test -race -count=1 -timeout 30m -v -run '^TestFault' ./e2e
 
 # The suites that take a Redis deployment of VERIFYQ_TEST_REDIS_MODE's mode.

@@ -62,14 +62,19 @@ func (s *stack) restartWorker(t *testing.T, change map[string]string) {
 }
 
 // waitState waits until email's status is state with last_failure failure
-// ("" for any) and returns it.
-func (s *stack) waitState(t *testing.T, email, state, failure string) map[string]any {
+// ("" for any) and has every field of with, and returns it.
+func (s *stack) waitState(t *testing.T, email, state, failure string, with ...string) map[string]any {
 	t.Helper()
 	var st map[string]any
 	require.Eventually(t, func() bool {
 		st = s.statusOf(t, email)
+		for _, f := range with {
+			if _, ok := st[f]; !ok {
+				return false
+			}
+		}
 		return st["state"] == state && (failure == "" || st["last_failure"] == failure)
-	}, 20*time.Second, 50*time.Millisecond, "%s: want %s %s, last %v", email, state, failure, st)
+	}, 20*time.Second, 50*time.Millisecond, "%s: want %s %s with %v, last %v", email, state, failure, with, st)
 	return st
 }
 
@@ -283,12 +288,7 @@ func TestMTAGreylistingHoldsNobodyElse(t *testing.T) {
 	for _, email := range greyAddrs {
 		// The worker records the failed attempt before asynq schedules the
 		// next one, whose time the status reads from asynq: wait for it.
-		var st map[string]any
-		require.Eventually(t, func() bool {
-			st = s.statusOf(t, email)
-			_, scheduled := st["next_attempt_in"]
-			return st["state"] == "retrying" && st["last_failure"] == "recipient_deferred" && scheduled
-		}, 20*time.Second, 50*time.Millisecond, "%s: want retrying, recipient_deferred, a next attempt; last %v", email, st)
+		st := s.waitState(t, email, "retrying", "recipient_deferred", "next_attempt_in")
 		assert.EqualValues(t, 450, st["reply"])
 		assert.Greater(t, st["next_attempt_in"], 20.0, "greylisting is tried again after minutes, not seconds")
 	}
