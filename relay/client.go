@@ -1,10 +1,12 @@
 // Package relay hands verifyq's mails to its SMTP relay: a small pool of
 // connections, capped as the relay allows, each greeted with a proper name,
 // secured and authenticated as configured, and kept in step after a
-// refused transaction (RSET) and ended with QUIT. It speaks SMTP through
-// emersion/go-smtp. Every failure is an *Error that names the stage of the
-// conversation it came at and the server's reply, which is what
-// delivery.ClassOf reads to decide what the failure means.
+// refused transaction (RSET) and ended with QUIT. emersion/go-smtp greets,
+// says EHLO, starts TLS and authenticates; the transaction is verifyq's
+// own, pipelined where the server offers it (transaction.go). Every
+// failure is an *Error that names the stage of the conversation it came
+// at and the server's reply, which is what delivery.ClassOf reads to
+// decide what the failure means.
 package relay
 
 import (
@@ -170,50 +172,6 @@ func (c *Client) transaction(ctx context.Context, s *session, from, to string, n
 	return inStep, true, err
 }
 
-// commands sends MAIL, RCPT and DATA on s.
-func (c *Client) commands(ctx context.Context, s *session, from, to string, needUTF8 bool, msg io.WriterTo) (inStep bool, err error) {
-	stop := watch(ctx, s.g.Conn)
-	defer func() {
-		if !stop() {
-			// ctx ended meanwhile and poisoned the connection's deadline;
-			// the transaction's own result still stands.
-			s.poisoned = true
-		}
-	}()
-	c.stage(ctx, StageMail)
-	if err := s.c.Mail(from, &smtp.MailOptions{UTF8: needUTF8}); err != nil {
-		return replied(err), fail(ctx, StageMail, err)
-	}
-	c.stage(ctx, StageRcpt)
-	if err := s.c.Rcpt(to, nil); err != nil {
-		return replied(err), fail(ctx, StageRcpt, err)
-	}
-	c.stage(ctx, StageData)
-	w, err := s.c.Data()
-	if err != nil {
-		return replied(err), fail(ctx, StageData, err)
-	}
-	if _, err := msg.WriteTo(w); err != nil {
-		_ = w.Close()
-		return false, fail(ctx, StageData, err)
-	}
-	// Close sends the final dot and reads the reply: from here on a
-	// failure without a reply leaves open whether the relay took the mail
-	// (NotAccepted).
-	c.stage(ctx, StageDataEnd)
-	if err := w.Close(); err != nil {
-		return replied(err), fail(ctx, StageDataEnd, err)
-	}
-	return true, nil
-}
-
-// replied reports whether err is a server's reply that leaves the session
-// in step: any but 421, with which the server closes it.
-func replied(err error) bool {
-	var se *smtp.SMTPError
-	return errors.As(err, &se) && se.Code != 421
-}
-
 // Probe checks that the relay can take mail, without sending any: it opens
 // a new connection as Send would (greeting, EHLO, STARTTLS and AUTH as
 // configured), within the configured Timeout or ctx, whichever ends first,
@@ -247,12 +205,15 @@ func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
 // session is one SMTP connection, greeted, secured and authenticated as
 // configured, ready for MAIL.
 type session struct {
-	c         *smtp.Client
-	g         *guard
-	tls       bool
-	utf8      bool // the server offers SMTPUTF8
-	idleSince time.Time
-	poisoned  bool // ctx ended during use: the deadline is unusable
+	c          *smtp.Client    // the handshake's: greeting, EHLO, STARTTLS, AUTH
+	text       *textproto.Conn // everything after it (transaction.go)
+	g          *guard
+	tls        bool
+	utf8       bool // the server offers SMTPUTF8
+	eightBit   bool // the server offers 8BITMIME
+	pipelining bool // the server offers PIPELINING
+	idleSince  time.Time
+	poisoned   bool // ctx ended during use: the deadline is unusable
 }
 
 // dial opens, greets, secures and authenticates a new connection, all
@@ -322,11 +283,14 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (*session, error) {
 		}
 	}
 	s.utf8, _ = s.c.Extension("SMTPUTF8")
+	s.eightBit, _ = s.c.Extension("8BITMIME")
+	s.pipelining, _ = s.c.Extension("PIPELINING")
 	if c.cfg.Username != "" {
 		if err := c.auth(ctx, s); err != nil {
 			return nil, err
 		}
 	}
+	s.text = newText(s.g)
 	return s, nil
 }
 
@@ -431,23 +395,6 @@ func cutWord(s string) (word, rest string, found bool) {
 		}
 	}
 	return s, "", false
-}
-
-// reset sends RSET, keeping the session for the next transaction.
-func (s *session) reset() error {
-	if s.poisoned {
-		return errors.New("relay: session poisoned")
-	}
-	return s.c.Reset()
-}
-
-// quit ends the session with QUIT, waiting at most timeout for the reply,
-// and closes the connection.
-func (s *session) quit(timeout time.Duration) {
-	_ = s.g.Conn.SetDeadline(time.Now().Add(timeout))
-	if err := s.c.Quit(); err != nil {
-		_ = s.g.Conn.Close()
-	}
 }
 
 // watch bounds I/O on nc by ctx: it sets nc's deadline to ctx's deadline and

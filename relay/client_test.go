@@ -159,35 +159,43 @@ func TestSendReplyErrors(t *testing.T) {
 		{"greeting 554", smtptest.Fault{Stage: smtptest.StageConnect, Code: 554, EnhancedCode: [3]int{5, 7, 1}}, relay.StageGreeting, "5.7.1", "Injected permanent failure", false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			srv := smtptest.Start(t)
-			c := newClient(t, srv, nil, nil)
-			srv.SetFault(tt.fault)
-
-			err := sendTo(t, c, testTo)
-			e := relayError(t, err)
-			assert.Equal(t, tt.stage, e.Stage)
-			assert.Equal(t, tt.fault.Code, e.Code)
-			assert.Equal(t, tt.enhanced, e.Enhanced)
-			assert.Equal(t, tt.text, e.Text)
-			assert.NoError(t, e.Err)
-			assert.True(t, e.Replied())
-			assert.Same(t, e, relay.ReplyError(err))
-			assert.Equal(t, tt.stage, relay.StageOf(err))
-			assert.NotContains(t, err.Error(), testTo, "the reply text is not in the error")
-			assert.NotContains(t, err.Error(), testCode)
-			assert.Zero(t, srv.Count())
-
-			srv.ClearFault()
-			require.NoError(t, sendTo(t, c, testTo))
-			require.Equal(t, 1, srv.Count())
-			if tt.kept {
-				require.Equal(t, 1, srv.Connections(), "the refused transaction's connection is reused")
-			} else {
-				require.Equal(t, 2, srv.Connections())
+		for _, pipelining := range []bool{true, false} {
+			name := tt.name
+			var opts []smtptest.Option
+			if !pipelining {
+				name += ", one command at a time"
+				opts = append(opts, smtptest.WithoutPipelining())
 			}
-		})
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				srv := smtptest.Start(t, opts...)
+				c := newClient(t, srv, nil, nil)
+				srv.SetFault(tt.fault)
+
+				err := sendTo(t, c, testTo)
+				e := relayError(t, err)
+				assert.Equal(t, tt.stage, e.Stage)
+				assert.Equal(t, tt.fault.Code, e.Code)
+				assert.Equal(t, tt.enhanced, e.Enhanced)
+				assert.Equal(t, tt.text, e.Text)
+				assert.NoError(t, e.Err)
+				assert.True(t, e.Replied())
+				assert.Same(t, e, relay.ReplyError(err))
+				assert.Equal(t, tt.stage, relay.StageOf(err))
+				assert.NotContains(t, err.Error(), testTo, "the reply text is not in the error")
+				assert.NotContains(t, err.Error(), testCode)
+				assert.Zero(t, srv.Count())
+
+				srv.ClearFault()
+				require.NoError(t, sendTo(t, c, testTo))
+				require.Equal(t, 1, srv.Count())
+				if tt.kept {
+					require.Equal(t, 1, srv.Connections(), "the refused transaction's connection is reused")
+				} else {
+					require.Equal(t, 2, srv.Connections())
+				}
+			})
+		}
 	}
 }
 
@@ -485,11 +493,13 @@ func TestRcptRefusalKeepsConnection(t *testing.T) {
 	require.Equal(t, 2, srv.Count())
 	cmds := srv.Commands()
 	require.Len(t, cmds, 1)
+	// The server offers PIPELINING: DATA went out with the refused RCPT,
+	// and RSET follows their replies.
 	verbs := commandVerbs(cmds[0])
 	i := slices.Index(verbs, "RSET")
 	require.Positive(t, i, "RSET after the refused RCPT: %q", cmds[0])
-	require.Equal(t, "RCPT", verbs[i-1], "%q", cmds[0])
-	require.Contains(t, verbs[i+1:], "DATA", "the next mail on the same connection: %q", cmds[0])
+	require.Equal(t, []string{"RCPT", "DATA"}, verbs[i-2:i], "%q", cmds[0])
+	require.Equal(t, []string{"MAIL", "RCPT", "DATA"}, verbs[i+1:], "the next mail on the same connection: %q", cmds[0])
 }
 
 // commandVerbs returns the first word of each command line.

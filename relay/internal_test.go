@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -208,14 +210,6 @@ func TestIsDeadConn(t *testing.T) {
 	}
 }
 
-func TestReplied(t *testing.T) {
-	t.Parallel()
-	assert.True(t, replied(&smtp.SMTPError{Code: 550}))
-	assert.True(t, replied(fmt.Errorf("x: %w", &smtp.SMTPError{Code: 451})))
-	assert.False(t, replied(&smtp.SMTPError{Code: 421}), "the server closes after 421")
-	assert.False(t, replied(io.EOF))
-}
-
 func TestOffersPlain(t *testing.T) {
 	t.Parallel()
 	assert.True(t, offersPlain("PLAIN LOGIN"))
@@ -257,4 +251,150 @@ func TestAddressLiteral(t *testing.T) {
 		assert.Equal(t, tt.want, got)
 		assert.NoError(t, ValidateHelloName(got))
 	}
+}
+
+// scriptedConn answers with replies, whatever is written, and records
+// each write: one write is one flush of the session's commands.
+type scriptedConn struct{ recordingConn }
+
+func (*scriptedConn) SetDeadline(time.Time) error { return nil }
+func (*scriptedConn) Close() error                { return nil }
+
+// scripted returns a session on a connection that answers with replies.
+func scripted(replies string, pipelining bool) (*session, *scriptedConn) {
+	conn := &scriptedConn{recordingConn{r: strings.NewReader(replies)}}
+	g := &guard{Conn: conn}
+	return &session{g: g, text: newText(g), pipelining: pipelining}, conn
+}
+
+const testBody = "Subject: x\r\n\r\n.hi\r\n"
+
+func runTransaction(s *session) (bool, error) {
+	return (&Client{}).commands(context.Background(), s, "a@x.test", "b@y.test", false, strings.NewReader(testBody))
+}
+
+// With PIPELINING, MAIL, RCPT and DATA go out in one write, and the
+// message in a second one after the 354.
+func TestTransactionPipelined(t *testing.T) {
+	t.Parallel()
+	s, conn := scripted("250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n", true)
+	inStep, err := runTransaction(s)
+	require.NoError(t, err)
+	require.True(t, inStep)
+	require.Equal(t, []string{
+		"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n",
+		"Subject: x\r\n\r\n..hi\r\n.\r\n",
+	}, conn.written)
+}
+
+// Without PIPELINING, each command waits for its reply: a write each.
+func TestTransactionOneCommandAtATime(t *testing.T) {
+	t.Parallel()
+	s, conn := scripted("250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n", false)
+	s.eightBit = true
+	inStep, err := runTransaction(s)
+	require.NoError(t, err)
+	require.True(t, inStep)
+	require.Equal(t, []string{
+		"MAIL FROM:<a@x.test> BODY=8BITMIME\r\n", "RCPT TO:<b@y.test>\r\n", "DATA\r\n",
+		"Subject: x\r\n\r\n..hi\r\n.\r\n",
+	}, conn.written)
+
+	s, conn = scripted("250 ok\r\n550 5.1.1 no such user\r\n", false)
+	inStep, err = runTransaction(s)
+	requireRefused(t, err, StageRcpt, 550, "5.1.1")
+	require.True(t, inStep)
+	require.Len(t, conn.written, 2, "no DATA after the refused RCPT: %q", conn.written)
+}
+
+func requireRefused(t *testing.T, err error, stage Stage, code int, enhanced string) {
+	t.Helper()
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, stage, e.Stage, "%v", err)
+	require.Equal(t, code, e.Code, "%v", err)
+	require.Equal(t, enhanced, e.Enhanced, "%v", err)
+}
+
+// Every reply of a pipelined group is read, and the first refusal is the
+// one returned; the message is not sent.
+func TestTransactionPipelinedRefusals(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, replies string
+		stage         Stage
+		code          int
+		enhanced      string
+		inStep        bool
+		written       int
+	}{
+		{"mail", "550 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n", StageMail, 550, "5.7.1", true, 1},
+		{"rcpt", "250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n", StageRcpt, 550, "5.1.1", true, 1},
+		{"data", "250 ok\r\n250 ok\r\n451 4.3.0 try later\r\n", StageData, 451, "4.3.0", true, 1},
+		{"rcpt deferred, multi-line", "250 ok\r\n450-4.2.0 greylisted\r\n450 4.2.0 come back later\r\n503 no recipients\r\n", StageRcpt, 450, "4.2.0", true, 1},
+		{"421 at mail ends the session", "421 4.3.2 shutting down\r\n", StageMail, 421, "4.3.2", false, 1},
+		{"421 after a refusal keeps the refusal", "250 ok\r\n550 5.1.1 no\r\n421 4.3.2 bye\r\n", StageRcpt, 550, "5.1.1", false, 1},
+		{"the end of data", "250 ok\r\n250 ok\r\n354 go\r\n554 5.7.1 spam\r\n", StageDataEnd, 554, "5.7.1", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, conn := scripted(tc.replies, true)
+			inStep, err := runTransaction(s)
+			requireRefused(t, err, tc.stage, tc.code, tc.enhanced)
+			require.Equal(t, tc.inStep, inStep)
+			require.Len(t, conn.written, tc.written, "%q", conn.written)
+		})
+	}
+}
+
+// A server that accepts DATA although it refused the recipient gets an
+// empty message's end, so that the session stays in step (RFC 2920, 3.1).
+func TestTransactionEndsDataAcceptedAfterARefusal(t *testing.T) {
+	t.Parallel()
+	s, conn := scripted("250 ok\r\n550 5.1.1 no\r\n354 go\r\n554 no valid recipients\r\n", true)
+	inStep, err := runTransaction(s)
+	requireRefused(t, err, StageRcpt, 550, "5.1.1")
+	require.True(t, inStep)
+	require.Equal(t, []string{"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n", ".\r\n"}, conn.written)
+}
+
+// No reply at all: the connection was dead, at MAIL, before any data.
+func TestTransactionNoReply(t *testing.T) {
+	t.Parallel()
+	s, _ := scripted("", true)
+	inStep, err := runTransaction(s)
+	require.False(t, inStep)
+	require.Equal(t, StageMail, StageOf(err))
+	require.True(t, isDeadConn(err), "%v", err)
+	require.True(t, NotAccepted(err))
+
+	s, _ = scripted("250 ok\r\n250 ok\r\n354 go\r\n", true)
+	inStep, err = runTransaction(s)
+	require.False(t, inStep)
+	require.Equal(t, StageDataEnd, StageOf(err))
+	require.False(t, NotAccepted(err), "the final dot went out: the relay may have the mail")
+}
+
+// A reply line over maxReplyLine bytes is an error, not a growing buffer.
+func TestTransactionBoundsReplyLines(t *testing.T) {
+	t.Parallel()
+	s, _ := scripted("250 "+strings.Repeat("x", maxReplyLine)+"\r\n", true)
+	inStep, err := runTransaction(s)
+	require.False(t, inStep)
+	require.ErrorIs(t, err, errReplyLine)
+
+	s, _ = scripted("250-"+strings.Repeat("x", maxReplyLine-10)+"\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n", true)
+	_, err = runTransaction(s)
+	require.NoError(t, err, "the bound is per line")
+}
+
+// An address with a line break in it is never sent.
+func TestTransactionRefusesLineBreaks(t *testing.T) {
+	t.Parallel()
+	s, conn := scripted("", true)
+	inStep, err := (&Client{}).commands(context.Background(), s, "a@x.test", "b@y.test\r\nRSET", false, strings.NewReader(testBody))
+	require.ErrorIs(t, err, errLineBreak)
+	require.Equal(t, StageRcpt, StageOf(err))
+	require.True(t, inStep)
+	require.Empty(t, conn.written)
 }

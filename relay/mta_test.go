@@ -259,8 +259,9 @@ func TestMTAWrongPassword(t *testing.T) {
 }
 
 // A refused recipient leaves the session in step: the next mail goes on the
-// same connection, still authenticated (the relay requires it), although
-// go-smtp says EHLO again after RSET.
+// same connection, still authenticated (the relay requires it). Postfix
+// offers PIPELINING, so DATA went out with the refused RCPT and was
+// refused too (data=1/2).
 func TestMTAUnknownUserKeepsConnection(t *testing.T) {
 	t.Parallel()
 	p := startMTA(t, mtatest.Options{Users: map[string]string{mtaLogin: testPass}, AuthRequired: true})
@@ -272,7 +273,7 @@ func TestMTAUnknownUserKeepsConnection(t *testing.T) {
 	got := sessions(t, p, c)
 	require.Len(t, got, 1, "one connection")
 	assert.Equal(t, 3, countLog(p, connectLine), "the harness's two probes and the client's one connection")
-	assert.Contains(t, got[0], " auth=1 mail=2 rcpt=1/2 data=1 rset=1 quit=1 ")
+	assert.Contains(t, got[0], " auth=1 mail=2 rcpt=1/2 data=1/2 rset=1 quit=1 ")
 	assert.Zero(t, countLog(p, "lost connection after RCPT"))
 	t.Logf("%s", got[0])
 }
@@ -340,7 +341,40 @@ func TestMTAGreylisted(t *testing.T) {
 	p.WaitMail(t, "alice", mtaWait)
 	got := sessions(t, p, c)
 	require.Len(t, got, 1, "one connection")
-	assert.Contains(t, got[0], " mail=2 rcpt=1/2 data=1 rset=1 quit=1 ")
+	assert.Contains(t, got[0], " mail=2 rcpt=1/2 data=1/2 rset=1 quit=1 ")
+}
+
+// MAIL, RCPT and DATA go out in one write where Postfix offers PIPELINING,
+// even with smtpd_forbid_unauth_pipelining (the default from Postfix 3.9),
+// and one at a time where it does not: Postfix logs "improper command
+// pipelining" for a client that sends ahead unasked.
+func TestMTAPipelining(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		extra string
+		data  string // the summary's DATA count: DATA goes out with a refused RCPT only when pipelined
+	}{
+		{"offered", "smtpd_forbid_unauth_pipelining = yes", "data=3/4"},
+		{"not offered", "smtpd_discard_ehlo_keywords = pipelining", "data=3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}, Extra: []string{tc.extra}})
+			cfg := mtaConfig(t, p)
+			cfg.Username, cfg.Password = "", ""
+			c := mtaClient(t, cfg, nil)
+			requireFailure(t, mtaSendTo(t, c, p.Address("bob"), testCode), relay.StageRcpt, 450, "4.2.0", delivery.RecipientDeferred)
+			for range 3 {
+				require.NoError(t, mtaSendTo(t, c, p.Address("alice"), testCode))
+			}
+			got := sessions(t, p, c)
+			require.Len(t, got, 1, "one connection")
+			assert.Contains(t, got[0], " mail=4 rcpt=3/4 "+tc.data+" rset=1 quit=1 ")
+			assert.Zero(t, countLog(p, "improper command pipelining"), "%q", p.Log())
+			assert.Zero(t, countLog(p, "synchronization"), "%q", p.Log())
+		})
+	}
 }
 
 // An address with a non-ASCII local part fails before MAIL FROM when the

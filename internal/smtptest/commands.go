@@ -29,6 +29,17 @@ func WithCommands() Option {
 	return func(c *config) { c.commands = true }
 }
 
+// WithoutPipelining makes the server leave PIPELINING (RFC 2920) out of
+// its EHLO reply, as a server that wants one command at a time does. It
+// works on clear text only: not with WithImplicitTLS, nor after STARTTLS.
+func WithoutPipelining() Option {
+	return func(c *config) { c.noPipelining = true }
+}
+
+// pipeliningLine is the line of go-smtp's EHLO reply that WithoutPipelining
+// removes (never the last one: 8BITMIME and others follow it).
+var pipeliningLine = []byte("250-PIPELINING\r\n")
+
 // errTooMany is WithMaxConnections' refusal.
 var errTooMany = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many connections"}
 

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"net"
 	"net/textproto"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/internal/smtptest"
@@ -119,4 +121,24 @@ func TestCertificatePEM(t *testing.T) {
 	require.True(t, pool.AppendCertsFromPEM(srv.CertificatePEM()))
 	conf := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	require.NoError(t, client{tls: conf, implicit: true}.send(t, srv))
+}
+
+func TestWithoutPipelining(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		opts    []smtptest.Option
+		offered bool
+	}{{nil, true}, {[]smtptest.Option{smtptest.WithoutPipelining()}, false}} {
+		srv := smtptest.Start(t, tc.opts...)
+		c, err := smtp.Dial(srv.Addr())
+		require.NoError(t, err)
+		require.NoError(t, c.Hello("client.test"))
+		ok, _ := c.Extension("PIPELINING")
+		require.Equal(t, tc.offered, ok)
+		ok, _ = c.Extension("8BITMIME")
+		require.True(t, ok, "the lines after it are kept")
+		require.NoError(t, c.SendMail("a@x.test", []string{"b@y.test"}, strings.NewReader("Subject: x\r\n\r\nhi\r\n")))
+		require.NoError(t, c.Quit())
+		require.Equal(t, 1, srv.Count())
+	}
 }

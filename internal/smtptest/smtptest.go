@@ -22,6 +22,7 @@
 package smtptest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -57,6 +58,7 @@ type config struct {
 	smtputf8     bool
 	maxConns     int  // WithMaxConnections; 0 means no cap
 	commands     bool // WithCommands
+	noPipelining bool // WithoutPipelining
 }
 
 // WithAuth makes the server offer AUTH PLAIN and require a successful
@@ -454,6 +456,15 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.l.s.cfg.noPipelining {
+		if i := bytes.Index(p, pipeliningLine); i >= 0 {
+			q := slices.Concat(p[:i], p[i+len(pipeliningLine):])
+			if _, err := c.Write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
 	if c.rec != nil {
 		c.rec.wrote(p)
 	}
