@@ -146,8 +146,9 @@ func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) (err e
 			continue
 		}
 		// After a refused transaction the session is still in step: RSET
-		// keeps it for the next mail instead of a new handshake.
-		if inStep && ctx.Err() == nil && (!sent || s.reset() == nil) {
+		// keeps it for the next mail instead of a new handshake, unless
+		// the server has refused enough on it to start slowing it down.
+		if inStep && ctx.Err() == nil && s.refusals < maxRefusals && (!sent || s.reset() == nil) {
 			c.pool.put(s)
 		} else {
 			c.pool.drop(s, inStep)
@@ -214,6 +215,7 @@ type session struct {
 	pipelining bool // the server offers PIPELINING
 	idleSince  time.Time
 	poisoned   bool // ctx ended during use: the deadline is unusable
+	refusals   int  // refusals since the last mail the session delivered
 }
 
 // dial opens, greets, secures and authenticates a new connection, all

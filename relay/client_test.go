@@ -502,6 +502,64 @@ func TestRcptRefusalKeepsConnection(t *testing.T) {
 	require.Equal(t, []string{"MAIL", "RCPT", "DATA"}, verbs[i+1:], "the next mail on the same connection: %q", cmds[0])
 }
 
+// A session that the server keeps refusing is ended after 8 refused
+// replies (with QUIT, not reset) since its last delivered mail, before a
+// server that counts errors (Postfix: more than 10) slows it down: after
+// four recipients refused in a row when pipelined (RCPT and DATA refused
+// each time), after eight when not. A delivered mail starts the count again.
+func TestRefusalsInARowEndTheSession(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		opts    []smtptest.Option
+		perConn int // refused transactions per connection
+	}{
+		{"pipelined", nil, 4},
+		{"one command at a time", []smtptest.Option{smtptest.WithoutPipelining()}, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := smtptest.Start(t, append(tc.opts, smtptest.WithCommands())...)
+			c := newClient(t, srv, nil, nil)
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 450, EnhancedCode: [3]int{4, 2, 0}})
+			for range 2*tc.perConn + 1 {
+				require.Equal(t, relay.StageRcpt, relay.StageOf(sendTo(t, c, "bob@example.com")))
+			}
+			require.Equal(t, 3, srv.Connections(), "a new connection after each %d refused", tc.perConn)
+
+			// A delivered mail starts the count again: the refusals on
+			// either side of it share the third connection.
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 450, EnhancedCode: [3]int{4, 2, 0}, Times: tc.perConn - 2})
+			for range tc.perConn - 2 {
+				require.Error(t, sendTo(t, c, "bob@example.com"))
+			}
+			require.NoError(t, sendTo(t, c, testTo))
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 450, EnhancedCode: [3]int{4, 2, 0}})
+			for range tc.perConn - 1 {
+				require.Error(t, sendTo(t, c, "bob@example.com"))
+			}
+			require.Equal(t, 3, srv.Connections())
+
+			require.NoError(t, c.Close()) // waits for the QUITs it started
+			for _, conn := range srv.Commands()[:2] {
+				verbs := commandVerbs(conn)
+				require.Equal(t, tc.perConn-1, countOf(verbs, "RSET"), "%q", conn)
+				require.Equal(t, "QUIT", verbs[len(verbs)-1], "ended with QUIT: %q", conn)
+			}
+		})
+	}
+}
+
+func countOf(ss []string, s string) int {
+	n := 0
+	for _, x := range ss {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
 // commandVerbs returns the first word of each command line.
 func commandVerbs(lines []string) []string {
 	verbs := make([]string, len(lines))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -342,6 +343,37 @@ func TestMTAGreylisted(t *testing.T) {
 	got := sessions(t, p, c)
 	require.Len(t, got, 1, "one connection")
 	assert.Contains(t, got[0], " mail=2 rcpt=1/2 data=1/2 rset=1 quit=1 ")
+}
+
+// Recipients refused in a row do not slow the relay's connection down:
+// Postfix answers every command a second late once a client has made more
+// than 10 errors without delivering a mail (smtpd_soft_error_limit) and
+// hangs up at 20. The client ends a session after 8 refused replies since
+// its last delivered mail (four pipelined transactions refused at RCPT),
+// so no session gets there, and the next mail goes on a new connection.
+func TestMTARefusalsInARowStayUnderPostfixsErrorLimit(t *testing.T) {
+	t.Parallel()
+	p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}})
+	cfg := mtaConfig(t, p)
+	cfg.Username, cfg.Password = "", ""
+	c := mtaClient(t, cfg, nil)
+	for range 14 {
+		requireFailure(t, mtaSendTo(t, c, p.Address("bob"), testCode), relay.StageRcpt, 450, "4.2.0", delivery.RecipientDeferred)
+	}
+	require.NoError(t, mtaSendTo(t, c, p.Address("alice"), testCode))
+	p.WaitMail(t, "alice", mtaWait)
+	got := sessions(t, p, c)
+	require.Len(t, got, 4, "a new connection after each four refused: %q", got)
+	counts := regexp.MustCompile(` commands=(\d+)/(\d+)$`)
+	for _, line := range got {
+		m := counts.FindStringSubmatch(line)
+		require.NotNil(t, m, "%q", line)
+		ok, _ := strconv.Atoi(m[1])
+		all, _ := strconv.Atoi(m[2])
+		assert.LessOrEqual(t, all-ok, 8, "failed commands in one session: %q", line)
+		assert.Contains(t, line, " quit=1 ", "ended with QUIT: %q", line)
+	}
+	assert.Zero(t, countLog(p, "too many errors"))
 }
 
 // MAIL, RCPT and DATA go out in one write where Postfix offers PIPELINING,

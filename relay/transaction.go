@@ -19,6 +19,16 @@ import (
 // server's 354, so nothing can be accepted before every earlier reply
 // was read.
 
+// maxRefusals is how many refused replies a session takes between two
+// delivered mails before it is ended (QUIT) instead of reset, so that the
+// next mail goes on a new connection. Servers count a client's errors
+// until it delivers a mail: Postfix answers every command a second late
+// after more than 10 (smtpd_soft_error_limit) and hangs up at 20. A
+// pipelined transaction refused at RCPT draws two refusals (RCPT and
+// DATA), one refused at MAIL three, so a session of recipients refused in
+// a row is ended after four of them, before Postfix slows it down.
+const maxRefusals = 8
+
 // maxReplyLine bounds one line of a reply, in bytes: twice RFC 5321's
 // 512, as go-smtp's client allows.
 const maxReplyLine = 2000
@@ -97,7 +107,11 @@ func (c *Client) commands(ctx context.Context, s *session, from, to string, need
 	if err := w.Close(); err != nil {
 		return false, fail(ctx, StageDataEnd, err)
 	}
-	return s.read(ctx, command{StageDataEnd, "", 250})
+	inStep, err = s.read(ctx, command{StageDataEnd, "", 250})
+	if err == nil {
+		s.refusals = 0
+	}
+	return inStep, err
 }
 
 // exchange sends cmds in one write and reads a reply to each. It returns
@@ -139,7 +153,8 @@ func (c *Client) exchange(ctx context.Context, s *session, cmds []command) (inSt
 }
 
 // read reads the reply to cmd. A reply other than cmd.want is a refusal
-// at cmd.stage; inStep is false when no reply came or it was 421.
+// at cmd.stage, counted in s.refusals; inStep is false when no reply came
+// or it was 421.
 func (s *session) read(ctx context.Context, cmd command) (inStep bool, err error) {
 	code, msg, err := s.text.ReadResponse(cmd.want)
 	if err == nil {
@@ -149,6 +164,7 @@ func (s *session) read(ctx context.Context, cmd command) (inStep bool, err error
 	if !errors.As(err, &te) {
 		return false, fail(ctx, cmd.stage, err)
 	}
+	s.refusals++
 	return code != 421, fail(ctx, cmd.stage, replyOf(code, msg))
 }
 
