@@ -330,12 +330,19 @@ func TestMTASizeLimit(t *testing.T) {
 	assert.Contains(t, got[0], " data=1/2 rset=1 ")
 }
 
-func TestMTAGreylisted(t *testing.T) {
-	t.Parallel()
-	p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}})
+// greylisting starts a Postfix that greylists bob (450 4.2.0 at RCPT),
+// with extra lines of main.cf, and a client that does not authenticate.
+func greylisting(t *testing.T, extra ...string) (*mtatest.Postfix, *relay.Client) {
+	t.Helper()
+	p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}, Extra: extra})
 	cfg := mtaConfig(t, p)
 	cfg.Username, cfg.Password = "", ""
-	c := mtaClient(t, cfg, nil)
+	return p, mtaClient(t, cfg, nil)
+}
+
+func TestMTAGreylisted(t *testing.T) {
+	t.Parallel()
+	p, c := greylisting(t)
 	text := requireFailure(t, mtaSendTo(t, c, p.Address("bob"), testCode), relay.StageRcpt, 450, "4.2.0", delivery.RecipientDeferred)
 	assert.Contains(t, text, "Greylisted")
 	require.NoError(t, mtaSendTo(t, c, p.Address("alice"), testCode))
@@ -353,10 +360,7 @@ func TestMTAGreylisted(t *testing.T) {
 // so no session gets there, and the next mail goes on a new connection.
 func TestMTARefusalsInARowStayUnderPostfixsErrorLimit(t *testing.T) {
 	t.Parallel()
-	p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}})
-	cfg := mtaConfig(t, p)
-	cfg.Username, cfg.Password = "", ""
-	c := mtaClient(t, cfg, nil)
+	p, c := greylisting(t)
 	for range 14 {
 		requireFailure(t, mtaSendTo(t, c, p.Address("bob"), testCode), relay.StageRcpt, 450, "4.2.0", delivery.RecipientDeferred)
 	}
@@ -392,10 +396,7 @@ func TestMTAPipelining(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := startMTA(t, mtatest.Options{Greylisted: []string{"bob@" + mtatest.DefaultDomain}, Extra: []string{tc.extra}})
-			cfg := mtaConfig(t, p)
-			cfg.Username, cfg.Password = "", ""
-			c := mtaClient(t, cfg, nil)
+			p, c := greylisting(t, tc.extra)
 			requireFailure(t, mtaSendTo(t, c, p.Address("bob"), testCode), relay.StageRcpt, 450, "4.2.0", delivery.RecipientDeferred)
 			for range 3 {
 				require.NoError(t, mtaSendTo(t, c, p.Address("alice"), testCode))
