@@ -1,12 +1,12 @@
 // Package relay hands verifyq's mails to its SMTP relay: a small pool of
 // connections, capped as the relay allows, each greeted with a proper name,
-// secured and authenticated as configured, and kept in step after a
-// refused transaction (RSET) and ended with QUIT. emersion/go-smtp greets,
-// says EHLO, starts TLS and authenticates; the transaction is verifyq's
-// own, pipelined where the server offers it (transaction.go). Every
-// failure is an *Error that names the stage of the conversation it came
-// at and the server's reply, which is what delivery.ClassOf reads to
-// decide what the failure means.
+// secured and authenticated as configured, kept in step after a refused
+// transaction (RSET) until the server has refused too much on it, and
+// ended with QUIT. emersion/go-smtp greets, says EHLO, starts TLS and
+// authenticates; the transaction is verifyq's own, pipelined where the
+// server offers it (transaction.go). Every failure is an *Error that
+// names the stage of the conversation it came at and the server's reply,
+// which is what delivery.ClassOf reads to decide what the failure means.
 package relay
 
 import (
@@ -157,20 +157,6 @@ func (c *Client) Send(ctx context.Context, env Envelope, msg io.WriterTo) (err e
 			slog.Bool("reused_conn", reused), slog.Duration("elapsed", time.Since(start)), slog.Any("error", err))
 		return err
 	}
-}
-
-// transaction runs one mail transaction (MAIL, RCPT, DATA) on s. inStep
-// reports that the session can go on: the server answered every command
-// sent; sent, that a command was sent at all.
-func (c *Client) transaction(ctx context.Context, s *session, from, to string, needUTF8 bool, msg io.WriterTo) (inStep, sent bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return true, false, &Error{Stage: StageMail, Err: err}
-	}
-	if needUTF8 && !s.utf8 {
-		return true, false, &Error{Stage: StageMail, Err: ErrNeedsSMTPUTF8}
-	}
-	inStep, err = c.commands(ctx, s, from, to, needUTF8, msg)
-	return inStep, true, err
 }
 
 // Probe checks that the relay can take mail, without sending any: it opens

@@ -270,7 +270,8 @@ func scripted(replies string, pipelining bool) (*session, *scriptedConn) {
 const testBody = "Subject: x\r\n\r\n.hi\r\n"
 
 func runTransaction(s *session) (bool, error) {
-	return (&Client{}).commands(context.Background(), s, "a@x.test", "b@y.test", false, strings.NewReader(testBody))
+	inStep, _, err := (&Client{}).transaction(context.Background(), s, "a@x.test", "b@y.test", false, strings.NewReader(testBody))
+	return inStep, err
 }
 
 // With PIPELINING, MAIL, RCPT and DATA go out in one write, and the
@@ -392,7 +393,7 @@ func TestTransactionBoundsReplyLines(t *testing.T) {
 func TestTransactionRefusesLineBreaks(t *testing.T) {
 	t.Parallel()
 	s, conn := scripted("", true)
-	inStep, err := (&Client{}).commands(context.Background(), s, "a@x.test", "b@y.test\r\nRSET", false, strings.NewReader(testBody))
+	inStep, _, err := (&Client{}).transaction(context.Background(), s, "a@x.test", "b@y.test\r\nRSET", false, strings.NewReader(testBody))
 	require.ErrorIs(t, err, errLineBreak)
 	require.Equal(t, StageRcpt, StageOf(err))
 	require.True(t, inStep)

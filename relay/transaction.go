@@ -58,10 +58,41 @@ func newText(conn io.ReadWriteCloser) *textproto.Conn {
 	}{&lineLimit{r: conn}, conn, conn})
 }
 
-// commands sends MAIL, RCPT and DATA on s, pipelined when the server
-// offers it, then the message. inStep reports that the session can go on:
-// the server answered every command sent, and none with 421.
-func (c *Client) commands(ctx context.Context, s *session, from, to string, needUTF8 bool, msg io.WriterTo) (inStep bool, err error) {
+// transaction runs one mail transaction (MAIL, RCPT, DATA and the
+// message) on s. inStep reports that the session can go on: the server
+// answered every command sent, and none with 421; sent, that a command
+// was sent at all.
+func (c *Client) transaction(ctx context.Context, s *session, from, to string, needUTF8 bool, msg io.WriterTo) (inStep, sent bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, false, &Error{Stage: StageMail, Err: err}
+	}
+	if needUTF8 && !s.utf8 {
+		return true, false, &Error{Stage: StageMail, Err: ErrNeedsSMTPUTF8}
+	}
+	mail := "MAIL FROM:<" + from + ">"
+	if s.eightBit {
+		mail += " BODY=8BITMIME"
+	}
+	if needUTF8 {
+		mail += " SMTPUTF8"
+	}
+	cmds := []command{
+		{StageMail, mail, 250},
+		{StageRcpt, "RCPT TO:<" + to + ">", 250},
+		{StageData, "DATA", 354},
+	}
+	for _, cmd := range cmds {
+		if strings.ContainsAny(cmd.line, "\r\n") {
+			return true, false, &Error{Stage: cmd.stage, Err: errLineBreak}
+		}
+	}
+	inStep, err = c.commands(ctx, s, cmds, msg)
+	return inStep, true, err
+}
+
+// commands sends cmds on s, pipelined when the server offers it, then the
+// message.
+func (c *Client) commands(ctx context.Context, s *session, cmds []command, msg io.WriterTo) (inStep bool, err error) {
 	stop := watch(ctx, s.g.Conn)
 	defer func() {
 		if !stop() {
@@ -70,23 +101,6 @@ func (c *Client) commands(ctx context.Context, s *session, from, to string, need
 			s.poisoned = true
 		}
 	}()
-	mail := "MAIL FROM:<" + from + ">"
-	if s.eightBit {
-		mail += " BODY=8BITMIME"
-	}
-	if needUTF8 {
-		mail += " SMTPUTF8"
-	}
-	cmds := [...]command{
-		{StageMail, mail, 250},
-		{StageRcpt, "RCPT TO:<" + to + ">", 250},
-		{StageData, "DATA", 354},
-	}
-	for _, cmd := range cmds {
-		if strings.ContainsAny(cmd.line, "\r\n") {
-			return true, &Error{Stage: cmd.stage, Err: errLineBreak}
-		}
-	}
 	group := 1
 	if s.pipelining {
 		group = len(cmds)
