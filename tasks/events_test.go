@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -100,10 +101,17 @@ func TestHandlerEmitsSentAgainUnderTheSameID(t *testing.T) {
 	})
 	require.NoError(t, srv.Start(h))
 	t.Cleanup(srv.Shutdown)
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
 	for i := range 2 {
 		_, err := client.EnqueueContext(ctx, e.task(t, "again@example.com", ""), asynq.TaskID("task-again"))
 		require.NoError(t, err, "run %d", i)
 		require.Eventually(t, func() bool { return len(log.Events()) == i+1 }, 5*time.Second, 20*time.Millisecond)
+		// The event is emitted inside the handler; asynq removes the task
+		// only after it returns, and until then the ID is taken.
+		require.Eventually(t, func() bool {
+			_, err := insp.GetTaskInfo(tasks.Queue, "task-again")
+			return errors.Is(err, asynq.ErrTaskNotFound)
+		}, 5*time.Second, 10*time.Millisecond, "run %d's task is done", i)
 	}
 	evs := log.Events()
 	assert.Equal(t, 1, e.smtp.Count(), "one mail")
