@@ -91,7 +91,7 @@ fuzz: ## run every fuzz target for FUZZTIME (100000 inputs, some seconds) each, 
 
 # BASELINE: a git ref built in a temporary worktree and measured in ROUNDS
 # rounds alternating with the tree's build; PROFILE: a directory for CPU
-# profiles, Redis commandstats and slow logs of the tree's runs.
+# and heap profiles, Redis commandstats and slow logs of the tree's runs.
 ROUNDS ?= 3
 
 bench: $(GHZ) $(VEGETA) ## both binaries under ghz and vegeta on their own Redis and SMTP sink, into BENCHMARKS.md (~5 min); BASELINE=<ref> [ROUNDS=3] adds ratios to that ref's build and the floor (~4 min a round), PROFILE=<dir> saves profiles

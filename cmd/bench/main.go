@@ -9,7 +9,8 @@
 // builds a git ref in a temporary worktree and runs the gRPC front ends and
 // the drain on both builds in alternating rounds, each figure with its ratio
 // to the baseline's; with -profile it saves CPU profiles, Redis command
-// counts and slow logs of the tree's runs. Every run is bounded in time.
+// counts and slow logs of the tree's runs and heap profiles after the
+// request-to-accept load. Every run is bounded in time.
 package main
 
 import (
@@ -83,7 +84,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.work, "work", "tmp-bench", "directory for binaries, logs and load results")
 	fs.StringVar(&cfg.baseline, "baseline", "", "git ref whose build the tree's is compared with, in alternating rounds")
 	fs.IntVar(&cfg.rounds, "rounds", cfg.rounds, "rounds of the comparison with -baseline")
-	fs.StringVar(&cfg.profile, "profile", "", "directory for CPU profiles (64 callers, the 0 ms drain), Redis commandstats and slow logs")
+	fs.StringVar(&cfg.profile, "profile", "", "directory for CPU profiles (64 callers, the 0 ms drain), Redis commandstats and slow logs, heap profiles (after the request-to-accept load)")
 	out := fs.String("out", "BENCHMARKS.md", "file whose bench block is rewritten")
 	quick := fs.Bool("quick", false, "short runs, to check the harness (about a minute; write to other files)")
 	if err := fs.Parse(args); err != nil {
@@ -771,6 +772,11 @@ func (e *env) endToEnd(ctx context.Context) (e2eRun, error) {
 	}
 	r.mailed, r.measured, r.toAccept = len(seen), len(lat), percentiles(lat)
 	r.enqRSS, r.wrkRSS = peakRSS(enq.pid()), peakRSS(wrk.pid())
+	if e.cfg.profile != "" { // what the heap holds at the end of the load: the peak RSS's live part
+		for _, p := range []*proc{enq, wrk} {
+			e.err = errors.Join(e.err, fetch(ctx, "http://"+p.env["ADMIN_ADDR"]+"/debug/pprof/heap", filepath.Join(e.cfg.profile, p.name+"-e2e.heap.pprof")))
+		}
+	}
 	logf("e2e: %d requests answered OK, %d mailed, p99 %s", r.res.statuses["OK"], r.mailed, ms(r.toAccept.p99))
 	return r, errors.Join(e.err, wrk.stop(), enq.stop())
 }

@@ -74,6 +74,7 @@ func (r Redis) Client() redis.UniversalClient {
 	case RedisSentinel:
 		o := *r.failover
 		setTimeouts(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout)
+		setBuffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		if o.PoolSize == 0 {
 			o.PoolSize = pool
 		}
@@ -81,6 +82,7 @@ func (r Redis) Client() redis.UniversalClient {
 	case RedisCluster:
 		o := *r.cluster
 		setTimeouts(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout)
+		setBuffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		if o.PoolSize == 0 {
 			o.PoolSize = pool
 		}
@@ -94,6 +96,7 @@ func (r Redis) Client() redis.UniversalClient {
 	default:
 		o := *r.single
 		setTimeouts(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout)
+		setBuffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		if o.PoolSize == 0 {
 			o.PoolSize = pool
 		}
@@ -136,6 +139,21 @@ func setTimeouts(ds ...*time.Duration) {
 		if *d == 0 {
 			*d = DefaultTimeout
 		}
+	}
+}
+
+// BufferSize is each connection's read buffer and its write buffer, a
+// pipeline's connection's too. verifyq's commands and replies are well under
+// a kilobyte, and a longer reply (a page of tasks for the dashboard) is read
+// through the buffer in pieces. go-redis's own sizes, 32 KiB each way and 128
+// KiB for a pipeline's connection, held 3.3 MB of the worker's heap at 100
+// slots.
+const BufferSize = 4 << 10
+
+// setBuffers gives each buffer size BufferSize (the URL sets none).
+func setBuffers(sizes ...*int) {
+	for _, n := range sizes {
+		*n = BufferSize
 	}
 }
 

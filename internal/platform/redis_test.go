@@ -1,6 +1,8 @@
 package platform_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -8,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/internal/platform"
+	"github.com/verifyq/verifyq/internal/redistest"
 )
 
 // Each mode takes go-redis's URL form and builds its kind of client, with
@@ -22,6 +25,10 @@ func TestParseRedis(t *testing.T) {
 	require.True(t, ok)
 	assert.GreaterOrEqual(t, single.Options().PoolSize, platform.MinPoolSize, "at least MinPoolSize by default")
 	assert.NotZero(t, single.Options().ReadTimeout)
+	assert.Equal(t, platform.BufferSize, single.Options().ReadBufferSize)
+	assert.Equal(t, platform.BufferSize, single.Options().WriteBufferSize)
+	assert.Equal(t, platform.BufferSize, single.Options().PipelineReadBufferSize)
+	assert.Equal(t, platform.BufferSize, single.Options().PipelineWriteBufferSize)
 
 	r, err = platform.ParseRedis(platform.RedisSingle, "redis://127.0.0.1:1/0?pool_size=5")
 	require.NoError(t, err)
@@ -33,8 +40,9 @@ func TestParseRedis(t *testing.T) {
 	require.NoError(t, err)
 	c = r.Client()
 	t.Cleanup(func() { _ = c.Close() })
-	_, ok = c.(*redis.Client) // a failover client is a *redis.Client that asks the sentinels
-	assert.True(t, ok)
+	failover, ok := c.(*redis.Client) // a failover client is a *redis.Client that asks the sentinels
+	require.True(t, ok)
+	assert.Equal(t, platform.BufferSize, failover.Options().WriteBufferSize)
 
 	r, err = platform.ParseRedis(platform.RedisCluster, "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002")
 	require.NoError(t, err)
@@ -44,6 +52,36 @@ func TestParseRedis(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"}, cc.Options().Addrs)
 	assert.GreaterOrEqual(t, cc.Options().PoolSize, platform.MinPoolSize)
+	assert.Equal(t, platform.BufferSize, cc.Options().ReadBufferSize)
+	assert.Equal(t, platform.BufferSize, cc.Options().PipelineWriteBufferSize)
+}
+
+// A command, a reply and a pipeline many times BufferSize go through the
+// client's small buffers whole, on a real Redis.
+func TestClientCarriesValuesLargerThanItsBuffers(t *testing.T) {
+	t.Parallel()
+	r, err := platform.ParseRedis(platform.RedisSingle, redistest.Start(t).URL())
+	require.NoError(t, err)
+	c := r.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+	big := strings.Repeat("0123456789abcdef", 100*platform.BufferSize/16)
+	require.NoError(t, c.Set(ctx, "big", big, 0).Err())
+	got, err := c.Get(ctx, "big").Result()
+	require.NoError(t, err)
+	assert.Equal(t, big, got)
+
+	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range 10 {
+			p.Set(ctx, fmt.Sprint("big", i), big, 0)
+			p.Get(ctx, fmt.Sprint("big", i))
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	for i := 1; i < len(cmds); i += 2 {
+		assert.Equal(t, big, cmds[i].(*redis.StringCmd).Val())
+	}
 }
 
 func TestParseRedisErrorsNameTheVariable(t *testing.T) {
