@@ -66,8 +66,9 @@ const MinPoolSize = 64
 
 // Client returns the one client a process shares for codes, the queue, the
 // dashboard and its readiness check, with timeouts fit for a request path (a
-// request must fail fast, not hang, when Redis goes away) and, unless the
-// URL sets one, a pool of at least MinPoolSize connections per node.
+// request must fail fast, not hang, when Redis goes away), buffers of
+// BufferSize and, unless the URL sets one, a pool of at least MinPoolSize
+// connections per node.
 func (r Redis) Client() redis.UniversalClient {
 	pool := max(MinPoolSize, 10*runtime.GOMAXPROCS(0))
 	switch r.mode {
