@@ -167,3 +167,19 @@ func TestSentinelWithDownAfter(t *testing.T) {
 		}
 	}
 }
+
+// The pool's Sentinel deployments, which no test fails over, wait longer
+// than a second before they count a slow primary down.
+func TestSharedSentinelWaitsLongerBeforeAFailover(t *testing.T) {
+	t.Setenv(redistest.EnvMode, redistest.ModeSentinel)
+	o, err := redis.ParseFailoverURL(redistest.Shared(t).URL())
+	require.NoError(t, err)
+	require.Len(t, o.SentinelAddrs, redistest.SentinelCount)
+	for _, addr := range o.SentinelAddrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		m, err := sc.Master(context.Background(), redistest.SentinelMasterName).Result()
+		_ = sc.Close()
+		require.NoError(t, err)
+		assert.Equal(t, "5000", m["down-after-milliseconds"], "sentinel %s", addr)
+	}
+}

@@ -17,7 +17,8 @@ import (
 // test ends every master is emptied (FLUSHALL) and the deployment goes back
 // to the pool for the next test, so a package pays a cluster's start-up
 // (some two seconds) once for each test running at the same time rather
-// than once for each test. Its Close does nothing; the pool's deployments
+// than once for each test. Its sentinels count a primary down only after
+// sharedDownAfter, not a second. Its Close does nothing; the pool's deployments
 // are closed by ClosePool, which the package's TestMain calls after m.Run
 // (and the kernel ends them with the test binary in any case).
 //
@@ -79,6 +80,14 @@ type sharedPool struct {
 
 var pool = &sharedPool{idle: map[string][]flusher{}}
 
+// sharedDownAfter is the down-after of the pool's Sentinel deployments. A
+// test that leases one fails nothing over, so a failover there is always a
+// false one, and it loses the writes the replica had not yet received: with
+// the default second, a primary that answered the sentinels' ping a second
+// late on a loaded machine (a CI run of the suites under -race) was failed
+// over in the middle of an e2e test, which lost its send.
+const sharedDownAfter = 5 * time.Second
+
 // take returns an idle deployment of mode, or starts one.
 func (p *sharedPool) take(mode string) (flusher, error) {
 	p.mu.Lock()
@@ -91,7 +100,7 @@ func (p *sharedPool) take(mode string) (flusher, error) {
 	p.mu.Unlock()
 	switch mode {
 	case ModeSentinel:
-		return NewSentinel()
+		return NewSentinel(WithDownAfter(sharedDownAfter))
 	case ModeCluster:
 		return NewCluster()
 	}
