@@ -13,13 +13,13 @@ import (
 	"github.com/verifyq/verifyq/limits"
 )
 
-// BenchmarkAdmit measures the send step (the limits' scripts and the
-// code's issue, one pipeline) on a real redis-server with the default
-// limits, each call for a new address and its task, as the service makes
-// it (the limits' keys and the index of open sends are written, none
-// refuses). "serial" is one round trip after
-// another, its ns/op the latency of one call; "parallel" keeps 8 calls per
-// GOMAXPROCS in flight, its ns/op the inverse of the throughput.
+// BenchmarkAdmit measures the send step (the limits' scripts, the code's
+// issue and the send's entry in the index of open sends, one pipeline) on a
+// real redis-server with the default limits, each call for a new address
+// and its task, as the service makes it (every key is written, none
+// refuses). "serial" is one round trip after another, its ns/op the latency
+// of one call; "parallel" keeps 8 calls per GOMAXPROCS in flight, its ns/op
+// the inverse of the throughput.
 func BenchmarkAdmit(b *testing.B) {
 	srv := redistest.Start(b)
 	cfg := codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength,
