@@ -27,7 +27,16 @@ var binary = platform.Binary[Config]{
 	Name:      "enqueuer",
 	AdminAddr: func(cfg Config) string { return cfg.AdminAddr },
 	Serve:     serve,
+	// A send allocates about 14 KB and keeps little: with the runtime's
+	// default the collector ran every few hundred sends and took a tenth
+	// of the enqueuer's CPU (BENCHMARKS.md, 2026-12-07). Twice the
+	// headroom costs a few megabytes.
+	GCPercent: EnqueuerGCPercent,
 }
+
+// EnqueuerGCPercent is the enqueuer's GOGC unless the environment sets one
+// (docs/CONFIGURATION.md).
+const EnqueuerGCPercent = 200
 
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "-new-key" || os.Args[1] == "--new-key") {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -52,6 +53,9 @@ type Binary[C any] struct {
 	// Serve runs the command until ctx ends (SIGINT or SIGTERM), then shuts
 	// it down within SHUTDOWN_TIMEOUT. logger is set up from LOG_LEVEL.
 	Serve func(ctx context.Context, cfg C, logger *slog.Logger) error
+	// GCPercent is the garbage collector's target (GOGC) while serving,
+	// unless the environment sets GOGC; 0 leaves the runtime's default.
+	GCPercent int
 }
 
 // Main is the main function of a verifyq command: it runs b with the
@@ -97,6 +101,7 @@ func Run[C any, P interface {
 		if *healthcheck {
 			err = HealthCheck(ctx, b.AdminAddr(cfg))
 		} else {
+			setGCPercent(b.GCPercent)
 			err = b.Serve(ctx, cfg, P(&cfg).SetupLogging(stderr))
 		}
 	}
@@ -105,4 +110,12 @@ func Run[C any, P interface {
 		return 1
 	}
 	return 0
+}
+
+// setGCPercent sets the garbage collector's target to percent unless it
+// is 0 or GOGC is set: the operator's GOGC wins.
+func setGCPercent(percent int) {
+	if _, set := os.LookupEnv("GOGC"); percent != 0 && !set {
+		debug.SetGCPercent(percent)
+	}
 }

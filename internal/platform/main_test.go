@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +32,10 @@ func (c *testConfig) Resolve() error { return c.Common.Resolve() }
 
 // testBinary records what Run gave Serve.
 type testBinary struct {
-	served  bool
-	cfg     testConfig
-	serveFn func(ctx context.Context) error
+	served    bool
+	cfg       testConfig
+	serveFn   func(ctx context.Context) error
+	gcPercent int
 }
 
 func (b *testBinary) run(ctx context.Context, t *testing.T, args ...string) (int, string) {
@@ -57,6 +59,7 @@ func (b *testBinary) run(ctx context.Context, t *testing.T, args ...string) (int
 			<-ctx.Done()
 			return nil
 		},
+		GCPercent: b.gcPercent,
 	}, args, &stderr)
 	return code, stderr.String()
 }
@@ -109,6 +112,39 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 	assert.Equal(t, 2*time.Minute, b.cfg.TTL)
 	assert.NotContains(t, stderr, "serving", "LOG_LEVEL=warn drops info")
 	assert.Contains(t, stderr, `"msg":"logged as JSON"`)
+}
+
+// Serve runs with the binary's GCPercent unless GOGC is set: the
+// operator's GOGC wins, and 0 leaves the runtime's.
+func TestRunGCPercent(t *testing.T) {
+	gcPercent := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	for _, tc := range []struct {
+		name      string
+		gogc      *string
+		gcPercent int
+		want      int
+	}{
+		{"the binary's", nil, 250, 250},
+		{"none", nil, 0, 100},
+		{"GOGC set", new("150"), 250, 100}, // the runtime read GOGC at start; Run leaves it
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetGCPercent(100)
+			t.Setenv("GOGC", "")
+			if tc.gogc == nil {
+				require.NoError(t, os.Unsetenv("GOGC"))
+			} else {
+				t.Setenv("GOGC", *tc.gogc)
+			}
+			got := -1
+			b := &testBinary{gcPercent: tc.gcPercent, serveFn: func(context.Context) error { got = gcPercent(); return nil }}
+			code, stderr := b.run(context.Background(), t)
+			require.Equal(t, 0, code, stderr)
+			assert.Equal(t, tc.want, got)
+		})
+	}
 }
 
 func TestRunServeFailure(t *testing.T) {
