@@ -31,12 +31,12 @@ var binary = platform.Binary[Config]{
 	// default the collector ran every few hundred sends and took a tenth
 	// of the enqueuer's CPU (BENCHMARKS.md, 2026-12-07). Twice the
 	// headroom costs a few megabytes.
-	GCPercent: EnqueuerGCPercent,
+	GCPercent: gcPercent,
 }
 
-// EnqueuerGCPercent is the enqueuer's GOGC unless the environment sets one
+// gcPercent is the enqueuer's GOGC unless the environment sets one
 // (docs/CONFIGURATION.md).
-const EnqueuerGCPercent = 200
+const gcPercent = 200
 
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "-new-key" || os.Args[1] == "--new-key") {
