@@ -122,21 +122,19 @@ func TestRunGCPercent(t *testing.T) {
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
 	for _, tc := range []struct {
 		name      string
-		gogc      *string
+		gogc      string // "": unset
 		gcPercent int
 		want      int
 	}{
-		{"the binary's", nil, 250, 250},
-		{"none", nil, 0, 100},
-		{"GOGC set", new("150"), 250, 100}, // the runtime read GOGC at start; Run leaves it
+		{"the binary's", "", 250, 250},
+		{"none", "", 0, 100},
+		{"GOGC set", "150", 250, 100}, // the runtime read GOGC at start; Run leaves it
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			debug.SetGCPercent(100)
-			t.Setenv("GOGC", "")
-			if tc.gogc == nil {
+			t.Setenv("GOGC", tc.gogc)
+			if tc.gogc == "" {
 				require.NoError(t, os.Unsetenv("GOGC"))
-			} else {
-				t.Setenv("GOGC", *tc.gogc)
 			}
 			got := -1
 			b := &testBinary{gcPercent: tc.gcPercent, serveFn: func(context.Context) error { got = gcPercent(); return nil }}
