@@ -25,9 +25,6 @@ func BenchmarkAdmit(b *testing.B) {
 	cfg := codes.Config{KeyPrefix: codes.DefaultKeyPrefix, TTL: codes.DefaultTTL, Length: codes.DefaultLength,
 		MaxAttempts: codes.DefaultMaxAttempts}
 	var n atomic.Int64
-	// next is a request as the service makes it: a new address, and the
-	// task that is to mail its code, so that the send also enters the
-	// index of open sends.
 	next := func() limits.Request {
 		i := strconv.FormatInt(n.Add(1), 10)
 		return limits.Request{Email: "bench-" + i + "@example.com", Send: codes.Send{Task: "bench-task-" + i, Queue: "default"}}

@@ -27,15 +27,12 @@ var binary = platform.Binary[Config]{
 	Name:      "enqueuer",
 	AdminAddr: func(cfg Config) string { return cfg.AdminAddr },
 	Serve:     serve,
-	// A send allocates about 14 KB and keeps little: with the runtime's
-	// default the collector ran every few hundred sends and took a tenth
-	// of the enqueuer's CPU (BENCHMARKS.md, 2026-12-07). Twice the
-	// headroom costs a few megabytes.
 	GCPercent: gcPercent,
 }
 
-// gcPercent is the enqueuer's GOGC unless the environment sets one
-// (docs/CONFIGURATION.md).
+// gcPercent is the enqueuer's GOGC unless the environment sets one: a send
+// allocates much and keeps little, so with the runtime's 100 the collector
+// ran every few hundred sends (docs/CONFIGURATION.md, BENCHMARKS.md).
 const gcPercent = 200
 
 func main() {
