@@ -166,9 +166,10 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 		// Run calls on goroutines that are kept and keep their grown
 		// stacks, not on a new goroutine per call: the chain of
 		// interceptors and go-redis outgrows a new goroutine's stack, and
-		// copying it was 5 to 9 % of the enqueuer's CPU (BENCHMARKS.md). A
-		// call that finds every worker busy still gets a goroutine of its
-		// own, so this bounds nothing.
+		// copying it costs a few per cent of the enqueuer's CPU
+		// (BENCHMARKS.md, "no stream workers"). A call that finds every
+		// worker busy still gets a goroutine of its own, so this bounds
+		// nothing.
 		grpc.NumStreamWorkers(streamWorkers()),
 		// Bounds of what one client can hold open: streams per
 		// connection, the wait for a new connection's preface, and
