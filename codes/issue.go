@@ -116,7 +116,7 @@ func (is *Issue) Call() script.Call { return is.call }
 // Result reads the issue's reply and returns what was issued and the
 // script call that takes it back (see Store.GetOrCreate).
 func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
-	if len(reply) != 11 {
+	if len(reply) != 15 {
 		return Issued{}, script.Call{}, fmt.Errorf("issue code: unexpected reply of %d values", len(reply))
 	}
 	str := func(i int) string { v, _ := reply[i].(string); return v }
@@ -127,7 +127,10 @@ func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
 		issued.Code = is.fresh // the live value is its MAC
 	}
 	undo := script.Call{Script: unissueScript, Keys: is.keys,
-		Args: []any{is.owner[0], is.owner[1], created, is.value, str(3), str(4), str(5), str(6), str(7), str(8), str(9), str(10)}}
+		Args: []any{is.owner[0], is.owner[1], created, is.value}}
+	for i := 3; i < len(reply); i++ {
+		undo.Args = append(undo.Args, str(i))
+	}
 	return issued, undo, nil
 }
 

@@ -22,9 +22,9 @@
 -- task's queue, ARGV[9] locale ('' default), ARGV[10] the sealed code (''
 -- for plain codes)
 -- Reply: {value, ms left, created (1 or 0), value replaced ('' if none),
--- then the status's state, task, nonce, queue, locale, sealed and
--- queued_at before ('' each if none)}: all but the first three are what
--- unissue needs to take this send back.
+-- then the status's state, task, nonce, queue, locale, sealed, queued_at,
+-- failure, reply, dsn and diagnostic before ('' each if none)}: all but
+-- the first three are what unissue needs to take this send back.
 local ttl = tonumber(ARGV[2])
 local code = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl, 'GET')
 local left, created, replaced, prev = ttl, 1, '', {}
@@ -51,7 +51,8 @@ if code then
     code = ARGV[1]
     redis.call('SET', KEYS[1], code, 'KEEPTTL')
   end
-  prev = redis.call('HMGET', KEYS[3], 'state', 'task', 'nonce', 'queue', 'locale', 'sealed', 'queued_at')
+  prev = redis.call('HMGET', KEYS[3], 'state', 'task', 'nonce', 'queue', 'locale', 'sealed', 'queued_at', 'failure',
+    'reply', 'dsn', 'diagnostic')
   redis.call('HDEL', KEYS[3], unpack(unset))
 else
   code = ARGV[1]
@@ -60,5 +61,5 @@ end
 redis.call('HSET', KEYS[3], unpack(set))
 redis.call('PEXPIRE', KEYS[3], left + tonumber(ARGV[6]))
 local reply = {code, left, created, replaced}
-for i = 1, 7 do reply[4 + i] = prev[i] or '' end
+for i = 1, 11 do reply[4 + i] = prev[i] or '' end
 return reply

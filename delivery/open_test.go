@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,7 +13,10 @@ import (
 
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
+	"github.com/verifyq/verifyq/internal/servicetest"
 	"github.com/verifyq/verifyq/limits"
+	"github.com/verifyq/verifyq/relay"
+	"github.com/verifyq/verifyq/returnpath"
 )
 
 // send admits a send of email whose task is task, as the enqueuer does.
@@ -184,4 +188,47 @@ func TestRequeue(t *testing.T) {
 	require.NoError(t, rdb.Del(ctx, s.Key(id)).Err())
 	_, err = s.Requeue(ctx, open, look(), "t2", "mail", time.Now(), 5)
 	require.ErrorIs(t, err, codes.ErrNotFound)
+}
+
+// A send refused by a limit, and a failed enqueue's undo, leave the status
+// as they found it: the last failure's class and reply, and a bounce's
+// status code and diagnostic, stay with the state they explain.
+func TestRefusedSendKeepsTheStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, limits.Config{Cooldown: time.Minute})
+	retrying, bounced := codes.ID{Email: "k1@example.com"}, codes.ID{Email: "k2@example.com"}
+	s.send(t, retrying.Email, "t1")
+	_, err := s.Begin(ctx, retrying, "t1", codes.DefaultTTL)
+	require.NoError(t, err)
+	temp := fmt.Errorf("send: %w", &relay.Error{Stage: relay.StageRcpt, Code: 450, Enhanced: "4.2.0", Text: "greylisted"})
+	require.NoError(t, s.Retrying(ctx, retrying, "t1", temp))
+	s.send(t, bounced.Email, "t2")
+	_, err = s.Begin(ctx, bounced, "t2", codes.DefaultTTL)
+	require.NoError(t, err)
+	require.NoError(t, s.Sent(ctx, bounced, "t2", delivery.Acceptance{At: time.Now()}))
+	ok, err := s.Reported(ctx, bounced, returnpath.SendID("t2"), delivery.Report{State: delivery.StateBounced, DSN: "5.1.1", Diagnostic: "user unknown"})
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	for _, id := range []codes.ID{retrying, bounced} {
+		before, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+		require.NoError(t, err)
+		_, err = s.limiter.Admit(ctx, limits.Request{Email: id.Email, Send: codes.Send{Task: "again", Queue: testQueue}})
+		require.ErrorIs(t, err, limits.ErrRateLimited)
+		after, err := rdb.HGetAll(ctx, s.StatusKey(id)).Result()
+		require.NoError(t, err)
+		assert.Equal(t, before, after, "a refused send leaves the status of %s as it was", id.Email)
+	}
+
+	// The same for a send admitted and taken back (its enqueue failed).
+	servicetest.EndCooldowns(ctx, t, rdb, delivery.MailboxID(retrying.Email), time.Minute)
+	before, err := rdb.HGetAll(ctx, s.StatusKey(retrying)).Result()
+	require.NoError(t, err)
+	a, err := s.limiter.Admit(ctx, limits.Request{Email: retrying.Email, Send: codes.Send{Task: "t3", Queue: testQueue}})
+	require.NoError(t, err)
+	require.NoError(t, a.Undo(ctx))
+	after, err := rdb.HGetAll(ctx, s.StatusKey(retrying)).Result()
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "the undo gives the status back whole")
 }
