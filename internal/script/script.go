@@ -25,7 +25,8 @@ type Call struct {
 // script Redis does not know (after a restart, on a new cluster node) is
 // run again, alone with the others that failed so, once its script is
 // loaded on every node; the calls that did run, plain commands included,
-// are not run twice.
+// are not run twice. The error is the first call's that failed, whether
+// in the first pipeline or in the one that ran the unknown scripts again.
 func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	todo := make([]int, len(calls))
@@ -43,6 +44,12 @@ func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redi
 			}
 			return nil
 		})
+		if err == nil && attempt > 0 {
+			// The calls run again succeeded; one that failed otherwise in
+			// the first pipeline (a refused command beside an unknown
+			// script) fails the run all the same.
+			err = firstErr(cmds)
+		}
 		if err == nil || attempt > 0 || !redis.HasErrorPrefix(err, "NOSCRIPT") {
 			return cmds, err
 		}
@@ -57,6 +64,16 @@ func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redi
 		}
 		todo = again
 	}
+}
+
+// firstErr is the first error of cmds, in their order.
+func firstErr(cmds []*redis.Cmd) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ErrEmptyReply is returned by Replies for a script that returned nothing.

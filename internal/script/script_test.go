@@ -44,6 +44,28 @@ func TestRunLoadsUnknownScripts(t *testing.T) {
 	assert.Equal(t, "1", rdb.Get(ctx, "b").Val())
 }
 
+// A call that failed otherwise in the pipeline where a script was unknown
+// (a plain command refused, here one of the wrong type) still fails Run:
+// running the unknown script again does not hide it.
+func TestRunReportsOtherFailuresBesideUnknownScripts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	require.NoError(t, rdb.Set(ctx, "s", "a string", 0).Err())
+	unknown := redis.NewScript(`return redis.call('INCR', KEYS[1]) + 1`)
+
+	cmds, err := script.Run(ctx, rdb,
+		script.Call{Script: unknown, Keys: []string{"b"}},
+		script.Call{Command: []any{"ZADD", "s", 1, "m"}})
+	require.Error(t, err)
+	assert.True(t, redis.HasErrorPrefix(err, "WRONGTYPE"), "%v", err)
+	require.Len(t, cmds, 2)
+	n, cerr := cmds[0].Int64()
+	require.NoError(t, cerr, "the unknown script was loaded and run")
+	assert.Equal(t, int64(2), n)
+}
+
 // Replies reads each reply as a list and names the place of a bad one.
 func TestReplies(t *testing.T) {
 	t.Parallel()
