@@ -239,3 +239,27 @@ func TestRefusedSendLeavesNothing(t *testing.T) {
 	_, err = s.GetOrCreate(ctx, limits.Request{Email: "b@example.com", Client: "198.51.100.2"})
 	require.NoError(t, err, "b's own limits were untouched")
 }
+
+// A send whose pipeline failed in part (a Redis Cluster node failing over
+// while the others answer; here the index of open sends refuses its ZADD)
+// fails, and what its parts did record is taken back: the client's retry
+// is admitted, not refused by the cooldown and the caps of a send that was
+// never queued.
+func TestFailedAdmissionTakesBackWhatRan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Cooldown: time.Minute, AddressPerHour: 1, ClientPerHour: 1, DomainPerMinute: 1, GlobalPerMinute: 1})
+	req := limits.Request{Email: "half@example.com", Client: "198.51.100.3", Send: codes.Send{Task: "t1", Queue: "mail"}}
+	open := delivery.OpenSend{Task: "t1", ID: codes.ID{Email: req.Email}}
+	require.NoError(t, rdb.Set(ctx, open.Key(), "not a sorted set", time.Minute).Err())
+	_, err := s.GetOrCreate(ctx, req)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, limits.ErrRateLimited)
+	assert.Zero(t, exists(ctx, t, rdb, "code_half@example.com"), "the code it made, never mailed, is gone")
+
+	require.NoError(t, rdb.Del(ctx, open.Key()).Err())
+	req.Send.Task = "t2"
+	again, err := s.GetOrCreate(ctx, req)
+	require.NoError(t, err, "the retry is admitted")
+	assert.True(t, again.Created)
+}

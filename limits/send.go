@@ -242,8 +242,9 @@ func (a Admission) Undo(ctx context.Context) error {
 // address (that exact address: delivery.SuppressKey) returns a
 // *delivery.SuppressedError, a refused send an *Error; either leaves the
 // limits and the code as they were (a second round trip undoes what the
-// parts that admitted it recorded). An admitted send marks the delivery
-// status queued.
+// parts that admitted it recorded). A pipeline that failed in part fails
+// the send, and what its calls that did run recorded is taken back too.
+// An admitted send marks the delivery status queued.
 func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	now := req.At
 	if now.IsZero() {
@@ -284,7 +285,11 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 
 	cmds, err := script.Run(ctx, l.rdb, calls...)
 	if err != nil {
-		return Admission{}, fmt.Errorf("admit send: %w", err)
+		err = fmt.Errorf("admit send: %w", err)
+		if uerr := takeBack(ctx, l.rdb, cmds, undos, issue, unopen); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo a failed send: %w", uerr))
+		}
+		return Admission{}, err
 	}
 	replies, err := script.Replies(cmds[:len(on)+1])
 	if err != nil {
@@ -338,6 +343,42 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		err2 = errors.Join(err2, fmt.Errorf("undo a refused send: %w", uerr))
 	}
 	return Admission{}, err2
+}
+
+// takeBack undoes, after an admission's pipeline failed in part (a Redis
+// Cluster node failing over while the others answered), what the calls
+// that did run recorded: each part that admitted, the issue, and the
+// send's entry in the index, so that the failed request leaves no
+// cooldown, count or code behind for its retry. A call whose reply was
+// lost cannot be told from one that did not run, and stays.
+func takeBack(ctx context.Context, rdb redis.UniversalClient, cmds []*redis.Cmd, undos []script.Call, issue *codes.Issue,
+	unopen []script.Call) error {
+	ran := func(i int) ([]any, bool) {
+		if i >= len(cmds) || cmds[i] == nil {
+			return nil, false
+		}
+		r, err := cmds[i].Slice()
+		return r, err == nil
+	}
+	var calls []script.Call
+	for i, u := range undos {
+		if r, ok := ran(i); ok && len(r) == 1 && r[0] == "ok" {
+			calls = append(calls, u)
+		}
+	}
+	if r, ok := ran(len(undos)); ok {
+		if _, unissue, err := issue.Result(r); err == nil {
+			calls = append(calls, unissue)
+		}
+	}
+	if len(unopen) > 0 && len(cmds) == len(undos)+2 && cmds[len(undos)+1] != nil && cmds[len(undos)+1].Err() == nil {
+		calls = append(calls, unopen...)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	_, err := script.Run(ctx, rdb, calls...)
+	return err
 }
 
 // refused is the refusal of a send so far: a limit's name (or
