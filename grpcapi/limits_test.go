@@ -1,7 +1,12 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,15 +14,20 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/verifyq/verifyq/grpcapi"
 	"github.com/verifyq/verifyq/internal/grpctest"
 	"github.com/verifyq/verifyq/internal/servicetest"
+	verifyqv1 "github.com/verifyq/verifyq/proto/verifyq/v1"
+	"github.com/verifyq/verifyq/service"
 )
 
 // watches opens n health Watch streams on conn, from a few goroutines at
@@ -168,4 +178,121 @@ func TestConnectionsIdleOrOldAreClosed(t *testing.T) {
 		assert.Equal(t, codes.Unavailable, status.Code(err), "the stream is cut with its connection: %v", err)
 		assert.NoError(t, ctx.Err(), "cut by the server, not by the test's deadline")
 	})
+}
+
+// rawCall makes one SendCode call on a raw HTTP/2 connection to addr, with
+// a metadata entry of extra bytes, ignoring whatever the server advertises
+// (as a hostile client does). It returns the server's
+// SETTINGS_MAX_HEADER_LIST_SIZE (0 when it sent none) and how the call
+// ended: the grpc-status of its trailers, or "reset" when the server reset
+// the stream or the connection.
+func rawCall(t *testing.T, addr string, extra int) (advertised uint32, ended string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close() }()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(conn, http2.ClientPreface)
+	require.NoError(t, err)
+	fr := http2.NewFramer(conn, conn)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	require.NoError(t, fr.WriteSettings())
+	// The server's SETTINGS come first, before anything of the call.
+	settings, err := fr.ReadFrame()
+	require.NoError(t, err)
+	require.IsType(t, &http2.SettingsFrame{}, settings)
+	advertised, _ = settings.(*http2.SettingsFrame).Value(http2.SettingMaxHeaderListSize)
+	require.NoError(t, fr.WriteSettingsAck())
+
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{
+		{":method", "POST"}, {":scheme", "http"}, {":authority", addr},
+		{":path", verifyqv1.CodeService_SendCode_FullMethodName},
+		{"content-type", "application/grpc"}, {"te", "trailers"},
+		{"x-padding", strings.Repeat("p", extra)},
+	} {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	const frame = 16 << 10 // HTTP/2's least SETTINGS_MAX_FRAME_SIZE
+	b := block.Bytes()
+	first := b[:min(len(b), frame)]
+	b = b[len(first):]
+	err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndHeaders: len(b) == 0})
+	for err == nil && len(b) > 0 {
+		n := min(len(b), frame)
+		err = fr.WriteContinuation(1, n == len(b), b[:n])
+		b = b[n:]
+	}
+	msg, merr := proto.Marshal(&verifyqv1.SendCodeRequest{Email: "user@example.com"})
+	require.NoError(t, merr)
+	if err == nil {
+		data := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))) //nolint:gosec // G115: a few bytes
+		err = fr.WriteData(1, true, append(data, msg...))
+	}
+	if err != nil {
+		return advertised, "reset" // the server closed the connection
+	}
+
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return advertised, "reset" // the connection closed
+		}
+		switch f := f.(type) {
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				_ = fr.WritePing(true, f.Data)
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				return advertised, "reset"
+			}
+		case *http2.GoAwayFrame:
+			return advertised, "reset"
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == 1 && f.StreamEnded() {
+				for _, hf := range f.RegularFields() {
+					if hf.Name == "grpc-status" {
+						return advertised, "grpc-status " + hf.Value
+					}
+				}
+				return advertised, "no grpc-status"
+			}
+		}
+	}
+}
+
+// A call's metadata is bounded as an HTTP request's headers are
+// (MaxHeaderListSize, not gRPC's 16 MB default): the server advertises the
+// bound, and a client that ignores it has its call reset (here its
+// connection closed) before any handler runs, so that calls left waiting for their message cannot hold
+// megabytes each. Metadata within the bound is served.
+func TestOversizedMetadataIsRefused(t *testing.T) {
+	t.Parallel()
+	var sends atomic.Int32
+	srv := grpcapi.New(servicetest.Fake{Send: func(context.Context, service.SendRequest) (service.Sent, error) {
+		sends.Add(1)
+		return service.Sent{ExpiresIn: time.Minute}, nil
+	}}, discard, grpcapi.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+		assert.NoError(t, <-served)
+	})
+	addr := ln.Addr().String()
+
+	advertised, ended := rawCall(t, addr, 1<<20)
+	assert.Equal(t, uint32(grpcapi.MaxHeaderListSize), advertised, "the server advertises its bound")
+	assert.Equal(t, "reset", ended, "a call with 1 MiB of metadata")
+	assert.Zero(t, sends.Load(), "the service never ran")
+
+	_, ended = rawCall(t, addr, 1<<10)
+	assert.Contains(t, ended, "grpc-status 0", "a call with 1 KiB of metadata")
+	assert.Equal(t, int32(1), sends.Load())
 }

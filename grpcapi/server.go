@@ -49,6 +49,12 @@ const (
 	// MaxRecvMsgSize bounds a request message: the largest legitimate one
 	// is an address and a code, a few hundred bytes.
 	MaxRecvMsgSize = 16 << 10
+	// MaxHeaderListSize bounds a call's metadata (its HTTP/2 header list,
+	// as HPACK counts it), as the HTTP API bounds its request headers:
+	// gRPC's default, 16 MB, would let every call that never sends its
+	// message hold that much. The server advertises it; a call past it is
+	// reset before any handler runs.
+	MaxHeaderListSize = 16 << 10
 	// DefaultCallTimeout is Config.CallTimeout when zero.
 	DefaultCallTimeout = 5 * time.Second
 )
@@ -162,6 +168,7 @@ func New(svc Service, logger *slog.Logger, cfg Config) *Server {
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
 		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Run calls on goroutines that are kept and keep their grown
 		// stacks, not on a new goroutine per call: the chain of
