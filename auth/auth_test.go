@@ -230,8 +230,15 @@ func TestGuardAdmitLegacy(t *testing.T) {
 	_, err = g.AdmitLegacy("", "", netip.Addr{})
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "no peer address")
 
+	// A link-local gateway, its zone as the connection reports it.
+	linkLocal, err := clientip.ParseTrusted([]string{"fe80::/10"})
+	require.NoError(t, err)
+	c, err := guardOf(t, auth.Config{LegacyCallers: linkLocal}, sendLine).AdmitLegacy("", "", netip.MustParseAddr("fe80::1%eth0"))
+	require.NoError(t, err)
+	assert.Equal(t, auth.Legacy, c.Name)
+
 	// A key is checked wherever the call comes from.
-	c, err := g.AdmitLegacy("Bearer "+sendKey, "", netip.MustParseAddr("192.0.2.1"))
+	c, err = g.AdmitLegacy("Bearer "+sendKey, "", netip.MustParseAddr("192.0.2.1"))
 	require.NoError(t, err)
 	assert.Equal(t, "gateway", c.Name)
 	_, err = g.AdmitLegacy("Bearer "+verifyKey, "", netip.MustParseAddr("192.0.2.1"))

@@ -48,9 +48,11 @@ func ParseTrusted(list []string) (Trusted, error) {
 	return out, nil
 }
 
-// Contains reports whether addr is a trusted proxy.
+// Contains reports whether addr is a trusted proxy. An IPv6 zone (a
+// link-local peer's interface, fe80::1%eth0) is ignored: netip's prefixes
+// never contain a zoned address.
 func (t Trusted) Contains(addr netip.Addr) bool {
-	addr = addr.Unmap()
+	addr = addr.Unmap().WithZone("")
 	for _, p := range t {
 		if p.Contains(addr) {
 			return true

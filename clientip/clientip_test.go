@@ -62,3 +62,20 @@ func TestParseTrusted(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, clientip.Trusted{netip.MustParsePrefix("10.0.0.0/8")}, p)
 }
+
+// A link-local peer comes with its interface's zone (fe80::1%eth0), as the
+// connection reports it. The zone names an interface, not another
+// address: the peer is in fe80::/10 all the same, for TRUSTED_PROXIES (the
+// connection caps' exemption), LEGACY_CALLERS and Client alike.
+func TestContainsIgnoresTheZone(t *testing.T) {
+	t.Parallel()
+	trusted, err := clientip.ParseTrusted([]string{"fe80::/10", "127.0.0.1"})
+	require.NoError(t, err)
+	for _, a := range []string{"fe80::1", "fe80::1%eth0", "fe80::1%2", "127.0.0.1", "::ffff:127.0.0.1"} {
+		assert.True(t, trusted.Contains(netip.MustParseAddr(a)), a)
+	}
+	for _, a := range []string{"2001:db8::1%eth0", "127.0.0.2", "::1"} {
+		assert.False(t, trusted.Contains(netip.MustParseAddr(a)), a)
+	}
+	assert.Equal(t, "1.2.3.4", trusted.Client(netip.MustParseAddr("fe80::1%eth0"), []string{"1.2.3.4"}))
+}
