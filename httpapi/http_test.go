@@ -243,6 +243,12 @@ func TestTransportErrors(t *testing.T) {
 	assert.Equal(t, http.StatusMethodNotAllowed, status)
 	assert.Equal(t, "POST", hdr.Get("Allow"))
 	assert.Equal(t, "method_not_allowed", errCode(body))
+	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+"/v1/codes/status?email=a@example.com", nil)
+	status, body, hdr = do(t, req)
+	assert.Equal(t, http.StatusMethodNotAllowed, status)
+	assert.Equal(t, "GET, HEAD", hdr.Get("Allow"))
+	assert.Equal(t, "method_not_allowed", errCode(body))
+	assert.NotContains(t, body["error"].(map[string]any)["message"], "POST", "the status takes GET: no message may send its caller to POST")
 
 	req, _ = http.NewRequest(http.MethodGet, e.srv.URL+"/nope", nil)
 	status, body, _ = do(t, req)

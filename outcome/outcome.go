@@ -178,7 +178,7 @@ var (
 		Message: "Content-Type must be application/json"}
 	MethodNotAllowed = &Outcome{Name: "method_not_allowed", HTTPStatus: http.StatusMethodNotAllowed, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
-		Message: "use POST"}
+		Message: "this path does not take this method; the Allow header lists those it takes"}
 	NoRoute = &Outcome{Name: "not_found", HTTPStatus: http.StatusNotFound, HTTPOnly: true,
 		Metric: MetricInvalid, Level: slog.LevelInfo,
 		Message: "no such endpoint"}
