@@ -399,3 +399,18 @@ func TestTransactionRefusesLineBreaks(t *testing.T) {
 	require.True(t, inStep)
 	require.Empty(t, conn.written)
 }
+
+// A positive reply is told by its first digit (RFC 5321, 4.2.1 and
+// 4.3.2): 251 to RCPT accepts the recipient, so the message goes out in
+// full, not as an empty one ended after a refusal.
+func TestTransactionTakesAnyPositiveReply(t *testing.T) {
+	t.Parallel()
+	for _, pipelining := range []bool{true, false} {
+		s, conn := scripted("250 2.1.0 ok\r\n251 2.1.5 user not local; will forward\r\n354 go\r\n250 2.0.0 queued\r\n", pipelining)
+		inStep, err := runTransaction(s)
+		require.NoError(t, err, "pipelining %v", pipelining)
+		require.True(t, inStep)
+		require.Equal(t, "Subject: x\r\n\r\n..hi\r\n.\r\n", conn.written[len(conn.written)-1], "pipelining %v", pipelining)
+		require.Zero(t, s.refusals)
+	}
+}

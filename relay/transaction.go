@@ -41,12 +41,20 @@ var errReplyLine = errors.New("relay: reply line too long")
 var errLineBreak = errors.New("relay: a command line must not contain CR or LF")
 
 // command is one command of a mail transaction and the reply that lets
-// the transaction go on.
+// the transaction go on: want is its first digit (replyOK, replyGoOn), as
+// a client tells replies (RFC 5321, 4.2.1 and 4.3.2): RCPT may be
+// answered 251 as well as 250, and is then accepted all the same.
 type command struct {
 	stage Stage
 	line  string
 	want  int
 }
+
+// The first digits of the replies that let a transaction go on.
+const (
+	replyOK   = 2 // 2yz: done (MAIL, RCPT, the end of the message, RSET)
+	replyGoOn = 3 // 3yz: go on (354 to DATA)
+)
 
 // newText returns the session's command stream on conn, whose reads are
 // bounded per line by maxReplyLine.
@@ -77,9 +85,9 @@ func (c *Client) transaction(ctx context.Context, s *session, from, to string, n
 		mail += " SMTPUTF8"
 	}
 	cmds := []command{
-		{StageMail, mail, 250},
-		{StageRcpt, "RCPT TO:<" + to + ">", 250},
-		{StageData, "DATA", 354},
+		{StageMail, mail, replyOK},
+		{StageRcpt, "RCPT TO:<" + to + ">", replyOK},
+		{StageData, "DATA", replyGoOn},
 	}
 	for _, cmd := range cmds {
 		if strings.ContainsAny(cmd.line, "\r\n") {
@@ -121,7 +129,7 @@ func (c *Client) commands(ctx context.Context, s *session, cmds []command, msg i
 	if err := w.Close(); err != nil {
 		return false, fail(ctx, StageDataEnd, err)
 	}
-	inStep, err = s.read(ctx, command{StageDataEnd, "", 250})
+	inStep, err = s.read(ctx, command{StageDataEnd, "", replyOK})
 	if err == nil {
 		s.refusals = 0
 	}
@@ -153,12 +161,12 @@ func (c *Client) exchange(ctx context.Context, s *session, cmds []command) (inSt
 			if refused == nil {
 				refused = err
 			}
-		case refused != nil && cmd.want == 354:
+		case refused != nil && cmd.want == replyGoOn:
 			_, _ = s.text.W.WriteString(".\r\n")
 			if err := s.text.W.Flush(); err != nil {
 				return false, refused
 			}
-			if inStep, _ := s.read(ctx, command{StageDataEnd, "", 250}); !inStep {
+			if inStep, _ := s.read(ctx, command{StageDataEnd, "", replyOK}); !inStep {
 				return false, refused
 			}
 		}
@@ -166,9 +174,9 @@ func (c *Client) exchange(ctx context.Context, s *session, cmds []command) (inSt
 	return true, refused
 }
 
-// read reads the reply to cmd. A reply other than cmd.want is a refusal
-// at cmd.stage, counted in s.refusals; inStep is false when no reply came
-// or it was 421.
+// read reads the reply to cmd. A reply whose first digit is not cmd.want
+// is a refusal at cmd.stage, counted in s.refusals; inStep is false when
+// no reply came or it was 421.
 func (s *session) read(ctx context.Context, cmd command) (inStep bool, err error) {
 	code, msg, err := s.text.ReadResponse(cmd.want)
 	if err == nil {
@@ -190,7 +198,7 @@ func (s *session) reset() error {
 	if err := s.text.PrintfLine("RSET"); err != nil {
 		return err
 	}
-	_, _, err := s.text.ReadResponse(250)
+	_, _, err := s.text.ReadResponse(replyOK)
 	return err
 }
 
