@@ -36,11 +36,13 @@ const (
 	// lifetimes; it is logged as an error.
 	RelayRefused Class = "relay_refused"
 	// RecipientDeferred: this recipient, not now (4xx at RCPT:
-	// greylisting, a busy or full mailbox). This send alone backs off by
-	// minutes; the relay is fine.
+	// greylisting, a busy or full mailbox; not the sender's 4.1.7 and
+	// 4.1.8, which RCPT carries when the relay checks the sender there).
+	// This send alone backs off by minutes; the relay is fine.
 	RecipientDeferred Class = "recipient_deferred"
-	// RelayDeferred: the relay, not now (421, 4.3.x, a refused, dropped or
-	// timed-out connection). The breaker counts it.
+	// RelayDeferred: the relay, not now (421, 4.3.x, the sender's 4.1.7
+	// or 4.1.8, a refused, dropped or timed-out connection). The breaker
+	// counts it.
 	RelayDeferred Class = "relay_deferred"
 	// Throttled: too many connections or too fast (421 4.7.x, 4.7.x rate
 	// replies outside RCPT). The relay client keeps to fewer connections
@@ -129,8 +131,10 @@ var replyRules = []rule{
 	// Temporary.
 	{stages: auth, code: "4xx", class: RelayDeferred}, // 454 4.7.0 temporary authentication failure
 	{code: "4xx", enhanced: "4.3.", class: RelayDeferred},
-	{stages: rcpt, code: "4xx", class: RecipientDeferred}, // greylisting (450 4.2.0, 451 4.7.1), mailbox busy or full
-	{code: "4xx", enhanced: "4.7.", class: Throttled},     // rate replies at MAIL or DATA
+	{stages: rcpt, code: "4xx", enhanced: "4.1.7", class: RelayDeferred}, // the sender's address, not now
+	{stages: rcpt, code: "4xx", enhanced: "4.1.8", class: RelayDeferred}, // the sender's domain not found (Postfix: 450)
+	{stages: rcpt, code: "4xx", class: RecipientDeferred},                // greylisting (450 4.2.0, 451 4.7.1), mailbox busy or full
+	{code: "4xx", enhanced: "4.7.", class: Throttled},                    // rate replies at MAIL or DATA
 	// Permanent: the relay's policy or verifyq's configuration.
 	{stages: session, code: "5xx", class: RelayRefused},                        // AUTH 530/534/535/538, no service
 	{stages: []relay.Stage{relay.StageMail}, code: "5xx", class: RelayRefused}, // sender refused, quota

@@ -84,6 +84,10 @@ func TestClassOf(t *testing.T) {
 		{"temporary authentication failure", reply(relay.StageAuth, 454, "4.7.0"), delivery.RelayDeferred},
 		{"4xx at DATA", reply(relay.StageData, 451, "4.3.0"), delivery.RelayDeferred},
 		{"4xx at MAIL", reply(relay.StageMail, 451, ""), delivery.RelayDeferred},
+		// Postfix checks the sender at RCPT (smtpd_delay_reject), and says
+		// 450 for a sender domain it cannot find (unknown_address_reject_code).
+		{"sender domain not found at RCPT, temporary", reply(relay.StageRcpt, 450, "4.1.8"), delivery.RelayDeferred},
+		{"sender address refused at RCPT, temporary", reply(relay.StageRcpt, 450, "4.1.7"), delivery.RelayDeferred},
 		{"connection refused", &relay.Error{Stage: relay.StageConnect, Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, delivery.RelayDeferred},
 		{"send timed out", &relay.Error{Stage: relay.StageData, Err: os.ErrDeadlineExceeded}, delivery.RelayDeferred},
 		{"TLS handshake timed out", &relay.Error{Stage: relay.StageTLS, Err: context.DeadlineExceeded}, delivery.RelayDeferred},
