@@ -54,9 +54,13 @@ const (
 	HandleTimeout = 10 * time.Second
 	// maxTokens bounds the tokens tried on one report, and maxCandidates
 	// the addresses each is tried with: every pair is an HMAC per
-	// purpose and secret.
+	// purpose and secret. maxPairs bounds the pairs tried on one report
+	// in all, across the recipients of a DSN: a report about one mail
+	// names one send, and a message of many recipient blocks, each
+	// naming other addresses, would otherwise cost their product.
 	maxTokens     = MaxRecipients + 2
 	maxCandidates = 4
+	maxPairs      = maxTokens * maxCandidates
 )
 
 // Result is what became of one report, or of one recipient of a DSN: the
@@ -80,7 +84,8 @@ const (
 	// expanded; a feedback type other than abuse).
 	ResultOther Result = "other"
 	// ResultForged: a token that fits none of the report's addresses
-	// under any secret and purpose.
+	// under any secret and purpose (or none tried: the report spent the
+	// pairs it may try, maxPairs, on its earlier recipients).
 	ResultForged Result = "forged"
 	// ResultExpired: a genuine token older than returnpath.Window.
 	ResultExpired Result = "expired"
@@ -315,13 +320,14 @@ func (in *Intake) Handle(ctx context.Context, rcpts []string, msg io.Reader) ([]
 	if len(tokens) == 0 {
 		return []Result{in.done(ResultUnmatched, "why", "no token")}, nil
 	}
+	budget := maxPairs
 	if rep.Type == report.Feedback {
-		res, err := in.complaint(ctx, tokens, rep)
+		res, err := in.complaint(ctx, tokens, &budget, rep)
 		return []Result{res}, err
 	}
 	var out []Result
 	for _, r := range rep.Recipients {
-		res, err := in.bounce(ctx, tokens, rep, r)
+		res, err := in.bounce(ctx, tokens, &budget, rep, r)
 		out = append(out, res)
 		if err != nil {
 			return out, err
@@ -354,13 +360,19 @@ func candidates(addrs ...string) []string {
 	return out
 }
 
-// match opens the first of tokens that fits addrs. res is "" for a match,
-// else ResultExpired, ResultForged or ResultUnmatched.
-func (in *Intake) match(tokens, addrs []string) (returnpath.Match, Result) {
+// match opens the first of tokens that fits addrs, each token with addrs
+// taken from budget, the pairs the report may still try (maxPairs). res
+// is "" for a match, else ResultExpired, ResultForged (also when the
+// budget is spent) or ResultUnmatched.
+func (in *Intake) match(tokens []string, budget *int, addrs []string) (returnpath.Match, Result) {
 	if len(addrs) == 0 {
 		return returnpath.Match{}, ResultUnmatched
 	}
 	for _, tok := range tokens {
+		if *budget < len(addrs) {
+			break
+		}
+		*budget -= len(addrs)
 		m, err := in.cfg.Path.Open(tok, in.cfg.Now(), in.cfg.Purposes, addrs)
 		switch {
 		case err == nil:
@@ -373,9 +385,9 @@ func (in *Intake) match(tokens, addrs []string) (returnpath.Match, Result) {
 }
 
 // bounce acts on one recipient of a DSN.
-func (in *Intake) bounce(ctx context.Context, tokens []string, rep *report.Report, r report.Recipient) (Result, error) {
+func (in *Intake) bounce(ctx context.Context, tokens []string, budget *int, rep *report.Report, r report.Recipient) (Result, error) {
 	addrs := candidates(append([]string{r.Original, r.Final}, rep.Original.To...)...)
-	m, res := in.match(tokens, addrs)
+	m, res := in.match(tokens, budget, addrs)
 	if res != "" {
 		return in.done(res, "action", r.Action), nil
 	}
@@ -396,9 +408,9 @@ func (in *Intake) bounce(ctx context.Context, tokens []string, rep *report.Repor
 }
 
 // complaint acts on a feedback report.
-func (in *Intake) complaint(ctx context.Context, tokens []string, rep *report.Report) (Result, error) {
+func (in *Intake) complaint(ctx context.Context, tokens []string, budget *int, rep *report.Report) (Result, error) {
 	addrs := candidates(append(slices.Clip(rep.Feedback.RcptTo), rep.Original.To...)...)
-	m, res := in.match(tokens, addrs)
+	m, res := in.match(tokens, budget, addrs)
 	if res != "" {
 		return in.done(res, "feedback_type", rep.Feedback.Type), nil
 	}

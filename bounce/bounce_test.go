@@ -3,6 +3,8 @@ package bounce_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/bounce"
+	"github.com/verifyq/verifyq/bounce/report"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/logtest"
@@ -345,4 +348,53 @@ func TestNewRefuses(t *testing.T) {
 		_, err := bounce.New(cfg)
 		assert.Error(t, err)
 	}
+}
+
+// noRecords records nothing: every report it sees is forged.
+type noRecords struct{}
+
+func (noRecords) ReportedTask(context.Context, codes.ID, string, delivery.Report) (string, error) {
+	return "", nil
+}
+
+// A report costs at most so many HMACs whatever it holds: a DSN of many
+// recipient blocks, each naming other addresses, sent to many tokens, is
+// tried as far as one recipient's worth of pairs, not their product. The
+// work is counted in allocations (every HMAC makes its own), not time;
+// so the test is not parallel (testing.AllocsPerRun).
+func TestReportWorkIsBounded(t *testing.T) {
+	path, err := returnpath.New("bounces@bounce.test", secret, otherSecret)
+	require.NoError(t, err)
+	purposes := make([]string, codes.MaxPurposes)
+	for i := range purposes {
+		purposes[i] = fmt.Sprintf("p%d", i)
+	}
+	in, err := bounce.New(bounce.Config{Path: path, Purposes: purposes, Records: noRecords{}, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	var rcpts []string
+	for i := range bounce.MaxRecipients + 1 {
+		rcpts = append(rcpts, path.For(returnpath.Send{Task: fmt.Sprint("task-", i), Email: "x@dest.test"}, time.Now()))
+	}
+	dsn := func(recipients int) []byte {
+		var b strings.Builder
+		b.WriteString("Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n" +
+			"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\n")
+		for i := range recipients {
+			fmt.Fprintf(&b, "Final-Recipient: rfc822; f%d@dest.test\r\nOriginal-Recipient: rfc822; o%d@dest.test\r\n"+
+				"Action: failed\r\nStatus: 5.1.1\r\n\r\n", i, i)
+		}
+		b.WriteString("--B\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <" + rcpts[len(rcpts)-1] + ">\r\n" +
+			"To: a@dest.test, b@dest.test\r\n\r\n--B--\r\n")
+		return []byte(b.String())
+	}
+	cost := func(recipients int) float64 {
+		msg := dsn(recipients)
+		return testing.AllocsPerRun(3, func() {
+			res, err := in.Handle(context.Background(), rcpts[:bounce.MaxRecipients], bytes.NewReader(msg))
+			require.NoError(t, err)
+			require.Len(t, res, recipients)
+		})
+	}
+	one, many := cost(1), cost(report.MaxRecipients)
+	assert.Less(t, many, 2*one, "a report of %d recipients costs %.0f allocations, one of a single recipient %.0f", report.MaxRecipients, many, one)
 }
