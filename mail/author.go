@@ -42,8 +42,8 @@ func (a Author) Compose(m Message) (*Composed, error) {
 	return t.Compose(a.From, a.ReplyTo, m)
 }
 
-// EnvelopeFrom is From's bare address, for MAIL FROM; "" when From is
-// not valid (Validate).
+// EnvelopeFrom is From's bare address, its domain as an A-label, for MAIL
+// FROM; "" when From is not valid (Validate).
 func (a Author) EnvelopeFrom() string {
 	f, err := parseFrom(a.From)
 	if err != nil {

@@ -273,6 +273,10 @@ func partEncoding[T string | []byte](body T) gomail.Encoding {
 const maxBase64Line = 76
 
 // parseFrom parses a sender given as a bare address or "Name <address>".
+// Its address has its domain as an A-label (ASCIIDomain), as the
+// recipient's: the envelope sender then needs no SMTPUTF8 for its domain
+// alone, and the From, the Reply-To and the Message-ID (in From's domain)
+// stay ASCII.
 func parseFrom(from string) (*netmail.Address, error) {
 	if strings.ContainsFunc(from, unicode.IsControl) {
 		return nil, fmt.Errorf("%w: contains a control character", ErrInvalidAddress)
@@ -284,6 +288,7 @@ func parseFrom(from string) (*netmail.Address, error) {
 	if err := ValidateAddress(a.Address); err != nil {
 		return nil, err
 	}
+	a.Address = ASCIIDomain(a.Address)
 	return a, nil
 }
 

@@ -306,3 +306,27 @@ const (
 func testMessage() mail.Message {
 	return mail.Message{To: testTo, Locale: mail.LocaleEN, Code: testCode, ExpiresIn: 10 * time.Minute}
 }
+
+// A sender in an internationalized domain (MAIL_FROM, MAIL_REPLY_TO) is
+// written with its domain as an A-label, as the recipient's is: in the
+// envelope, so that no mail of it needs SMTPUTF8 for that alone; in From
+// and Reply-To, an ASCII header; and in the Message-ID, whose domain is
+// From's (a msg-id holds no encoded word, RFC 5322 3.6.4).
+func TestComposeSenderInAnInternationalDomain(t *testing.T) {
+	t.Parallel()
+	const from, ascii = "Verifyq <no-reply@bücher.test>", "no-reply@xn--bcher-kva.test"
+	author := mail.Author{From: from, ReplyTo: "support@bücher.test"}
+	require.NoError(t, author.Validate())
+	assert.Equal(t, ascii, author.EnvelopeFrom())
+	for range 2 { // rendered, then prepared
+		c, err := author.Compose(testMessage())
+		require.NoError(t, err)
+		raw := write(t, c)
+		head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+		assert.True(t, mail.IsASCII(string(head)), "%s", head)
+		msg := smtptest.ParseMessage(raw)
+		assert.Equal(t, `"Verifyq" <`+ascii+`>`, msg.Header.Get("From"))
+		assert.Equal(t, "support@xn--bcher-kva.test", msg.Header.Get("Reply-To"))
+		assert.Regexp(t, `^<[0-9a-f]{32}@xn--bcher-kva\.test>$`, msg.Header.Get("Message-ID"))
+	}
+}
