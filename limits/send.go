@@ -284,30 +284,51 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	}
 
 	cmds, err := script.Run(ctx, l.rdb, calls...)
+	// What the calls that ran recorded, to take back on a refusal or a
+	// failure: each part that admitted, the issue, the send's entry in the
+	// index. A call that failed recorded nothing (a Redis Cluster node
+	// failing over while the others answered); one whose reply was lost
+	// cannot be told from it, and stays.
+	var admitted []script.Call
+	for i := range on {
+		if r, rerr := cmds[i].Slice(); rerr == nil && len(r) == 1 && r[0] == "ok" {
+			admitted = append(admitted, undos[i])
+		}
+	}
+	var issued codes.Issued
+	r, ierr := cmds[len(on)].Slice()
+	if ierr == nil {
+		var unissue script.Call
+		if issued, unissue, ierr = issue.Result(r); ierr == nil {
+			admitted = append(admitted, unissue)
+		}
+	}
+	if len(unopen) > 0 && cmds[len(on)+1].Err() == nil {
+		admitted = append(admitted, unopen...)
+	}
+	if err == nil {
+		err = ierr
+	}
 	if err != nil {
 		err = fmt.Errorf("admit send: %w", err)
-		if uerr := takeBack(ctx, l.rdb, cmds, undos, issue, unopen); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("undo a failed send: %w", uerr))
+		if len(admitted) > 0 {
+			if _, uerr := script.Run(ctx, l.rdb, admitted...); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo a failed send: %w", uerr))
+			}
 		}
 		return Admission{}, err
 	}
-	replies, err := script.Replies(cmds[:len(on)+1])
+	replies, err := script.Replies(cmds[:len(on)])
 	if err != nil {
 		return Admission{}, fmt.Errorf("admit send: %w", err)
-	}
-	issued, unissue, err := issue.Result(replies[len(on)])
-	if err != nil {
-		return Admission{}, err
 	}
 
 	// A suppression decides, else the limit with the longest wait; the
 	// parts that admitted are taken back, the issue too.
 	var refusal *refused
 	cooldown := false
-	var admitted []script.Call
-	for i, r := range replies[:len(on)] {
+	for i, r := range replies {
 		if len(r) == 1 && r[0] == "ok" {
-			admitted = append(admitted, undos[i])
 			continue
 		}
 		if len(r) == 0 || len(r)%2 != 0 {
@@ -325,7 +346,6 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 			}
 		}
 	}
-	admitted = append(append(admitted, unissue), unopen...)
 	if refusal == nil {
 		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, Keys: keys, rdb: l.rdb, undo: admitted}, nil
 	}
@@ -343,42 +363,6 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		err2 = errors.Join(err2, fmt.Errorf("undo a refused send: %w", uerr))
 	}
 	return Admission{}, err2
-}
-
-// takeBack undoes, after an admission's pipeline failed in part (a Redis
-// Cluster node failing over while the others answered), what the calls
-// that did run recorded: each part that admitted, the issue, and the
-// send's entry in the index, so that the failed request leaves no
-// cooldown, count or code behind for its retry. A call whose reply was
-// lost cannot be told from one that did not run, and stays.
-func takeBack(ctx context.Context, rdb redis.UniversalClient, cmds []*redis.Cmd, undos []script.Call, issue *codes.Issue,
-	unopen []script.Call) error {
-	ran := func(i int) ([]any, bool) {
-		if i >= len(cmds) || cmds[i] == nil {
-			return nil, false
-		}
-		r, err := cmds[i].Slice()
-		return r, err == nil
-	}
-	var calls []script.Call
-	for i, u := range undos {
-		if r, ok := ran(i); ok && len(r) == 1 && r[0] == "ok" {
-			calls = append(calls, u)
-		}
-	}
-	if r, ok := ran(len(undos)); ok {
-		if _, unissue, err := issue.Result(r); err == nil {
-			calls = append(calls, unissue)
-		}
-	}
-	if len(unopen) > 0 && len(cmds) == len(undos)+2 && cmds[len(undos)+1] != nil && cmds[len(undos)+1].Err() == nil {
-		calls = append(calls, unopen...)
-	}
-	if len(calls) == 0 {
-		return nil
-	}
-	_, err := script.Run(ctx, rdb, calls...)
-	return err
 }
 
 // refused is the refusal of a send so far: a limit's name (or

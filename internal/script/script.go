@@ -26,7 +26,8 @@ type Call struct {
 // run again, alone with the others that failed so, once its script is
 // loaded on every node; the calls that did run, plain commands included,
 // are not run twice. The error is the first call's that failed, whether
-// in the first pipeline or in the one that ran the unknown scripts again.
+// in the first pipeline or in the one that ran the unknown scripts again;
+// the replies are returned with it, so that a caller can tell what ran.
 func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	todo := make([]int, len(calls))
@@ -58,7 +59,7 @@ func Run(ctx context.Context, rdb redis.UniversalClient, calls ...Call) ([]*redi
 			if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
 				again = append(again, i)
 				if lerr := calls[i].Script.Load(ctx, rdb).Err(); lerr != nil {
-					return nil, lerr
+					return cmds, lerr
 				}
 			}
 		}
