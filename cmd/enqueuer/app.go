@@ -312,17 +312,25 @@ func (a *App) LegacyGRPCAddr() string {
 // AdminAddr is the address the admin server listens on.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 
-// Close stops taking requests, lets those in flight finish until ctx ends,
-// and closes the Redis connections.
+// Close stops taking requests on every listener at once, lets those in
+// flight finish until ctx ends, and closes the Redis connections. The
+// servers shut down side by side: a call that holds one server's drain
+// (a gRPC call whose client never sends its request) must not keep the
+// others taking new requests, nor eat the time of those in flight on them.
 func (a *App) Close(ctx context.Context) error {
-	err := a.grpcSrv.Shutdown(ctx)
-	servers := 3
+	shutdowns := []func(context.Context) error{a.grpcSrv.Shutdown, a.httpSrv.Shutdown, a.adminSrv.Shutdown}
 	if a.legacySrv != nil {
-		err = errors.Join(err, a.legacySrv.Shutdown(ctx))
-		servers++
+		shutdowns = append(shutdowns, a.legacySrv.Shutdown)
 	}
-	err = errors.Join(err, a.httpSrv.Shutdown(ctx), a.adminSrv.Shutdown(ctx))
-	for range servers {
+	errc := make(chan error, len(shutdowns))
+	for _, shutdown := range shutdowns {
+		go func() { errc <- shutdown(ctx) }()
+	}
+	var err error
+	for range shutdowns {
+		err = errors.Join(err, <-errc)
+	}
+	for range shutdowns { // each server's Serve has returned
 		err = errors.Join(err, <-a.done)
 	}
 	// The asynq client, the inspectors and the dashboard share rdb; closing

@@ -38,6 +38,19 @@ type stack struct {
 // cleanly, when the test ends.
 func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	t.Helper()
+	s := openApp(t, configure...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.app.cfg.ShutdownTimeout)
+		defer cancel()
+		assert.NoError(t, s.app.Close(ctx))
+	})
+	return s
+}
+
+// openApp is startApp without the Close at the test's end: for tests that
+// close the App themselves.
+func openApp(t *testing.T, configure ...func(*Config)) *stack {
+	t.Helper()
 	s := &stack{redis: redistest.Start(t)}
 	cfg := Config{
 		Common: platform.Common{
@@ -68,11 +81,6 @@ func startApp(t *testing.T, configure ...func(*Config)) *stack {
 	app, err := NewApp(cfg, logger, nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		assert.NoError(t, app.Close(ctx))
-	})
 	s.app = app
 	s.conn = grpctest.Dial(t, app.GRPCAddr())
 	return s
