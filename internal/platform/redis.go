@@ -3,7 +3,9 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,21 +29,26 @@ type Redis struct {
 // ParseRedis parses REDIS_URL in the form of go-redis for mode: ParseURL
 // for single (redis:// or rediss://), ParseFailoverURL for sentinel (the
 // sentinels' addresses, master_name=NAME, more sentinels as addr=), and
-// ParseClusterURL for cluster (seed nodes, more as addr=). Errors name the
-// variable and never repeat the URL, which may hold a password.
-func ParseRedis(mode, url string) (Redis, error) {
+// ParseClusterURL for cluster (seed nodes, more as addr=; a database other
+// than 0 is refused, where go-redis ignores it). Errors name the variable
+// and never repeat the URL, which may hold a password.
+func ParseRedis(mode, rawURL string) (Redis, error) {
 	r := Redis{mode: mode}
 	var err error
 	switch mode {
 	case RedisSingle:
-		r.single, err = redis.ParseURL(url)
+		r.single, err = redis.ParseURL(rawURL)
 	case RedisSentinel:
-		r.failover, err = redis.ParseFailoverURL(url)
+		r.failover, err = redis.ParseFailoverURL(rawURL)
 		if err == nil && r.failover.MasterName == "" {
 			err = errors.New("no master_name")
 		}
 	case RedisCluster:
-		r.cluster, err = redis.ParseClusterURL(url)
+		r.cluster, err = redis.ParseClusterURL(rawURL)
+		if err == nil && !clusterDatabase(rawURL) {
+			return Redis{}, errors.New("REDIS_URL: Redis Cluster has only database 0: end the first address " +
+				"with /0 or nothing")
+		}
 	default:
 		return Redis{}, fmt.Errorf("REDIS_MODE: %q: want %s, %s or %s", mode, RedisSingle, RedisSentinel, RedisCluster)
 	}
@@ -49,6 +56,21 @@ func ParseRedis(mode, url string) (Redis, error) {
 		return Redis{}, fmt.Errorf("REDIS_URL: not a valid URL for REDIS_MODE=%s (see go-redis's URL forms)", mode)
 	}
 	return r, nil
+}
+
+// clusterDatabase reports whether a cluster URL names no database or
+// database 0, the only one Redis Cluster has: ParseClusterURL ignores the
+// path.
+func clusterDatabase(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	switch strings.Trim(u.Path, "/") {
+	case "", "0":
+		return true
+	}
+	return false
 }
 
 // Mode is REDIS_MODE.

@@ -98,3 +98,30 @@ func TestParseRedisErrorsNameTheVariable(t *testing.T) {
 		assert.NotContains(t, err.Error(), "hunter2", "no secret")
 	}
 }
+
+// Redis Cluster has database 0 alone: a cluster REDIS_URL that names
+// another (a single URL's /2 kept on a switch to cluster) is refused, not
+// served from database 0 beside whatever else the cluster holds.
+func TestParseRedisClusterDatabase(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{
+		"redis://127.0.0.1:7000?addr=127.0.0.1:7001",
+		"redis://127.0.0.1:7000/?addr=127.0.0.1:7001",
+		"redis://127.0.0.1:7000/0?addr=127.0.0.1:7001",
+		"rediss://user:hunter2@127.0.0.1:7000/0",
+	} {
+		_, err := platform.ParseRedis(platform.RedisCluster, url)
+		assert.NoError(t, err, url)
+	}
+	for _, url := range []string{
+		"redis://127.0.0.1:7000/2?addr=127.0.0.1:7001",
+		"redis://user:hunter2@127.0.0.1:7000/15",
+		"redis://127.0.0.1:7000/0/1",
+		"redis://127.0.0.1:7000/x",
+	} {
+		_, err := platform.ParseRedis(platform.RedisCluster, url)
+		require.Error(t, err, url)
+		assert.True(t, strings.HasPrefix(err.Error(), "REDIS_URL: "), err.Error())
+		assert.NotContains(t, err.Error(), "hunter2", "no secret")
+	}
+}
