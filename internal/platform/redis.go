@@ -89,8 +89,8 @@ const MinPoolSize = 64
 // Client returns the one client a process shares for codes, the queue, the
 // dashboard and its readiness check, with timeouts fit for a request path (a
 // request must fail fast, not hang, when Redis goes away), buffers of
-// BufferSize and, unless the URL sets one, a pool of at least MinPoolSize
-// connections per node.
+// BufferSize unless the URL sizes a pipeline's and, unless the URL sets
+// one, a pool of at least MinPoolSize connections per node.
 func (r Redis) Client() redis.UniversalClient {
 	pool := max(MinPoolSize, 10*runtime.GOMAXPROCS(0))
 	switch r.mode {
@@ -173,10 +173,13 @@ func setTimeouts(ds ...*time.Duration) {
 // slots.
 const BufferSize = 4 << 10
 
-// setBuffers gives each buffer size BufferSize (the URL sets none).
+// setBuffers gives each unset buffer size BufferSize: the URL may size a
+// pipeline's (pipeline_read_buffer_size=, pipeline_write_buffer_size=).
 func setBuffers(sizes ...*int) {
 	for _, n := range sizes {
-		*n = BufferSize
+		if *n == 0 {
+			*n = BufferSize
+		}
 	}
 }
 

@@ -125,3 +125,31 @@ func TestParseRedisClusterDatabase(t *testing.T) {
 		assert.NotContains(t, err.Error(), "hunter2", "no secret")
 	}
 }
+
+// A pipeline's buffers that REDIS_URL sizes (go-redis takes
+// pipeline_read_buffer_size= and pipeline_write_buffer_size= in every mode)
+// are the URL's, as its pool_size and timeouts are; the others BufferSize.
+func TestParseRedisPipelineBuffers(t *testing.T) {
+	t.Parallel()
+	const q = "pipeline_read_buffer_size=65536&pipeline_write_buffer_size=32768"
+	for _, tt := range []struct{ mode, url string }{
+		{platform.RedisSingle, "redis://127.0.0.1:1/0?" + q},
+		{platform.RedisSentinel, "redis://127.0.0.1:26379?master_name=primary&" + q},
+		{platform.RedisCluster, "redis://127.0.0.1:7000?" + q},
+	} {
+		r, err := platform.ParseRedis(tt.mode, tt.url)
+		require.NoError(t, err, tt.mode)
+		c := r.Client()
+		t.Cleanup(func() { _ = c.Close() })
+		var read, write, conn int
+		switch c := c.(type) {
+		case *redis.Client:
+			read, write, conn = c.Options().PipelineReadBufferSize, c.Options().PipelineWriteBufferSize, c.Options().ReadBufferSize
+		case *redis.ClusterClient:
+			read, write, conn = c.Options().PipelineReadBufferSize, c.Options().PipelineWriteBufferSize, c.Options().ReadBufferSize
+		}
+		assert.Equal(t, 65536, read, tt.mode)
+		assert.Equal(t, 32768, write, tt.mode)
+		assert.Equal(t, platform.BufferSize, conn, tt.mode)
+	}
+}
