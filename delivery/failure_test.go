@@ -56,7 +56,7 @@ func TestClassOf(t *testing.T) {
 		{"EHLO refused", reply(relay.StageHello, 550, "5.5.0"), delivery.RelayRefused},
 		{"content policy at DATA", reply(relay.StageData, 554, "5.7.1"), delivery.RelayRefused},
 		{"STARTTLS required but not offered", &relay.Error{Stage: relay.StageHello, Err: relay.ErrNoStartTLS}, delivery.RelayRefused},
-		{"no AUTH PLAIN", &relay.Error{Stage: relay.StageAuth, Err: relay.ErrNoAuthMechanism}, delivery.RelayRefused},
+		{"neither AUTH PLAIN nor AUTH LOGIN offered", &relay.Error{Stage: relay.StageAuth, Err: relay.ErrNoAuthMechanism}, delivery.RelayRefused},
 		{"credentials over cleartext", &relay.Error{Stage: relay.StageAuth, Err: relay.ErrInsecureAuth}, delivery.RelayRefused},
 		{"untrusted certificate", &relay.Error{Stage: relay.StageTLS, Err: errors.New("x509: certificate signed by unknown authority")}, delivery.RelayRefused},
 		// This message, for good: nobody suppressed.

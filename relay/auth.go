@@ -10,14 +10,29 @@ import (
 	"github.com/emersion/go-sasl"
 )
 
-// offersPlain reports whether an EHLO "AUTH" parameter list includes PLAIN.
-func offersPlain(params string) bool {
-	for _, m := range strings.Fields(params) {
-		if strings.EqualFold(m, sasl.Plain) {
-			return true
+// mechanism picks the SASL mechanism to authenticate with from an EHLO
+// "AUTH" parameter list: PLAIN when offered, else LOGIN (which relays such
+// as Microsoft 365 offer without PLAIN; it sends the same credentials, in
+// two steps), else "" for neither.
+func mechanism(params string) string {
+	offered := strings.Fields(params)
+	for _, want := range []string{sasl.Plain, sasl.Login} {
+		for _, m := range offered {
+			if strings.EqualFold(m, want) {
+				return want
+			}
 		}
 	}
-	return false
+	return ""
+}
+
+// saslClient returns the SASL client of mech (sasl.Plain or sasl.Login)
+// with the credentials of cfg.
+func saslClient(mech string, cfg Config) sasl.Client {
+	if mech == sasl.Login {
+		return sasl.NewLoginClient(cfg.Username, cfg.Password)
+	}
+	return sasl.NewPlainClient("", cfg.Username, cfg.Password)
 }
 
 // isLoopback reports whether host is "localhost" or a loopback IP.

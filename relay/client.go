@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"go.opentelemetry.io/otel/trace"
 
@@ -293,18 +292,21 @@ func (c *Client) hello(ctx context.Context, conn net.Conn, greeting []byte, name
 	return &session{c: cl, g: g}, nil
 }
 
-// auth authenticates s with AUTH PLAIN, only over TLS or to a loopback
-// host. After a refusal it ends the session with QUIT itself: the client
-// cannot (see guard).
+// auth authenticates s with AUTH PLAIN, or AUTH LOGIN when the server
+// offers LOGIN and not PLAIN, only over TLS or to a loopback host. After a
+// refusal it ends the session with QUIT itself: the client cannot (see
+// guard).
 func (c *Client) auth(ctx context.Context, s *session) error {
 	if !s.tls && !isLoopback(c.cfg.Host) {
 		return &Error{Stage: StageAuth, Err: ErrInsecureAuth}
 	}
-	if ok, params := s.c.Extension("AUTH"); !ok || !offersPlain(params) {
+	_, params := s.c.Extension("AUTH")
+	mech := mechanism(params)
+	if mech == "" {
 		return &Error{Stage: StageAuth, Err: ErrNoAuthMechanism}
 	}
 	s.g.arm(true)
-	err := s.c.Auth(counted{Client: sasl.NewPlainClient("", c.cfg.Username, c.cfg.Password), g: s.g})
+	err := s.c.Auth(counted{Client: saslClient(mech, c.cfg), g: s.g})
 	s.g.arm(false)
 	if err != nil {
 		_, _ = s.g.Conn.Write([]byte("QUIT\r\n"))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"os"
@@ -15,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/smtptest"
 	"github.com/verifyq/verifyq/mail"
 	"github.com/verifyq/verifyq/relay"
@@ -705,6 +708,97 @@ func TestSendWrongPassword(t *testing.T) {
 	require.Equal(t, []string{"EHLO", "AUTH", "QUIT"}, commandVerbs(cmds[0]), "%q", cmds[0])
 	require.NotContains(t, cmds[0], "*")
 	require.True(t, strings.HasPrefix(cmds[0][1], "AUTH PLAIN "), "%q", cmds[0][1])
+}
+
+// A relay that offers AUTH LOGIN and not PLAIN, as Microsoft 365
+// (smtp.office365.com: "AUTH LOGIN XOAUTH2"), takes verifyq's mail over
+// LOGIN with the configured credentials; PLAIN stays preferred where both
+// are offered; a wrong password over LOGIN is refused and classed as one
+// over PLAIN is; a relay that offers neither gets no credentials.
+func TestSendAuthLogin(t *testing.T) {
+	t.Parallel()
+	b64 := base64.StdEncoding.EncodeToString
+	login := smtptest.WithAuthMechanisms(sasl.Login, "XOAUTH2")
+
+	t.Run("LOGIN only", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.Start(t, smtptest.WithAuth(testUser, testPass), login, smtptest.WithCommands())
+		c := newClient(t, srv, func(c *relay.Config) { c.Username, c.Password = testUser, testPass }, nil)
+		require.NoError(t, sendTo(t, c, testTo))
+		require.Len(t, srv.WaitMessages(t, 1, waitMessages), 1)
+		cmds := srv.Commands()
+		require.Len(t, cmds, 1)
+		require.Equal(t, []string{"EHLO", "AUTH", b64([]byte(testPass)), "MAIL"}, commandVerbs(cmds[0])[:4], "%q", cmds[0])
+		require.Equal(t, "AUTH LOGIN "+b64([]byte(testUser)), cmds[0][1])
+	})
+	t.Run("LOGIN only, over STARTTLS", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.Start(t, smtptest.WithTLS(), smtptest.WithAuth(testUser, testPass), login)
+		c := newClient(t, srv, func(c *relay.Config) {
+			c.TLS = relay.TLSStartTLS
+			c.Username, c.Password = testUser, testPass
+			c.RootCAs = srv.RootCAs()
+		}, nil)
+		require.NoError(t, sendTo(t, c, testTo))
+		require.True(t, srv.WaitMessages(t, 1, waitMessages)[0].TLS)
+	})
+	t.Run("PLAIN preferred", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.Start(t, smtptest.WithAuth(testUser, testPass), smtptest.WithCommands())
+		c := newClient(t, srv, func(c *relay.Config) { c.Username, c.Password = testUser, testPass }, nil)
+		require.NoError(t, sendTo(t, c, testTo))
+		require.True(t, strings.HasPrefix(srv.Commands()[0][1], "AUTH PLAIN "), "%q", srv.Commands()[0])
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		t.Parallel()
+		var classes []delivery.Class
+		for _, opts := range [][]smtptest.Option{nil, {login}} {
+			srv := smtptest.Start(t, append(opts, smtptest.WithAuth(testUser, testPass), smtptest.WithCommands())...)
+			c := newClient(t, srv, func(c *relay.Config) { c.Username, c.Password = testUser, "wrong-pass" }, nil)
+			err := sendTo(t, c, testTo)
+			e := relayError(t, err)
+			require.Equal(t, relay.StageAuth, e.Stage)
+			require.Equal(t, 535, e.Code)
+			require.Equal(t, "5.7.8", e.Enhanced)
+			require.NotContains(t, err.Error(), "wrong-pass")
+			classes = append(classes, delivery.ClassOf(err))
+
+			cmds := srv.WaitCommand(t, "QUIT", waitMessages)
+			require.Len(t, cmds, 1)
+			require.NotContains(t, cmds[0], "*", "no cancel after the server's reply")
+			require.Equal(t, "QUIT", cmds[0][len(cmds[0])-1])
+			require.Zero(t, srv.Count())
+		}
+		require.Equal(t, []delivery.Class{delivery.RelayRefused, delivery.RelayRefused}, classes, "PLAIN, then LOGIN")
+	})
+	t.Run("neither PLAIN nor LOGIN", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.Start(t, smtptest.WithAuth(testUser, testPass), smtptest.WithAuthMechanisms("XOAUTH2"), smtptest.WithCommands())
+		c := newClient(t, srv, func(c *relay.Config) { c.Username, c.Password = testUser, testPass }, nil)
+		err := sendTo(t, c, testTo)
+		require.ErrorIs(t, err, relay.ErrNoAuthMechanism)
+		require.Equal(t, relay.StageAuth, relay.StageOf(err))
+		require.Contains(t, err.Error(), "neither AUTH PLAIN nor AUTH LOGIN")
+		require.Equal(t, delivery.RelayRefused, delivery.ClassOf(err))
+		for _, lines := range srv.Commands() {
+			require.NotContains(t, commandVerbs(lines), "AUTH")
+		}
+	})
+	t.Run("LOGIN in clear to a host that is not loopback", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.Start(t, smtptest.WithAuth(testUser, testPass), login, smtptest.WithCommands())
+		c := newClient(t, srv, func(c *relay.Config) {
+			// 0.0.0.0 reaches the local host, but is not a loopback address.
+			c.Host = "0.0.0.0"
+			c.Username, c.Password = testUser, testPass
+		}, nil)
+		err := sendTo(t, c, testTo)
+		require.ErrorIs(t, err, relay.ErrInsecureAuth)
+		require.Equal(t, relay.StageAuth, relay.StageOf(err))
+		for _, lines := range srv.Commands() {
+			require.NotContains(t, commandVerbs(lines), "AUTH")
+		}
+	})
 }
 
 func TestSendTLSFailures(t *testing.T) {

@@ -67,8 +67,9 @@ type Config struct {
 	Host string
 	// Port is the SMTP server's TCP port, e.g. 587 or 465.
 	Port int
-	// Username and Password enable AUTH PLAIN when Username is set. The
-	// credentials are only sent over TLS or to a loopback host.
+	// Username and Password enable AUTH when Username is set: PLAIN, or
+	// LOGIN when the server offers LOGIN and not PLAIN. The credentials
+	// are only sent over TLS or to a loopback host.
 	Username, Password string
 	// TLS is the TLS mode; empty means TLSAuto.
 	TLS TLSMode

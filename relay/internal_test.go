@@ -210,13 +210,21 @@ func TestIsDeadConn(t *testing.T) {
 	}
 }
 
-func TestOffersPlain(t *testing.T) {
+func TestMechanism(t *testing.T) {
 	t.Parallel()
-	assert.True(t, offersPlain("PLAIN LOGIN"))
-	assert.True(t, offersPlain("LOGIN plain"))
-	assert.False(t, offersPlain("LOGIN CRAM-MD5"))
-	assert.False(t, offersPlain(""))
-	assert.False(t, offersPlain("PLAINX"))
+	for params, want := range map[string]string{
+		"PLAIN LOGIN":      "PLAIN",
+		"LOGIN plain":      "PLAIN",
+		"LOGIN CRAM-MD5":   "LOGIN",
+		"LOGIN XOAUTH2":    "LOGIN",
+		"login":            "LOGIN",
+		"CRAM-MD5 XOAUTH2": "",
+		"":                 "",
+		"PLAINX LOGINX":    "",
+		"XOAUTH2 PLAIN":    "PLAIN",
+	} {
+		assert.Equal(t, want, mechanism(params), "%q", params)
+	}
 }
 
 func TestIsLoopback(t *testing.T) {

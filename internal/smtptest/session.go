@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -21,8 +23,9 @@ type session struct {
 	authed bool
 }
 
-// authSession adds AUTH PLAIN to session; go-smtp offers AUTH only when the
-// session implements smtp.AuthSession.
+// authSession adds AUTH (PLAIN and LOGIN, or WithAuthMechanisms) to
+// session; go-smtp offers AUTH only when the session implements
+// smtp.AuthSession.
 type authSession struct{ *session }
 
 var (
@@ -32,32 +35,75 @@ var (
 
 func (s *Server) newSession(r *run, c *smtp.Conn) smtp.Session {
 	sess := &session{s: s, r: r, conn: c}
-	if s.cfg.auth {
+	if s.cfg.auth && (s.cfg.mechs == nil || len(s.cfg.mechs) > 0) {
 		return authSession{sess}
 	}
 	return sess
 }
 
 // AuthMechanisms implements smtp.AuthSession.
-func (a authSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (a authSession) AuthMechanisms() []string {
+	if a.s.cfg.mechs == nil {
+		return []string{sasl.Plain, sasl.Login}
+	}
+	return a.s.cfg.mechs
+}
 
 // Auth implements smtp.AuthSession.
 func (a authSession) Auth(mech string) (sasl.Server, error) {
-	if mech != sasl.Plain {
+	if !slices.ContainsFunc(a.AuthMechanisms(), func(m string) bool { return strings.EqualFold(m, mech) }) {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
-	return sasl.NewPlainServer(func(identity, user, pass string) error {
-		if identity != "" && identity != user {
-			return errors.New("identity mismatch")
-		}
-		okUser := subtle.ConstantTimeCompare([]byte(user), []byte(a.s.cfg.user)) == 1
-		okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(a.s.cfg.pass)) == 1
-		if !okUser || !okPass {
-			return smtp.ErrAuthFailed
-		}
-		a.authed = true
-		return nil
-	}), nil
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return errors.New("identity mismatch")
+			}
+			return a.login(user, pass)
+		}), nil
+	case sasl.Login:
+		return &loginServer{check: a.login}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// login checks the credentials of an AUTH exchange and marks the session
+// authenticated when they are the server's.
+func (a authSession) login(user, pass string) error {
+	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(a.s.cfg.user)) == 1
+	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(a.s.cfg.pass)) == 1
+	if !okUser || !okPass {
+		return smtp.ErrAuthFailed
+	}
+	a.authed = true
+	return nil
+}
+
+// loginServer is the server side of AUTH LOGIN (draft-murchison-sasl-login),
+// which go-sasl does not provide: the user name, as the initial response
+// or asked for with "Username:", then the password, asked for with
+// "Password:", as Postfix's Cyrus SASL and Microsoft 365 ask.
+type loginServer struct {
+	check func(user, pass string) error
+	user  *string // nil until the user name came
+	done  bool
+}
+
+// Next implements sasl.Server.
+func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
+	switch {
+	case l.done:
+		return nil, false, sasl.ErrUnexpectedClientResponse
+	case l.user == nil && response == nil: // no initial response
+		return []byte("Username:"), false, nil
+	case l.user == nil:
+		user := string(response)
+		l.user = &user
+		return []byte("Password:"), false, nil
+	}
+	l.done = true
+	return nil, true, l.check(*l.user, string(response))
 }
 
 // Reset implements smtp.Session.

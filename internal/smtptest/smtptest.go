@@ -7,8 +7,8 @@
 // down and brought back on the same port (Stop and Restart), and supports
 // run-time fault injection (SetFault) and per-message latency (SetLatency).
 //
-// Optional features are enabled with options: WithAuth for AUTH PLAIN,
-// WithTLS for STARTTLS, WithImplicitTLS for implicit TLS, WithEnvelopeOnly
+// Optional features are enabled with options: WithAuth for AUTH PLAIN and
+// LOGIN (WithAuthMechanisms to offer other sets), WithTLS for STARTTLS, WithImplicitTLS for implicit TLS, WithEnvelopeOnly
 // for load runs, WithMaxConnections to cap the connections open at once
 // and WithCommands to record the commands clients send. Both TLS options
 // use a self-signed certificate generated in memory for 127.0.0.1, ::1 and
@@ -52,6 +52,7 @@ type Option func(*config)
 type config struct {
 	user, pass   string
 	auth         bool
+	mechs        []string // WithAuthMechanisms; nil means PLAIN and LOGIN
 	starttls     bool
 	implicit     bool
 	envelopeOnly bool
@@ -61,16 +62,25 @@ type config struct {
 	noPipelining bool // WithoutPipelining
 }
 
-// WithAuth makes the server offer AUTH PLAIN and require a successful
-// authentication with the given credentials before MAIL. Authentication is
-// allowed on unencrypted connections, since the server only listens on
-// loopback.
+// WithAuth makes the server offer AUTH PLAIN and LOGIN, as most relays
+// do, and require a successful authentication with the given credentials
+// before MAIL. Authentication is allowed on unencrypted connections, since
+// the server only listens on loopback.
 func WithAuth(user, pass string) Option {
 	return func(c *config) {
 		c.auth = true
 		c.user = user
 		c.pass = pass
 	}
+}
+
+// WithAuthMechanisms makes a server of WithAuth offer the SASL mechanisms
+// mechs, in that order, instead of PLAIN and LOGIN: sasl.Login alone, say,
+// or "LOGIN XOAUTH2" as Microsoft 365 offers them. Only PLAIN and LOGIN
+// can succeed; the server answers any other one offered as an unknown
+// mechanism (454), and none with no mechanism at all offers no AUTH.
+func WithAuthMechanisms(mechs ...string) Option {
+	return func(c *config) { c.mechs = append([]string{}, mechs...) }
 }
 
 // WithTLS makes the server offer STARTTLS with an in-memory self-signed

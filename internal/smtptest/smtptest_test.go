@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -43,7 +44,26 @@ type client struct {
 	implicit bool
 	user     string
 	pass     string
+	login    bool // AUTH LOGIN instead of PLAIN
 	timeout  time.Duration
+}
+
+// loginAuth is AUTH LOGIN without an initial response: the server asks
+// for the user name, then for the password.
+type loginAuth struct{ user, pass string }
+
+func (a loginAuth) Start(*smtp.ServerInfo) (string, []byte, error) { return "LOGIN", nil, nil }
+
+func (a loginAuth) Next(challenge []byte, more bool) ([]byte, error) {
+	switch {
+	case !more:
+		return nil, nil
+	case string(challenge) == "Username:":
+		return []byte(a.user), nil
+	case string(challenge) == "Password:":
+		return []byte(a.pass), nil
+	}
+	return nil, errors.New("unexpected challenge " + string(challenge))
 }
 
 // send delivers multipartMsg to srv with net/smtp and returns the first
@@ -77,7 +97,11 @@ func (c client) send(t *testing.T, srv *smtptest.Server) error {
 	}
 	if c.user != "" {
 		// PlainAuth allows unencrypted connections to loopback hosts.
-		if err := cl.Auth(smtp.PlainAuth("", c.user, c.pass, srv.Host())); err != nil {
+		var a smtp.Auth = smtp.PlainAuth("", c.user, c.pass, srv.Host())
+		if c.login {
+			a = loginAuth{c.user, c.pass}
+		}
+		if err := cl.Auth(a); err != nil {
 			return err
 		}
 	}
@@ -254,6 +278,42 @@ func TestAuth(t *testing.T) {
 	require.Equal(t, 535, code(client{user: "user", pass: "wrong"}.send(t, srv)))
 	require.NoError(t, client{user: "user", pass: "pass"}.send(t, srv))
 	require.Equal(t, 1, srv.Count())
+}
+
+// The server offers PLAIN and LOGIN unless WithAuthMechanisms says
+// otherwise, and takes only a mechanism it offers.
+func TestAuthMechanisms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		opts    []smtptest.Option
+		offered string // the AUTH line of EHLO; "" for none
+		plain   int    // the reply to good credentials over PLAIN; 0 for success
+		login   int    // and over LOGIN
+	}{
+		{"default", nil, "PLAIN LOGIN", 0, 0},
+		{"LOGIN only, as Microsoft 365", []smtptest.Option{smtptest.WithAuthMechanisms(sasl.Login, "XOAUTH2")}, "LOGIN XOAUTH2", 504, 0},
+		{"PLAIN only", []smtptest.Option{smtptest.WithAuthMechanisms(sasl.Plain)}, "PLAIN", 0, 504},
+		{"another mechanism only", []smtptest.Option{smtptest.WithAuthMechanisms("XOAUTH2")}, "XOAUTH2", 504, 504},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := smtptest.Start(t, append(tt.opts, smtptest.WithAuth("user", "pass"))...)
+			cl, err := smtp.Dial(srv.Addr())
+			require.NoError(t, err)
+			require.NoError(t, cl.Hello("localhost"))
+			_, offered := cl.Extension("AUTH")
+			require.Equal(t, tt.offered, offered)
+			require.NoError(t, cl.Quit())
+
+			require.Equal(t, tt.plain, code(client{user: "user", pass: "pass"}.send(t, srv)), "PLAIN")
+			require.Equal(t, tt.login, code(client{user: "user", pass: "pass", login: true}.send(t, srv)), "LOGIN")
+			if tt.login == 0 {
+				require.Equal(t, 535, code(client{user: "user", pass: "wrong", login: true}.send(t, srv)), "LOGIN, wrong password")
+			}
+		})
+	}
 }
 
 func TestTLS(t *testing.T) {
