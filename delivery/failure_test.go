@@ -44,6 +44,7 @@ func TestClassOf(t *testing.T) {
 		{"wrong password", reply(relay.StageAuth, 535, "5.7.8"), delivery.RelayRefused},
 		{"authentication required", reply(relay.StageMail, 530, "5.7.0"), delivery.RelayRefused},
 		{"no credentials, access denied at RCPT", reply(relay.StageRcpt, 554, "5.7.1"), delivery.RelayRefused},
+		{"relaying denied at RCPT, the code alone on the reply's first line", reply(relay.StageRcpt, 550, "5.7.1"), delivery.RelayRefused},
 		{"mechanism too weak", reply(relay.StageAuth, 534, "5.7.9"), delivery.RelayRefused},
 		{"encryption required for auth", reply(relay.StageAuth, 538, "5.7.11"), delivery.RelayRefused},
 		{"sender not owned by user", reply(relay.StageMail, 553, "5.7.1"), delivery.RelayRefused},

@@ -21,6 +21,7 @@ import (
 	"net/textproto"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -366,25 +367,38 @@ func replyOf(code int, msg string) *smtp.SMTPError {
 }
 
 // cutEnhanced splits an enhanced status code ("4.7.0") off a reply text.
+// The code ends at any white space: a multi-line reply's lines come joined
+// by "\n", and a server may put the code alone on the first line
+// ("550-5.7.1", then "550 5.7.1 Relaying denied"). RFC 2034 repeats the
+// code on every line; the rest keeps it on none.
 func cutEnhanced(msg string) (smtp.EnhancedCode, string, bool) {
 	var ec smtp.EnhancedCode
-	word, rest, _ := cutWord(msg)
+	word, _, _ := cutWord(msg)
 	n, err := fmt.Sscanf(word, "%d.%d.%d", &ec[0], &ec[1], &ec[2])
 	if err != nil || n != 3 || (ec[0] != 2 && ec[0] != 4 && ec[0] != 5) ||
 		ec[1] < 0 || ec[1] > 999 || ec[2] < 0 || ec[2] > 999 ||
 		word != fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]) {
 		return smtp.EnhancedCode{}, msg, false
 	}
-	return ec, rest, true
-}
-
-func cutWord(s string) (word, rest string, found bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		if w, rest, _ := cutWord(l); w == word {
+			lines[i] = rest
 		}
 	}
-	return s, "", false
+	if lines[0] == "" && len(lines) > 1 {
+		lines = lines[1:] // the code alone on the first line
+	}
+	return ec, strings.Join(lines, "\n"), true
+}
+
+// cutWord cuts s at its first white space (a space, a tab, a line break).
+func cutWord(s string) (word, rest string, found bool) {
+	i := strings.IndexAny(s, " \t\r\n\v\f")
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
 }
 
 // watch bounds I/O on nc by ctx: it sets nc's deadline to ctx's deadline and

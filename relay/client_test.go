@@ -114,6 +114,42 @@ func TestSendDelivers(t *testing.T) {
 	}
 }
 
+// A multi-line reply whose first line is the enhanced code alone
+// ("550-5.7.1", then "550 5.7.1 Relaying denied") keeps its code: at RCPT
+// it is the relay's policy refusal, not the recipient's, and nobody is
+// suppressed for it.
+func TestSendMultilineReplyCode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		message  string // the reply's lines, each after "550-" or "550 "
+		enhanced string
+		text     string
+		class    delivery.Class
+	}{
+		{"the code alone on the first line", "5.7.1\n5.7.1 Relaying denied", "5.7.1", "Relaying denied", delivery.RelayRefused},
+		{"the code on every line", "5.7.1 Relaying\n5.7.1 denied", "5.7.1", "Relaying\ndenied", delivery.RelayRefused},
+		{"the code alone, then a tab", "5.7.1\tRelaying denied", "5.7.1", "Relaying denied", delivery.RelayRefused},
+		{"no code at all", "Mailbox unavailable\nfor good", "", "Mailbox unavailable\nfor good", delivery.RecipientRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := smtptest.Start(t)
+			c := newClient(t, srv, nil, nil)
+			srv.SetFault(smtptest.Fault{Stage: smtptest.StageRcpt, Code: 550, EnhancedCode: smtptest.NoEnhancedCode, Message: tt.message})
+			err := sendTo(t, c, testTo)
+			e := relayError(t, err)
+			assert.Equal(t, relay.StageRcpt, e.Stage)
+			assert.Equal(t, 550, e.Code)
+			assert.Equal(t, tt.enhanced, e.Enhanced)
+			assert.Equal(t, tt.text, e.Text)
+			assert.Equal(t, tt.class, delivery.ClassOf(err))
+			assert.Zero(t, srv.Count())
+		})
+	}
+}
+
 // Every TLS mode delivers, over TLS when it should.
 func TestSendTLSModes(t *testing.T) {
 	t.Parallel()

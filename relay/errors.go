@@ -133,7 +133,14 @@ func fail(ctx context.Context, stage Stage, err error) error {
 	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		return &Error{Stage: stage, Code: se.Code, Enhanced: enhanced(se.EnhancedCode), Text: se.Message}
+		ec, text := se.EnhancedCode, se.Message
+		if enhanced(ec) == "" {
+			// go-smtp's client, which reads the replies up to AUTH, finds
+			// the code only before a space, not alone on a reply's first
+			// line (cutEnhanced).
+			ec, text, _ = cutEnhanced(text)
+		}
+		return &Error{Stage: stage, Code: se.Code, Enhanced: enhanced(ec), Text: text}
 	}
 	cerr := ctx.Err()
 	if d, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(d) {

@@ -126,6 +126,14 @@ func TestCutEnhanced(t *testing.T) {
 		{"user unknown", "", "user unknown"},
 		{"", "", ""},
 		{"5.1. x", "", "5.1. x"},
+		// Multi-line replies, their lines joined by "\n".
+		{"5.7.1\n5.7.1 Relaying denied", "5.7.1", "Relaying denied"},
+		{"5.7.1\nRelaying denied", "5.7.1", "Relaying denied"},
+		{"5.1.1 no such\n5.1.1 user", "5.1.1", "no such\nuser"},
+		{"5.1.1\tno such user", "5.1.1", "no such user"},
+		{"5.1.1 a\n5.1.2 b", "5.1.1", "a\n5.1.2 b"},
+		{"5.7.1\n", "5.7.1", ""},
+		{"user\n5.1.1 unknown", "", "user\n5.1.1 unknown"},
 	}
 	for _, tt := range tests {
 		ec, rest, ok := cutEnhanced(tt.in)
@@ -171,6 +179,12 @@ func TestFail(t *testing.T) {
 	ctx := context.Background()
 	err := fail(ctx, StageRcpt, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
 	require.Equal(t, &Error{Stage: StageRcpt, Code: 550, Enhanced: "5.1.1", Text: "no such user"}, err)
+	// go-smtp's client leaves the code in the text when it is alone on the
+	// reply's first line.
+	err = fail(ctx, StageAuth, &smtp.SMTPError{Code: 535, Message: "5.7.8\n5.7.8 Authentication failed"})
+	require.Equal(t, &Error{Stage: StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Authentication failed"}, err)
+	err = fail(ctx, StageAuth, &smtp.SMTPError{Code: 535, Message: "no code"})
+	require.Equal(t, &Error{Stage: StageAuth, Code: 535, Text: "no code"}, err)
 
 	inner := &Error{Stage: StageTLS, Err: io.EOF}
 	wrapped := fmt.Errorf("x: %w", inner)

@@ -46,6 +46,10 @@ func (s Stage) String() string {
 	}
 }
 
+// NoEnhancedCode, as a Fault's EnhancedCode, sends the reply without an
+// enhanced status code of the server's own.
+var NoEnhancedCode = [3]int(smtp.NoEnhancedCode)
+
 // Fault describes an injected failure. The zero Fault injects nothing.
 //
 // Examples:
@@ -60,9 +64,12 @@ type Fault struct {
 	// Code is the reply code to send, 400-599. Ignored when Hang is set.
 	Code int
 	// EnhancedCode is the RFC 3463 status, e.g. {5, 1, 1}. The zero value
-	// means {Code/100, 0, 0}.
+	// means {Code/100, 0, 0}; NoEnhancedCode, none: the server sends
+	// Message as it is, which lets a test write the code itself, as some
+	// servers do ("550-5.7.1", then "550 5.7.1 Relaying denied").
 	EnhancedCode [3]int
-	// Message is the reply text. Empty means a generic text.
+	// Message is the reply text. Empty means a generic text. Each line of
+	// it ("\n") is a line of the reply.
 	Message string
 	// Hang makes the server accept the command (or connection) and never
 	// answer it, until the fault is replaced or cleared (then the command
