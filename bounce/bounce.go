@@ -50,6 +50,15 @@ const (
 	MaxPerSource = 20
 	// Timeout bounds each read and write of a connection.
 	Timeout = time.Minute
+	// SessionTimeout bounds a connection's whole session, from its accept
+	// to its close, past which the intake closes it without a reply.
+	// Timeout alone bounds each read, so a client sending a byte every
+	// 59 s would hold one of MaxPerSource's places, and a few sources all
+	// of MaxConnections, for ever. An MTA sends a MaxMessageBytes report
+	// in seconds even on a slow link; ten minutes leave it room for
+	// several reports on one connection, and an MTA sends again what a
+	// closed connection cut off.
+	SessionTimeout = 10 * time.Minute
 	// HandleTimeout bounds the records of one message in Redis.
 	HandleTimeout = 10 * time.Second
 	// maxTokens bounds the tokens tried on one report, and maxCandidates
@@ -164,6 +173,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// SessionTimeout bounds each connection's session; zero is
+	// SessionTimeout, the constant. Tests shorten it.
+	SessionTimeout time.Duration
 }
 
 // Intake is the bounce intake.
@@ -184,6 +196,9 @@ func New(cfg Config) (*Intake, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = SessionTimeout
 	}
 	if !slices.Contains(cfg.Purposes, "") {
 		cfg.Purposes = append([]string{""}, cfg.Purposes...)
@@ -206,12 +221,48 @@ func New(cfg Config) (*Intake, error) {
 }
 
 // Serve takes connections from ln until Shutdown; the caller bounds ln
-// (MaxConnections, MaxPerSource). It returns nil after Shutdown.
+// (MaxConnections, MaxPerSource), Serve each session's time
+// (SessionTimeout). It returns nil after Shutdown.
 func (in *Intake) Serve(ln net.Listener) error {
+	ln = &sessionListener{Listener: ln, limit: in.cfg.SessionTimeout, log: in.log}
 	if err := in.srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil
+}
+
+// sessionListener closes each connection it accepts once limit has passed
+// since. go-smtp's server sets a deadline of its own before each read and
+// write (Timeout), which would undo one set here; closing the connection
+// ends a read in progress all the same, and the session with it.
+type sessionListener struct {
+	net.Listener
+	limit time.Duration
+	log   *slog.Logger
+}
+
+// Accept implements net.Listener.
+func (l *sessionListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sessionConn{Conn: c, timer: time.AfterFunc(l.limit, func() {
+		l.log.Debug("session too long: connection closed", "limit", l.limit)
+		_ = c.Close()
+	})}, nil
+}
+
+// sessionConn stops its session's timer when it is closed.
+type sessionConn struct {
+	net.Conn
+	timer *time.Timer
+}
+
+// Close implements net.Conn.
+func (c *sessionConn) Close() error {
+	c.timer.Stop()
+	return c.Conn.Close()
 }
 
 // Shutdown stops listening and closes every session at once: an MTA

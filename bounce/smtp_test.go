@@ -1,10 +1,12 @@
 package bounce_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/internal/logtest"
+	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/returnpath"
 )
 
@@ -186,4 +189,79 @@ func TestIntakeShutdown(t *testing.T) {
 	assert.Error(t, idle.Noop())
 	_ = idle.Close()
 	_ = midway.Close()
+}
+
+// A client that trickles its commands, each byte well within Timeout,
+// holds its connection no longer than the session's bound: the intake
+// closes it, and its place under MaxPerSource is free again.
+func TestIntakeSessionBound(t *testing.T) {
+	t.Parallel()
+	path, err := returnpath.New("bounces@bounce.test", secret)
+	require.NoError(t, err)
+	logger, _ := logtest.New(t)
+	in, err := bounce.New(bounce.Config{Path: path, Records: failingRecords{}, Logger: logger, SessionTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := platform.LimitListener(inner, platform.ConnLimits{Max: 4, PerSource: 1})
+	done := make(chan error, 1)
+	go func() { done <- in.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, in.Shutdown(ctx))
+		assert.NoError(t, <-done)
+	})
+
+	slow, err := net.Dial("tcp", inner.Addr().String())
+	require.NoError(t, err)
+	defer slow.Close()
+	r := bufio.NewReader(slow)
+	greeting, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(greeting, "220 "), "%q", greeting)
+
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	defer func() { close(stop); <-trickled }()
+	go func() {
+		defer close(trickled)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := slow.Write([]byte{"NOOP\r\n"[i%6]}); err != nil {
+				return
+			}
+		}
+	}()
+	// Generous: the bound is 300 ms, but a loaded machine may be slow.
+	require.NoError(t, slow.SetReadDeadline(time.Now().Add(20*time.Second)))
+	replies := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the session was never cut off (%d replies)", replies)
+			break
+		}
+		require.True(t, strings.HasPrefix(line, "250 "), "%q", line)
+		replies++
+	}
+
+	// The place the slow client held is free again.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		conn, err := net.DialTimeout("tcp", inner.Addr().String(), time.Second)
+		if !assert.NoError(c, err) {
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		greeting, err := bufio.NewReader(conn).ReadString('\n')
+		assert.NoError(c, err)
+		assert.True(c, strings.HasPrefix(greeting, "220 "), "%q", greeting)
+	}, 20*time.Second, 50*time.Millisecond)
 }
