@@ -26,8 +26,13 @@ type Trusted []netip.Prefix
 // (TRUSTED_PROXIES): loopback, IPv4 and IPv6.
 const DefaultTrusted = "127.0.0.0/8,::1"
 
-// ParseTrusted parses a list of CIDRs or single addresses (TRUSTED_PROXIES).
-// Empty entries are skipped. The error names the entry, never anything else.
+// ParseTrusted parses a list of CIDRs or single addresses (TRUSTED_PROXIES,
+// LEGACY_CALLERS). Empty entries are skipped. An IPv4-mapped IPv6 entry
+// (::ffff:10.0.0.1, ::ffff:10.0.0.0/104) is the IPv4 address or network it
+// maps (10.0.0.1/32, 10.0.0.0/8), since Contains unmaps the address it is
+// asked about; a mapped prefix shorter than /96 would reach beyond the
+// mapped addresses and is refused. The error names the entry, never
+// anything else.
 func ParseTrusted(list []string) (Trusted, error) {
 	var out Trusted
 	for _, s := range list {
@@ -43,10 +48,21 @@ func ParseTrusted(list []string) (Trusted, error) {
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < mappedBits {
+				return nil, fmt.Errorf("%q is an IPv4-mapped prefix shorter than /%d: write its IPv4 network "+
+					"(::ffff:10.0.0.0/104 is 10.0.0.0/8)", s, mappedBits)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-mappedBits)
+		}
 		out = append(out, p.Masked())
 	}
 	return out, nil
 }
+
+// mappedBits is the length of the IPv4-mapped prefix ::ffff:0:0/96: an
+// IPv4 prefix of n bits is the mapped prefix of n+96.
+const mappedBits = 96
 
 // Contains reports whether addr is a trusted proxy. An IPv6 zone (a
 // link-local peer's interface, fe80::1%eth0) is ignored: netip's prefixes

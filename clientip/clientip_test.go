@@ -1,6 +1,7 @@
 package clientip_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -61,6 +62,41 @@ func TestParseTrusted(t *testing.T) {
 	p, err := clientip.ParseTrusted([]string{"10.1.2.3/8"})
 	require.NoError(t, err)
 	assert.Equal(t, clientip.Trusted{netip.MustParsePrefix("10.0.0.0/8")}, p)
+}
+
+// An IPv4-mapped entry (::ffff:10.0.0.1, ::ffff:10.0.0.0/104) is the IPv4
+// address or network it maps: a peer is unmapped before it is looked up,
+// so a mapped entry left mapped would never match. A mapped prefix shorter
+// than /96 reaches beyond the mapped addresses and is refused, naming the
+// entry.
+func TestParseTrustedUnmaps(t *testing.T) {
+	t.Parallel()
+	trusted, err := clientip.ParseTrusted([]string{"::ffff:10.0.0.1", "::ffff:192.0.2.0/120", "::ffff:0:0/96"})
+	require.NoError(t, err)
+	assert.Equal(t, clientip.Trusted{
+		netip.MustParsePrefix("10.0.0.1/32"),
+		netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("0.0.0.0/0"),
+	}, trusted)
+
+	some, err := clientip.ParseTrusted([]string{"::ffff:10.0.0.1", "::ffff:192.0.2.0/120"})
+	require.NoError(t, err)
+	for _, a := range []string{"10.0.0.1", "::ffff:10.0.0.1", "192.0.2.77", "::ffff:192.0.2.77"} {
+		assert.True(t, some.Contains(netip.MustParseAddr(a)), a)
+	}
+	for _, a := range []string{"10.0.0.2", "192.0.3.1", "::ffff:198.51.100.1", "2001:db8::1"} {
+		assert.False(t, some.Contains(netip.MustParseAddr(a)), a)
+	}
+	assert.Equal(t, "1.2.3.4", some.Client(netip.MustParseAddr("10.0.0.1"), []string{"1.2.3.4"}), "a mapped proxy is believed")
+	assert.Equal(t, "1.2.3.4", some.Client(netip.MustParseAddr("10.0.0.1"), []string{"1.2.3.4, ::ffff:192.0.2.9"}),
+		"a mapped proxy's hop is skipped")
+
+	for _, entry := range []string{"::ffff:10.0.0.0/95", "::ffff:0:0/80", "::ffff:10.0.0.1/0"} {
+		_, err := clientip.ParseTrusted([]string{"10.0.0.0/8", entry})
+		require.Error(t, err, entry)
+		assert.Contains(t, err.Error(), fmt.Sprintf("%q", entry))
+		assert.Contains(t, err.Error(), "/96", entry)
+	}
 }
 
 // A link-local peer comes with its interface's zone (fe80::1%eth0), as the
