@@ -140,7 +140,7 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (*App, err
 		dashboard: dashboard,
 		Registry:  reg,
 		Metrics:   m,
-		httpSrv:   platform.NewHTTPServer(api, logger),
+		httpSrv:   platform.NewHTTPServer(api, logger, cfg.RequestTimeout),
 		grpcSrv:   grpcapi.New(svc, logger, grpcConfig),
 		tls:       tlsConfig,
 		done:      make(chan error, 4),

@@ -190,3 +190,14 @@ func TestAppWarnsWhenUnauthenticatedBeyondLoopback(t *testing.T) {
 	require.Len(t, lines, 1)
 	assert.Equal(t, "WARN", lines[0]["level"])
 }
+
+// The public HTTP server writes a reply for as long as REQUEST_TIMEOUT
+// lets a request run, and some: past its write timeout the reply of a slow
+// request, its 504, would be lost and the connection dropped.
+func TestRequestTimeoutBoundsTheWriteTimeout(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{5 * time.Second, 30 * time.Second} {
+		s := startApp(t, func(c *Config) { c.RequestTimeout = d })
+		assert.Greater(t, s.app.httpSrv.WriteTimeout, d+time.Second, "REQUEST_TIMEOUT %s", d)
+	}
+}

@@ -15,17 +15,18 @@ import (
 	"time"
 )
 
-// AdminWriteTimeout bounds a reply of the admin server. It is longer than
-// the API's so that the default 30 s CPU profile of /debug/pprof/profile
-// fits.
-const AdminWriteTimeout = 45 * time.Second
+// adminAnswerWithin is the longest request of the admin server: the
+// default 30 s CPU profile of /debug/pprof/profile, and some.
+const adminAnswerWithin = 35 * time.Second
+
+// AdminWriteTimeout bounds a reply of the admin server: its longest
+// request and WriteMargin, so that a CPU profile fits.
+const AdminWriteTimeout = adminAnswerWithin + WriteMargin
 
 // NewAdminServer returns the server for ADMIN_ADDR: NewHTTPServer with a
 // write timeout that lets a CPU profile finish.
 func NewAdminServer(h http.Handler, logger *slog.Logger) *http.Server {
-	srv := NewHTTPServer(h, logger)
-	srv.WriteTimeout = AdminWriteTimeout
-	return srv
+	return NewHTTPServer(h, logger, adminAnswerWithin)
 }
 
 // IsLoopback reports whether a listener on addr (host:port) is reachable

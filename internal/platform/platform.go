@@ -169,14 +169,23 @@ const (
 	IdleTimeout = 15 * time.Second
 )
 
+// WriteMargin is how much longer than its handler's deadline a server
+// gives a reply (its write timeout runs from the end of the request's
+// headers): time to write the reply that the deadline ends with, a 504,
+// rather than drop the connection.
+const WriteMargin = 10 * time.Second
+
 // NewHTTPServer returns a server with the timeouts every listener of ours
-// needs, so a slow or idle client cannot hold a connection for long.
-func NewHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+// needs, so a slow or idle client cannot hold a connection for long. Its
+// handler answers within answerWithin (the API's REQUEST_TIMEOUT): the
+// write timeout is that and WriteMargin, 15 s with REQUEST_TIMEOUT's
+// default 5 s.
+func NewHTTPServer(h http.Handler, logger *slog.Logger, answerWithin time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
+		WriteTimeout:      answerWithin + WriteMargin,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
