@@ -391,6 +391,37 @@ func CertName(cert *x509.Certificate) string {
 	return ""
 }
 
+// Authorization returns the Authorization value a Guard judges a request
+// by, from all of its Authorization headers (HTTP) or authorization
+// metadata values (gRPC): the one whose scheme is Bearer. A value of
+// another scheme ("Basic ...", which a proxy in front may add) is no
+// verifyq key and is left out, so that it neither refuses a certificate
+// caller nor admits anyone. With no Bearer value it returns "" (no key);
+// with several it returns "Bearer", a key that cannot be told, which no
+// caller has: such a request is unauthenticated, whatever its certificate.
+func Authorization(values []string) string {
+	var bearer []string
+	for _, v := range values {
+		if isBearer(v) {
+			bearer = append(bearer, v)
+		}
+	}
+	switch len(bearer) {
+	case 0:
+		return ""
+	case 1:
+		return bearer[0]
+	}
+	return "Bearer"
+}
+
+// isBearer reports whether an Authorization value's scheme is Bearer (in
+// any case): the request sends a key, well-formed or not.
+func isBearer(authorization string) bool {
+	scheme, _, _ := strings.Cut(strings.TrimSpace(authorization), " ")
+	return strings.EqualFold(scheme, "Bearer")
+}
+
 // BearerKey returns the key of an Authorization value "Bearer <key>" (the
 // scheme in any case, RFC 7235), or "" when it is not one.
 func BearerKey(authorization string) string {

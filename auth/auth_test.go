@@ -245,6 +245,42 @@ func TestGuardAdmitLegacy(t *testing.T) {
 	assert.ErrorIs(t, err, auth.ErrPermissionDenied)
 	_, err = g.AdmitLegacy("Bearer vq_wrong", "", netip.MustParseAddr("127.0.0.1"))
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a wrong key is wrong on loopback too")
+
+	// Another scheme is no key: the old gateway behind a proxy that adds
+	// one is still answered from its network, and from nowhere else.
+	basic := auth.Authorization([]string{"Basic dXNlcjpwYXNz"})
+	c, err = g.AdmitLegacy(basic, "", netip.MustParseAddr("127.0.0.1"))
+	require.NoError(t, err)
+	assert.Equal(t, auth.Legacy, c.Name)
+	_, err = g.AdmitLegacy(basic, "", netip.MustParseAddr("192.0.2.1"))
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated)
+	_, err = g.AdmitLegacy(auth.Authorization([]string{"Bearer " + sendKey, "Bearer " + sendKey}), "", netip.MustParseAddr("127.0.0.1"))
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "two keys are no key, on loopback too")
+}
+
+// Authorization picks a request's key from its Authorization values: the
+// one Bearer value; none is no key (other schemes are not verifyq's), and
+// several a key that cannot be told.
+func TestAuthorization(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		values []string
+		want   string
+	}{
+		{nil, ""},
+		{[]string{""}, ""},
+		{[]string{"Basic dXNlcjpw"}, ""},
+		{[]string{"vq_abc"}, ""},
+		{[]string{"Bearer vq_abc"}, "Bearer vq_abc"},
+		{[]string{"bearer vq_abc", "Basic dXNlcjpw"}, "bearer vq_abc"},
+		{[]string{" Bearer vq_abc "}, " Bearer vq_abc "},
+		{[]string{"Bearer vq_a", "Bearer vq_a"}, "Bearer"},
+		{[]string{"Bearer"}, "Bearer"},
+	} {
+		got := auth.Authorization(tt.values)
+		assert.Equal(t, tt.want, got, "%q", tt.values)
+		assert.Equal(t, auth.BearerKey(tt.want), auth.BearerKey(got))
+	}
 }
 
 // Each caller has its own status reads: a bucket of the minute's reads,
@@ -325,6 +361,35 @@ func TestCertificateCallers(t *testing.T) {
 	c, err = g.AdmitLegacy("", "ops.example.com", netip.MustParseAddr("192.0.2.1"))
 	require.NoError(t, err)
 	assert.Equal(t, "ops.example.com", c.Name)
+
+	// What a proxy in front may add: an Authorization of another scheme is
+	// no key, so a certificate caller keeps its access, and a caller
+	// without a certificate gains none; several Bearer values are a key
+	// that cannot be told, refused whatever the certificate.
+	for _, values := range [][]string{{"Basic dXNlcjpwYXNz"}, {"Basic dXNlcjpwYXNz", ""}, {"Negotiate abc", "Basic x"}, {""}, nil} {
+		c, err = g.AdmitPeer(auth.Authorization(values), "billing", auth.Verify)
+		require.NoError(t, err, "%q", values)
+		assert.Equal(t, "billing", c.Name, "%q", values)
+		_, err = g.AdmitPeer(auth.Authorization(values), "", auth.Verify)
+		assert.ErrorIs(t, err, auth.ErrUnauthenticated, "%q without a certificate", values)
+		_, err = g.AdmitPeer(auth.Authorization(values), "stranger", auth.Verify)
+		assert.ErrorIs(t, err, auth.ErrUnauthenticated, "%q with an unlisted certificate", values)
+	}
+	for _, values := range [][]string{
+		{"Bearer " + key, "Bearer " + key},
+		{"Bearer " + key, "bearer vq_other"},
+		{"Bearer vq_wrong", "Bearer vq_wrong2", "Basic x"},
+	} {
+		_, err = g.AdmitPeer(auth.Authorization(values), "billing", auth.Verify)
+		assert.ErrorIs(t, err, auth.ErrUnauthenticated, "%d Bearer values, with a certificate", len(values))
+		_, err = g.AdmitPeer(auth.Authorization(values), "", auth.Send)
+		assert.ErrorIs(t, err, auth.ErrUnauthenticated, "%d Bearer values", len(values))
+	}
+	c, err = g.AdmitPeer(auth.Authorization([]string{"Basic dXNlcjpwYXNz", "Bearer " + key}), "billing", auth.Send)
+	require.NoError(t, err)
+	assert.Equal(t, "gateway", c.Name, "the one Bearer key decides, beside another scheme")
+	_, err = g.AdmitPeer(auth.Authorization([]string{"Basic dXNlcjpwYXNz", "Bearer vq_wrong"}), "billing", auth.Verify)
+	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "a wrong key beside another scheme is not saved by a certificate")
 
 	_, err = auth.Parse(strings.NewReader("billing send cert\nbilling verify cert\n"))
 	assert.ErrorContains(t, err, `line 2: the name "billing" is also on line 1`)

@@ -72,14 +72,16 @@ func (g *Guard) Admit(authorization string, scope Scope) (Caller, error) {
 
 // AdmitPeer is Admit for a request that may come with a verified client
 // certificate, certName its name (CertName; "" without one). A request
-// that sends a key is its key's caller, whatever its certificate; one
+// that sends a key (an Authorization value of the Bearer scheme, see
+// Authorization) is its key's caller, whatever its certificate; one
 // without a key is the certificate caller of that name (a "cert" line of
-// the key file), or ErrUnauthenticated.
+// the key file), or ErrUnauthenticated. A value of another scheme is no
+// key.
 func (g *Guard) AdmitPeer(authorization, certName string, scope Scope) (Caller, error) {
 	c := anonymous
 	if !g.Open() {
 		var err error
-		if authorization == "" && certName != "" {
+		if !isBearer(authorization) && certName != "" {
 			c, err = g.cfg.Keys.Certificate(certName)
 		} else {
 			c, err = g.cfg.Keys.Authenticate(BearerKey(authorization))
@@ -103,7 +105,7 @@ func (g *Guard) AdmitPeer(authorization, certName string, scope Scope) (Caller, 
 // message.VarifyService, which asks for a send, from peer with the
 // Authorization value authorization (usually none: the old gateway sends no
 // metadata) and certName the name of its verified client certificate (""
-// without one). A call with a key or a certificate is admitted as
+// without one). A call with a key (Bearer) or a certificate is admitted as
 // AdmitPeer admits a send; one without either only from LEGACY_CALLERS, as
 // Legacy; any other is ErrUnauthenticated. An open Guard admits every
 // call.
@@ -111,7 +113,7 @@ func (g *Guard) AdmitLegacy(authorization, certName string, peer netip.Addr) (Ca
 	switch {
 	case g.Open():
 		return anonymous, nil
-	case authorization != "" || certName != "":
+	case isBearer(authorization) || certName != "":
 		return g.AdmitPeer(authorization, certName, Send)
 	case peer.IsValid() && g.cfg.LegacyCallers.Contains(peer):
 		return Caller{Name: Legacy, Scopes: []Scope{Send}}, nil

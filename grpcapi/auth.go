@@ -55,14 +55,11 @@ func (s *Server) admit(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	return handler(ctx, req)
 }
 
-// authorization is the call's one authorization metadata value, or "" when
-// it has none or several.
+// authorization is the call's authorization metadata value of the Bearer
+// scheme, as auth.Authorization picks it from all of them.
 func authorization(ctx context.Context) string {
 	// The one key, not a copy of all the call's metadata.
-	if vs := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vs) == 1 {
-		return vs[0]
-	}
-	return ""
+	return auth.Authorization(metadata.ValueFromIncomingContext(ctx, "authorization"))
 }
 
 // peerAddr is the address of the call's peer, the zero Addr when it is not

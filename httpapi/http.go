@@ -316,14 +316,12 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 // scope, and notes the caller for the log line and the metrics. On a
 // refusal it writes the reply (401 with a Bearer challenge, 403, or 429 for
 // status reads) and returns false: nothing of the request has been read,
-// and the service does not run. More than one Authorization header is no
-// key. Over mTLS a request without a key is its verified client
-// certificate's caller (auth.Guard.AdmitPeer).
+// and the service does not run. The key is the one Authorization header
+// of the Bearer scheme; others are no key, several Bearer ones no valid
+// key (auth.Authorization). Over mTLS a request without a key is its
+// verified client certificate's caller (auth.Guard.AdmitPeer).
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request, scope auth.Scope) bool {
-	var authorization, certName string
-	if vs := r.Header.Values("Authorization"); len(vs) == 1 {
-		authorization = vs[0]
-	}
+	authorization, certName := auth.Authorization(r.Header.Values("Authorization")), ""
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		certName = auth.CertName(r.TLS.VerifiedChains[0][0])
 	}

@@ -155,14 +155,23 @@ func (s *tlsStack) clientTLS(certs ...tls.Certificate) *tls.Config {
 
 // post sends a code request over HTTPS with cfg and the key (if any).
 func (s *tlsStack) post(cfg *tls.Config, key, email string) (int, error) {
+	if key == "" {
+		return s.postAuthorization(cfg, email)
+	}
+	return s.postAuthorization(cfg, email, "Bearer "+key)
+}
+
+// postAuthorization sends a code request over HTTPS with cfg and an
+// Authorization header for each of authorization.
+func (s *tlsStack) postAuthorization(cfg *tls.Config, email string, authorization ...string) (int, error) {
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
 	req, err := http.NewRequest(http.MethodPost, "https://"+s.app.HTTPAddr()+"/v1/codes", strings.NewReader(`{"email":"`+email+`"}`))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
+	for _, a := range authorization {
+		req.Header.Add("Authorization", a)
 	}
 	res, err := c.Do(req)
 	if err != nil {
@@ -175,13 +184,23 @@ func (s *tlsStack) post(cfg *tls.Config, key, email string) (int, error) {
 // send calls v1 SendCode over TLS with cfg and the key (if any).
 func (s *tlsStack) send(t *testing.T, cfg *tls.Config, key, email string) error {
 	t.Helper()
+	if key == "" {
+		return s.sendAuthorization(t, cfg, email)
+	}
+	return s.sendAuthorization(t, cfg, email, "Bearer "+key)
+}
+
+// sendAuthorization calls v1 SendCode over TLS with cfg and an
+// authorization metadata value for each of authorization.
+func (s *tlsStack) sendAuthorization(t *testing.T, cfg *tls.Config, email string, authorization ...string) error {
+	t.Helper()
 	conn, err := grpc.NewClient(s.app.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if key != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+	for _, a := range authorization {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", a)
 	}
 	_, err = verifyqv1.NewCodeServiceClient(conn).SendCode(ctx, &verifyqv1.SendCodeRequest{Email: email})
 	return err
@@ -262,6 +281,24 @@ func TestAppOverMutualTLS(t *testing.T) {
 	assert.Equal(t, http.StatusAccepted, code, "a key still works")
 	require.NoError(t, s.send(t, stranger, s.key, "keyed-grpc@example.com"))
 
+	// An Authorization of another scheme, as a proxy in front may add, is
+	// no key: the certificate decides, and a stranger's certificate gains
+	// nothing by it. Two Bearer keys are no key that can be told: refused,
+	// whatever the certificate.
+	const basic = "Basic dXNlcjpwYXNz"
+	code, err = s.postAuthorization(billing, "billing-basic@example.com", basic)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusAccepted, code, "a certificate caller behind a proxy that adds Basic")
+	require.NoError(t, s.sendAuthorization(t, billing, "billing-basic-grpc@example.com", basic))
+	code, err = s.postAuthorization(stranger, "stranger@example.com", basic)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, code)
+	assert.Equal(t, codes.Unauthenticated, status.Code(s.sendAuthorization(t, stranger, "stranger@example.com", basic)))
+	code, err = s.postAuthorization(billing, "stranger@example.com", "Bearer "+s.key, "Bearer "+s.key)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, code, "two keys, with a listed certificate")
+	assert.Equal(t, codes.Unauthenticated, status.Code(s.sendAuthorization(t, billing, "stranger@example.com", "Bearer "+s.key, "Bearer vq_other")))
+
 	// billing lacks verify.
 	conn, err := grpc.NewClient(s.app.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(billing)))
 	require.NoError(t, err)
@@ -285,9 +322,13 @@ func TestAppOverMutualTLS(t *testing.T) {
 		{"api": "grpc", "route": "/verifyq.v1.CodeService/SendCode", "caller": "billing", "outcome": "ok"},
 		{"api": "http", "route": "/v1/codes", "caller": "gateway", "outcome": "ok"},
 	} {
+		want := 1.0
+		if labels["caller"] == "billing" {
+			want = 2 // with and without a Basic header
+		}
 		v, found := fams.Value("verifyq_requests_total", labels)
 		assert.True(t, found, "%v", labels)
-		assert.Equal(t, 1.0, v, "%v", labels)
+		assert.Equal(t, want, v, "%v", labels)
 	}
 }
 
