@@ -44,6 +44,20 @@ func TestParseRedis(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, platform.BufferSize, failover.Options().WriteBufferSize)
 
+	// Sentinel's URL: user:password@ are the sentinels' credentials, the
+	// primary's are username= and password= (docs/CONFIGURATION.md).
+	for url, want := range map[string][2]string{
+		"redis://s:sentinels@127.0.0.1:26379?master_name=primary":                          {"", ""},
+		"redis://s:sentinels@127.0.0.1:26379?master_name=primary&username=u&password=p%40": {"u", "p@"},
+	} {
+		r, err = platform.ParseRedis(platform.RedisSentinel, url)
+		require.NoError(t, err)
+		c = r.Client()
+		t.Cleanup(func() { _ = c.Close() })
+		o := c.(*redis.Client).Options()
+		assert.Equal(t, want, [2]string{o.Username, o.Password}, "the primary's credentials of %s", url)
+	}
+
 	r, err = platform.ParseRedis(platform.RedisCluster, "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002")
 	require.NoError(t, err)
 	c = r.Client()
