@@ -193,6 +193,11 @@ func (d *Deliverer) post(ctx context.Context, p deliverPayload) (int, error) {
 	return res.StatusCode, nil
 }
 
+// Close closes the connections to the endpoints that wait idle for the
+// next delivery. Call it once the deliveries have ended (the events'
+// server shut down).
+func (d *Deliverer) Close() { d.client.CloseIdleConnections() }
+
 func (d *Deliverer) count(t Type, r Result) {
 	if d.obs != nil && Known(t) {
 		d.obs.Delivered(t, r)

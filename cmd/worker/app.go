@@ -44,6 +44,7 @@ type App struct {
 	// the events' queue, apart from the mail (nil: WEBHOOK_URLS unset).
 	eventServer *asynq.Server
 	eventMux    *asynq.ServeMux
+	deliverer   *events.Deliverer
 	adminSrv    *http.Server
 	adminLn     net.Listener
 	done        chan error
@@ -224,8 +225,9 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 	})
 	var eventServer *asynq.Server
 	var eventMux *asynq.ServeMux
+	var deliverer *events.Deliverer
 	if emitter != nil {
-		if eventMux, err = newEventMux(cfg, records, emitter, m.Events, logger); err != nil {
+		if eventMux, deliverer, err = newEventMux(cfg, records, emitter, m.Events, logger); err != nil {
 			return nil, err
 		}
 		eventServer = asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -242,6 +244,7 @@ func NewApp(cfg Config, logger *slog.Logger, tp trace.TracerProvider) (a *App, e
 	a = &App{
 		eventServer: eventServer,
 		eventMux:    eventMux,
+		deliverer:   deliverer,
 		cfg:         cfg,
 		logger:      logger,
 		rdb:         rdb,
@@ -361,6 +364,7 @@ func (a *App) Close() error {
 	if a.eventServer != nil {
 		// After the mail: its sends' last events are queued by now.
 		a.eventServer.Shutdown()
+		a.deliverer.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
@@ -385,20 +389,21 @@ func (a *App) Close() error {
 }
 
 // newEventMux routes the events' tasks: deliveries, signed with
-// WEBHOOK_SECRET, and the expiry checks.
-func newEventMux(cfg Config, records *delivery.Records, emitter *events.Emitter, obs events.Observer, logger *slog.Logger) (*asynq.ServeMux, error) {
+// WEBHOOK_SECRET, and the expiry checks. It returns the deliverer too,
+// whose connections the worker closes at shutdown.
+func newEventMux(cfg Config, records *delivery.Records, emitter *events.Emitter, obs events.Observer, logger *slog.Logger) (*asynq.ServeMux, *events.Deliverer, error) {
 	deliverer, err := events.NewDeliverer(cfg.WebhookURLs, cfg.WebhookSecret.Keys(), obs, logger)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	checker, err := events.NewExpiryChecker(records, emitter, logger)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mux := asynq.NewServeMux()
 	mux.Handle(events.TypeDeliver, deliverer)
 	mux.Handle(events.TypeExpiry, checker)
-	return mux, nil
+	return mux, deliverer, nil
 }
 
 // relayNotify is the breaker's Notify of the relay name: its events, or

@@ -2,19 +2,26 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/codes"
+	"github.com/verifyq/verifyq/events"
 	"github.com/verifyq/verifyq/internal/metrics/metricstest"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
@@ -263,4 +270,77 @@ func TestWorkerFallbackRelay(t *testing.T) {
 	}
 	v, _ = metricstest.Scrape(t, admin+"/metrics").Value("verifyq_smtp_breaker_open", map[string]string{"relay": "primary"})
 	assert.Zero(t, v, "the primary's breaker closed")
+}
+
+// With WEBHOOK_URLS the worker delivers its events, signed as the
+// Standard Webhooks library verifies them, from a server of its own; at
+// shutdown it closes its connections to the endpoints, as it does every
+// other connection it opened.
+func TestWorkerDeliversEvents(t *testing.T) {
+	t.Parallel()
+	key := []byte("0123456789abcdef0123456789abcdef")
+	secret := events.SecretPrefix + base64.StdEncoding.EncodeToString(key)
+	wh, err := standardwebhooks.NewWebhook(secret)
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		types []string
+		bad   []string
+		open  = map[net.Conn]bool{}
+	)
+	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var ev struct{ Type string }
+		_ = json.Unmarshal(body, &ev)
+		mu.Lock()
+		defer mu.Unlock()
+		if err := wh.Verify(body, r.Header); err != nil {
+			bad = append(bad, err.Error())
+		}
+		types = append(types, ev.Type)
+	}))
+	recv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case http.StateNew:
+			open[c] = true
+		case http.StateClosed, http.StateHijacked:
+			delete(open, c)
+		}
+	}
+	recv.Start()
+	t.Cleanup(recv.Close)
+
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	srv := smtptest.Start(t)
+	app := openApp(t, rs, func(c *Config) {
+		c.Server = smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", srv.Addr()))
+		c.WebhookURLs = platform.WebhookURLs{recv.URL + "/hook"}
+		require.NoError(t, c.WebhookSecret.Decode(secret))
+	})
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: "ev@example.com"})
+	require.NoError(t, err)
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "ev@example.com", RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
+	require.NoError(t, err)
+	_, err = asynq.NewClientFromRedisClient(rdb).Enqueue(task)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(types, string(events.CodeSent))
+	}, 20*time.Second, 20*time.Millisecond, "code.sent delivered")
+
+	require.NoError(t, app.Close())
+	assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(open) == 0
+	}, 2*time.Second, 20*time.Millisecond, "the worker keeps no connection to the endpoint open after it stopped")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, bad, "every delivery verifies")
 }
