@@ -358,14 +358,24 @@ func (a *App) Close() error {
 		a.stopReconcile()
 		<-a.reconciled
 	}
+	// The events' server shuts down beside the mail's, not after it, so
+	// that SHUTDOWN_TIMEOUT bounds both together: the events the last
+	// sends queue wait in Redis for the next worker.
 	a.server.Stop()
-	a.relays.Close()
-	a.server.Shutdown()
 	if a.eventServer != nil {
-		// After the mail: its sends' last events are queued by now.
-		a.eventServer.Shutdown()
-		a.deliverer.Close()
+		a.eventServer.Stop()
 	}
+	a.relays.Close()
+	eventsDone := make(chan struct{})
+	go func() {
+		defer close(eventsDone)
+		if a.eventServer != nil {
+			a.eventServer.Shutdown()
+			a.deliverer.Close()
+		}
+	}()
+	a.server.Shutdown()
+	<-eventsDone
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)

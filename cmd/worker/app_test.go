@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,4 +344,61 @@ func TestWorkerDeliversEvents(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Empty(t, bad, "every delivery verifies")
+}
+
+// SHUTDOWN_TIMEOUT bounds the whole shutdown: a send in flight on a slow
+// SMTP server and a delivery in flight to an endpoint that does not
+// answer are both cut off at that time, not one after the other.
+func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
+	t.Parallel()
+	const timeout = 2 * time.Second
+	release := make(chan struct{})
+	var posted atomic.Int32
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		posted.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release); hang.Close() })
+	secret := events.SecretPrefix + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	srv := smtptest.Start(t)
+	srv.SetLatency(time.Minute)
+	app := openApp(t, rs, func(c *Config) {
+		c.ShutdownTimeout = timeout
+		c.Server = smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=30s", srv.Addr()))
+		c.WebhookURLs = platform.WebhookURLs{hang.URL}
+		require.NoError(t, c.WebhookSecret.Decode(secret))
+	})
+	client := asynq.NewClientFromRedisClient(rdb)
+	em := events.NewEmitter(client, []string{hang.URL}, nil, nil)
+	require.NoError(t, em.Emit(t.Context(), events.Event{Type: events.RelayFailing, Fact: "shutdown-test", Data: events.Data{Relay: "primary"}}))
+	require.Eventually(t, func() bool { return posted.Load() > 0 }, 10*time.Second, 20*time.Millisecond, "a delivery in flight")
+
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: "slow@example.com"})
+	require.NoError(t, err)
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "slow@example.com", RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
+	require.NoError(t, err)
+	_, err = client.Enqueue(task)
+	require.NoError(t, err)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(tasks.Queue)
+		return err == nil && info.Active == 1
+	}, 10*time.Second, 20*time.Millisecond, "a send in flight")
+	time.Sleep(200 * time.Millisecond) // the send reaches the SMTP server's slow reply
+
+	start := time.Now()
+	require.NoError(t, app.Close())
+	took := time.Since(start)
+	assert.Less(t, took, timeout+timeout/2, "the mail's and the events' servers are given SHUTDOWN_TIMEOUT together, not each in turn")
+	info, err := insp.GetQueueInfo(tasks.Queue)
+	require.NoError(t, err)
+	assert.Equal(t, 1, info.Pending, "the send cut off is back on the queue")
 }
