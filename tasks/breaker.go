@@ -19,9 +19,10 @@ import (
 // a sender or quota refusal, a TLS failure), on BreakerUnreachable
 // connection failures in a row (refused, dropped, timed out), or on
 // BreakerTempReplies temporary replies of the relay in a row within
-// BreakerTempWindow (delivery.RelayDeferred); any mail accepted in between
-// starts the count again. What the relay says of one recipient or one
-// message (refused, greylisted) or of its pace (throttled) does not count.
+// BreakerTempWindow (delivery.RelayDeferred, delivery.Throttled: a relay
+// that asks every mail to slow down holds the sends); any mail accepted
+// in between starts the count again. What the relay says of one recipient
+// or one message (refused, greylisted) does not count.
 // While open it probes the relay every BreakerProbeInterval at first, then
 // twice as long after each failed probe or trial, up to
 // BreakerMaxProbeInterval: a relay that refuses verifyq's configuration is

@@ -214,6 +214,25 @@ func TestBreakerTemporaryReplies(t *testing.T) {
 	assert.Equal(t, tasks.BreakerOpen, be.b.State())
 }
 
+// A relay that asks every mail to slow down (throttled: 4.7.x at MAIL or
+// DATA) holds the sends as its other temporary replies do; a recipient
+// greylisted does not count.
+func TestBreakerCountsThrottledReplies(t *testing.T) {
+	t.Parallel()
+	be := newBreakerEnv(t)
+	ctx := t.Context()
+	throttled := fmt.Errorf("send mail: %w", &relay.Error{Stage: relay.StageMail, Code: 451, Enhanced: "4.7.1"})
+	greylisted := fmt.Errorf("send mail: %w", &relay.Error{Stage: relay.StageRcpt, Code: 450, Enhanced: "4.2.0"})
+	for range 2 * tasks.BreakerTempReplies {
+		be.b.Report(ctx, greylisted)
+	}
+	assert.Equal(t, tasks.BreakerClosed, be.b.State())
+	for range tasks.BreakerTempReplies {
+		be.b.Report(ctx, throttled)
+	}
+	assert.Equal(t, tasks.BreakerOpen, be.b.State())
+}
+
 // A trial send that gets a 4xx opens the breaker again; a trial that ends
 // without a report (its code was gone) lets the next one go.
 func TestBreakerTrial(t *testing.T) {
