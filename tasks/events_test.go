@@ -187,3 +187,42 @@ func sendOnce(t *testing.T, e *env) error {
 	require.NoError(t, err)
 	return e.sender.Send(t.Context(), relay.Envelope{From: "no-reply@verifyq.test", To: "b@example.com"}, msg)
 }
+
+// The code's expiry check is queued after the record of a mail sent, not
+// between the relay's acceptance and that record: a round trip there
+// would widen the window in which a killed worker leaves a mail sent and
+// unrecorded, to be mailed again.
+func TestExpiryScheduledAfterTheSentRecord(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	id := codes.ID{Email: "order@example.com"}
+	_, err := e.store.GetOrCreate(ctx, id)
+	require.NoError(t, err)
+	var order []string
+	ev := &orderedEvents{Recorder: &eventstest.Recorder{}, order: &order}
+	rec := &orderedDeliveries{Deliveries: e.cfg.Deliveries, order: &order}
+	h := e.handler(t, func(c *tasks.HandlerConfig) { c.Events, c.Deliveries = ev, rec })
+	require.NoError(t, h.ProcessTask(ctx, e.task(t, id.Email, "")))
+	assert.Equal(t, []string{"sent", "expiry"}, order)
+}
+
+type orderedEvents struct {
+	*eventstest.Recorder
+	order *[]string
+}
+
+func (o *orderedEvents) ScheduleExpiry(ctx context.Context, id codes.ID, task string, at time.Time) error {
+	*o.order = append(*o.order, "expiry")
+	return o.Recorder.ScheduleExpiry(ctx, id, task, at)
+}
+
+type orderedDeliveries struct {
+	tasks.Deliveries
+	order *[]string
+}
+
+func (o *orderedDeliveries) Sent(ctx context.Context, id codes.ID, taskID string, a delivery.Acceptance) error {
+	*o.order = append(*o.order, "sent")
+	return o.Deliveries.Sent(ctx, id, taskID, a)
+}

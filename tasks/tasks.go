@@ -327,7 +327,13 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	start := h.cfg.Now()
 	err = h.cfg.Mailer.Send(ctx, relay.Envelope{From: h.returnPath(taskID, p, start), To: p.Email}, msg)
 	accepted := h.cfg.Now()
-	if h.cfg.Events != nil && !at.Live.NoExpiry {
+	// The code's expiry check is queued after each attempt, but after the
+	// record of a mail sent: a round trip before it would widen the window
+	// in which a killed worker leaves a mail sent and unrecorded.
+	scheduleExpiry := func() {
+		if h.cfg.Events == nil || at.Live.NoExpiry {
+			return
+		}
 		if serr := h.cfg.Events.ScheduleExpiry(ctx, id, taskID, start.Add(left)); serr != nil {
 			log.WarnContext(ctx, "could not schedule the code's expiry check: no code.expired for it", "err", serr)
 		}
@@ -335,6 +341,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	res.SMTP = accepted.Sub(start)
 	res.SMTPErr = err != nil
 	if err != nil {
+		scheduleExpiry()
 		return h.failed(ctx, log, id, taskID, err, res)
 	}
 	res.Outcome = OutcomeSent
@@ -342,6 +349,7 @@ func (h *SendCodeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		res.SinceRequest = accepted.Sub(p.RequestedAt)
 	}
 	h.markSent(ctx, log, id, taskID, delivery.Acceptance{At: accepted, Relay: res.Relay, SinceRequest: res.SinceRequest})
+	scheduleExpiry()
 	h.emit(ctx, events.CodeSent, taskID, events.Data{Email: id.Email, Purpose: id.Purpose, TaskID: taskID, Attempt: attempt(ctx),
 		Relay: res.Relay, SentAfterMS: res.SinceRequest.Milliseconds()})
 	log.InfoContext(ctx, "code mailed",
