@@ -551,9 +551,9 @@ func isLastAttempt(ctx context.Context, err error) bool {
 	return ok1 && ok2 && retried >= maxRetry
 }
 
-// Retry delays: exponential from RetryBase with full jitter, capped at
-// RetryCap. asynq's default (15 s and up) is far too slow for codes that
-// live ten minutes.
+// Retry delays: exponential from RetryBase, capped at RetryCap, each delay
+// half fixed and half random (0.5 to 1 s first). asynq's default (15 s and
+// up) is far too slow for codes that live ten minutes.
 const (
 	RetryBase = time.Second
 	RetryCap  = time.Minute
