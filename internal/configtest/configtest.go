@@ -5,15 +5,12 @@
 package configtest
 
 import (
-	"bufio"
-	"os"
 	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
+	"github.com/verifyq/verifyq/internal/doctable"
 	"github.com/verifyq/verifyq/internal/platform"
 )
 
@@ -70,27 +67,10 @@ var row = regexp.MustCompile("^\\| `([A-Z0-9_]+)` \\| (both|enqueuer|worker) \\|
 // at path. A line of that table that is not a well-formed row fails t.
 func Table(t *testing.T, path string) []Row {
 	t.Helper()
-	f, err := os.Open(path) //nolint:gosec // G304: the test names the file
-	require.NoError(t, err)
-	defer func() { _ = f.Close() }()
 	var rows []Row
-	in := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "## "):
-			in = line == "## Variables"
-		case in && strings.HasPrefix(line, "| `"):
-			m := row.FindStringSubmatch(line)
-			if assert.NotNil(t, m, "a malformed row: %s", line) {
-				rows = append(rows, Row{Name: m[1], Binary: m[2], Default: m[3]})
-			}
-		}
+	for _, m := range doctable.Rows(t, path, "Variables", row) {
+		rows = append(rows, Row{Name: m[1], Binary: m[2], Default: m[3]})
 	}
-	require.NoError(t, sc.Err())
-	require.NotEmpty(t, rows, "no table under ## Variables in %s", path)
 	return rows
 }
 

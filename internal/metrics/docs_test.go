@@ -1,8 +1,6 @@
 package metrics_test
 
 import (
-	"bufio"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/verifyq/verifyq/httpapi"
+	"github.com/verifyq/verifyq/internal/doctable"
 	"github.com/verifyq/verifyq/internal/metrics"
 	"github.com/verifyq/verifyq/outcome"
 	"github.com/verifyq/verifyq/tasks"
@@ -33,35 +32,17 @@ var backticked = regexp.MustCompile("`([a-z_]+)`")
 // cell outside parentheses, which hold the label's values).
 func documentedMetrics(t *testing.T) map[string][2]string {
 	t.Helper()
-	f, err := os.Open(operations)
-	require.NoError(t, err)
-	defer func() { _ = f.Close() }()
 	out := map[string][2]string{}
-	in := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "## "):
-			in = line == "## Metrics"
-		case in && strings.HasPrefix(line, "| `"):
-			m := metricRow.FindStringSubmatch(line)
-			if !assert.NotNil(t, m, "a malformed row: %s", line) {
-				continue
-			}
-			_, twice := out[m[1]]
-			assert.False(t, twice, "%s is documented twice", m[1])
-			var labels []string
-			for _, w := range backticked.FindAllStringSubmatch(outsideParens(m[3]), -1) {
-				labels = append(labels, w[1])
-			}
-			slices.Sort(labels)
-			out[m[1]] = [2]string{m[2], strings.Join(labels, ",")}
+	for _, m := range doctable.Rows(t, operations, "Metrics", metricRow) {
+		_, twice := out[m[1]]
+		assert.False(t, twice, "%s is documented twice", m[1])
+		var labels []string
+		for _, w := range backticked.FindAllStringSubmatch(outsideParens(m[3]), -1) {
+			labels = append(labels, w[1])
 		}
+		slices.Sort(labels)
+		out[m[1]] = [2]string{m[2], strings.Join(labels, ",")}
 	}
-	require.NoError(t, sc.Err())
-	require.NotEmpty(t, out, "no metrics table under ## Metrics in %s", operations)
 	return out
 }
 
