@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/gomail.v2"
 
@@ -214,14 +215,92 @@ func (t *Templates) renderMail(s *sender, to, code, purpose string, loc Locale, 
 }
 
 // encodeSubject returns the subject as RFC 2047 encoded words, Q or B
-// encoding, whichever is shorter; printable ASCII stays as it is.
+// encoding, whichever is shorter; printable ASCII stays as it is. The
+// words are separated by a space, where gomail folds the field when a
+// line would pass 76 characters: the first word fits after "Subject: "
+// and each other one after the fold's space, so that no line of the field
+// is longer than 76 characters (RFC 2047, 2). mime's encoder makes words
+// of up to 75 characters, which gomail cannot fold within that.
 func encodeSubject(s string) string {
-	q := mime.QEncoding.Encode("UTF-8", s)
-	if b := mime.BEncoding.Encode("UTF-8", s); len(b) < len(q) {
+	if mime.QEncoding.Encode("UTF-8", s) == s {
+		return s
+	}
+	q, b := encodeWords(s, 'q'), encodeWords(s, 'b')
+	if len(b) < len(q) {
 		return b
 	}
 	return q
 }
+
+// Lengths of the subject's encoded words: gomail folds a line at the last
+// space before its 76th character (counting "Subject: " on the first
+// line, the fold's space on the others), so each word and the space after
+// it must fit there.
+const (
+	firstWordLen = 76 - len("Subject: ") - 1
+	wordLen      = 76 - len(" ") - 1
+)
+
+// encodeWords returns s as encoded words of the UTF-8 charset in the
+// encoding enc ('q' or 'b'), separated by a space, the first at most
+// firstWordLen characters and the others wordLen; each word ends where a
+// character does, and so decodes on its own.
+func encodeWords(s string, enc byte) string {
+	var words []string
+	limit, start := firstWordLen, 0
+	for i := 0; i < len(s); {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		if i > start && encodedWordLen(s[start:i+size], enc) > limit {
+			words = append(words, encodeWord(s[start:i], enc))
+			start, limit = i, wordLen
+		}
+		i += size
+	}
+	return strings.Join(append(words, encodeWord(s[start:], enc)), " ")
+}
+
+// encodeWord returns chunk as one encoded word; in Q encoding, a space is
+// "_" and printable ASCII but "=", "?" and "_" stays as it is, as mime's
+// encoder has it.
+func encodeWord(chunk string, enc byte) string {
+	b := make([]byte, 0, encodedWordLen(chunk, enc))
+	b = append(append(b, "=?UTF-8?"...), enc, '?')
+	if enc == 'b' {
+		b = base64.StdEncoding.AppendEncode(b, []byte(chunk))
+	} else {
+		const hex = "0123456789ABCDEF"
+		for i := 0; i < len(chunk); i++ {
+			switch c := chunk[i]; {
+			case c == ' ':
+				b = append(b, '_')
+			case qPlain(c):
+				b = append(b, c)
+			default:
+				b = append(b, '=', hex[c>>4], hex[c&15])
+			}
+		}
+	}
+	return string(append(b, "?="...))
+}
+
+// encodedWordLen is len(encodeWord(chunk, enc)).
+func encodedWordLen(chunk string, enc byte) int {
+	n := len("=?UTF-8?q??=")
+	if enc == 'b' {
+		return n + base64.StdEncoding.EncodedLen(len(chunk))
+	}
+	for i := 0; i < len(chunk); i++ {
+		if c := chunk[i]; c == ' ' || qPlain(c) {
+			n++
+		} else {
+			n += 3
+		}
+	}
+	return n
+}
+
+// qPlain reports whether c stands for itself in a Q-encoded word.
+func qPlain(c byte) bool { return c > ' ' && c <= '~' && c != '=' && c != '?' && c != '_' }
 
 // canonicalLines ends every line of a rendered part with CRLF, as a text
 // part is sent (RFC 2045, 6.8); the quoted-printable writer would do the

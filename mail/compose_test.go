@@ -330,3 +330,31 @@ func TestComposeSenderInAnInternationalDomain(t *testing.T) {
 		assert.Regexp(t, `^<[0-9a-f]{32}@xn--bcher-kva\.test>$`, msg.Header.Get("Message-ID"))
 	}
 }
+
+// A subject of encoded words is folded so that no line of it is longer
+// than 76 characters (RFC 2047, 2), "Subject: " included, whatever the
+// locale, the purpose and the app name; it reads back as rendered.
+func TestComposeSubjectLinesFold(t *testing.T) {
+	t.Parallel()
+	for _, app := range []string{"", "ACME", strings.Repeat("名", mail.MaxAppNameLen),
+		strings.Repeat("Ünïcødé ", 8)[:63], strings.Repeat("Ж", mail.MaxAppNameLen)} {
+		tpl := loadTemplates(t, mail.TemplateConfig{AppName: app})
+		for _, purpose := range append([]string{""}, codes.DefaultPurposes...) {
+			for _, loc := range mail.Locales() {
+				c, err := tpl.Compose(testFrom, "", mail.Message{To: "user@example.com", Locale: loc, Code: "482916",
+					ExpiresIn: 10 * time.Minute, Purpose: purpose})
+				require.NoError(t, err)
+				raw := write(t, c)
+				head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+				_, subject, _ := strings.Cut(string(head), "\r\nSubject: ")
+				subject, _, _ = strings.Cut(subject, "\r\nDate: ")
+				for i, line := range strings.Split("Subject: "+subject, "\r\n") {
+					require.LessOrEqual(t, len(line), 76, "%s %q, app %q, line %d: %q", loc, purpose, app, i, line)
+				}
+				msg := smtptest.ParseMessage(raw)
+				require.Contains(t, msg.Subject, app, "%s %q", loc, purpose)
+				require.NotContains(t, msg.Subject, "=?", "%s %q: decoded", loc, purpose)
+			}
+		}
+	}
+}
