@@ -36,14 +36,19 @@ import (
 // (prepared.fits). Any other mail is rendered.
 
 // maxSenders bounds the senders (From and Reply-To) kept parsed, and
-// maxPrepared the mails kept prepared; past them mails are still made,
+// maxPrepared and maxPreparedBytes the mails kept prepared, in number and
+// in the bytes of their sample mails; past them mails are still made,
 // parsing or rendering as they go. A worker with one sender, the default
 // purposes and codes of 10 minutes prepares 5 purposes x 10 locales x 10
-// lifetimes in minutes, 500 mails of some 5 KB each; the bound leaves room
-// for a few senders or longer lifetimes, 10 MB at most.
+// lifetimes in minutes, 500 mails of some 5 KB each; the bounds leave room
+// for a few senders or longer lifetimes. Templates of MAIL_TEMPLATES_DIR
+// may render parts of up to 256 KiB each, and a code of a day's lifetime
+// has 1440 lifetimes in minutes: the bytes bound the memory such mails
+// take.
 const (
-	maxSenders  = 16
-	maxPrepared = 2048
+	maxSenders       = 16
+	maxPrepared      = 2048
+	maxPreparedBytes = 16 << 20
 )
 
 // sender is a mail's From and optional Reply-To, parsed.
@@ -103,9 +108,18 @@ func (t *Templates) prepared(s *sender, purpose string, loc Locale, minutes int6
 		t.nPrepared.Add(-1)
 		return nil
 	}
-	v, loaded := t.mails.LoadOrStore(k, t.prepare(s, purpose, loc, minutes))
+	p := t.prepare(s, purpose, loc, minutes)
+	if p != nil && t.preparedBytes.Add(int64(p.size)) > maxPreparedBytes {
+		// Past the bytes' bound: such mails are rendered, and kept so.
+		t.preparedBytes.Add(-int64(p.size))
+		p = nil
+	}
+	v, loaded := t.mails.LoadOrStore(k, p)
 	if loaded {
 		t.nPrepared.Add(-1)
+		if p != nil {
+			t.preparedBytes.Add(-int64(p.size))
+		}
 	}
 	return v.(*prepared)
 }

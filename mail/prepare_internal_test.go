@@ -256,3 +256,34 @@ func TestPreparedBounded(t *testing.T) {
 	tpl.mails.Range(func(any, any) bool { mails++; return true })
 	assert.Equal(t, int(tpl.nPrepared.Load()), mails)
 }
+
+// The mails kept prepared are bounded in bytes as well as in number:
+// templates of the largest size a file may have, and codes of a long
+// lifetime asked for at every minute of it, keep no more than
+// maxPreparedBytes, and the mails past it are made all the same.
+func TestPreparedBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	filler := strings.Repeat("Lorem ipsum dolor sit amet. ", (MaxTemplateSize-200)/28)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "en.txt.tmpl"), []byte("Code: {{.Code}}\n"+filler), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "en.html.tmpl"), []byte("<p>{{.Code}}</p><p>"+filler+"</p>"), 0o600))
+	tpl, err := LoadTemplates(TemplateConfig{Dir: dir})
+	require.NoError(t, err)
+	for minutes := range 400 {
+		c, err := tpl.Compose("no-reply@verifyq.test", "", Message{To: "user@example.com", Locale: LocaleEN, Code: "482916",
+			ExpiresIn: time.Duration(minutes+1) * time.Minute})
+		require.NoError(t, err)
+		require.Contains(t, readMail(t, c).text, "Code: 482916")
+	}
+	kept, n := 0, 0
+	tpl.mails.Range(func(_, v any) bool {
+		if p := v.(*prepared); p != nil {
+			kept += p.size
+			n++
+		}
+		return true
+	})
+	assert.Positive(t, n)
+	assert.LessOrEqual(t, kept, maxPreparedBytes)
+	assert.Equal(t, int64(kept), tpl.preparedBytes.Load())
+}

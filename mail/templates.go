@@ -109,11 +109,12 @@ type Templates struct {
 	sets    map[setKey]*templateSet
 
 	// The senders parsed and the mails prepared (prepare.go), each up to
-	// its bound (nSenders, nPrepared).
-	senders   sync.Map // senderKey to *sender
-	nSenders  atomic.Int32
-	mails     sync.Map // preparedKey to *prepared, nil for mails rendered
-	nPrepared atomic.Int32
+	// its bounds (nSenders, nPrepared, preparedBytes).
+	senders       sync.Map // senderKey to *sender
+	nSenders      atomic.Int32
+	mails         sync.Map // preparedKey to *prepared, nil for mails rendered
+	nPrepared     atomic.Int32
+	preparedBytes atomic.Int64 // the sizes of the mails prepared
 }
 
 type setKey struct {
