@@ -196,9 +196,9 @@ func (t *Templates) renderMail(s *sender, to, code, purpose string, loc Locale, 
 		return nil, fmt.Errorf("mail: render: %w", err)
 	}
 	g := gomail.NewMessage(gomail.SetCharset("UTF-8"), gomail.SetEncoding(gomail.QuotedPrintable))
-	g.SetAddressHeader("From", s.from.Address, s.from.Name)
+	g.SetAddressHeader("From", formatAddress(g, "From", s.from), "")
 	if s.reply != nil {
-		g.SetAddressHeader("Reply-To", s.reply.Address, s.reply.Name)
+		g.SetAddressHeader("Reply-To", formatAddress(g, "Reply-To", s.reply), "")
 	}
 	g.SetAddressHeader("To", ASCIIDomain(to), "")
 	g.SetHeader("Subject", encodeSubject(subject))
@@ -225,29 +225,40 @@ func encodeSubject(s string) string {
 	if mime.QEncoding.Encode("UTF-8", s) == s {
 		return s
 	}
-	q, b := encodeWords(s, 'q'), encodeWords(s, 'b')
+	const first = 76 - len("Subject: ") - 1
+	q, b := encodeWords(s, 'q', first), encodeWords(s, 'b', first)
 	if len(b) < len(q) {
 		return b
 	}
 	return q
 }
 
-// Lengths of the subject's encoded words: gomail folds a line at the last
-// space before its 76th character (counting "Subject: " on the first
-// line, the fold's space on the others), so each word and the space after
-// it must fit there.
-const (
-	firstWordLen = 76 - len("Subject: ") - 1
-	wordLen      = 76 - len(" ") - 1
-)
+// formatAddress returns a as the value of the header field named field,
+// for gomail to write as it is: the address alone without a name, a name
+// of printable ASCII as gomail quotes it, and any other name as B-encoded
+// words folded as the subject's are (encodeWords). gomail's own encoding
+// of a name makes words it cannot fold within 76 characters, and leaves
+// in Q-encoded words characters that RFC 2047 (5) keeps out of a name.
+func formatAddress(g *gomail.Message, field string, a *netmail.Address) string {
+	if a.Name == "" || mime.QEncoding.Encode("UTF-8", a.Name) == a.Name {
+		return g.FormatAddress(a.Address, a.Name)
+	}
+	return encodeWords(a.Name, 'b', 76-len(field+": ")-1) + " <" + a.Address + ">"
+}
+
+// wordLen bounds an encoded word past the first of a header field: gomail
+// folds a line at the last space before its 76th character, counting the
+// fold's space, so each word and the space after it must fit there.
+const wordLen = 76 - len(" ") - 1
 
 // encodeWords returns s as encoded words of the UTF-8 charset in the
 // encoding enc ('q' or 'b'), separated by a space, the first at most
-// firstWordLen characters and the others wordLen; each word ends where a
+// first characters (what is left of the field's first line but the
+// space after it) and the others wordLen; each word ends where a
 // character does, and so decodes on its own.
-func encodeWords(s string, enc byte) string {
+func encodeWords(s string, enc byte, first int) string {
 	var words []string
-	limit, start := firstWordLen, 0
+	limit, start := first, 0
 	for i := 0; i < len(s); {
 		_, size := utf8.DecodeRuneInString(s[i:])
 		if i > start && encodedWordLen(s[start:i+size], enc) > limit {

@@ -358,3 +358,30 @@ func TestComposeSubjectLinesFold(t *testing.T) {
 		}
 	}
 }
+
+// A sender's name in encoded words is folded as the subject is: no line of
+// From or Reply-To longer than 76 characters, and the names read back.
+func TestComposeSenderNameLinesFold(t *testing.T) {
+	t.Parallel()
+	names := []string{"某某科技有限公司客户服务中心", "Компания Ромашка, служба поддержки", "Verifyq Café & Co", "Verifyq"}
+	for _, name := range names {
+		author := mail.Author{From: `"` + name + `" <no-reply@verifyq.test>`, ReplyTo: `"` + name + `" <support@verifyq.test>`}
+		require.NoError(t, author.Validate())
+		for range 2 { // rendered, then prepared
+			c, err := author.Compose(testMessage())
+			require.NoError(t, err)
+			raw := write(t, c)
+			head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+			for line := range strings.SplitSeq(string(head), "\r\n") {
+				require.LessOrEqual(t, len(line), 76, "%q: %q", name, line)
+			}
+			msg := smtptest.ParseMessage(raw)
+			for field, addr := range map[string]string{"From": "no-reply@verifyq.test", "Reply-To": "support@verifyq.test"} {
+				a, err := netmail.ParseAddress(msg.Header.Get(field))
+				require.NoError(t, err, "%s %q", field, msg.Header.Get(field))
+				assert.Equal(t, name, a.Name, field)
+				assert.Equal(t, addr, a.Address, field)
+			}
+		}
+	}
+}
