@@ -133,3 +133,28 @@ func TestGRPCLegacyCallerOutsideTheNetworksIsRefused(t *testing.T) {
 	require.NotEmpty(t, lines)
 	assert.Equal(t, "unauthenticated", lines[len(lines)-1]["outcome"])
 }
+
+// The old gateway on another host, answered without a key because its
+// network is in LEGACY_CALLERS but left out of TRUSTED_PROXIES: it speaks
+// for all its users and forwards none of them, so it is not one client
+// under CLIENT_SENDS_PER_HOUR. Its sends are bounded by the mailbox,
+// domain and global limits, as a trusted gateway's are. A v1 call from the
+// same peer is still that client.
+func TestGRPCLegacyCallerIsNotOneClient(t *testing.T) {
+	t.Parallel()
+	loopback, err := clientip.ParseTrusted([]string{"127.0.0.1"})
+	require.NoError(t, err)
+	guard, keys := authtest.Callers(t, auth.Config{LegacyCallers: loopback}, "gateway send")
+	s := startOn(t, limits.Config{ClientPerHour: 1}, 0, guard, nil)
+	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com"} {
+		rsp, err := grpctest.GetVarifyCode(context.Background(), t, s.conn, email)
+		require.NoError(t, err)
+		assert.Equal(t, grpctest.LegacyReply{Error: 0, Email: email}, rsp, "no per-client cap on the gateway")
+	}
+	withKey := bearer(keys["gateway"])
+	_, err = s.v1().SendCode(withKey, &verifyqv1.SendCodeRequest{Email: "four@example.com"})
+	require.NoError(t, err)
+	_, err = s.v1().SendCode(withKey, &verifyqv1.SendCodeRequest{Email: "five@example.com"})
+	_, limit := limitDetails(t, err)
+	assert.Equal(t, "client", limit, "a caller with a key from that peer is still its own client")
+}

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/codes"
 	"github.com/verifyq/verifyq/delivery"
 	"github.com/verifyq/verifyq/mail"
@@ -28,7 +29,7 @@ type legacyServer struct {
 // as it always did: the gateway would pass it on.
 func (l legacyServer) GetVarifyCode(ctx context.Context, req *messagepb.GetVarifyReq) (*messagepb.GetVarifyRsp, error) {
 	sent, err := l.s.svc.SendCode(ctx, service.SendRequest{Email: req.GetEmail(), Locale: string(mail.LocaleZhCN),
-		Client: l.s.clientOf(ctx), Coalesce: true})
+		Client: l.s.legacyClientOf(ctx), Coalesce: true})
 	o := record(ctx, err)
 	if err == nil && sent.Coalesced {
 		o = note(ctx, outcome.Coalesced, nil)
@@ -81,6 +82,20 @@ func (s *Server) clientOf(ctx context.Context) string {
 		hops = metadata.ValueFromIncomingContext(ctx, "x-client-ip")
 	}
 	return s.cfg.TrustedProxies.Client(peerAddr(ctx), hops)
+}
+
+// legacyClientOf is clientOf for the old service, except that a call
+// admitted without a key for its peer's network (LEGACY_CALLERS, caller
+// auth.Legacy) is the old gateway asking for its users, which it cannot
+// name: like a trusted proxy that forwards nothing, it has no per-client
+// limit, also when its peer is not in TRUSTED_PROXIES.
+func (s *Server) legacyClientOf(ctx context.Context) string {
+	if x, ok := ctx.Value(exchangeKey{}).(*exchange); ok && x.caller == auth.Legacy {
+		if peer := peerAddr(ctx); !s.cfg.TrustedProxies.Contains(peer) {
+			return ""
+		}
+	}
+	return s.clientOf(ctx)
 }
 
 // deliveryStates maps delivery's states to the proto's.
