@@ -637,3 +637,31 @@ func reasonOf(t *testing.T, err error) string {
 	}
 	return ""
 }
+
+// What another build of the old gateway may send: fields the old
+// GetVarifyReq does not have (a newer .proto's), beside the address, also
+// when the address is not UTF-8. Unknown fields are skipped as proto3
+// says: the call is answered in band, 0 and the address echoed, or error
+// 3, never a non-OK status.
+func TestGRPCLegacyRequestWithUnknownFields(t *testing.T) {
+	t.Parallel()
+	s := start(t, limits.Config{}, 0)
+	raw := grpc.ForceCodecV2(rawCodec{})
+	withUnknown := func(email string) []byte {
+		b := stringFields(email, "extra")
+		b = protowire.AppendTag(b, 9, protowire.VarintType)
+		return protowire.AppendVarint(b, 42)
+	}
+
+	var rsp messagepb.GetVarifyRsp
+	require.NoError(t, s.conn.Invoke(context.Background(), grpctest.LegacyMethod, withUnknown("extra@example.com"), &rsp, raw))
+	assert.Equal(t, int32(0), rsp.GetError())
+	assert.Equal(t, "extra@example.com", rsp.GetEmail())
+	assert.Equal(t, 1, s.pending(t))
+
+	rsp.Reset()
+	require.NoError(t, s.conn.Invoke(context.Background(), grpctest.LegacyMethod, withUnknown("a\xff@example.com"), &rsp, raw),
+		"an address that is not UTF-8 beside unknown fields: still in band")
+	assert.Equal(t, int32(3), rsp.GetError())
+	assert.Empty(t, rsp.GetEmail())
+}
