@@ -321,7 +321,8 @@ func TestSendCodeHandlerWaitsAtTheGate(t *testing.T) {
 	require.Equal(t, tasks.BreakerOpen, be.b.State())
 
 	res := make(chan error, 1)
-	go func() { res <- be.h.ProcessTask(ctx, be.task(t, "held@example.com", "en")) }()
+	task := be.task(t, "held@example.com", "en")
+	go func() { res <- be.h.ProcessTask(ctx, task) }()
 	select {
 	case err := <-res:
 		t.Fatalf("the handler did not wait: %v", err)

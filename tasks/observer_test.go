@@ -116,9 +116,10 @@ func TestObserverInFlight(t *testing.T) {
 	e.smtp.SetFault(smtptest.Fault{Stage: smtptest.StageData, Hang: true})
 
 	done := make(chan struct{})
+	task := e.task(t, "slow@example.com", "")
 	go func() {
 		defer close(done)
-		_ = e.h.ProcessTask(ctx, e.task(t, "slow@example.com", ""))
+		_ = e.h.ProcessTask(ctx, task)
 	}()
 	require.Eventually(t, func() bool { n, _, _ := rec.snapshot(); return n == 1 }, 5*time.Second, 10*time.Millisecond)
 	e.smtp.ClearFault()

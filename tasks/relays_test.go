@@ -296,7 +296,8 @@ func TestRelaysHoldWhileEveryRelayFails(t *testing.T) {
 	_, err = re.store.GetOrCreate(t.Context(), codes.ID{Email: "held@example.com"})
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- re.h.ProcessTask(t.Context(), re.task(t, "held@example.com", "en")) }()
+	task := re.task(t, "held@example.com", "en")
+	go func() { done <- re.h.ProcessTask(t.Context(), task) }()
 	select {
 	case err := <-done:
 		t.Fatalf("the task was not held: %v", err)
@@ -368,7 +369,8 @@ func TestRelaysOfOne(t *testing.T) {
 	_, err = be.store.GetOrCreate(ctx, codes.ID{Email: "one@example.com"})
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- be.h.ProcessTask(ctx, be.task(t, "one@example.com", "en")) }()
+	task := be.task(t, "one@example.com", "en")
+	go func() { done <- be.h.ProcessTask(ctx, task) }()
 	select {
 	case err := <-done:
 		t.Fatalf("the task was not held: %v", err)
