@@ -366,7 +366,7 @@ func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
 
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
-	srv := smtptest.Start(t)
+	srv := smtptest.Start(t, smtptest.WithCommands())
 	srv.SetLatency(time.Minute)
 	app := openApp(t, rs, func(c *Config) {
 		c.ShutdownTimeout = timeout
@@ -392,7 +392,8 @@ func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
 		info, err := insp.GetQueueInfo(tasks.Queue)
 		return err == nil && info.Active == 1
 	}, 10*time.Second, 20*time.Millisecond, "a send in flight")
-	time.Sleep(200 * time.Millisecond) // the send reaches the SMTP server's slow reply
+	// The message is sent: the SMTP server holds its reply a minute.
+	srv.WaitCommand(t, "DATA", 10*time.Second)
 
 	start := time.Now()
 	require.NoError(t, app.Close())
