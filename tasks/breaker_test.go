@@ -145,15 +145,16 @@ func TestBreakerOutageAndRecovery(t *testing.T) {
 		rest = append(rest, waiters[0], waiters[2])
 	case trial = <-waiters[2]:
 		rest = append(rest, waiters[0], waiters[1])
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second): // probed every second; a breaker that never probes never lets one go
 		t.Fatal("no trial send after the server came back")
 	}
 	t.Logf("trial let through %s after the server came back", time.Since(back).Round(time.Millisecond))
 	require.NoError(t, trial.err)
 	assert.Equal(t, tasks.BreakerHalfOpen, be.b.State())
 	// The breaker runs the retry tasks right after it lets the trial go, on
-	// the probing goroutine: wait for it rather than race it.
-	assert.Eventually(t, func() bool { return be.resumed.Load() == 1 }, time.Second, 5*time.Millisecond,
+	// the probing goroutine: wait for it rather than race it (5 s: a
+	// breaker that does not run them never will).
+	assert.Eventually(t, func() bool { return be.resumed.Load() == 1 }, 5*time.Second, 5*time.Millisecond,
 		"retry tasks run when a probe gets through")
 	for _, w := range rest {
 		blocked(t, w, 200*time.Millisecond)
@@ -162,13 +163,13 @@ func TestBreakerOutageAndRecovery(t *testing.T) {
 	trial.done()
 	assert.Equal(t, tasks.BreakerClosed, be.b.State())
 	for _, w := range rest {
-		r := released(t, w, time.Second)
+		r := released(t, w, 5*time.Second)
 		require.NoError(t, r.err)
 		r.done()
 	}
 	assert.Equal(t, []tasks.BreakerState{tasks.BreakerClosed, tasks.BreakerOpen, tasks.BreakerHalfOpen, tasks.BreakerClosed},
 		be.states.list())
-	assert.Eventually(t, func() bool { return be.resumed.Load() == 2 }, time.Second, 10*time.Millisecond,
+	assert.Eventually(t, func() bool { return be.resumed.Load() == 2 }, 5*time.Second, 10*time.Millisecond,
 		"and again when it closes")
 	assert.Equal(t, 2, be.smtp.Count())
 	for msg, level := range map[string]string{
@@ -243,14 +244,15 @@ func TestBreakerTrial(t *testing.T) {
 		be.b.Report(ctx, errors.New("connection refused"))
 	}
 	require.Equal(t, tasks.BreakerOpen, be.b.State())
-	// The server is up: the first probe gets through.
-	first := released(t, wait(ctx, be.b), 3*time.Second)
+	// The server is up: the first probe, a second after the breaker
+	// opened, gets through. A breaker that never probes never lets it go.
+	first := released(t, wait(ctx, be.b), 10*time.Second)
 	require.NoError(t, first.err)
 	require.Equal(t, tasks.BreakerHalfOpen, be.b.State())
 	second := wait(ctx, be.b)
 	blocked(t, second, 200*time.Millisecond)
 	first.done() // no report
-	r := released(t, second, time.Second)
+	r := released(t, second, 5*time.Second)
 	require.NoError(t, r.err)
 
 	third := wait(ctx, be.b)
@@ -258,7 +260,7 @@ func TestBreakerTrial(t *testing.T) {
 	r.done()
 	assert.Equal(t, tasks.BreakerOpen, be.b.State(), "a failed trial opens the breaker again")
 	blocked(t, third, 300*time.Millisecond)
-	r = released(t, third, 3*time.Second) // probed again, half-open again
+	r = released(t, third, 10*time.Second) // probed again a second later, half-open again
 	require.NoError(t, r.err)
 	be.b.Report(ctx, nil)
 	r.done()
@@ -291,11 +293,11 @@ func TestBreakerClose(t *testing.T) {
 	defer cancel()
 	short := wait(ctx, be.b)
 	long := wait(t.Context(), be.b)
-	assert.ErrorIs(t, released(t, short, 2*time.Second).err, context.DeadlineExceeded)
+	assert.ErrorIs(t, released(t, short, 5*time.Second).err, context.DeadlineExceeded)
 	blocked(t, long, 200*time.Millisecond)
 
 	be.b.Close()
-	err := released(t, long, time.Second).err
+	err := released(t, long, 5*time.Second).err
 	require.ErrorIs(t, err, tasks.ErrSMTPUnavailable)
 	assert.False(t, tasks.IsFailure(err))
 	assert.True(t, tasks.IsFailure(errors.New("smtp: server replied 451")))
