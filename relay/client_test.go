@@ -500,9 +500,8 @@ func TestGreeting421WaitsForAnOpenConnection(t *testing.T) {
 	for range sends {
 		wg.Go(func() { errs <- trySend(t.Context(), c, testTo) })
 	}
-	for srv.Connections() < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return srv.Connections() >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"a second connection, refused at its greeting")
 	srv.ClearFault()
 	wg.Wait()
 	close(errs)
@@ -1055,9 +1054,8 @@ func TestSendLogsNoSecrets(t *testing.T) {
 	for range 2 {
 		wg.Go(func() { errs <- trySend(t.Context(), c2, testTo) })
 	}
-	for capped.Connections() < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return capped.Connections() >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"a second connection, refused at its greeting")
 	capped.ClearFault()
 	wg.Wait()
 	require.NoError(t, <-errs)
