@@ -291,7 +291,7 @@ func TestWorkerDeliversEvents(t *testing.T) {
 		bad   []string
 		open  = map[net.Conn]bool{}
 	)
-	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var ev struct{ Type string }
 		_ = json.Unmarshal(body, &ev)

@@ -46,7 +46,7 @@ func (s Stage) String() string {
 	}
 }
 
-// NoEnhancedCode, as a Fault's EnhancedCode, sends the reply without an
+// NoEnhancedCode as a Fault's EnhancedCode sends the reply without an
 // enhanced status code of the server's own.
 var NoEnhancedCode = [3]int(smtp.NoEnhancedCode)
 

@@ -97,7 +97,7 @@ func (c client) send(t *testing.T, srv *smtptest.Server) error {
 	}
 	if c.user != "" {
 		// PlainAuth allows unencrypted connections to loopback hosts.
-		var a smtp.Auth = smtp.PlainAuth("", c.user, c.pass, srv.Host())
+		a := smtp.PlainAuth("", c.user, c.pass, srv.Host())
 		if c.login {
 			a = loginAuth{c.user, c.pass}
 		}
