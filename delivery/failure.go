@@ -19,8 +19,8 @@ type Class string
 // Classes of a failed send. Handling says what verifyq does with each.
 const (
 	// RecipientRefused: the recipient's mailbox does not exist or is
-	// disabled (5.1.x, 5.2.1 at RCPT). Undeliverable; that exact address is
-	// suppressed.
+	// disabled, or its domain has no route (5.1.x, 5.2.1, 5.4.4 at RCPT).
+	// Undeliverable; that exact address is suppressed.
 	RecipientRefused Class = "recipient_refused"
 	// MessageRefused: this message is refused for good (5.3.4 size, 5.6.x
 	// content, any other 5xx for this mail that is not the relay's policy).

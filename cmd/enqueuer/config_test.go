@@ -401,6 +401,16 @@ func TestConfigurationReference(t *testing.T) {
 	configtest.Check(t, "../../docs/CONFIGURATION.md", "enqueuer", Config{})
 }
 
+// -h lists -new-key beside the flags platform.Run parses: main handles
+// it before Run, which would not know it otherwise.
+func TestHelpListsNewKey(t *testing.T) {
+	var out strings.Builder
+	code := platform.Run(t.Context(), binary, []string{"-h"}, &out)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out.String(), "-healthcheck")
+	assert.Contains(t, out.String(), "-new-key NAME SCOPES")
+}
+
 // -new-key prints a key and the line that admits it.
 func TestNewKeyCommand(t *testing.T) {
 	var out, errOut strings.Builder

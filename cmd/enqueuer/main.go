@@ -28,7 +28,12 @@ var binary = platform.Binary[Config]{
 	AdminAddr: func(cfg Config) string { return cfg.AdminAddr },
 	Serve:     serve,
 	GCPercent: gcPercent,
+	Usage: "  -new-key NAME SCOPES\n    \tprint a new API key for the caller NAME and its line for API_KEYS_FILE, then exit\n" +
+		"    \t(" + newKeyScopes + ")\n",
 }
+
+// newKeyScopes says what -new-key's SCOPES are.
+const newKeyScopes = "SCOPES: a comma-separated set of send, verify, status"
 
 // gcPercent is the enqueuer's GOGC unless the environment sets one: a send
 // allocates much and keeps little, so with the runtime's 100 the collector
@@ -46,7 +51,7 @@ func main() {
 // line, and returns the exit status (2 for bad arguments).
 func newKey(args []string, stdout, stderr io.Writer) int {
 	if len(args) != 2 {
-		_, _ = fmt.Fprintln(stderr, "usage: enqueuer -new-key NAME SCOPES   (SCOPES: a comma-separated set of send, verify, status)")
+		_, _ = fmt.Fprintln(stderr, "usage: enqueuer -new-key NAME SCOPES   ("+newKeyScopes+")")
 		return 2
 	}
 	key, line, err := auth.NewKey(args[0], args[1])

@@ -56,6 +56,10 @@ type Binary[C any] struct {
 	// GCPercent is the garbage collector's target (GOGC) while serving,
 	// unless the environment sets GOGC; 0 leaves the runtime's default.
 	GCPercent int
+	// Usage is more of -h's text, after the flags Run parses: the flags
+	// the command's main handles before it (the enqueuer's -new-key), in
+	// the flag package's layout.
+	Usage string
 }
 
 // Main is the main function of a verifyq command: it runs b with the
@@ -84,6 +88,11 @@ func Run[C any, P interface {
 }](ctx context.Context, b Binary[C], args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet(b.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = fmt.Fprintf(stderr, "Usage of %s:\n", b.Name)
+		fs.PrintDefaults()
+		_, _ = fmt.Fprint(stderr, b.Usage)
+	}
 	healthcheck := fs.Bool("healthcheck", false, "check that the "+b.Name+" on ADMIN_ADDR is ready, exit 0 or 1")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -31,6 +31,9 @@ type testConfig struct {
 func (c *testConfig) Resolve() error { return c.Common.Resolve() }
 
 // testBinary records what Run gave Serve.
+// testUsage is the test binary's own part of -h.
+const testUsage = "  -extra\n    \thandled by the binary's main\n"
+
 type testBinary struct {
 	served    bool
 	cfg       testConfig
@@ -49,6 +52,7 @@ func (b *testBinary) run(ctx context.Context, t *testing.T, args ...string) (int
 	var stderr strings.Builder
 	code := platform.Run(ctx, platform.Binary[testConfig]{
 		Name:      "testbin",
+		Usage:     testUsage,
 		AdminAddr: func(cfg testConfig) string { return cfg.AdminAddr },
 		Serve: func(ctx context.Context, cfg testConfig, logger *slog.Logger) error {
 			b.served, b.cfg = true, cfg
@@ -175,8 +179,10 @@ func TestRunArguments(t *testing.T) {
 	assert.Contains(t, stderr, "-healthcheck")
 	code, _ = b.run(context.Background(), t, "extra")
 	assert.Equal(t, 2, code)
-	code, _ = b.run(context.Background(), t, "-h")
+	code, stderr = b.run(context.Background(), t, "-h")
 	assert.Equal(t, 0, code)
+	assert.Contains(t, stderr, "-healthcheck")
+	assert.True(t, strings.HasSuffix(stderr, testUsage), "the binary's own usage last: %q", stderr)
 	assert.False(t, b.served)
 }
 
