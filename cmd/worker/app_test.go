@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -57,6 +58,20 @@ func openApp(t *testing.T, rs *redistest.Server, tweak func(*Config)) *App {
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
 	return app
+}
+
+// queueSend makes email's code and queues the task that mails it, as the
+// enqueuer does.
+func queueSend(t *testing.T, rdb *redis.Client, email string) {
+	t.Helper()
+	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
+	require.NoError(t, err)
+	issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: email})
+	require.NoError(t, err)
+	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
+	require.NoError(t, err)
+	_, err = asynq.NewClientFromRedisClient(rdb).EnqueueContext(t.Context(), task)
+	require.NoError(t, err)
 }
 
 // smtpServer is the SMTP_URL u, parsed.
@@ -138,18 +153,9 @@ func TestShutdownWithBreakerOpen(t *testing.T) {
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
 	app := openApp(t, rs, func(c *Config) { c.Concurrency = 3; c.ShutdownTimeout = 20 * time.Second })
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
-	require.NoError(t, err)
-	client := asynq.NewClientFromRedisClient(rdb)
 	const n = 10
 	for i := range n {
-		email := fmt.Sprintf("held%d@example.com", i)
-		issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: email})
-		require.NoError(t, err)
-		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
-		require.NoError(t, err)
-		_, err = client.Enqueue(task)
-		require.NoError(t, err)
+		queueSend(t, rdb, fmt.Sprintf("held%d@example.com", i))
 	}
 	admin := "http://" + app.AdminAddr() + "/metrics"
 	require.Eventually(t, func() bool {
@@ -204,20 +210,12 @@ func TestWorkerFallbackRelay(t *testing.T) {
 		c.Fallback = FallbackServer{smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", fallback.Addr()))}
 	})
 	t.Cleanup(func() { assert.NoError(t, app.Close()) })
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
-	require.NoError(t, err)
-	client := asynq.NewClientFromRedisClient(rdb)
 	var addrs []string
 	enqueue := func() {
 		t.Helper()
 		email := fmt.Sprintf("u%d@example.com", len(addrs))
 		addrs = append(addrs, email)
-		issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: email})
-		require.NoError(t, err)
-		task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
-		require.NoError(t, err)
-		_, err = client.Enqueue(task)
-		require.NoError(t, err)
+		queueSend(t, rdb, email)
 	}
 	for range 10 {
 		enqueue()
@@ -323,14 +321,7 @@ func TestWorkerDeliversEvents(t *testing.T) {
 		c.WebhookURLs = platform.WebhookURLs{recv.URL + "/hook"}
 		require.NoError(t, c.WebhookSecret.Decode(secret))
 	})
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
-	require.NoError(t, err)
-	issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: "ev@example.com"})
-	require.NoError(t, err)
-	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "ev@example.com", RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
-	require.NoError(t, err)
-	_, err = asynq.NewClientFromRedisClient(rdb).Enqueue(task)
-	require.NoError(t, err)
+	queueSend(t, rdb, "ev@example.com")
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -383,14 +374,7 @@ func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
 	require.NoError(t, em.Emit(t.Context(), events.Event{Type: events.RelayFailing, Fact: "shutdown-test", Data: events.Data{Relay: "primary"}}))
 	require.Eventually(t, func() bool { return posted.Load() > 0 }, 10*time.Second, 20*time.Millisecond, "a delivery in flight")
 
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
-	require.NoError(t, err)
-	issued, err := store.GetOrCreate(t.Context(), codes.ID{Email: "slow@example.com"})
-	require.NoError(t, err)
-	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: "slow@example.com", RequestedAt: time.Now(), ExpiresAt: time.Now().Add(issued.ExpiresIn)})
-	require.NoError(t, err)
-	_, err = client.Enqueue(task)
-	require.NoError(t, err)
+	queueSend(t, rdb, "slow@example.com")
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	require.Eventually(t, func() bool {
 		info, err := insp.GetQueueInfo(tasks.Queue)

@@ -23,7 +23,6 @@ import (
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/redistest"
 	"github.com/verifyq/verifyq/internal/smtptest"
-	"github.com/verifyq/verifyq/tasks"
 )
 
 // With MAIL_RETURN_PATH, BOUNCE_SECRET and BOUNCE_ADDR the worker mails
@@ -57,14 +56,7 @@ func TestWorkerBounceIntake(t *testing.T) {
 
 	ctx := context.Background()
 	const email = "nobody@dest.test"
-	store, err := codes.NewStore(rdb, codes.Config{KeyPrefix: "code_", TTL: 10 * time.Minute, Length: 6})
-	require.NoError(t, err)
-	_, err = store.GetOrCreate(ctx, codes.ID{Email: email})
-	require.NoError(t, err)
-	task, err := tasks.NewSendCodeTask(tasks.SendCodePayload{Email: email, RequestedAt: time.Now(), ExpiresAt: time.Now().Add(10 * time.Minute)})
-	require.NoError(t, err)
-	_, err = asynq.NewClientFromRedisClient(rdb).EnqueueContext(ctx, task)
-	require.NoError(t, err)
+	queueSend(t, rdb, email)
 	rp := srv.WaitMessages(t, 1, 10*time.Second)[0].From
 	require.Regexp(t, `^bounces\+[a-z2-7]{32}@bounce\.test$`, rp)
 

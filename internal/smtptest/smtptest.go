@@ -8,9 +8,10 @@
 // run-time fault injection (SetFault) and per-message latency (SetLatency).
 //
 // Optional features are enabled with options: WithAuth for AUTH PLAIN and
-// LOGIN (WithAuthMechanisms to offer other sets), WithTLS for STARTTLS, WithImplicitTLS for implicit TLS, WithEnvelopeOnly
-// for load runs, WithMaxConnections to cap the connections open at once
-// and WithCommands to record the commands clients send. Both TLS options
+// LOGIN (WithAuthMechanisms to offer other sets), WithTLS for STARTTLS,
+// WithImplicitTLS for implicit TLS, WithEnvelopeOnly for load runs,
+// WithMaxConnections to cap the connections open at once and WithCommands
+// to record the commands clients send. Both TLS options
 // use a self-signed certificate generated in memory for 127.0.0.1, ::1 and
 // localhost; clients trust it through RootCAs (or CertificatePEM).
 //
