@@ -41,6 +41,10 @@ type Issued struct {
 	// Created is true when this call made the code, false when an existing
 	// one was reused.
 	Created bool
+	// Held is true when a tentative issue (Issue.Tentative) found a live
+	// code and wrote nothing: only ExpiresIn is set, and the send issues
+	// again (Issue.Call) once it is admitted.
+	Held bool
 }
 
 // Send names the send that issues a code, for the code's delivery status:
@@ -69,6 +73,7 @@ type Issue struct {
 	sealed string
 	owner  [2]string // the status field that names the send, and its value
 	call   script.Call
+	held   script.Call // call, holding a live code (Tentative)
 }
 
 // Issue prepares the get-or-create of id's code at now for send: a new
@@ -100,8 +105,10 @@ func (s *Store) Issue(id ID, now time.Time, send Send) (*Issue, error) {
 		}
 		replace = "1"
 	}
-	is.call = script.Call{Script: issueScript, Keys: is.keys, Args: []any{is.value, s.cfg.TTLOf(id.Purpose).Milliseconds(),
-		owner[0], owner[1], now.UnixMilli(), StatusLinger.Milliseconds(), replace, send.Queue, send.Locale, is.sealed}}
+	args := []any{is.value, s.cfg.TTLOf(id.Purpose).Milliseconds(),
+		owner[0], owner[1], now.UnixMilli(), StatusLinger.Milliseconds(), replace, send.Queue, send.Locale, is.sealed}
+	is.call = script.Call{Script: issueScript, Keys: is.keys, Args: append(args, "0")}
+	is.held = script.Call{Script: issueScript, Keys: is.keys, Args: append(args[:len(args):len(args)], "1")}
 	return is, nil
 }
 
@@ -113,8 +120,15 @@ func (s *Store) TTLOf(purpose string) time.Duration { return s.cfg.TTLOf(purpose
 // slot.
 func (is *Issue) Call() script.Call { return is.call }
 
+// Tentative is Call for a send whose limits are still to be decided: it
+// makes a new code as Call does, but only looks at a live one (Issued.Held),
+// writing nothing that a refusal would have to take back while another
+// send mails or verifies that code.
+func (is *Issue) Tentative() script.Call { return is.held }
+
 // Result reads the issue's reply and returns what was issued and the
-// script call that takes it back (see Store.GetOrCreate).
+// script call that takes it back (see Store.GetOrCreate); a held live code
+// has nothing to take back (the call is zero).
 func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
 	if len(reply) != 15 {
 		return Issued{}, script.Call{}, fmt.Errorf("issue code: unexpected reply of %d values", len(reply))
@@ -122,6 +136,9 @@ func (is *Issue) Result(reply []any) (Issued, script.Call, error) {
 	str := func(i int) string { v, _ := reply[i].(string); return v }
 	left, _ := reply[1].(int64)
 	created, _ := reply[2].(int64)
+	if created == -1 {
+		return Issued{ExpiresIn: time.Duration(left) * time.Millisecond, Held: true}, script.Call{}, nil
+	}
 	issued := Issued{Code: str(0), Sealed: is.sealed, ExpiresIn: time.Duration(left) * time.Millisecond, Created: created == 1}
 	if is.sealed != "" {
 		issued.Code = is.fresh // the live value is its MAC

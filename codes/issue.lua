@@ -15,13 +15,21 @@
 -- has no value for is removed. Happy path of a new code: SET, DEL, HSET,
 -- PEXPIRE.
 --
+-- With hold, a live code is only looked at: nothing is written, and the
+-- reply says how long it lives. A send whose limits are decided in the
+-- same pipeline holds, so that a send they refuse never touches a code
+-- and a status that another send may be mailing or verifying; once
+-- admitted it issues again without hold. A new code is made either way
+-- (a refusal takes it back: unissue).
+--
 -- KEYS[1] code, KEYS[2] attempts, KEYS[3] status (all in the code's slot)
 -- ARGV[1] new value, ARGV[2] lifetime ms, ARGV[3] the field that names
 -- the send ('task' or 'nonce'), ARGV[4] its value, ARGV[5] now ms,
 -- ARGV[6] status linger ms, ARGV[7] replace ('1' or '0'), ARGV[8] the
 -- task's queue, ARGV[9] locale ('' default), ARGV[10] the sealed code (''
--- for plain codes)
--- Reply: {value, ms left, created (1 or 0), value replaced ('' if none),
+-- for plain codes), ARGV[11] hold ('1' or '0')
+-- Reply: {value, ms left, created (1 made, 0 reused, -1 held: a live code
+-- looked at, nothing written, every other value ''), value replaced ('' if none),
 -- then the status's state, task, nonce, queue, locale, sealed, queued_at,
 -- failure, reply, dsn and diagnostic before ('' each if none)}: all but
 -- the first three are what unissue needs to take this send back.
@@ -42,6 +50,12 @@ end
 if code then
   created = 0
   left = redis.call('PTTL', KEYS[1])
+  if ARGV[11] == '1' then
+    if left < 0 or left > ttl then left = ttl end
+    local reply = {'', left, -1}
+    for i = 4, 15 do reply[i] = '' end
+    return reply
+  end
   if left < 0 or left > ttl then
     redis.call('PEXPIRE', KEYS[1], ttl)
     left = ttl

@@ -263,3 +263,33 @@ func TestFailedAdmissionTakesBackWhatRan(t *testing.T) {
 	require.NoError(t, err, "the retry is admitted")
 	assert.True(t, again.Created)
 }
+
+// An admitted resend of a live code whose issue then fails (here its
+// status is no hash by then) fails, and what its parts recorded is taken
+// back, as for an admission that failed in part.
+func TestFailedReissueTakesBackWhatRan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, rdb := newStack(t, codes.Config{}, limits.Config{Cooldown: time.Minute, AddressPerHour: 2, ClientPerHour: 2})
+	id := codes.ID{Email: "again@example.com"}
+	req := limits.Request{Email: id.Email, Client: "198.51.100.4", Send: codes.Send{Task: "t1", Queue: "mail"}}
+	_, err := s.GetOrCreate(ctx, req)
+	require.NoError(t, err)
+
+	s.Now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	trips := 0
+	rdb.AddHook(pipelineHook{before: func() {
+		if trips++; trips == 2 { // between the admission and the issue
+			require.NoError(t, rdb.Set(ctx, s.StatusKey(id), "not a hash", 0).Err())
+		}
+	}})
+	req.Send.Task = "t2"
+	_, err = s.GetOrCreate(ctx, req)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, limits.ErrRateLimited)
+
+	require.NoError(t, rdb.Del(ctx, s.StatusKey(id)).Err())
+	req.Send.Task = "t3"
+	_, err = s.GetOrCreate(ctx, req)
+	require.NoError(t, err, "the retry is admitted: its hour of sends and its client's hold one send, not two")
+}

@@ -245,6 +245,12 @@ func (a Admission) Undo(ctx context.Context) error {
 // parts that admitted it recorded). A pipeline that failed in part fails
 // the send, and what its calls that did run recorded is taken back too.
 // An admitted send marks the delivery status queued.
+//
+// The issue in that pipeline only looks at a live code (Issue.Tentative):
+// a send that the limits refuse never replaces a sealed code or renames
+// the status of a send that a worker may be mailing, even for the moment
+// before its undo. An admitted send to a live code issues it in a second
+// round trip (three with the enqueue, where a new code takes two).
 func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	now := req.At
 	if now.IsZero() {
@@ -273,12 +279,17 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		calls = append(calls, script.Call{Script: p.check, Keys: keys, Args: p.args(&l.cfg, s)})
 		undos = append(undos, script.Call{Script: p.undo, Keys: keys, Args: p.undoArgs(&l.cfg, s)})
 	}
-	calls = append(calls, issue.Call())
+	// The issue holds a live code until the parts have admitted the send
+	// (Issue.Tentative); the index entry goes with the issue.
+	calls = append(calls, issue.Tentative())
+	reissue := []script.Call{issue.Call()}
 	keys := []string{issue.Call().Keys[0]}
 	var unopen []script.Call
 	if req.Send.Task != "" {
 		open := delivery.OpenSend{Task: req.Send.Task, ID: id}
-		calls = append(calls, open.Add(now.Add(l.codes.TTLOf(req.Purpose))))
+		add := open.Add(now.Add(l.codes.TTLOf(req.Purpose)))
+		calls = append(calls, add)
+		reissue = append(reissue, add)
 		keys = append(keys, open.Key())
 		unopen = append(unopen, open.Remove())
 	}
@@ -299,7 +310,7 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	r, ierr := cmds[len(on)].Slice()
 	if ierr == nil {
 		var unissue script.Call
-		if issued, unissue, ierr = issue.Result(r); ierr == nil {
+		if issued, unissue, ierr = issue.Result(r); ierr == nil && !issued.Held {
 			admitted = append(admitted, unissue)
 		}
 	}
@@ -347,9 +358,17 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		}
 	}
 	if refusal == nil {
+		if issued.Held {
+			if issued, admitted, err = l.reissue(ctx, issue, reissue, admitted); err != nil {
+				return Admission{}, err
+			}
+		}
 		return Admission{Issued: issued, ResendAfter: l.cfg.Cooldown, Keys: keys, rdb: l.rdb, undo: admitted}, nil
 	}
-	_, uerr := script.Run(ctx, l.rdb, admitted...)
+	var uerr error
+	if len(admitted) > 0 {
+		_, uerr = script.Run(ctx, l.rdb, admitted...)
+	}
 	if cooldown && refusal.name != suppressed && req.Coalesce && !issued.Created {
 		// The code is on its way: what the other parts recorded is taken
 		// back, and the live code's lifetime is the answer.
@@ -363,6 +382,37 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 		err2 = errors.Join(err2, fmt.Errorf("undo a refused send: %w", uerr))
 	}
 	return Admission{}, err2
+}
+
+// reissue issues the live code that an admitted send held (the calls:
+// issue's Call, and the send's entry in the index again, which a
+// reconciler's run between the two round trips may have taken out as a
+// send the status did not name yet) and returns what it issued with the
+// undo calls of the send. On failure what the send recorded is taken back.
+func (l *Limiter) reissue(ctx context.Context, issue *codes.Issue, calls []script.Call,
+	admitted []script.Call) (codes.Issued, []script.Call, error) {
+	cmds, err := script.Run(ctx, l.rdb, calls...)
+	var issued codes.Issued
+	r, ierr := cmds[0].Slice()
+	if ierr == nil {
+		var unissue script.Call
+		if issued, unissue, ierr = issue.Result(r); ierr == nil {
+			admitted = append(admitted, unissue)
+		}
+	}
+	if err == nil {
+		err = ierr
+	}
+	if err == nil {
+		return issued, admitted, nil
+	}
+	err = fmt.Errorf("admit send: %w", err)
+	if len(admitted) > 0 {
+		if _, uerr := script.Run(ctx, l.rdb, admitted...); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo a failed send: %w", uerr))
+		}
+	}
+	return codes.Issued{}, nil, err
 }
 
 // refused is the refusal of a send so far: a limit's name (or
