@@ -81,6 +81,12 @@ func MountPprof(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
 // healthCheckTimeout bounds HealthCheck: a hung server is not ready.
 const healthCheckTimeout = 3 * time.Second
 
+// healthClient asks the admin server itself: a proxy that the environment
+// names for the process's other traffic (HTTP_PROXY, which Go skips only
+// for loopback) never stands between a check and an ADMIN_ADDR on another
+// interface.
+var healthClient = &http.Client{Timeout: healthCheckTimeout, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+
 // HealthCheck asks the admin server listening on addr whether the process
 // is ready (GET /readyz) and returns nil on 200. It is the -healthcheck
 // flag of both binaries, for container health checks in images without a
@@ -101,7 +107,7 @@ func HealthCheck(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	res, err := (&http.Client{Timeout: healthCheckTimeout}).Do(req)
+	res, err := healthClient.Do(req)
 	if err != nil {
 		return err
 	}

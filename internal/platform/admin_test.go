@@ -113,6 +113,15 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	assert.Eventually(t, func() bool { return status("/readyz") == http.StatusOK }, 5*time.Second, 50*time.Millisecond)
 }
 
+// The check goes to the admin server directly, whatever proxy the
+// environment names.
+func TestHealthCheckTakesNoProxy(t *testing.T) {
+	t.Parallel()
+	tr, ok := platform.HealthTransport.(*http.Transport)
+	require.True(t, ok, "%T", platform.HealthTransport)
+	assert.Nil(t, tr.Proxy)
+}
+
 func TestHealthCheck(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)

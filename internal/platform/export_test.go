@@ -1,0 +1,4 @@
+package platform
+
+// HealthTransport is the transport of HealthCheck's client.
+var HealthTransport = healthClient.Transport
