@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"os"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/verifyq/verifyq/auth"
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/tracing"
@@ -65,31 +67,10 @@ func newKey(args []string, stdout, stderr io.Writer) int {
 }
 
 // serve runs the enqueuer until ctx ends, then lets requests in flight
-// finish within SHUTDOWN_TIMEOUT.
-// With tracing on (OTEL_*), the spans still queued are exported within
-// what is left of SHUTDOWN_TIMEOUT.
+// finish within SHUTDOWN_TIMEOUT (platform.ServeApp).
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	tr, logger, err := platform.StartTracing(ctx, tracing.ServiceEnqueuer, logger) // before any other gRPC call
-	if err != nil {
-		return err
-	}
-	shutdown := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	}
-	app, err := NewApp(cfg, logger, tr.Provider())
-	if err == nil {
-		err = app.Open(ctx)
-	}
-	if err != nil {
-		sctx, cancel := shutdown()
-		defer cancel()
-		platform.StopTracing(sctx, tr, logger)
-		return err
-	}
-	<-ctx.Done()
-	sctx, cancel := shutdown()
-	defer cancel()
-	err = app.Close(sctx)
-	platform.StopTracing(sctx, tr, logger)
-	return err
+	return platform.ServeApp(ctx, tracing.ServiceEnqueuer, cfg.ShutdownTimeout, logger,
+		func(logger *slog.Logger, tp trace.TracerProvider) (platform.App, error) {
+			return NewApp(cfg, logger, tp)
+		})
 }

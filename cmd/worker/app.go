@@ -349,8 +349,12 @@ func (a *App) BounceAddr() string {
 }
 
 // Close stops taking tasks and waits up to SHUTDOWN_TIMEOUT for sends in
-// flight; asynq puts a send it had to cut off back on the queue.
-func (a *App) Close() error {
+// flight; asynq puts a send it had to cut off back on the queue. What
+// follows them (the admin server's requests in flight, the bounce reports
+// being recorded, the records of mails sent) finishes until ctx ends,
+// which serve sets SHUTDOWN_TIMEOUT after the signal: one budget for the
+// whole shutdown, as the orchestrator's grace period expects.
+func (a *App) Close(ctx context.Context) error {
 	// Stop the reconciler (a pass in flight ends at its next Redis call),
 	// then stop taking tasks, then let the sends the breakers hold back
 	// go (back to the queue, no retry counted), then wait for the rest.
@@ -376,8 +380,6 @@ func (a *App) Close() error {
 	}()
 	a.server.Shutdown()
 	<-eventsDone
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
-	defer cancel()
 	err := a.adminSrv.Shutdown(ctx)
 	// Reports being recorded finish before Redis closes; an MTA sends
 	// again whatever the intake had not taken.

@@ -34,8 +34,16 @@ import (
 func startApp(t *testing.T, tweak func(*Config)) *App {
 	t.Helper()
 	app := openApp(t, redistest.Start(t), tweak)
-	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	t.Cleanup(func() { assert.NoError(t, app.Close(closeCtx(t, app))) })
 	return app
+}
+
+// closeCtx is the budget serve gives Close: the app's SHUTDOWN_TIMEOUT
+// from now.
+func closeCtx(t *testing.T, app *App) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), app.cfg.ShutdownTimeout)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // openApp opens an App on rs; the caller closes it.
@@ -175,7 +183,7 @@ func TestShutdownWithBreakerOpen(t *testing.T) {
 	failed := info.Failed
 
 	start := time.Now()
-	require.NoError(t, app.Close())
+	require.NoError(t, app.Close(closeCtx(t, app)))
 	took := time.Since(start)
 	// Held sends that waited for SHUTDOWN_TIMEOUT would take its 20 s; half
 	// of it leaves a loaded machine room to stop the queue.
@@ -209,7 +217,7 @@ func TestWorkerFallbackRelay(t *testing.T) {
 		c.Server = smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", primary.Addr()))
 		c.Fallback = FallbackServer{smtpServer(t, fmt.Sprintf("smtp://%s?tls=none&timeout=1s", fallback.Addr()))}
 	})
-	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	t.Cleanup(func() { assert.NoError(t, app.Close(closeCtx(t, app))) })
 	var addrs []string
 	enqueue := func() {
 		t.Helper()
@@ -328,7 +336,7 @@ func TestWorkerDeliversEvents(t *testing.T) {
 		return slices.Contains(types, string(events.CodeSent))
 	}, 20*time.Second, 20*time.Millisecond, "code.sent delivered")
 
-	require.NoError(t, app.Close())
+	require.NoError(t, app.Close(closeCtx(t, app)))
 	// A connection left idle would stay open for the transport's
 	// IdleConnTimeout, 90 s.
 	assert.Eventually(t, func() bool {
@@ -342,8 +350,9 @@ func TestWorkerDeliversEvents(t *testing.T) {
 }
 
 // SHUTDOWN_TIMEOUT bounds the whole shutdown: a send in flight on a slow
-// SMTP server and a delivery in flight to an endpoint that does not
-// answer are both cut off at that time, not one after the other.
+// SMTP server, a delivery in flight to an endpoint that does not answer
+// and an admin request are all cut off at that time, not one after the
+// other.
 func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
 	t.Parallel()
 	const timeout = 2 * time.Second
@@ -382,11 +391,24 @@ func TestShutdownTimeoutBoundsMailAndEvents(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "a send in flight")
 	// The message is sent: the SMTP server holds its reply a minute.
 	srv.WaitCommand(t, "DATA", 10*time.Second)
+	// And an admin request in flight, a CPU profile of 8 s.
+	profiled := make(chan struct{})
+	go func() {
+		defer close(profiled)
+		res, err := http.Get("http://" + app.AdminAddr() + "/debug/pprof/profile?seconds=8")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			_ = res.Body.Close()
+		}
+	}()
+	t.Cleanup(func() { <-profiled })
+	time.Sleep(100 * time.Millisecond) // for the request to be in; the ErrorIs below checks it was
 
 	start := time.Now()
-	require.NoError(t, app.Close())
+	err := app.Close(closeCtx(t, app))
 	took := time.Since(start)
-	assert.Less(t, took, 2*timeout, "the mail's and the events' servers are given SHUTDOWN_TIMEOUT together, not each in turn")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "the admin request cut off")
+	assert.Less(t, took, 2*timeout, "the mail's and the events' servers and the admin's are given SHUTDOWN_TIMEOUT together, not each in turn")
 	info, err := insp.GetQueueInfo(tasks.Queue)
 	require.NoError(t, err)
 	assert.Equal(t, 1, info.Pending, "the send cut off is back on the queue")

@@ -51,7 +51,7 @@ func TestWorkerBounceIntake(t *testing.T) {
 	app, err := NewApp(cfg, logger, nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
-	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	t.Cleanup(func() { assert.NoError(t, app.Close(closeCtx(t, app))) })
 	require.NotEmpty(t, app.BounceAddr())
 
 	ctx := context.Background()

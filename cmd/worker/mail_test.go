@@ -48,7 +48,7 @@ func TestWorkerMailsBrandedTemplates(t *testing.T) {
 	app, err := NewApp(cfg, logger, nil)
 	require.NoError(t, err)
 	require.NoError(t, app.Open(context.Background()))
-	t.Cleanup(func() { assert.NoError(t, app.Close()) })
+	t.Cleanup(func() { assert.NoError(t, app.Close(closeCtx(t, app))) })
 
 	ctx := context.Background()
 	client := asynq.NewClientFromRedisClient(rdb)

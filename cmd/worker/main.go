@@ -10,6 +10,8 @@ import (
 	"context"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/verifyq/verifyq/internal/platform"
 	"github.com/verifyq/verifyq/internal/tracing"
 )
@@ -23,27 +25,11 @@ var binary = platform.Binary[Config]{
 
 func main() { platform.Main(binary) }
 
-// serve runs the worker until ctx ends, then lets sends in flight finish
-// within SHUTDOWN_TIMEOUT.
-// With tracing on (OTEL_*), the spans still queued are exported within
-// SHUTDOWN_TIMEOUT after the sends in flight.
+// serve runs the worker until ctx ends, then lets sends in flight
+// finish within SHUTDOWN_TIMEOUT (platform.ServeApp).
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	tr, logger, err := platform.StartTracing(ctx, tracing.ServiceWorker, logger)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		platform.StopTracing(sctx, tr, logger)
-	}()
-	app, err := NewApp(cfg, logger, tr.Provider())
-	if err != nil {
-		return err
-	}
-	if err := app.Open(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return app.Close()
+	return platform.ServeApp(ctx, tracing.ServiceWorker, cfg.ShutdownTimeout, logger,
+		func(logger *slog.Logger, tp trace.TracerProvider) (platform.App, error) {
+			return NewApp(cfg, logger, tp)
+		})
 }
