@@ -276,7 +276,10 @@ func TestEnqueuerSIGTERMDrainsRequests(t *testing.T) {
 		res.Body.Close()
 		replied <- reply{status: res.StatusCode, at: time.Now()}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	require.Eventually(t, func() bool {
+		info, err := rdb.Info(context.Background(), "clients").Result()
+		return err == nil && !strings.Contains(info, "blocked_clients:0\r\n")
+	}, time.Second, 10*time.Millisecond, "the request's write waits in Redis (this test's own)")
 	s.enqueuer.terminate(t)
 	exited := time.Now()
 	r := <-replied
