@@ -156,6 +156,11 @@ func (t *Templates) Compose(from, replyTo string, m Message) (*Composed, error) 
 	if err != nil {
 		return nil, err
 	}
+	return t.compose(s, m)
+}
+
+// compose builds the mail of m from s, parsed (Templates.Compose).
+func (t *Templates) compose(s *sender, m Message) (*Composed, error) {
 	if err := ValidateAddress(m.To); err != nil {
 		return nil, fmt.Errorf("mail: recipient: %w", err)
 	}

@@ -60,8 +60,9 @@ type sender struct {
 
 type senderKey struct{ from, replyTo string }
 
-// sender returns from and replyTo ("" for none) parsed, once for each
-// pair. Errors wrap ErrInvalidAddress.
+// sender returns from and replyTo ("" for none) parsed: the sender t
+// keeps of the pair, or the pair parsed now and kept when there is room
+// (keep). Errors wrap ErrInvalidAddress.
 func (t *Templates) sender(from, replyTo string) (*sender, error) {
 	k := senderKey{from, replyTo}
 	if v, ok := t.senders.Load(k); ok {
@@ -77,13 +78,23 @@ func (t *Templates) sender(from, replyTo string) (*sender, error) {
 			return nil, fmt.Errorf("mail: reply-to: %w", err)
 		}
 	}
+	return t.keep(s), nil
+}
+
+// keep returns the sender t keeps of s's key: the one kept before, s
+// itself kept when fewer than maxSenders are, or else s, not kept (its
+// mails are rendered).
+func (t *Templates) keep(s *sender) *sender {
+	if v, ok := t.senders.Load(s.key); ok {
+		return v.(*sender)
+	}
 	if t.nSenders.Add(1) <= maxSenders {
 		s.kept = true
-		if v, loaded := t.senders.LoadOrStore(k, s); loaded {
-			return v.(*sender), nil
+		if v, loaded := t.senders.LoadOrStore(s.key, s); loaded {
+			return v.(*sender)
 		}
 	}
-	return s, nil
+	return s
 }
 
 // preparedKey names the mails one prepared stands for.
