@@ -315,8 +315,7 @@ func testMessage() mail.Message {
 func TestComposeSenderInAnInternationalDomain(t *testing.T) {
 	t.Parallel()
 	const from, ascii = "Verifyq <no-reply@bücher.test>", "no-reply@xn--bcher-kva.test"
-	author := mail.Author{From: from, ReplyTo: "support@bücher.test"}
-	require.NoError(t, author.Validate())
+	author := newAuthor(t, from, "support@bücher.test", nil)
 	assert.Equal(t, ascii, author.EnvelopeFrom())
 	for range 2 { // rendered, then prepared
 		c, err := author.Compose(testMessage())
@@ -365,8 +364,7 @@ func TestComposeSenderNameLinesFold(t *testing.T) {
 	t.Parallel()
 	names := []string{"某某科技有限公司客户服务中心", "Компания Ромашка, служба поддержки", "Verifyq Café & Co", "Verifyq"}
 	for _, name := range names {
-		author := mail.Author{From: `"` + name + `" <no-reply@verifyq.test>`, ReplyTo: `"` + name + `" <support@verifyq.test>`}
-		require.NoError(t, author.Validate())
+		author := newAuthor(t, `"`+name+`" <no-reply@verifyq.test>`, `"`+name+`" <support@verifyq.test>`, nil)
 		for range 2 { // rendered, then prepared
 			c, err := author.Compose(testMessage())
 			require.NoError(t, err)

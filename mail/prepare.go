@@ -35,16 +35,17 @@ import (
 // mail's own code and address are of the kinds the stand-ins stood for
 // (prepared.fits). Any other mail is rendered.
 
-// maxSenders bounds the senders (From and Reply-To) kept parsed, and
-// maxPrepared and maxPreparedBytes the mails kept prepared, in number and
-// in the bytes of their sample mails; past them mails are still made,
-// parsing or rendering as they go. A worker with one sender, the default
-// purposes and codes of 10 minutes prepares 5 purposes x 10 locales x 10
-// lifetimes in minutes, 500 mails of some 5 KB each; the bounds leave room
-// for a few senders or longer lifetimes. Templates of MAIL_TEMPLATES_DIR
-// may render parts of up to 256 KiB each, and a code of a day's lifetime
-// has 1440 lifetimes in minutes: the bytes bound the memory such mails
-// take.
+// maxSenders bounds the senders (From and Reply-To) kept parsed, those
+// of Authors (NewAuthor) and of Templates.Compose alike, and only their
+// mails are prepared; maxPrepared and maxPreparedBytes bound the mails
+// kept prepared, in number and in the bytes of their sample mails. Past
+// them mails are still made, parsing (Templates.Compose) or rendering as
+// they go. A worker with one sender, the default purposes and codes of 10
+// minutes prepares 5 purposes x 10 locales x 10 lifetimes in minutes, 500
+// mails of some 5 KB each; the bounds leave room for a few senders or
+// longer lifetimes. Templates of MAIL_TEMPLATES_DIR may render parts of up
+// to 256 KiB each, and a code of a day's lifetime has 1440 lifetimes in
+// minutes: the bytes bound the memory such mails take.
 const (
 	maxSenders       = 16
 	maxPrepared      = 2048
@@ -55,7 +56,7 @@ const (
 type sender struct {
 	key         senderKey
 	from, reply *netmail.Address
-	kept        bool // in Templates.senders
+	kept        bool // in Templates.senders: its mails may be prepared
 }
 
 type senderKey struct{ from, replyTo string }

@@ -108,8 +108,9 @@ type Templates struct {
 	linkURL string
 	sets    map[setKey]*templateSet
 
-	// The senders parsed and the mails prepared (prepare.go), each up to
-	// its bounds (nSenders, nPrepared, preparedBytes).
+	// The senders kept parsed (of Authors and of Compose) and the mails
+	// prepared (prepare.go), each up to its bounds (nSenders, nPrepared,
+	// preparedBytes).
 	senders       sync.Map // senderKey to *sender
 	nSenders      atomic.Int32
 	mails         sync.Map // preparedKey to *prepared, nil for mails rendered

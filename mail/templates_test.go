@@ -48,6 +48,15 @@ func loadTemplates(t *testing.T, c mail.TemplateConfig) *mail.Templates {
 	return tpl
 }
 
+// newAuthor returns the Author of from and replyTo with tpl's templates
+// (nil: the embedded ones).
+func newAuthor(t *testing.T, from, replyTo string, tpl *mail.Templates) mail.Author {
+	t.Helper()
+	a, err := mail.NewAuthor(from, replyTo, tpl)
+	require.NoError(t, err)
+	return a
+}
+
 // composeOne composes m as a writes it and returns the mail as a server
 // would receive it.
 func composeOne(t *testing.T, a mail.Author, m mail.Message) smtptest.Message {
@@ -79,7 +88,7 @@ func TestAppNameInSubjectAndBothParts(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
 			m.Locale = tt.locale
-			got := composeOne(t, mail.Author{From: testFrom, Templates: tpl}, m)
+			got := composeOne(t, newAuthor(t, testFrom, "", tpl), m)
 			assert.Equal(t, tt.subject, got.Subject)
 			assert.Contains(t, got.Text, tt.text)
 			assert.Contains(t, got.HTML, tt.html)
@@ -126,7 +135,7 @@ func TestTemplatesDirOverridesOneTemplate(t *testing.T) {
 		"README.md":    "not a template",
 	})
 	tpl := loadTemplates(t, mail.TemplateConfig{Dir: dir, AppName: "ACME"})
-	author := mail.Author{From: testFrom, Templates: tpl}
+	author := newAuthor(t, testFrom, "", tpl)
 
 	en := composeOne(t, author, testMessage())
 	assert.Equal(t, "<p>ACME custom: <b>739164</b>, 10 min, en</p>", en.HTML, "the directory's en HTML template")
@@ -331,7 +340,7 @@ func TestLinkInBothParts(t *testing.T) {
 			m := testMessage()
 			m.Locale = loc
 			m.To = "a+b@example.com"
-			got := composeOne(t, mail.Author{From: testFrom, Templates: tpl}, m)
+			got := composeOne(t, newAuthor(t, testFrom, "", tpl), m)
 			assert.Contains(t, got.Text, "\r\nhttps://app.example.com/verify?email=a%2Bb%40example.com&code=739164\r\n")
 			assert.Contains(t, got.HTML, `<a href="https://app.example.com/verify?email=a%2Bb%40example.com&amp;code=739164"`)
 			for k, vs := range got.Header {
@@ -402,11 +411,11 @@ func TestReplyTo(t *testing.T) {
 			t.Parallel()
 			m := testMessage()
 			m.Locale = loc
-			got := composeOne(t, mail.Author{From: testFrom, ReplyTo: "ACME Support <support@acme.test>"}, m)
+			got := composeOne(t, newAuthor(t, testFrom, "ACME Support <support@acme.test>", nil), m)
 			assert.Equal(t, `"ACME Support" <support@acme.test>`, got.Header.Get("Reply-To"))
 			// The mail no longer asks not to reply; without a Reply-To it
 			// does.
-			without := composeOne(t, mail.Author{From: testFrom}, m)
+			without := composeOne(t, newAuthor(t, testFrom, "", nil), m)
 			require.Contains(t, noReply, loc)
 			for _, part := range []string{got.Text, got.HTML} {
 				assert.NotContains(t, part, noReply[loc])
@@ -420,7 +429,7 @@ func TestReplyTo(t *testing.T) {
 	assert.Empty(t, none.Header.Get("Reply-To"))
 	assert.Contains(t, none.Text, "please do not reply")
 
-	err := mail.Author{From: testFrom, ReplyTo: "support@acme.test\r\nBcc: evil@example.net"}.Validate()
+	_, err := mail.NewAuthor(testFrom, "support@acme.test\r\nBcc: evil@example.net", nil)
 	require.ErrorIs(t, err, mail.ErrInvalidAddress)
 	var fe *field.Error
 	require.ErrorAs(t, err, &fe)

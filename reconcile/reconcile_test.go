@@ -135,8 +135,10 @@ func (e *env) worker(t *testing.T) *smtptest.Server {
 	t.Cleanup(func() { _ = sender.Close() })
 	keys, err := codes.NewKeys(codes.DefaultKeyPrefix)
 	require.NoError(t, err)
+	author, err := mail.NewAuthor("no-reply@verifyq.test", "", nil)
+	require.NoError(t, err)
 	h, err := tasks.NewSendCodeHandler(tasks.HandlerConfig{
-		Deliveries: delivery.NewRecords(e.rdb, keys, e.insp), Author: mail.Author{From: "no-reply@verifyq.test"},
+		Deliveries: delivery.NewRecords(e.rdb, keys, e.insp), Author: author,
 		Mailer: sender, TTL: codes.DefaultTTL, Seal: e.seal, Logger: servicetest.Discard,
 	})
 	require.NoError(t, err)

@@ -28,7 +28,7 @@ func TestSendCodeHandlerPurpose(t *testing.T) {
 	tpl, err := mail.LoadTemplates(mail.TemplateConfig{Dir: dir})
 	require.NoError(t, err)
 	h := e.handler(t, func(c *tasks.HandlerConfig) {
-		c.Author.Templates, c.PurposeTTL = tpl, map[string]time.Duration{"reset_password": 15 * time.Minute}
+		c.Author, c.PurposeTTL = newAuthor(t, tpl), map[string]time.Duration{"reset_password": 15 * time.Minute}
 	})
 
 	def, err := e.store.GetOrCreate(ctx, codes.ID{Email: "p@example.com"})

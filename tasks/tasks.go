@@ -182,16 +182,16 @@ var (
 // recoverer), so the re-run finds the record and sends nothing.
 const MarkTimeout = 3 * time.Minute
 
-// HandlerConfig is what a SendCodeHandler needs. Deliveries, Author.From,
+// HandlerConfig is what a SendCodeHandler needs. Deliveries, Author,
 // Mailer, TTL and Logger are required.
 type HandlerConfig struct {
 	// Deliveries reads the code to mail and records each attempt.
 	Deliveries Deliveries
-	// Author writes the mail.
+	// Author writes the mail (mail.NewAuthor).
 	Author mail.Author
 	// ReturnPath, when set, is the envelope sender (MAIL_RETURN_PATH):
 	// with secrets, a VERP address that names each send (Path.For); nil
-	// is Author.From's address.
+	// is the Author's From address (EnvelopeFrom).
 	ReturnPath *returnpath.Path
 	// Mailer sends the mail: the worker's Relays (with the same Relays as
 	// the gate of Hold), or one relay's client, which a Breaker may watch
@@ -229,7 +229,7 @@ type HandlerConfig struct {
 // retries the task.
 type SendCodeHandler struct {
 	cfg   HandlerConfig
-	from  string         // the envelope sender without ReturnPath: Author.From's address
+	from  string         // the envelope sender without ReturnPath: the Author's From address
 	marks sync.WaitGroup // background writes of sent records
 }
 
@@ -238,8 +238,9 @@ func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 	if cfg.Deliveries == nil || cfg.Mailer == nil || cfg.Logger == nil {
 		return nil, errors.New("tasks: a send-code handler needs deliveries, a mailer and a logger")
 	}
-	if err := cfg.Author.Validate(); err != nil {
-		return nil, err
+	from := cfg.Author.EnvelopeFrom()
+	if from == "" {
+		return nil, errors.New("tasks: a send-code handler needs an Author made by mail.NewAuthor, not the zero one")
 	}
 	if err := codes.ValidateTTL(cfg.TTL); err != nil {
 		return nil, err
@@ -247,7 +248,7 @@ func NewSendCodeHandler(cfg HandlerConfig) (*SendCodeHandler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &SendCodeHandler{cfg: cfg, from: cfg.Author.EnvelopeFrom()}, nil
+	return &SendCodeHandler{cfg: cfg, from: from}, nil
 }
 
 // ProcessTask sends the live code. Returning an error means "retry"; errors

@@ -65,9 +65,18 @@ func newEnvOn(t *testing.T, rs redistest.Deployment) *env {
 	// records, with CODE_TTL (here codeTTL) for a key without expiry.
 	records := newRecords(t, rdb)
 	e := &env{redis: rs, rdb: rdb, store: store, records: records, smtp: smtpSrv, logs: &logs, sender: sender,
-		cfg: tasks.HandlerConfig{Deliveries: records, Author: mail.Author{From: "no-reply@verifyq.test"}, Mailer: sender, TTL: codeTTL, Logger: logger}}
+		cfg: tasks.HandlerConfig{Deliveries: records, Author: newAuthor(t, nil), Mailer: sender, TTL: codeTTL, Logger: logger}}
 	e.h = e.handler(t, nil)
 	return e
+}
+
+// newAuthor returns the Author of the tests' mails, from
+// no-reply@verifyq.test with tpl's templates (nil: the embedded ones).
+func newAuthor(t *testing.T, tpl *mail.Templates) mail.Author {
+	t.Helper()
+	a, err := mail.NewAuthor("no-reply@verifyq.test", "", tpl)
+	require.NoError(t, err)
+	return a
 }
 
 // handler returns the send-code handler of e.cfg as change changes it,
@@ -180,6 +189,17 @@ func TestSendCodeHandlerErrors(t *testing.T) {
 			e.smtp.ClearFault()
 		})
 	}
+}
+
+// The zero Author has no sender: a handler is refused it at its start,
+// not its first mail.
+func TestNewSendCodeHandlerRefusesTheZeroAuthor(t *testing.T) {
+	t.Parallel()
+	cfg := newEnv(t).cfg
+	cfg.Author = mail.Author{}
+	h, err := tasks.NewSendCodeHandler(cfg)
+	require.ErrorContains(t, err, "mail.NewAuthor")
+	assert.Nil(t, h)
 }
 
 func TestSendCodeHandlerBadPayloadIsNotRetried(t *testing.T) {

@@ -35,7 +35,7 @@ type Config struct {
 	// is the host's fully qualified name (relay.DefaultHelloName).
 	HelloName string `envconfig:"SMTP_HELO_NAME"`
 	MaxConns  int    `envconfig:"SMTP_MAX_CONNECTIONS" default:"10"`
-	// From and ReplyTo are mail.Author's.
+	// From and ReplyTo are mail.NewAuthor's, parsed into Author.
 	From    string `envconfig:"MAIL_FROM" default:"no-reply@localhost"`
 	ReplyTo string `envconfig:"MAIL_REPLY_TO"`
 	// ReturnPathAddress is the envelope sender, apart from MAIL_FROM;
@@ -70,7 +70,8 @@ type Config struct {
 	// FallbackSMTP is the fallback relay client's, made as SMTP is; nil
 	// without SMTP_FALLBACK_URL.
 	FallbackSMTP *relay.Config `ignored:"true"`
-	// Author writes the mails: From, ReplyTo and the templates, loaded.
+	// Author writes the mails: From and ReplyTo parsed, and the
+	// templates loaded.
 	Author mail.Author `ignored:"true"`
 	// ReturnPath is MAIL_RETURN_PATH signed with BOUNCE_SECRET; nil when
 	// MAIL_RETURN_PATH is empty.
@@ -128,8 +129,8 @@ func (s FallbackServer) Set() bool { return s.Host != "" }
 
 // Resolve checks c's rules across variables and those the mail package
 // owns, each problem naming its variable, loads the templates and builds
-// SMTP and Common's ready values. A bad template directory is reported
-// here, naming the file.
+// the Author (MAIL_FROM and MAIL_REPLY_TO parsed), SMTP and Common's ready
+// values. A bad template directory is reported here, naming the file.
 func (c *Config) Resolve() error {
 	errs := []error{c.Common.Resolve()}
 	if c.AdminAddr == "" {
@@ -146,8 +147,8 @@ func (c *Config) Resolve() error {
 	}
 	templates, err := mail.LoadTemplates(mail.TemplateConfig(c.Templates))
 	errs = append(errs, platform.Name(err, c))
-	c.Author = mail.Author{From: c.From, ReplyTo: c.ReplyTo, Templates: templates}
-	errs = append(errs, platform.Name(c.Author.Validate(), c))
+	c.Author, err = mail.NewAuthor(c.From, c.ReplyTo, templates)
+	errs = append(errs, platform.Name(err, c))
 	if c.MaxConns < 1 {
 		errs = append(errs, fmt.Errorf("SMTP_MAX_CONNECTIONS: %d must be at least 1", c.MaxConns))
 	}

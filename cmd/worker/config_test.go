@@ -21,7 +21,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	cfg, err := platform.Load[Config]()
 	require.NoError(t, err)
 	assert.Equal(t, platform.RedisSingle, cfg.Redis.Mode(), "ready")
-	require.NotNil(t, cfg.Author.Templates, "ready")
+	require.Equal(t, "no-reply@localhost", cfg.Author.EnvelopeFrom(), "ready")
 	smtp := cfg.SMTP
 	cfg.Redis, cfg.SMTP, cfg.Author = platform.Redis{}, relay.Config{}, mail.Author{}
 	assert.Equal(t, Config{
