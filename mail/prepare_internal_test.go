@@ -228,8 +228,9 @@ func TestPreparedOnlyWhenSplittable(t *testing.T) {
 	}
 }
 
-// The senders and mails kept are bounded; mails past the bounds are made
-// all the same.
+// The senders and mails kept are bounded, whether the senders come as
+// strings (Templates.Compose) or from Authors (NewAuthor); mails past the
+// bounds are made all the same.
 func TestPreparedBounded(t *testing.T) {
 	t.Parallel()
 	tpl, err := LoadTemplates(TemplateConfig{})
@@ -240,7 +241,16 @@ func TestPreparedBounded(t *testing.T) {
 			for i := range maxPrepared/2 + maxSenders {
 				from := fmt.Sprintf("no-reply-%d@verifyq.test", i%(maxSenders+4))
 				m := Message{To: "user@example.com", Locale: locales[g%2], Code: "482916", ExpiresIn: time.Duration(i+g+1) * time.Minute}
-				c, err := tpl.Compose(from, "", m)
+				var c *Composed
+				var err error
+				if g < 2 {
+					c, err = tpl.Compose(from, "", m)
+				} else {
+					var a Author
+					if a, err = NewAuthor(from, "", tpl); err == nil {
+						c, err = a.Compose(m)
+					}
+				}
 				if !assert.NoError(t, err) {
 					continue
 				}
@@ -261,6 +271,49 @@ func TestPreparedBounded(t *testing.T) {
 	mails := 0
 	tpl.mails.Range(func(any, any) bool { mails++; return true })
 	assert.Equal(t, int(tpl.nPrepared.Load()), mails)
+}
+
+// An Author's sender, parsed once by NewAuthor, is the one its Templates
+// keep: its mails are prepared, and another Author or Templates.Compose of
+// the same strings use it as it is. Past maxSenders an Author's sender is
+// not kept, and its mails are rendered.
+func TestAuthorSenderIsKept(t *testing.T) {
+	t.Parallel()
+	tpl, err := LoadTemplates(TemplateConfig{AppName: "ACME"})
+	require.NoError(t, err)
+	const from, replyTo = "Verifyq <no-reply@verifyq.test>", "support@verifyq.test"
+	a, err := NewAuthor(from, replyTo, tpl)
+	require.NoError(t, err)
+	require.True(t, a.s.kept)
+	b, err := NewAuthor(from, replyTo, tpl)
+	require.NoError(t, err)
+	assert.Same(t, a.s, b.s)
+	s, err := tpl.sender(from, replyTo)
+	require.NoError(t, err)
+	assert.Same(t, a.s, s)
+
+	m := Message{To: "user@example.com", Locale: LocaleEN, Code: "482916", ExpiresIn: 10 * time.Minute}
+	c, err := a.Compose(m)
+	require.NoError(t, err)
+	assert.NotNil(t, c.raw, "prepared")
+	fromStrings, err := tpl.Compose(from, replyTo, m)
+	require.NoError(t, err)
+	assert.Equal(t, readMail(t, c).text, readMail(t, fromStrings).text)
+
+	for i := range maxSenders {
+		_, err := NewAuthor(fmt.Sprintf("no-reply-%d@verifyq.test", i), "", tpl)
+		require.NoError(t, err)
+	}
+	late, err := NewAuthor("late@verifyq.test", replyTo, tpl)
+	require.NoError(t, err)
+	assert.False(t, late.s.kept)
+	c, err = late.Compose(m)
+	require.NoError(t, err)
+	assert.Nil(t, c.raw, "rendered")
+	assert.Contains(t, readMail(t, c).text, "482916")
+	senders := 0
+	tpl.senders.Range(func(any, any) bool { senders++; return true })
+	assert.Equal(t, maxSenders, senders)
 }
 
 // The mails kept prepared are bounded in bytes as well as in number:
