@@ -89,7 +89,9 @@ func (t *Templates) keep(s *sender) *sender {
 	if v, ok := t.senders.Load(s.key); ok {
 		return v.(*sender)
 	}
-	if t.nSenders.Add(1) <= maxSenders {
+	// Counted only while there is room: a count past the bound on every
+	// sender not kept would wrap around after 2^31 of them.
+	if t.nSenders.Load() < maxSenders && t.nSenders.Add(1) <= maxSenders {
 		s.kept = true
 		if v, loaded := t.senders.LoadOrStore(s.key, s); loaded {
 			return v.(*sender)
