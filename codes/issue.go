@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -72,8 +73,7 @@ type Issue struct {
 	value  string // what Redis keeps of it: the code or its MAC
 	sealed string
 	owner  [2]string // the status field that names the send, and its value
-	call   script.Call
-	held   script.Call // call, holding a live code (Tentative)
+	args   []any     // the script's arguments but the last (hold)
 }
 
 // Issue prepares the get-or-create of id's code at now for send: a new
@@ -105,11 +105,17 @@ func (s *Store) Issue(id ID, now time.Time, send Send) (*Issue, error) {
 		}
 		replace = "1"
 	}
-	args := []any{is.value, s.cfg.TTLOf(id.Purpose).Milliseconds(),
-		owner[0], owner[1], now.UnixMilli(), StatusLinger.Milliseconds(), replace, send.Queue, send.Locale, is.sealed}
-	is.call = script.Call{Script: issueScript, Keys: is.keys, Args: append(args, "0")}
-	is.held = script.Call{Script: issueScript, Keys: is.keys, Args: append(args[:len(args):len(args)], "1")}
+	// Room for the last argument: Tentative, which every send runs,
+	// appends it in place; Call, which runs less often, to a copy.
+	is.args = make([]any, 0, 11)
+	is.args = append(is.args, is.value, s.cfg.TTLOf(id.Purpose).Milliseconds(),
+		owner[0], owner[1], now.UnixMilli(), StatusLinger.Milliseconds(), replace, send.Queue, send.Locale, is.sealed)
 	return is, nil
+}
+
+// callWith is the script call of the issue with args.
+func (is *Issue) callWith(args []any) script.Call {
+	return script.Call{Script: issueScript, Keys: is.keys, Args: args}
 }
 
 // TTLOf is the lifetime of a new code of purpose (Config.TTLOf): no live
@@ -118,13 +124,13 @@ func (s *Store) TTLOf(purpose string) time.Duration { return s.cfg.TTLOf(purpose
 
 // Call is the script call of the issue, all of its keys in the code's
 // slot.
-func (is *Issue) Call() script.Call { return is.call }
+func (is *Issue) Call() script.Call { return is.callWith(append(slices.Clip(is.args), "0")) }
 
 // Tentative is Call for a send whose limits are still to be decided: it
 // makes a new code as Call does, but only looks at a live one (Issued.Held),
 // writing nothing that a refusal would have to take back while another
 // send mails or verifies that code.
-func (is *Issue) Tentative() script.Call { return is.held }
+func (is *Issue) Tentative() script.Call { return is.callWith(append(is.args, "1")) }
 
 // Result reads the issue's reply and returns what was issued and the
 // script call that takes it back (see Store.GetOrCreate); a held live code
@@ -163,7 +169,8 @@ func (s *Store) GetOrCreate(ctx context.Context, id ID) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	reply, err := is.call.Script.Run(ctx, s.rdb, is.call.Keys, is.call.Args...).Slice()
+	call := is.Call()
+	reply, err := call.Script.Run(ctx, s.rdb, call.Keys, call.Args...).Slice()
 	if err != nil {
 		return Issued{}, fmt.Errorf("get or create code: %w", err)
 	}

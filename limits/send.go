@@ -281,15 +281,15 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	}
 	// The issue holds a live code until the parts have admitted the send
 	// (Issue.Tentative); the index entry goes with the issue.
-	calls = append(calls, issue.Tentative())
-	reissue := []script.Call{issue.Call()}
-	keys := []string{issue.Call().Keys[0]}
+	tentative := issue.Tentative()
+	calls = append(calls, tentative)
+	keys := []string{tentative.Keys[0]}
+	var add script.Call
 	var unopen []script.Call
 	if req.Send.Task != "" {
 		open := delivery.OpenSend{Task: req.Send.Task, ID: id}
-		add := open.Add(now.Add(l.codes.TTLOf(req.Purpose)))
+		add = open.Add(now.Add(l.codes.TTLOf(req.Purpose)))
 		calls = append(calls, add)
-		reissue = append(reissue, add)
 		keys = append(keys, open.Key())
 		unopen = append(unopen, open.Remove())
 	}
@@ -359,6 +359,10 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Admission, error) {
 	}
 	if refusal == nil {
 		if issued.Held {
+			reissue := []script.Call{issue.Call()}
+			if len(unopen) > 0 {
+				reissue = append(reissue, add)
+			}
 			if issued, admitted, err = l.reissue(ctx, issue, reissue, admitted); err != nil {
 				return Admission{}, err
 			}
