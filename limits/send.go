@@ -235,7 +235,8 @@ func (a Admission) Undo(ctx context.Context) error {
 }
 
 // Admit checks the suppression list and the send limits for req and issues
-// its code (codes.Store.Issue), in one round trip: one script per slot,
+// its code (codes.Store.Issue), in one round trip (two for a live code,
+// below): one script per slot,
 // the parts that are on and the issue last, in one pipeline, with the
 // send's entry in the index of open sends after them (a plain ZADD), which
 // a refusal and Undo take out again. A suppressed

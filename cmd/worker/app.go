@@ -352,8 +352,9 @@ func (a *App) BounceAddr() string {
 // flight; asynq puts a send it had to cut off back on the queue. What
 // follows them (the admin server's requests in flight, the bounce reports
 // being recorded, the records of mails sent) finishes until ctx ends,
-// which serve sets SHUTDOWN_TIMEOUT after the signal: one budget for the
-// whole shutdown, as the orchestrator's grace period expects.
+// which platform.ServeApp sets SHUTDOWN_TIMEOUT after the signal: one
+// budget for the whole shutdown, as the orchestrator's grace period
+// expects.
 func (a *App) Close(ctx context.Context) error {
 	// Stop the reconciler (a pass in flight ends at its next Redis call),
 	// then stop taking tasks, then let the sends the breakers hold back

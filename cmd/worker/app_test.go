@@ -38,8 +38,8 @@ func startApp(t *testing.T, tweak func(*Config)) *App {
 	return app
 }
 
-// closeCtx is the budget serve gives Close: the app's SHUTDOWN_TIMEOUT
-// from now.
+// closeCtx is the budget platform.ServeApp gives Close: the app's
+// SHUTDOWN_TIMEOUT from now.
 func closeCtx(t *testing.T, app *App) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), app.cfg.ShutdownTimeout)
 	t.Cleanup(cancel)

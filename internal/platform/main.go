@@ -11,6 +11,9 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config is what Load and Main need of a binary's configuration, a struct
@@ -127,4 +130,38 @@ func setGCPercent(percent int) {
 	if _, set := os.LookupEnv("GOGC"); percent != 0 && !set {
 		debug.SetGCPercent(percent)
 	}
+}
+
+// An App is a command's process: Open starts it, Close stops it within
+// ctx.
+type App interface {
+	Open(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// ServeApp starts tracing (before any other gRPC call: the OTLP exporter over
+// gRPC is one), opens the App that newApp makes with the logger and the
+// tracer provider to use, and runs it until ctx ends (SIGINT or SIGTERM).
+// Then it closes the App and exports the spans still queued, within one
+// shutdownTimeout (SHUTDOWN_TIMEOUT) from then for the two together.
+func ServeApp(ctx context.Context, service string, shutdownTimeout time.Duration, logger *slog.Logger,
+	newApp func(*slog.Logger, trace.TracerProvider) (App, error)) error {
+	tr, logger, err := startTracing(ctx, service, logger)
+	if err != nil {
+		return err
+	}
+	app, err := newApp(logger, tr.Provider())
+	if err == nil {
+		err = app.Open(ctx)
+	}
+	if err == nil {
+		<-ctx.Done()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err == nil {
+		err = app.Close(sctx)
+	}
+	stopTracing(sctx, tr, logger)
+	return err
 }

@@ -3,10 +3,8 @@ package platform
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/verifyq/verifyq/internal/tracing"
@@ -43,38 +41,4 @@ func stopTracing(ctx context.Context, tr *tracing.Tracing, logger *slog.Logger) 
 	if err := tr.Shutdown(ctx); err != nil {
 		logger.Warn("spans lost at shutdown", "err", err)
 	}
-}
-
-// An App is a command's process: Open starts it, Close stops it within
-// ctx.
-type App interface {
-	Open(ctx context.Context) error
-	Close(ctx context.Context) error
-}
-
-// ServeApp starts tracing (before any other gRPC call: the OTLP exporter over
-// gRPC is one), opens the App that newApp makes with the logger and the
-// tracer provider to use, and runs it until ctx ends (SIGINT or SIGTERM).
-// Then it closes the App and exports the spans still queued, within one
-// shutdownTimeout (SHUTDOWN_TIMEOUT) from then for the two together.
-func ServeApp(ctx context.Context, service string, shutdownTimeout time.Duration, logger *slog.Logger,
-	newApp func(*slog.Logger, trace.TracerProvider) (App, error)) error {
-	tr, logger, err := startTracing(ctx, service, logger)
-	if err != nil {
-		return err
-	}
-	app, err := newApp(logger, tr.Provider())
-	if err == nil {
-		err = app.Open(ctx)
-	}
-	if err == nil {
-		<-ctx.Done()
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err == nil {
-		err = app.Close(sctx)
-	}
-	stopTracing(sctx, tr, logger)
-	return err
 }
